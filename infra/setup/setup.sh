@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a dev machine, CI, and the demo: Debian packages, node
+# modules, and a criu that really dumps and restores a TCP connection here.
+# Quick when everything is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# Debian packages. python3-notebook and python3-ipykernel give the Jupyter
+# server and kernel that sessions run (under /usr/bin/python3); iptables and
+# nftables carry CRIU's network lock; zstd is the optional image compressor.
+APT_PACKAGES=(
+  python3-notebook python3-ipykernel python3-numpy
+  redis-server redis-tools
+  iptables nftables iproute2 procps util-linux
+  zstd tar ca-certificates
+  criu
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    log "missing Debian packages: ${missing[*]}; run 'sudo npm run setup'"
+    exit 1
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Node modules: install when absent or when the lock file changed since.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  log "installing node modules (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# A criu that works: the system's if it passes the TCP dump/restore probe, else
+# Debian unstable's in a private prefix. The choice is cached per kernel.
+node bin/hubshift.js criu select --install

@@ -1,0 +1,31 @@
+import type { Command } from 'commander';
+import { loadSelectedCriu, selectCriu, CRIU_CACHE_FILE } from '../criu/select.js';
+import { printResult } from './output.js';
+
+export function registerCriuCommand(program: Command): void {
+  const criu = program.command('criu').description('find and check the criu that hubshift uses on this machine');
+  criu
+    .command('select')
+    .description('probe candidate criu binaries (dump and restore of a TCP connection) and record the first that works')
+    .option('--install', "install Debian unstable's criu into a private prefix when no candidate works", false)
+    .option('--force', 'probe again even if a choice is recorded for this kernel', false)
+    .option('--work-dir <dir>', 'scratch directory for the probe', '/var/lib/hubshift/probe')
+    .option('--json', 'print one JSON object', false)
+    .action(async (o: { install: boolean; force: boolean; workDir: string; json: boolean }) => {
+      const { chosen, tried } = await selectCriu({ install: o.install, force: o.force, workDir: o.workDir, log: (m) => process.stderr.write(`criu: ${m}\n`) });
+      printResult(o.json, { chosen, tried }, () => {
+        const lines = tried.filter((t) => !t.ok).map((t) => `criu: ${t.source} criu ${t.version ?? ''} does not work here: ${t.reason}`);
+        const where = chosen.source === 'private' ? `Debian unstable's criu ${chosen.version}, private prefix (${chosen.argv.at(-1)})` : `${chosen.source} criu ${chosen.version} (${chosen.argv.join(' ')})`;
+        lines.push(`criu: using ${where}; recorded in ${CRIU_CACHE_FILE}${chosen.memDirtyTrack ? '' : '; soft-dirty tracking is off on this kernel (no pre-copy)'}`);
+        return lines.join('\n');
+      });
+    });
+  criu
+    .command('show')
+    .description('print the criu recorded for this machine')
+    .option('--json', 'print one JSON object', false)
+    .action(async (o: { json: boolean }) => {
+      const bin = await loadSelectedCriu();
+      printResult(o.json, bin, () => `${bin.source} criu ${bin.version}: ${bin.argv.join(' ')}`);
+    });
+}

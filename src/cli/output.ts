@@ -1,0 +1,37 @@
+import { HubshiftError, errorMessage } from '../core/errors.js';
+
+/** Prints a result: one JSON object with --json, else readable lines. */
+export function printResult(json: boolean, value: unknown, human?: () => string): void {
+  if (json || !human) process.stdout.write(`${JSON.stringify(value, null, json ? 0 : 2)}\n`);
+  else process.stdout.write(`${human()}\n`);
+}
+
+/**
+ * A progress line on stderr for long operations; rewritten in place on a
+ * terminal, one line per step otherwise (logs, CI).
+ */
+export class Progress {
+  private readonly started = performance.now();
+  private readonly tty = process.stderr.isTTY === true;
+  constructor(
+    private readonly label: string,
+    private readonly quiet = false,
+  ) {}
+  step(msg: string): void {
+    if (this.quiet) return;
+    const t = ((performance.now() - this.started) / 1000).toFixed(1);
+    const line = `${this.label}: ${msg} (${t} s)`;
+    if (this.tty) process.stderr.write(`\r\x1b[2K${line}`);
+    else process.stderr.write(`${line}\n`);
+  }
+  done(): void {
+    if (this.tty && !this.quiet) process.stderr.write('\n');
+  }
+}
+
+/** Ends the command with a message that says what went wrong and what to do. */
+export function fail(err: unknown): never {
+  const code = err instanceof HubshiftError ? err.code : 'error';
+  process.stderr.write(`hubshift: ${errorMessage(err)}${code !== 'error' ? ` [${code}]` : ''}\n`);
+  process.exit(err instanceof HubshiftError && err.code === 'invalid_input' ? 2 : 1);
+}

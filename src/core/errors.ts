@@ -1,0 +1,114 @@
+/**
+ * Typed errors. Each carries a stable `code` (match on it, never on the text),
+ * a message that says what happened and what to do, and the HTTP status it maps
+ * to at the API edge. One error middleware turns them into one response shape.
+ */
+export type ErrorCode =
+  | 'invalid_input'
+  | 'unauthorized'
+  | 'not_found'
+  | 'conflict'
+  | 'integrity'
+  | 'criu_failed'
+  | 'criu_timeout'
+  | 'criu_unavailable'
+  | 'sandbox_failed'
+  | 'store_failed'
+  | 'timeout'
+  | 'upstream_failed';
+
+export class HubshiftError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  constructor(code: ErrorCode, status: number, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'HubshiftError';
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/** Bad input from a caller: names the field and what was wrong. */
+export class InputError extends HubshiftError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('invalid_input', 400, message, options);
+    this.name = 'InputError';
+  }
+}
+
+export class UnauthorizedError extends HubshiftError {
+  constructor(message = 'missing or wrong bearer token (pass the token from --token-file)') {
+    super('unauthorized', 401, message);
+    this.name = 'UnauthorizedError';
+  }
+}
+
+export class NotFoundError extends HubshiftError {
+  constructor(message: string) {
+    super('not_found', 404, message);
+    this.name = 'NotFoundError';
+  }
+}
+
+/** The request conflicts with the current state (a session already running, an operation in flight). */
+export class ConflictError extends HubshiftError {
+  constructor(message: string) {
+    super('conflict', 409, message);
+    this.name = 'ConflictError';
+  }
+}
+
+/** A checkpoint failed verification: a blob is missing, truncated or altered, or the manifest is absent. */
+export class IntegrityError extends HubshiftError {
+  constructor(message: string) {
+    super('integrity', 422, message);
+    this.name = 'IntegrityError';
+  }
+}
+
+/** criu ran and failed; `reason` is the parsed cause from its log, `logPath` where the full log is kept. */
+export class CriuError extends HubshiftError {
+  readonly reason: string;
+  readonly logPath: string | undefined;
+  constructor(code: 'criu_failed' | 'criu_timeout' | 'criu_unavailable', message: string, reason: string, logPath?: string) {
+    super(code, code === 'criu_unavailable' ? 503 : 500, message);
+    this.name = 'CriuError';
+    this.reason = reason;
+    this.logPath = logPath;
+  }
+}
+
+export class SandboxError extends HubshiftError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('sandbox_failed', 500, message, options);
+    this.name = 'SandboxError';
+  }
+}
+
+export class StoreError extends HubshiftError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('store_failed', 502, message, options);
+    this.name = 'StoreError';
+  }
+}
+
+export class TimeoutError extends HubshiftError {
+  constructor(message: string) {
+    super('timeout', 504, message);
+    this.name = 'TimeoutError';
+  }
+}
+
+/** An HTTP peer (agent, Jupyter server) answered with an error; carries its code when it sent one. */
+export class UpstreamError extends HubshiftError {
+  readonly upstreamCode: string | undefined;
+  constructor(message: string, status = 502, upstreamCode?: string) {
+    super('upstream_failed', status, message);
+    this.name = 'UpstreamError';
+    this.upstreamCode = upstreamCode;
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

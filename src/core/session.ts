@@ -1,0 +1,79 @@
+import { z } from 'zod';
+
+/** A user name as JupyterHub allows it, restricted to what is safe in paths and interface names. */
+export const UserName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'user must be 1-64 of a-z 0-9 . _ - and start with a letter or digit');
+
+/** Session ids are short and hex so that they fit in a Linux interface name (15 chars). */
+export const SessionId = z.string().regex(/^s[0-9a-f]{8}$/, 'session id looks like s1a2b3c4d');
+
+export const SessionState = z.enum(['starting', 'running', 'checkpointing', 'checkpointed', 'restoring', 'stopped', 'failed']);
+export type SessionState = z.infer<typeof SessionState>;
+
+/** What it takes to start a session. */
+export const SessionSpec = z.object({
+  user: UserName,
+  /** Extra environment for the single-user server (JupyterHub passes its own). */
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+});
+export type SessionSpec = z.infer<typeof SessionSpec>;
+
+/** Where a session lives on the network: its own namespace address, kept across restore. */
+export const SessionNetwork = z.object({
+  ip: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/),
+  prefixLength: z.number().int().min(8).max(30),
+  gateway: z.string(),
+  mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/),
+  /** The host side of the session's veth pair, attached to the agent's bridge. */
+  hostVeth: z.string().max(15),
+  port: z.number().int().min(1).max(65535),
+});
+export type SessionNetwork = z.infer<typeof SessionNetwork>;
+
+export const Session = z.object({
+  id: SessionId,
+  user: UserName,
+  state: SessionState,
+  network: SessionNetwork,
+  /** The Jupyter server's token. */
+  token: z.string().min(16),
+  /** Host-side pid of the session's PID-namespace init (the Jupyter server); null when not running. */
+  pid: z.number().int().positive().nullable(),
+  home: z.string(),
+  env: z.record(z.string(), z.string()),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  /** The last committed checkpoint of this session, if any. */
+  lastCheckpoint: z.string().nullable(),
+  /** Why the session is failed, when it is. */
+  error: z.string().nullable().default(null),
+});
+export type Session = z.infer<typeof Session>;
+
+export function sessionUrl(s: Pick<Session, 'network'>): string {
+  return `http://${s.network.ip}:${s.network.port}/`;
+}
+
+/** The view of a session that the API and CLI print. */
+export function sessionView(s: Session): {
+  id: string;
+  user: string;
+  state: SessionState;
+  url: string;
+  token: string;
+  pid: number | null;
+  lastCheckpoint: string | null;
+  error: string | null;
+} {
+  return {
+    id: s.id,
+    user: s.user,
+    state: s.state,
+    url: sessionUrl(s),
+    token: s.token,
+    pid: s.pid,
+    lastCheckpoint: s.lastCheckpoint,
+    error: s.error,
+  };
+}

@@ -1,0 +1,29 @@
+import { z } from 'zod';
+
+/**
+ * A criu that can be run: `argv` is the command prefix (a plain path for the
+ * system's criu; the private prefix's own loader, its library path and the
+ * binary for an unpacked Debian-unstable criu).
+ */
+export const CriuBinary = z.object({
+  argv: z.array(z.string()).min(1),
+  version: z.string(),
+  source: z.enum(['system', 'private', 'env']),
+  /** Where criu's plugins live for this binary (passed as --libdir). */
+  libdir: z.string().nullable(),
+  kernel: z.string(),
+  probedAt: z.string(),
+  /** Soft-dirty tracking, needed for pre-copy (`criu check --feature mem_dirty_track`). */
+  memDirtyTrack: z.boolean(),
+});
+export type CriuBinary = z.infer<typeof CriuBinary>;
+
+export function privatePrefixArgv(prefix: string): string[] {
+  const lib = `${prefix}/usr/lib/x86_64-linux-gnu`;
+  return [`${lib}/ld-linux-x86-64.so.2`, '--library-path', lib, `${prefix}/usr/sbin/criu`];
+}
+
+export function criuCommand(bin: Pick<CriuBinary, 'argv'>, args: readonly string[]): { cmd: string; args: string[] } {
+  const [cmd, ...rest] = bin.argv as [string, ...string[]];
+  return { cmd, args: [...rest, ...args] };
+}

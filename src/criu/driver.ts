@@ -1,0 +1,100 @@
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CriuError, TimeoutError } from '../core/errors.js';
+import { CommandError, run } from '../util/exec.js';
+import { criuCommand, type CriuBinary } from './binary.js';
+import { diagnoseCriuLogFile } from './log.js';
+
+export interface DumpOptions {
+  /** Host pid of the tree's root: for a session, its PID-namespace init. */
+  pid: number;
+  imagesDir: string;
+  /** Where criu writes its log; kept after the call. */
+  logFile: string;
+  /** Keep the tree running after the dump (default: criu kills it once dumped). */
+  leaveRunning?: boolean;
+  /** Default 300 s. */
+  timeoutMs?: number;
+  /** A CRIU action script run at every stage (site hooks; tests use it for fault injection). */
+  actionScript?: string;
+  /** Written before criu starts, e.g. to let a page server stream pages elsewhere. */
+  extraArgs?: string[];
+  signal?: AbortSignal;
+}
+
+export interface RestoreOptions {
+  imagesDir: string;
+  logFile: string;
+  pidFile: string;
+  /** `--external` values, e.g. `veth[eth0]:hsv-1a2b3c4d@hsbr0`. */
+  externals?: string[];
+  /** Default 120 s. */
+  timeoutMs?: number;
+  actionScript?: string;
+  extraArgs?: string[];
+  signal?: AbortSignal;
+}
+
+// Options every call takes: established TCP (the kernel's ZMQ and the browser's
+// websockets), file locks (sqlite), a verbose log kept for diagnosis.
+function commonArgs(bin: CriuBinary, logFile: string, actionScript?: string): string[] {
+  const args = ['-v4', '-o', logFile, '--tcp-established', '--file-locks'];
+  if (bin.libdir) args.push('--libdir', bin.libdir);
+  if (actionScript) args.push('--action-script', actionScript);
+  return args;
+}
+
+async function runCriu(
+  bin: CriuBinary,
+  op: 'dump' | 'restore',
+  args: string[],
+  logFile: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<number> {
+  const { cmd, args: full } = criuCommand(bin, args);
+  const started = performance.now();
+  try {
+    await run(cmd, full, { timeoutMs, signal });
+  } catch (err) {
+    const d = await diagnoseCriuLogFile(logFile);
+    if (err instanceof TimeoutError) {
+      throw new CriuError('criu_timeout', `criu ${op} did not finish within ${timeoutMs / 1000} s and was killed (log: ${logFile}; last error: ${d.explanation})`, d.explanation, logFile);
+    }
+    if (err instanceof CommandError) {
+      throw new CriuError('criu_failed', `criu ${op} failed: ${d.explanation} (log: ${logFile})`, d.explanation, logFile);
+    }
+    throw new CriuError('criu_unavailable', `criu ${op} could not start: ${(err as Error).message} (run npm run setup)`, (err as Error).message, logFile);
+  }
+  return (performance.now() - started) / 1000;
+}
+
+/** Dumps a process tree. Resolves with the seconds criu took; throws CriuError with the cause from the log. */
+export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ seconds: number }> {
+  await mkdir(opts.imagesDir, { recursive: true });
+  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript)];
+  if (opts.leaveRunning) args.push('--leave-running');
+  if (opts.extraArgs) args.push(...opts.extraArgs);
+  const seconds = await runCriu(bin, 'dump', args, opts.logFile, opts.timeoutMs ?? 300_000, opts.signal);
+  return { seconds };
+}
+
+/** Restores a tree detached from criu. Resolves with the restored root's host pid. */
+export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ pid: number; seconds: number }> {
+  const args = ['restore', '-D', opts.imagesDir, '-d', '--pidfile', opts.pidFile, ...commonArgs(bin, opts.logFile, opts.actionScript)];
+  for (const e of opts.externals ?? []) args.push('--external', e);
+  if (opts.extraArgs) args.push(...opts.extraArgs);
+  const seconds = await runCriu(bin, 'restore', args, opts.logFile, opts.timeoutMs ?? 120_000, opts.signal);
+  const pid = Number((await readFile(opts.pidFile, 'utf8')).trim());
+  if (!Number.isInteger(pid) || pid <= 0) {
+    throw new CriuError('criu_failed', `criu restore wrote no pid to ${opts.pidFile} (log: ${opts.logFile})`, 'no pid', opts.logFile);
+  }
+  return { pid, seconds };
+}
+
+/** Total bytes of an image directory (the figure benchmarks and manifests report). */
+export async function imageDirBytes(dir: string, names: readonly string[]): Promise<number> {
+  let total = 0;
+  for (const n of names) total += (await stat(join(dir, n))).size;
+  return total;
+}

@@ -1,0 +1,120 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { release } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CriuError, errorMessage } from '../core/errors.js';
+import { run } from '../util/exec.js';
+import { criuCommand, CriuBinary, privatePrefixArgv } from './binary.js';
+import { probeCriu } from './probe.js';
+
+/** Where the chosen criu is recorded, per machine. */
+export const CRIU_CACHE_FILE = process.env.HUBSHIFT_CRIU_CACHE ?? '/var/lib/hubshift/criu.json';
+/** Where Debian unstable's criu is unpacked when the system's does not work. */
+export const CRIU_PRIVATE_PREFIX = process.env.HUBSHIFT_CRIU_PREFIX ?? '/opt/hubshift/criu-sid';
+
+const INSTALL_SCRIPT = resolve(dirname(fileURLToPath(import.meta.url)), '../../infra/setup/install-criu-sid.sh');
+
+export interface CandidateReport {
+  source: CriuBinary['source'];
+  command: string;
+  version: string | null;
+  ok: boolean;
+  reason: string | null;
+}
+
+async function describe(argv: string[], source: CriuBinary['source'], libdir: string | null): Promise<CriuBinary | string> {
+  const v = criuCommand({ argv }, ['--version']);
+  let version: string;
+  try {
+    const r = await run(v.cmd, v.args, { timeoutMs: 10_000 });
+    version = /Version:\s*(\S+)/.exec(r.stdout)?.[1] ?? 'unknown';
+  } catch (err) {
+    return `does not run: ${errorMessage(err)}`;
+  }
+  const f = criuCommand({ argv }, ['check', '--feature', 'mem_dirty_track']);
+  const dirty = await run(f.cmd, f.args, { timeoutMs: 20_000, allowFailure: true });
+  return { argv, version, source, libdir, kernel: release(), probedAt: new Date().toISOString(), memDirtyTrack: dirty.code === 0 };
+}
+
+function candidates(): Array<{ source: CriuBinary['source']; argv: string[]; libdir: string | null; exists: boolean }> {
+  const out: Array<{ source: CriuBinary['source']; argv: string[]; libdir: string | null; exists: boolean }> = [];
+  const envPath = process.env.HUBSHIFT_CRIU;
+  if (envPath) out.push({ source: 'env', argv: [envPath], libdir: null, exists: existsSync(envPath) });
+  out.push({ source: 'system', argv: ['/usr/sbin/criu'], libdir: null, exists: existsSync('/usr/sbin/criu') });
+  out.push({
+    source: 'private',
+    argv: privatePrefixArgv(CRIU_PRIVATE_PREFIX),
+    libdir: existsSync(join(CRIU_PRIVATE_PREFIX, 'usr/lib/criu')) ? join(CRIU_PRIVATE_PREFIX, 'usr/lib/criu') : null,
+    exists: existsSync(join(CRIU_PRIVATE_PREFIX, 'usr/sbin/criu')),
+  });
+  return out;
+}
+
+/** The criu that `npm run setup` chose, if it was chosen on this kernel and is still there. */
+export async function loadSelectedCriu(): Promise<CriuBinary> {
+  let parsed: CriuBinary;
+  try {
+    parsed = CriuBinary.parse(JSON.parse(await readFile(CRIU_CACHE_FILE, 'utf8')));
+  } catch {
+    throw new CriuError('criu_unavailable', `no working criu has been selected on this machine (${CRIU_CACHE_FILE} is missing or invalid); run npm run setup`, 'not selected');
+  }
+  if (parsed.kernel !== release()) {
+    throw new CriuError('criu_unavailable', `criu was selected for kernel ${parsed.kernel}, this is ${release()}; run npm run setup again`, 'kernel changed');
+  }
+  const binPath = parsed.argv.at(-1) as string;
+  if (!existsSync(binPath)) {
+    throw new CriuError('criu_unavailable', `the selected criu ${binPath} is gone; run npm run setup again`, 'binary missing');
+  }
+  return parsed;
+}
+
+/**
+ * Finds a criu that passes the TCP dump/restore probe: $HUBSHIFT_CRIU, the
+ * system's, then Debian unstable's in a private prefix (installed when
+ * `install` is set and no other works). Records the choice for the agent.
+ */
+export async function selectCriu(opts: { install: boolean; force: boolean; workDir: string; log: (msg: string) => void }): Promise<{ chosen: CriuBinary; tried: CandidateReport[] }> {
+  if (!opts.force) {
+    try {
+      return { chosen: await loadSelectedCriu(), tried: [] };
+    } catch {
+      /* probe below */
+    }
+  }
+  await mkdir(opts.workDir, { recursive: true });
+  const tried: CandidateReport[] = [];
+  const attempt = async (c: ReturnType<typeof candidates>[number]): Promise<CriuBinary | null> => {
+    const command = c.argv.join(' ');
+    const bin = await describe(c.argv, c.source, c.libdir);
+    if (typeof bin === 'string') {
+      tried.push({ source: c.source, command, version: null, ok: false, reason: bin });
+      return null;
+    }
+    opts.log(`probing ${c.source} criu ${bin.version} (dump and restore of a TCP connection)`);
+    const probe = await probeCriu(bin, opts.workDir);
+    tried.push({ source: c.source, command, version: bin.version, ok: probe.ok, reason: probe.ok ? null : probe.reason });
+    return probe.ok ? bin : null;
+  };
+  let chosen: CriuBinary | null = null;
+  for (const c of candidates()) {
+    if (!c.exists) continue;
+    chosen = await attempt(c);
+    if (chosen) break;
+  }
+  if (!chosen && opts.install) {
+    opts.log(`installing Debian unstable's criu into ${CRIU_PRIVATE_PREFIX} (the system's libc is left alone)`);
+    await run('bash', [INSTALL_SCRIPT, CRIU_PRIVATE_PREFIX], { timeoutMs: 600_000 });
+    const priv = candidates().find((c) => c.source === 'private');
+    if (priv?.exists) chosen = await attempt(priv);
+  }
+  if (!chosen) {
+    const why = tried.map((t) => `${t.source} ${t.version ?? ''}: ${t.reason}`).join('; ');
+    throw new CriuError('criu_unavailable', `no criu on this machine passes the TCP dump/restore probe (${why || 'none found'}); run npm run setup as root`, why);
+  }
+  await mkdir(dirname(CRIU_CACHE_FILE), { recursive: true });
+  const tmp = `${CRIU_CACHE_FILE}.tmp`;
+  await writeFile(tmp, JSON.stringify(chosen, null, 2));
+  await rename(tmp, CRIU_CACHE_FILE);
+  return { chosen, tried };
+}

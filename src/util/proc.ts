@@ -1,0 +1,59 @@
+import { readFile, readdir } from 'node:fs/promises';
+
+/** Whether a pid exists and is not a zombie. */
+export async function isAlive(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return procState(stat) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** The one-letter state from /proc/PID/stat (R, S, D, T, t, Z, ...). */
+export function procState(stat: string): string {
+  // The command name is in parentheses and may itself contain spaces or ')'.
+  const after = stat.slice(stat.lastIndexOf(')') + 2);
+  return after.split(' ')[0] ?? '?';
+}
+
+/** The direct children of a process, from /proc/PID/task/TID/children. */
+export async function childrenOf(pid: number): Promise<number[]> {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = await readdir(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    try {
+      const text = await readFile(`/proc/${pid}/task/${tid}/children`, 'utf8');
+      for (const c of text.trim().split(/\s+/)) if (c) out.push(Number(c));
+    } catch {
+      /* task exited */
+    }
+  }
+  return out;
+}
+
+/** A process and all its descendants, root first. */
+export async function processTree(root: number): Promise<number[]> {
+  const out: number[] = [];
+  const queue = [root];
+  while (queue.length) {
+    const pid = queue.shift() as number;
+    if (!(await isAlive(pid))) continue;
+    out.push(pid);
+    queue.push(...(await childrenOf(pid)));
+  }
+  return out;
+}
+
+export function killQuietly(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    /* already gone */
+  }
+}
