@@ -1,5 +1,7 @@
 import { Command } from 'commander';
+import { registerAgentCommand } from './agent-command.js';
 import { registerCriuCommand } from './criu-command.js';
+import { registerSessionCommands } from './session-commands.js';
 import { fail } from './output.js';
 
 const program = new Command();
@@ -9,6 +11,8 @@ program
   .showHelpAfterError()
   .configureHelp({ sortSubcommands: false });
 
+registerAgentCommand(program);
+registerSessionCommands(program);
 registerCriuCommand(program);
 
 try {

@@ -1,4 +1,4 @@
-import { HubshiftError, errorMessage } from '../core/errors.js';
+import { HubshiftError, UpstreamError, errorMessage } from '../core/errors.js';
 
 /** Prints a result: one JSON object with --json, else readable lines. */
 export function printResult(json: boolean, value: unknown, human?: () => string): void {
@@ -31,7 +31,8 @@ export class Progress {
 
 /** Ends the command with a message that says what went wrong and what to do. */
 export function fail(err: unknown): never {
-  const code = err instanceof HubshiftError ? err.code : 'error';
+  // An agent's own error code says more than "the agent failed".
+  const code = err instanceof UpstreamError && err.upstreamCode ? err.upstreamCode : err instanceof HubshiftError ? err.code : 'error';
   process.stderr.write(`hubshift: ${errorMessage(err)}${code !== 'error' ? ` [${code}]` : ''}\n`);
   process.exit(err instanceof HubshiftError && err.code === 'invalid_input' ? 2 : 1);
 }

@@ -1,4 +1,4 @@
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError, TimeoutError } from '../core/errors.js';
 import { CommandError, run } from '../util/exec.js';
@@ -19,6 +19,8 @@ export interface DumpOptions {
   actionScript?: string;
   /** Written before criu starts, e.g. to let a page server stream pages elsewhere. */
   extraArgs?: string[];
+  /** Extra environment for criu and its action scripts. */
+  env?: Record<string, string>;
   signal?: AbortSignal;
 }
 
@@ -32,6 +34,7 @@ export interface RestoreOptions {
   timeoutMs?: number;
   actionScript?: string;
   extraArgs?: string[];
+  env?: Record<string, string>;
   signal?: AbortSignal;
 }
 
@@ -51,11 +54,12 @@ async function runCriu(
   logFile: string,
   timeoutMs: number,
   signal?: AbortSignal,
+  env?: Record<string, string>,
 ): Promise<number> {
   const { cmd, args: full } = criuCommand(bin, args);
   const started = performance.now();
   try {
-    await run(cmd, full, { timeoutMs, signal });
+    await run(cmd, full, { timeoutMs, signal, env: env ? { ...process.env, ...env } : process.env });
   } catch (err) {
     const d = await diagnoseCriuLogFile(logFile);
     if (err instanceof TimeoutError) {
@@ -75,16 +79,18 @@ export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ second
   const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript)];
   if (opts.leaveRunning) args.push('--leave-running');
   if (opts.extraArgs) args.push(...opts.extraArgs);
-  const seconds = await runCriu(bin, 'dump', args, opts.logFile, opts.timeoutMs ?? 300_000, opts.signal);
+  const seconds = await runCriu(bin, 'dump', args, opts.logFile, opts.timeoutMs ?? 300_000, opts.signal, opts.env);
   return { seconds };
 }
 
 /** Restores a tree detached from criu. Resolves with the restored root's host pid. */
 export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ pid: number; seconds: number }> {
+  // criu refuses to overwrite a pidfile, and a stale one would name the wrong process.
+  await rm(opts.pidFile, { force: true });
   const args = ['restore', '-D', opts.imagesDir, '-d', '--pidfile', opts.pidFile, ...commonArgs(bin, opts.logFile, opts.actionScript)];
   for (const e of opts.externals ?? []) args.push('--external', e);
   if (opts.extraArgs) args.push(...opts.extraArgs);
-  const seconds = await runCriu(bin, 'restore', args, opts.logFile, opts.timeoutMs ?? 120_000, opts.signal);
+  const seconds = await runCriu(bin, 'restore', args, opts.logFile, opts.timeoutMs ?? 120_000, opts.signal, opts.env);
   const pid = Number((await readFile(opts.pidFile, 'utf8')).trim());
   if (!Number.isInteger(pid) || pid <= 0) {
     throw new CriuError('criu_failed', `criu restore wrote no pid to ${opts.pidFile} (log: ${opts.logFile})`, 'no pid', opts.logFile);

@@ -29,6 +29,11 @@ const RULES: Array<{ re: RegExp; kind: CriuDiagnosis['kind']; explain: (m: RegEx
     explain: (m) => `pid ${m[1]} is taken on this node (run sessions in their own pid namespace)`,
   },
   {
+    re: /File (\S+) has bad mode (\d+) \(expect (\d+)\)/,
+    kind: 'file_changed',
+    explain: (m) => `file /${m[1]} changed mode since the dump (${m[2]}, expected ${m[3]}); files a session holds open must be unchanged at restore`,
+  },
+  {
     re: /File (\S+) has bad size (\d+) \(expect (\d+)\)/,
     kind: 'file_changed',
     explain: (m) =>
@@ -76,9 +81,11 @@ export function diagnoseCriuLog(text: string): CriuDiagnosis {
       if (m) return { kind: rule.kind, line: line.trim(), explanation: rule.explain(m) };
     }
   }
-  const errors = lines.filter((l) => /Error|error/.test(l) && !HARMLESS.some((h) => h.test(l)));
+  // criu's own error lines read "Error (file.c:NN): ..."; other text may merely contain the word.
+  const errors = lines.filter((l) => /\bError \(|^Error:/.test(l.replace(/^\([\d.]+\)\s*(\d+:\s*)?/, '')) && !HARMLESS.some((h) => h.test(l)));
   const first = errors.find((l) => !/FAILED/.test(l)) ?? errors[0] ?? lines.filter(Boolean).at(-1) ?? '';
-  return { kind: 'unknown', line: first.trim(), explanation: first.replace(/^\([\d.]+\)\s*(\d+:\s*)?/, '').trim() || 'no error in the log' };
+  const words = first.replace(/^\([\d.]+\)\s*(\d+:\s*)?/, '').replace(/^Error \([^)]*\):\s*/, '').trim();
+  return { kind: 'unknown', line: first.trim(), explanation: words || 'no error in the log' };
 }
 
 export async function diagnoseCriuLogFile(path: string): Promise<CriuDiagnosis> {

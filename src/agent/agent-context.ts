@@ -1,0 +1,16 @@
+import type { Logger } from 'pino';
+import type { CriuBinary } from '../criu/binary.js';
+import type { ImageStore } from '../images/image-store.js';
+import type { AgentConfig } from './config.js';
+import type { SessionRegistry } from './session-registry.js';
+
+/** What the agent's services share; built once by createAgent. */
+export interface AgentContext {
+  config: AgentConfig;
+  registry: SessionRegistry;
+  criu: CriuBinary;
+  store: ImageStore;
+  /** hubshift's CRIU action script (see criu-hook.ts). */
+  criuHook: string;
+  log: Logger;
+}

@@ -1,0 +1,60 @@
+import { mkdir } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { loadSelectedCriu } from '../criu/select.js';
+import { openStore } from '../images/open-store.js';
+import type { AgentContext } from './agent-context.js';
+import type { AgentConfig } from './config.js';
+import { installCriuHook } from './criu-hook.js';
+import { createAgentApp } from './http-app.js';
+import { ensureBridge } from './network.js';
+import { SessionRegistry } from './session-registry.js';
+import { reconcileSessions } from './session-service.js';
+
+export interface RunningAgent {
+  url: string;
+  ctx: AgentContext;
+  /** Stops serving. Sessions keep running: they outlive the agent. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+export async function startAgent(config: AgentConfig, log: Logger = pino({ name: 'hubshift-agent' })): Promise<RunningAgent> {
+  const criu = await loadSelectedCriu();
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await mkdir(config.workDir, { recursive: true, mode: 0o700 });
+  await ensureBridge(config.bridge);
+  const registry = new SessionRegistry(config.dataDir);
+  await registry.load();
+  const ctx: AgentContext = {
+    config,
+    registry,
+    criu,
+    store: openStore({ url: config.storeUrl, s3Endpoint: config.s3Endpoint }),
+    criuHook: await installCriuHook(config.dataDir),
+    log,
+  };
+  await reconcileSessions(ctx);
+  const app = createAgentApp(ctx);
+  const server: Server = await new Promise((resolve, reject) => {
+    const s = app.listen(config.port, config.host, () => resolve(s));
+    s.once('error', reject);
+  });
+  // A checkpoint of a large session can take minutes: no request timeout.
+  server.requestTimeout = 0;
+  const addr = server.address() as AddressInfo;
+  const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
+  log.info({ url, criu: `${criu.source} ${criu.version}`, store: ctx.store.location, bridge: config.bridge }, 'agent listening');
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    ctx,
+    close: () => {
+      closing ??= new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+      return closing;
+    },
+  };
+}

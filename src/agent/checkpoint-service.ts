@@ -1,0 +1,187 @@
+import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { release } from 'node:os';
+import { join } from 'node:path';
+import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
+import type { CheckpointManifest, CheckpointResult } from '../core/checkpoint.js';
+import type { Session } from '../core/session.js';
+import { dump, restore } from '../criu/driver.js';
+import { readCheckpoint } from '../images/checkpoint-reader.js';
+import { SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
+import { isAlive } from '../util/proc.js';
+import type { AgentContext } from './agent-context.js';
+import { announce, attachSessionNetns, removeSessionNetwork } from './network.js';
+import { killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
+import { resumeAfterFailedDump, waitForServer } from './session-service.js';
+
+export type ProgressFn = (step: string, done?: number, total?: number) => void;
+
+function hookEnv(ctx: AgentContext, s: Session, sideDir?: string): Record<string, string> {
+  const env: Record<string, string> = { HUBSHIFT_SESSION_LOG: sessionPaths(ctx.config.dataDir, s.id).log };
+  if (sideDir) env.HUBSHIFT_SIDE_FILES_DIR = sideDir;
+  if (ctx.config.criuActionScript) env.HUBSHIFT_USER_ACTION_SCRIPT = ctx.config.criuActionScript;
+  return env;
+}
+
+function logPath(ctx: AgentContext, name: string): string {
+  return join(ctx.config.dataDir, 'logs', name);
+}
+
+/**
+ * Freezes a running session into the store. The source is killed by criu only
+ * once dumped; its network namespace and local images are dropped only after
+ * the manifest is committed. If storing fails, the session is restored from
+ * the local images, so it is never lost.
+ */
+export async function checkpointSession(ctx: AgentContext, id: string, opts: { leaveRunning: boolean }, progress: ProgressFn = () => {}): Promise<CheckpointResult> {
+  const started = performance.now();
+  return ctx.registry.exclusive(id, 'checkpoint', async () => {
+    let s = ctx.registry.get(id);
+    if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
+      throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be checkpointed`);
+    }
+    const checkpoint = newCheckpointId();
+    const work = join(ctx.config.workDir, checkpoint);
+    const images = join(work, 'images');
+    const side = join(work, SIDE_FILES_DIR);
+    await mkdir(join(ctx.config.dataDir, 'logs'), { recursive: true });
+    s = await ctx.registry.update(id, { state: 'checkpointing' });
+    progress('dumping');
+    let dumpSeconds: number;
+    try {
+      ({ seconds: dumpSeconds } = await dump(ctx.criu, {
+        pid: s.pid as number,
+        imagesDir: images,
+        logFile: logPath(ctx, `${checkpoint}-dump.log`),
+        leaveRunning: opts.leaveRunning,
+        actionScript: ctx.criuHook,
+        env: hookEnv(ctx, s, side),
+        timeoutMs: ctx.config.dumpTimeoutMs,
+      }));
+    } catch (err) {
+      // The dump failed: criu leaves a live tree, perhaps locked; make it whole.
+      const resumed = await resumeAfterFailedDump(ctx, s);
+      await rm(work, { recursive: true, force: true });
+      await ctx.registry.update(id, resumed ? { state: 'running' } : { state: 'failed', pid: null, error: errorMessage(err) });
+      ctx.log.error({ session: id, err: errorMessage(err), resumed }, 'checkpoint failed in dump');
+      throw err;
+    }
+    progress('storing');
+    let manifest: CheckpointManifest;
+    try {
+      manifest = await writeCheckpoint({
+        store: ctx.store,
+        imagesDir: images,
+        sideFiles: [{ name: 'server.log', path: join(side, 'server.log') }],
+        compression: ctx.config.compression,
+        manifest: {
+          id: checkpoint,
+          sessionId: id,
+          createdAt: new Date().toISOString(),
+          criu: { version: ctx.criu.version, source: ctx.criu.source },
+          kernel: release(),
+          leaveRunning: opts.leaveRunning,
+          dumpSeconds,
+          session: { ...s, state: 'checkpointed', pid: null, lastCheckpoint: checkpoint },
+        },
+        onProgress: (d, t) => progress('storing', d, t),
+      });
+    } catch (err) {
+      ctx.log.error({ session: id, err: errorMessage(err) }, 'storing the checkpoint failed; resuming the session');
+      await ctx.store.delete(checkpoint).catch(() => undefined);
+      if (opts.leaveRunning) {
+        await ctx.registry.update(id, { state: 'running' });
+      } else {
+        await restoreFromImages(ctx, s, images, checkpoint).catch(async (restoreErr: unknown) => {
+          await ctx.registry.update(id, { state: 'failed', pid: null, error: `storing failed (${errorMessage(err)}) and the local restore failed too (${errorMessage(restoreErr)}); images kept in ${images}` });
+          throw restoreErr;
+        });
+      }
+      throw err;
+    }
+    if (!opts.leaveRunning) await removeSessionNetwork(id, s.network);
+    await ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint });
+    await rm(work, { recursive: true, force: true });
+    const seconds = (performance.now() - started) / 1000;
+    ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds }, 'checkpoint committed');
+    return { checkpoint, bytes: manifest.imageBytes, seconds };
+  });
+}
+
+/** Puts a checkpoint's side files back where the session had them open. */
+async function placeSideFiles(ctx: AgentContext, s: Session, images: string): Promise<void> {
+  const paths = sessionPaths(ctx.config.dataDir, s.id);
+  await prepareSessionFiles(paths, s.home);
+  const saved = join(images, SIDE_FILES_DIR, 'server.log');
+  if (await stat(saved).then(() => true, () => false)) {
+    // Keep what the old log had beyond the dump, for the record.
+    await rename(paths.log, `${paths.log}.before-restore`).catch(() => undefined);
+    await copyFile(saved, paths.log);
+  }
+  await rm(join(images, SIDE_FILES_DIR), { recursive: true, force: true });
+}
+
+/** Runs criu restore on a verified local image directory and waits until the server answers. */
+async function restoreFromImages(ctx: AgentContext, s: Session, images: string, tag: string): Promise<Session> {
+  await placeSideFiles(ctx, s, images);
+  // criu recreates the veth; a stale one of the same name makes it fail.
+  await removeSessionNetwork(s.id, s.network);
+  let pid: number | null = null;
+  try {
+    ({ pid } = await restore(ctx.criu, {
+      imagesDir: images,
+      logFile: logPath(ctx, `${tag}-restore-${Date.now()}.log`),
+      pidFile: join(images, '..', 'restored.pid'),
+      externals: [`veth[eth0]:${s.network.hostVeth}@${ctx.config.bridge.name}`],
+      actionScript: ctx.criuHook,
+      env: hookEnv(ctx, s),
+      timeoutMs: ctx.config.restoreTimeoutMs,
+    }));
+    await attachSessionNetns(s.id, pid);
+    await announce(pid, s.network.gateway);
+    const running = await ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
+    await waitForServer(ctx, running);
+    return await ctx.registry.update(s.id, { state: 'running' });
+  } catch (err) {
+    if (pid !== null) await killSession(pid);
+    await removeSessionNetwork(s.id, s.network).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Brings a checkpoint back as a running session with the same id, address
+ * and token. Every blob is verified against the manifest before criu runs.
+ */
+export async function restoreCheckpoint(ctx: AgentContext, checkpoint: string, progress: ProgressFn = () => {}): Promise<{ session: Session; seconds: number }> {
+  const started = performance.now();
+  progress('reading manifest');
+  const manifest = await ctx.store.getManifest(checkpoint);
+  const id = manifest.sessionId;
+  const known = ctx.registry.find(id);
+  if (known && known.pid !== null && (await isAlive(known.pid))) {
+    throw new ConflictError(`session ${id} is already running on this agent (pid ${known.pid}); checkpoint or remove it before restoring ${checkpoint}`);
+  }
+  const clash = ctx.registry.list().find((o) => o.id !== id && o.pid !== null && o.network.ip === manifest.session.network.ip);
+  if (clash) throw new ConflictError(`address ${manifest.session.network.ip} of session ${id} is held by running session ${clash.id} on this agent`);
+  return ctx.registry.exclusive(id, 'restore', async () => {
+    const previous: Session = known ?? { ...manifest.session, state: 'checkpointed', pid: null };
+    const s = await ctx.registry.put({ ...manifest.session, state: 'restoring', pid: null, lastCheckpoint: checkpoint, createdAt: previous.createdAt, error: null });
+    const work = join(ctx.config.workDir, `${checkpoint}-restore-${Date.now().toString(36)}`);
+    const images = join(work, 'images');
+    try {
+      progress('fetching and verifying');
+      await readCheckpoint({ store: ctx.store, checkpointId: checkpoint, destDir: images, onProgress: (d, t) => progress('fetching and verifying', d, t) });
+      progress('restoring');
+      const running = await restoreFromImages(ctx, s, images, checkpoint);
+      const seconds = (performance.now() - started) / 1000;
+      ctx.log.info({ session: id, checkpoint, seconds, pid: running.pid }, 'session restored');
+      return { session: running, seconds };
+    } catch (err) {
+      await ctx.registry.put({ ...previous, state: previous.state === 'running' ? 'checkpointed' : previous.state, pid: null, error: null });
+      ctx.log.error({ session: id, checkpoint, err: errorMessage(err) }, 'restore failed');
+      throw err;
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+}

@@ -1,0 +1,133 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { SandboxError } from '../core/errors.js';
+import type { SessionNetwork } from '../core/session.js';
+import { run } from '../util/exec.js';
+
+/** The agent's bridge and the subnet its sessions take addresses from. */
+export interface BridgeConfig {
+  name: string;
+  /** e.g. 10.213.0.0/24; the bridge takes .1, sessions the rest. */
+  subnet: string;
+}
+
+export interface ParsedSubnet {
+  base: number;
+  prefixLength: number;
+  gateway: string;
+}
+
+function ipToInt(ip: string): number {
+  return ip.split('.').reduce((acc, o) => (acc << 8) + Number(o), 0) >>> 0;
+}
+
+function intToIp(n: number): string {
+  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
+}
+
+export function parseSubnet(cidr: string): ParsedSubnet {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(cidr);
+  const prefixLength = Number(m?.[2]);
+  if (!m || prefixLength < 8 || prefixLength > 29 || m[1]!.split('.').some((o) => Number(o) > 255)) {
+    throw new SandboxError(`subnet ${cidr} is not an IPv4 CIDR with a prefix between /8 and /29 (for example 10.213.0.0/24)`);
+  }
+  const mask = (0xffffffff << (32 - prefixLength)) >>> 0;
+  const base = (ipToInt(m[1]!) & mask) >>> 0;
+  return { base, prefixLength, gateway: intToIp(base + 1) };
+}
+
+/** The lowest address in the subnet (after the gateway) that no known session holds. */
+export function allocateAddress(cidr: string, taken: ReadonlySet<string>): string {
+  const { base, prefixLength } = parseSubnet(cidr);
+  const size = 2 ** (32 - prefixLength);
+  for (let i = 2; i < size - 1; i++) {
+    const ip = intToIp(base + i);
+    if (!taken.has(ip)) return ip;
+  }
+  throw new SandboxError(`no free address left in ${cidr} (${size - 3} sessions); give the agent a larger --subnet`);
+}
+
+/** A stable, locally administered MAC for a session, so it keeps it across restores. */
+export function macFor(sessionId: string): string {
+  const h = createHash('sha256').update(sessionId).digest();
+  const bytes = [0x02, h[0]!, h[1]!, h[2]!, h[3]!, h[4]!];
+  return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+export function netnsName(sessionId: string): string {
+  return `hs-${sessionId}`;
+}
+
+export function netnsPath(sessionId: string): string {
+  return `/run/netns/${netnsName(sessionId)}`;
+}
+
+/** Host-side veth name: at most 15 characters. */
+export function hostVethName(sessionId: string): string {
+  return `hsv${sessionId.slice(1)}`;
+}
+
+async function linkExists(name: string): Promise<boolean> {
+  const r = await run('ip', ['link', 'show', 'dev', name], { allowFailure: true, timeoutMs: 10_000 });
+  return r.code === 0;
+}
+
+async function ip(args: string[]): Promise<void> {
+  try {
+    await run('ip', args, { timeoutMs: 10_000 });
+  } catch (err) {
+    throw new SandboxError(`network setup failed: ip ${args.join(' ')}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Creates the bridge with the subnet's gateway address, if it is not there yet. */
+export async function ensureBridge(cfg: BridgeConfig): Promise<void> {
+  const { gateway, prefixLength } = parseSubnet(cfg.subnet);
+  if (!(await linkExists(cfg.name))) {
+    await ip(['link', 'add', cfg.name, 'type', 'bridge']);
+  }
+  const addrs = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', cfg.name], { timeoutMs: 10_000 });
+  if (!addrs.stdout.includes(` ${gateway}/`)) await ip(['addr', 'add', `${gateway}/${prefixLength}`, 'dev', cfg.name]);
+  await ip(['link', 'set', cfg.name, 'up']);
+}
+
+export async function removeBridge(name: string): Promise<void> {
+  if (await linkExists(name)) await ip(['link', 'del', name]);
+}
+
+/** A network namespace for a session: veth into the bridge, its address, lo up, default route. */
+export async function createSessionNetwork(sessionId: string, net: SessionNetwork, bridge: BridgeConfig): Promise<void> {
+  const ns = netnsName(sessionId);
+  await removeSessionNetwork(sessionId, net);
+  await ip(['netns', 'add', ns]);
+  await ip(['link', 'add', net.hostVeth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+  await ip(['link', 'set', net.hostVeth, 'master', bridge.name, 'up']);
+  await ip(['-n', ns, 'link', 'set', 'eth0', 'address', net.mac]);
+  await ip(['-n', ns, 'addr', 'add', `${net.ip}/${net.prefixLength}`, 'dev', 'eth0']);
+  await ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
+  await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
+  await ip(['-n', ns, 'route', 'add', 'default', 'via', net.gateway]);
+}
+
+/** Removes the namespace's name and the host side of the veth; safe when either is gone. */
+export async function removeSessionNetwork(sessionId: string, net: Pick<SessionNetwork, 'hostVeth'>): Promise<void> {
+  if (existsSync(netnsPath(sessionId))) {
+    await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
+  }
+  if (await linkExists(net.hostVeth)) await run('ip', ['link', 'del', net.hostVeth], { allowFailure: true, timeoutMs: 10_000 });
+}
+
+/** After a restore criu made a new namespace: give it the session's name again. */
+export async function attachSessionNetns(sessionId: string, pid: number): Promise<void> {
+  if (existsSync(netnsPath(sessionId))) await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
+  await ip(['netns', 'attach', netnsName(sessionId), String(pid)]);
+}
+
+/**
+ * One packet from inside the restored namespace to its gateway, so the bridge
+ * learns where the session's MAC is now (it may have moved to another port).
+ */
+export async function announce(pid: number, gateway: string): Promise<void> {
+  const py = `import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'hubshift', ('${gateway}', 9))`;
+  await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/usr/bin/python3', '-c', py], { allowFailure: true, timeoutMs: 5_000 });
+}

@@ -1,0 +1,104 @@
+import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SandboxError } from '../core/errors.js';
+import type { Session } from '../core/session.js';
+import { sleep, waitFor } from '../util/exec.js';
+import { childrenOf, isAlive, killQuietly } from '../util/proc.js';
+import { netnsPath } from './network.js';
+
+/**
+ * Debian's notebook server, run with Debian's python (the python3 first on
+ * PATH may be another interpreter that cannot import it). {port} and {home}
+ * are filled in; the token comes from $JUPYTER_TOKEN, never the command line.
+ * Sqlite databases are in memory: a file a session holds open must not change
+ * between dump and restore, and these would.
+ */
+export const DEFAULT_SESSION_COMMAND = [
+  '/usr/bin/python3',
+  '-m',
+  'notebook',
+  '--no-browser',
+  '--allow-root',
+  '--ip=0.0.0.0',
+  '--port={port}',
+  '--notebook-dir={home}',
+  '--NotebookNotary.db_file=:memory:',
+  '--NotebookApp.shutdown_no_activity_timeout=0',
+];
+
+export interface SessionPaths {
+  dir: string;
+  log: string;
+  runtime: string;
+  ipython: string;
+}
+
+export function sessionPaths(dataDir: string, sessionId: string): SessionPaths {
+  const dir = join(dataDir, 'sessions', sessionId);
+  return { dir, log: join(dir, 'server.log'), runtime: join(dir, 'runtime'), ipython: join(dir, 'ipython') };
+}
+
+export function homeDir(dataDir: string, user: string): string {
+  return join(dataDir, 'homes', user);
+}
+
+export async function prepareSessionFiles(paths: SessionPaths, home: string): Promise<void> {
+  await mkdir(paths.runtime, { recursive: true, mode: 0o700 });
+  await mkdir(join(paths.ipython, 'profile_default'), { recursive: true, mode: 0o700 });
+  await mkdir(home, { recursive: true, mode: 0o700 });
+  await writeFile(join(paths.ipython, 'profile_default', 'ipython_config.py'), "c.HistoryManager.hist_file = ':memory:'\n");
+  // The log can hold the server's token: owner-only, created before the server opens it.
+  await writeFile(paths.log, '', { flag: 'a', mode: 0o600 });
+}
+
+export function sessionCommand(template: readonly string[], session: Pick<Session, 'home' | 'network'>): string[] {
+  return template.map((a) => a.replaceAll('{port}', String(session.network.port)).replaceAll('{home}', session.home));
+}
+
+export function sessionEnv(session: Pick<Session, 'id' | 'user' | 'home' | 'token' | 'env'>, paths: SessionPaths): Record<string, string> {
+  return {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    LANG: 'C.UTF-8',
+    ...session.env,
+    HOME: session.home,
+    USER: session.user,
+    JUPYTER_TOKEN: session.token,
+    JUPYTER_RUNTIME_DIR: paths.runtime,
+    IPYTHONDIR: paths.ipython,
+    HUBSHIFT_SESSION_ID: session.id,
+    HUBSHIFT_SESSION_LOG: paths.log,
+  };
+}
+
+/**
+ * Starts the session's server as PID 1 of a new PID namespace inside the
+ * session's network namespace. Its output goes to a log file that only it
+ * holds (criu refuses a restore when a file it had open changed size, and the
+ * launcher's own output would change it). Returns the server's host pid.
+ */
+export async function launchSession(command: readonly string[], env: Record<string, string>, cwd: string, sessionId: string): Promise<number> {
+  const child = spawn(
+    'nsenter',
+    [`--net=${netnsPath(sessionId)}`, '--', 'unshare', '--pid', '--fork', '--', 'setsid', 'sh', '-c', 'exec >>"$HUBSHIFT_SESSION_LOG" 2>&1 </dev/null; exec "$@"', 'sh', ...command],
+    { detached: true, stdio: 'ignore', env, cwd },
+  );
+  child.unref();
+  const launcher = child.pid;
+  if (launcher === undefined) throw new SandboxError('could not start nsenter (is util-linux installed? run npm run setup)');
+  try {
+    return await waitFor('the session process to start', async () => {
+      if (!(await isAlive(launcher))) throw new SandboxError(`the session launcher exited at once; see ${env.HUBSHIFT_SESSION_LOG}`);
+      return (await childrenOf(launcher))[0];
+    }, { timeoutMs: 10_000, intervalMs: 10 });
+  } catch (err) {
+    killQuietly(launcher);
+    throw err;
+  }
+}
+
+/** Kills a session's whole PID namespace (killing its init kills every process in it). */
+export async function killSession(pid: number): Promise<void> {
+  killQuietly(pid, 'SIGKILL');
+  for (let i = 0; i < 200 && (await isAlive(pid)); i++) await sleep(10);
+}

@@ -1,0 +1,85 @@
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConflictError, NotFoundError, SessionId } from '../core/index.js';
+import { Session } from '../core/session.js';
+
+/**
+ * The agent's sessions, one JSON file each under DATA_DIR/sessions/<id>/, so
+ * an agent that restarts knows every session it ran (they outlive it). Holds
+ * one operation per session at a time within this agent.
+ */
+export class SessionRegistry {
+  private readonly sessions = new Map<string, Session>();
+  private readonly busy = new Map<string, string>();
+
+  constructor(private readonly dataDir: string) {}
+
+  private file(id: string): string {
+    return join(this.dataDir, 'sessions', id, 'session.json');
+  }
+
+  async load(): Promise<Session[]> {
+    const dir = join(this.dataDir, 'sessions');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    for (const id of await readdir(dir)) {
+      if (!SessionId.safeParse(id).success) continue;
+      try {
+        const s = Session.parse(JSON.parse(await readFile(this.file(id), 'utf8')));
+        this.sessions.set(s.id, s);
+      } catch {
+        /* a directory without a valid record: a session that never started */
+      }
+    }
+    return this.list();
+  }
+
+  list(): Session[] {
+    return [...this.sessions.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  find(id: string): Session | undefined {
+    return this.sessions.get(id);
+  }
+
+  get(id: string): Session {
+    const s = this.sessions.get(id);
+    if (!s) throw new NotFoundError(`no session ${id} on this agent (hubshift session ls lists them)`);
+    return s;
+  }
+
+  /** Records a session's new state durably (write to a temp file, then rename). */
+  async put(s: Session): Promise<Session> {
+    const next = Session.parse({ ...s, updatedAt: new Date().toISOString() });
+    await mkdir(join(this.dataDir, 'sessions', s.id), { recursive: true, mode: 0o700 });
+    const tmp = `${this.file(s.id)}.tmp`;
+    await writeFile(tmp, JSON.stringify(next, null, 2), { mode: 0o600 });
+    await rename(tmp, this.file(s.id));
+    this.sessions.set(s.id, next);
+    return next;
+  }
+
+  async update(id: string, patch: Partial<Session>): Promise<Session> {
+    return this.put({ ...this.get(id), ...patch });
+  }
+
+  async remove(id: string): Promise<void> {
+    this.sessions.delete(id);
+    await rm(join(this.dataDir, 'sessions', id), { recursive: true, force: true });
+  }
+
+  /** Runs `fn` as the only operation on the session; a second one at once is refused. */
+  async exclusive<T>(id: string, what: string, fn: () => Promise<T>): Promise<T> {
+    const current = this.busy.get(id);
+    if (current) throw new ConflictError(`session ${id} is busy with ${current}; try again when it is done`);
+    this.busy.set(id, what);
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  isBusy(id: string): boolean {
+    return this.busy.has(id);
+  }
+}

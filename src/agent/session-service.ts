@@ -1,0 +1,119 @@
+import { InputError, SandboxError, errorMessage, newSessionId, newToken } from '../core/index.js';
+import { SessionSpec, sessionUrl, type Session } from '../core/session.js';
+import { hasLockRules, removeLockRules } from '../criu/network-lock.js';
+import { waitFor } from '../util/exec.js';
+import { isAlive, killQuietly, processTree } from '../util/proc.js';
+import type { AgentContext } from './agent-context.js';
+import { JupyterRest } from './jupyter-rest.js';
+import { allocateAddress, createSessionNetwork, hostVethName, macFor, parseSubnet, removeSessionNetwork } from './network.js';
+import { homeDir, killSession, launchSession, prepareSessionFiles, sessionCommand, sessionEnv, sessionPaths } from './sandbox.js';
+
+/** Waits until a session's Jupyter server answers its status API. */
+export async function waitForServer(ctx: AgentContext, s: Session): Promise<void> {
+  const rest = new JupyterRest(sessionUrl(s), s.token, 2_000);
+  await waitFor(`session ${s.id}'s Jupyter server to answer at ${sessionUrl(s)}`, async () => {
+    if (s.pid !== null && !(await isAlive(s.pid))) {
+      throw new SandboxError(`session ${s.id}'s server exited; see ${sessionPaths(ctx.config.dataDir, s.id).log}`);
+    }
+    return rest.status().then(() => true, () => undefined);
+  }, { timeoutMs: ctx.config.startTimeoutMs, intervalMs: 25 });
+}
+
+/** Addresses held by sessions this agent knows, running or checkpointed (a restore keeps its address). */
+function takenAddresses(ctx: AgentContext): Set<string> {
+  return new Set(ctx.registry.list().map((s) => s.network.ip));
+}
+
+export async function startSession(ctx: AgentContext, input: unknown): Promise<Session> {
+  const parsed = SessionSpec.safeParse(input);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new InputError(`invalid session request at ${i?.path.join('.') || '(body)'}: ${i?.message}`);
+  }
+  const spec = parsed.data;
+  const id = newSessionId();
+  const { gateway, prefixLength } = parseSubnet(ctx.config.bridge.subnet);
+  const now = new Date().toISOString();
+  let s: Session = await ctx.registry.put({
+    id,
+    user: spec.user,
+    state: 'starting',
+    network: { ip: allocateAddress(ctx.config.bridge.subnet, takenAddresses(ctx)), prefixLength, gateway, mac: macFor(id), hostVeth: hostVethName(id), port: ctx.config.sessionPort },
+    token: newToken(),
+    pid: null,
+    home: homeDir(ctx.config.dataDir, spec.user),
+    env: spec.env,
+    createdAt: now,
+    updatedAt: now,
+    lastCheckpoint: null,
+    error: null,
+  });
+  return ctx.registry.exclusive(id, 'start', async () => {
+    try {
+      const paths = sessionPaths(ctx.config.dataDir, id);
+      await prepareSessionFiles(paths, s.home);
+      await createSessionNetwork(id, s.network, ctx.config.bridge);
+      const pid = await launchSession(sessionCommand(ctx.config.sessionCommand, s), sessionEnv(s, paths), s.home, id);
+      s = await ctx.registry.update(id, { pid });
+      await waitForServer(ctx, s);
+      s = await ctx.registry.update(id, { state: 'running' });
+      ctx.log.info({ session: id, user: s.user, pid, ip: s.network.ip }, 'session started');
+      return s;
+    } catch (err) {
+      if (s.pid !== null) await killSession(s.pid);
+      await removeSessionNetwork(id, s.network).catch(() => undefined);
+      await ctx.registry.update(id, { state: 'failed', pid: null, error: errorMessage(err) });
+      throw err;
+    }
+  });
+}
+
+/** Stops a session and forgets it. Its checkpoints stay in the store. */
+export async function removeSession(ctx: AgentContext, id: string): Promise<void> {
+  const s = ctx.registry.get(id);
+  await ctx.registry.exclusive(id, 'remove', async () => {
+    if (s.pid !== null) await killSession(s.pid);
+    await removeSessionNetwork(id, s.network);
+    await ctx.registry.remove(id);
+    ctx.log.info({ session: id }, 'session removed');
+  });
+}
+
+/**
+ * Makes a session that a failed dump left behind whole again: CRIU's lock
+ * rules out of its namespace, and every one of its tasks resumed.
+ */
+export async function resumeAfterFailedDump(ctx: AgentContext, s: Session): Promise<boolean> {
+  if (s.pid === null || !(await isAlive(s.pid))) return false;
+  const ns = `/proc/${s.pid}/ns/net`;
+  if (await hasLockRules(ns)) {
+    await removeLockRules(ns);
+    ctx.log.warn({ session: s.id }, 'removed CRIU network-lock rules left by a failed dump');
+  }
+  for (const pid of await processTree(s.pid)) killQuietly(pid, 'SIGCONT');
+  return true;
+}
+
+/**
+ * After an agent restart: sessions whose processes are gone are marked so,
+ * operations that were cut off are settled (a dump rolled back, a restore
+ * that never answered counted as not done).
+ */
+export async function reconcileSessions(ctx: AgentContext): Promise<void> {
+  for (const s of ctx.registry.list()) {
+    const alive = s.pid !== null && (await isAlive(s.pid));
+    if (s.state === 'checkpointing' || s.state === 'restoring' || s.state === 'starting') {
+      if (alive && (await resumeAfterFailedDump(ctx, s))) {
+        await ctx.registry.update(s.id, { state: 'running' });
+      } else if (s.lastCheckpoint) {
+        await removeSessionNetwork(s.id, s.network).catch(() => undefined);
+        await ctx.registry.update(s.id, { state: 'checkpointed', pid: null });
+      } else {
+        await ctx.registry.update(s.id, { state: 'failed', pid: null, error: `the agent stopped during ${s.state} and the session's processes are gone` });
+      }
+    } else if (s.state === 'running' && !alive) {
+      await ctx.registry.update(s.id, { state: 'failed', pid: null, error: `the session's processes exited (see ${sessionPaths(ctx.config.dataDir, s.id).log})` });
+    }
+  }
+}
+

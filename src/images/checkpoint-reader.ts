@@ -1,0 +1,77 @@
+import { createWriteStream } from 'node:fs';
+import { copyFile, link, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { BlobEntry, CheckpointManifest } from '../core/checkpoint.js';
+import { IntegrityError } from '../core/errors.js';
+import { META_BLOB } from './checkpoint-writer.js';
+import { HashingStream, hashFile } from './hashing.js';
+import type { ImageStore } from './image-store.js';
+import { unpackTar } from './tar-pack.js';
+import { zstdStream } from './zstd.js';
+
+export interface ReadCheckpointInput {
+  store: ImageStore;
+  checkpointId: string;
+  /** Emptied, then filled with the criu image directory (side files under files/). */
+  destDir: string;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+  signal?: AbortSignal;
+}
+
+function check(id: string, blob: BlobEntry, got: { bytes: number; sha256: string }): void {
+  if (got.bytes !== blob.bytes) {
+    throw new IntegrityError(`checkpoint ${id}: blob ${blob.name} is ${got.bytes} bytes, the manifest says ${blob.bytes} (truncated or altered); it cannot be restored`);
+  }
+  if (got.sha256 !== blob.sha256) {
+    throw new IntegrityError(`checkpoint ${id}: blob ${blob.name} does not match its sha256 in the manifest (altered or corrupt); it cannot be restored`);
+  }
+}
+
+/**
+ * Fetches a checkpoint into a local image directory and verifies every blob's
+ * size and sha256 against the manifest. Nothing is left in destDir unless all
+ * of it verified, so criu never runs on a bad image.
+ */
+export async function readCheckpoint(input: ReadCheckpointInput): Promise<CheckpointManifest> {
+  const { store, checkpointId: id, destDir } = input;
+  const manifest = await store.getManifest(id);
+  const total = manifest.blobs.reduce((a, b) => a + b.bytes, 0);
+  let done = 0;
+  const progress = (n: number): void => {
+    done += n;
+    input.onProgress?.(done, total);
+  };
+  await rm(destDir, { recursive: true, force: true });
+  await mkdir(destDir, { recursive: true, mode: 0o700 });
+  try {
+    for (const blob of manifest.blobs) {
+      const compressed = blob.name.endsWith('.zst');
+      const plain = blob.name.replace(/\.zst$/, '');
+      const local = store.localBlobPath(id, blob.name);
+      if (local && !compressed && plain !== META_BLOB) {
+        // A local store: verify the file where it is, then link it in (no copy).
+        const got = await hashFile(local, progress).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') throw new IntegrityError(`checkpoint ${id} is missing its blob ${blob.name} in ${store.location}`);
+          throw err;
+        });
+        check(id, blob, got);
+        await link(local, join(destDir, plain)).catch(() => copyFile(local, join(destDir, plain)));
+        continue;
+      }
+      const hasher = new HashingStream(progress);
+      const raw = await store.openBlob(id, blob.name);
+      raw.on('error', (err) => hasher.destroy(err));
+      const source = raw.pipe(hasher);
+      const body = compressed ? source.pipe(zstdStream('decompress')) : source;
+      if (body !== source) source.on('error', (err) => body.destroy(err));
+      if (plain === META_BLOB) await unpackTar(body, destDir);
+      else await pipeline(body, createWriteStream(join(destDir, plain), { mode: 0o600 }), { signal: input.signal });
+      check(id, blob, hasher.digest());
+    }
+  } catch (err) {
+    await rm(destDir, { recursive: true, force: true });
+    throw err;
+  }
+  return manifest;
+}

@@ -1,0 +1,82 @@
+import { createReadStream } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { BlobEntry, CheckpointManifest, Compression } from '../core/checkpoint.js';
+import { IntegrityError } from '../core/errors.js';
+import { HashingStream, hashFile } from './hashing.js';
+import type { ImageStore } from './image-store.js';
+import { packTar, type PackEntry } from './tar-pack.js';
+import { zstdStream } from './zstd.js';
+
+/** The blob holding every criu image but the page data, and the session's side files. */
+export const META_BLOB = 'images.tar';
+/** Files outside the image directory that travel with a checkpoint sit under this folder in the archive. */
+export const SIDE_FILES_DIR = 'files';
+
+const PAGES = /^pages-\d+\.img$/;
+
+export interface WriteCheckpointInput {
+  store: ImageStore;
+  imagesDir: string;
+  /** Files a restore needs back in place (the server's log), stored under files/. */
+  sideFiles: readonly PackEntry[];
+  compression: Compression;
+  manifest: Omit<CheckpointManifest, 'blobs' | 'imageBytes' | 'compression' | 'formatVersion'>;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+  signal?: AbortSignal;
+}
+
+async function putStream(store: ImageStore, id: string, name: string, body: Readable, compression: Compression, signal?: AbortSignal): Promise<BlobEntry> {
+  const hasher = new HashingStream();
+  const staged = compression === 'zstd' ? body.pipe(zstdStream('compress')) : body;
+  // pipe() does not forward errors: a failing source must fail the upload.
+  if (staged !== body) body.on('error', (err) => staged.destroy(err));
+  staged.on('error', (err) => hasher.destroy(err));
+  await store.putBlob(id, name, staged.pipe(hasher), signal);
+  return { name, ...hasher.digest() };
+}
+
+/**
+ * Stores a criu image directory as a checkpoint: the page images as blobs of
+ * their own (streamed; linked instead of copied when the store is a directory
+ * on the same filesystem), everything else packed into one tar, each blob's
+ * size and sha256 recorded, and the manifest written last: the commit.
+ */
+export async function writeCheckpoint(input: WriteCheckpointInput): Promise<CheckpointManifest> {
+  const { store, imagesDir, compression } = input;
+  const id = input.manifest.id;
+  const names = (await readdir(imagesDir)).sort();
+  const sizes = new Map<string, number>();
+  for (const n of names) sizes.set(n, (await stat(join(imagesDir, n))).size);
+  const imageBytes = [...sizes.values()].reduce((a, b) => a + b, 0);
+  let done = 0;
+  const progress = (n: number): void => {
+    done += n;
+    input.onProgress?.(done, imageBytes);
+  };
+  const blobs: BlobEntry[] = [];
+  const meta = names.filter((n) => !PAGES.test(n)).map((n) => ({ name: n, path: join(imagesDir, n) }));
+  const side = input.sideFiles.map((f) => ({ name: `${SIDE_FILES_DIR}/${f.name}`, path: f.path }));
+  const suffix = compression === 'zstd' ? '.zst' : '';
+  blobs.push(await putStream(store, id, `${META_BLOB}${suffix}`, packTar([...meta, ...side]), compression, input.signal));
+  for (const n of names.filter((x) => PAGES.test(x))) {
+    const path = join(imagesDir, n);
+    if (compression === 'none') {
+      // Hash, then hand the file itself to the store (a link for a local directory).
+      const digest = await hashFile(path, progress);
+      await store.putBlobFile(id, n, path, input.signal);
+      blobs.push({ name: n, ...digest });
+    } else {
+      const src = createReadStream(path, { highWaterMark: 4 << 20 });
+      src.on('data', (c) => progress((c as Buffer).length));
+      blobs.push(await putStream(store, id, `${n}${suffix}`, src, compression, input.signal));
+    }
+  }
+  if (!blobs.some((b) => PAGES.test(b.name.replace(/\.zst$/, '')))) {
+    throw new IntegrityError(`criu wrote no page images in ${imagesDir}; the dump is incomplete`);
+  }
+  const manifest: CheckpointManifest = { ...input.manifest, formatVersion: 1, compression, imageBytes, blobs };
+  await store.putManifest(manifest);
+  return manifest;
+}

@@ -1,0 +1,18 @@
+import { resolve } from 'node:path';
+import { DirImageStore } from './dir-store.js';
+import type { ImageStore } from './image-store.js';
+import { S3ImageStore, parseS3Url, s3ClientFor } from './s3-store.js';
+
+export interface StoreSpec {
+  /** A directory path, dir:PATH, or s3://bucket/prefix. */
+  url: string;
+  /** An S3-compatible endpoint (tests, MinIO); unset for AWS itself. */
+  s3Endpoint?: string;
+}
+
+export function openStore(spec: StoreSpec): ImageStore {
+  if (spec.url.startsWith('s3://')) {
+    return new S3ImageStore(s3ClientFor({ endpoint: spec.s3Endpoint }), parseS3Url(spec.url));
+  }
+  return new DirImageStore(resolve(spec.url.replace(/^dir:/, '')));
+}

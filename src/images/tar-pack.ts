@@ -1,0 +1,55 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chmod, mkdir, stat } from 'node:fs/promises';
+import { dirname, join, normalize } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { IntegrityError } from '../core/errors.js';
+
+export interface PackEntry {
+  /** Name inside the archive (relative, no ..). */
+  name: string;
+  path: string;
+}
+
+/** A tar stream of local files, each streamed from disk in turn. */
+export function packTar(entries: readonly PackEntry[]): Readable {
+  const pack = tar.pack();
+  void (async () => {
+    try {
+      for (const e of entries) {
+        // The real mode travels: criu checks it on files a session held open.
+        const st = await stat(e.path);
+        const sink = pack.entry({ name: e.name, size: st.size, mode: st.mode & 0o7777 });
+        await pipeline(createReadStream(e.path), sink);
+      }
+      pack.finalize();
+    } catch (err) {
+      pack.destroy(err as Error);
+    }
+  })();
+  // tar-stream's streams are streamx streams; hand callers a Node Readable.
+  return Readable.from(pack, { objectMode: false });
+}
+
+/** Unpacks regular files from a tar stream into `dest`; anything that would leave it is refused. */
+export async function unpackTar(source: Readable, dest: string): Promise<string[]> {
+  const extract = tar.extract();
+  const names: string[] = [];
+  const done = (async () => {
+    for await (const entry of extract) {
+      const name = normalize(entry.header.name);
+      if (entry.header.type !== 'file' || name.startsWith('..') || name.startsWith('/')) {
+        entry.resume();
+        throw new IntegrityError(`checkpoint archive holds an entry that is not a plain relative file: ${entry.header.name}`);
+      }
+      const target = join(dest, name);
+      await mkdir(dirname(target), { recursive: true });
+      await pipeline(entry, createWriteStream(target, { mode: 0o600 }));
+      await chmod(target, (entry.header.mode ?? 0o600) & 0o777);
+      names.push(name);
+    }
+  })();
+  await Promise.all([pipeline(source, extract), done]);
+  return names;
+}
