@@ -1,6 +1,7 @@
 import { InputError, SandboxError, errorMessage, newSessionId, newToken } from '../core/index.js';
 import { SessionSpec, sessionUrl, type Session } from '../core/session.js';
 import { hasLockRules, removeLockRules } from '../criu/network-lock.js';
+import { releaseTcpRepair } from '../criu/tcp-repair.js';
 import { waitFor } from '../util/exec.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
@@ -80,17 +81,22 @@ export async function removeSession(ctx: AgentContext, id: string): Promise<void
 }
 
 /**
- * Makes a session that a failed dump left behind whole again: CRIU's lock
- * rules out of its namespace, and every one of its tasks resumed.
+ * Makes a session that a failed dump left behind whole again: its TCP
+ * sockets out of repair mode, CRIU's lock rules out of its namespace, and
+ * every one of its tasks resumed. Each step is a no-op when criu already
+ * cleaned up after itself.
  */
 export async function resumeAfterFailedDump(ctx: AgentContext, s: Session): Promise<boolean> {
   if (s.pid === null || !(await isAlive(s.pid))) return false;
+  const tree = await processTree(s.pid);
+  const released = await releaseTcpRepair(tree);
+  if (released > 0) ctx.log.warn({ session: s.id, sockets: released }, 'released TCP sockets a failed dump left in repair mode');
   const ns = `/proc/${s.pid}/ns/net`;
   if (await hasLockRules(ns)) {
     await removeLockRules(ns);
     ctx.log.warn({ session: s.id }, 'removed CRIU network-lock rules left by a failed dump');
   }
-  for (const pid of await processTree(s.pid)) killQuietly(pid, 'SIGCONT');
+  for (const pid of tree) killQuietly(pid, 'SIGCONT');
   return true;
 }
 

@@ -4,3 +4,4 @@ export * from './log.js';
 export * from './network-lock.js';
 export * from './probe.js';
 export * from './select.js';
+export * from './tcp-repair.js';

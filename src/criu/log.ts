@@ -83,7 +83,8 @@ export function diagnoseCriuLog(text: string): CriuDiagnosis {
   }
   // criu's own error lines read "Error (file.c:NN): ..."; other text may merely contain the word.
   const errors = lines.filter((l) => /\bError \(|^Error:/.test(l.replace(/^\([\d.]+\)\s*(\d+:\s*)?/, '')) && !HARMLESS.some((h) => h.test(l)));
-  const first = errors.find((l) => !/FAILED/.test(l)) ?? errors[0] ?? lines.filter(Boolean).at(-1) ?? '';
+  // No error line: the last thing criu said, unless that is only the harmless noise.
+  const first = errors.find((l) => !/FAILED/.test(l)) ?? errors[0] ?? lines.filter((l) => l.trim() && !HARMLESS.some((h) => h.test(l))).at(-1) ?? '';
   const words = first.replace(/^\([\d.]+\)\s*(\d+:\s*)?/, '').replace(/^Error \([^)]*\):\s*/, '').trim();
   return { kind: 'unknown', line: first.trim(), explanation: words || 'no error in the log' };
 }

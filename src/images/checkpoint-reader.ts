@@ -1,4 +1,4 @@
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { copyFile, link, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -65,9 +65,15 @@ export async function readCheckpoint(input: ReadCheckpointInput): Promise<Checkp
       const source = raw.pipe(hasher);
       const body = compressed ? source.pipe(zstdStream('decompress')) : source;
       if (body !== source) source.on('error', (err) => body.destroy(err));
-      if (plain === META_BLOB) await unpackTar(body, destDir);
-      else await pipeline(body, createWriteStream(join(destDir, plain), { mode: 0o600 }), { signal: input.signal });
+      // Written to a file and verified before anything parses it: an altered
+      // archive is reported as altered, never fed to the tar parser.
+      const target = join(destDir, plain === META_BLOB ? `.${META_BLOB}` : plain);
+      await pipeline(body, createWriteStream(target, { mode: 0o600 }), { signal: input.signal });
       check(id, blob, hasher.digest());
+      if (plain === META_BLOB) {
+        await unpackTar(createReadStream(target), destDir);
+        await rm(target);
+      }
     }
   } catch (err) {
     await rm(destDir, { recursive: true, force: true });

@@ -84,9 +84,10 @@ export class S3ImageStore implements ImageStore {
   }
 
   async putBlob(id: string, name: string, body: Readable, signal?: AbortSignal): Promise<void> {
+    const Key = this.blobKey(id, name);
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.where.bucket, Key: this.blobKey(id, name), Body: body },
+      params: { Bucket: this.where.bucket, Key, Body: body },
       partSize: this.partSize,
       queueSize: this.queueSize,
       leavePartsOnError: false,
@@ -107,8 +108,9 @@ export class S3ImageStore implements ImageStore {
   }
 
   async openBlob(id: string, name: string): Promise<Readable> {
+    const Key = this.blobKey(id, name);
     try {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key: this.blobKey(id, name) }));
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key }));
       if (!(res.Body instanceof Readable)) throw new StoreError(`S3 returned no stream for blob ${name} of ${id}`);
       return res.Body;
     } catch (err) {
@@ -133,9 +135,10 @@ export class S3ImageStore implements ImageStore {
   }
 
   async getManifest(id: string): Promise<CheckpointManifest> {
+    const Key = this.key(id, 'manifest.json');
     let text: string;
     try {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key: this.key(id, 'manifest.json') }));
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key }));
       text = (await res.Body?.transformToString('utf8')) ?? '';
     } catch (err) {
       if (!isNoSuchKey(err)) throw new StoreError(`reading the manifest of ${id} from ${this.location} failed: ${errorMessage(err)}`, { cause: err });

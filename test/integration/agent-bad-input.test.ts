@@ -1,0 +1,162 @@
+import { readdir, readFile, truncate, unlink, writeFile, chmod } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UpstreamError } from '../../src/core/errors.js';
+import { hasLockRules } from '../../src/criu/network-lock.js';
+import { netnsPath } from '../../src/agent/network.js';
+import { isAlive } from '../../src/util/proc.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
+
+/**
+ * A CRIU action script that, when the flag file says so, breaks the dump at
+ * post-dump (tasks frozen, network locked): "kill" SIGKILLs criu itself,
+ * "fail" makes the script fail so criu aborts.
+ */
+const FAULT_SCRIPT = (flag: string): string => `#!/bin/sh
+[ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] || exit 0
+mode=$(cat '${flag}' 2>/dev/null)
+[ "$mode" = fail ] && exit 1
+[ "$mode" = kill ] || exit 0
+p=$$
+while [ "$p" -gt 1 ]; do
+  p=$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f2)
+  if tr '\\0' ' ' < /proc/$p/cmdline | grep -q 'criu dump'; then kill -9 "$p"; exit 0; fi
+done
+exit 0
+`;
+
+async function errorOf(p: Promise<unknown>): Promise<UpstreamError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof UpstreamError) return err;
+    throw err;
+  }
+  throw new Error('expected the call to fail');
+}
+
+/** criu processes still running that dump or restore this pid. */
+async function strayCriu(): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of await readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (/\/criu\0(dump|restore)\0/.test(cmd)) out.push(`${p}: ${cmd.replaceAll('\0', ' ')}`);
+  }
+  return out;
+}
+
+describe('the agent refuses bad input clearly and loses nothing', () => {
+  let t: TestAgent;
+  let flag: string;
+  beforeAll(async () => {
+    const probe = await startTestAgent();
+    flag = join(probe.config.dataDir, '..', `fault-${Date.now()}`);
+    const script = `${flag}.sh`;
+    await writeFile(script, FAULT_SCRIPT(flag));
+    await chmod(script, 0o755);
+    await probe.cleanup();
+    t = await startTestAgent({ criuActionScript: script });
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+    await unlink(flag).catch(() => undefined);
+    await unlink(`${flag}.sh`).catch(() => undefined);
+  });
+
+  it('should answer 401 to a wrong or missing token, and /healthz without one', async () => {
+    const wrong = await fetch(`${t.agent.url}/v1/sessions`, { headers: { Authorization: 'Bearer nope' } });
+    expect(wrong.status).toBe(401);
+    expect(await wrong.json()).toEqual({ error: { code: 'unauthorized', message: expect.stringContaining('token') } });
+    expect((await fetch(`${t.agent.url}/v1/sessions`)).status).toBe(401);
+    expect((await fetch(`${t.agent.url}/healthz`)).status).toBe(200);
+  });
+
+  it('should name the field of a bad request and the id that is unknown', async () => {
+    const bad = await errorOf(t.client.startSession('Not A User!'));
+    expect(bad.status).toBe(400);
+    expect(bad.message).toMatch(/user/);
+    const res = await fetch(`${t.agent.url}/v1/sessions`, { method: 'POST', headers: { Authorization: `Bearer ${t.token}`, 'Content-Type': 'application/json' }, body: '{oops' });
+    expect(res.status).toBe(400);
+    expect((await errorOf(t.client.getSession('s00000000'))).status).toBe(404);
+    expect((await errorOf(t.client.getSession('../../etc'))).status).toBe(400);
+    const unknown = await errorOf(t.client.restore('c0000000000000'));
+    expect(unknown.status).toBe(404);
+    expect(unknown.message).toContain('no checkpoint c0000000000000');
+    expect((await errorOf(t.client.checkpoint('s00000000'))).status).toBe(404);
+  });
+
+  it('should refuse a damaged or uncommitted checkpoint before criu runs, keeping the session restorable', async () => {
+    const s = await t.client.startSession('bob');
+    const k = await kernelWithState(s.url, s.token, 8);
+    k.channel.close();
+    const a = await t.client.checkpoint(s.id, true); // left running
+    expect((await t.client.getSession(s.id)).state).toBe('running');
+
+    // A restore of a session that is already running.
+    const running = await errorOf(t.client.restore(a.checkpoint));
+    expect(running.status).toBe(409);
+    expect(running.message).toContain('already running');
+
+    const c = await t.client.checkpoint(s.id, true);
+    const b = await t.client.checkpoint(s.id);
+    expect((await t.client.getSession(s.id)).state).toBe('checkpointed');
+
+    // a: a truncated page blob.
+    const store = t.config.storeUrl;
+    const pages = (await readdir(join(store, a.checkpoint, 'blobs'))).filter((n) => n.startsWith('pages-'));
+    await truncate(join(store, a.checkpoint, 'blobs', pages.at(-1)!), 4096);
+    const truncated = await errorOf(t.client.restore(a.checkpoint));
+    expect(truncated.status).toBe(422);
+    expect(truncated.message).toMatch(/truncated or altered/);
+    expect((await t.client.getSession(s.id)).state).toBe('checkpointed');
+
+    // c: the manifest missing, as after an interrupted checkpoint.
+    await unlink(join(store, c.checkpoint, 'manifest.json'));
+    const uncommitted = await errorOf(t.client.restore(c.checkpoint));
+    expect(uncommitted.status).toBe(422);
+    expect(uncommitted.message).toContain('never committed');
+    expect((await t.client.getSession(s.id)).state).toBe('checkpointed');
+
+    // b is whole: the session comes back with its state.
+    const restored = await t.client.restore(b.checkpoint);
+    expect(restored.state).toBe('running');
+    const again = await kernelChannelFor(restored.url, restored.token, k.kernelId);
+    expect((await askState(again)).answer).toBe('42');
+    again.close();
+    await t.client.removeSession(s.id);
+  });
+
+  it.each(['kill', 'fail'])('should keep the session running with no lock rules left when criu is broken mid-dump (%s)', async (mode) => {
+    const s = await t.client.startSession('carol');
+    const k = await kernelWithState(s.url, s.token, 8);
+    await writeFile(flag, mode);
+    try {
+      const err = await errorOf(t.client.checkpoint(s.id));
+      expect(err.status).toBe(500);
+      expect(err.upstreamCode).toBe('criu_failed');
+      expect(err.message).toMatch(/criu dump failed: .+ \(log: .+dump\.log\)/);
+    } finally {
+      await unlink(flag);
+    }
+    const after = await t.client.getSession(s.id);
+    expect(after.state).toBe('running');
+    expect(after.pid).toBe(s.pid);
+    expect(await isAlive(s.pid as number)).toBe(true);
+    expect(await hasLockRules(netnsPath(s.id))).toBe(false);
+    expect(await strayCriu()).toEqual([]);
+    // The session answers, and its kernel kept its state, on the same websocket.
+    expect((await askState(k.channel)).answer).toBe('42');
+    k.channel.close();
+    // And a later checkpoint works.
+    const ok = await t.client.checkpoint(s.id, true);
+    expect(ok.bytes).toBeGreaterThan(8 * 2 ** 20);
+    await t.client.removeSession(s.id);
+  });
+});
+
+async function kernelChannelFor(url: string, token: string, kernelId: string) {
+  const { KernelChannel } = await import('../../src/agent/kernel-channel.js');
+  return KernelChannel.connect(url, token, kernelId);
+}

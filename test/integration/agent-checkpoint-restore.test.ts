@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { hasLockRules } from '../../src/criu/network-lock.js';
+import { isAlive } from '../../src/util/proc.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+import { startS3, type TestS3 } from '../helpers/s3-server.js';
+import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
+
+let s3: TestS3 | undefined;
+
+const stores = [
+  { name: 'directory store', config: async () => ({}) },
+  {
+    name: 'S3 store',
+    config: async () => {
+      s3 = await startS3();
+      return { storeUrl: `s3://${s3.bucket}/checkpoints`, s3Endpoint: s3.endpoint };
+    },
+  },
+];
+
+describe.each(stores)('a Jupyter session checkpointed and restored through the $name', (store) => {
+  let t: TestAgent;
+  beforeAll(async () => {
+    t = await startTestAgent(await store.config());
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+    await s3?.close();
+    s3 = undefined;
+  });
+
+  it('should bring back the same kernel with its variables and its 256 MB of bytes', async () => {
+    const started = await t.client.startSession('alice');
+    expect(started.state).toBe('running');
+    const k = await kernelWithState(started.url, started.token, 256);
+    const pid = started.pid as number;
+    expect(await isAlive(pid)).toBe(true);
+
+    const ckpt = await t.client.checkpoint(started.id);
+    expect(ckpt.checkpoint).toMatch(/^c[0-9a-z]+$/);
+    expect(ckpt.bytes).toBeGreaterThan(256 * 2 ** 20);
+    expect(ckpt.seconds).toBeGreaterThan(0);
+
+    // The processes are gone and the url does not answer.
+    expect(await isAlive(pid)).toBe(false);
+    expect(await k.rest.answers(1_000)).toBe(false);
+    expect((await t.client.getSession(started.id)).state).toBe('checkpointed');
+    expect(await t.client.listCheckpoints()).toContain(ckpt.checkpoint);
+
+    const restored = await t.client.restore(ckpt.checkpoint);
+    expect({ id: restored.id, url: restored.url, token: restored.token }).toEqual({ id: started.id, url: started.url, token: started.token });
+    expect(restored.state).toBe('running');
+
+    // The same kernel id, reached over a new websocket, answers with its state.
+    expect((await k.rest.kernels()).map((x) => x.id)).toContain(k.kernelId);
+    const fresh = await KernelChannel.connect(restored.url, restored.token, k.kernelId);
+    expect(await askState(fresh)).toEqual({ answer: '42', hash: k.hash });
+    fresh.close();
+
+    // The websocket opened before the checkpoint was restored with its connection.
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+
+    // criu's network lock is gone from the restored namespace.
+    expect(await hasLockRules(`/proc/${restored.pid}/ns/net`)).toBe(false);
+
+    // Metrics read the restored session: its memory holds the bytes, the kernel is idle.
+    const m = await t.agent.ctx.registry.get(started.id);
+    expect(m.state).toBe('running');
+    const metrics = await t.client.metrics(started.id);
+    expect(metrics.rssBytes as number).toBeGreaterThan(256 * 2 ** 20);
+    expect(metrics.processes as number).toBeGreaterThanOrEqual(2);
+    expect(metrics.kernels).toEqual([expect.objectContaining({ id: k.kernelId, busy: false })]);
+    await t.client.removeSession(started.id);
+    expect(await isAlive(restored.pid as number)).toBe(false);
+  });
+});

@@ -1,0 +1,28 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { probeCriu } from '../../src/criu/probe.js';
+import { loadSelectedCriu } from '../../src/criu/select.js';
+
+describe('the criu probe', () => {
+  let work: string;
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'hubshift-probe-'));
+  });
+  afterAll(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it('should pass the criu that setup selected: a TCP connection carries data after restore', async () => {
+    const bin = await loadSelectedCriu();
+    expect(await probeCriu(bin, work)).toEqual({ ok: true, seconds: expect.any(Number) });
+  });
+
+  it('should fail a criu that cannot dump, with the reason', async () => {
+    const bin = { ...(await loadSelectedCriu()), argv: ['/bin/false'] };
+    const r = await probeCriu(bin, work);
+    expect(r.ok).toBe(false);
+    expect(r.ok ? '' : r.reason).toMatch(/criu dump failed/);
+  });
+});
