@@ -6,7 +6,8 @@ import type { CheckpointManifest, CheckpointResult } from '../core/checkpoint.js
 import type { Session } from '../core/session.js';
 import { dump, restore } from '../criu/driver.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
-import { SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
+import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
+import { GrowingFileHasher } from '../images/growing-file-hasher.js';
 import { isAlive } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { announce, attachSessionNetns, removeSessionNetwork } from './network.js';
@@ -47,6 +48,10 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     s = await ctx.registry.update(id, { state: 'checkpointing' });
     progress('dumping');
     let dumpSeconds: number;
+    // Page images are hashed and flushed while criu writes them, so storing
+    // after the dump has little left to do. Only uncompressed images are
+    // stored as written; compressed ones are hashed after compression.
+    const hasher = ctx.config.compression === 'none' ? new GrowingFileHasher(images, { match: PAGE_IMAGE }).start() : undefined;
     try {
       ({ seconds: dumpSeconds } = await dump(ctx.criu, {
         pid: s.pid as number,
@@ -58,6 +63,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
         timeoutMs: ctx.config.dumpTimeoutMs,
       }));
     } catch (err) {
+      await hasher?.abort();
       // The dump failed: criu leaves a live tree, perhaps locked; make it whole.
       const resumed = await resumeAfterFailedDump(ctx, s);
       await rm(work, { recursive: true, force: true });
@@ -68,7 +74,9 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     progress('storing');
     let manifest: CheckpointManifest;
     try {
+      const pageDigests = await hasher?.finish();
       manifest = await writeCheckpoint({
+        pageDigests,
         store: ctx.store,
         imagesDir: images,
         sideFiles: [{ name: 'server.log', path: join(side, 'server.log') }],
@@ -102,7 +110,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     await ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint });
     await rm(work, { recursive: true, force: true });
     const seconds = (performance.now() - started) / 1000;
-    ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds }, 'checkpoint committed');
+    ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds, storeSeconds: seconds - dumpSeconds }, 'checkpoint committed');
     return { checkpoint, bytes: manifest.imageBytes, seconds };
   });
 }
@@ -127,7 +135,8 @@ async function restoreFromImages(ctx: AgentContext, s: Session, images: string, 
   await removeSessionNetwork(s.id, s.network);
   let pid: number | null = null;
   try {
-    ({ pid } = await restore(ctx.criu, {
+    let criuSeconds: number;
+    ({ pid, seconds: criuSeconds } = await restore(ctx.criu, {
       imagesDir: images,
       logFile: logPath(ctx, `${tag}-restore-${Date.now()}.log`),
       pidFile: join(images, '..', 'restored.pid'),
@@ -136,10 +145,12 @@ async function restoreFromImages(ctx: AgentContext, s: Session, images: string, 
       env: hookEnv(ctx, s),
       timeoutMs: ctx.config.restoreTimeoutMs,
     }));
+    const t0 = performance.now();
     await attachSessionNetns(s.id, pid);
     await announce(pid, s.network.gateway);
     const running = await ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
     await waitForServer(ctx, running);
+    ctx.log.info({ session: s.id, criuSeconds, answerSeconds: (performance.now() - t0) / 1000 }, 'criu restore done and server answering');
     return await ctx.registry.update(s.id, { state: 'running' });
   } catch (err) {
     if (pid !== null) await killSession(pid);
@@ -170,11 +181,13 @@ export async function restoreCheckpoint(ctx: AgentContext, checkpoint: string, p
     const images = join(work, 'images');
     try {
       progress('fetching and verifying');
+      const t0 = performance.now();
       await readCheckpoint({ store: ctx.store, checkpointId: checkpoint, destDir: images, onProgress: (d, t) => progress('fetching and verifying', d, t) });
       progress('restoring');
+      const verifySeconds = (performance.now() - t0) / 1000;
       const running = await restoreFromImages(ctx, s, images, checkpoint);
       const seconds = (performance.now() - started) / 1000;
-      ctx.log.info({ session: id, checkpoint, seconds, pid: running.pid }, 'session restored');
+      ctx.log.info({ session: id, checkpoint, seconds, verifySeconds, pid: running.pid }, 'session restored');
       return { session: running, seconds };
     } catch (err) {
       await ctx.registry.put({ ...previous, state: previous.state === 'running' ? 'checkpointed' : previous.state, pid: null, error: null });

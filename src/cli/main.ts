@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerAgentCommand } from './agent-command.js';
 import { registerCriuCommand } from './criu-command.js';
+import { registerDemoCommand } from './demo-command.js';
 import { registerSessionCommands } from './session-commands.js';
 import { fail } from './output.js';
 
@@ -14,6 +15,7 @@ program
 registerAgentCommand(program);
 registerSessionCommands(program);
 registerCriuCommand(program);
+registerDemoCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { BlobEntry, CheckpointManifest, Compression } from '../core/checkpoint.js';
 import { IntegrityError } from '../core/errors.js';
+import type { Digest } from './growing-file-hasher.js';
 import { HashingStream, hashFile } from './hashing.js';
 import type { ImageStore } from './image-store.js';
 import { packTar, type PackEntry } from './tar-pack.js';
@@ -14,7 +15,9 @@ export const META_BLOB = 'images.tar';
 /** Files outside the image directory that travel with a checkpoint sit under this folder in the archive. */
 export const SIDE_FILES_DIR = 'files';
 
-const PAGES = /^pages-\d+\.img$/;
+/** criu's page data images: the bulk of a checkpoint. */
+export const PAGE_IMAGE = /^pages-\d+\.img$/;
+const PAGES = PAGE_IMAGE;
 
 export interface WriteCheckpointInput {
   store: ImageStore;
@@ -22,6 +25,8 @@ export interface WriteCheckpointInput {
   /** Files a restore needs back in place (the server's log), stored under files/. */
   sideFiles: readonly PackEntry[];
   compression: Compression;
+  /** Digests of page images hashed while criu wrote them; any whose size disagrees is hashed again. */
+  pageDigests?: ReadonlyMap<string, Digest>;
   manifest: Omit<CheckpointManifest, 'blobs' | 'imageBytes' | 'compression' | 'formatVersion'>;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
@@ -63,8 +68,11 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
   for (const n of names.filter((x) => PAGES.test(x))) {
     const path = join(imagesDir, n);
     if (compression === 'none') {
-      // Hash, then hand the file itself to the store (a link for a local directory).
-      const digest = await hashFile(path, progress);
+      // Hash (unless done during the dump), then hand the file itself to the
+      // store (a link for a local directory).
+      const early = input.pageDigests?.get(n);
+      const digest = early && early.bytes === sizes.get(n) ? early : await hashFile(path, progress);
+      if (digest === early) progress(digest.bytes);
       await store.putBlobFile(id, n, path, input.signal);
       blobs.push({ name: n, ...digest });
     } else {

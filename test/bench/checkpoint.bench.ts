@@ -1,0 +1,64 @@
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+import { startTestAgent } from '../helpers/test-agent.js';
+import { dropCaches, measureDisk, type DiskBaseline } from './disk-baseline.js';
+
+export interface CheckpointRound {
+  checkpointSeconds: number;
+  imageBytes: number;
+  restoreSeconds: number;
+  /** From the restore request to the first execute answered by the restored kernel. */
+  firstExecuteSeconds: number;
+}
+
+export interface CheckpointFigures {
+  sizeMiB: number;
+  baseline: DiskBaseline;
+  /** The first checkpoint of a kernel that has just filled its memory, then a second one. */
+  rounds: CheckpointRound[];
+  checkpointThroughputRatio: number;
+  restoreThroughputRatio: number;
+}
+
+/** Checkpoint and restore of a kernel holding `sizeMiB` of random bytes, twice, with the disk baseline of the same bytes. */
+export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void): Promise<CheckpointFigures> {
+  const t = await startTestAgent();
+  try {
+    const s = await t.client.startSession('bench');
+    log(`${sizeMiB} MiB: filling the kernel`);
+    const k = await kernelWithState(s.url, s.token, sizeMiB);
+    k.channel.close();
+    const rounds: CheckpointRound[] = [];
+    for (let i = 0; i < 2; i++) {
+      await dropCaches();
+      log(`${sizeMiB} MiB: checkpoint ${i + 1}`);
+      const ck = await t.client.checkpoint(s.id);
+      await dropCaches();
+      log(`${sizeMiB} MiB: restore ${i + 1}`);
+      const t0 = performance.now();
+      const r = await t.client.restore(ck.checkpoint);
+      const ch = await KernelChannel.connect(r.url, r.token, k.kernelId);
+      const state = await ch.execute('x + 1');
+      const firstExecuteSeconds = (performance.now() - t0) / 1000;
+      if (state.result !== '42') throw new Error(`restored kernel answered ${JSON.stringify(state)}`);
+      const full = await askState(ch);
+      if (full.hash !== k.hash) throw new Error('restored kernel holds different bytes');
+      ch.close();
+      rounds.push({ checkpointSeconds: ck.seconds, imageBytes: ck.bytes, restoreSeconds: r.seconds, firstExecuteSeconds });
+    }
+    const bytes = rounds[0]!.imageBytes;
+    log(`${sizeMiB} MiB: disk baseline`);
+    const baseline = await measureDisk(t.config.workDir, bytes);
+    const best = rounds.reduce((a, b) => (b.checkpointSeconds < a.checkpointSeconds ? b : a));
+    const bestRestore = rounds.reduce((a, b) => (b.restoreSeconds < a.restoreSeconds ? b : a));
+    return {
+      sizeMiB,
+      baseline,
+      rounds,
+      checkpointThroughputRatio: best.imageBytes / best.checkpointSeconds / baseline.writeBytesPerSecond,
+      restoreThroughputRatio: bestRestore.imageBytes / bestRestore.restoreSeconds / baseline.readBytesPerSecond,
+    };
+  } finally {
+    await t.cleanup();
+  }
+}

@@ -1,0 +1,48 @@
+import { randomBytes } from 'node:crypto';
+import { open, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** Drops the page cache so reads come from the disk, as a restore after a while would. */
+export async function dropCaches(): Promise<void> {
+  await writeFile('/proc/sys/vm/drop_caches', '3\n');
+}
+
+export interface DiskBaseline {
+  bytes: number;
+  writeSeconds: number;
+  readSeconds: number;
+  writeBytesPerSecond: number;
+  readBytesPerSecond: number;
+}
+
+/**
+ * The physical baseline: a plain sequential write of `bytes` incompressible
+ * bytes to a file in `dir`, fsynced, then a read of it with the page cache
+ * dropped. 4 MiB writes, like criu's and the stores' own.
+ */
+export async function measureDisk(dir: string, bytes: number): Promise<DiskBaseline> {
+  const path = join(dir, `baseline-${process.pid}.bin`);
+  const chunk = randomBytes(4 << 20);
+  await dropCaches();
+  const w0 = performance.now();
+  const fh = await open(path, 'w');
+  try {
+    for (let done = 0; done < bytes; done += chunk.length) await fh.write(chunk, 0, Math.min(chunk.length, bytes - done));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  const writeSeconds = (performance.now() - w0) / 1000;
+  await dropCaches();
+  const r0 = performance.now();
+  const rh = await open(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(4 << 20);
+    while ((await rh.read(buf, 0, buf.length)).bytesRead > 0);
+  } finally {
+    await rh.close();
+  }
+  const readSeconds = (performance.now() - r0) / 1000;
+  await rm(path, { force: true });
+  return { bytes, writeSeconds, readSeconds, writeBytesPerSecond: bytes / writeSeconds, readBytesPerSecond: bytes / readSeconds };
+}

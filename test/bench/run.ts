@@ -1,0 +1,51 @@
+// npm run bench -- [checkpoint] [--sizes 256,1024,2048] [--json]
+// Measures; asserts nothing. Every figure is printed with its ratio to the
+// physical baseline measured in the same run.
+import { benchCheckpoint, type CheckpointFigures } from './checkpoint.bench.js';
+
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const sizesArg = args[args.indexOf('--sizes') + 1];
+const sizes = args.includes('--sizes') && sizesArg ? sizesArg.split(',').map(Number) : [256, 1024, 2048];
+const names = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--sizes');
+const which = names.length ? names : ['checkpoint'];
+const log = (m: string): void => {
+  if (!json) process.stderr.write(`bench: ${m}\n`);
+};
+
+const KNOWN = ['checkpoint'];
+for (const w of which) {
+  if (!KNOWN.includes(w)) {
+    process.stderr.write(`bench: unknown benchmark ${w}; known: ${KNOWN.join(', ')}\n`);
+    process.exit(2);
+  }
+}
+
+const mbps = (bytesPerSecond: number): string => `${(bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s`;
+
+function printCheckpoint(f: CheckpointFigures): void {
+  const b = f.baseline;
+  console.log(`\ncheckpoint, kernel holding ${f.sizeMiB} MiB (image ${(f.rounds[0]!.imageBytes / 2 ** 20).toFixed(0)} MiB)`);
+  console.log(`  baseline: write+fsync ${b.writeSeconds.toFixed(2)} s (${mbps(b.writeBytesPerSecond)}), cold read ${b.readSeconds.toFixed(2)} s (${mbps(b.readBytesPerSecond)})`);
+  f.rounds.forEach((r, i) => {
+    const ck = r.imageBytes / r.checkpointSeconds;
+    const rs = r.imageBytes / r.restoreSeconds;
+    console.log(
+      `  round ${i + 1}: checkpoint ${r.checkpointSeconds.toFixed(2)} s (${mbps(ck)}, ${(ck / b.writeBytesPerSecond).toFixed(2)} of disk write)` +
+        `, restore ${r.restoreSeconds.toFixed(2)} s (${mbps(rs)}, ${(rs / b.readBytesPerSecond).toFixed(2)} of disk read)` +
+        `, first execute ${r.firstExecuteSeconds.toFixed(2)} s`,
+    );
+  });
+}
+
+const results: Record<string, unknown> = {};
+if (which.includes('checkpoint')) {
+  const figures: CheckpointFigures[] = [];
+  for (const size of sizes) {
+    const f = await benchCheckpoint(size, log);
+    figures.push(f);
+    if (!json) printCheckpoint(f);
+  }
+  results.checkpoint = figures;
+}
+if (json) process.stdout.write(`${JSON.stringify(results)}\n`);
