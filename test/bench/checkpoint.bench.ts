@@ -1,7 +1,7 @@
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent } from '../helpers/test-agent.js';
-import { dropCaches, measureDisk, type DiskBaseline } from './disk-baseline.js';
+import { dropCaches, measureDiskBest, type DiskBaseline } from './disk-baseline.js';
 
 export interface CheckpointRound {
   checkpointSeconds: number;
@@ -48,7 +48,7 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void)
     }
     const bytes = rounds[0]!.imageBytes;
     log(`${sizeMiB} MiB: disk baseline`);
-    const baseline = await measureDisk(t.config.workDir, bytes);
+    const baseline = await measureDiskBest(t.config.workDir, bytes);
     const best = rounds.reduce((a, b) => (b.checkpointSeconds < a.checkpointSeconds ? b : a));
     const bestRestore = rounds.reduce((a, b) => (b.restoreSeconds < a.restoreSeconds ? b : a));
     return {

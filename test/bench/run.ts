@@ -26,7 +26,7 @@ const mbps = (bytesPerSecond: number): string => `${(bytesPerSecond / 2 ** 20).t
 function printCheckpoint(f: CheckpointFigures): void {
   const b = f.baseline;
   console.log(`\ncheckpoint, kernel holding ${f.sizeMiB} MiB (image ${(f.rounds[0]!.imageBytes / 2 ** 20).toFixed(0)} MiB)`);
-  console.log(`  baseline: write+fsync ${b.writeSeconds.toFixed(2)} s (${mbps(b.writeBytesPerSecond)}), cold read ${b.readSeconds.toFixed(2)} s (${mbps(b.readBytesPerSecond)})`);
+  console.log(`  baseline (best of 2): write+fsync ${b.writeSeconds.toFixed(2)} s (${mbps(b.writeBytesPerSecond)}), cold read ${b.readSeconds.toFixed(2)} s (${mbps(b.readBytesPerSecond)})`);
   f.rounds.forEach((r, i) => {
     const ck = r.imageBytes / r.checkpointSeconds;
     const rs = r.imageBytes / r.restoreSeconds;
