@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
 import type { CheckpointManifest, CheckpointResult } from '../core/checkpoint.js';
 import type { Session } from '../core/session.js';
+import { CriuError } from '../core/errors.js';
 import { dump, restore } from '../criu/driver.js';
+import { startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { GrowingFileHasher } from '../images/growing-file-hasher.js';
@@ -99,10 +101,12 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       if (opts.leaveRunning) {
         await ctx.registry.update(id, { state: 'running' });
       } else {
-        await restoreFromImages(ctx, s, images, checkpoint).catch(async (restoreErr: unknown) => {
+        // Plainly, not lazily: this is the rollback, and it should not depend on a daemon.
+        await restoreFromImages(ctx, s, images, checkpoint, { lazy: false }).catch(async (restoreErr: unknown) => {
           await ctx.registry.update(id, { state: 'failed', pid: null, error: `storing failed (${errorMessage(err)}) and the local restore failed too (${errorMessage(restoreErr)}); images kept in ${images}` });
           throw restoreErr;
         });
+        await rm(work, { recursive: true, force: true });
       }
       throw err;
     }
@@ -128,31 +132,91 @@ async function placeSideFiles(ctx: AgentContext, s: Session, images: string): Pr
   await rm(join(images, SIDE_FILES_DIR), { recursive: true, force: true });
 }
 
-/** Runs criu restore on a verified local image directory and waits until the server answers. */
-async function restoreFromImages(ctx: AgentContext, s: Session, images: string, tag: string): Promise<Session> {
+interface Restored {
+  session: Session;
+  /** Resolves when the image directory is no longer read (a lazy-pages daemon has served every page). */
+  released: Promise<void>;
+}
+
+/**
+ * After a lazy restore the session's memory is still arriving. If the daemon
+ * fails, the session cannot complete: it is stopped and left checkpointed, its
+ * checkpoint intact, so a restore can be tried again.
+ */
+function watchLazyPages(ctx: AgentContext, s: Session, pid: number, daemon: LazyPagesDaemon, logFile: string): Promise<void> {
+  return daemon.exited.then(async (code) => {
+    if (code === 0) return;
+    const current = ctx.registry.find(s.id);
+    ctx.log.error({ session: s.id, code, log: logFile }, 'criu lazy-pages failed before all pages arrived');
+    if (current?.pid === pid) {
+      await killSession(pid);
+      await removeSessionNetwork(s.id, s.network).catch(() => undefined);
+      await ctx.registry.update(s.id, {
+        state: 'checkpointed',
+        pid: null,
+        error: `criu lazy-pages exited ${code} before the session's memory was complete (log: ${logFile}); it was stopped, restore ${s.lastCheckpoint ?? 'its checkpoint'} again`,
+      });
+    }
+  });
+}
+
+/**
+ * Runs criu restore on a verified local image directory and waits until the
+ * server answers. Lazily (pages on demand) when allowed and possible; a lazy
+ * restore that fails is retried plainly.
+ */
+async function restoreFromImages(ctx: AgentContext, s: Session, images: string, tag: string, opts: { lazy: boolean }): Promise<Restored> {
   await placeSideFiles(ctx, s, images);
-  // criu recreates the veth; a stale one of the same name makes it fail.
-  await removeSessionNetwork(s.id, s.network);
   let pid: number | null = null;
+  let daemon: LazyPagesDaemon | undefined;
+  let daemonLog = '';
+  const attempt = async (lazy: boolean): Promise<{ pid: number; seconds: number }> => {
+    // criu recreates the veth; a stale one of the same name makes it fail.
+    await removeSessionNetwork(s.id, s.network);
+    if (lazy) {
+      daemonLog = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
+      daemon = await startLazyPages(ctx.criu, images, daemonLog);
+    }
+    try {
+      return await restore(ctx.criu, {
+        imagesDir: images,
+        logFile: logPath(ctx, `${tag}-restore-${Date.now()}.log`),
+        pidFile: join(images, '..', 'restored.pid'),
+        externals: [`veth[eth0]:${s.network.hostVeth}@${ctx.config.bridge.name}`],
+        actionScript: ctx.criuHook,
+        env: hookEnv(ctx, s),
+        timeoutMs: ctx.config.restoreTimeoutMs,
+        lazyPages: lazy,
+      });
+    } catch (err) {
+      daemon?.kill();
+      await daemon?.exited;
+      daemon = undefined;
+      throw err;
+    }
+  };
   try {
-    let criuSeconds: number;
-    ({ pid, seconds: criuSeconds } = await restore(ctx.criu, {
-      imagesDir: images,
-      logFile: logPath(ctx, `${tag}-restore-${Date.now()}.log`),
-      pidFile: join(images, '..', 'restored.pid'),
-      externals: [`veth[eth0]:${s.network.hostVeth}@${ctx.config.bridge.name}`],
-      actionScript: ctx.criuHook,
-      env: hookEnv(ctx, s),
-      timeoutMs: ctx.config.restoreTimeoutMs,
-    }));
+    const lazy = opts.lazy && ctx.config.lazyRestore && ctx.criu.lazyPages;
+    let r: { pid: number; seconds: number };
+    try {
+      r = await attempt(lazy);
+    } catch (err) {
+      if (!lazy || !(err instanceof CriuError)) throw err;
+      ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'lazy restore failed; restoring plainly');
+      r = await attempt(false);
+    }
+    pid = r.pid;
     const t0 = performance.now();
     await attachSessionNetns(s.id, pid);
     await announce(pid, s.network.gateway);
     const running = await ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
     await waitForServer(ctx, running);
-    ctx.log.info({ session: s.id, criuSeconds, answerSeconds: (performance.now() - t0) / 1000 }, 'criu restore done and server answering');
-    return await ctx.registry.update(s.id, { state: 'running' });
+    const session = await ctx.registry.update(s.id, { state: 'running' });
+    ctx.log.info({ session: s.id, criuSeconds: r.seconds, lazy: daemon !== undefined, answerSeconds: (performance.now() - t0) / 1000 }, 'criu restore done and server answering');
+    const released = daemon ? watchLazyPages(ctx, session, pid, daemon, daemonLog) : Promise.resolve();
+    return { session, released };
   } catch (err) {
+    daemon?.kill();
     if (pid !== null) await killSession(pid);
     await removeSessionNetwork(s.id, s.network).catch(() => undefined);
     throw err;
@@ -177,15 +241,19 @@ export async function restoreCheckpoint(ctx: AgentContext, checkpoint: string, p
   return ctx.registry.exclusive(id, 'restore', async () => {
     const previous: Session = known ?? { ...manifest.session, state: 'checkpointed', pid: null };
     const s = await ctx.registry.put({ ...manifest.session, state: 'restoring', pid: null, lastCheckpoint: checkpoint, createdAt: previous.createdAt, error: null });
-    const work = join(ctx.config.workDir, `${checkpoint}-restore-${Date.now().toString(36)}`);
+    // Short: the lazy-pages socket lives in here, and socket paths end at 107 bytes.
+    const work = join(ctx.config.workDir, `r-${checkpoint}-${Date.now().toString(36)}`);
     const images = join(work, 'images');
+    let released: Promise<void> = Promise.resolve();
     try {
       progress('fetching and verifying');
       const t0 = performance.now();
       await readCheckpoint({ store: ctx.store, checkpointId: checkpoint, destDir: images, onProgress: (d, t) => progress('fetching and verifying', d, t) });
       progress('restoring');
       const verifySeconds = (performance.now() - t0) / 1000;
-      const running = await restoreFromImages(ctx, s, images, checkpoint);
+      const restored = await restoreFromImages(ctx, s, images, checkpoint, { lazy: true });
+      released = restored.released;
+      const running = restored.session;
       const seconds = (performance.now() - started) / 1000;
       ctx.log.info({ session: id, checkpoint, seconds, verifySeconds, pid: running.pid }, 'session restored');
       return { session: running, seconds };
@@ -194,7 +262,8 @@ export async function restoreCheckpoint(ctx: AgentContext, checkpoint: string, p
       ctx.log.error({ session: id, checkpoint, err: errorMessage(err) }, 'restore failed');
       throw err;
     } finally {
-      await rm(work, { recursive: true, force: true });
+      // The images stay until a lazy-pages daemon has served the last page.
+      void released.finally(() => rm(work, { recursive: true, force: true }));
     }
   });
 }

@@ -23,6 +23,12 @@ export interface AgentConfig {
   sessionPort: number;
   /** Default none: compression buys little on random memory and costs time. */
   compression: Compression;
+  /**
+   * Restore with criu's lazy pages from the verified local image when the
+   * kernel has userfaultfd: the session answers before all its memory is
+   * copied in. Default true; a lazy restore that fails falls back to a plain one.
+   */
+  lazyRestore: boolean;
   /** An extra CRIU action script, run at every stage after hubshift's own. */
   criuActionScript?: string;
   /** How long a session server may take to answer after start or restore. Default 60 s. */

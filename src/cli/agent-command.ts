@@ -42,9 +42,10 @@ export function registerAgentCommand(program: Command): void {
     .option('--session-command <cmd>', 'session server command, words or a JSON array; {port} and {home} are filled in', DEFAULT_SESSION_COMMAND.join(' '))
     .option('--session-port <port>', 'port the session server listens on in its namespace', port, 8888)
     .addOption(new Option('--compression <kind>', 'compress images in the store').choices(['none', 'zstd']).default('none'))
+    .option('--no-lazy-restore', 'copy all memory in before a restored session runs (default: lazily, where the kernel has userfaultfd)')
     .option('--criu-action-script <file>', 'an extra CRIU action script run at every stage')
     .option('--log-level <level>', 'pino log level', 'info')
-    .action(async (o: Record<string, string | number | undefined>) => {
+    .action(async (o: Record<string, string | number | boolean | undefined>) => {
       const dataDir = resolve(String(o.dataDir));
       const subnet = String(o.subnet);
       parseSubnet(subnet);
@@ -60,6 +61,7 @@ export function registerAgentCommand(program: Command): void {
         sessionCommand: parseCommand(String(o.sessionCommand)),
         sessionPort: Number(o.sessionPort),
         compression: o.compression === 'zstd' ? 'zstd' : 'none',
+        lazyRestore: o.lazyRestore !== false,
         criuActionScript: o.criuActionScript ? resolve(String(o.criuActionScript)) : undefined,
         startTimeoutMs: 60_000,
         dumpTimeoutMs: 300_000,

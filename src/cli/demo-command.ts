@@ -62,6 +62,7 @@ async function runDemo(opts: { sizeMib: number }): Promise<boolean> {
         sessionCommand: DEFAULT_SESSION_COMMAND,
         sessionPort: 8888,
         compression: 'none',
+        lazyRestore: true,
         startTimeoutMs: 60_000,
         dumpTimeoutMs: 300_000,
         restoreTimeoutMs: 120_000,

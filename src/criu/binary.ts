@@ -15,6 +15,8 @@ export const CriuBinary = z.object({
   probedAt: z.string(),
   /** Soft-dirty tracking, needed for pre-copy (`criu check --feature mem_dirty_track`). */
   memDirtyTrack: z.boolean(),
+  /** userfaultfd for lazy restore (`criu check --feature uffd-noncoop`). */
+  lazyPages: z.boolean(),
 });
 export type CriuBinary = z.infer<typeof CriuBinary>;
 

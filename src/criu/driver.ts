@@ -35,6 +35,8 @@ export interface RestoreOptions {
   actionScript?: string;
   extraArgs?: string[];
   env?: Record<string, string>;
+  /** Restore with pages left to a lazy-pages daemon already serving imagesDir (see startLazyPages). */
+  lazyPages?: boolean;
   signal?: AbortSignal;
 }
 
@@ -89,6 +91,7 @@ export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ 
   await rm(opts.pidFile, { force: true });
   const args = ['restore', '-D', opts.imagesDir, '-d', '--pidfile', opts.pidFile, ...commonArgs(bin, opts.logFile, opts.actionScript)];
   for (const e of opts.externals ?? []) args.push('--external', e);
+  if (opts.lazyPages) args.push('--lazy-pages');
   if (opts.extraArgs) args.push(...opts.extraArgs);
   const seconds = await runCriu(bin, 'restore', args, opts.logFile, opts.timeoutMs ?? 120_000, opts.signal, opts.env);
   const pid = Number((await readFile(opts.pidFile, 'utf8')).trim());

@@ -5,3 +5,4 @@ export * from './network-lock.js';
 export * from './probe.js';
 export * from './select.js';
 export * from './tcp-repair.js';
+export * from './lazy-pages.js';

@@ -34,7 +34,9 @@ async function describe(argv: string[], source: CriuBinary['source'], libdir: st
   }
   const f = criuCommand({ argv }, ['check', '--feature', 'mem_dirty_track']);
   const dirty = await run(f.cmd, f.args, { timeoutMs: 20_000, allowFailure: true });
-  return { argv, version, source, libdir, kernel: release(), probedAt: new Date().toISOString(), memDirtyTrack: dirty.code === 0 };
+  const u = criuCommand({ argv }, ['check', '--feature', 'uffd-noncoop']);
+  const uffd = await run(u.cmd, u.args, { timeoutMs: 20_000, allowFailure: true });
+  return { argv, version, source, libdir, kernel: release(), probedAt: new Date().toISOString(), memDirtyTrack: dirty.code === 0, lazyPages: uffd.code === 0 };
 }
 
 function candidates(): Array<{ source: CriuBinary['source']; argv: string[]; libdir: string | null; exists: boolean }> {

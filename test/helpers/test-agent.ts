@@ -37,6 +37,7 @@ export async function startTestAgent(overrides: Partial<AgentConfig> = {}): Prom
     sessionCommand: DEFAULT_SESSION_COMMAND,
     sessionPort: 8888,
     compression: 'none',
+    lazyRestore: true,
     startTimeoutMs: 60_000,
     dumpTimeoutMs: 120_000,
     restoreTimeoutMs: 60_000,

@@ -10,6 +10,7 @@ let s3: TestS3 | undefined;
 
 const stores = [
   { name: 'directory store', config: async () => ({}) },
+  { name: 'directory store, restoring plainly (--no-lazy-restore)', config: async () => ({ lazyRestore: false }) },
   {
     name: 'S3 store',
     config: async () => {

@@ -1,0 +1,46 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { CriuError } from '../core/errors.js';
+import { waitFor } from '../util/exec.js';
+import { killQuietly } from '../util/proc.js';
+import { criuCommand, type CriuBinary } from './binary.js';
+import { diagnoseCriuLogFile } from './log.js';
+
+export interface LazyPagesDaemon {
+  pid: number;
+  /** Resolves when the daemon has served every page and exited (0), or failed (other codes). */
+  exited: Promise<number>;
+  kill(): void;
+}
+
+/**
+ * Starts `criu lazy-pages` serving the page images of a local, verified image
+ * directory, and waits until its socket is there (a restore that connects
+ * earlier fails). A restore with --lazy-pages then returns as soon as the
+ * processes exist; their pages arrive on first touch and in the background.
+ * The directory must stay until `exited` resolves.
+ */
+export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile: string, timeoutMs = 10_000): Promise<LazyPagesDaemon> {
+  const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, '-v2']);
+  const child = spawn(cmd, args, { stdio: 'ignore', detached: true });
+  child.unref();
+  if (child.pid === undefined) throw new CriuError('criu_unavailable', 'criu lazy-pages could not start (run npm run setup)', 'spawn failed', logFile);
+  const pid = child.pid;
+  const exited = new Promise<number>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1))));
+  let gone = false;
+  void exited.then(() => (gone = true));
+  try {
+    await waitFor('criu lazy-pages to listen', async () => {
+      if (gone) {
+        const d = await diagnoseCriuLogFile(logFile);
+        throw new CriuError('criu_failed', `criu lazy-pages exited at start: ${d.explanation} (log: ${logFile})`, d.explanation, logFile);
+      }
+      return existsSync(join(imagesDir, 'lazy-pages.socket')) ? true : undefined;
+    }, { timeoutMs, intervalMs: 2 });
+  } catch (err) {
+    killQuietly(pid);
+    throw err;
+  }
+  return { pid, exited, kill: () => killQuietly(pid) };
+}
