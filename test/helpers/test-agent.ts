@@ -51,6 +51,8 @@ export async function startTestAgent(overrides: Partial<AgentConfig> = {}): Prom
     token,
     config,
     async cleanup() {
+      // Read the records again: another agent on the same data dir may have changed them.
+      await agent.ctx.registry.load();
       for (const s of agent.ctx.registry.list()) {
         if (s.pid !== null) await killSession(s.pid);
         await removeSessionNetwork(s.id, s.network).catch(() => undefined);

@@ -1,0 +1,49 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { AgentClient } from '../../src/agent/agent-client.js';
+import { startAgent } from '../../src/agent/agent.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
+
+describe('an agent that restarts', () => {
+  const agents: TestAgent[] = [];
+  afterAll(async () => {
+    for (const a of agents.reverse()) await a.cleanup();
+  });
+
+  it('should take over its running and checkpointed sessions, and settle one caught mid-operation', async () => {
+    const first = await startTestAgent();
+    agents.push(first);
+    const live = await first.client.startSession('fay');
+    const k = await kernelWithState(live.url, live.token, 8);
+    const parked = await first.client.startSession('gus');
+    const ck = await first.client.checkpoint(parked.id);
+    // A session whose record says a checkpoint was under way when the agent died.
+    const caught = await first.client.startSession('hal');
+    await first.agent.ctx.registry.update(caught.id, { state: 'checkpointing' });
+    await first.agent.close();
+
+    // The sessions outlive the agent.
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+
+    const second = await startAgent(first.config, pino({ level: 'silent' }));
+    const client = new AgentClient(second.url, first.token);
+    try {
+      const byId = new Map((await client.listSessions()).map((s) => [s.id, s]));
+      expect(byId.get(live.id)).toMatchObject({ state: 'running', pid: live.pid, url: live.url });
+      expect(byId.get(parked.id)).toMatchObject({ state: 'checkpointed', lastCheckpoint: ck.checkpoint });
+      expect(byId.get(caught.id)).toMatchObject({ state: 'running', pid: caught.pid });
+
+      // The new agent can act on what the old one started.
+      const again = await client.checkpoint(live.id, true);
+      expect(again.bytes).toBeGreaterThan(8 * 2 ** 20);
+      const back = await client.restore(ck.checkpoint);
+      expect(back.state).toBe('running');
+      expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    } finally {
+      k.channel.close();
+      // cleanup() of the first kills every session the registry knows; the second shares its data dir.
+      await second.close();
+    }
+  });
+});
