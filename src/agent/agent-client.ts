@@ -66,6 +66,11 @@ export class AgentClient {
   metrics(id: string) {
     return this.call('GET', `v1/sessions/${encodeURIComponent(id)}/metrics`, z.record(z.string(), z.unknown()));
   }
+  /** The step and bytes of the operation under way on a session, or null. */
+  progress(id: string) {
+    const Op = z.object({ operation: z.string(), step: z.string(), doneBytes: z.number().nullable(), totalBytes: z.number().nullable(), startedAt: z.string() });
+    return this.call('GET', `v1/sessions/${encodeURIComponent(id)}/progress`, z.object({ progress: Op.nullable() })).then((r) => r.progress);
+  }
   removeSession(id: string) {
     return this.call('DELETE', `v1/sessions/${encodeURIComponent(id)}`, z.null());
   }

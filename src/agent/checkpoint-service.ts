@@ -13,10 +13,9 @@ import { GrowingFileHasher } from '../images/growing-file-hasher.js';
 import { isAlive } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { announce, attachSessionNetns, removeSessionNetwork } from './network.js';
+import { sampleProcesses } from './metrics.js';
 import { killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
-
-export type ProgressFn = (step: string, done?: number, total?: number) => void;
 
 function hookEnv(ctx: AgentContext, s: Session, sideDir?: string): Record<string, string> {
   const env: Record<string, string> = { HUBSHIFT_SESSION_LOG: sessionPaths(ctx.config.dataDir, s.id).log };
@@ -35,7 +34,8 @@ function logPath(ctx: AgentContext, name: string): string {
  * the manifest is committed. If storing fails, the session is restored from
  * the local images, so it is never lost.
  */
-export async function checkpointSession(ctx: AgentContext, id: string, opts: { leaveRunning: boolean }, progress: ProgressFn = () => {}): Promise<CheckpointResult> {
+export async function checkpointSession(ctx: AgentContext, id: string, opts: { leaveRunning: boolean }): Promise<CheckpointResult> {
+  const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
   const started = performance.now();
   return ctx.registry.exclusive(id, 'checkpoint', async () => {
     let s = ctx.registry.get(id);
@@ -48,12 +48,15 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     const side = join(work, SIDE_FILES_DIR);
     await mkdir(join(ctx.config.dataDir, 'logs'), { recursive: true });
     s = await ctx.registry.update(id, { state: 'checkpointing' });
-    progress('dumping');
+    // The image is about the size of the session's memory: the estimate that dump progress is shown against.
+    const estimate = (await sampleProcesses(s.pid as number)).rssBytes;
+    let dumped = 0;
+    progress('dumping', 0, estimate);
     let dumpSeconds: number;
     // Page images are hashed and flushed while criu writes them, so storing
     // after the dump has little left to do. Only uncompressed images are
     // stored as written; compressed ones are hashed after compression.
-    const hasher = ctx.config.compression === 'none' ? new GrowingFileHasher(images, { match: PAGE_IMAGE }).start() : undefined;
+    const hasher = ctx.config.compression === 'none' ? new GrowingFileHasher(images, { match: PAGE_IMAGE, onBytes: (n) => progress('dumping', (dumped += n), estimate) }).start() : undefined;
     try {
       ({ seconds: dumpSeconds } = await dump(ctx.criu, {
         pid: s.pid as number,
@@ -227,11 +230,11 @@ async function restoreFromImages(ctx: AgentContext, s: Session, images: string, 
  * Brings a checkpoint back as a running session with the same id, address
  * and token. Every blob is verified against the manifest before criu runs.
  */
-export async function restoreCheckpoint(ctx: AgentContext, checkpoint: string, progress: ProgressFn = () => {}): Promise<{ session: Session; seconds: number }> {
+export async function restoreCheckpoint(ctx: AgentContext, checkpoint: string): Promise<{ session: Session; seconds: number }> {
   const started = performance.now();
-  progress('reading manifest');
   const manifest = await ctx.store.getManifest(checkpoint);
   const id = manifest.sessionId;
+  const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
   const known = ctx.registry.find(id);
   if (known && known.pid !== null && (await isAlive(known.pid))) {
     throw new ConflictError(`session ${id} is already running on this agent (pid ${known.pid}); checkpoint or remove it before restoring ${checkpoint}`);

@@ -41,6 +41,12 @@ export function createAgentApp(ctx: AgentContext): Express {
     res.json(sessionView(ctx.registry.get(idParam(req.params.id, SessionId, 'id'))));
   });
 
+  app.get('/v1/sessions/:id/progress', (req, res) => {
+    const id = idParam(req.params.id, SessionId, 'id');
+    ctx.registry.get(id);
+    res.json({ progress: ctx.registry.progress(id) });
+  });
+
   app.get('/v1/sessions/:id/metrics', async (req, res) => {
     res.json(await sampleSession(ctx.registry.get(idParam(req.params.id, SessionId, 'id'))));
   });

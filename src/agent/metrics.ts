@@ -43,15 +43,22 @@ async function procSample(pid: number): Promise<{ rss: number; cpu: number }> {
   }
 }
 
-export async function sampleSession(s: Session): Promise<SessionMetrics> {
-  const out: SessionMetrics = { sessionId: s.id, at: new Date().toISOString(), rssBytes: 0, cpuSeconds: 0, processes: 0, kernels: [], connections: 0, lastActivity: null };
-  if (s.pid === null) return out;
-  for (const pid of await processTree(s.pid)) {
+/** Memory and CPU of a process tree, from /proc. */
+export async function sampleProcesses(root: number): Promise<{ rssBytes: number; cpuSeconds: number; processes: number }> {
+  const out = { rssBytes: 0, cpuSeconds: 0, processes: 0 };
+  for (const pid of await processTree(root)) {
     const p = await procSample(pid);
     out.rssBytes += p.rss;
     out.cpuSeconds += p.cpu;
     out.processes += 1;
   }
+  return out;
+}
+
+export async function sampleSession(s: Session): Promise<SessionMetrics> {
+  const out: SessionMetrics = { sessionId: s.id, at: new Date().toISOString(), rssBytes: 0, cpuSeconds: 0, processes: 0, kernels: [], connections: 0, lastActivity: null };
+  if (s.pid === null) return out;
+  Object.assign(out, await sampleProcesses(s.pid));
   const rest = new JupyterRest(sessionUrl(s), s.token, 2_000);
   try {
     const [status, kernels] = await Promise.all([rest.status(), rest.kernels()]);

@@ -3,6 +3,15 @@ import { join } from 'node:path';
 import { ConflictError, NotFoundError, SessionId } from '../core/index.js';
 import { Session } from '../core/session.js';
 
+/** What a long operation on a session is doing now, for progress lines. */
+export interface OperationProgress {
+  operation: string;
+  step: string;
+  doneBytes: number | null;
+  totalBytes: number | null;
+  startedAt: string;
+}
+
 /**
  * The agent's sessions, one JSON file each under DATA_DIR/sessions/<id>/, so
  * an agent that restarts knows every session it ran (they outlive it). Holds
@@ -10,7 +19,7 @@ import { Session } from '../core/session.js';
  */
 export class SessionRegistry {
   private readonly sessions = new Map<string, Session>();
-  private readonly busy = new Map<string, string>();
+  private readonly busy = new Map<string, OperationProgress>();
 
   constructor(private readonly dataDir: string) {}
 
@@ -70,8 +79,8 @@ export class SessionRegistry {
   /** Runs `fn` as the only operation on the session; a second one at once is refused. */
   async exclusive<T>(id: string, what: string, fn: () => Promise<T>): Promise<T> {
     const current = this.busy.get(id);
-    if (current) throw new ConflictError(`session ${id} is busy with ${current}; try again when it is done`);
-    this.busy.set(id, what);
+    if (current) throw new ConflictError(`session ${id} is busy with ${current.operation}; try again when it is done`);
+    this.busy.set(id, { operation: what, step: 'starting', doneBytes: null, totalBytes: null, startedAt: new Date().toISOString() });
     try {
       return await fn();
     } finally {
@@ -81,5 +90,15 @@ export class SessionRegistry {
 
   isBusy(id: string): boolean {
     return this.busy.has(id);
+  }
+
+  /** Records the step of the operation under way on a session (ignored when there is none). */
+  report(id: string, step: string, doneBytes?: number, totalBytes?: number): void {
+    const op = this.busy.get(id);
+    if (op) this.busy.set(id, { ...op, step, doneBytes: doneBytes ?? null, totalBytes: totalBytes ?? null });
+  }
+
+  progress(id: string): OperationProgress | null {
+    return this.busy.get(id) ?? null;
   }
 }

@@ -24,11 +24,22 @@ function line(s: SessionViewDto): string {
   return `${s.id}  ${s.user.padEnd(12)} ${s.state.padEnd(12)} ${s.url}${s.error ? `  (${s.error})` : ''}`;
 }
 
-/** Runs a long call with a progress line that shows it is still going. */
-export async function withTicker<T>(label: string, quiet: boolean, fn: () => Promise<T>): Promise<T> {
+const mib = (n: number): string => (n / 2 ** 20).toFixed(0);
+
+/**
+ * Runs a long call with a progress line: the agent's own step and bytes for
+ * the session when `watch` names one, else that it is still going.
+ */
+export async function withTicker<T>(label: string, quiet: boolean, fn: () => Promise<T>, watch?: { client: AgentClient; sessionId: string }): Promise<T> {
   const p = new Progress(label, quiet);
   p.step('started');
-  const t = setInterval(() => p.step('working'), 1000);
+  const tick = async (): Promise<void> => {
+    const op = watch ? await watch.client.progress(watch.sessionId).catch(() => null) : null;
+    if (!op) return p.step('working');
+    const bytes = op.doneBytes === null ? '' : ` ${mib(op.doneBytes)}${op.totalBytes ? `/${mib(op.totalBytes)}` : ''} MiB`;
+    p.step(`${op.step}${bytes}`);
+  };
+  const t = setInterval(() => void tick(), 1000);
   try {
     return await fn();
   } finally {
@@ -72,14 +83,15 @@ export function registerSessionCommands(program: Command): void {
     .option('--leave-running', 'keep the session running after the dump', false)
     .action(async (id: string, o: ConnOpts & { leaveRunning: boolean }) => {
       const c = await agentClient(o);
-      const r = await withTicker(`checkpointing ${id}`, o.json, () => c.checkpoint(id, o.leaveRunning));
+      const r = await withTicker(`checkpointing ${id}`, o.json, () => c.checkpoint(id, o.leaveRunning), { client: c, sessionId: id });
       printResult(o.json, r, () => `${r.checkpoint}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${r.seconds.toFixed(2)} s`);
     });
 
   withConn(program.command('restore').description('bring a checkpoint back as the same session; prints {"id","url","token","seconds"}').argument('<checkpoint>', 'checkpoint id')).action(
     async (ckpt: string, o: ConnOpts) => {
       const c = await agentClient(o);
-      const r = await withTicker(`restoring ${ckpt}`, o.json, () => c.restore(ckpt));
+      const sessionId = o.json ? undefined : await c.manifest(ckpt).then((m) => m.sessionId, () => undefined);
+      const r = await withTicker(`restoring ${ckpt}`, o.json, () => c.restore(ckpt), sessionId ? { client: c, sessionId } : undefined);
       printResult(o.json, { id: r.id, url: r.url, token: r.token, seconds: r.seconds }, () => `${r.id} running again at ${r.url} (${r.seconds.toFixed(2)} s)`);
     },
   );

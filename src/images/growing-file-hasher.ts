@@ -15,6 +15,8 @@ export interface GrowingFileHasherOptions {
   syncEveryBytes?: number;
   /** How often to look for new files and new bytes. Default 5 ms. */
   pollMs?: number;
+  /** Called with each run of new bytes hashed (progress). */
+  onBytes?: (n: number) => void;
 }
 
 /**
@@ -82,6 +84,7 @@ export class GrowingFileHasher {
         if (bytesRead > 0) {
           hash.update(buf.subarray(0, bytesRead));
           pos += bytesRead;
+          this.opts.onBytes?.(bytesRead);
           unsynced += bytesRead;
           if (this.syncEvery > 0 && unsynced >= this.syncEvery) {
             unsynced = 0;

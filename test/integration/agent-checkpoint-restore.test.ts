@@ -38,7 +38,19 @@ describe.each(stores)('a Jupyter session checkpointed and restored through the $
     const pid = started.pid as number;
     expect(await isAlive(pid)).toBe(true);
 
-    const ckpt = await t.client.checkpoint(started.id);
+    // Progress is visible while the checkpoint runs, and gone after.
+    const seen: Array<{ step: string; doneBytes: number | null }> = [];
+    let finished = false;
+    const pending = t.client.checkpoint(started.id).finally(() => (finished = true));
+    while (!finished) {
+      const op = await t.client.progress(started.id);
+      if (op) seen.push({ step: op.step, doneBytes: op.doneBytes });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const ckpt = await pending;
+    expect(seen.map((x) => x.step)).toContain('dumping');
+    expect(Math.max(...seen.map((x) => x.doneBytes ?? 0))).toBeGreaterThan(0);
+    expect(await t.client.progress(started.id)).toBeNull();
     expect(ckpt.checkpoint).toMatch(/^c[0-9a-z]+$/);
     expect(ckpt.bytes).toBeGreaterThan(256 * 2 ** 20);
     expect(ckpt.seconds).toBeGreaterThan(0);
