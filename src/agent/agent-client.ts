@@ -12,6 +12,7 @@ export const SessionViewSchema = z.object({
   pid: z.number().nullable(),
   lastCheckpoint: z.string().nullable(),
   error: z.string().nullable(),
+  memoryArriving: z.boolean(),
 });
 export type SessionViewDto = z.infer<typeof SessionViewSchema>;
 

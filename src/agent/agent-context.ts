@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { CriuBinary } from '../criu/binary.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { AgentConfig } from './config.js';
+import type { LazyTransfers } from './lazy-transfers.js';
 import type { SessionRegistry } from './session-registry.js';
 
 /** What the agent's services share; built once by createAgent. */
@@ -13,4 +14,6 @@ export interface AgentContext {
   /** hubshift's CRIU action script (see criu-hook.ts). */
   criuHook: string;
   log: Logger;
+  /** Lazy restores whose pages are still arriving; dumps wait for them. */
+  lazy: LazyTransfers;
 }

@@ -7,6 +7,7 @@ import { openStore } from '../images/open-store.js';
 import type { AgentContext } from './agent-context.js';
 import type { AgentConfig } from './config.js';
 import { installCriuHook } from './criu-hook.js';
+import { LazyTransfers } from './lazy-transfers.js';
 import { createAgentApp } from './http-app.js';
 import { ensureBridge } from './network.js';
 import { SessionRegistry } from './session-registry.js';
@@ -33,6 +34,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     store: openStore({ url: config.storeUrl, s3Endpoint: config.s3Endpoint }),
     criuHook: await installCriuHook(config.dataDir),
     log,
+    lazy: new LazyTransfers(),
   };
   await reconcileSessions(ctx);
   const app = createAgentApp(ctx);

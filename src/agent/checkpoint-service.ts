@@ -42,6 +42,9 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
       throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be checkpointed`);
     }
+    // After a lazy restore, pages not yet arrived would be dumped as never touched.
+    progress('waiting for memory from the last restore');
+    await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
     const checkpoint = newCheckpointId();
     const work = join(ctx.config.workDir, checkpoint);
     const images = join(work, 'images');
@@ -77,9 +80,14 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       throw err;
     }
     progress('storing');
+    const phases: Record<string, number> = {};
+    let tCommitStart = performance.now();
     let manifest: CheckpointManifest;
     try {
+      const tHash = performance.now();
       const pageDigests = await hasher?.finish();
+      phases.hashTail = (performance.now() - tHash) / 1000;
+      tCommitStart = performance.now();
       manifest = await writeCheckpoint({
         pageDigests,
         store: ctx.store,
@@ -113,11 +121,14 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       }
       throw err;
     }
+    phases.commit = (performance.now() - tCommitStart) / 1000;
+    const tClean = performance.now();
     if (!opts.leaveRunning) await removeSessionNetwork(id, s.network);
     await ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint });
     await rm(work, { recursive: true, force: true });
     const seconds = (performance.now() - started) / 1000;
-    ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds, storeSeconds: seconds - dumpSeconds }, 'checkpoint committed');
+    phases.cleanup = (performance.now() - tClean) / 1000;
+    ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds, ...phases }, 'checkpoint committed');
     return { checkpoint, bytes: manifest.imageBytes, seconds };
   });
 }
@@ -217,6 +228,7 @@ async function restoreFromImages(ctx: AgentContext, s: Session, images: string, 
     const session = await ctx.registry.update(s.id, { state: 'running' });
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, lazy: daemon !== undefined, answerSeconds: (performance.now() - t0) / 1000 }, 'criu restore done and server answering');
     const released = daemon ? watchLazyPages(ctx, session, pid, daemon, daemonLog) : Promise.resolve();
+    ctx.lazy.track(s.id, released);
     return { session, released };
   } catch (err) {
     daemon?.kill();

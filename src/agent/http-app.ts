@@ -1,6 +1,6 @@
 import express, { type Express } from 'express';
 import { z } from 'zod';
-import { CheckpointId, SessionId, sessionView } from '../core/index.js';
+import { CheckpointId, SessionId, sessionView, type Session } from '../core/index.js';
 import { bearerAuth } from '../api/bearer-auth.js';
 import { errorMiddleware } from '../api/error-middleware.js';
 import type { AgentContext } from './agent-context.js';
@@ -18,6 +18,7 @@ function idParam(value: string | string[] | undefined, schema: z.ZodType<string>
 
 /** The node agent's HTTP API. Thin: parse, then hand to the services. */
 export function createAgentApp(ctx: AgentContext): Express {
+  const view = (s: Session): ReturnType<typeof sessionView> => sessionView(s, { memoryArriving: ctx.lazy.isArriving(s.id) });
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json({ limit: '1mb' }));
@@ -29,16 +30,16 @@ export function createAgentApp(ctx: AgentContext): Express {
   app.use(bearerAuth(ctx.config.token));
 
   app.get('/v1/sessions', (_req, res) => {
-    res.json({ sessions: ctx.registry.list().map(sessionView) });
+    res.json({ sessions: ctx.registry.list().map(view) });
   });
 
   app.post('/v1/sessions', async (req, res) => {
     const s = await startSession(ctx, req.body ?? {});
-    res.status(201).json(sessionView(s));
+    res.status(201).json(view(s));
   });
 
   app.get('/v1/sessions/:id', (req, res) => {
-    res.json(sessionView(ctx.registry.get(idParam(req.params.id, SessionId, 'id'))));
+    res.json(view(ctx.registry.get(idParam(req.params.id, SessionId, 'id'))));
   });
 
   app.get('/v1/sessions/:id/progress', (req, res) => {
@@ -74,7 +75,7 @@ export function createAgentApp(ctx: AgentContext): Express {
 
   app.post('/v1/checkpoints/:id/restore', async (req, res) => {
     const { session, seconds } = await restoreCheckpoint(ctx, idParam(req.params.id, CheckpointId, 'id'));
-    res.json({ ...sessionView(session), seconds });
+    res.json({ ...view(session), seconds });
   });
 
   app.use(errorMiddleware(ctx.log));

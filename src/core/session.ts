@@ -56,7 +56,7 @@ export function sessionUrl(s: Pick<Session, 'network'>): string {
 }
 
 /** The view of a session that the API and CLI print. */
-export function sessionView(s: Session): {
+export function sessionView(s: Session, live: { memoryArriving: boolean } = { memoryArriving: false }): {
   id: string;
   user: string;
   state: SessionState;
@@ -65,6 +65,8 @@ export function sessionView(s: Session): {
   pid: number | null;
   lastCheckpoint: string | null;
   error: string | null;
+  /** After a lazy restore: pages are still arriving (the session runs meanwhile). */
+  memoryArriving: boolean;
 } {
   return {
     id: s.id,
@@ -75,5 +77,6 @@ export function sessionView(s: Session): {
     pid: s.pid,
     lastCheckpoint: s.lastCheckpoint,
     error: s.error,
+    memoryArriving: live.memoryArriving,
   };
 }

@@ -11,7 +11,7 @@ export interface Digest {
 export interface GrowingFileHasherOptions {
   /** Which files to follow. */
   match: RegExp;
-  /** fdatasync after this many new bytes, so the disk writes while criu dumps. Default 64 MiB; 0 turns it off. */
+  /** fdatasync after this many new bytes, so the disk writes while criu dumps. Default 16 MiB; 0 turns it off. */
   syncEveryBytes?: number;
   /** How often to look for new files and new bytes. Default 5 ms. */
   pollMs?: number;
@@ -39,7 +39,7 @@ export class GrowingFileHasher {
     private readonly dir: string,
     private readonly opts: GrowingFileHasherOptions,
   ) {
-    this.syncEvery = opts.syncEveryBytes ?? 64 << 20;
+    this.syncEvery = opts.syncEveryBytes ?? 16 << 20;
     this.pollMs = opts.pollMs ?? 5;
   }
 

@@ -1,0 +1,114 @@
+import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
+
+/**
+ * The bug this guards: a checkpoint taken while a lazy restore's pages were
+ * still arriving dumped the missing pages as never touched; a later restore
+ * crashed the kernel, and Jupyter's restarter quietly replaced it (x was gone).
+ * Dropping the page cache makes the lazy-pages daemon read from disk, so its
+ * transfer is still under way when the next checkpoint starts.
+ */
+// At pre-dump, note every criu lazy-pages daemon still alive on this machine.
+const PRE_DUMP_WITNESS = (out: string): string => `#!/bin/sh
+[ "$CRTOOLS_SCRIPT_ACTION" = "pre-dump" ] || exit 0
+n=0
+for c in /proc/[0-9]*/cmdline; do
+  if tr '\0' ' ' < "$c" 2>/dev/null | grep -q 'criu lazy-pages'; then n=$((n+1)); fi
+done
+echo "$n" >> '${out}'
+exit 0
+`;
+
+describe('checkpoints right after lazy restores', () => {
+  let t: TestAgent;
+  const witness = join(tmpdir(), `hubshift-predump-${process.pid}`);
+  beforeAll(async () => {
+    await writeFile(`${witness}.sh`, PRE_DUMP_WITNESS(witness));
+    await chmod(`${witness}.sh`, 0o755);
+    await writeFile(witness, '');
+    t = await startTestAgent({ criuActionScript: `${witness}.sh` });
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+    await writeFile(witness, '').catch(() => undefined);
+  });
+
+  async function witnessed(): Promise<number[]> {
+    const text = (await readFile(witness, 'utf8')).trim();
+    return text ? text.split('\n').map(Number) : [];
+  }
+
+  it('should hold a checkpoint until the memory of a lazy restore has all arrived', async () => {
+    const s = await t.client.startSession('ivy');
+    await kernelWithState(s.url, s.token, 16).then((k) => k.channel.close());
+    await writeFile(witness, '');
+    // A transfer in flight, held open by the test.
+    let complete!: () => void;
+    t.agent.ctx.lazy.track(s.id, new Promise<void>((r) => (complete = r)));
+    expect((await t.client.getSession(s.id)).memoryArriving).toBe(true);
+    let done = false;
+    const pending = t.client.checkpoint(s.id).finally(() => (done = true));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(done).toBe(false);
+    expect(await t.client.progress(s.id)).toMatchObject({ step: 'waiting for memory from the last restore' });
+    expect(await witnessed()).toEqual([]); // criu has not started
+    complete();
+    const c = await pending;
+    expect(c.bytes).toBeGreaterThan(16 * 2 ** 20);
+    expect(await witnessed()).toEqual([0]);
+    await t.client.removeSession(s.id);
+  });
+
+  it('should track a lazy restore until its daemon has served every page', async () => {
+    const s = await t.client.startSession('jon');
+    const k = await kernelWithState(s.url, s.token, 256);
+    k.channel.close();
+    const c = await t.client.checkpoint(s.id);
+    const tracked: Array<Promise<void>> = [];
+    const track = t.agent.ctx.lazy.track.bind(t.agent.ctx.lazy);
+    t.agent.ctx.lazy.track = (id, released) => {
+      if (id === s.id) tracked.push(released);
+      track(id, released);
+    };
+    try {
+      await t.client.restore(c.checkpoint);
+    } finally {
+      t.agent.ctx.lazy.track = track;
+    }
+    expect(tracked).toHaveLength(1);
+    await tracked[0];
+    expect((await t.client.getSession(s.id)).memoryArriving).toBe(false);
+    const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
+    await t.client.removeSession(s.id);
+  });
+
+  it('should keep every byte across checkpoints taken right after lazy restores', async () => {
+    const s = await t.client.startSession('kim');
+    const k = await kernelWithState(s.url, s.token, 512);
+    k.channel.close();
+    let c = await t.client.checkpoint(s.id);
+    for (let round = 0; round < 3; round++) {
+      const r = await t.client.restore(c.checkpoint);
+      const ch = await KernelChannel.connect(r.url, r.token, k.kernelId);
+      // Only x: touching the big buffer would pull every page in and hide the race.
+      const e = await ch.execute('x + 1', 30_000);
+      ch.close();
+      expect({ round, result: e.result, error: e.error }).toEqual({ round, result: '42', error: null });
+      // The rest of the pages now come from the disk, if the transfer is still under way.
+      await writeFile('/proc/sys/vm/drop_caches', '3\n');
+      c = await t.client.checkpoint(s.id);
+    }
+    await t.client.restore(c.checkpoint);
+    const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
+    expect((await witnessed()).every((n) => n === 0)).toBe(true);
+  });
+});
