@@ -43,8 +43,10 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be checkpointed`);
     }
     // After a lazy restore, pages not yet arrived would be dumped as never touched.
-    progress('waiting for memory from the last restore');
-    await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
+    if (ctx.lazy.isArriving(id)) {
+      progress('waiting for memory from the last restore');
+      await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
+    }
     const checkpoint = newCheckpointId();
     const work = join(ctx.config.workDir, checkpoint);
     const images = join(work, 'images');
@@ -80,14 +82,19 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       throw err;
     }
     progress('storing');
+    // Seconds of each phase after the dump, for the log.
+    let last = performance.now();
+    const lap = (): number => {
+      const now = performance.now();
+      const d = (now - last) / 1000;
+      last = now;
+      return d;
+    };
     const phases: Record<string, number> = {};
-    let tCommitStart = performance.now();
     let manifest: CheckpointManifest;
     try {
-      const tHash = performance.now();
       const pageDigests = await hasher?.finish();
-      phases.hashTail = (performance.now() - tHash) / 1000;
-      tCommitStart = performance.now();
+      phases.hashTail = lap();
       manifest = await writeCheckpoint({
         pageDigests,
         store: ctx.store,
@@ -110,6 +117,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       ctx.log.error({ session: id, err: errorMessage(err) }, 'storing the checkpoint failed; resuming the session');
       await ctx.store.delete(checkpoint).catch(() => undefined);
       if (opts.leaveRunning) {
+        await rm(work, { recursive: true, force: true });
         await ctx.registry.update(id, { state: 'running' });
       } else {
         // Plainly, not lazily: this is the rollback, and it should not depend on a daemon.
@@ -121,13 +129,12 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       }
       throw err;
     }
-    phases.commit = (performance.now() - tCommitStart) / 1000;
-    const tClean = performance.now();
+    phases.commit = lap();
     if (!opts.leaveRunning) await removeSessionNetwork(id, s.network);
     await ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint });
     await rm(work, { recursive: true, force: true });
+    phases.cleanup = lap();
     const seconds = (performance.now() - started) / 1000;
-    phases.cleanup = (performance.now() - tClean) / 1000;
     ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds, ...phases }, 'checkpoint committed');
     return { checkpoint, bytes: manifest.imageBytes, seconds };
   });

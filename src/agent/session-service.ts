@@ -69,6 +69,19 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
   });
 }
 
+/**
+ * Stops every session this agent knows and removes their networks, keeping
+ * their records: for a test or the demo tearing down what it started.
+ * Records are read again first, in case another agent changed them.
+ */
+export async function stopEverySession(ctx: AgentContext): Promise<void> {
+  await ctx.registry.load();
+  for (const s of ctx.registry.list()) {
+    if (s.pid !== null) await killSession(s.pid);
+    await removeSessionNetwork(s.id, s.network).catch(() => undefined);
+  }
+}
+
 /** Stops a session and forgets it. Its checkpoints stay in the store. */
 export async function removeSession(ctx: AgentContext, id: string): Promise<void> {
   const s = ctx.registry.get(id);

@@ -8,8 +8,9 @@ import { AgentClient } from '../agent/agent-client.js';
 import { startAgent, type RunningAgent } from '../agent/agent.js';
 import { JupyterRest } from '../agent/jupyter-rest.js';
 import { KernelChannel } from '../agent/kernel-channel.js';
-import { removeBridge, removeSessionNetwork } from '../agent/network.js';
-import { DEFAULT_SESSION_COMMAND, killSession } from '../agent/sandbox.js';
+import { removeBridge } from '../agent/network.js';
+import { DEFAULT_SESSION_COMMAND } from '../agent/sandbox.js';
+import { stopEverySession } from '../agent/session-service.js';
 import { isAlive } from '../util/proc.js';
 
 interface Check {
@@ -32,10 +33,7 @@ async function runDemo(opts: { sizeMib: number }): Promise<boolean> {
   const cleanup = (): Promise<void> =>
     (cleaned ??= (async () => {
       if (agent) {
-        for (const s of agent.ctx.registry.list()) {
-          if (s.pid !== null) await killSession(s.pid);
-          await removeSessionNetwork(s.id, s.network).catch(() => undefined);
-        }
+        await stopEverySession(agent.ctx);
         await agent.close();
       }
       await removeBridge(`hsdemo${tag}`).catch(() => undefined);

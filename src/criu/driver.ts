@@ -1,5 +1,4 @@
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { CriuError, TimeoutError } from '../core/errors.js';
 import { CommandError, run } from '../util/exec.js';
 import { criuCommand, type CriuBinary } from './binary.js';
@@ -99,11 +98,4 @@ export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ 
     throw new CriuError('criu_failed', `criu restore wrote no pid to ${opts.pidFile} (log: ${opts.logFile})`, 'no pid', opts.logFile);
   }
   return { pid, seconds };
-}
-
-/** Total bytes of an image directory (the figure benchmarks and manifests report). */
-export async function imageDirBytes(dir: string, names: readonly string[]): Promise<number> {
-  let total = 0;
-  for (const n of names) total += (await stat(join(dir, n))).size;
-  return total;
 }

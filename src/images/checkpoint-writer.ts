@@ -17,7 +17,6 @@ export const SIDE_FILES_DIR = 'files';
 
 /** criu's page data images: the bulk of a checkpoint. */
 export const PAGE_IMAGE = /^pages-\d+\.img$/;
-const PAGES = PAGE_IMAGE;
 
 export interface WriteCheckpointInput {
   store: ImageStore;
@@ -61,11 +60,11 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
     input.onProgress?.(done, imageBytes);
   };
   const blobs: BlobEntry[] = [];
-  const meta = names.filter((n) => !PAGES.test(n)).map((n) => ({ name: n, path: join(imagesDir, n) }));
+  const meta = names.filter((n) => !PAGE_IMAGE.test(n)).map((n) => ({ name: n, path: join(imagesDir, n) }));
   const side = input.sideFiles.map((f) => ({ name: `${SIDE_FILES_DIR}/${f.name}`, path: f.path }));
   const suffix = compression === 'zstd' ? '.zst' : '';
   blobs.push(await putStream(store, id, `${META_BLOB}${suffix}`, packTar([...meta, ...side]), compression, input.signal));
-  for (const n of names.filter((x) => PAGES.test(x))) {
+  for (const n of names.filter((x) => PAGE_IMAGE.test(x))) {
     const path = join(imagesDir, n);
     if (compression === 'none') {
       // Hash (unless done during the dump), then hand the file itself to the
@@ -81,7 +80,7 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
       blobs.push(await putStream(store, id, `${n}${suffix}`, src, compression, input.signal));
     }
   }
-  if (!blobs.some((b) => PAGES.test(b.name.replace(/\.zst$/, '')))) {
+  if (!blobs.some((b) => PAGE_IMAGE.test(b.name.replace(/\.zst$/, '')))) {
     throw new IntegrityError(`criu wrote no page images in ${imagesDir}; the dump is incomplete`);
   }
   const manifest: CheckpointManifest = { ...input.manifest, formatVersion: 1, compression, imageBytes, blobs };

@@ -6,8 +6,9 @@ import { pino } from 'pino';
 import { startAgent, type RunningAgent } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/agent-client.js';
 import type { AgentConfig } from '../../src/agent/config.js';
-import { removeBridge, removeSessionNetwork } from '../../src/agent/network.js';
-import { DEFAULT_SESSION_COMMAND, killSession } from '../../src/agent/sandbox.js';
+import { removeBridge } from '../../src/agent/network.js';
+import { DEFAULT_SESSION_COMMAND } from '../../src/agent/sandbox.js';
+import { stopEverySession } from '../../src/agent/session-service.js';
 
 export interface TestAgent {
   agent: RunningAgent;
@@ -51,12 +52,7 @@ export async function startTestAgent(overrides: Partial<AgentConfig> = {}): Prom
     token,
     config,
     async cleanup() {
-      // Read the records again: another agent on the same data dir may have changed them.
-      await agent.ctx.registry.load();
-      for (const s of agent.ctx.registry.list()) {
-        if (s.pid !== null) await killSession(s.pid);
-        await removeSessionNetwork(s.id, s.network).catch(() => undefined);
-      }
+      await stopEverySession(agent.ctx);
       await agent.close();
       await removeBridge(config.bridge.name).catch(() => undefined);
       await rm(dataDir, { recursive: true, force: true });

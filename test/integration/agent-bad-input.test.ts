@@ -1,6 +1,7 @@
 import { readdir, readFile, truncate, unlink, writeFile, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { UpstreamError } from '../../src/core/errors.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
 import { netnsPath } from '../../src/agent/network.js';
@@ -122,7 +123,7 @@ describe('the agent refuses bad input clearly and loses nothing', () => {
     // b is whole: the session comes back with its state.
     const restored = await t.client.restore(b.checkpoint);
     expect(restored.state).toBe('running');
-    const again = await kernelChannelFor(restored.url, restored.token, k.kernelId);
+    const again = await KernelChannel.connect(restored.url, restored.token, k.kernelId);
     expect((await askState(again)).answer).toBe('42');
     again.close();
     await t.client.removeSession(s.id);
@@ -155,8 +156,3 @@ describe('the agent refuses bad input clearly and loses nothing', () => {
     await t.client.removeSession(s.id);
   });
 });
-
-async function kernelChannelFor(url: string, token: string, kernelId: string) {
-  const { KernelChannel } = await import('../../src/agent/kernel-channel.js');
-  return KernelChannel.connect(url, token, kernelId);
-}

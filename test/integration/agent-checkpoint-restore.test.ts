@@ -85,6 +85,15 @@ describe.each(stores)('a Jupyter session checkpointed and restored through the $
     expect(metrics.rssBytes as number).toBeGreaterThan(256 * 2 ** 20);
     expect(metrics.processes as number).toBeGreaterThanOrEqual(2);
     expect(metrics.kernels).toEqual([expect.objectContaining({ id: k.kernelId, busy: false })]);
+    // A running cell shows as busy, with the client's connection counted.
+    const watcher = await KernelChannel.connect(restored.url, restored.token, k.kernelId);
+    const running = watcher.execute('import time; time.sleep(2)', 30_000);
+    await new Promise((r) => setTimeout(r, 500));
+    const busy = await t.client.metrics(started.id);
+    expect(busy.kernels).toEqual([expect.objectContaining({ id: k.kernelId, busy: true, executionState: 'busy' })]);
+    expect(busy.connections as number).toBeGreaterThanOrEqual(1);
+    await running;
+    watcher.close();
     await t.client.removeSession(started.id);
     expect(await isAlive(restored.pid as number)).toBe(false);
   });
