@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { registerAgentCommand } from './agent-command.js';
 import { registerCriuCommand } from './criu-command.js';
 import { registerDemoCommand } from './demo-command.js';
+import { registerPlanCommand } from './plan-command.js';
 import { registerSessionCommands } from './session-commands.js';
 import { fail } from './output.js';
 
@@ -15,6 +16,7 @@ program
 registerAgentCommand(program);
 registerSessionCommands(program);
 registerCriuCommand(program);
+registerPlanCommand(program);
 registerDemoCommand(program);
 
 try {

@@ -72,8 +72,23 @@ describe('the hubshift command against a real agent', () => {
     expect(away.stderr).toContain('is hubshift agent running there?');
   });
 
+  it('should print the dry-run plan of the shipped policies for a recorded snapshot', async () => {
+    const snap = join(import.meta.dirname, '../fixtures/snapshot-spot.json');
+    const policiesDir = join(import.meta.dirname, '../../policies');
+    const r = await hubshift(['plan', '--snapshot', snap, '--policies', policiesDir, '--at', '2026-11-23T21:00:00Z', '--json']);
+    expect(r.code).toBe(0);
+    const plan = JSON.parse(r.stdout) as { decisions: Array<{ action: string; sessionId: string; target: string | null; policy: string }> };
+    expect(plan.decisions.map((d) => [d.action, d.sessionId, d.target, d.policy])).toEqual([
+      ['migrate', 's00000001', 'od-b', 'spot-eviction'],
+      ['checkpoint', 's00000002', null, 'idle'],
+    ]);
+    const bad = await hubshift(['plan', '--snapshot', join(import.meta.dirname, '../../package.json'), '--policies', policiesDir]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/snapshot .*package\.json is invalid at nodes/);
+  });
+
   it('should document every command in --help', async () => {
-    for (const cmd of [[], ['agent'], ['session', 'start'], ['checkpoint'], ['restore'], ['criu', 'select']]) {
+    for (const cmd of [[], ['agent'], ['session', 'start'], ['checkpoint'], ['restore'], ['criu', 'select'], ['plan']]) {
       const h = await hubshift([...cmd, '--help']);
       expect(h.code).toBe(0);
       expect(h.stdout).toMatch(/Usage: hubshift/);

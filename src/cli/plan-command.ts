@@ -1,0 +1,46 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { ClusterSnapshot } from '../core/cluster.js';
+import { InputError } from '../core/errors.js';
+import { evaluate } from '../policy/evaluate.js';
+import { loadPolicyDir } from '../policy/load-policies.js';
+import { printResult } from './output.js';
+
+async function readSnapshot(path: string): Promise<ClusterSnapshot> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new InputError(`cannot read the snapshot ${path}: ${(err as Error).message}`);
+  }
+  const parsed = ClusterSnapshot.safeParse(json);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new InputError(`snapshot ${path} is invalid at ${i?.path.join('.') || '(root)'}: ${i?.message}`);
+  }
+  return parsed.data;
+}
+
+export function registerPlanCommand(program: Command): void {
+  program
+    .command('plan')
+    .description('dry run: what the policies would decide now, each decision with its policy, reason and cost effect')
+    .requiredOption('--snapshot <file>', 'a cluster snapshot (JSON: nodes, sessions, notices, inFlight, instanceTypes, lastRuns)')
+    .option('--policies <dir>', 'policy files', 'policies')
+    .option('--at <time>', 'evaluate as of this ISO time (default: now)')
+    .option('--json', 'print one JSON object', false)
+    .action(async (o: { snapshot: string; policies: string; at?: string; json: boolean }) => {
+      const now = o.at ? new Date(o.at) : new Date();
+      if (Number.isNaN(now.getTime())) throw new InputError(`--at ${o.at} is not a time (use ISO 8601, e.g. 2026-11-24T03:00:00Z)`);
+      const decisions = evaluate(await readSnapshot(o.snapshot), await loadPolicyDir(o.policies), now);
+      const saving = decisions.reduce((a, d) => a + d.costPerHour, 0);
+      printResult(o.json, { at: now.toISOString(), decisions, costPerHour: saving }, () =>
+        decisions.length === 0
+          ? 'nothing to do'
+          : [
+              ...decisions.map((d) => `${d.action.padEnd(12)} ${(d.sessionId ?? d.source ?? '').padEnd(12)} ${d.target ? `-> ${d.target} ` : ''}[${d.policy}] ${d.reason} (${d.costPerHour <= 0 ? 'saves' : 'costs'} $${Math.abs(d.costPerHour).toFixed(4)}/h)`),
+              `in all: ${saving <= 0 ? 'saves' : 'costs'} $${Math.abs(saving).toFixed(4)}/h`,
+            ].join('\n'),
+      );
+    });
+}

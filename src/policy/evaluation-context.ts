@@ -1,0 +1,111 @@
+import type { ClusterSnapshot, NodeInfo, SessionSnapshot } from '../core/cluster.js';
+import { pricePerGbHour } from '../pricing/session-cost.js';
+import type { Guards, PolicyKind } from './policy-schema.js';
+import { inQuietHours } from './quiet-hours.js';
+
+export type Refusal = { ok: false; why: string };
+
+/**
+ * One evaluation pass: what is already decided or in flight, what budget is
+ * left (computed once, decremented as methods decide), and memory reserved
+ * on targets so two moves in one pass do not fill the same room twice.
+ */
+export class EvaluationContext {
+  readonly nodes = new Map<string, NodeInfo>();
+  readonly sessionsByNode = new Map<string, SessionSnapshot[]>();
+  /** Nodes with an interruption or rebalance notice: nothing moves onto them. */
+  readonly noticed = new Set<string>();
+  /** Nodes this pass empties: nothing moves onto them either. */
+  readonly emptying = new Set<string>();
+  private readonly decided = new Set<string>();
+  private readonly inFlight = new Set<string>();
+  private readonly reserved = new Map<string, number>();
+  private readonly perNodeLeft = new Map<string, number>();
+  private totalLeft: number;
+
+  constructor(
+    readonly snapshot: ClusterSnapshot,
+    readonly guards: Guards,
+    readonly now: Date,
+  ) {
+    for (const n of snapshot.nodes) this.nodes.set(n.name, n);
+    for (const s of snapshot.sessions) {
+      if (s.node === null) continue;
+      const list = this.sessionsByNode.get(s.node) ?? [];
+      list.push(s);
+      this.sessionsByNode.set(s.node, list);
+    }
+    for (const n of snapshot.notices) {
+      const gone = n.deadline !== null && Date.parse(n.deadline) <= now.getTime();
+      if (!gone) this.noticed.add(n.node);
+    }
+    this.totalLeft = guards.budgets.total;
+    for (const op of snapshot.inFlight) {
+      if (op.sessionId) this.inFlight.add(op.sessionId);
+      this.totalLeft -= 1;
+      if (op.node) this.perNodeLeft.set(op.node, this.budgetLeft(op.node) - 1);
+    }
+  }
+
+  private budgetLeft(node: string): number {
+    return this.perNodeLeft.get(node) ?? this.guards.budgets.perNode;
+  }
+
+  /** Whether a voluntary policy may act on this session now, and if not, why. */
+  mayDisrupt(s: SessionSnapshot, kind: PolicyKind, operations = 1): { ok: true } | Refusal {
+    if (this.decided.has(s.id) || this.inFlight.has(s.id)) return { ok: false, why: 'already being acted on' };
+    if (s.busy) return { ok: false, why: 'a kernel is busy' };
+    if (s.lastDisruptionAt !== null && this.now.getTime() - Date.parse(s.lastDisruptionAt) < this.guards.cooldown) {
+      return { ok: false, why: 'in cooldown' };
+    }
+    if (this.quiet(kind)) return { ok: false, why: 'quiet hours' };
+    return this.hasBudget(s.node, operations);
+  }
+
+  hasBudget(node: string | null, operations = 1): { ok: true } | Refusal {
+    if (this.totalLeft < operations) return { ok: false, why: 'overall disruption budget exhausted' };
+    if (node !== null && this.budgetLeft(node) < operations) return { ok: false, why: `disruption budget of node ${node} exhausted` };
+    return { ok: true };
+  }
+
+  quiet(kind: PolicyKind): boolean {
+    return (this.guards.quietHoursApplyTo as string[]).includes(kind) && inQuietHours(this.guards.quietHours, this.now);
+  }
+
+  isSettled(sessionId: string): boolean {
+    return this.decided.has(sessionId) || this.inFlight.has(sessionId);
+  }
+
+  /** Records a decision on a session: it takes budget (unless forced) and the session is not decided on again. */
+  claim(s: SessionSnapshot, opts: { forced: boolean }): void {
+    this.decided.add(s.id);
+    if (opts.forced) return;
+    this.totalLeft -= 1;
+    if (s.node !== null) this.perNodeLeft.set(s.node, this.budgetLeft(s.node) - 1);
+  }
+
+  /** Memory held on a node: its sessions (those leaving this pass included, until they are gone) plus what moves in. */
+  usedBytes(node: string): number {
+    const own = (this.sessionsByNode.get(node) ?? []).reduce((a, s) => a + s.rssBytes, 0);
+    return own + (this.reserved.get(node) ?? 0);
+  }
+
+  /** Gives back room reserved by place() for a plan that was dropped. */
+  unreserve(node: string, bytes: number): void {
+    this.reserved.set(node, (this.reserved.get(node) ?? 0) - bytes);
+  }
+
+  /**
+   * The cheapest node (per GB-hour) that is ready, has no notice, is not being
+   * emptied, and has room for `bytes` times `headroom`; reserves the room.
+   */
+  place(bytes: number, headroom: number, exclude: ReadonlySet<string>, filter: (n: NodeInfo) => boolean = () => true): NodeInfo | null {
+    const candidates = [...this.nodes.values()]
+      .filter((n) => n.state === 'ready' && !this.noticed.has(n.name) && !this.emptying.has(n.name) && !exclude.has(n.name) && filter(n))
+      .filter((n) => n.memoryBytes - this.usedBytes(n.name) >= bytes * headroom)
+      .sort((a, b) => pricePerGbHour(a) - pricePerGbHour(b) || a.name.localeCompare(b.name));
+    const target = candidates[0] ?? null;
+    if (target) this.reserved.set(target.name, (this.reserved.get(target.name) ?? 0) + bytes);
+    return target;
+  }
+}

@@ -1,0 +1,12 @@
+import { Cron } from 'croner';
+
+/**
+ * Whether a cron schedule had a run in (lastRun, now]. Without a last run the
+ * window is the minute before now, so a fresh scheduler does not replay the
+ * past.
+ */
+export function scheduleFired(expr: string, timezone: string, lastRun: string | undefined, now: Date): boolean {
+  const from = lastRun ? new Date(lastRun) : new Date(now.getTime() - 60_000);
+  const next = new Cron(expr, { timezone, paused: true }).nextRun(from);
+  return next !== null && next.getTime() <= now.getTime();
+}
