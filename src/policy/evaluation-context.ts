@@ -19,7 +19,11 @@ export class EvaluationContext {
   readonly emptying = new Set<string>();
   private readonly decided = new Set<string>();
   private readonly inFlight = new Set<string>();
-  private readonly reserved = new Map<string, number>();
+  /** Memory held per node: its sessions plus what this pass moves in. */
+  private readonly used = new Map<string, number>();
+  /** Ready nodes by price per GB-hour, cheapest first: placement scans it in order. */
+  private readonly byPrice: NodeInfo[];
+  private readonly quietKinds = new Map<PolicyKind, boolean>();
   private readonly perNodeLeft = new Map<string, number>();
   private totalLeft: number;
 
@@ -31,10 +35,12 @@ export class EvaluationContext {
     for (const n of snapshot.nodes) this.nodes.set(n.name, n);
     for (const s of snapshot.sessions) {
       if (s.node === null) continue;
-      const list = this.sessionsByNode.get(s.node) ?? [];
-      list.push(s);
-      this.sessionsByNode.set(s.node, list);
+      const list = this.sessionsByNode.get(s.node);
+      if (list) list.push(s);
+      else this.sessionsByNode.set(s.node, [s]);
+      this.used.set(s.node, (this.used.get(s.node) ?? 0) + s.rssBytes);
     }
+    this.byPrice = snapshot.nodes.filter((n) => n.state === 'ready').sort((a, b) => pricePerGbHour(a) - pricePerGbHour(b) || a.name.localeCompare(b.name));
     for (const n of snapshot.notices) {
       const gone = n.deadline !== null && Date.parse(n.deadline) <= now.getTime();
       if (!gone) this.noticed.add(n.node);
@@ -68,8 +74,14 @@ export class EvaluationContext {
     return { ok: true };
   }
 
+  /** Whether quiet hours hold this kind back now (worked out once per pass). */
   quiet(kind: PolicyKind): boolean {
-    return (this.guards.quietHoursApplyTo as string[]).includes(kind) && inQuietHours(this.guards.quietHours, this.now);
+    let q = this.quietKinds.get(kind);
+    if (q === undefined) {
+      q = (this.guards.quietHoursApplyTo as string[]).includes(kind) && inQuietHours(this.guards.quietHours, this.now);
+      this.quietKinds.set(kind, q);
+    }
+    return q;
   }
 
   isSettled(sessionId: string): boolean {
@@ -86,26 +98,33 @@ export class EvaluationContext {
 
   /** Memory held on a node: its sessions (those leaving this pass included, until they are gone) plus what moves in. */
   usedBytes(node: string): number {
-    const own = (this.sessionsByNode.get(node) ?? []).reduce((a, s) => a + s.rssBytes, 0);
-    return own + (this.reserved.get(node) ?? 0);
+    return this.used.get(node) ?? 0;
   }
 
   /** Gives back room reserved by place() for a plan that was dropped. */
   unreserve(node: string, bytes: number): void {
-    this.reserved.set(node, (this.reserved.get(node) ?? 0) - bytes);
+    this.used.set(node, this.usedBytes(node) - bytes);
   }
 
   /**
    * The cheapest node (per GB-hour) that is ready, has no notice, is not being
    * emptied, and has room for `bytes` times `headroom`; reserves the room.
    */
-  place(bytes: number, headroom: number, exclude: ReadonlySet<string>, filter: (n: NodeInfo) => boolean = () => true): NodeInfo | null {
-    const candidates = [...this.nodes.values()]
-      .filter((n) => n.state === 'ready' && !this.noticed.has(n.name) && !this.emptying.has(n.name) && !exclude.has(n.name) && filter(n))
-      .filter((n) => n.memoryBytes - this.usedBytes(n.name) >= bytes * headroom)
-      .sort((a, b) => pricePerGbHour(a) - pricePerGbHour(b) || a.name.localeCompare(b.name));
-    const target = candidates[0] ?? null;
-    if (target) this.reserved.set(target.name, (this.reserved.get(target.name) ?? 0) + bytes);
-    return target;
+  place(
+    bytes: number,
+    headroom: number,
+    exclude: ReadonlySet<string>,
+    filter: (n: NodeInfo) => boolean = () => true,
+    /** Only nodes cheaper than this per GB-hour; the scan stops at the first that is not. */
+    belowPricePerGbHour = Infinity,
+  ): NodeInfo | null {
+    for (const n of this.byPrice) {
+      if (pricePerGbHour(n) >= belowPricePerGbHour) break;
+      if (this.noticed.has(n.name) || this.emptying.has(n.name) || exclude.has(n.name)) continue;
+      if (n.memoryBytes - this.usedBytes(n.name) < bytes * headroom || !filter(n)) continue;
+      this.used.set(n.name, this.usedBytes(n.name) + bytes);
+      return n;
+    }
+    return null;
   }
 }

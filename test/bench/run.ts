@@ -1,7 +1,8 @@
-// npm run bench -- [checkpoint] [--sizes 256,1024,2048] [--json]
+// npm run bench -- [checkpoint] [control] [--sizes 256,1024,2048] [--json]
 // Measures; asserts nothing. Every figure is printed with its ratio to the
 // physical baseline measured in the same run.
 import { benchCheckpoint, type CheckpointFigures } from './checkpoint.bench.js';
+import { benchEvaluation } from './control.bench.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
@@ -13,7 +14,7 @@ const log = (m: string): void => {
   if (!json) process.stderr.write(`bench: ${m}\n`);
 };
 
-const KNOWN = ['checkpoint'];
+const KNOWN = ['checkpoint', 'control'];
 for (const w of which) {
   if (!KNOWN.includes(w)) {
     process.stderr.write(`bench: unknown benchmark ${w}; known: ${KNOWN.join(', ')}\n`);
@@ -47,5 +48,20 @@ if (which.includes('checkpoint')) {
     if (!json) printCheckpoint(f);
   }
   results.checkpoint = figures;
+}
+if (which.includes('control')) {
+  log('control: evaluating the shipped policies over synthetic clusters');
+  const figures = await benchEvaluation([
+    [1_000, 100],
+    [10_000, 1_000],
+    [50_000, 5_000],
+  ]);
+  results.control = { evaluation: figures };
+  if (!json) {
+    console.log('\ncontrol: evaluation of the shipped policies (nightly: rightsize due as well)');
+    for (const f of figures) {
+      console.log(`  ${f.pass.padEnd(7)} ${f.sessions} sessions on ${f.nodes} nodes: median ${f.medianMs.toFixed(1)} ms, slowest ${f.maxMs.toFixed(1)} ms, ${f.decisions} decisions`);
+    }
+  }
 }
 if (json) process.stdout.write(`${JSON.stringify(results)}\n`);

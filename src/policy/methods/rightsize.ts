@@ -28,17 +28,23 @@ export function rightsize(ctx: EvaluationContext, p: Rightsize): Decision[] {
   if (!scheduleFired(p.schedule, p.timezone, ctx.snapshot.lastRuns[p.name], ctx.now)) return [];
   const out: Decision[] = [];
   const since = ctx.now.getTime() - p.window;
+  const sinceIso = new Date(since).toISOString();
+  // UTC timestamps of one form compare as strings; anything else is parsed.
+  const inWindow = (at: string): boolean => (at.length === sinceIso.length && at.endsWith('Z') ? at >= sinceIso : Date.parse(at) >= since);
   const needs = new Map<string, Need[]>();
   for (const s of ctx.snapshot.sessions) {
-    if (s.state !== 'running' || s.node === null || !ctx.nodes.has(s.node)) continue;
-    const window = s.samples.filter((x) => Date.parse(x.at) >= since);
+    // Sessions an earlier method already claimed are leaving their node: they neither need room nor count in its pressure.
+    if (s.state !== 'running' || s.node === null || !ctx.nodes.has(s.node) || ctx.isSettled(s.id)) continue;
+    const window = s.samples.filter((x) => inWindow(x.at));
     if (window.length < MIN_SAMPLES) continue;
     const n: Need = {
       s,
       memory: percentile(window.map((x) => x.rssBytes), p.percentile) * p.headroom,
       cpu: percentile(window.map((x) => x.cpuCores), p.percentile) * p.headroom,
     };
-    needs.set(s.node, [...(needs.get(s.node) ?? []), n]);
+    const list = needs.get(s.node);
+    if (list) list.push(n);
+    else needs.set(s.node, [n]);
   }
   const describeNeed = (n: Need): string => `p${p.percentile} over ${mins(p.window)}: ${gib(n.memory / p.headroom)}, ${(n.cpu / p.headroom).toFixed(2)} cores`;
   for (const [nodeName, list] of needs) {
@@ -57,8 +63,7 @@ export function rightsize(ctx: EvaluationContext, p: Rightsize): Decision[] {
         out.push(migrateDecision({ policy: p.name, s: n.s, source: node, target, reason: `${nodeName} is short of memory for what its sessions use (${describeNeed(n)} for this one): moving it to ${target.name}` }));
         continue;
       }
-      const dearer = (t: { pricePerHour: number; memoryBytes: number }): boolean => pricePerGbHour(t) < pricePerGbHour(node);
-      const target = ctx.place(n.memory, 1, new Set([nodeName]), (t) => fits(t) && dearer(t));
+      const target = ctx.place(n.memory, 1, new Set([nodeName]), fits, pricePerGbHour(node));
       if (!target) continue;
       const saving = sessionShareCostPerHour(node, n.memory) - sessionShareCostPerHour(target, n.memory);
       if (saving < p.minSavingPerHour) {
