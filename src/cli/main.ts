@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerAgentCommand } from './agent-command.js';
 import { registerCriuCommand } from './criu-command.js';
@@ -6,9 +7,12 @@ import { registerPlanCommand } from './plan-command.js';
 import { registerSessionCommands } from './session-commands.js';
 import { fail } from './output.js';
 
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command();
 program
   .name('hubshift')
+  .version(pkg.version)
   .description('Checkpoint, restore and move running Jupyter sessions with CRIU')
   .showHelpAfterError()
   .configureHelp({ sortSubcommands: false });
