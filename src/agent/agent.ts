@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { loadSelectedCriu } from '../criu/select.js';
 import { openStore } from '../images/open-store.js';
@@ -24,6 +25,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const criu = await loadSelectedCriu();
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   await mkdir(config.workDir, { recursive: true, mode: 0o700 });
+  // criu writes every dump's and restore's log here; a restore can be an agent's first operation.
+  await mkdir(join(config.dataDir, 'logs'), { recursive: true, mode: 0o700 });
   await ensureBridge(config.bridge);
   const registry = new SessionRegistry(config.dataDir);
   await registry.load();

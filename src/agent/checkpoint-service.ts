@@ -1,4 +1,4 @@
-import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, rename, rm, stat } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
@@ -51,7 +51,6 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     const work = join(ctx.config.workDir, checkpoint);
     const images = join(work, 'images');
     const side = join(work, SIDE_FILES_DIR);
-    await mkdir(join(ctx.config.dataDir, 'logs'), { recursive: true });
     s = await ctx.registry.update(id, { state: 'checkpointing' });
     // The image is about the size of the session's memory: the estimate that dump progress is shown against.
     const estimate = (await sampleProcesses(s.pid as number)).rssBytes;

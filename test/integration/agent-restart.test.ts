@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { AgentClient } from '../../src/agent/agent-client.js';
 import { startAgent } from '../../src/agent/agent.js';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
 
@@ -45,5 +46,22 @@ describe('an agent that restarts', () => {
       // cleanup() of the first kills every session the registry knows; the second shares its data dir.
       await second.close();
     }
+  });
+
+  it('should let a fresh agent sharing the store restore a checkpoint another agent took', async () => {
+    const first = await startTestAgent();
+    agents.push(first);
+    const second = await startTestAgent({ storeUrl: first.config.storeUrl, bridge: first.config.bridge });
+    agents.push(second);
+    const s = await first.client.startSession('lia');
+    const k = await kernelWithState(s.url, s.token, 8);
+    k.channel.close();
+    const c = await first.client.checkpoint(s.id);
+    // The second agent has done nothing yet: this restore is its first operation.
+    const r = await second.client.restore(c.checkpoint);
+    expect({ id: r.id, url: r.url, state: r.state }).toEqual({ id: s.id, url: s.url, state: 'running' });
+    const ch = await KernelChannel.connect(r.url, r.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
   });
 });
