@@ -1,24 +1,9 @@
 import { z } from 'zod';
 import { CheckpointManifest, CheckpointResult } from '../core/checkpoint.js';
-import { UpstreamError } from '../core/errors.js';
-import { SessionState } from '../core/session.js';
+import { ErrorBody, UpstreamError } from '../core/errors.js';
+import { OperationProgress, SessionView } from '../core/session.js';
 
-export const SessionViewSchema = z.object({
-  id: z.string(),
-  user: z.string(),
-  state: SessionState,
-  url: z.string(),
-  token: z.string(),
-  pid: z.number().nullable(),
-  lastCheckpoint: z.string().nullable(),
-  error: z.string().nullable(),
-  memoryArriving: z.boolean(),
-});
-export type SessionViewDto = z.infer<typeof SessionViewSchema>;
-
-export const RestoreResultSchema = SessionViewSchema.extend({ seconds: z.number() });
-
-const ErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+export const RestoreResult = SessionView.extend({ seconds: z.number() });
 
 /** A node agent's API, as the CLI and the scheduler call it. Every answer is parsed. */
 export class AgentClient {
@@ -56,21 +41,20 @@ export class AgentClient {
     return this.call('GET', 'healthz', z.object({ ok: z.boolean(), criu: z.string(), store: z.string(), sessions: z.number() }));
   }
   listSessions() {
-    return this.call('GET', 'v1/sessions', z.object({ sessions: z.array(SessionViewSchema) })).then((r) => r.sessions);
+    return this.call('GET', 'v1/sessions', z.object({ sessions: z.array(SessionView) })).then((r) => r.sessions);
   }
   startSession(user: string, env: Record<string, string> = {}) {
-    return this.call('POST', 'v1/sessions', SessionViewSchema, { user, env });
+    return this.call('POST', 'v1/sessions', SessionView, { user, env });
   }
   getSession(id: string) {
-    return this.call('GET', `v1/sessions/${encodeURIComponent(id)}`, SessionViewSchema);
+    return this.call('GET', `v1/sessions/${encodeURIComponent(id)}`, SessionView);
   }
   metrics(id: string) {
     return this.call('GET', `v1/sessions/${encodeURIComponent(id)}/metrics`, z.record(z.string(), z.unknown()));
   }
   /** The step and bytes of the operation under way on a session, or null. */
   progress(id: string) {
-    const Op = z.object({ operation: z.string(), step: z.string(), doneBytes: z.number().nullable(), totalBytes: z.number().nullable(), startedAt: z.string() });
-    return this.call('GET', `v1/sessions/${encodeURIComponent(id)}/progress`, z.object({ progress: Op.nullable() })).then((r) => r.progress);
+    return this.call('GET', `v1/sessions/${encodeURIComponent(id)}/progress`, z.object({ progress: OperationProgress.nullable() })).then((r) => r.progress);
   }
   removeSession(id: string) {
     return this.call('DELETE', `v1/sessions/${encodeURIComponent(id)}`, z.null());
@@ -85,6 +69,6 @@ export class AgentClient {
     return this.call('GET', `v1/checkpoints/${encodeURIComponent(id)}`, CheckpointManifest);
   }
   restore(checkpoint: string) {
-    return this.call('POST', `v1/checkpoints/${encodeURIComponent(checkpoint)}/restore`, RestoreResultSchema);
+    return this.call('POST', `v1/checkpoints/${encodeURIComponent(checkpoint)}/restore`, RestoreResult);
   }
 }

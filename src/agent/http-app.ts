@@ -1,6 +1,6 @@
 import express, { type Express } from 'express';
 import { z } from 'zod';
-import { CheckpointId, SessionId, sessionView, type Session } from '../core/index.js';
+import { CheckpointId, SessionId, sessionView, type Session, type SessionView } from '../core/index.js';
 import { bearerAuth } from '../api/bearer-auth.js';
 import { errorMiddleware } from '../api/error-middleware.js';
 import type { AgentContext } from './agent-context.js';
@@ -18,7 +18,7 @@ function idParam(value: string | string[] | undefined, schema: z.ZodType<string>
 
 /** The node agent's HTTP API. Thin: parse, then hand to the services. */
 export function createAgentApp(ctx: AgentContext): Express {
-  const view = (s: Session): ReturnType<typeof sessionView> => sessionView(s, { memoryArriving: ctx.lazy.isArriving(s.id) });
+  const view = (s: Session): SessionView => sessionView(s, { memoryArriving: ctx.lazy.isArriving(s.id) });
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json({ limit: '1mb' }));

@@ -1,16 +1,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConflictError, NotFoundError, SessionId } from '../core/index.js';
-import { Session } from '../core/session.js';
-
-/** What a long operation on a session is doing now, for progress lines. */
-export interface OperationProgress {
-  operation: string;
-  step: string;
-  doneBytes: number | null;
-  totalBytes: number | null;
-  startedAt: string;
-}
+import { Session, type OperationProgress } from '../core/session.js';
 
 /**
  * The agent's sessions, one JSON file each under DATA_DIR/sessions/<id>/, so

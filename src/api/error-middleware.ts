@@ -1,10 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
-import { HubshiftError, errorMessage } from '../core/errors.js';
-
-export interface ErrorBody {
-  error: { code: string; message: string };
-}
+import { HubshiftError, errorMessage, type ErrorBody } from '../core/errors.js';
 
 /** One response shape for every error: {"error":{"code","message"}} with the error's status. */
 export function errorMiddleware(log?: { error: (o: object, m: string) => void }) {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { AgentClient, type SessionViewDto } from '../agent/agent-client.js';
+import { AgentClient } from '../agent/agent-client.js';
+import type { SessionView } from '../core/session.js';
 import { Progress, printResult } from './output.js';
 import { readTokenFile } from './token-file.js';
 
@@ -20,7 +21,7 @@ function withConn(cmd: Command): Command {
     .option('--json', 'print one JSON object', false);
 }
 
-function line(s: SessionViewDto): string {
+function line(s: SessionView): string {
   return `${s.id}  ${s.user.padEnd(12)} ${s.state.padEnd(12)} ${s.url}${s.error ? `  (${s.error})` : ''}`;
 }
 

@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 /**
  * Typed errors. Each carries a stable `code` (match on it, never on the text),
  * a message that says what happened and what to do, and the HTTP status it maps
@@ -108,6 +110,10 @@ export class UpstreamError extends HubshiftError {
     this.upstreamCode = upstreamCode;
   }
 }
+
+/** The one shape every API error is answered with. */
+export const ErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+export type ErrorBody = z.infer<typeof ErrorBody>;
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -55,19 +55,22 @@ export function sessionUrl(s: Pick<Session, 'network'>): string {
   return `http://${s.network.ip}:${s.network.port}/`;
 }
 
-/** The view of a session that the API and CLI print. */
-export function sessionView(s: Session, live: { memoryArriving: boolean } = { memoryArriving: false }): {
-  id: string;
-  user: string;
-  state: SessionState;
-  url: string;
-  token: string;
-  pid: number | null;
-  lastCheckpoint: string | null;
-  error: string | null;
+/** The view of a session that the API serves and the CLI prints. */
+export const SessionView = z.object({
+  id: z.string(),
+  user: z.string(),
+  state: SessionState,
+  url: z.string(),
+  token: z.string(),
+  pid: z.number().nullable(),
+  lastCheckpoint: z.string().nullable(),
+  error: z.string().nullable(),
   /** After a lazy restore: pages are still arriving (the session runs meanwhile). */
-  memoryArriving: boolean;
-} {
+  memoryArriving: z.boolean(),
+});
+export type SessionView = z.infer<typeof SessionView>;
+
+export function sessionView(s: Session, live: { memoryArriving: boolean } = { memoryArriving: false }): SessionView {
   return {
     id: s.id,
     user: s.user,
@@ -80,3 +83,13 @@ export function sessionView(s: Session, live: { memoryArriving: boolean } = { me
     memoryArriving: live.memoryArriving,
   };
 }
+
+/** What a long operation on a session is doing now, for progress lines. */
+export const OperationProgress = z.object({
+  operation: z.string(),
+  step: z.string(),
+  doneBytes: z.number().nullable(),
+  totalBytes: z.number().nullable(),
+  startedAt: z.string(),
+});
+export type OperationProgress = z.infer<typeof OperationProgress>;
