@@ -79,10 +79,6 @@ export class SessionRegistry {
     }
   }
 
-  isBusy(id: string): boolean {
-    return this.busy.has(id);
-  }
-
   /** Records the step of the operation under way on a session (ignored when there is none). */
   report(id: string, step: string, doneBytes?: number, totalBytes?: number): void {
     const op = this.busy.get(id);

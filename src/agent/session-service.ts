@@ -1,4 +1,4 @@
-import { InputError, SandboxError, errorMessage, newSessionId, newToken } from '../core/index.js';
+import { InputError, SandboxError, describeZodIssue, errorMessage, newSessionId, newToken } from '../core/index.js';
 import { SessionSpec, sessionUrl, type Session } from '../core/session.js';
 import { hasLockRules, removeLockRules } from '../criu/network-lock.js';
 import { releaseTcpRepair } from '../criu/tcp-repair.js';
@@ -27,10 +27,7 @@ function takenAddresses(ctx: AgentContext): Set<string> {
 
 export async function startSession(ctx: AgentContext, input: unknown): Promise<Session> {
   const parsed = SessionSpec.safeParse(input);
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    throw new InputError(`invalid session request at ${i?.path.join('.') || '(body)'}: ${i?.message}`);
-  }
+  if (!parsed.success) throw new InputError(`invalid session request at ${describeZodIssue(parsed.error, '(body)')}`);
   const spec = parsed.data;
   const id = newSessionId();
   const { gateway, prefixLength } = parseSubnet(ctx.config.bridge.subnet);

@@ -1,6 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
-import { HubshiftError, errorMessage, type ErrorBody } from '../core/errors.js';
+import { HubshiftError, describeZodIssue, errorMessage, type ErrorBody } from '../core/errors.js';
 
 /** One response shape for every error: {"error":{"code","message"}} with the error's status. */
 export function errorMiddleware(log?: { error: (o: object, m: string) => void }) {
@@ -12,8 +12,7 @@ export function errorMiddleware(log?: { error: (o: object, m: string) => void })
       body = { error: { code: err.code, message: err.message } };
     } else if (err instanceof ZodError) {
       status = 400;
-      const i = err.issues[0];
-      body = { error: { code: 'invalid_input', message: `invalid request at ${i?.path.join('.') || '(body)'}: ${i?.message}` } };
+      body = { error: { code: 'invalid_input', message: `invalid request at ${describeZodIssue(err, '(body)')}` } };
     } else if (err instanceof SyntaxError && 'body' in (err as object)) {
       status = 400;
       body = { error: { code: 'invalid_input', message: 'request body is not valid JSON' } };

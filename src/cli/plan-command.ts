@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ClusterSnapshot } from '../core/cluster.js';
-import { InputError } from '../core/errors.js';
+import { InputError, describeZodIssue } from '../core/errors.js';
 import { evaluate } from '../policy/evaluate.js';
 import { loadPolicyDir } from '../policy/load-policies.js';
 import { printResult } from './output.js';
@@ -14,10 +14,7 @@ async function readSnapshot(path: string): Promise<ClusterSnapshot> {
     throw new InputError(`cannot read the snapshot ${path}: ${(err as Error).message}`);
   }
   const parsed = ClusterSnapshot.safeParse(json);
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    throw new InputError(`snapshot ${path} is invalid at ${i?.path.join('.') || '(root)'}: ${i?.message}`);
-  }
+  if (!parsed.success) throw new InputError(`snapshot ${path} is invalid at ${describeZodIssue(parsed.error)}`);
   return parsed.data;
 }
 

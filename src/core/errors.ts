@@ -115,6 +115,12 @@ export class UpstreamError extends HubshiftError {
 export const ErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
+/** The first problem zod found, as "field.path: message" (`root` names the whole value when the path is empty). */
+export function describeZodIssue(err: z.ZodError, root = '(root)'): string {
+  const i = err.issues[0];
+  return `${i?.path.join('.') || root}: ${i?.message}`;
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -72,6 +72,11 @@ const RULES: Array<{ re: RegExp; kind: CriuDiagnosis['kind']; explain: (m: RegEx
   },
 ];
 
+/** A log line without criu's "(00.123456)" timestamp and "  1: " task prefix. */
+function withoutPrefix(line: string): string {
+  return line.replace(/^\([\d.]+\)\s*(\d+:\s*)?/, '');
+}
+
 /** Reads criu's log text and names the first real failure in it. */
 export function diagnoseCriuLog(text: string): CriuDiagnosis {
   const lines = text.split('\n');
@@ -82,10 +87,10 @@ export function diagnoseCriuLog(text: string): CriuDiagnosis {
     }
   }
   // criu's own error lines read "Error (file.c:NN): ..."; other text may merely contain the word.
-  const errors = lines.filter((l) => /\bError \(|^Error:/.test(l.replace(/^\([\d.]+\)\s*(\d+:\s*)?/, '')) && !HARMLESS.some((h) => h.test(l)));
+  const errors = lines.filter((l) => /\bError \(|^Error:/.test(withoutPrefix(l)) && !HARMLESS.some((h) => h.test(l)));
   // No error line: the last thing criu said, unless that is only the harmless noise.
   const first = errors.find((l) => !/FAILED/.test(l)) ?? errors[0] ?? lines.filter((l) => l.trim() && !HARMLESS.some((h) => h.test(l))).at(-1) ?? '';
-  const words = first.replace(/^\([\d.]+\)\s*(\d+:\s*)?/, '').replace(/^Error \([^)]*\):\s*/, '').trim();
+  const words = withoutPrefix(first).replace(/^Error \([^)]*\):\s*/, '').trim();
   return { kind: 'unknown', line: first.trim(), explanation: words || 'no error in the log' };
 }
 

@@ -32,11 +32,20 @@ async function describe(argv: string[], source: CriuBinary['source'], libdir: st
   } catch (err) {
     return `does not run: ${errorMessage(err)}`;
   }
-  const f = criuCommand({ argv }, ['check', '--feature', 'mem_dirty_track']);
-  const dirty = await run(f.cmd, f.args, { timeoutMs: 20_000, allowFailure: true });
-  const u = criuCommand({ argv }, ['check', '--feature', 'uffd-noncoop']);
-  const uffd = await run(u.cmd, u.args, { timeoutMs: 20_000, allowFailure: true });
-  return { argv, version, source, libdir, kernel: release(), probedAt: new Date().toISOString(), memDirtyTrack: dirty.code === 0, lazyPages: uffd.code === 0 };
+  const hasFeature = async (feature: string): Promise<boolean> => {
+    const c = criuCommand({ argv }, ['check', '--feature', feature]);
+    return (await run(c.cmd, c.args, { timeoutMs: 20_000, allowFailure: true })).code === 0;
+  };
+  return {
+    argv,
+    version,
+    source,
+    libdir,
+    kernel: release(),
+    probedAt: new Date().toISOString(),
+    memDirtyTrack: await hasFeature('mem_dirty_track'),
+    lazyPages: await hasFeature('uffd-noncoop'),
+  };
 }
 
 function candidates(): Array<{ source: CriuBinary['source']; argv: string[]; libdir: string | null; exists: boolean }> {

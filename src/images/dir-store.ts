@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CheckpointManifest } from '../core/checkpoint.js';
-import { IntegrityError, NotFoundError, StoreError, errorMessage } from '../core/errors.js';
+import { IntegrityError, NotFoundError, StoreError, describeZodIssue, errorMessage } from '../core/errors.js';
 import type { ImageStore } from './image-store.js';
 import { safeBlobName, safeCheckpointId } from './names.js';
 
@@ -143,8 +143,7 @@ export function parseManifest(id: string, text: string, location: string): Check
   }
   const parsed = CheckpointManifest.safeParse(json);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new IntegrityError(`checkpoint ${id}'s manifest in ${location} is invalid at ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
+    throw new IntegrityError(`checkpoint ${id}'s manifest in ${location} is invalid at ${describeZodIssue(parsed.error)}`);
   }
   if (parsed.data.id !== id) throw new IntegrityError(`manifest in ${location}/${id} names checkpoint ${parsed.data.id}`);
   return parsed.data;

@@ -2,13 +2,11 @@ import { readdir, readFile } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
-import { InputError } from '../core/errors.js';
+import { InputError, describeZodIssue } from '../core/errors.js';
 import { DEFAULT_GUARDS, Guards, Policy, type PolicySet } from './policy-schema.js';
 
 function describeIssue(file: string, doc: number, err: z.ZodError): string {
-  const i = err.issues[0];
-  const where = i?.path.length ? i.path.join('.') : '(document)';
-  return `${file}${doc > 0 ? ` (document ${doc + 1})` : ''}: ${where}: ${i?.message}`;
+  return `${file}${doc > 0 ? ` (document ${doc + 1})` : ''}: ${describeZodIssue(err, '(document)')}`;
 }
 
 /** Parses one policy file's text: one or more YAML documents, each a policy or the guards. */
