@@ -1,4 +1,4 @@
-import { copyFile, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, rename, rm } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
@@ -10,6 +10,7 @@ import { startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { GrowingFileHasher } from '../images/growing-file-hasher.js';
+import { pathExists } from '../util/fs.js';
 import { isAlive } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { announce, attachSessionNetns, removeSessionNetwork } from './network.js';
@@ -144,7 +145,7 @@ async function placeSideFiles(ctx: AgentContext, s: Session, images: string): Pr
   const paths = sessionPaths(ctx.config.dataDir, s.id);
   await prepareSessionFiles(paths, s.home);
   const saved = join(images, SIDE_FILES_DIR, 'server.log');
-  if (await stat(saved).then(() => true, () => false)) {
+  if (await pathExists(saved)) {
     // Keep what the old log had beyond the dump, for the record.
     await rename(paths.log, `${paths.log}.before-restore`).catch(() => undefined);
     await copyFile(saved, paths.log);

@@ -60,15 +60,11 @@ export async function readCheckpoint(input: ReadCheckpointInput): Promise<Checkp
         continue;
       }
       const hasher = new HashingStream(progress);
-      const raw = await store.openBlob(id, blob.name);
-      raw.on('error', (err) => hasher.destroy(err));
-      const source = raw.pipe(hasher);
-      const body = compressed ? source.pipe(zstdStream('decompress')) : source;
-      if (body !== source) source.on('error', (err) => body.destroy(err));
       // Written to a file and verified before anything parses it: an altered
       // archive is reported as altered, never fed to the tar parser.
       const target = join(destDir, plain === META_BLOB ? `.${META_BLOB}` : plain);
-      await pipeline(body, createWriteStream(target, { mode: 0o600 }), { signal: input.signal });
+      const stages = compressed ? [zstdStream('decompress')] : [];
+      await pipeline([await store.openBlob(id, blob.name), hasher, ...stages, createWriteStream(target, { mode: 0o600 })], { signal: input.signal });
       check(id, blob, hasher.digest());
       if (plain === META_BLOB) {
         await unpackTar(createReadStream(target), destDir);

@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { BlobEntry, CheckpointManifest, Compression } from '../core/checkpoint.js';
 import { IntegrityError } from '../core/errors.js';
 import type { Digest } from './growing-file-hasher.js';
@@ -33,11 +34,19 @@ export interface WriteCheckpointInput {
 
 async function putStream(store: ImageStore, id: string, name: string, body: Readable, compression: Compression, signal?: AbortSignal): Promise<BlobEntry> {
   const hasher = new HashingStream();
-  const staged = compression === 'zstd' ? body.pipe(zstdStream('compress')) : body;
-  // pipe() does not forward errors: a failing source must fail the upload.
-  if (staged !== body) body.on('error', (err) => staged.destroy(err));
-  staged.on('error', (err) => hasher.destroy(err));
-  await store.putBlob(id, name, staged.pipe(hasher), signal);
+  const stages = compression === 'zstd' ? [zstdStream('compress')] : [];
+  // The store reads the hasher's output while the pipeline feeds it. A failing
+  // stage destroys the hasher, which fails the store's read; a failing store
+  // stops reading, so it must destroy the hasher to end the pipeline too.
+  const feeding = pipeline([body, ...stages, hasher], { signal });
+  try {
+    await store.putBlob(id, name, hasher, signal);
+  } catch (err) {
+    hasher.destroy(err as Error);
+    await feeding.catch(() => undefined);
+    throw err;
+  }
+  await feeding;
   return { name, ...hasher.digest() };
 }
 
@@ -59,12 +68,14 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
     done += n;
     input.onProgress?.(done, imageBytes);
   };
+  const pages = names.filter((n) => PAGE_IMAGE.test(n));
+  if (pages.length === 0) throw new IntegrityError(`criu wrote no page images in ${imagesDir}; the dump is incomplete`);
   const blobs: BlobEntry[] = [];
   const meta = names.filter((n) => !PAGE_IMAGE.test(n)).map((n) => ({ name: n, path: join(imagesDir, n) }));
   const side = input.sideFiles.map((f) => ({ name: `${SIDE_FILES_DIR}/${f.name}`, path: f.path }));
   const suffix = compression === 'zstd' ? '.zst' : '';
   blobs.push(await putStream(store, id, `${META_BLOB}${suffix}`, packTar([...meta, ...side]), compression, input.signal));
-  for (const n of names.filter((x) => PAGE_IMAGE.test(x))) {
+  for (const n of pages) {
     const path = join(imagesDir, n);
     if (compression === 'none') {
       // Hash (unless done during the dump), then hand the file itself to the
@@ -79,9 +90,6 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
       src.on('data', (c) => progress((c as Buffer).length));
       blobs.push(await putStream(store, id, `${n}${suffix}`, src, compression, input.signal));
     }
-  }
-  if (!blobs.some((b) => PAGE_IMAGE.test(b.name.replace(/\.zst$/, '')))) {
-    throw new IntegrityError(`criu wrote no page images in ${imagesDir}; the dump is incomplete`);
   }
   const manifest: CheckpointManifest = { ...input.manifest, formatVersion: 1, compression, imageBytes, blobs };
   await store.putManifest(manifest);

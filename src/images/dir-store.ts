@@ -1,11 +1,13 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { CheckpointManifest } from '../core/checkpoint.js';
-import { IntegrityError, NotFoundError, StoreError, describeZodIssue, errorMessage } from '../core/errors.js';
+import type { CheckpointManifest } from '../core/checkpoint.js';
+import { IntegrityError, NotFoundError, StoreError, errorMessage } from '../core/errors.js';
+import { pathExists } from '../util/fs.js';
 import type { ImageStore } from './image-store.js';
+import { parseManifest } from './manifest.js';
 import { safeBlobName, safeCheckpointId } from './names.js';
 
 async function fsyncPath(path: string): Promise<void> {
@@ -73,11 +75,7 @@ export class DirImageStore implements ImageStore {
 
   async openBlob(id: string, name: string): Promise<Readable> {
     const p = this.blobPath(id, name);
-    try {
-      await stat(p);
-    } catch {
-      throw new IntegrityError(`checkpoint ${id} is missing its blob ${name} in ${this.location}`);
-    }
+    if (!(await pathExists(p))) throw new IntegrityError(`checkpoint ${id} is missing its blob ${name} in ${this.location}`);
     return createReadStream(p, { highWaterMark: 4 << 20 });
   }
 
@@ -106,8 +104,7 @@ export class DirImageStore implements ImageStore {
     try {
       text = await readFile(join(dir, 'manifest.json'), 'utf8');
     } catch {
-      const exists = await stat(dir).then(() => true, () => false);
-      if (exists) throw new IntegrityError(`checkpoint ${id} has no manifest in ${this.location}: it was never committed (an interrupted checkpoint); take a new one`);
+      if (await pathExists(dir)) throw new IntegrityError(`checkpoint ${id} has no manifest in ${this.location}: it was never committed (an interrupted checkpoint); take a new one`);
       throw new NotFoundError(`no checkpoint ${id} in ${this.location}`);
     }
     return parseManifest(id, text, this.location);
@@ -122,7 +119,7 @@ export class DirImageStore implements ImageStore {
     }
     const out: string[] = [];
     for (const e of entries.sort()) {
-      if (await stat(join(this.root, e, 'manifest.json')).then(() => true, () => false)) out.push(e);
+      if (await pathExists(join(this.root, e, 'manifest.json'))) out.push(e);
     }
     return out;
   }
@@ -132,19 +129,4 @@ export class DirImageStore implements ImageStore {
     await unlink(join(this.ckptDir(id), 'manifest.json')).catch(() => undefined);
     await rm(this.ckptDir(id), { recursive: true, force: true });
   }
-}
-
-export function parseManifest(id: string, text: string, location: string): CheckpointManifest {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new IntegrityError(`checkpoint ${id}'s manifest in ${location} is not valid JSON`);
-  }
-  const parsed = CheckpointManifest.safeParse(json);
-  if (!parsed.success) {
-    throw new IntegrityError(`checkpoint ${id}'s manifest in ${location} is invalid at ${describeZodIssue(parsed.error)}`);
-  }
-  if (parsed.data.id !== id) throw new IntegrityError(`manifest in ${location}/${id} names checkpoint ${parsed.data.id}`);
-  return parsed.data;
 }

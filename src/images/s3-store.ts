@@ -11,7 +11,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import type { CheckpointManifest } from '../core/checkpoint.js';
 import { InputError, IntegrityError, NotFoundError, StoreError, errorMessage } from '../core/errors.js';
-import { parseManifest } from './dir-store.js';
+import { parseManifest } from './manifest.js';
 import type { ImageStore } from './image-store.js';
 import { safeBlobName, safeCheckpointId } from './names.js';
 
