@@ -1,5 +1,7 @@
 import type { Compression } from '../core/checkpoint.js';
+import { join } from 'node:path';
 import type { BridgeConfig } from './network.js';
+import { DEFAULT_SESSION_COMMAND } from './sandbox.js';
 
 export interface AgentConfig {
   /** Address the HTTP API binds to. Default 127.0.0.1; use 0.0.0.0 to serve a scheduler on another machine. */
@@ -36,4 +38,35 @@ export interface AgentConfig {
   /** Default 300 s for dump, 120 s for restore. */
   dumpTimeoutMs: number;
   restoreTimeoutMs: number;
+}
+
+/** Every default of an agent's configuration, in one place (the CLI's option defaults read them too). */
+export const AGENT_DEFAULTS = {
+  host: '127.0.0.1',
+  port: 7301,
+  bridge: { name: 'hsbr0', subnet: '10.213.0.0/24' },
+  sessionCommand: DEFAULT_SESSION_COMMAND,
+  sessionPort: 8888,
+  compression: 'none',
+  lazyRestore: true,
+  startTimeoutMs: 60_000,
+  dumpTimeoutMs: 300_000,
+  restoreTimeoutMs: 120_000,
+} as const satisfies Partial<AgentConfig>;
+
+/**
+ * A full configuration from the data directory, the token and whatever the
+ * caller sets; the store and work directory default to DATA_DIR/store and
+ * DATA_DIR/work. Fields given as undefined keep their default.
+ */
+export function agentConfig(given: Pick<AgentConfig, 'dataDir' | 'token'> & Partial<AgentConfig>): AgentConfig {
+  const set = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as typeof given;
+  return {
+    ...AGENT_DEFAULTS,
+    sessionCommand: [...AGENT_DEFAULTS.sessionCommand],
+    bridge: { ...AGENT_DEFAULTS.bridge },
+    storeUrl: join(given.dataDir, 'store'),
+    workDir: join(given.dataDir, 'work'),
+    ...set,
+  };
 }

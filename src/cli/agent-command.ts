@@ -2,8 +2,7 @@ import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { pino } from 'pino';
 import { startAgent } from '../agent/agent.js';
-import type { AgentConfig } from '../agent/config.js';
-import { DEFAULT_SESSION_COMMAND } from '../agent/sandbox.js';
+import { AGENT_DEFAULTS, agentConfig } from '../agent/config.js';
 import { InputError } from '../core/errors.js';
 import { parseSubnet } from '../agent/network.js';
 import { readOrCreateTokenFile } from './token-file.js';
@@ -31,17 +30,17 @@ export function registerAgentCommand(program: Command): void {
     .command('agent')
     .description("run the node agent: starts users' Jupyter sessions in their own namespaces, checkpoints and restores them with criu")
     .requiredOption('--token-file <file>', 'bearer token for the API (created with a random token if missing)')
-    .option('--port <port>', 'HTTP port (0 picks a free one)', port, 7301)
-    .option('--host <address>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'HTTP port (0 picks a free one)', port, AGENT_DEFAULTS.port)
+    .option('--host <address>', 'address to listen on', AGENT_DEFAULTS.host)
     .option('--data-dir <dir>', 'session records, logs and home directories', '/var/lib/hubshift/agent')
     .option('--store <url>', 'checkpoint store: a directory or s3://bucket/prefix (default DATA_DIR/store)')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint for the store (MinIO, tests); unset for AWS')
     .option('--work-dir <dir>', 'where criu writes images before storing (default DATA_DIR/work)')
-    .option('--bridge <name>', 'bridge the sessions attach to', 'hsbr0')
-    .option('--subnet <cidr>', "sessions' addresses; the bridge takes the first", '10.213.0.0/24')
-    .option('--session-command <cmd>', 'session server command, words or a JSON array; {port} and {home} are filled in', DEFAULT_SESSION_COMMAND.join(' '))
-    .option('--session-port <port>', 'port the session server listens on in its namespace', port, 8888)
-    .addOption(new Option('--compression <kind>', 'compress images in the store').choices(['none', 'zstd']).default('none'))
+    .option('--bridge <name>', 'bridge the sessions attach to', AGENT_DEFAULTS.bridge.name)
+    .option('--subnet <cidr>', "sessions' addresses; the bridge takes the first", AGENT_DEFAULTS.bridge.subnet)
+    .option('--session-command <cmd>', 'session server command, words or a JSON array; {port} and {home} are filled in', AGENT_DEFAULTS.sessionCommand.join(' '))
+    .option('--session-port <port>', 'port the session server listens on in its namespace', port, AGENT_DEFAULTS.sessionPort)
+    .addOption(new Option('--compression <kind>', 'compress images in the store').choices(['none', 'zstd']).default(AGENT_DEFAULTS.compression))
     .option('--no-lazy-restore', 'copy all memory in before a restored session runs (default: lazily, where the kernel has userfaultfd)')
     .option('--criu-action-script <file>', 'an extra CRIU action script run at every stage')
     .option('--log-level <level>', 'pino log level', 'info')
@@ -49,24 +48,21 @@ export function registerAgentCommand(program: Command): void {
       const dataDir = resolve(String(o.dataDir));
       const subnet = String(o.subnet);
       parseSubnet(subnet);
-      const config: AgentConfig = {
+      const config = agentConfig({
         host: String(o.host),
         port: Number(o.port),
         dataDir,
         token: await readOrCreateTokenFile(String(o.tokenFile)),
-        storeUrl: o.store ? String(o.store) : resolve(dataDir, 'store'),
+        storeUrl: o.store ? String(o.store) : undefined,
         s3Endpoint: o.s3Endpoint ? String(o.s3Endpoint) : undefined,
-        workDir: o.workDir ? resolve(String(o.workDir)) : resolve(dataDir, 'work'),
+        workDir: o.workDir ? resolve(String(o.workDir)) : undefined,
         bridge: { name: String(o.bridge), subnet },
         sessionCommand: parseCommand(String(o.sessionCommand)),
         sessionPort: Number(o.sessionPort),
         compression: o.compression === 'zstd' ? 'zstd' : 'none',
         lazyRestore: o.lazyRestore !== false,
         criuActionScript: o.criuActionScript ? resolve(String(o.criuActionScript)) : undefined,
-        startTimeoutMs: 60_000,
-        dumpTimeoutMs: 300_000,
-        restoreTimeoutMs: 120_000,
-      };
+      });
       const agent = await startAgent(config, pino({ name: 'hubshift-agent', level: String(o.logLevel) }));
       process.stderr.write(`hubshift agent listening on ${agent.url}\n`);
       const stop = (): void => {

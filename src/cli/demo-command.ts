@@ -9,7 +9,7 @@ import { startAgent, type RunningAgent } from '../agent/agent.js';
 import { JupyterRest } from '../agent/jupyter-rest.js';
 import { KernelChannel } from '../agent/kernel-channel.js';
 import { removeBridge } from '../agent/network.js';
-import { DEFAULT_SESSION_COMMAND } from '../agent/sandbox.js';
+import { agentConfig } from '../agent/config.js';
 import { stopEverySession } from '../agent/session-service.js';
 import { isAlive } from '../util/proc.js';
 
@@ -49,22 +49,12 @@ async function runDemo(opts: { sizeMib: number }): Promise<boolean> {
   try {
     say('1. starting a node agent (own bridge and subnet, a directory checkpoint store)');
     agent = await startAgent(
-      {
-        host: '127.0.0.1',
+      agentConfig({
         port: 0,
         dataDir,
         token: randomBytes(24).toString('hex'),
-        storeUrl: join(dataDir, 'store'),
-        workDir: join(dataDir, 'work'),
         bridge: { name: `hsdemo${tag}`, subnet: `10.221.${parseInt(tag, 16) % 250}.0/24` },
-        sessionCommand: DEFAULT_SESSION_COMMAND,
-        sessionPort: 8888,
-        compression: 'none',
-        lazyRestore: true,
-        startTimeoutMs: 60_000,
-        dumpTimeoutMs: 300_000,
-        restoreTimeoutMs: 120_000,
-      },
+      }),
       pino({ level: 'warn' }),
     );
     const client = new AgentClient(agent.url, agent.ctx.config.token);

@@ -5,9 +5,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { startAgent, type RunningAgent } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/agent-client.js';
-import type { AgentConfig } from '../../src/agent/config.js';
+import { agentConfig, type AgentConfig } from '../../src/agent/config.js';
 import { removeBridge } from '../../src/agent/network.js';
-import { DEFAULT_SESSION_COMMAND } from '../../src/agent/sandbox.js';
 import { stopEverySession } from '../../src/agent/session-service.js';
 
 export interface TestAgent {
@@ -27,23 +26,16 @@ export async function startTestAgent(overrides: Partial<AgentConfig> = {}): Prom
   const dataDir = await mkdtemp(join(tmpdir(), 'hubshift-agent-'));
   const token = randomBytes(24).toString('hex');
   const tag = randomBytes(2).toString('hex');
-  const config: AgentConfig = {
-    host: '127.0.0.1',
+  const config = agentConfig({
     port: 0,
     dataDir,
     token,
-    storeUrl: join(dataDir, 'store'),
-    workDir: join(dataDir, 'work'),
     bridge: { name: `hst${tag}`, subnet: `10.220.${parseInt(tag, 16) % 250}.0/24` },
-    sessionCommand: DEFAULT_SESSION_COMMAND,
-    sessionPort: 8888,
-    compression: 'none',
-    lazyRestore: true,
-    startTimeoutMs: 60_000,
+    // Tighter than production: a hung criu should fail a test quickly.
     dumpTimeoutMs: 120_000,
     restoreTimeoutMs: 60_000,
     ...overrides,
-  };
+  });
   const agent = await startAgent(config, pino({ level: process.env.HUBSHIFT_TEST_LOG ?? 'silent' }));
   const client = new AgentClient(agent.url, token);
   return {
