@@ -43,15 +43,69 @@ export class KernelChannel {
     ws.on('close', () => (this.closed = true));
   }
 
-  static connect(baseUrl: string, token: string, kernelId: string, timeoutMs = 10_000): Promise<KernelChannel> {
+  /**
+   * Opens the channels and waits until they carry messages both ways, as
+   * Jupyter's own client does: a new iopub subscription misses what the
+   * kernel publishes before it has joined (zmq's slow joiner), so an execute
+   * sent at once could lose its results.
+   */
+  static async connect(baseUrl: string, token: string, kernelId: string, timeoutMs = 10_000): Promise<KernelChannel> {
     const url = new URL(`api/kernels/${kernelId}/channels`, baseUrl);
     url.protocol = url.protocol.replace('http', 'ws');
     url.searchParams.set('token', token);
-    return new Promise((resolve, reject) => {
+    const channel = await new Promise<KernelChannel>((resolve, reject) => {
       const ws = new WebSocket(url, { handshakeTimeout: timeoutMs });
       ws.once('open', () => resolve(new KernelChannel(ws)));
       ws.once('error', (err) => reject(new UpstreamError(`cannot open kernel ${kernelId}'s websocket at ${baseUrl}: ${err.message}`)));
     });
+    try {
+      await channel.handshake(timeoutMs);
+    } catch (err) {
+      channel.close();
+      throw err;
+    }
+    return channel;
+  }
+
+  /** kernel_info_request, repeated every 0.5 s, until a reply on shell and a status on iopub both come back. */
+  private async handshake(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const msgId = randomUUID();
+      const answered = new Promise<boolean>((resolve) => {
+        let reply = false;
+        let iopub = false;
+        const timer = setTimeout(() => {
+          this.pending.delete(msgId);
+          resolve(false);
+        }, Math.min(500, Math.max(1, deadline - Date.now())));
+        this.pending.set(msgId, (m) => {
+          if (m.header.msg_type === 'kernel_info_reply') reply = true;
+          if (m.header.msg_type === 'status') iopub = true;
+          if (reply && iopub) {
+            clearTimeout(timer);
+            this.pending.delete(msgId);
+            resolve(true);
+          }
+        });
+      });
+      this.send(msgId, 'kernel_info_request', {});
+      if (await answered) return;
+    }
+    throw new TimeoutError(`the kernel's channels did not answer kernel_info within ${timeoutMs} ms`);
+  }
+
+  private send(msgId: string, msgType: string, content: Record<string, unknown>): void {
+    this.ws.send(
+      JSON.stringify({
+        header: { msg_id: msgId, username: 'hubshift', session: this.session, msg_type: msgType, version: '5.3', date: new Date().toISOString() },
+        parent_header: {},
+        metadata: {},
+        content,
+        channel: 'shell',
+        buffers: [],
+      }),
+    );
   }
 
   get isOpen(): boolean {
@@ -98,16 +152,7 @@ export class KernelChannel {
           resolve(out);
         }
       });
-      this.ws.send(
-        JSON.stringify({
-          header: { msg_id: msgId, username: 'hubshift', session: this.session, msg_type: 'execute_request', version: '5.3', date: new Date().toISOString() },
-          parent_header: {},
-          metadata: {},
-          content: { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: false, stop_on_error: true },
-          channel: 'shell',
-          buffers: [],
-        }),
-      );
+      this.send(msgId, 'execute_request', { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: false, stop_on_error: true });
     });
   }
 

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
+import { waitFor } from '../../src/util/exec.js';
 import { isAlive } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startS3, type TestS3 } from '../helpers/s3-server.js';
@@ -81,15 +82,21 @@ describe.each(stores)('a Jupyter session checkpointed and restored through the $
     // Metrics read the restored session: its memory holds the bytes, the kernel is idle.
     const m = await t.agent.ctx.registry.get(started.id);
     expect(m.state).toBe('running');
-    const metrics = await t.client.metrics(started.id);
+    // The server learns a kernel's state on its own channel, a moment apart from
+    // the client's websocket: read metrics until they show the state, bounded.
+    const metricsWhen = (busy: boolean) =>
+      waitFor(`the kernel to report ${busy ? 'busy' : 'idle'}`, async () => {
+        const x = await t.client.metrics(started.id);
+        return (x.kernels as Array<{ busy: boolean }>).some((kk) => kk.busy === busy) ? x : undefined;
+      }, { timeoutMs: 4_000, intervalMs: 100 });
+    const metrics = await metricsWhen(false);
     expect(metrics.rssBytes as number).toBeGreaterThan(256 * 2 ** 20);
     expect(metrics.processes as number).toBeGreaterThanOrEqual(2);
     expect(metrics.kernels).toEqual([expect.objectContaining({ id: k.kernelId, busy: false })]);
     // A running cell shows as busy, with the client's connection counted.
     const watcher = await KernelChannel.connect(restored.url, restored.token, k.kernelId);
-    const running = watcher.execute('import time; time.sleep(2)', 30_000);
-    await new Promise((r) => setTimeout(r, 500));
-    const busy = await t.client.metrics(started.id);
+    const running = watcher.execute('import time; time.sleep(5)', 30_000);
+    const busy = await metricsWhen(true);
     expect(busy.kernels).toEqual([expect.objectContaining({ id: k.kernelId, busy: true, executionState: 'busy' })]);
     expect(busy.connections as number).toBeGreaterThanOrEqual(1);
     await running;
