@@ -1,40 +1,25 @@
 import { z } from 'zod';
 import { CheckpointManifest, CheckpointResult } from '../core/checkpoint.js';
-import { ErrorBody, UpstreamError } from '../core/errors.js';
+import { UpstreamError } from '../core/errors.js';
+import { JsonClient } from '../util/json-client.js';
 import { OperationProgress, SessionView } from '../core/session.js';
+import { FENCE_HEADER } from './fences.js';
 
 export const RestoreResult = SessionView.extend({ seconds: z.number() });
 
 /** A node agent's API, as the CLI and the scheduler call it. Every answer is parsed. */
 export class AgentClient {
+  private readonly http: JsonClient;
   constructor(
     readonly baseUrl: string,
-    private readonly token: string,
-    private readonly timeoutMs = 600_000,
-  ) {}
+    token: string,
+    timeoutMs = 600_000,
+  ) {
+    this.http = new JsonClient(baseUrl, token, 'agent', 'is hubshift agent running there?', timeoutMs);
+  }
 
-  private async call<T>(method: string, path: string, schema: z.ZodType<T>, body?: unknown): Promise<T> {
-    const url = new URL(path, this.baseUrl.endsWith('/') ? this.baseUrl : `${this.baseUrl}/`);
-    let res: Response;
-    try {
-      res = await fetch(url, {
-        method,
-        headers: { Authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-    } catch (err) {
-      throw new UpstreamError(`agent at ${this.baseUrl} did not answer ${method} ${path}: ${(err as Error).message} (is hubshift agent running there?)`);
-    }
-    const text = await res.text();
-    const json: unknown = text ? JSON.parse(text) : null;
-    if (!res.ok) {
-      const e = ErrorBody.safeParse(json);
-      throw new UpstreamError(e.success ? e.data.error.message : `agent answered ${res.status}: ${text.slice(0, 200)}`, res.status, e.success ? e.data.error.code : undefined);
-    }
-    const parsed = schema.safeParse(json);
-    if (!parsed.success) throw new UpstreamError(`agent sent an unexpected answer to ${method} ${path}: ${parsed.error.issues[0]?.message}`);
-    return parsed.data;
+  private call<T>(method: string, path: string, schema: z.ZodType<T>, body?: unknown, fence?: number): Promise<T> {
+    return this.http.call(method, path, schema, body, fence === undefined ? {} : { [FENCE_HEADER]: String(fence) });
   }
 
   health() {
@@ -49,6 +34,13 @@ export class AgentClient {
   getSession(id: string) {
     return this.call('GET', `v1/sessions/${encodeURIComponent(id)}`, SessionView);
   }
+  /** The session, or null when this agent does not know it. */
+  findSession(id: string): Promise<SessionView | null> {
+    return this.getSession(id).catch((err: unknown) => {
+      if (err instanceof UpstreamError && err.status === 404) return null;
+      throw err;
+    });
+  }
   metrics(id: string) {
     return this.call('GET', `v1/sessions/${encodeURIComponent(id)}/metrics`, z.record(z.string(), z.unknown()));
   }
@@ -56,11 +48,12 @@ export class AgentClient {
   progress(id: string) {
     return this.call('GET', `v1/sessions/${encodeURIComponent(id)}/progress`, z.object({ progress: OperationProgress.nullable() })).then((r) => r.progress);
   }
-  removeSession(id: string) {
-    return this.call('DELETE', `v1/sessions/${encodeURIComponent(id)}`, z.null());
+  /** `fence`: the session lock's fencing token, when a scheduler worker calls. */
+  removeSession(id: string, fence?: number) {
+    return this.call('DELETE', `v1/sessions/${encodeURIComponent(id)}`, z.null(), undefined, fence);
   }
-  checkpoint(id: string, leaveRunning = false) {
-    return this.call('POST', `v1/sessions/${encodeURIComponent(id)}/checkpoint`, CheckpointResult, { leaveRunning });
+  checkpoint(id: string, leaveRunning = false, fence?: number) {
+    return this.call('POST', `v1/sessions/${encodeURIComponent(id)}/checkpoint`, CheckpointResult, { leaveRunning }, fence);
   }
   listCheckpoints() {
     return this.call('GET', 'v1/checkpoints', z.object({ checkpoints: z.array(z.string()) })).then((r) => r.checkpoints);
@@ -68,7 +61,7 @@ export class AgentClient {
   manifest(id: string) {
     return this.call('GET', `v1/checkpoints/${encodeURIComponent(id)}`, CheckpointManifest);
   }
-  restore(checkpoint: string) {
-    return this.call('POST', `v1/checkpoints/${encodeURIComponent(checkpoint)}/restore`, RestoreResult);
+  restore(checkpoint: string, fence?: number) {
+    return this.call('POST', `v1/checkpoints/${encodeURIComponent(checkpoint)}/restore`, RestoreResult, undefined, fence);
   }
 }

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { CriuBinary } from '../criu/binary.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { AgentConfig } from './config.js';
+import type { Fences } from './fences.js';
 import type { LazyTransfers } from './lazy-transfers.js';
 import type { SessionRegistry } from './session-registry.js';
 
@@ -16,4 +17,6 @@ export interface AgentContext {
   log: Logger;
   /** Lazy restores whose pages are still arriving; dumps wait for them. */
   lazy: LazyTransfers;
+  /** Highest fencing token seen per session: stale workers are refused. */
+  fences: Fences;
 }

@@ -8,15 +8,19 @@ import { openStore } from '../images/open-store.js';
 import type { AgentContext } from './agent-context.js';
 import type { AgentConfig } from './config.js';
 import { installCriuHook } from './criu-hook.js';
+import { Fences } from './fences.js';
 import { LazyTransfers } from './lazy-transfers.js';
 import { createAgentApp } from './http-app.js';
 import { ensureBridge } from './network.js';
 import { SessionRegistry } from './session-registry.js';
 import { reconcileSessions } from './session-service.js';
+import { linkToScheduler, type SchedulerLink } from './scheduler-link.js';
 
 export interface RunningAgent {
   url: string;
   ctx: AgentContext;
+  /** The link to the scheduler, when one is configured. */
+  scheduler: SchedulerLink | undefined;
   /** Stops serving. Sessions keep running: they outlive the agent. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -30,6 +34,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   await ensureBridge(config.bridge);
   const registry = new SessionRegistry(config.dataDir);
   await registry.load();
+  const fences = new Fences(config.dataDir);
+  await fences.load();
   const ctx: AgentContext = {
     config,
     registry,
@@ -38,6 +44,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     criuHook: await installCriuHook(config.dataDir),
     log,
     lazy: new LazyTransfers(),
+    fences,
   };
   await reconcileSessions(ctx);
   const app = createAgentApp(ctx);
@@ -50,11 +57,14 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const addr = server.address() as AddressInfo;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
   log.info({ url, criu: `${criu.source} ${criu.version}`, store: ctx.store.location, bridge: config.bridge }, 'agent listening');
+  const scheduler = config.scheduler ? linkToScheduler(ctx, url, config.scheduler, log) : undefined;
   let closing: Promise<void> | undefined;
   return {
     url,
     ctx,
+    scheduler,
     close: () => {
+      scheduler?.stop();
       closing ??= new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());

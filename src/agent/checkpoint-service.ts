@@ -249,10 +249,15 @@ async function restoreFromImages(ctx: AgentContext, s: Session, images: string, 
  * Brings a checkpoint back as a running session with the same id, address
  * and token. Every blob is verified against the manifest before criu runs.
  */
-export async function restoreCheckpoint(ctx: AgentContext, checkpoint: string): Promise<{ session: Session; seconds: number }> {
+export async function restoreCheckpoint(
+  ctx: AgentContext,
+  checkpoint: string,
+  admit: (sessionId: string) => Promise<void> = async () => undefined,
+): Promise<{ session: Session; seconds: number }> {
   const started = performance.now();
   const manifest = await ctx.store.getManifest(checkpoint);
   const id = manifest.sessionId;
+  await admit(id);
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
   const known = ctx.registry.find(id);
   if (known && known.pid !== null && (await isAlive(known.pid))) {

@@ -1,6 +1,7 @@
 import type { Compression } from '../core/checkpoint.js';
 import { join } from 'node:path';
 import type { BridgeConfig } from './network.js';
+import type { SchedulerLinkConfig } from './scheduler-link.js';
 import { DEFAULT_SESSION_COMMAND } from './sandbox.js';
 
 export interface AgentConfig {
@@ -38,6 +39,8 @@ export interface AgentConfig {
   /** Default 300 s for dump, 120 s for restore. */
   dumpTimeoutMs: number;
   restoreTimeoutMs: number;
+  /** Register with a scheduler and push metrics to it; unset: the agent runs alone. */
+  scheduler?: SchedulerLinkConfig;
 }
 
 /** Every default of an agent's configuration, in one place (the CLI's option defaults read them too). */

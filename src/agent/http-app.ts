@@ -4,6 +4,7 @@ import { CheckpointId, SessionId, sessionView, type Session, type SessionView } 
 import { bearerAuth } from '../api/bearer-auth.js';
 import { errorMiddleware } from '../api/error-middleware.js';
 import type { AgentContext } from './agent-context.js';
+import { FENCE_HEADER, parseFenceHeader } from './fences.js';
 import { checkpointSession, restoreCheckpoint } from './checkpoint-service.js';
 import { sampleSession } from './metrics.js';
 import { removeSession, startSession } from './session-service.js';
@@ -53,13 +54,16 @@ export function createAgentApp(ctx: AgentContext): Express {
   });
 
   app.delete('/v1/sessions/:id', async (req, res) => {
-    await removeSession(ctx, idParam(req.params.id, SessionId, 'id'));
+    const id = idParam(req.params.id, SessionId, 'id');
+    await ctx.fences.admit(id, parseFenceHeader(req.headers[FENCE_HEADER]));
+    await removeSession(ctx, id);
     res.status(204).end();
   });
 
   app.post('/v1/sessions/:id/checkpoint', async (req, res) => {
     const id = idParam(req.params.id, SessionId, 'id');
     const body = CheckpointRequest.parse(req.body ?? {});
+    await ctx.fences.admit(id, parseFenceHeader(req.headers[FENCE_HEADER]));
     res.json(await checkpointSession(ctx, id, body));
   });
 
@@ -74,7 +78,8 @@ export function createAgentApp(ctx: AgentContext): Express {
   });
 
   app.post('/v1/checkpoints/:id/restore', async (req, res) => {
-    const { session, seconds } = await restoreCheckpoint(ctx, idParam(req.params.id, CheckpointId, 'id'));
+    const fence = parseFenceHeader(req.headers[FENCE_HEADER]);
+    const { session, seconds } = await restoreCheckpoint(ctx, idParam(req.params.id, CheckpointId, 'id'), (sessionId) => ctx.fences.admit(sessionId, fence));
     res.json({ ...view(session), seconds });
   });
 

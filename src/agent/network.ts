@@ -9,6 +9,12 @@ export interface BridgeConfig {
   name: string;
   /** e.g. 10.213.0.0/24; the bridge takes .1, sessions the rest. */
   subnet: string;
+  /**
+   * Host numbers within the subnet this agent gives out (default: all).
+   * Agents sharing one bridge (test hosts on one machine) take disjoint
+   * pools, so a session moved between them keeps an address nobody else has.
+   */
+  pool?: { first: number; last: number };
 }
 
 export interface ParsedSubnet {
@@ -37,14 +43,16 @@ export function parseSubnet(cidr: string): ParsedSubnet {
 }
 
 /** The lowest address in the subnet (after the gateway) that no known session holds. */
-export function allocateAddress(cidr: string, taken: ReadonlySet<string>): string {
+export function allocateAddress(cidr: string, taken: ReadonlySet<string>, pool?: { first: number; last: number }): string {
   const { base, prefixLength } = parseSubnet(cidr);
   const size = 2 ** (32 - prefixLength);
-  for (let i = 2; i < size - 1; i++) {
+  const first = Math.max(2, pool?.first ?? 2);
+  const last = Math.min(size - 2, pool?.last ?? size - 2);
+  for (let i = first; i <= last; i++) {
     const ip = intToIp(base + i);
     if (!taken.has(ip)) return ip;
   }
-  throw new SandboxError(`no free address left in ${cidr} (${size - 3} sessions); give the agent a larger --subnet`);
+  throw new SandboxError(`no free address left in ${cidr}${pool ? ` hosts ${first}-${last}` : ''} (${last - first + 1} sessions); give the agent a larger --subnet or --address-pool`);
 }
 
 /** A stable, locally administered MAC for a session, so it keeps it across restores. */

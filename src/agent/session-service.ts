@@ -36,7 +36,7 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
     id,
     user: spec.user,
     state: 'starting',
-    network: { ip: allocateAddress(ctx.config.bridge.subnet, takenAddresses(ctx)), prefixLength, gateway, mac: macFor(id), hostVeth: hostVethName(id), port: ctx.config.sessionPort },
+    network: { ip: allocateAddress(ctx.config.bridge.subnet, takenAddresses(ctx), ctx.config.bridge.pool), prefixLength, gateway, mac: macFor(id), hostVeth: hostVethName(id), port: ctx.config.sessionPort },
     token: newToken(),
     pid: null,
     home: homeDir(ctx.config.dataDir, spec.user),
@@ -84,7 +84,9 @@ export async function removeSession(ctx: AgentContext, id: string): Promise<void
   const s = ctx.registry.get(id);
   await ctx.registry.exclusive(id, 'remove', async () => {
     if (s.pid !== null) await killSession(s.pid);
-    await removeSessionNetwork(id, s.network);
+    // A checkpointed session's network went with its commit; the same names
+    // may now belong to the session restored elsewhere on this machine.
+    if (s.state !== 'checkpointed') await removeSessionNetwork(id, s.network);
     await ctx.registry.remove(id);
     ctx.log.info({ session: id }, 'session removed');
   });

@@ -1,3 +1,4 @@
+import { cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { pino } from 'pino';
@@ -5,7 +6,8 @@ import { startAgent } from '../agent/agent.js';
 import { AGENT_DEFAULTS, agentConfig } from '../agent/config.js';
 import { InputError } from '../core/errors.js';
 import { parseSubnet } from '../agent/network.js';
-import { readOrCreateTokenFile } from './token-file.js';
+import { nonNegative, port, stopOnSignal } from './args.js';
+import { readOrCreateTokenFile, readTokenFile } from './token-file.js';
 
 function parseCommand(value: string): string[] {
   const trimmed = value.trim();
@@ -19,10 +21,12 @@ function parseCommand(value: string): string[] {
   return trimmed.split(/\s+/).filter(Boolean);
 }
 
-function port(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InputError(`port ${value} is not a number from 0 to 65535`);
-  return n;
+function addressPool(value: string): { first: number; last: number } {
+  const m = /^(\d+)-(\d+)$/.exec(value);
+  const first = Number(m?.[1]);
+  const last = Number(m?.[2]);
+  if (!m || first < 2 || last < first) throw new InputError(`--address-pool ${value} is not FIRST-LAST with 2 <= FIRST <= LAST (e.g. 100-199)`);
+  return { first, last };
 }
 
 export function registerAgentCommand(program: Command): void {
@@ -43,32 +47,64 @@ export function registerAgentCommand(program: Command): void {
     .addOption(new Option('--compression <kind>', 'compress images in the store').choices(['none', 'zstd']).default(AGENT_DEFAULTS.compression))
     .option('--no-lazy-restore', 'copy all memory in before a restored session runs (default: lazily, where the kernel has userfaultfd)')
     .option('--criu-action-script <file>', 'an extra CRIU action script run at every stage')
+    .option('--address-pool <first-last>', 'host numbers of the subnet this agent gives out, e.g. 100-199 (agents sharing a bridge take disjoint pools)', addressPool)
+    .option('--node <name>', 'register with the scheduler as this node (with --scheduler)')
+    .option('--scheduler <url>', 'register with this scheduler and push metrics to it')
+    .option('--scheduler-token-file <file>', "file holding the scheduler's bearer token")
+    .option('--node-type <type>', 'instance type the node is', 'local')
+    .addOption(new Option('--lifecycle <kind>', 'spot or on-demand').choices(['spot', 'on-demand']).default('on-demand'))
+    .option('--price <usd-per-hour>', 'what the node costs', nonNegative('--price'), 0)
+    .option('--zone <zone>', 'availability zone', 'local')
+    .option('--instance-id <id>', 'the EC2 instance id EventBridge notices name (default: the node name)')
+    .option('--memory <bytes>', 'memory the scheduler may place sessions into (default: all of this machine)', nonNegative('--memory'))
+    .option('--cpus <n>', 'cores (default: all of this machine)', nonNegative('--cpus'))
+    .option('--push-interval <seconds>', 'push metrics this often', nonNegative('--push-interval'), 5)
+    .option('--advertise-url <url>', "the URL the scheduler's workers reach this agent at (default: the one it listens on)")
     .option('--log-level <level>', 'pino log level', 'info')
-    .action(async (o: Record<string, string | number | boolean | undefined>) => {
+    .action(async (o: Record<string, string | number | boolean | undefined | { first: number; last: number }>) => {
       const dataDir = resolve(String(o.dataDir));
       const subnet = String(o.subnet);
       parseSubnet(subnet);
+      const token = await readOrCreateTokenFile(String(o.tokenFile));
+      if (Boolean(o.scheduler) !== Boolean(o.node) || Boolean(o.scheduler) !== Boolean(o.schedulerTokenFile)) {
+        throw new InputError('--scheduler, --node and --scheduler-token-file go together');
+      }
+      const scheduler = o.scheduler
+        ? {
+            url: String(o.scheduler),
+            token: await readTokenFile(String(o.schedulerTokenFile)),
+            pushIntervalMs: Number(o.pushInterval) * 1000,
+            advertiseUrl: o.advertiseUrl ? String(o.advertiseUrl) : undefined,
+            node: {
+              name: String(o.node),
+              instanceId: o.instanceId ? String(o.instanceId) : String(o.node),
+              instanceType: String(o.nodeType),
+              zone: String(o.zone),
+              lifecycle: o.lifecycle === 'spot' ? ('spot' as const) : ('on-demand' as const),
+              pricePerHour: Number(o.price),
+              memoryBytes: o.memory ? Math.round(Number(o.memory)) : totalmem(),
+              cpus: o.cpus ? Number(o.cpus) : cpus().length,
+            },
+          }
+        : undefined;
       const config = agentConfig({
         host: String(o.host),
         port: Number(o.port),
         dataDir,
-        token: await readOrCreateTokenFile(String(o.tokenFile)),
+        token,
         storeUrl: o.store ? String(o.store) : undefined,
         s3Endpoint: o.s3Endpoint ? String(o.s3Endpoint) : undefined,
         workDir: o.workDir ? resolve(String(o.workDir)) : undefined,
-        bridge: { name: String(o.bridge), subnet },
+        bridge: { name: String(o.bridge), subnet, pool: o.addressPool as { first: number; last: number } | undefined },
         sessionCommand: parseCommand(String(o.sessionCommand)),
         sessionPort: Number(o.sessionPort),
         compression: o.compression === 'zstd' ? 'zstd' : 'none',
         lazyRestore: o.lazyRestore !== false,
         criuActionScript: o.criuActionScript ? resolve(String(o.criuActionScript)) : undefined,
+        scheduler,
       });
       const agent = await startAgent(config, pino({ name: 'hubshift-agent', level: String(o.logLevel) }));
       process.stderr.write(`hubshift agent listening on ${agent.url}\n`);
-      const stop = (): void => {
-        void agent.close().then(() => process.exit(0));
-      };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      stopOnSignal(() => agent.close());
     });
 }

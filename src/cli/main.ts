@@ -4,6 +4,7 @@ import { registerAgentCommand } from './agent-command.js';
 import { registerCriuCommand } from './criu-command.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerPlanCommand } from './plan-command.js';
+import { registerSchedulerCommands } from './scheduler-command.js';
 import { registerSessionCommands } from './session-commands.js';
 import { fail } from './output.js';
 
@@ -18,6 +19,7 @@ program
   .configureHelp({ sortSubcommands: false });
 
 registerAgentCommand(program);
+registerSchedulerCommands(program);
 registerSessionCommands(program);
 registerCriuCommand(program);
 registerPlanCommand(program);

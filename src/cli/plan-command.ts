@@ -4,7 +4,9 @@ import { ClusterSnapshot } from '../core/cluster.js';
 import { InputError, describeZodIssue } from '../core/errors.js';
 import { evaluate } from '../policy/evaluate.js';
 import { loadPolicyDir } from '../policy/load-policies.js';
+import type { Decision } from '../core/decision.js';
 import { printResult } from './output.js';
+import { schedulerClient } from './scheduler-client-options.js';
 
 async function readSnapshot(path: string): Promise<ClusterSnapshot> {
   let json: unknown;
@@ -22,14 +24,26 @@ export function registerPlanCommand(program: Command): void {
   program
     .command('plan')
     .description('dry run: what the policies would decide now, each decision with its policy, reason and cost effect')
-    .requiredOption('--snapshot <file>', 'a cluster snapshot (JSON: nodes, sessions, notices, inFlight, instanceTypes, lastRuns)')
-    .option('--policies <dir>', 'policy files', 'policies')
+    .option('--snapshot <file>', 'a cluster snapshot (JSON: nodes, sessions, notices, inFlight, instanceTypes, lastRuns)')
+    .option('--scheduler <url>', "or ask a running scheduler (its state, its policies)")
+    .option('--token-file <file>', "the scheduler's bearer token (with --scheduler)")
+    .option('--policies <dir>', 'policy files (with --snapshot)', 'policies')
     .option('--at <time>', 'evaluate as of this ISO time (default: now)')
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { snapshot: string; policies: string; at?: string; json: boolean }) => {
-      const now = o.at ? new Date(o.at) : new Date();
+    .action(async (o: { snapshot?: string; scheduler?: string; tokenFile?: string; policies: string; at?: string; json: boolean }) => {
+      if (Boolean(o.snapshot) === Boolean(o.scheduler)) throw new InputError('give one of --snapshot FILE and --scheduler URL');
+      let now = o.at ? new Date(o.at) : new Date();
       if (Number.isNaN(now.getTime())) throw new InputError(`--at ${o.at} is not a time (use ISO 8601, e.g. 2026-11-24T03:00:00Z)`);
-      const decisions = evaluate(await readSnapshot(o.snapshot), await loadPolicyDir(o.policies), now);
+      let decisions: Decision[];
+      if (o.scheduler) {
+        if (!o.tokenFile) throw new InputError('--scheduler needs --token-file');
+        if (o.at) throw new InputError('--at works with --snapshot only: a scheduler plans for now');
+        const r = await (await schedulerClient({ scheduler: o.scheduler, tokenFile: o.tokenFile })).plan();
+        decisions = r.decisions;
+        now = new Date(r.at);
+      } else {
+        decisions = evaluate(await readSnapshot(o.snapshot as string), await loadPolicyDir(o.policies), now);
+      }
       const saving = decisions.reduce((a, d) => a + d.costPerHour, 0);
       printResult(o.json, { at: now.toISOString(), decisions, costPerHour: saving }, () =>
         decisions.length === 0

@@ -17,7 +17,9 @@ export type ErrorCode =
   | 'sandbox_failed'
   | 'store_failed'
   | 'timeout'
-  | 'upstream_failed';
+  | 'upstream_failed'
+  | 'unreachable'
+  | 'stale_fence';
 
 export class HubshiftError extends Error {
   readonly code: ErrorCode;
@@ -108,6 +110,25 @@ export class UpstreamError extends HubshiftError {
     super('upstream_failed', status, message);
     this.name = 'UpstreamError';
     this.upstreamCode = upstreamCode;
+  }
+}
+
+/** An HTTP peer did not answer at all (down, unreachable, timed out): worth retrying. */
+export class UnreachableError extends HubshiftError {
+  constructor(message: string) {
+    super('unreachable', 503, message);
+    this.name = 'UnreachableError';
+  }
+}
+
+/**
+ * A caller acted on a session with a fencing token older than one already
+ * seen: another worker has taken the session's lock since.
+ */
+export class StaleFenceError extends HubshiftError {
+  constructor(message: string) {
+    super('stale_fence', 409, message);
+    this.name = 'StaleFenceError';
   }
 }
 

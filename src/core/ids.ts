@@ -12,3 +12,8 @@ export function newCheckpointId(now = Date.now()): string {
 export function newToken(): string {
   return randomBytes(24).toString('hex');
 }
+
+/** Operations (a job flow): time-ordered too. */
+export function newOperationId(now = Date.now()): string {
+  return `op${now.toString(36)}${randomBytes(3).toString('hex')}`;
+}

@@ -4,3 +4,4 @@ export * from './checkpoint.js';
 export * from './ids.js';
 export * from './cluster.js';
 export * from './decision.js';
+export * from './control.js';

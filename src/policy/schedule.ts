@@ -10,3 +10,8 @@ export function scheduleFired(expr: string, timezone: string, lastRun: string | 
   const next = new Cron(expr, { timezone, paused: true }).nextRun(from);
   return next !== null && next.getTime() <= now.getTime();
 }
+
+/** The scheduled policies (enabled, with a schedule) whose schedule fired in (lastRun, now]. */
+export function duePolicies(policies: readonly { name: string; enabled: boolean; schedule?: string; timezone?: string }[], lastRuns: Record<string, string>, now: Date): string[] {
+  return policies.filter((p) => p.enabled && p.schedule !== undefined && scheduleFired(p.schedule, p.timezone ?? 'UTC', lastRuns[p.name], now)).map((p) => p.name);
+}

@@ -6,6 +6,8 @@ describe('session addressing', () => {
     expect(parseSubnet('10.213.0.0/24').gateway).toBe('10.213.0.1');
     expect(allocateAddress('10.213.0.0/24', new Set())).toBe('10.213.0.2');
     expect(allocateAddress('10.213.0.0/24', new Set(['10.213.0.2', '10.213.0.3']))).toBe('10.213.0.4');
+    expect(allocateAddress('10.213.0.0/24', new Set(['10.213.0.100']), { first: 100, last: 199 })).toBe('10.213.0.101');
+    expect(() => allocateAddress('10.213.0.0/24', new Set(['10.213.0.100']), { first: 100, last: 100 })).toThrow(/hosts 100-100/);
     expect(parseSubnet('10.213.7.9/16').gateway).toBe('10.213.0.1');
   });
 

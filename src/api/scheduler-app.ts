@@ -1,0 +1,259 @@
+import express, { type Express, type Request } from 'express';
+import { z } from 'zod';
+import { AgentClient } from '../agent/agent-client.js';
+import { MetricsPush, NodeRegistration, Operation, type NodeRecord, type PlacedSession, type SessionRecord } from '../core/control.js';
+import type { Decision } from '../core/decision.js';
+import { ConflictError, InputError, NotFoundError, UnreachableError, describeZodIssue } from '../core/errors.js';
+import { SessionId, SessionSpec } from '../core/session.js';
+import { EvaluationContext } from '../policy/evaluation-context.js';
+import { DEFAULT_GUARDS } from '../policy/policy-schema.js';
+import { typesFromNodes, type ControlLoop } from '../scheduler/control-loop.js';
+import { parseNotice } from '../scheduler/notices.js';
+import type { Planner } from '../scheduler/planner.js';
+import type { OpsQueue } from '../scheduler/queue.js';
+import type { SessionLocks } from '../scheduler/session-lock.js';
+import type { ControlState } from '../scheduler/state.js';
+import { bearerAuth } from './bearer-auth.js';
+import { errorMiddleware } from './error-middleware.js';
+import type { Logger } from 'pino';
+
+export interface SchedulerAppContext {
+  token: string;
+  state: ControlState;
+  queue: OpsQueue;
+  planner: Planner;
+  loop: ControlLoop;
+  locks: SessionLocks;
+  log: Logger;
+}
+
+/** What a new session is assumed to need before it reports its own memory. */
+const NEW_SESSION_BYTES = 256 * 2 ** 20;
+
+function body<T>(schema: z.ZodType<T>, req: Request, what: string): T {
+  const r = schema.safeParse(req.body ?? {});
+  if (!r.success) throw new InputError(`${what} refused: ${describeZodIssue(r.error)}`);
+  return r.data;
+}
+
+function param<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+  const r = schema.safeParse(value);
+  if (!r.success) throw new InputError(`${what} ${String(value)}: ${r.error.issues[0]?.message}`);
+  return r.data;
+}
+
+/** A node as the API shows it: never its agent's token. */
+function publicNode({ agentToken: _t, ...n }: NodeRecord): Omit<NodeRecord, 'agentToken'> {
+  return n;
+}
+
+function manualDecision(action: Decision['action'], s: SessionRecord, target: string | null): Decision {
+  return { action, sessionId: s.id, source: s.node, target, policy: 'manual', reason: 'asked for through the API', costPerHour: 0, deadline: null };
+}
+
+const NodeName = z.string().regex(/^[a-z0-9][a-z0-9.-]{0,62}$/, 'is not a node name');
+const StartRequest = SessionSpec.extend({ node: NodeName.optional() }).strict();
+const CheckpointRequest = z.object({ leaveRunning: z.boolean().default(false) }).strict();
+const RestoreRequest = z.object({ node: NodeName.optional() }).strict();
+const MigrateRequest = z.object({ to: NodeName }).strict();
+const JOB_STATES = ['active', 'waiting', 'waiting-children', 'delayed', 'prioritized', 'completed', 'failed'] as const;
+const JobsQuery = z.object({
+  state: z.enum(JOB_STATES).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+/** The scheduler's HTTP API: agents register and push here, notices come in, operators and the CLI ask. */
+export function createSchedulerApp(ctx: SchedulerAppContext): Express {
+  const { state, planner } = ctx;
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(express.json({ limit: '8mb' }));
+
+  app.get('/healthz', async (_req, res) => {
+    const pong = await state.redis.ping();
+    res.json({ ok: pong === 'PONG', policyError: ctx.loop.policyError });
+  });
+
+  app.use(bearerAuth(ctx.token));
+
+  const placed = async (s: SessionRecord): Promise<PlacedSession> => ({
+    id: s.id,
+    user: s.user,
+    node: s.node,
+    state: s.state,
+    url: s.url,
+    token: s.token,
+    lastCheckpoint: s.lastCheckpoint,
+    operation: await state.claimOf(s.id),
+  });
+
+  /** The cheapest ready node with room for `bytes`, as the policies would place it. */
+  const choose = async (bytes: number, exclude: Set<string>): Promise<string> => {
+    const now = new Date();
+    const nodes = await state.listNodes();
+    const snapshot = await state.snapshot(now, { withSamples: false, instanceTypes: typesFromNodes(nodes) });
+    const node = new EvaluationContext(snapshot, DEFAULT_GUARDS, now).place(bytes, 1, exclude);
+    if (!node) throw new ConflictError(`no ready node has room for ${(bytes / 2 ** 20).toFixed(0)} MiB (${nodes.length} registered); add a node or free one`);
+    return node.name;
+  };
+
+  // ---- agents
+
+  app.post('/v1/nodes', async (req, res) => {
+    const reg = body(NodeRegistration, req, 'node registration');
+    res.json(publicNode(await state.registerNode(reg, new Date())));
+  });
+
+  app.get('/v1/nodes', async (_req, res) => {
+    res.json({ nodes: (await state.listNodes()).map(publicNode) });
+  });
+
+  app.post('/v1/nodes/:name/metrics', async (req, res) => {
+    const name = param(NodeName, req.params.name, 'node');
+    const push = body(MetricsPush, req, 'metrics');
+    const now = new Date();
+    await state.touchNode(name, now);
+    res.json(await state.applyPush(name, push, now));
+  });
+
+  // ---- notices
+
+  app.post('/v1/notices', async (req, res) => {
+    const now = new Date();
+    const notice = await parseNotice(req.body, { byInstance: (id) => state.nodeByInstance(id), exists: async (n) => (await state.findNode(n)) !== null }, now);
+    await state.addNotice(notice);
+    ctx.log.warn({ notice }, 'notice received');
+    // Evaluated at once: under a spot notice every second counts.
+    const pass = await ctx.loop.kick();
+    res.status(202).json({ notice, planned: pass.planned.map((p) => p.op) });
+  });
+
+  app.get('/v1/notices', async (_req, res) => {
+    res.json({ notices: await state.listNotices(new Date()) });
+  });
+
+  // ---- sessions
+
+  app.get('/v1/sessions', async (_req, res) => {
+    res.json({ sessions: await Promise.all((await state.listSessions()).map(placed)) });
+  });
+
+  app.get('/v1/sessions/:id', async (req, res) => {
+    res.json(await placed(await state.getSession(param(SessionId, req.params.id, 'session'))));
+  });
+
+  app.post('/v1/sessions', async (req, res) => {
+    const spec = body(StartRequest, req, 'session');
+    const nodeName = spec.node ?? (await choose(NEW_SESSION_BYTES, new Set()));
+    const node = await state.getNode(nodeName);
+    const v = await new AgentClient(node.agentUrl, node.agentToken).startSession(spec.user, spec.env);
+    const now = new Date().toISOString();
+    const rec: SessionRecord = {
+      id: v.id,
+      user: v.user,
+      node: node.name,
+      state: v.state,
+      url: v.url,
+      token: v.token,
+      rssBytes: 0,
+      cpuCores: 0,
+      busy: false,
+      connections: 0,
+      lastActivityAt: now,
+      lastDisruptionAt: null,
+      lastCheckpoint: null,
+      updatedAt: now,
+    };
+    await state.putSession(rec);
+    res.status(201).json(await placed(rec));
+  });
+
+  app.delete('/v1/sessions/:id', async (req, res) => {
+    const s = await state.getSession(param(SessionId, req.params.id, 'session'));
+    const op = await state.claimOf(s.id);
+    if (op) throw new ConflictError(`session ${s.id} is busy with operation ${op}; remove it when that is done`);
+    const lock = await ctx.locks.acquire(s.id);
+    if (!lock) throw new ConflictError(`session ${s.id} is locked by a worker; try again shortly`);
+    try {
+      const node = s.node ? await state.findNode(s.node) : null;
+      if (node) {
+        await new AgentClient(node.agentUrl, node.agentToken).removeSession(s.id, lock.token).catch((err: unknown) => {
+          if (!(err instanceof UnreachableError) && !(err instanceof Error && 'status' in err && err.status === 404)) throw err;
+        });
+      }
+      await state.deleteSession(s.id);
+    } finally {
+      await lock.release();
+    }
+    res.status(204).end();
+  });
+
+  const submit = (op: Operation): Promise<Operation> => planner.planOne(op);
+
+  app.post('/v1/sessions/:id/checkpoint', async (req, res) => {
+    const s = await state.getSession(param(SessionId, req.params.id, 'session'));
+    const { leaveRunning } = body(CheckpointRequest, req, 'checkpoint');
+    if (s.state !== 'running' || !s.node) throw new ConflictError(`session ${s.id} is ${s.state}; only a running session can be checkpointed`);
+    const d = manualDecision(leaveRunning ? 'snapshot' : 'checkpoint', s, null);
+    res.status(202).json({ operation: await submit(await planner.operationFor(d)) });
+  });
+
+  app.post('/v1/sessions/:id/restore', async (req, res) => {
+    const s = await state.getSession(param(SessionId, req.params.id, 'session'));
+    const r = body(RestoreRequest, req, 'restore');
+    if (s.state === 'running') throw new ConflictError(`session ${s.id} is already running on ${s.node}`);
+    if (!s.lastCheckpoint) throw new ConflictError(`session ${s.id} has no checkpoint to restore`);
+    const target = r.node ?? (await choose(Math.max(s.rssBytes, NEW_SESSION_BYTES), new Set()));
+    await state.getNode(target);
+    const d = manualDecision('migrate', s, target);
+    res.status(202).json({ operation: await submit(await planner.operationFor({ ...d, source: null }, 'restore')) });
+  });
+
+  app.post('/v1/sessions/:id/migrate', async (req, res) => {
+    const s = await state.getSession(param(SessionId, req.params.id, 'session'));
+    const { to } = body(MigrateRequest, req, 'migration');
+    await state.getNode(to);
+    if (s.state !== 'running' || !s.node) throw new ConflictError(`session ${s.id} is ${s.state}; only a running session can be moved (restore it with --node instead)`);
+    if (s.node === to) throw new ConflictError(`session ${s.id} is already on ${to}`);
+    res.status(202).json({ operation: await submit(await planner.operationFor(manualDecision('migrate', s, to))) });
+  });
+
+  // ---- operations and jobs
+
+  app.get('/v1/operations/:id', async (req, res) => {
+    const id = param(z.string().regex(/^op[0-9a-z]+$/, 'is not an operation id'), req.params.id, 'operation');
+    const op = await state.stepResult(id, 'op', Operation);
+    if (!op) throw new NotFoundError(`no operation ${id} (hubshift jobs lists recent ones)`);
+    const steps = await ctx.queue.operation(op);
+    const status = steps.some((s) => s.state === 'failed') ? 'failed' : steps.length > 0 && steps.every((s) => s.state === 'completed') ? 'completed' : steps.some((s) => s.state === 'active') ? 'active' : 'waiting';
+    res.json({ operation: op, status, steps });
+  });
+
+  app.get('/v1/jobs', async (req, res) => {
+    const q = JobsQuery.safeParse(req.query);
+    if (!q.success) throw new InputError(`jobs query refused: ${describeZodIssue(q.error)}`);
+    res.json({ jobs: await ctx.queue.list(q.data.state ? [q.data.state] : [...JOB_STATES], q.data.limit) });
+  });
+
+  app.get('/v1/actions', async (req, res) => {
+    const limit = param(z.coerce.number().int().min(1).max(10_000).default(100), req.query.limit, 'limit');
+    res.json({ actions: await state.actions(limit) });
+  });
+
+  // ---- policies
+
+  app.get('/v1/plan', async (_req, res) => {
+    const now = new Date();
+    const { decisions } = await ctx.loop.decide(now);
+    res.json({ at: now.toISOString(), decisions, costPerHour: decisions.reduce((a, d) => a + d.costPerHour, 0) });
+  });
+
+  app.post('/v1/policies/reload', async (_req, res) => {
+    const r = await ctx.loop.policies.reload();
+    if (!r.ok) throw new InputError(`policy files refused, the last good set stays in force: ${r.error}`);
+    res.json({ ok: true, policies: ctx.loop.policies.policies.policies.map((p) => p.name) });
+  });
+
+  app.use(errorMiddleware(ctx.log));
+  return app;
+}

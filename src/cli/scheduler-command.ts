@@ -1,0 +1,106 @@
+import { resolve } from 'node:path';
+import { type Command, Option } from 'commander';
+import { pino } from 'pino';
+import { closeRedis, connectRedis } from '../scheduler/redis.js';
+import { QUEUE_DEFAULTS } from '../scheduler/queue.js';
+import { SCHEDULER_DEFAULTS, startScheduler } from '../scheduler/scheduler.js';
+import { ControlState, STATE_DEFAULTS } from '../scheduler/state.js';
+import { startWorker, WORKER_DEFAULTS } from '../scheduler/worker.js';
+import { port, positiveNumber, stopOnSignal } from './args.js';
+import { printResult } from './output.js';
+import { schedulerClient, withSchedulerConn, type SchedulerConnOpts } from './scheduler-client-options.js';
+import { readOrCreateTokenFile } from './token-file.js';
+
+const workerOptions = (cmd: Command): Command =>
+  cmd
+    .option('--concurrency <n>', 'steps run at once', positiveNumber('--concurrency'), WORKER_DEFAULTS.concurrency)
+    .option('--lock-seconds <s>', "how long a job's and a session's lock last without renewal: a dead worker's job is taken over after about this long", positiveNumber('--lock-seconds'), WORKER_DEFAULTS.lockMs / 1000)
+    .option('--log-level <level>', 'pino log level', 'info');
+
+export function registerSchedulerCommands(program: Command): void {
+  workerOptions(
+    program
+      .command('scheduler')
+      .description('run the scheduler: API for agents, notices and operators; policy evaluation; the job queue and (unless --workers 0) its workers')
+      .requiredOption('--token-file <file>', 'bearer token for the API (created with a random token if missing)')
+      .option('--port <port>', 'HTTP port (0 picks a free one)', port, SCHEDULER_DEFAULTS.port)
+      .option('--host <address>', 'address to listen on', SCHEDULER_DEFAULTS.host)
+      .option('--redis <url>', 'redis://host:port, or redis-cluster://host:port,host:port for a Redis Cluster', SCHEDULER_DEFAULTS.redisUrl)
+      .option('--policies <dir>', 'policy files (*.yaml)', SCHEDULER_DEFAULTS.policiesDir)
+      .option('--interval <seconds>', 'evaluate the policies this often (notices trigger a pass at once)', positiveNumber('--interval'), SCHEDULER_DEFAULTS.intervalMs / 1000)
+      .addOption(new Option('--workers <n>', 'run workers in this process: 1 (default) or 0 (run hubshift worker elsewhere)').choices(['0', '1']).default('1'))
+      .option('--attempts <n>', 'tries of each step before its operation fails', positiveNumber('--attempts'), QUEUE_DEFAULTS.attempts)
+      .option('--sample-retention <n>', 'usage samples kept per session', positiveNumber('--sample-retention'), STATE_DEFAULTS.sampleRetention),
+  ).action(async (o: { tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; concurrency: number; lockSeconds: number; logLevel: string }) => {
+    const s = await startScheduler(
+      {
+        host: o.host,
+        port: o.port,
+        token: await readOrCreateTokenFile(o.tokenFile),
+        redisUrl: o.redis,
+        policiesDir: resolve(o.policies),
+        intervalMs: o.interval * 1000,
+        workers: o.workers !== '0',
+        worker: { concurrency: o.concurrency, lockMs: o.lockSeconds * 1000 },
+        queue: { ...QUEUE_DEFAULTS, attempts: Math.round(o.attempts) },
+        state: { sampleRetention: Math.round(o.sampleRetention) },
+      },
+      pino({ name: 'hubshift-scheduler', level: o.logLevel }),
+    );
+    process.stderr.write(`hubshift scheduler listening on ${s.url}\n`);
+    stopOnSignal(() => s.close());
+  });
+
+  workerOptions(
+    program
+      .command('worker')
+      .description('run workers only: they take steps off the scheduler\'s queue in Redis and carry them out through the agents')
+      .option('--redis <url>', 'redis://host:port, or redis-cluster://host:port,host:port', SCHEDULER_DEFAULTS.redisUrl),
+  ).action(async (o: { redis: string; concurrency: number; lockSeconds: number; logLevel: string }) => {
+    const log = pino({ name: 'hubshift-worker', level: o.logLevel });
+    const redis = connectRedis(o.redis, 'hubshift-worker-state');
+    const w = startWorker(o.redis, new ControlState(redis), log, { concurrency: o.concurrency, lockMs: o.lockSeconds * 1000 });
+    await w.worker.waitUntilReady();
+    process.stderr.write(`hubshift worker taking jobs from ${o.redis}\n`);
+    stopOnSignal(async () => {
+      await w.close();
+      await closeRedis(redis);
+    });
+  });
+
+  withSchedulerConn(program.command('notice').description('post a spot interruption or rebalance notice for a node, as an EventBridge event or the metadata service would').argument('<node>', 'the node'))
+    .addOption(new Option('--action <action>', 'what happens to the node').choices(['terminate', 'stop', 'hibernate', 'rebalance']).makeOptionMandatory())
+    .option('--in <seconds>', 'seconds until it happens (interruptions; default 120)', positiveNumber('--in'))
+    .action(async (node: string, o: SchedulerConnOpts & { action: 'terminate' | 'stop' | 'hibernate' | 'rebalance'; in?: number }) => {
+      const r = await (await schedulerClient(o)).notice({ node, action: o.action, ...(o.in !== undefined ? { in: o.in } : {}) });
+      printResult(o.json, r, () =>
+        [
+          `notice ${r.notice.id}: ${r.notice.kind} of ${r.notice.node}${r.notice.deadline ? ` at ${r.notice.deadline}` : ''}`,
+          ...r.planned.map((op) => `  planned ${op.id}: ${op.kind} ${op.sessionId ?? ''} ${op.target ? `-> ${op.target}` : ''} (${op.decision.reason})`),
+          r.planned.length ? '' : '  nothing planned',
+        ]
+          .filter(Boolean)
+          .join('\n'),
+      );
+    });
+
+  withSchedulerConn(program.command('jobs').description('the queue\'s recent jobs (a step of an operation each), newest first; failed ones with their reason'))
+    .addOption(new Option('--state <state>', 'only jobs in this state').choices(['active', 'waiting', 'waiting-children', 'delayed', 'prioritized', 'completed', 'failed']))
+    .option('--limit <n>', 'at most this many', positiveNumber('--limit'), 50)
+    .option('--actions', 'the action log instead: every operation planned, done or failed, with its reason', false)
+    .action(async (o: SchedulerConnOpts & { state?: string; limit: number; actions: boolean }) => {
+      const c = await schedulerClient(o);
+      if (o.actions) {
+        const actions = await c.actions(o.limit);
+        return printResult(o.json, { actions }, () =>
+          actions.length ? actions.map((a) => `${a.at}  ${a.outcome.padEnd(7)} ${a.action.padEnd(10)} ${(a.sessionId ?? a.source ?? '').padEnd(10)} [${a.policy}] ${a.reason}${a.detail ? ` (${a.detail})` : ''}`).join('\n') : 'no actions',
+        );
+      }
+      const jobs = await c.jobs(o.state, o.limit);
+      printResult(o.json, { jobs }, () =>
+        jobs.length
+          ? jobs.map((j) => `${j.id.padEnd(28)} ${j.state.padEnd(16)} ${j.kind.padEnd(10)} ${(j.sessionId ?? j.source ?? '').padEnd(10)} ${j.source ?? '-'} -> ${j.target ?? '-'} [${j.policy}]${j.failedReason ? `  (${j.failedReason})` : ''}`).join('\n')
+          : 'no jobs',
+      );
+    });
+}

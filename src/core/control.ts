@@ -1,0 +1,173 @@
+import { z } from 'zod';
+import { Lifecycle, NodeInfo } from './cluster.js';
+import { Decision, DecisionAction } from './decision.js';
+import { SessionId, SessionState, UserName } from './session.js';
+
+/**
+ * The control plane's wire and storage shapes: what agents send the
+ * scheduler, what the scheduler keeps in Redis, what its API serves.
+ */
+
+const IsoTime = z.string().datetime({ offset: true });
+const HttpUrl = z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL');
+
+/** Sent by an agent when it starts (and again whenever the scheduler has forgotten it). */
+export const NodeRegistration = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9.-]{0,62}$/, 'node name must be 1-63 of a-z 0-9 . - and start with a letter or digit'),
+    instanceId: z.string().min(1).max(64),
+    instanceType: z.string().min(1).max(64),
+    zone: z.string().min(1).max(64),
+    lifecycle: Lifecycle,
+    pricePerHour: z.number().nonnegative().max(1000),
+    memoryBytes: z.number().int().positive(),
+    cpus: z.number().positive(),
+    /** Where the scheduler's workers reach this node's agent, and with what token. */
+    agentUrl: HttpUrl,
+    agentToken: z.string().min(16),
+  })
+  .strict();
+export type NodeRegistration = z.infer<typeof NodeRegistration>;
+
+/** A node as the scheduler keeps it: what the policies see plus how to reach its agent. */
+export const NodeRecord = NodeInfo.extend({
+  agentUrl: HttpUrl,
+  agentToken: z.string(),
+  lastSeenAt: IsoTime,
+});
+export type NodeRecord = z.infer<typeof NodeRecord>;
+
+/** What an agent and the scheduler both say of a running session. */
+const SessionFacts = z.object({
+  id: SessionId,
+  user: UserName,
+  state: SessionState,
+  url: z.string(),
+  token: z.string(),
+  rssBytes: z.number().int().nonnegative(),
+  /** Cores used since the agent's previous sample. */
+  cpuCores: z.number().nonnegative(),
+  busy: z.boolean(),
+  connections: z.number().int().nonnegative(),
+  lastCheckpoint: z.string().nullable(),
+});
+
+/** One session as an agent reports it in a metrics push. */
+export const SessionReport = SessionFacts.extend({ lastActivityAt: IsoTime.nullable() }).strict();
+export type SessionReport = z.infer<typeof SessionReport>;
+
+export const MetricsPush = z.object({ at: IsoTime, sessions: z.array(SessionReport).max(10_000) }).strict();
+export type MetricsPush = z.infer<typeof MetricsPush>;
+
+/** A session as the scheduler knows it. */
+export const SessionRecord = SessionFacts.extend({
+  /** Where it runs; null while it is only in the store. */
+  node: z.string().nullable(),
+  lastActivityAt: IsoTime,
+  lastDisruptionAt: IsoTime.nullable(),
+  updatedAt: IsoTime,
+});
+export type SessionRecord = z.infer<typeof SessionRecord>;
+
+/** hubshift's own notice shape: what `hubshift notice` and an agent's metadata watcher post. */
+export const NoticeRequest = z
+  .object({
+    node: z.string().min(1),
+    action: z.enum(['terminate', 'stop', 'hibernate', 'rebalance']),
+    /** Seconds until the node goes (interruptions; default 120, the spot notice). */
+    in: z.number().nonnegative().max(86_400).optional(),
+    /** Or the time it goes, as the metadata service gives it. */
+    time: IsoTime.optional(),
+    id: z.string().min(1).max(128).optional(),
+  })
+  .strict();
+export type NoticeRequest = z.infer<typeof NoticeRequest>;
+
+/**
+ * EC2's events as EventBridge delivers them (documented shapes:
+ * "EC2 Spot Instance Interruption Warning" and "EC2 Instance Rebalance Recommendation").
+ */
+export const EventBridgeNotice = z.discriminatedUnion('detail-type', [
+  z.object({
+    'detail-type': z.literal('EC2 Spot Instance Interruption Warning'),
+    id: z.string().min(1),
+    source: z.literal('aws.ec2'),
+    time: IsoTime,
+    detail: z.object({ 'instance-id': z.string().min(1), 'instance-action': z.enum(['terminate', 'stop', 'hibernate']) }),
+  }),
+  z.object({
+    'detail-type': z.literal('EC2 Instance Rebalance Recommendation'),
+    id: z.string().min(1),
+    source: z.literal('aws.ec2'),
+    time: IsoTime,
+    detail: z.object({ 'instance-id': z.string().min(1) }),
+  }),
+]);
+export type EventBridgeNotice = z.infer<typeof EventBridgeNotice>;
+
+/** What a job (one operation: a checkpoint, a restore, a migration) acts on and why. */
+export const OperationKind = z.enum(['checkpoint', 'snapshot', 'restore', 'migrate', 'release-node']);
+export type OperationKind = z.infer<typeof OperationKind>;
+
+export const Operation = z.object({
+  id: z.string().min(1),
+  kind: OperationKind,
+  sessionId: SessionId.nullable(),
+  source: z.string().nullable(),
+  target: z.string().nullable(),
+  /** The session's last checkpoint when the operation was planned: a step that finds a newer one knows it already ran. */
+  baseCheckpoint: z.string().nullable(),
+  decision: Decision,
+  createdAt: IsoTime,
+});
+export type Operation = z.infer<typeof Operation>;
+
+export const JobStep = z.enum(['checkpoint', 'restore', 'finish', 'release']);
+export type JobStep = z.infer<typeof JobStep>;
+
+/** The payload of one BullMQ job: a step of an operation. */
+export const JobData = z.object({ op: Operation, step: JobStep });
+export type JobData = z.infer<typeof JobData>;
+
+export const JobView = z.object({
+  id: z.string(),
+  operation: z.string(),
+  kind: OperationKind,
+  step: JobStep,
+  sessionId: z.string().nullable(),
+  source: z.string().nullable(),
+  target: z.string().nullable(),
+  policy: z.string(),
+  reason: z.string(),
+  state: z.string(),
+  attemptsMade: z.number(),
+  failedReason: z.string().nullable(),
+  result: z.unknown(),
+  createdAt: IsoTime,
+  finishedAt: IsoTime.nullable(),
+});
+export type JobView = z.infer<typeof JobView>;
+
+/** One entry of the action log: every operation planned, done or failed, with its reason. */
+export const ActionRecord = Decision.pick({ sessionId: true, source: true, target: true, policy: true, reason: true, costPerHour: true }).extend({
+  at: IsoTime,
+  operation: z.string(),
+  action: DecisionAction.or(z.literal('restore')),
+  outcome: z.enum(['planned', 'done', 'failed']),
+  detail: z.string().nullable(),
+});
+export type ActionRecord = z.infer<typeof ActionRecord>;
+
+/** A session placed by the scheduler, as `hubshift session show --scheduler` prints it. */
+export const PlacedSession = z.object({
+  id: z.string(),
+  user: z.string(),
+  node: z.string().nullable(),
+  state: SessionState,
+  url: z.string(),
+  token: z.string(),
+  lastCheckpoint: z.string().nullable(),
+  /** The operation under way on it, if any. */
+  operation: z.string().nullable(),
+});
+export type PlacedSession = z.infer<typeof PlacedSession>;

@@ -1,0 +1,111 @@
+import type { Logger } from 'pino';
+import type { InstanceTypeInfo, NodeInfo } from '../core/cluster.js';
+import type { Decision } from '../core/decision.js';
+import { errorMessage } from '../core/errors.js';
+import { evaluate } from '../policy/evaluate.js';
+import type { PolicyHolder } from '../policy/load-policies.js';
+import { duePolicies } from '../policy/schedule.js';
+import type { Planned, Planner } from './planner.js';
+import type { ControlState } from './state.js';
+
+/** The instance types the cluster has, from its nodes: what right-sizing can move toward until a cloud catalog is configured. */
+export function typesFromNodes(nodes: readonly NodeInfo[]): InstanceTypeInfo[] {
+  const byName = new Map<string, InstanceTypeInfo>();
+  for (const n of nodes) {
+    const t = byName.get(n.instanceType) ?? { name: n.instanceType, memoryBytes: n.memoryBytes, cpus: n.cpus, onDemandPricePerHour: 0, spotPricePerHour: null };
+    if (n.lifecycle === 'spot') t.spotPricePerHour = Math.min(t.spotPricePerHour ?? Infinity, n.pricePerHour);
+    else t.onDemandPricePerHour = Math.max(t.onDemandPricePerHour, n.pricePerHour);
+    byName.set(n.instanceType, t);
+  }
+  return [...byName.values()];
+}
+
+export interface PassResult {
+  at: string;
+  decisions: Decision[];
+  planned: Planned[];
+}
+
+/**
+ * Evaluates the policies over the state now and then: on a timer, and at
+ * once when a notice arrives. One pass at a time; a kick during a pass runs
+ * one more pass after it.
+ */
+export class ControlLoop {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<PassResult> | undefined;
+  private again = false;
+  private lastReloadError: string | null = null;
+
+  constructor(
+    private readonly state: ControlState,
+    private readonly planner: Planner,
+    readonly policies: PolicyHolder,
+    private readonly log: Logger,
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    const tick = (): void => {
+      void this.kick()
+        .catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'evaluation pass failed'))
+        .finally(() => {
+          if (this.timer) this.timer = setTimeout(tick, this.intervalMs);
+        });
+    };
+    this.timer = setTimeout(tick, this.intervalMs);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Runs a pass now (or one more right after the pass under way). */
+  async kick(): Promise<PassResult> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      try {
+        let r = await this.pass();
+        while (this.again) {
+          this.again = false;
+          r = await this.pass();
+        }
+        return r;
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  /** What the policies would decide now, without acting (the dry run behind `hubshift plan`). */
+  async decide(now = new Date()): Promise<{ decisions: Decision[]; due: string[] }> {
+    const set = this.policies.policies;
+    const lastRuns = await this.state.lastRuns();
+    const due = duePolicies(set.policies, lastRuns, now);
+    const nodes = await this.state.listNodes();
+    const withSamples = set.policies.some((p) => p.kind === 'rightsize' && due.includes(p.name));
+    const snapshot = await this.state.snapshot(now, { withSamples, instanceTypes: typesFromNodes(nodes) });
+    return { decisions: evaluate(snapshot, set, now), due };
+  }
+
+  private async pass(): Promise<PassResult> {
+    const reload = await this.policies.reload();
+    if (!reload.ok && reload.error !== this.lastReloadError) this.log.error({ err: reload.error }, 'policy files refused; the last good set stays in force');
+    this.lastReloadError = reload.ok ? null : reload.error;
+    const now = new Date();
+    const { decisions, due } = await this.decide(now);
+    const planned = await this.planner.plan(decisions, now);
+    await Promise.all(due.map((name) => this.state.setLastRun(name, now)));
+    return { at: now.toISOString(), decisions, planned };
+  }
+
+  /** The error of the last refused policy reload, if the files are bad now. */
+  get policyError(): string | null {
+    return this.lastReloadError;
+  }
+}

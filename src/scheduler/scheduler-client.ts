@@ -1,0 +1,76 @@
+import { z } from 'zod';
+import { NoticeInfo } from '../core/cluster.js';
+import { ActionRecord, JobView, Operation, PlacedSession, type MetricsPush, type NodeRegistration, type NoticeRequest } from '../core/control.js';
+import { Decision } from '../core/decision.js';
+import { JsonClient } from '../util/json-client.js';
+
+export const OperationStatus = z.object({
+  operation: Operation,
+  status: z.enum(['waiting', 'active', 'completed', 'failed']),
+  steps: z.array(JobView),
+});
+export type OperationStatus = z.infer<typeof OperationStatus>;
+
+const Planned = z.object({ operation: Operation });
+
+/** The scheduler's API, as agents and the CLI call it. Every answer is parsed. */
+export class SchedulerClient {
+  private readonly http: JsonClient;
+  constructor(
+    readonly baseUrl: string,
+    token: string,
+    timeoutMs = 60_000,
+  ) {
+    this.http = new JsonClient(baseUrl, token, 'scheduler', 'is hubshift scheduler running there?', timeoutMs);
+  }
+
+  register(reg: NodeRegistration) {
+    return this.http.call('POST', 'v1/nodes', z.object({ name: z.string() }).passthrough(), reg);
+  }
+  nodes() {
+    return this.http.call('GET', 'v1/nodes', z.object({ nodes: z.array(z.object({ name: z.string(), state: z.string(), instanceType: z.string(), lifecycle: z.string(), pricePerHour: z.number(), memoryBytes: z.number() }).passthrough()) })).then((r) => r.nodes);
+  }
+  pushMetrics(node: string, push: MetricsPush) {
+    return this.http.call('POST', `v1/nodes/${encodeURIComponent(node)}/metrics`, z.object({ updated: z.number(), ignored: z.number() }), push);
+  }
+  notice(n: NoticeRequest | Record<string, unknown>) {
+    return this.http.call('POST', 'v1/notices', z.object({ notice: NoticeInfo, planned: z.array(Operation) }), n);
+  }
+  listSessions() {
+    return this.http.call('GET', 'v1/sessions', z.object({ sessions: z.array(PlacedSession) })).then((r) => r.sessions);
+  }
+  getSession(id: string) {
+    return this.http.call('GET', `v1/sessions/${encodeURIComponent(id)}`, PlacedSession);
+  }
+  startSession(user: string, opts: { env?: Record<string, string>; node?: string } = {}) {
+    return this.http.call('POST', 'v1/sessions', PlacedSession, { user, env: opts.env ?? {}, ...(opts.node ? { node: opts.node } : {}) });
+  }
+  removeSession(id: string) {
+    return this.http.call('DELETE', `v1/sessions/${encodeURIComponent(id)}`, z.null());
+  }
+  checkpoint(id: string, leaveRunning = false) {
+    return this.http.call('POST', `v1/sessions/${encodeURIComponent(id)}/checkpoint`, Planned, { leaveRunning }).then((r) => r.operation);
+  }
+  restore(id: string, node?: string) {
+    return this.http.call('POST', `v1/sessions/${encodeURIComponent(id)}/restore`, Planned, node ? { node } : {}).then((r) => r.operation);
+  }
+  migrate(id: string, to: string) {
+    return this.http.call('POST', `v1/sessions/${encodeURIComponent(id)}/migrate`, Planned, { to }).then((r) => r.operation);
+  }
+  operation(id: string) {
+    return this.http.call('GET', `v1/operations/${encodeURIComponent(id)}`, OperationStatus);
+  }
+  jobs(state?: string, limit = 100) {
+    const q = new URLSearchParams({ limit: String(limit), ...(state ? { state } : {}) });
+    return this.http.call('GET', `v1/jobs?${q}`, z.object({ jobs: z.array(JobView) })).then((r) => r.jobs);
+  }
+  actions(limit = 100) {
+    return this.http.call('GET', `v1/actions?limit=${limit}`, z.object({ actions: z.array(ActionRecord) })).then((r) => r.actions);
+  }
+  plan() {
+    return this.http.call('GET', 'v1/plan', z.object({ at: z.string(), decisions: z.array(Decision), costPerHour: z.number() }));
+  }
+  reloadPolicies() {
+    return this.http.call('POST', 'v1/policies/reload', z.object({ ok: z.boolean(), policies: z.array(z.string()) }));
+  }
+}

@@ -1,0 +1,90 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { createSchedulerApp } from '../api/scheduler-app.js';
+import { PolicyHolder } from '../policy/load-policies.js';
+import { ControlLoop } from './control-loop.js';
+import { Planner } from './planner.js';
+import { OpsQueue, QUEUE_DEFAULTS, type QueueOptions } from './queue.js';
+import { closeRedis, connectRedis } from './redis.js';
+import { SessionLocks } from './session-lock.js';
+import { ControlState, type StateOptions } from './state.js';
+import { startWorker, WORKER_DEFAULTS, type RunningWorker, type WorkerOptions } from './worker.js';
+
+export interface SchedulerConfig {
+  host: string;
+  port: number;
+  token: string;
+  redisUrl: string;
+  policiesDir: string;
+  /** Evaluation interval (default 5 s); notices trigger a pass at once. */
+  intervalMs: number;
+  /** Run workers in this process (default true); `hubshift worker` runs them elsewhere. */
+  workers: boolean;
+  worker: Partial<WorkerOptions>;
+  queue: QueueOptions;
+  state: Partial<StateOptions>;
+}
+
+export const SCHEDULER_DEFAULTS = {
+  host: '127.0.0.1',
+  port: 7300,
+  redisUrl: 'redis://127.0.0.1:6379',
+  policiesDir: 'policies',
+  intervalMs: 5_000,
+  workers: true,
+} as const;
+
+export interface RunningScheduler {
+  url: string;
+  state: ControlState;
+  loop: ControlLoop;
+  worker: RunningWorker | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * The scheduler: API, evaluation loop, planner and (by default) workers in
+ * one process. Any number of them may share one Redis: claims and locks in
+ * Redis keep them from acting twice.
+ */
+export async function startScheduler(config: SchedulerConfig, log: Logger = pino({ name: 'hubshift-scheduler' })): Promise<RunningScheduler> {
+  const policies = await PolicyHolder.open(config.policiesDir);
+  const redis = connectRedis(config.redisUrl, 'hubshift-scheduler');
+  const state = new ControlState(redis, config.state);
+  const queue = new OpsQueue(redis, config.queue ?? QUEUE_DEFAULTS);
+  const planner = new Planner(state, queue, log);
+  const loop = new ControlLoop(state, planner, policies, log, config.intervalMs);
+  const workerOptions = { ...WORKER_DEFAULTS, ...config.worker };
+  const locks = new SessionLocks(redis, workerOptions.lockMs);
+  const worker = config.workers ? startWorker(config.redisUrl, state, log, workerOptions) : undefined;
+  const app = createSchedulerApp({ token: config.token, state, queue, planner, loop, locks, log });
+  const server: Server = await new Promise((resolve, reject) => {
+    const s = app.listen(config.port, config.host, () => resolve(s));
+    s.once('error', reject);
+  });
+  loop.start();
+  const addr = server.address() as AddressInfo;
+  const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
+  log.info({ url, redis: config.redisUrl, policies: policies.policies.policies.map((p) => p.name), workers: config.workers }, 'scheduler listening');
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    state,
+    loop,
+    worker,
+    close: () => {
+      closing ??= (async () => {
+        loop.stop();
+        await new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        });
+        await worker?.close();
+        await queue.close();
+        await closeRedis(redis);
+      })();
+      return closing;
+    },
+  };
+}

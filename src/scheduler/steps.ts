@@ -1,0 +1,188 @@
+import { UnrecoverableError } from 'bullmq';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { AgentClient } from '../agent/agent-client.js';
+import type { JobData, Operation } from '../core/control.js';
+import { StaleFenceError, UnreachableError, errorMessage } from '../core/errors.js';
+import type { SessionView } from '../core/session.js';
+import { sleep } from '../util/exec.js';
+import type { HeldLock, SessionLocks } from './session-lock.js';
+import type { ControlState } from './state.js';
+
+export interface StepContext {
+  state: ControlState;
+  locks: SessionLocks;
+  log: Logger;
+  /** How long a step waits for an agent still busy with an earlier attempt's call. */
+  busyWaitMs: number;
+  /** Seen before every agent call that changes something: the notice-to-action benchmark times it. */
+  onAgentCall?: (what: string) => void;
+}
+
+const CheckpointDone = z.object({ checkpoint: z.string() });
+const RestoreDone = z.object({ node: z.string(), checkpoint: z.string(), url: z.string(), token: z.string() });
+type RestoreDone = z.infer<typeof RestoreDone>;
+
+/** A step that cannot succeed by trying again: its operation fails now. */
+function giveUp(message: string): never {
+  throw new UnrecoverableError(message);
+}
+
+async function agentOf(ctx: StepContext, node: string | null): Promise<AgentClient> {
+  if (!node) giveUp('the operation names no node');
+  const n = await ctx.state.findNode(node);
+  if (!n) giveUp(`node ${node} is not registered any more`);
+  return new AgentClient(n.agentUrl, n.agentToken);
+}
+
+/** Runs `fn` holding the session's lock; while another holder has it, the step is retried later. */
+async function withLock<T>(ctx: StepContext, sessionId: string, fn: (lock: HeldLock) => Promise<T>): Promise<T> {
+  const lock = await ctx.locks.acquire(sessionId);
+  if (!lock) throw new Error(`session ${sessionId} is locked by another worker; retrying`);
+  try {
+    return await fn(lock);
+  } catch (err) {
+    // We lost the lock to a newer holder: that one carries on, this attempt must not.
+    if (err instanceof StaleFenceError) giveUp(err.message);
+    throw err;
+  } finally {
+    await lock.release().catch(() => undefined);
+  }
+}
+
+/**
+ * A session an earlier attempt left mid-call on an agent (the worker died,
+ * the agent carried on): waits until the agent is done with it.
+ */
+async function settled(ctx: StepContext, agent: AgentClient, id: string): Promise<SessionView | null> {
+  const deadline = Date.now() + ctx.busyWaitMs;
+  for (;;) {
+    const s = await agent.findSession(id);
+    if (!s || (s.state !== 'checkpointing' && s.state !== 'restoring' && s.state !== 'starting')) return s;
+    if (Date.now() > deadline) throw new Error(`session ${id} is still ${s.state} on ${agent.baseUrl} after ${ctx.busyWaitMs / 1000} s`);
+    await sleep(250);
+  }
+}
+
+function sessionOf(op: Operation): string {
+  if (!op.sessionId) giveUp(`operation ${op.id} (${op.kind}) names no session`);
+  return op.sessionId;
+}
+
+/**
+ * Freezes the session on its source into the store (and stops it, unless
+ * the operation is a snapshot). Idempotent: a checkpoint newer than the one
+ * the operation started from means an earlier attempt already made it.
+ */
+async function checkpointStep(ctx: StepContext, op: Operation): Promise<z.infer<typeof CheckpointDone>> {
+  const done = await ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone);
+  if (done) return done;
+  const id = sessionOf(op);
+  const leaveRunning = op.kind === 'snapshot';
+  const source = await agentOf(ctx, op.source);
+  return withLock(ctx, id, async (lock) => {
+    const s = await settled(ctx, source, id);
+    let checkpoint: string;
+    const newer = s?.lastCheckpoint && s.lastCheckpoint !== op.baseCheckpoint;
+    if (s && newer && (s.state === 'checkpointed' || leaveRunning)) {
+      checkpoint = s.lastCheckpoint as string;
+    } else if (s?.state === 'running') {
+      ctx.onAgentCall?.(`checkpoint ${id}`);
+      checkpoint = (await source.checkpoint(id, leaveRunning, lock.token)).checkpoint;
+    } else {
+      giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source}; nothing to checkpoint`);
+    }
+    await ctx.state.setStepResult(op.id, 'checkpoint', { checkpoint });
+    const now = new Date();
+    await ctx.state.updateSession(id, leaveRunning ? { lastCheckpoint: checkpoint } : { state: 'checkpointed', node: null, lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() }, now);
+    return { checkpoint };
+  });
+}
+
+async function restoreOn(ctx: StepContext, agent: AgentClient, node: string, id: string, checkpoint: string, lock: HeldLock): Promise<RestoreDone> {
+  const t = await settled(ctx, agent, id);
+  let view: SessionView;
+  if (t?.state === 'running') {
+    view = t;
+  } else {
+    ctx.onAgentCall?.(`restore ${id} on ${node}`);
+    view = await agent.restore(checkpoint, lock.token);
+  }
+  return { node, checkpoint, url: view.url, token: view.token };
+}
+
+/**
+ * Brings the session up on the target. When the target cannot (for good, or
+ * after the last try), a migration puts it back on its source from the same
+ * checkpoint; if even that fails, it stays safe in the store.
+ */
+async function restoreStep(ctx: StepContext, op: Operation, finalAttempt: boolean): Promise<RestoreDone> {
+  const done = await ctx.state.stepResult(op.id, 'restore', RestoreDone);
+  if (done) return done;
+  const id = sessionOf(op);
+  const checkpoint = op.kind === 'migrate' ? (await ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone))?.checkpoint : op.baseCheckpoint;
+  if (!checkpoint) giveUp(`session ${id} has no checkpoint to restore`);
+  const target = await agentOf(ctx, op.target);
+  return withLock(ctx, id, async (lock) => {
+    let r: RestoreDone;
+    try {
+      r = await restoreOn(ctx, target, op.target as string, id, checkpoint, lock);
+    } catch (err) {
+      if (err instanceof StaleFenceError) throw err;
+      const retryable = err instanceof UnreachableError || op.kind === 'restore';
+      if (retryable && !finalAttempt) throw err;
+      if (op.kind !== 'migrate' || !op.source) throw err;
+      ctx.log.error({ operation: op.id, session: id, target: op.target, err: errorMessage(err) }, 'restore on the target failed; resuming on the source');
+      const back = await restoreOn(ctx, await agentOf(ctx, op.source), op.source, id, checkpoint, lock).catch((backErr: unknown) => {
+        giveUp(`restore on ${op.target} failed (${errorMessage(err)}) and so did resuming on ${op.source} (${errorMessage(backErr)}); the session is safe in checkpoint ${checkpoint}: restore it with hubshift restore ${id} --scheduler URL`);
+      });
+      await ctx.state.updateSession(id, { state: 'running', node: back.node, url: back.url, token: back.token }, new Date());
+      giveUp(`restore on ${op.target} failed (${errorMessage(err)}); the session runs on ${op.source} again`);
+    }
+    await ctx.state.setStepResult(op.id, 'restore', r);
+    await ctx.state.updateSession(id, { state: 'running', node: r.node, url: r.url, token: r.token }, new Date());
+    return r;
+  });
+}
+
+/**
+ * Settles the operation: the source agent forgets a session it no longer
+ * runs (never one that runs there), and the session's record says where it is.
+ */
+async function finishStep(ctx: StepContext, op: Operation): Promise<unknown> {
+  const id = sessionOf(op);
+  if (op.kind === 'snapshot') return ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone);
+  await withLock(ctx, id, async (lock) => {
+    if (op.kind === 'migrate' || op.kind === 'checkpoint') {
+      try {
+        const source = await agentOf(ctx, op.source);
+        const s = await source.findSession(id);
+        if (s && s.state !== 'running') await source.removeSession(id, lock.token);
+      } catch (err) {
+        // A source that is gone (the spot node was taken) has nothing left to forget.
+        if (!(err instanceof UnreachableError || err instanceof UnrecoverableError)) throw err;
+      }
+    }
+  });
+  return op.kind === 'checkpoint' ? ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone) : ctx.state.stepResult(op.id, 'restore', RestoreDone);
+}
+
+/** A node a policy emptied: cordoned so nothing lands on it. Handing it back to the cloud is the provider's (none is configured yet). */
+async function releaseStep(ctx: StepContext, op: Operation): Promise<unknown> {
+  if (!op.source) giveUp('release names no node');
+  await ctx.state.setNodeState(op.source, 'cordoned');
+  return { node: op.source, cordoned: true };
+}
+
+export async function runStep(ctx: StepContext, data: JobData, finalAttempt: boolean): Promise<unknown> {
+  switch (data.step) {
+    case 'checkpoint':
+      return checkpointStep(ctx, data.op);
+    case 'restore':
+      return restoreStep(ctx, data.op, finalAttempt);
+    case 'finish':
+      return finishStep(ctx, data.op);
+    case 'release':
+      return releaseStep(ctx, data.op);
+  }
+}

@@ -1,0 +1,87 @@
+import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
+import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
+import { waitFor } from '../../src/util/exec.js';
+import { TEST_GUARDS, TEST_SPOT_EVICTION, nodesRegistered, operationEnd, policyDir, startNodeAgents } from '../helpers/control-plane.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+import { startRedis, startRedisCluster, type TestRedis } from '../helpers/redis.js';
+import type { TestAgent } from '../helpers/test-agent.js';
+
+const MiB = 2 ** 20;
+
+for (const kind of ['redis', 'redis-cluster'] as const) {
+  describe(`a spot notice, end to end (${kind})`, () => {
+    let redis: TestRedis;
+    let scheduler: RunningScheduler;
+    let agents: TestAgent[] = [];
+    let policies: Awaited<ReturnType<typeof policyDir>>;
+    const token = randomBytes(24).toString('hex');
+    let c: SchedulerClient;
+
+    beforeAll(async () => {
+      redis = kind === 'redis' ? await startRedis() : await startRedisCluster();
+      policies = await policyDir({ 'guards.yaml': TEST_GUARDS, 'spot-eviction.yaml': TEST_SPOT_EVICTION });
+      scheduler = await startScheduler(
+        { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 1_000, workers: true, worker: { lockMs: 5_000 }, queue: { attempts: 3, backoffMs: 500 }, state: {} },
+        pino({ level: process.env.HUBSHIFT_TEST_LOG ?? 'silent' }),
+      );
+      c = new SchedulerClient(scheduler.url, token);
+      agents = await startNodeAgents({ url: scheduler.url, token }, [
+        { name: 'spot-a', lifecycle: 'spot', pricePerHour: 0.03 },
+        { name: 'ondemand-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
+      ]);
+      await nodesRegistered(c, ['spot-a', 'ondemand-b']);
+    });
+
+    afterAll(async () => {
+      for (const a of agents) await a.cleanup();
+      await scheduler?.close();
+      await redis?.close();
+      await policies?.close();
+    });
+
+    it("should move every session off the node, through the policy, the queue and the workers, with its kernels' state", async () => {
+      const s1 = await c.startSession('ada', { node: 'spot-a' });
+      const s2 = await c.startSession('bob', { node: 'spot-a' });
+      expect(s1.node).toBe('spot-a');
+      const k1 = await kernelWithState(s1.url, s1.token, 16);
+      const k2 = await kernelWithState(s2.url, s2.token, 4);
+      k1.channel.close();
+      k2.channel.close();
+      // The scheduler sees the sessions' memory through the agent's pushes.
+      await waitFor('metrics of both sessions', async () => ((await scheduler.state.listSessions()).filter((s) => s.rssBytes > 20 * MiB).length === 2 ? true : undefined), { timeoutMs: 20_000, intervalMs: 100 });
+
+      const r = await c.notice({ node: 'spot-a', action: 'terminate', in: 120 });
+      expect(r.notice).toMatchObject({ node: 'spot-a', kind: 'interruption', action: 'terminate' });
+      expect(r.planned.map((op) => [op.kind, op.sessionId, op.target]).sort()).toEqual(
+        [
+          ['migrate', s1.id, 'ondemand-b'],
+          ['migrate', s2.id, 'ondemand-b'],
+        ].sort(),
+      );
+      for (const op of r.planned) {
+        const end = await operationEnd(c, op.id);
+        expect(end.status, JSON.stringify(end.steps.map((s) => s.failedReason))).toBe('completed');
+      }
+      for (const [s, k] of [
+        [s1, k1],
+        [s2, k2],
+      ] as const) {
+        const now = await c.getSession(s.id);
+        expect({ node: now.node, state: now.state, url: now.url }).toEqual({ node: 'ondemand-b', state: 'running', url: s.url });
+        const ch = await KernelChannel.connect(now.url, now.token, k.kernelId);
+        expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+        ch.close();
+        // Exactly one node has it: the source forgot it, the target runs it.
+        expect(await agents[0]!.client.findSession(s.id)).toBeNull();
+        expect((await agents[1]!.client.getSession(s.id)).state).toBe('running');
+      }
+      const actions = await c.actions();
+      expect(actions.filter((a) => a.outcome === 'done' && a.policy === 'spot-eviction')).toHaveLength(2);
+      expect(actions.find((a) => a.outcome === 'planned')?.reason).toMatch(/interrupt|notice|spot/i);
+    });
+  });
+}
