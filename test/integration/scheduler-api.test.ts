@@ -1,0 +1,140 @@
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UpstreamError } from '../../src/core/errors.js';
+import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
+import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
+import { TEST_GUARDS, TEST_SPOT_EVICTION, policyDir } from '../helpers/control-plane.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+
+async function refusal(p: Promise<unknown>): Promise<UpstreamError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof UpstreamError) return err;
+    throw err;
+  }
+  throw new Error('expected the scheduler to refuse');
+}
+
+const registration = {
+  name: 'node-x',
+  instanceId: 'i-0123456789abcdef0',
+  instanceType: 'm7i.large',
+  zone: 'us-east-1a',
+  lifecycle: 'spot',
+  pricePerHour: 0.04,
+  memoryBytes: 8 * 2 ** 30,
+  cpus: 2,
+  // Nothing listens there: these tests never reach an agent.
+  agentUrl: 'http://127.0.0.1:9',
+  agentToken: 'a'.repeat(32),
+} as const;
+
+describe('the scheduler API', () => {
+  let redis: TestRedis;
+  let scheduler: RunningScheduler;
+  let policies: Awaited<ReturnType<typeof policyDir>>;
+  const token = randomBytes(24).toString('hex');
+  let c: SchedulerClient;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    policies = await policyDir({ 'guards.yaml': TEST_GUARDS, 'spot-eviction.yaml': TEST_SPOT_EVICTION });
+    scheduler = await startScheduler(
+      { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 60_000, workers: false, worker: {}, queue: { attempts: 2, backoffMs: 100 }, state: { sampleRetention: 3 } },
+      pino({ level: 'silent' }),
+    );
+    c = new SchedulerClient(scheduler.url, token);
+  });
+
+  afterAll(async () => {
+    await scheduler?.close();
+    await redis?.close();
+    await policies?.close();
+  });
+
+  it('should refuse calls without the token', async () => {
+    const e = await refusal(new SchedulerClient(scheduler.url, 'wrong-token-wrong-token').nodes());
+    expect(e.status).toBe(401);
+  });
+
+  it('should register nodes and refuse a registration that is wrong, naming the field', async () => {
+    await c.register(registration);
+    expect((await c.nodes()).map((n) => n.name)).toEqual(['node-x']);
+    // The agent's token is never shown.
+    expect(JSON.stringify(await c.nodes())).not.toContain('a'.repeat(32));
+    const e = await refusal(c.register({ ...registration, lifecycle: 'reserved' as 'spot' }));
+    expect(e.status).toBe(400);
+    expect(e.message).toMatch(/lifecycle/);
+  });
+
+  it('should keep a bounded window of metric samples, and refuse malformed metrics naming the field', async () => {
+    const report = { id: 's0000abcd', user: 'ada', state: 'running', url: 'http://10.0.0.2:8888/', token: 't'.repeat(32), rssBytes: 1000, cpuCores: 0.1, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint: null } as const;
+    for (let i = 0; i < 5; i++) await c.pushMetrics('node-x', { at: new Date(Date.now() + i).toISOString(), sessions: [{ ...report, rssBytes: 1000 + i }] });
+    const samples = await scheduler.state.samples('s0000abcd');
+    expect(samples.map((s) => s.rssBytes)).toEqual([1002, 1003, 1004]);
+    expect((await c.getSession('s0000abcd')).node).toBe('node-x');
+    const bad = await refusal(c.pushMetrics('node-x', { at: new Date().toISOString(), sessions: [{ ...report, rssBytes: -1 }] }));
+    expect(bad.status).toBe(400);
+    expect(bad.message).toMatch(/sessions\.0\.rssBytes/);
+    const unknown = await refusal(c.pushMetrics('node-nobody', { at: new Date().toISOString(), sessions: [] }));
+    expect(unknown.status).toBe(404);
+  });
+
+  it('should take notices in its own shape and as EventBridge events, and refuse malformed ones naming the field', async () => {
+    const own = await c.notice({ node: 'node-x', action: 'rebalance' });
+    expect(own.notice).toMatchObject({ node: 'node-x', kind: 'rebalance', deadline: null });
+    const sent = new Date(Date.now() - 10_000);
+    const event = {
+      version: '0',
+      id: '12345678-1234-1234-1234-123456789012',
+      'detail-type': 'EC2 Spot Instance Interruption Warning',
+      source: 'aws.ec2',
+      account: '123456789012',
+      time: sent.toISOString().replace(/\.\d+Z$/, 'Z'),
+      region: 'us-east-1',
+      resources: ['arn:aws:ec2:us-east-1a:instance/i-0123456789abcdef0'],
+      detail: { 'instance-id': 'i-0123456789abcdef0', 'instance-action': 'terminate' },
+    };
+    const eb = await c.notice(event);
+    expect(eb.notice).toMatchObject({ id: `eb-${event.id}`, node: 'node-x', kind: 'interruption', action: 'terminate' });
+    // Two minutes after EC2 sent the warning.
+    expect(Date.parse(eb.notice.deadline ?? '')).toBe(Date.parse(event.time) + 120_000);
+
+    const noDetail = await refusal(c.notice({ ...event, detail: { 'instance-action': 'terminate' } }));
+    expect(noDetail.status).toBe(400);
+    expect(noDetail.message).toMatch(/detail\.instance-id/);
+    const otherInstance = await refusal(c.notice({ ...event, detail: { 'instance-id': 'i-00000000000000000', 'instance-action': 'terminate' } }));
+    expect(otherInstance.status).toBe(404);
+    expect(otherInstance.message).toMatch(/i-00000000000000000/);
+    const badAction = await refusal(c.notice({ node: 'node-x', action: 'explode' }));
+    expect(badAction.message).toMatch(/action/);
+    const unknownNode = await refusal(c.notice({ node: 'node-nobody', action: 'terminate' }));
+    expect(unknownNode.status).toBe(404);
+  });
+
+  it('should keep the last good policies when a file fails validation', async () => {
+    await writeFile(join(policies.dir, 'idle.yaml'), 'kind: idle\nidleFor: soon\n');
+    const e = await refusal(c.reloadPolicies());
+    expect(e.status).toBe(400);
+    expect(e.message).toMatch(/idle\.yaml/);
+    expect(e.message).toMatch(/idleFor/);
+    expect(scheduler.loop.policies.policies.policies.map((p) => p.kind)).toEqual(['spot-eviction']);
+    await writeFile(join(policies.dir, 'idle.yaml'), 'kind: idle\nidleFor: 10m\n');
+    expect((await c.reloadPolicies()).policies.sort()).toEqual(['idle', 'spot-eviction']);
+  });
+
+  it('should refuse operations that cannot be, saying why', async () => {
+    const migrateUnknown = await refusal(c.migrate('s0000abcd', 'node-nobody'));
+    expect(migrateUnknown.status).toBe(404);
+    const same = await refusal(c.migrate('s0000abcd', 'node-x'));
+    expect(same.status).toBe(409);
+    const restoreRunning = await refusal(c.restore('s0000abcd'));
+    expect(restoreRunning.message).toMatch(/already running/);
+    const badId = await refusal(c.getSession('nope'));
+    expect(badId.status).toBe(400);
+  });
+});
