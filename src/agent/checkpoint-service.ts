@@ -19,7 +19,7 @@ import { killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
 
 function hookEnv(ctx: AgentContext, s: Session, sideDir?: string): Record<string, string> {
-  const env: Record<string, string> = { HUBSHIFT_SESSION_LOG: sessionPaths(ctx.config.dataDir, s.id).log };
+  const env: Record<string, string> = { HUBSHIFT_SESSION_LOG: sessionPaths(ctx.config.dataDir, s).log };
   if (sideDir) env.HUBSHIFT_SIDE_FILES_DIR = sideDir;
   if (ctx.config.criuActionScript) env.HUBSHIFT_USER_ACTION_SCRIPT = ctx.config.criuActionScript;
   return env;
@@ -142,7 +142,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
 
 /** Puts a checkpoint's side files back where the session had them open. */
 async function placeSideFiles(ctx: AgentContext, s: Session, images: string): Promise<void> {
-  const paths = sessionPaths(ctx.config.dataDir, s.id);
+  const paths = sessionPaths(ctx.config.dataDir, s);
   await prepareSessionFiles(paths, s.home);
   const saved = join(images, SIDE_FILES_DIR, 'server.log');
   if (await pathExists(saved)) {

@@ -34,8 +34,9 @@ export interface SessionPaths {
   ipython: string;
 }
 
-export function sessionPaths(dataDir: string, sessionId: string): SessionPaths {
-  const dir = join(dataDir, 'sessions', sessionId);
+/** A session's files: where its record says (they follow it between nodes), else under this agent's data directory. */
+export function sessionPaths(dataDir: string, s: { id: string; filesDir?: string }): SessionPaths {
+  const dir = s.filesDir ?? join(dataDir, 'sessions', s.id);
   return { dir, log: join(dir, 'server.log'), runtime: join(dir, 'runtime'), ipython: join(dir, 'ipython') };
 }
 

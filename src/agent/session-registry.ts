@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConflictError, NotFoundError, SessionId } from '../core/index.js';
 import { Session, type OperationProgress } from '../core/session.js';
@@ -62,9 +62,11 @@ export class SessionRegistry {
     return this.put({ ...this.get(id), ...patch });
   }
 
+  /** Forgets a session: its record goes (the directory too, once empty); its files are the caller's to remove. */
   async remove(id: string): Promise<void> {
     this.sessions.delete(id);
-    await rm(join(this.dataDir, 'sessions', id), { recursive: true, force: true });
+    await rm(this.file(id), { force: true });
+    await rmdir(join(this.dataDir, 'sessions', id)).catch(() => undefined);
   }
 
   /** Runs `fn` as the only operation on the session; a second one at once is refused. */

@@ -1,12 +1,14 @@
+import { rm } from 'node:fs/promises';
 import { InputError, SandboxError, describeZodIssue, errorMessage, newSessionId, newToken } from '../core/index.js';
 import { SessionSpec, sessionUrl, type Session } from '../core/session.js';
 import { hasLockRules, removeLockRules } from '../criu/network-lock.js';
 import { releaseTcpRepair } from '../criu/tcp-repair.js';
 import { waitFor } from '../util/exec.js';
+import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { JupyterRest } from './jupyter-rest.js';
-import { allocateAddress, createSessionNetwork, hostVethName, macFor, parseSubnet, removeSessionNetwork } from './network.js';
+import { allocateAddress, createSessionNetwork, hostVethName, macFor, netnsPath, parseSubnet, removeSessionNetwork } from './network.js';
 import { homeDir, killSession, launchSession, prepareSessionFiles, sessionCommand, sessionEnv, sessionPaths } from './sandbox.js';
 
 /** Waits until a session's Jupyter server answers its status API. */
@@ -14,7 +16,7 @@ export async function waitForServer(ctx: AgentContext, s: Session): Promise<void
   const rest = new JupyterRest(sessionUrl(s), s.token, 2_000);
   await waitFor(`session ${s.id}'s Jupyter server to answer at ${sessionUrl(s)}`, async () => {
     if (s.pid !== null && !(await isAlive(s.pid))) {
-      throw new SandboxError(`session ${s.id}'s server exited; see ${sessionPaths(ctx.config.dataDir, s.id).log}`);
+      throw new SandboxError(`session ${s.id}'s server exited; see ${sessionPaths(ctx.config.dataDir, s).log}`);
     }
     return rest.status().then(() => true, () => undefined);
   }, { timeoutMs: ctx.config.startTimeoutMs, intervalMs: 25 });
@@ -40,6 +42,7 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
     token: newToken(),
     pid: null,
     home: homeDir(ctx.config.dataDir, spec.user),
+    filesDir: sessionPaths(ctx.config.dataDir, { id }).dir,
     env: spec.env,
     createdAt: now,
     updatedAt: now,
@@ -48,7 +51,7 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
   });
   return ctx.registry.exclusive(id, 'start', async () => {
     try {
-      const paths = sessionPaths(ctx.config.dataDir, id);
+      const paths = sessionPaths(ctx.config.dataDir, s);
       await prepareSessionFiles(paths, s.home);
       await createSessionNetwork(id, s.network, ctx.config.bridge);
       const pid = await launchSession(sessionCommand(ctx.config.sessionCommand, s), sessionEnv(s, paths), s.home, id);
@@ -88,6 +91,9 @@ export async function removeSession(ctx: AgentContext, id: string): Promise<void
     // may now belong to the session restored elsewhere on this machine.
     if (s.state !== 'checkpointed') await removeSessionNetwork(id, s.network);
     await ctx.registry.remove(id);
+    // Its files go too, unless it runs on this machine under another agent
+    // (test hosts share one filesystem): then they are that session's now.
+    if (!(await pathExists(netnsPath(id)))) await rm(sessionPaths(ctx.config.dataDir, s).dir, { recursive: true, force: true });
     ctx.log.info({ session: id }, 'session removed');
   });
 }
@@ -130,7 +136,7 @@ export async function reconcileSessions(ctx: AgentContext): Promise<void> {
         await ctx.registry.update(s.id, { state: 'failed', pid: null, error: `the agent stopped during ${s.state} and the session's processes are gone` });
       }
     } else if (s.state === 'running' && !alive) {
-      await ctx.registry.update(s.id, { state: 'failed', pid: null, error: `the session's processes exited (see ${sessionPaths(ctx.config.dataDir, s.id).log})` });
+      await ctx.registry.update(s.id, { state: 'failed', pid: null, error: `the session's processes exited (see ${sessionPaths(ctx.config.dataDir, s).log})` });
     }
   }
 }

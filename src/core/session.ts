@@ -41,6 +41,12 @@ export const Session = z.object({
   /** Host-side pid of the session's PID-namespace init (the Jupyter server); null when not running. */
   pid: z.number().int().positive().nullable(),
   home: z.string(),
+  /**
+   * The session's own files (server log, Jupyter runtime, IPython dir),
+   * fixed at start: the processes hold these paths, so a restore on any
+   * node puts the files back at the same place.
+   */
+  filesDir: z.string().optional(),
   env: z.record(z.string(), z.string()),
   createdAt: z.string(),
   updatedAt: z.string(),

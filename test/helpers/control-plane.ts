@@ -1,8 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Lifecycle } from '../../src/core/cluster.js';
 import { SchedulerClient, type OperationStatus } from '../../src/scheduler/scheduler-client.js';
 import { waitFor } from '../../src/util/exec.js';
@@ -93,7 +94,7 @@ export interface HubshiftProcess {
 
 /** Runs `hubshift ARGS` as its own process and waits for `ready` on its stderr. */
 export async function spawnHubshift(args: string[], ready: RegExp, timeoutMs = 30_000): Promise<HubshiftProcess> {
-  const child = spawn(process.execPath, [join(import.meta.dirname, '../../bin/hubshift.js'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -117,5 +118,19 @@ export async function spawnHubshift(args: string[], ready: RegExp, timeoutMs = 3
   } catch (e) {
     await end('SIGKILL');
     throw e;
+  }
+}
+
+const BIN = join(import.meta.dirname, '../../bin/hubshift.js');
+const exec = promisify(execFile);
+
+/** Runs `hubshift ARGS` to its end; its exit code and what it printed. */
+export async function runHubshift(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { timeout: 120_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }

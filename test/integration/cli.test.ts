@@ -1,22 +1,8 @@
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runHubshift as hubshift } from '../helpers/control-plane.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
-
-const exec = promisify(execFile);
-const BIN = join(import.meta.dirname, '../../bin/hubshift.js');
-
-async function hubshift(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { timeout: 120_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 describe('the hubshift command against a real agent', () => {
   let t: TestAgent;

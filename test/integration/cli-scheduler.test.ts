@@ -1,0 +1,96 @@
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
+import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
+import { TEST_GUARDS, nodesRegistered, policyDir, runHubshift as hubshift, startNodeAgents } from '../helpers/control-plane.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import type { TestAgent } from '../helpers/test-agent.js';
+
+describe('the hubshift command against a scheduler', () => {
+  let redis: TestRedis;
+  let scheduler: RunningScheduler;
+  let agents: TestAgent[] = [];
+  let policies: Awaited<ReturnType<typeof policyDir>>;
+  const token = randomBytes(24).toString('hex');
+  let conn: string[];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    policies = await policyDir({ 'guards.yaml': TEST_GUARDS });
+    scheduler = await startScheduler(
+      { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 60_000, workers: true, worker: { lockMs: 5_000 }, queue: { attempts: 3, backoffMs: 500 }, state: {} },
+      pino({ level: 'silent' }),
+    );
+    agents = await startNodeAgents({ url: scheduler.url, token }, [
+      { name: 'node-a', lifecycle: 'spot', pricePerHour: 0.03 },
+      { name: 'node-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
+    ]);
+    await nodesRegistered(new SchedulerClient(scheduler.url, token), ['node-a', 'node-b']);
+    const tokenFile = join(policies.dir, 'scheduler.token');
+    await writeFile(tokenFile, `${token}\n`);
+    conn = ['--scheduler', scheduler.url, '--token-file', tokenFile, '--json'];
+  });
+
+  afterAll(async () => {
+    for (const a of agents) await a.cleanup();
+    await scheduler?.close();
+    await redis?.close();
+    await policies?.close();
+  });
+
+  it('should place, show, checkpoint, restore and migrate a session, each printing JSON', async () => {
+    const start = await hubshift(['session', 'start', '--user', 'eve', '--node', 'node-a', ...conn]);
+    expect(start.code, start.stderr).toBe(0);
+    const s = JSON.parse(start.stdout) as { id: string };
+    const show = JSON.parse((await hubshift(['session', 'show', s.id, ...conn])).stdout) as Record<string, unknown>;
+    expect(show).toMatchObject({ id: s.id, node: 'node-a', state: 'running' });
+    expect(Object.keys(show)).toEqual(expect.arrayContaining(['id', 'node', 'state', 'url', 'token']));
+
+    const ck = await hubshift(['checkpoint', s.id, ...conn]);
+    expect(ck.code, ck.stderr).toBe(0);
+    expect(JSON.parse(ck.stdout)).toMatchObject({ status: 'completed', session: { id: s.id, state: 'checkpointed', node: null } });
+
+    const rs = await hubshift(['restore', s.id, '--node', 'node-b', ...conn]);
+    expect(rs.code, rs.stderr + rs.stdout).toBe(0);
+    expect(JSON.parse(rs.stdout)).toMatchObject({ status: 'completed', session: { state: 'running', node: 'node-b' } });
+
+    const mv = await hubshift(['migrate', s.id, '--to', 'node-a', ...conn]);
+    expect(mv.code, mv.stderr).toBe(0);
+    expect(JSON.parse(mv.stdout)).toMatchObject({ status: 'completed', session: { state: 'running', node: 'node-a' } });
+
+    const ls = JSON.parse((await hubshift(['session', 'ls', ...conn])).stdout) as { sessions: { id: string; node: string }[] };
+    expect(ls.sessions.map((x) => [x.id, x.node])).toEqual([[s.id, 'node-a']]);
+
+    const jobs = JSON.parse((await hubshift(['jobs', ...conn])).stdout) as { jobs: { operation: string; state: string }[] };
+    expect(new Set(jobs.jobs.map((j) => j.operation)).size).toBe(3);
+    expect(JSON.parse((await hubshift(['jobs', '--state', 'failed', ...conn])).stdout)).toEqual({ jobs: [] });
+    const actions = JSON.parse((await hubshift(['jobs', '--actions', ...conn])).stdout) as { actions: { outcome: string; policy: string }[] };
+    expect(actions.actions.filter((a) => a.outcome === 'done' && a.policy === 'manual')).toHaveLength(3);
+  });
+
+  it('should post notices and print the plan', async () => {
+    const n = await hubshift(['notice', 'node-b', '--action', 'rebalance', ...conn]);
+    expect(n.code, n.stderr).toBe(0);
+    expect(JSON.parse(n.stdout)).toMatchObject({ notice: { node: 'node-b', kind: 'rebalance', deadline: null } });
+    const plan = await hubshift(['plan', ...conn]);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(JSON.parse(plan.stdout)).toHaveProperty('decisions');
+  });
+
+  it('should refuse what is wrong with a message and a non-zero exit', async () => {
+    const unknown = await hubshift(['notice', 'node-zz', '--action', 'terminate', ...conn]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/node-zz.*not registered/);
+    const badAction = await hubshift(['notice', 'node-a', '--action', 'explode', ...conn]);
+    expect(badAction.code).not.toBe(0);
+    expect(badAction.stderr).toMatch(/explode/);
+    const noTarget = await hubshift(['session', 'ls', '--token-file', '/dev/null']);
+    expect(noTarget.code).toBe(2);
+    expect(noTarget.stderr).toMatch(/--agent URL .* or --scheduler URL/);
+    const both = await hubshift(['session', 'ls', '--agent', 'http://127.0.0.1:1', ...conn]);
+    expect(both.stderr).toMatch(/not both/);
+  });
+});
