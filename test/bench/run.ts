@@ -3,6 +3,7 @@
 // physical baseline measured in the same run.
 import { benchCheckpoint, type CheckpointFigures } from './checkpoint.bench.js';
 import { benchEvaluation } from './control.bench.js';
+import { benchQueue } from './queue.bench.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
@@ -56,12 +57,18 @@ if (which.includes('control')) {
     [10_000, 1_000],
     [50_000, 5_000],
   ]);
-  results.control = { evaluation: figures };
+  log('control: notice latency and queue throughput against a real Redis and scheduler, with no-op agents');
+  const { notice, queue } = await benchQueue(log, { noticeRuns: 20, operations: 500 });
+  results.control = { evaluation: figures, notice, queue };
   if (!json) {
     console.log('\ncontrol: evaluation of the shipped policies (nightly: rightsize due as well)');
     for (const f of figures) {
       console.log(`  ${f.pass.padEnd(7)} ${f.sessions} sessions on ${f.nodes} nodes: median ${f.medianMs.toFixed(1)} ms, slowest ${f.maxMs.toFixed(1)} ms, ${f.decisions} decisions`);
     }
+    console.log(`\ncontrol: notice on the API to the first agent call (${notice.runs} runs)`);
+    console.log(`  median ${notice.medianMs.toFixed(1)} ms, slowest ${notice.maxMs.toFixed(1)} ms; baseline (HTTP + Redis round trip) ${notice.baselineMs.toFixed(2)} ms: ${(notice.medianMs / notice.baselineMs).toFixed(0)}x the baseline`);
+    console.log(`\ncontrol: ${queue.operations} checkpoint operations (2 steps each) with no-op agents`);
+    console.log(`  ${queue.operationsPerSecond.toFixed(0)} operations/s = ${queue.jobsPerSecond.toFixed(0)} jobs/s; baseline bare BullMQ ${queue.baselineJobsPerSecond.toFixed(0)} jobs/s: ${(queue.jobsPerSecond / queue.baselineJobsPerSecond).toFixed(2)} of the baseline`);
   }
 }
 if (json) process.stdout.write(`${JSON.stringify(results)}\n`);

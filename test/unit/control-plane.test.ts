@@ -1,0 +1,120 @@
+import { describe, expect, it } from 'vitest';
+import type { NodeInfo } from '../../src/core/cluster.js';
+import type { Operation } from '../../src/core/control.js';
+import { duePolicies } from '../../src/policy/schedule.js';
+import { typesFromNodes } from '../../src/scheduler/control-loop.js';
+import { parseNotice } from '../../src/scheduler/notices.js';
+import { jobId, stepsOf } from '../../src/scheduler/queue.js';
+
+const nodes = {
+  byInstance: async (id: string) => (id === 'i-0abc' ? 'node-a' : null),
+  exists: async (n: string) => n === 'node-a',
+};
+const now = new Date('2026-11-23T12:00:00.000Z');
+
+describe('notices', () => {
+  it.each([
+    [{ node: 'node-a', action: 'terminate' }, { kind: 'interruption', action: 'terminate', deadline: '2026-11-23T12:02:00.000Z' }],
+    [{ node: 'node-a', action: 'stop', in: 30 }, { kind: 'interruption', action: 'stop', deadline: '2026-11-23T12:00:30.000Z' }],
+    [{ node: 'node-a', action: 'hibernate', time: '2026-11-23T12:05:00Z' }, { kind: 'interruption', action: 'hibernate', deadline: '2026-11-23T12:05:00Z' }],
+    [{ node: 'node-a', action: 'rebalance' }, { kind: 'rebalance', action: null, deadline: null }],
+  ])('should read hubshift notice %j', async (body, want) => {
+    expect(await parseNotice(body, nodes, now)).toMatchObject({ node: 'node-a', receivedAt: now.toISOString(), ...want });
+  });
+
+  const warning = {
+    version: '0',
+    id: 'e1',
+    'detail-type': 'EC2 Spot Instance Interruption Warning',
+    source: 'aws.ec2',
+    account: '123456789012',
+    time: '2026-11-23T11:59:50Z',
+    region: 'us-east-1',
+    resources: ['arn:aws:ec2:us-east-1a:instance/i-0abc'],
+    detail: { 'instance-id': 'i-0abc', 'instance-action': 'terminate' },
+  };
+
+  it('should read EventBridge events: the deadline is two minutes after EC2 sent the warning', async () => {
+    expect(await parseNotice(warning, nodes, now)).toEqual({ id: 'eb-e1', node: 'node-a', kind: 'interruption', action: 'terminate', deadline: '2026-11-23T12:01:50.000Z', receivedAt: now.toISOString() });
+    const rebalance = { ...warning, 'detail-type': 'EC2 Instance Rebalance Recommendation', detail: { 'instance-id': 'i-0abc' } };
+    expect(await parseNotice(rebalance, nodes, now)).toMatchObject({ kind: 'rebalance', action: null, deadline: null });
+  });
+
+  it.each([
+    [{ ...warning, detail: {} }, /detail\.instance-id/],
+    [{ ...warning, 'detail-type': 'EC2 Instance State-change Notification' }, /detail-type/],
+    [{ ...warning, source: 'aws.s3' }, /source/],
+    [{ node: 'node-a', action: 'terminate', in: -1 }, /in:/],
+    [{ node: 'node-a', action: 'terminate', in: 10, time: '2026-11-23T12:05:00Z' }, /not both/],
+    [{ node: 'node-a' }, /action/],
+    [{ node: 'node-a', action: 'terminate', extra: 1 }, /extra|unrecognized/i],
+  ])('should refuse %j naming what is wrong', async (body, msg) => {
+    await expect(parseNotice(body, nodes, now)).rejects.toThrow(msg);
+  });
+
+  it('should refuse a notice for a node or instance nobody registered', async () => {
+    await expect(parseNotice({ node: 'node-z', action: 'terminate' }, nodes, now)).rejects.toMatchObject({ code: 'not_found' });
+    await expect(parseNotice({ ...warning, detail: { 'instance-id': 'i-0zzz', 'instance-action': 'terminate' } }, nodes, now)).rejects.toMatchObject({ code: 'not_found' });
+  });
+});
+
+describe('operations as job flows', () => {
+  const op = (kind: Operation['kind']): Operation => ({
+    id: 'op1',
+    kind,
+    sessionId: 's00000001',
+    source: 'a',
+    target: 'b',
+    baseCheckpoint: null,
+    decision: { action: 'migrate', sessionId: 's00000001', source: 'a', target: 'b', policy: 'p', reason: 'r', costPerHour: 0, deadline: null },
+    createdAt: now.toISOString(),
+  });
+  it.each([
+    ['migrate', ['checkpoint', 'restore', 'finish']],
+    ['checkpoint', ['checkpoint', 'finish']],
+    ['snapshot', ['checkpoint', 'finish']],
+    ['restore', ['restore', 'finish']],
+    ['release-node', ['release']],
+  ] as const)('a %s runs %j, one job each with an id of its own', (kind, steps) => {
+    expect(stepsOf(op(kind))).toEqual(steps);
+    expect(new Set(steps.map((s) => jobId('op1', s))).size).toBe(steps.length);
+  });
+});
+
+describe('instance types from the nodes', () => {
+  const node = (name: string, type: string, lifecycle: 'spot' | 'on-demand', price: number): NodeInfo => ({
+    name,
+    instanceId: name,
+    instanceType: type,
+    zone: 'z',
+    lifecycle,
+    pricePerHour: price,
+    memoryBytes: 2 ** 33,
+    cpus: 2,
+    state: 'ready',
+    registeredAt: now.toISOString(),
+  });
+  it('should take the on-demand price from on-demand nodes and the lowest spot price from spot ones', () => {
+    const types = typesFromNodes([node('a', 'm.large', 'spot', 0.03), node('b', 'm.large', 'spot', 0.025), node('c', 'm.large', 'on-demand', 0.1), node('d', 'c.large', 'on-demand', 0.08)]);
+    expect(types).toEqual([
+      { name: 'm.large', memoryBytes: 2 ** 33, cpus: 2, onDemandPricePerHour: 0.1, spotPricePerHour: 0.025 },
+      { name: 'c.large', memoryBytes: 2 ** 33, cpus: 2, onDemandPricePerHour: 0.08, spotPricePerHour: null },
+    ]);
+  });
+});
+
+describe('scheduled policies due', () => {
+  const policies = [
+    { name: 'nightly', enabled: true, schedule: '0 3 * * *', timezone: 'UTC' },
+    { name: 'off', enabled: false, schedule: '0 3 * * *', timezone: 'UTC' },
+    { name: 'always', enabled: true },
+  ];
+  it.each([
+    ['2026-11-24T03:00:00.000Z', {}, ['nightly']],
+    ['2026-11-24T02:59:59.999Z', {}, []],
+    ['2026-11-24T03:00:30.000Z', { nightly: '2026-11-24T03:00:00.000Z' }, []],
+    ['2026-11-25T03:00:00.000Z', { nightly: '2026-11-24T03:00:00.000Z' }, ['nightly']],
+  ])('at %s with last runs %j: %j', (at, lastRuns, want) => {
+    expect(duePolicies(policies, lastRuns, new Date(at))).toEqual(want);
+  });
+});
