@@ -142,6 +142,11 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
     res.json(await placed(await state.getSession(param(SessionId, req.params.id, 'session'))));
   });
 
+  app.get('/v1/sessions/:id/checkpoints', async (req, res) => {
+    const s = await state.getSession(param(SessionId, req.params.id, 'session'));
+    res.json({ checkpoints: await state.checkpoints(s.id) });
+  });
+
   app.post('/v1/sessions', async (req, res) => {
     const spec = body(StartRequest, req, 'session');
     const nodeName = spec.node ?? (await choose(NEW_SESSION_BYTES, new Set()));

@@ -171,3 +171,15 @@ export const PlacedSession = z.object({
   operation: z.string().nullable(),
 });
 export type PlacedSession = z.infer<typeof PlacedSession>;
+
+/** A checkpoint of a session, as the scheduler keeps it (the store holds the images and the manifest). */
+export const CheckpointRecord = z.object({
+  checkpoint: z.string(),
+  sessionId: SessionId,
+  node: z.string(),
+  at: IsoTime,
+  /** The operation that made it. */
+  operation: z.string(),
+  leftRunning: z.boolean(),
+});
+export type CheckpointRecord = z.infer<typeof CheckpointRecord>;

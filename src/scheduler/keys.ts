@@ -18,6 +18,8 @@ export const keys = {
   session: (id: string) => `hs:{s:${id}}:session`,
   /** List of UsageSample JSON, newest first, trimmed to the retention. */
   samples: (id: string) => `hs:{s:${id}}:samples`,
+  /** List of CheckpointRecord JSON, newest first, capped. */
+  checkpoints: (id: string) => `hs:{s:${id}}:checkpoints`,
   /** Claim on a session: the id of the one operation planned or running on it. */
   op: (id: string) => `hs:{s:${id}}:op`,
   /** The session's lock (owner) and its fencing counter. */

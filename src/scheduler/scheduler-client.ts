@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { NoticeInfo } from '../core/cluster.js';
-import { ActionRecord, JobView, Operation, PlacedSession, type MetricsPush, type NodeRegistration, type NoticeRequest } from '../core/control.js';
+import { ActionRecord, CheckpointRecord, JobView, Operation, PlacedSession, type MetricsPush, type NodeRegistration, type NoticeRequest } from '../core/control.js';
 import { Decision } from '../core/decision.js';
 import { JsonClient } from '../util/json-client.js';
 
@@ -44,6 +44,9 @@ export class SchedulerClient {
   }
   startSession(user: string, opts: { env?: Record<string, string>; node?: string } = {}) {
     return this.http.call('POST', 'v1/sessions', PlacedSession, { user, env: opts.env ?? {}, ...(opts.node ? { node: opts.node } : {}) });
+  }
+  checkpoints(id: string) {
+    return this.http.call('GET', `v1/sessions/${encodeURIComponent(id)}/checkpoints`, z.object({ checkpoints: z.array(CheckpointRecord) })).then((r) => r.checkpoints);
   }
   removeSession(id: string) {
     return this.http.call('DELETE', `v1/sessions/${encodeURIComponent(id)}`, z.null());

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import {
   ActionRecord,
+  CheckpointRecord,
   type ClusterSnapshot,
   InFlightOperation,
   type InstanceTypeInfo,
@@ -149,7 +150,19 @@ export class ControlState {
   }
 
   async deleteSession(id: string): Promise<void> {
-    await Promise.all([this.redis.del(keys.session(id), keys.samples(id)), this.redis.srem(keys.sessions, id)]);
+    await Promise.all([this.redis.del(keys.session(id), keys.samples(id), keys.checkpoints(id)), this.redis.srem(keys.sessions, id)]);
+  }
+
+  /** Notes a committed checkpoint of a session (the last 100 are kept). */
+  async addCheckpoint(c: CheckpointRecord): Promise<void> {
+    await this.redis.lpush(keys.checkpoints(c.sessionId), JSON.stringify(CheckpointRecord.parse(c)));
+    await this.redis.ltrim(keys.checkpoints(c.sessionId), 0, 99);
+  }
+
+  /** A session's checkpoints, newest first. */
+  async checkpoints(id: string): Promise<CheckpointRecord[]> {
+    const raw = await this.redis.lrange(keys.checkpoints(id), 0, -1);
+    return raw.map((t) => parseJson(CheckpointRecord, t, `checkpoint of ${id}`) as CheckpointRecord);
   }
 
   async samples(id: string): Promise<UsageSample[]> {

@@ -61,6 +61,11 @@ describe('the hubshift command against a scheduler', () => {
     expect(mv.code, mv.stderr).toBe(0);
     expect(JSON.parse(mv.stdout)).toMatchObject({ status: 'completed', session: { state: 'running', node: 'node-a' } });
 
+    const cks = await new SchedulerClient(scheduler.url, token).checkpoints(s.id);
+    expect(cks.map((x) => [x.node, x.leftRunning])).toEqual([
+      ['node-b', false],
+      ['node-a', false],
+    ]);
     const ls = JSON.parse((await hubshift(['session', 'ls', ...conn])).stdout) as { sessions: { id: string; node: string }[] };
     expect(ls.sessions.map((x) => [x.id, x.node])).toEqual([[s.id, 'node-a']]);
 
