@@ -48,8 +48,9 @@ export class JupyterRest {
     return this.request('GET', '/api/status', JupyterStatus, undefined, signal);
   }
 
+  /** The kernels; asked without counting as the user's activity (the server would otherwise never look idle to hubshift's own polling). */
   kernels(): Promise<JupyterKernel[]> {
-    return this.request('GET', '/api/kernels', z.array(JupyterKernel));
+    return this.request('GET', '/api/kernels?no_track_activity=1', z.array(JupyterKernel));
   }
 
   startKernel(name = 'python3'): Promise<JupyterKernel> {

@@ -122,13 +122,22 @@ export class ControlState {
 
   // ---- sessions
 
+  /**
+   * Writes a session's record. When hubshift last disrupted it is also kept
+   * in a field of its own, written only by the steps that disrupt: a metrics
+   * push that read the record just before a step wrote cannot set it back.
+   */
   async putSession(rec: SessionRecord): Promise<void> {
     const parsed = SessionRecord.parse(rec);
-    await Promise.all([this.redis.hset(keys.session(rec.id), 'json', JSON.stringify(parsed), 'node', rec.node ?? ''), this.redis.sadd(keys.sessions, rec.id)]);
+    const fields = ['json', JSON.stringify(parsed), 'node', rec.node ?? ''];
+    await Promise.all([this.redis.hset(keys.session(rec.id), ...fields), this.redis.sadd(keys.sessions, rec.id)]);
   }
 
   async findSession(id: string): Promise<SessionRecord | null> {
-    return parseJson(SessionRecord, await this.redis.hget(keys.session(id), 'json'), `session ${id}`);
+    const [json, disrupted] = await this.redis.hmget(keys.session(id), 'json', 'disruptedAt');
+    const rec = parseJson(SessionRecord, json, `session ${id}`);
+    if (rec && disrupted && (rec.lastDisruptionAt === null || disrupted > rec.lastDisruptionAt)) rec.lastDisruptionAt = disrupted;
+    return rec;
   }
 
   async getSession(id: string): Promise<SessionRecord> {
@@ -139,6 +148,7 @@ export class ControlState {
 
   async updateSession(id: string, patch: Partial<SessionRecord>, now: Date): Promise<SessionRecord> {
     const next = { ...(await this.getSession(id)), ...patch, updatedAt: now.toISOString() };
+    if (patch.lastDisruptionAt) await this.redis.hset(keys.session(id), 'disruptedAt', patch.lastDisruptionAt);
     await this.putSession(next);
     return next;
   }

@@ -95,7 +95,8 @@ async function checkpointStep(ctx: StepContext, op: Operation): Promise<z.infer<
     await ctx.state.setStepResult(op.id, 'checkpoint', { checkpoint });
     const now = new Date();
     await ctx.state.addCheckpoint({ checkpoint, sessionId: id, node: op.source as string, at: now.toISOString(), operation: op.id, leftRunning: leaveRunning });
-    await ctx.state.updateSession(id, leaveRunning ? { lastCheckpoint: checkpoint } : { state: 'checkpointed', node: null, lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() }, now);
+    // A snapshot freezes the session briefly too: it starts the cooldown (so a rebalance notice snapshots once).
+    await ctx.state.updateSession(id, leaveRunning ? { lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() } : { state: 'checkpointed', node: null, lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() }, now);
     return { checkpoint };
   });
 }

@@ -3,6 +3,7 @@ import { Queue, Worker } from 'bullmq';
 import { pino } from 'pino';
 import { UpstreamError } from '../../src/core/errors.js';
 import type { Decision } from '../../src/core/decision.js';
+import { keys } from '../../src/scheduler/keys.js';
 import { Planner } from '../../src/scheduler/planner.js';
 import { OpsQueue } from '../../src/scheduler/queue.js';
 import { connectRedis, closeRedis } from '../../src/scheduler/redis.js';
@@ -90,17 +91,20 @@ export async function benchQueue(log: (m: string) => void, opts: { noticeRuns: n
       decisions.push({ action: 'checkpoint', sessionId: id, source: 'target', target: null, policy: 'bench', reason: 'bench', costPerHour: 0, deadline: null });
       planned.push(id);
     }
-    const before = (await scheduler.state.actions(100_000)).filter((a) => a.outcome === 'done').length;
+    // Each operation logs two actions (planned, then done or failed): a cheap count to poll.
+    const before = await scheduler.state.redis.llen(keys.actions);
     const q0 = performance.now();
     const conn = connectRedis(redis.url);
     const queue = new OpsQueue(conn);
     await new Planner(scheduler.state, queue, pino({ level: 'silent' })).plan(decisions);
     await waitFor(
       `${opts.operations} operations to settle`,
-      async () => ((await scheduler.state.actions(100_000)).filter((a) => a.outcome !== 'planned').length - before >= opts.operations ? true : undefined),
+      async () => ((await scheduler.state.redis.llen(keys.actions)) - before >= 2 * opts.operations ? true : undefined),
       { timeoutMs: 600_000, intervalMs: 50 },
     );
     const seconds = (performance.now() - q0) / 1000;
+    const failed = (await scheduler.state.actions(2 * opts.operations)).filter((a) => a.outcome === 'failed');
+    if (failed.length) throw new Error(`bench: ${failed.length} operations failed, e.g. ${failed[0]?.detail}`);
     await queue.close();
     await closeRedis(conn);
     log(`control: ${opts.operations} operations through the queue`);
