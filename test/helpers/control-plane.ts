@@ -4,9 +4,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { pino } from 'pino';
 import type { Lifecycle } from '../../src/core/cluster.js';
+import { startScheduler, type RunningScheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.js';
 import { SchedulerClient, type OperationStatus } from '../../src/scheduler/scheduler-client.js';
 import { waitFor } from '../../src/util/exec.js';
+import { startRedis, startRedisCluster, type TestRedis } from './redis.js';
 import { startTestAgent, type TestAgent } from './test-agent.js';
 
 const GiB = 2 ** 30;
@@ -132,5 +135,52 @@ export async function runHubshift(args: string[]): Promise<{ code: number; stdou
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+export interface TestControlPlane {
+  redis: TestRedis;
+  scheduler: RunningScheduler;
+  agents: TestAgent[];
+  client: SchedulerClient;
+  token: string;
+  policiesDir: string;
+  /** Stops the agents (and their sessions), the scheduler and Redis; removes the policies. */
+  close(): Promise<void>;
+}
+
+/**
+ * Redis (or a Redis Cluster), a scheduler in this process with the given
+ * policy files, and one real agent per node, registered.
+ */
+export async function startControlPlane(opts: {
+  redis?: 'redis' | 'redis-cluster';
+  policies: Record<string, string>;
+  nodes: NodeSpec[];
+  config?: Partial<SchedulerConfig>;
+}): Promise<TestControlPlane> {
+  const redis = opts.redis === 'redis-cluster' ? await startRedisCluster() : await startRedis();
+  const policies = await policyDir(opts.policies);
+  const token = randomBytes(24).toString('hex');
+  let scheduler: RunningScheduler | undefined;
+  let agents: TestAgent[] = [];
+  const close = async (): Promise<void> => {
+    for (const a of agents) await a.cleanup();
+    await scheduler?.close();
+    await redis.close();
+    await policies.close();
+  };
+  try {
+    scheduler = await startScheduler(
+      { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 60_000, workers: true, worker: { lockMs: 5_000 }, queue: { attempts: 3, backoffMs: 500 }, state: {}, ...opts.config },
+      pino({ level: process.env.HUBSHIFT_TEST_LOG ?? 'silent' }),
+    );
+    const client = new SchedulerClient(scheduler.url, token);
+    agents = await startNodeAgents({ url: scheduler.url, token }, opts.nodes);
+    await nodesRegistered(client, opts.nodes.map((n) => n.name));
+    return { redis, scheduler, agents, client, token, policiesDir: policies.dir, close };
+  } catch (err) {
+    await close();
+    throw err;
   }
 }

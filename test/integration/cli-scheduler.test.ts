@@ -1,44 +1,27 @@
-import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
-import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
-import { TEST_GUARDS, nodesRegistered, policyDir, runHubshift as hubshift, startNodeAgents } from '../helpers/control-plane.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
-import type { TestAgent } from '../helpers/test-agent.js';
+import { TEST_GUARDS, runHubshift as hubshift, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 
 describe('the hubshift command against a scheduler', () => {
-  let redis: TestRedis;
-  let scheduler: RunningScheduler;
-  let agents: TestAgent[] = [];
-  let policies: Awaited<ReturnType<typeof policyDir>>;
-  const token = randomBytes(24).toString('hex');
+  let cp: TestControlPlane;
   let conn: string[];
 
   beforeAll(async () => {
-    redis = await startRedis();
-    policies = await policyDir({ 'guards.yaml': TEST_GUARDS });
-    scheduler = await startScheduler(
-      { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 60_000, workers: true, worker: { lockMs: 5_000 }, queue: { attempts: 3, backoffMs: 500 }, state: {} },
-      pino({ level: 'silent' }),
-    );
-    agents = await startNodeAgents({ url: scheduler.url, token }, [
-      { name: 'node-a', lifecycle: 'spot', pricePerHour: 0.03 },
-      { name: 'node-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
-    ]);
-    await nodesRegistered(new SchedulerClient(scheduler.url, token), ['node-a', 'node-b']);
-    const tokenFile = join(policies.dir, 'scheduler.token');
-    await writeFile(tokenFile, `${token}\n`);
-    conn = ['--scheduler', scheduler.url, '--token-file', tokenFile, '--json'];
+    cp = await startControlPlane({
+      policies: { 'guards.yaml': TEST_GUARDS },
+      nodes: [
+        { name: 'node-a', lifecycle: 'spot', pricePerHour: 0.03 },
+        { name: 'node-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
+      ],
+    });
+    const tokenFile = join(cp.policiesDir, 'scheduler.token');
+    await writeFile(tokenFile, `${cp.token}\n`);
+    conn = ['--scheduler', cp.scheduler.url, '--token-file', tokenFile, '--json'];
   });
 
   afterAll(async () => {
-    for (const a of agents) await a.cleanup();
-    await scheduler?.close();
-    await redis?.close();
-    await policies?.close();
+    await cp?.close();
   });
 
   it('should place, show, checkpoint, restore and migrate a session, each printing JSON', async () => {
@@ -61,7 +44,7 @@ describe('the hubshift command against a scheduler', () => {
     expect(mv.code, mv.stderr).toBe(0);
     expect(JSON.parse(mv.stdout)).toMatchObject({ status: 'completed', session: { state: 'running', node: 'node-a' } });
 
-    const cks = await new SchedulerClient(scheduler.url, token).checkpoints(s.id);
+    const cks = await cp.client.checkpoints(s.id);
     expect(cks.map((x) => [x.node, x.leftRunning])).toEqual([
       ['node-b', false],
       ['node-a', false],

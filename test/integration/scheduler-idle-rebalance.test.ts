@@ -1,46 +1,33 @@
-import { randomBytes } from 'node:crypto';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
-import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
-import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
+import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { sleep, waitFor } from '../../src/util/exec.js';
-import { nodesRegistered, operationEnd, policyDir, startNodeAgents } from '../helpers/control-plane.js';
+import { operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
 import type { TestAgent } from '../helpers/test-agent.js';
 
 /** The voluntary policies on real sessions: metrics from the agent decide, the queue acts. */
 describe('the idle and rebalance policies through the scheduler', () => {
-  let redis: TestRedis;
-  let scheduler: RunningScheduler;
-  let agents: TestAgent[] = [];
-  let policies: Awaited<ReturnType<typeof policyDir>>;
-  const token = randomBytes(24).toString('hex');
+  let cp: TestControlPlane;
   let c: SchedulerClient;
+  let agents: TestAgent[];
 
   beforeAll(async () => {
-    redis = await startRedis();
-    policies = await policyDir({
-      // A long cooldown: each session is acted on once in this test.
-      'guards.yaml': 'kind: guards\nbudgets: { perNode: 10, total: 50 }\ncooldown: 10m\nquietHours: []\n',
-      'idle.yaml': 'kind: idle\nidleFor: 4s\ncpuBelow: 0.5\n',
-      'rebalance.yaml': 'kind: rebalance\nprepare: snapshot\n',
+    cp = await startControlPlane({
+      policies: {
+        // A long cooldown: each session is acted on once in this test.
+        'guards.yaml': 'kind: guards\nbudgets: { perNode: 10, total: 50 }\ncooldown: 10m\nquietHours: []\n',
+        'idle.yaml': 'kind: idle\nidleFor: 4s\ncpuBelow: 0.5\n',
+        'rebalance.yaml': 'kind: rebalance\nprepare: snapshot\n',
+      },
+      nodes: [{ name: 'node-a', lifecycle: 'on-demand', pricePerHour: 0.1 }],
+      config: { intervalMs: 500 },
     });
-    scheduler = await startScheduler(
-      { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 500, workers: true, worker: { lockMs: 5_000 }, queue: { attempts: 3, backoffMs: 500 }, state: {} },
-      pino({ level: process.env.HUBSHIFT_TEST_LOG ?? 'silent' }),
-    );
-    c = new SchedulerClient(scheduler.url, token);
-    agents = await startNodeAgents({ url: scheduler.url, token }, [{ name: 'node-a', lifecycle: 'on-demand', pricePerHour: 0.1 }]);
-    await nodesRegistered(c, ['node-a']);
+    ({ client: c, agents } = cp);
   });
 
   afterAll(async () => {
-    for (const a of agents) await a.cleanup();
-    await scheduler?.close();
-    await redis?.close();
-    await policies?.close();
+    await cp?.close();
   });
 
   it('should checkpoint a session nobody uses, bring it back on demand with its state, and leave a connected one alone', async () => {

@@ -1,13 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
-import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
-import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
+import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { waitFor } from '../../src/util/exec.js';
-import { TEST_GUARDS, nodesRegistered, operationEnd, policyDir, spawnHubshift, startNodeAgents, type HubshiftProcess } from '../helpers/control-plane.js';
+import { TEST_GUARDS, operationEnd, spawnHubshift, startControlPlane, type HubshiftProcess, type TestControlPlane } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
 import type { TestAgent } from '../helpers/test-agent.js';
 
 /**
@@ -15,33 +11,27 @@ import type { TestAgent } from '../helpers/test-agent.js';
  * The scheduler runs here without workers; workers are processes of their own.
  */
 describe('a migration that survives its failures', () => {
-  let redis: TestRedis;
-  let scheduler: RunningScheduler;
-  let agents: TestAgent[] = [];
-  let policies: Awaited<ReturnType<typeof policyDir>>;
-  const workers: HubshiftProcess[] = [];
-  const token = randomBytes(24).toString('hex');
+  let cp: TestControlPlane;
   let c: SchedulerClient;
+  let agents: TestAgent[];
+  const workers: HubshiftProcess[] = [];
 
   const startWorkerProcess = async (): Promise<HubshiftProcess> => {
-    const w = await spawnHubshift(['worker', '--redis', redis.url, '--lock-seconds', '3', '--log-level', process.env.HUBSHIFT_TEST_LOG ?? 'warn'], /taking jobs/);
+    const w = await spawnHubshift(['worker', '--redis', cp.redis.url, '--lock-seconds', '3', '--log-level', process.env.HUBSHIFT_TEST_LOG ?? 'warn'], /taking jobs/);
     workers.push(w);
     return w;
   };
 
   beforeAll(async () => {
-    redis = await startRedis();
-    policies = await policyDir({ 'guards.yaml': TEST_GUARDS });
-    scheduler = await startScheduler(
-      { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 60_000, workers: false, worker: { lockMs: 3_000 }, queue: { attempts: 5, backoffMs: 500 }, state: {} },
-      pino({ level: process.env.HUBSHIFT_TEST_LOG ?? 'silent' }),
-    );
-    c = new SchedulerClient(scheduler.url, token);
-    agents = await startNodeAgents({ url: scheduler.url, token }, [
-      { name: 'node-a', lifecycle: 'on-demand', pricePerHour: 0.1 },
-      { name: 'node-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
-    ]);
-    await nodesRegistered(c, ['node-a', 'node-b']);
+    cp = await startControlPlane({
+      policies: { 'guards.yaml': TEST_GUARDS },
+      nodes: [
+        { name: 'node-a', lifecycle: 'on-demand', pricePerHour: 0.1 },
+        { name: 'node-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
+      ],
+      config: { workers: false, worker: { lockMs: 3_000 }, queue: { attempts: 5, backoffMs: 500 } },
+    });
+    ({ client: c, agents } = cp);
   });
 
   afterEach(async () => {
@@ -50,10 +40,7 @@ describe('a migration that survives its failures', () => {
 
   afterAll(async () => {
     for (const w of workers) await w.kill();
-    for (const a of agents) await a.cleanup();
-    await scheduler?.close();
-    await redis?.close();
-    await policies?.close();
+    await cp?.close();
   });
 
   /** Where the session runs, as the agents themselves say. */
@@ -98,7 +85,7 @@ describe('a migration that survives its failures', () => {
     await startWorkerProcess();
     const op = await c.migrate(s.id, 'node-a');
     await midOperation(agents[1]!, s.id, 'checkpoint');
-    await redis.servers[0]!.restart();
+    await cp.redis.servers[0]!.restart();
     const end = await operationEnd(c, op.id);
     expect(end.status, JSON.stringify(end.steps.map((x) => [x.step, x.state, x.failedReason]))).toBe('completed');
     expect(await runningOn(s.id)).toEqual(['node-a']);

@@ -1,46 +1,34 @@
-import { randomBytes } from 'node:crypto';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
-import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
-import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
+import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { waitFor } from '../../src/util/exec.js';
-import { TEST_GUARDS, TEST_SPOT_EVICTION, nodesRegistered, operationEnd, policyDir, startNodeAgents } from '../helpers/control-plane.js';
+import { TEST_GUARDS, TEST_SPOT_EVICTION, operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
-import { startRedis, startRedisCluster, type TestRedis } from '../helpers/redis.js';
 import type { TestAgent } from '../helpers/test-agent.js';
 
 const MiB = 2 ** 20;
 
 for (const kind of ['redis', 'redis-cluster'] as const) {
   describe(`a spot notice, end to end (${kind})`, () => {
-    let redis: TestRedis;
-    let scheduler: RunningScheduler;
-    let agents: TestAgent[] = [];
-    let policies: Awaited<ReturnType<typeof policyDir>>;
-    const token = randomBytes(24).toString('hex');
+    let cp: TestControlPlane;
     let c: SchedulerClient;
+    let agents: TestAgent[];
 
     beforeAll(async () => {
-      redis = kind === 'redis' ? await startRedis() : await startRedisCluster();
-      policies = await policyDir({ 'guards.yaml': TEST_GUARDS, 'spot-eviction.yaml': TEST_SPOT_EVICTION });
-      scheduler = await startScheduler(
-        { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 1_000, workers: true, worker: { lockMs: 5_000 }, queue: { attempts: 3, backoffMs: 500 }, state: {} },
-        pino({ level: process.env.HUBSHIFT_TEST_LOG ?? 'silent' }),
-      );
-      c = new SchedulerClient(scheduler.url, token);
-      agents = await startNodeAgents({ url: scheduler.url, token }, [
-        { name: 'spot-a', lifecycle: 'spot', pricePerHour: 0.03 },
-        { name: 'ondemand-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
-      ]);
-      await nodesRegistered(c, ['spot-a', 'ondemand-b']);
+      cp = await startControlPlane({
+        redis: kind,
+        policies: { 'guards.yaml': TEST_GUARDS, 'spot-eviction.yaml': TEST_SPOT_EVICTION },
+        nodes: [
+          { name: 'spot-a', lifecycle: 'spot', pricePerHour: 0.03 },
+          { name: 'ondemand-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
+        ],
+        config: { intervalMs: 1_000 },
+      });
+      ({ client: c, agents } = cp);
     });
 
     afterAll(async () => {
-      for (const a of agents) await a.cleanup();
-      await scheduler?.close();
-      await redis?.close();
-      await policies?.close();
+      await cp?.close();
     });
 
     it("should move every session off the node, through the policy, the queue and the workers, with its kernels' state", async () => {
@@ -52,7 +40,7 @@ for (const kind of ['redis', 'redis-cluster'] as const) {
       k1.channel.close();
       k2.channel.close();
       // The scheduler sees the sessions' memory through the agent's pushes.
-      await waitFor('metrics of both sessions', async () => ((await scheduler.state.listSessions()).filter((s) => s.rssBytes > 20 * MiB).length === 2 ? true : undefined), { timeoutMs: 20_000, intervalMs: 100 });
+      await waitFor('metrics of both sessions', async () => ((await cp.scheduler.state.listSessions()).filter((s) => s.rssBytes > 20 * MiB).length === 2 ? true : undefined), { timeoutMs: 20_000, intervalMs: 100 });
 
       const r = await c.notice({ node: 'spot-a', action: 'terminate', in: 120 });
       expect(r.notice).toMatchObject({ node: 'spot-a', kind: 'interruption', action: 'terminate' });
