@@ -1,4 +1,4 @@
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -35,7 +35,8 @@ describe('checkpoints right after lazy restores', () => {
   });
   afterAll(async () => {
     await t?.cleanup();
-    await writeFile(witness, '').catch(() => undefined);
+    await rm(witness, { force: true });
+    await rm(`${witness}.sh`, { force: true });
   });
 
   async function witnessed(): Promise<number[]> {
