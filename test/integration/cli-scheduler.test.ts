@@ -1,7 +1,11 @@
-import { writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_GUARDS, runHubshift as hubshift, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { removeBridge } from '../../src/agent/network.js';
+import { waitFor } from '../../src/util/exec.js';
+import { TEST_GUARDS, runHubshift as hubshift, spawnHubshift, startControlPlane, type HubshiftProcess, type TestControlPlane } from '../helpers/control-plane.js';
 
 describe('the hubshift command against a scheduler', () => {
   let cp: TestControlPlane;
@@ -66,6 +70,29 @@ describe('the hubshift command against a scheduler', () => {
     const plan = await hubshift(['plan', ...conn]);
     expect(plan.code, plan.stderr).toBe(0);
     expect(JSON.parse(plan.stdout)).toHaveProperty('decisions');
+  });
+
+  it('should register a node from the agent command line, with its type, lifecycle and price', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'hubshift-cli-agent-'));
+    const tag = randomBytes(2).toString('hex');
+    const bridge = `hsl${tag}`;
+    const tokenFile = join(cp.policiesDir, 'scheduler.token');
+    let agent: HubshiftProcess | undefined;
+    try {
+      agent = await spawnHubshift(
+        ['agent', '--token-file', join(dataDir, 'agent.token'), '--port', '0', '--data-dir', dataDir, '--bridge', bridge, '--subnet', `10.222.${parseInt(tag, 16) % 250}.0/24`, '--node', 'cli-node', '--scheduler', cp.scheduler.url, '--scheduler-token-file', tokenFile, '--node-type', 'm7i.large', '--lifecycle', 'spot', '--price', '0.0401', '--memory', String(2 ** 33), '--push-interval', '0.5', '--log-level', 'warn'],
+        /listening on (http:\/\/\S+)/,
+      );
+      const node = await waitFor('cli-node to register', async () => (await cp.client.nodes()).find((n) => n.name === 'cli-node'), { timeoutMs: 20_000, intervalMs: 100 });
+      expect(node).toMatchObject({ instanceType: 'm7i.large', lifecycle: 'spot', pricePerHour: 0.0401, memoryBytes: 2 ** 33, agentUrl: agent.url });
+      const half = await hubshift(['agent', '--token-file', join(dataDir, 'agent.token'), '--node', 'x']);
+      expect(half.code).toBe(2);
+      expect(half.stderr).toMatch(/--scheduler, --node and --scheduler-token-file go together/);
+    } finally {
+      await agent?.stop();
+      await removeBridge(bridge).catch(() => undefined);
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('should refuse what is wrong with a message and a non-zero exit', async () => {
