@@ -4,6 +4,7 @@ import { UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { SchedulerClient } from '../scheduler/scheduler-client.js';
 import type { AgentContext } from './agent-context.js';
+import { watchInstanceMetadata, type MetadataWatcherConfig } from './metadata-watcher.js';
 import { sampleSession } from './metrics.js';
 
 export interface SchedulerLinkConfig {
@@ -15,6 +16,8 @@ export interface SchedulerLinkConfig {
   pushIntervalMs: number;
   /** The URL the scheduler's workers reach this agent at (default: the URL it listens on). */
   advertiseUrl?: string;
+  /** Watch the instance metadata service for spot and rebalance notices and pass them on. */
+  metadata?: MetadataWatcherConfig;
 }
 
 function isoOrNull(t: string | null): string | null {
@@ -92,11 +95,22 @@ export function linkToScheduler(ctx: AgentContext, agentUrl: string, cfg: Schedu
     });
   };
   let timer: NodeJS.Timeout = setTimeout(tick, 0);
+  const watcher = cfg.metadata
+    ? watchInstanceMetadata(
+        cfg.metadata,
+        reg.name,
+        async (n) => {
+          await client.notice(n);
+        },
+        log,
+      )
+    : undefined;
   return {
     pushNow,
     stop() {
       stopped = true;
       clearTimeout(timer);
+      watcher?.stop();
     },
   };
 }

@@ -60,6 +60,8 @@ export function registerAgentCommand(program: Command): void {
     .option('--cpus <n>', 'cores (default: all of this machine)', nonNegative('--cpus'))
     .option('--push-interval <seconds>', 'push metrics this often', nonNegative('--push-interval'), 5)
     .option('--advertise-url <url>', "the URL the scheduler's workers reach this agent at (default: the one it listens on)")
+    .option('--metadata-endpoint <url>', 'watch this instance metadata service (IMDSv2) for spot and rebalance notices and pass them to the scheduler; on EC2: http://169.254.169.254')
+    .option('--metadata-interval <seconds>', 'ask the metadata service this often', nonNegative('--metadata-interval'), 5)
     .option('--log-level <level>', 'pino log level', 'info')
     .action(async (o: Record<string, string | number | boolean | undefined | { first: number; last: number }>) => {
       const dataDir = resolve(String(o.dataDir));
@@ -75,6 +77,7 @@ export function registerAgentCommand(program: Command): void {
             token: await readTokenFile(String(o.schedulerTokenFile)),
             pushIntervalMs: Number(o.pushInterval) * 1000,
             advertiseUrl: o.advertiseUrl ? String(o.advertiseUrl) : undefined,
+            metadata: o.metadataEndpoint ? { endpoint: String(o.metadataEndpoint), intervalMs: Number(o.metadataInterval) * 1000 } : undefined,
             node: {
               name: String(o.node),
               instanceId: o.instanceId ? String(o.instanceId) : String(o.node),

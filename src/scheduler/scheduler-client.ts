@@ -36,6 +36,9 @@ export class SchedulerClient {
   notice(n: NoticeRequest | Record<string, unknown>) {
     return this.http.call('POST', 'v1/notices', z.object({ notice: NoticeInfo, planned: z.array(Operation) }), n);
   }
+  notices() {
+    return this.http.call('GET', 'v1/notices', z.object({ notices: z.array(NoticeInfo) })).then((r) => r.notices);
+  }
   listSessions() {
     return this.http.call('GET', 'v1/sessions', z.object({ sessions: z.array(PlacedSession) })).then((r) => r.sessions);
   }

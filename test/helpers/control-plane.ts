@@ -30,6 +30,8 @@ export interface NodeSpec {
   lifecycle: Lifecycle;
   pricePerHour: number;
   memoryBytes?: number;
+  /** An instance metadata endpoint the agent watches for notices. */
+  metadataEndpoint?: string;
 }
 
 /**
@@ -52,6 +54,7 @@ export async function startNodeAgents(scheduler: { url: string; token: string },
             url: scheduler.url,
             token: scheduler.token,
             pushIntervalMs: 500,
+            metadata: n.metadataEndpoint ? { endpoint: n.metadataEndpoint, intervalMs: 200 } : undefined,
             node: { name: n.name, instanceId: `i-${tag}${i.toString().padStart(13, '0')}`, instanceType: `t.${n.name}`, zone: 'local-1a', lifecycle: n.lifecycle, pricePerHour: n.pricePerHour, memoryBytes: n.memoryBytes ?? 8 * GiB, cpus: 2 },
           },
         }),

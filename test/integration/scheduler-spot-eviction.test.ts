@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { startMetadataServer, type MetadataServer } from '../../src/cloud/metadata-server.js';
+import type { Operation } from '../../src/core/control.js';
 import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { waitFor } from '../../src/util/exec.js';
 import { TEST_GUARDS, TEST_SPOT_EVICTION, operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
@@ -13,13 +15,16 @@ for (const kind of ['redis', 'redis-cluster'] as const) {
     let cp: TestControlPlane;
     let c: SchedulerClient;
     let agents: TestAgent[];
+    let imds: MetadataServer;
 
     beforeAll(async () => {
+      // The spot node's own metadata service: on Redis Cluster the notice comes from there, through its agent.
+      imds = await startMetadataServer({ instanceId: 'i-0123456789abcdef0', instanceType: 't.spot-a', zone: 'local-1a' });
       cp = await startControlPlane({
         redis: kind,
         policies: { 'guards.yaml': TEST_GUARDS, 'spot-eviction.yaml': TEST_SPOT_EVICTION },
         nodes: [
-          { name: 'spot-a', lifecycle: 'spot', pricePerHour: 0.03 },
+          { name: 'spot-a', lifecycle: 'spot', pricePerHour: 0.03, metadataEndpoint: imds.url },
           { name: 'ondemand-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
         ],
         config: { intervalMs: 1_000 },
@@ -29,6 +34,7 @@ for (const kind of ['redis', 'redis-cluster'] as const) {
 
     afterAll(async () => {
       await cp?.close();
+      await imds?.close();
     });
 
     it("should move every session off the node, through the policy, the queue and the workers, with its kernels' state", async () => {
@@ -42,15 +48,31 @@ for (const kind of ['redis', 'redis-cluster'] as const) {
       // The scheduler sees the sessions' memory through the agent's pushes.
       await waitFor('metrics of both sessions', async () => ((await cp.scheduler.state.listSessions()).filter((s) => s.rssBytes > 20 * MiB).length === 2 ? true : undefined), { timeoutMs: 20_000, intervalMs: 100 });
 
-      const r = await c.notice({ node: 'spot-a', action: 'terminate', in: 120 });
-      expect(r.notice).toMatchObject({ node: 'spot-a', kind: 'interruption', action: 'terminate' });
-      expect(r.planned.map((op) => [op.kind, op.sessionId, op.target]).sort()).toEqual(
+      let planned: Operation[];
+      if (kind === 'redis') {
+        const r = await c.notice({ node: 'spot-a', action: 'terminate', in: 120 });
+        expect(r.notice).toMatchObject({ node: 'spot-a', kind: 'interruption', action: 'terminate' });
+        planned = r.planned;
+      } else {
+        // IMDS -> the agent's watcher -> the scheduler's API -> the policy.
+        imds.scheduleInterruption('terminate', 120);
+        planned = await waitFor(
+          'the migrations the notice leads to',
+          async () => {
+            const ops = (await c.actions()).filter((a) => a.outcome === 'planned' && a.policy === 'spot-eviction');
+            if (ops.length < 2) return undefined;
+            return Promise.all(ops.map(async (a) => (await c.operation(a.operation)).operation));
+          },
+          { timeoutMs: 20_000, intervalMs: 100 },
+        );
+      }
+      expect(planned.map((op) => [op.kind, op.sessionId, op.target]).sort()).toEqual(
         [
           ['migrate', s1.id, 'ondemand-b'],
           ['migrate', s2.id, 'ondemand-b'],
         ].sort(),
       );
-      for (const op of r.planned) {
+      for (const op of planned) {
         const end = await operationEnd(c, op.id);
         expect(end.status, JSON.stringify(end.steps.map((s) => s.failedReason))).toBe('completed');
       }
