@@ -1,11 +1,13 @@
 import { z } from 'zod';
-import { CheckpointManifest, CheckpointResult } from '../core/checkpoint.js';
+import type { Readable } from 'node:stream';
+import { CheckpointManifest, CheckpointResult, MoveResult, type MoveMode } from '../core/checkpoint.js';
 import { UpstreamError } from '../core/errors.js';
 import { JsonClient } from '../util/json-client.js';
 import { OperationProgress, SessionView } from '../core/session.js';
 import { FENCE_HEADER } from './fences.js';
 
 export const RestoreResult = SessionView.extend({ seconds: z.number() });
+export const IncomingResult = SessionView.extend({ verifySeconds: z.number(), restoreSeconds: z.number() });
 
 /** A node agent's API, as the CLI and the scheduler call it. Every answer is parsed. */
 export class AgentClient {
@@ -54,6 +56,20 @@ export class AgentClient {
   }
   checkpoint(id: string, leaveRunning = false, fence?: number) {
     return this.call('POST', `v1/sessions/${encodeURIComponent(id)}/checkpoint`, CheckpointResult, { leaveRunning }, fence);
+  }
+  /** Asks this (source) agent to move a session to another agent. */
+  move(id: string, target: { url: string; token: string }, mode: MoveMode = 'auto', fence?: number) {
+    return this.call('POST', `v1/sessions/${encodeURIComponent(id)}/move`, MoveResult, { target, mode }, fence);
+  }
+  /** Streams a dumped session in (this agent is the target); it is restored stopped until committed. */
+  receiveMove(stream: Readable, fence?: number) {
+    return this.http.callStream('POST', 'v1/incoming', IncomingResult, stream, 'application/x-tar', fence === undefined ? {} : { [FENCE_HEADER]: String(fence) });
+  }
+  commitMove(id: string, fence?: number) {
+    return this.call('POST', `v1/incoming/${encodeURIComponent(id)}/commit`, SessionView, undefined, fence);
+  }
+  abortMove(id: string) {
+    return this.call('DELETE', `v1/incoming/${encodeURIComponent(id)}`, z.null());
   }
   listCheckpoints() {
     return this.call('GET', 'v1/checkpoints', z.object({ checkpoints: z.array(z.string()) })).then((r) => r.checkpoints);

@@ -19,4 +19,12 @@ export interface AgentContext {
   lazy: LazyTransfers;
   /** Highest fencing token seen per session: stale workers are refused. */
   fences: Fences;
+  /** Sessions moved in, restored stopped, waiting for their source's commit. */
+  incoming: Map<string, IncomingMove>;
+}
+
+export interface IncomingMove {
+  work: string;
+  /** Kills the stopped copy when no commit comes in time. */
+  timer: NodeJS.Timeout;
 }

@@ -45,6 +45,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     log,
     lazy: new LazyTransfers(),
     fences,
+    incoming: new Map(),
   };
   await reconcileSessions(ctx);
   const app = createAgentApp(ctx);

@@ -9,9 +9,9 @@ import { dump, restore } from '../criu/driver.js';
 import { startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
-import { GrowingFileHasher } from '../images/growing-file-hasher.js';
+import { GrowingFileHasher, type Digest } from '../images/growing-file-hasher.js';
 import { pathExists } from '../util/fs.js';
-import { isAlive } from '../util/proc.js';
+import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { announce, attachSessionNetns, removeSessionNetwork } from './network.js';
 import { sampleProcesses } from './metrics.js';
@@ -29,6 +29,70 @@ function logPath(ctx: AgentContext, name: string): string {
   return join(ctx.config.dataDir, 'logs', name);
 }
 
+/** A session dumped into a local work directory, not yet stored or sent anywhere. */
+export interface LocalDump {
+  /** Also the tag of criu's logs. */
+  checkpoint: string;
+  work: string;
+  images: string;
+  /** Files outside the image directory that go with it (the server's log, copied at post-dump). */
+  side: string;
+  pageDigests: Map<string, Digest> | undefined;
+  dumpSeconds: number;
+  /** The session as it was dumped. */
+  session: Session;
+}
+
+/**
+ * Dumps a running session into a local work directory (criu stops it unless
+ * leaveRunning). Page images are hashed and flushed while criu writes them. A
+ * failed dump is rolled back: the session is resumed (or marked failed when
+ * its processes are gone) and the error thrown. Call inside the session's
+ * exclusive operation.
+ */
+export async function dumpLocally(ctx: AgentContext, id: string, opts: { leaveRunning: boolean; prefix: string; hashPages: boolean }): Promise<LocalDump> {
+  const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
+  let s = ctx.registry.get(id);
+  if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
+    throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be dumped`);
+  }
+  // After a lazy restore, pages not yet arrived would be dumped as never touched.
+  if (ctx.lazy.isArriving(id)) {
+    progress('waiting for memory from the last restore');
+    await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
+  }
+  const checkpoint = newCheckpointId();
+  const work = join(ctx.config.workDir, `${opts.prefix}${checkpoint}`);
+  const images = join(work, 'images');
+  const side = join(work, SIDE_FILES_DIR);
+  s = await ctx.registry.update(id, { state: 'checkpointing' });
+  // The image is about the size of the session's memory: the estimate that dump progress is shown against.
+  const estimate = (await sampleProcesses(s.pid as number)).rssBytes;
+  let dumped = 0;
+  progress('dumping', 0, estimate);
+  const hasher = opts.hashPages ? new GrowingFileHasher(images, { match: PAGE_IMAGE, onBytes: (n) => progress('dumping', (dumped += n), estimate) }).start() : undefined;
+  try {
+    const { seconds } = await dump(ctx.criu, {
+      pid: s.pid as number,
+      imagesDir: images,
+      logFile: logPath(ctx, `${checkpoint}-dump.log`),
+      leaveRunning: opts.leaveRunning,
+      actionScript: ctx.criuHook,
+      env: hookEnv(ctx, s, side),
+      timeoutMs: ctx.config.dumpTimeoutMs,
+    });
+    return { checkpoint, work, images, side, pageDigests: await hasher?.finish(), dumpSeconds: seconds, session: s };
+  } catch (err) {
+    await hasher?.abort();
+    // The dump failed: criu leaves a live tree, perhaps locked; make it whole.
+    const resumed = await resumeAfterFailedDump(ctx, s);
+    await rm(work, { recursive: true, force: true });
+    await ctx.registry.update(id, resumed ? { state: 'running' } : { state: 'failed', pid: null, error: errorMessage(err) });
+    ctx.log.error({ session: id, err: errorMessage(err), resumed }, 'dump failed');
+    throw err;
+  }
+}
+
 /**
  * Freezes a running session into the store. The source is killed by criu only
  * once dumped; its network namespace and local images are dropped only after
@@ -39,48 +103,10 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
   const started = performance.now();
   return ctx.registry.exclusive(id, 'checkpoint', async () => {
-    let s = ctx.registry.get(id);
-    if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
-      throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be checkpointed`);
-    }
-    // After a lazy restore, pages not yet arrived would be dumped as never touched.
-    if (ctx.lazy.isArriving(id)) {
-      progress('waiting for memory from the last restore');
-      await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
-    }
-    const checkpoint = newCheckpointId();
-    const work = join(ctx.config.workDir, checkpoint);
-    const images = join(work, 'images');
-    const side = join(work, SIDE_FILES_DIR);
-    s = await ctx.registry.update(id, { state: 'checkpointing' });
-    // The image is about the size of the session's memory: the estimate that dump progress is shown against.
-    const estimate = (await sampleProcesses(s.pid as number)).rssBytes;
-    let dumped = 0;
-    progress('dumping', 0, estimate);
-    let dumpSeconds: number;
-    // Page images are hashed and flushed while criu writes them, so storing
-    // after the dump has little left to do. Only uncompressed images are
-    // stored as written; compressed ones are hashed after compression.
-    const hasher = ctx.config.compression === 'none' ? new GrowingFileHasher(images, { match: PAGE_IMAGE, onBytes: (n) => progress('dumping', (dumped += n), estimate) }).start() : undefined;
-    try {
-      ({ seconds: dumpSeconds } = await dump(ctx.criu, {
-        pid: s.pid as number,
-        imagesDir: images,
-        logFile: logPath(ctx, `${checkpoint}-dump.log`),
-        leaveRunning: opts.leaveRunning,
-        actionScript: ctx.criuHook,
-        env: hookEnv(ctx, s, side),
-        timeoutMs: ctx.config.dumpTimeoutMs,
-      }));
-    } catch (err) {
-      await hasher?.abort();
-      // The dump failed: criu leaves a live tree, perhaps locked; make it whole.
-      const resumed = await resumeAfterFailedDump(ctx, s);
-      await rm(work, { recursive: true, force: true });
-      await ctx.registry.update(id, resumed ? { state: 'running' } : { state: 'failed', pid: null, error: errorMessage(err) });
-      ctx.log.error({ session: id, err: errorMessage(err), resumed }, 'checkpoint failed in dump');
-      throw err;
-    }
+    // Only uncompressed images are stored as written; compressed ones are hashed after compression.
+    const d = await dumpLocally(ctx, id, { leaveRunning: opts.leaveRunning, prefix: '', hashPages: ctx.config.compression === 'none' });
+    const { checkpoint, work, images, side, dumpSeconds } = d;
+    const s = d.session;
     progress('storing');
     // Seconds of each phase after the dump, for the log.
     let last = performance.now();
@@ -93,10 +119,8 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     const phases: Record<string, number> = {};
     let manifest: CheckpointManifest;
     try {
-      const pageDigests = await hasher?.finish();
-      phases.hashTail = lap();
       manifest = await writeCheckpoint({
-        pageDigests,
+        pageDigests: d.pageDigests,
         store: ctx.store,
         imagesDir: images,
         sideFiles: [{ name: 'server.log', path: join(side, 'server.log') }],
@@ -186,7 +210,7 @@ function watchLazyPages(ctx: AgentContext, s: Session, pid: number, daemon: Lazy
  * server answers. Lazily (pages on demand) when allowed and possible; a lazy
  * restore that fails is retried plainly.
  */
-async function restoreFromImages(ctx: AgentContext, s: Session, images: string, tag: string, opts: { lazy: boolean }): Promise<Restored> {
+export async function restoreFromImages(ctx: AgentContext, s: Session, images: string, tag: string, opts: { lazy: boolean; leaveStopped?: boolean }): Promise<Restored> {
   await placeSideFiles(ctx, s, images);
   let pid: number | null = null;
   let daemon: LazyPagesDaemon | undefined;
@@ -208,6 +232,8 @@ async function restoreFromImages(ctx: AgentContext, s: Session, images: string, 
         env: hookEnv(ctx, s),
         timeoutMs: ctx.config.restoreTimeoutMs,
         lazyPages: lazy,
+        // A move restores stopped: it runs only once the source has let go.
+        extraArgs: opts.leaveStopped ? ['--leave-stopped'] : undefined,
       });
     } catch (err) {
       daemon?.kill();
@@ -227,15 +253,13 @@ async function restoreFromImages(ctx: AgentContext, s: Session, images: string, 
       r = await attempt(false);
     }
     pid = r.pid;
-    const t0 = performance.now();
     await attachSessionNetns(s.id, pid);
-    await announce(pid, s.network.gateway);
-    const running = await ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
-    await waitForServer(ctx, running);
-    const session = await ctx.registry.update(s.id, { state: 'running' });
-    ctx.log.info({ session: s.id, criuSeconds: r.seconds, lazy: daemon !== undefined, answerSeconds: (performance.now() - t0) / 1000 }, 'criu restore done and server answering');
-    const released = daemon ? watchLazyPages(ctx, session, pid, daemon, daemonLog) : Promise.resolve();
+    const restoring = await ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
+    const released = daemon ? watchLazyPages(ctx, restoring, pid, daemon, daemonLog) : Promise.resolve();
     ctx.lazy.track(s.id, released);
+    if (opts.leaveStopped) return { session: restoring, released };
+    const session = await startRestored(ctx, restoring);
+    ctx.log.info({ session: s.id, criuSeconds: r.seconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
     return { session, released };
   } catch (err) {
     daemon?.kill();
@@ -243,6 +267,18 @@ async function restoreFromImages(ctx: AgentContext, s: Session, images: string, 
     await removeSessionNetwork(s.id, s.network).catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Lets a restored session run: its tasks continued (a move restores them
+ * stopped), the bridge taught where its MAC is, and the server answering.
+ */
+export async function startRestored(ctx: AgentContext, s: Session): Promise<Session> {
+  if (s.pid === null) throw new ConflictError(`session ${s.id} has no restored processes to start`);
+  for (const pid of await processTree(s.pid)) killQuietly(pid, 'SIGCONT');
+  await announce(s.pid, s.network.gateway);
+  await waitForServer(ctx, s);
+  return ctx.registry.update(s.id, { state: 'running' });
 }
 
 /**

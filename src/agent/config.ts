@@ -39,6 +39,12 @@ export interface AgentConfig {
   /** Default 300 s for dump, 120 s for restore. */
   dumpTimeoutMs: number;
   restoreTimeoutMs: number;
+  /**
+   * A session moved in is restored stopped and runs once its source commits;
+   * without a commit within this time it is killed, so the source may resume
+   * it safely. Default 30 s.
+   */
+  incomingTimeoutMs: number;
   /** Register with a scheduler and push metrics to it; unset: the agent runs alone. */
   scheduler?: SchedulerLinkConfig;
 }
@@ -55,6 +61,7 @@ export const AGENT_DEFAULTS = {
   startTimeoutMs: 60_000,
   dumpTimeoutMs: 300_000,
   restoreTimeoutMs: 120_000,
+  incomingTimeoutMs: 30_000,
 } as const satisfies Partial<AgentConfig>;
 
 /**

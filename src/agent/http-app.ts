@@ -1,15 +1,23 @@
 import express, { type Express } from 'express';
 import { z } from 'zod';
-import { CheckpointId, SessionId, sessionView, type Session, type SessionView } from '../core/index.js';
+import { CheckpointId, InputError, MoveMode, SessionId, sessionView, type Session, type SessionView } from '../core/index.js';
 import { bearerAuth } from '../api/bearer-auth.js';
 import { errorMiddleware } from '../api/error-middleware.js';
 import type { AgentContext } from './agent-context.js';
 import { FENCE_HEADER, parseFenceHeader } from './fences.js';
 import { checkpointSession, restoreCheckpoint } from './checkpoint-service.js';
 import { sampleSession } from './metrics.js';
+import { abortIncoming, commitIncoming, receiveIncoming } from './incoming-service.js';
+import { moveSession } from './move-service.js';
 import { removeSession, startSession } from './session-service.js';
 
 const CheckpointRequest = z.object({ leaveRunning: z.boolean().default(false) }).strict();
+const MoveRequest = z
+  .object({
+    target: z.object({ url: z.string().url(), token: z.string().min(16) }).strict(),
+    mode: MoveMode.default('auto'),
+  })
+  .strict();
 
 function idParam(value: string | string[] | undefined, schema: z.ZodType<string>, what: string): string {
   const r = schema.safeParse(value);
@@ -81,6 +89,32 @@ export function createAgentApp(ctx: AgentContext): Express {
     const fence = parseFenceHeader(req.headers[FENCE_HEADER]);
     const { session, seconds } = await restoreCheckpoint(ctx, idParam(req.params.id, CheckpointId, 'id'), (sessionId) => ctx.fences.admit(sessionId, fence));
     res.json({ ...view(session), seconds });
+  });
+
+  app.post('/v1/sessions/:id/move', async (req, res) => {
+    const id = idParam(req.params.id, SessionId, 'id');
+    const body = MoveRequest.parse(req.body ?? {});
+    const fence = parseFenceHeader(req.headers[FENCE_HEADER]);
+    await ctx.fences.admit(id, fence);
+    res.json(await moveSession(ctx, id, { ...body, fence }));
+  });
+
+  app.post('/v1/incoming', async (req, res) => {
+    if (!req.is('application/x-tar')) throw new InputError('a move is sent as application/x-tar (a move stream from another agent)');
+    const fence = parseFenceHeader(req.headers[FENCE_HEADER]);
+    const r = await receiveIncoming(ctx, req, (sessionId) => ctx.fences.admit(sessionId, fence));
+    res.json({ ...view(r.session), verifySeconds: r.verifySeconds, restoreSeconds: r.restoreSeconds });
+  });
+
+  app.post('/v1/incoming/:id/commit', async (req, res) => {
+    const id = idParam(req.params.id, SessionId, 'id');
+    await ctx.fences.admit(id, parseFenceHeader(req.headers[FENCE_HEADER]));
+    res.json(view(await commitIncoming(ctx, id)));
+  });
+
+  app.delete('/v1/incoming/:id', async (req, res) => {
+    await abortIncoming(ctx, idParam(req.params.id, SessionId, 'id'));
+    res.status(204).end();
   });
 
   app.use(errorMiddleware(ctx.log));

@@ -90,12 +90,20 @@ export async function removeSession(ctx: AgentContext, id: string): Promise<void
     // A checkpointed session's network went with its commit; the same names
     // may now belong to the session restored elsewhere on this machine.
     if (s.state !== 'checkpointed') await removeSessionNetwork(id, s.network);
-    await ctx.registry.remove(id);
-    // Its files go too, unless it runs on this machine under another agent
-    // (test hosts share one filesystem): then they are that session's now.
-    if (!(await pathExists(netnsPath(id)))) await rm(sessionPaths(ctx.config.dataDir, s).dir, { recursive: true, force: true });
+    await forgetSession(ctx, id);
     ctx.log.info({ session: id }, 'session removed');
   });
+}
+
+/**
+ * Drops this agent's record of a session whose processes are gone. Its files
+ * go too, unless it runs on this machine under another agent (test hosts
+ * share one filesystem): then they are that session's now.
+ */
+export async function forgetSession(ctx: AgentContext, id: string): Promise<void> {
+  const s = ctx.registry.get(id);
+  await ctx.registry.remove(id);
+  if (!(await pathExists(netnsPath(id)))) await rm(sessionPaths(ctx.config.dataDir, s).dir, { recursive: true, force: true });
 }
 
 /**

@@ -45,3 +45,42 @@ export const CheckpointResult = z.object({
   seconds: z.number().nonnegative(),
 });
 export type CheckpointResult = z.infer<typeof CheckpointResult>;
+
+/** A file of a session on the move: criu's images under images/, side files under files/. */
+export const MoveFile = z.object({
+  name: z.string().regex(/^(images|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'moved files are images/NAME or files/NAME'),
+  bytes: z.number().int().nonnegative(),
+  sha256: Sha256,
+});
+export type MoveFile = z.infer<typeof MoveFile>;
+
+/**
+ * What a source agent sends first when it streams a dumped session to a
+ * target agent: every file with its size and sha256, so the target verifies
+ * all of it before criu runs there (as a restore from the store does).
+ */
+export const MoveManifest = z.object({
+  formatVersion: z.literal(1),
+  session: Session,
+  criu: z.object({ version: z.string(), source: z.string() }),
+  kernel: z.string(),
+  dumpSeconds: z.number().nonnegative(),
+  files: z.array(MoveFile).min(1).max(10_000),
+});
+export type MoveManifest = z.infer<typeof MoveManifest>;
+
+export const MoveMode = z.enum(['auto', 'stop-and-copy', 'post-copy']);
+export type MoveMode = z.infer<typeof MoveMode>;
+
+/** How a move went, as the source agent reports it. */
+export const MoveResult = z.object({
+  id: z.string(),
+  url: z.string(),
+  mode: MoveMode.exclude(['auto']),
+  /** From the freeze on the source to the server answering on the target. */
+  downtimeSeconds: z.number().nonnegative(),
+  seconds: z.number().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+  target: z.string(),
+});
+export type MoveResult = z.infer<typeof MoveResult>;

@@ -12,11 +12,18 @@ export interface PackEntry {
   path: string;
 }
 
+/** An entry held in memory (a manifest). */
+export interface BufferEntry {
+  name: string;
+  content: Buffer;
+}
+
 /** A tar stream of local files, each streamed from disk in turn. */
-export function packTar(entries: readonly PackEntry[]): Readable {
+export function packTar(entries: readonly PackEntry[], first?: BufferEntry): Readable {
   const pack = tar.pack();
   void (async () => {
     try {
+      if (first) pack.entry({ name: first.name, size: first.content.length, mode: 0o600 }, first.content);
       for (const e of entries) {
         // The real mode travels: criu checks it on files a session held open.
         const st = await stat(e.path);

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { z } from 'zod';
 import { ErrorBody, UnreachableError, UpstreamError } from '../core/errors.js';
 
@@ -17,16 +18,27 @@ export class JsonClient {
     private readonly timeoutMs: number,
   ) {}
 
-  async call<T>(method: string, path: string, schema: z.ZodType<T>, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+  call<T>(method: string, path: string, schema: z.ZodType<T>, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    return this.send(method, path, schema, body === undefined ? undefined : JSON.stringify(body), { ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers });
+  }
+
+  /** Streams `body` (never held whole in memory) and parses the JSON answer. */
+  callStream<T>(method: string, path: string, schema: z.ZodType<T>, body: Readable, contentType: string, headers: Record<string, string> = {}): Promise<T> {
+    return this.send(method, path, schema, Readable.toWeb(body) as ReadableStream<Uint8Array>, { 'Content-Type': contentType, ...headers });
+  }
+
+  private async send<T>(method: string, path: string, schema: z.ZodType<T>, body: string | ReadableStream<Uint8Array> | undefined, headers: Record<string, string>): Promise<T> {
     const url = new URL(path, this.baseUrl.endsWith('/') ? this.baseUrl : `${this.baseUrl}/`);
     let res: Response;
     try {
       res = await fetch(url, {
         method,
-        headers: { Authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        headers: { Authorization: `Bearer ${this.token}`, ...headers },
+        body,
         signal: AbortSignal.timeout(this.timeoutMs),
-      });
+        // A streamed request body needs half duplex (Node's fetch).
+        ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
+      } as RequestInit);
     } catch (err) {
       throw new UnreachableError(`${this.peer} at ${this.baseUrl} did not answer ${method} ${path}: ${(err as Error).message} (${this.hint})`);
     }

@@ -1,0 +1,110 @@
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { ConflictError, NotFoundError, errorMessage } from '../core/errors.js';
+import type { Session } from '../core/session.js';
+import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
+import { receiveMove } from '../images/move-stream.js';
+import { pathExists } from '../util/fs.js';
+import { isAlive } from '../util/proc.js';
+import type { AgentContext } from './agent-context.js';
+import { restoreFromImages, startRestored } from './checkpoint-service.js';
+import { removeSessionNetwork } from './network.js';
+import { killSession } from './sandbox.js';
+
+/**
+ * The target's half of a move. A session streamed in is verified whole,
+ * restored stopped, and held until its source commits: only then does it run.
+ * Without a commit in time it is killed, so a source that lost touch may
+ * resume its own copy without ever having two.
+ */
+export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: (sessionId: string) => Promise<void>): Promise<{ session: Session; verifySeconds: number; restoreSeconds: number }> {
+  const t0 = performance.now();
+  const work = join(ctx.config.workDir, `in-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`);
+  await mkdir(work, { recursive: true, mode: 0o700 });
+  let manifestSession: Session;
+  try {
+    manifestSession = (await receiveMove(body, work)).session;
+  } catch (err) {
+    await rm(work, { recursive: true, force: true });
+    throw err;
+  }
+  const verifySeconds = (performance.now() - t0) / 1000;
+  const id = manifestSession.id;
+  try {
+    await admit(id);
+    const known = ctx.registry.find(id);
+    if (known && known.pid !== null && (await isAlive(known.pid))) throw new ConflictError(`session ${id} is already running on this agent (pid ${known.pid})`);
+    if (ctx.incoming.has(id)) throw new ConflictError(`session ${id} is already being moved in`);
+    const clash = ctx.registry.list().find((o) => o.id !== id && o.pid !== null && o.network.ip === manifestSession.network.ip);
+    if (clash) throw new ConflictError(`address ${manifestSession.network.ip} of session ${id} is held by running session ${clash.id} on this agent`);
+  } catch (err) {
+    await rm(work, { recursive: true, force: true });
+    throw err;
+  }
+  return ctx.registry.exclusive(id, 'move in', async () => {
+    const images = join(work, 'images');
+    // The side files go where a restore looks for them.
+    if (await pathExists(join(work, SIDE_FILES_DIR))) await rename(join(work, SIDE_FILES_DIR), join(images, SIDE_FILES_DIR));
+    const previous = ctx.registry.find(id);
+    const s = await ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt });
+    const r0 = performance.now();
+    try {
+      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true });
+      const timer = setTimeout(() => {
+        ctx.log.warn({ session: id, afterMs: ctx.config.incomingTimeoutMs }, 'no commit from the source in time: the moved-in copy is killed');
+        void abortIncoming(ctx, id).catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err) }, 'could not abort a move in'));
+      }, ctx.config.incomingTimeoutMs);
+      timer.unref();
+      ctx.incoming.set(id, { work, timer });
+      // The images stay until a lazy-pages daemon has served the last page.
+      void restored.released.finally(() => {
+        if (!ctx.incoming.has(id)) void rm(work, { recursive: true, force: true });
+      });
+      return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000 };
+    } catch (err) {
+      if (previous) await ctx.registry.put(previous);
+      else await ctx.registry.remove(id);
+      await rm(work, { recursive: true, force: true });
+      throw err;
+    }
+  });
+}
+
+/** The source has let go: the moved-in session runs. Idempotent: a running session is simply returned. */
+export async function commitIncoming(ctx: AgentContext, id: string): Promise<Session> {
+  const move = ctx.incoming.get(id);
+  if (!move) {
+    const s = ctx.registry.find(id);
+    if (s?.state === 'running') return s;
+    throw new NotFoundError(`no move of session ${id} is waiting for its commit here (it was aborted, or timed out after ${ctx.config.incomingTimeoutMs / 1000} s)`);
+  }
+  clearTimeout(move.timer);
+  ctx.incoming.delete(id);
+  try {
+    return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id)));
+  } finally {
+    void ctx.lazy.settled(id, ctx.config.restoreTimeoutMs).finally(() => rm(move.work, { recursive: true, force: true }));
+  }
+}
+
+/**
+ * Kills a moved-in copy that was not committed, and forgets it. Refused
+ * (409) once committed: then the session runs here and the source must let
+ * go. Nothing to abort is not an error.
+ */
+export async function abortIncoming(ctx: AgentContext, id: string): Promise<void> {
+  const move = ctx.incoming.get(id);
+  if (!move) {
+    if (ctx.registry.find(id)?.state === 'running') throw new ConflictError(`the move of session ${id} was committed: it runs here`);
+    return;
+  }
+  clearTimeout(move.timer);
+  ctx.incoming.delete(id);
+  const s = ctx.registry.find(id);
+  if (s?.pid) await killSession(s.pid);
+  if (s) await removeSessionNetwork(id, s.network).catch(() => undefined);
+  await ctx.registry.remove(id);
+  await rm(move.work, { recursive: true, force: true });
+  ctx.log.warn({ session: id }, 'move in aborted');
+}

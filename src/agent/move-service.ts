@@ -1,0 +1,122 @@
+import { readdir, rm, stat } from 'node:fs/promises';
+import { release } from 'node:os';
+import { join } from 'node:path';
+import type { MoveFile, MoveManifest, MoveMode, MoveResult } from '../core/checkpoint.js';
+import { InputError, UpstreamError, errorMessage } from '../core/errors.js';
+import { sessionUrl } from '../core/session.js';
+import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
+import { hashFile } from '../images/hashing.js';
+import { packMove } from '../images/move-stream.js';
+import type { PackEntry } from '../images/tar-pack.js';
+import { sleep } from '../util/exec.js';
+import { pathExists } from '../util/fs.js';
+import { AgentClient } from './agent-client.js';
+import type { AgentContext } from './agent-context.js';
+import { dumpLocally, restoreFromImages, type LocalDump } from './checkpoint-service.js';
+import { forgetSession } from './session-service.js';
+
+export interface MoveRequest {
+  target: { url: string; token: string };
+  mode: MoveMode;
+  /** The scheduler's fencing token, passed on to the target. */
+  fence?: number;
+}
+
+/** Why post-copy between agents is not offered yet (see README, "Moving sessions"). */
+export const POST_COPY_BLOCKER =
+  "post-copy between agents is not available: criu dump --lazy-pages fails on this kernel with 'page-pipe: tee: 65536: Operation not permitted' (criu 4.1.1 and 4.2.1), and serving lazily from a full image fails with 'Can't read async pr bytes'";
+
+async function filesOf(d: LocalDump): Promise<{ files: MoveFile[]; entries: PackEntry[] }> {
+  const files: MoveFile[] = [];
+  const entries: PackEntry[] = [];
+  const add = async (name: string, path: string, pageDigest?: { bytes: number; sha256: string }): Promise<void> => {
+    const size = (await stat(path)).size;
+    // Pages were hashed while criu wrote them; the rest is small.
+    const digest = pageDigest && pageDigest.bytes === size ? pageDigest : await hashFile(path);
+    files.push({ name, ...digest });
+    entries.push({ name, path });
+  };
+  for (const n of (await readdir(d.images)).sort()) await add(`images/${n}`, join(d.images, n), PAGE_IMAGE.test(n) ? d.pageDigests?.get(n) : undefined);
+  const log = join(d.side, 'server.log');
+  if (await pathExists(log)) await add(`${SIDE_FILES_DIR}/server.log`, log);
+  return { files, entries };
+}
+
+/**
+ * Moves a running session to another agent, stop-and-copy: dump here,
+ * stream every file to the target (verified there before criu runs), the
+ * target restores it stopped, then the commit lets it run there and this
+ * agent forgets it. Any failure before the commit resumes it here, once the
+ * target has confirmed its copy is gone (or could not have outlived its
+ * commit timeout).
+ */
+export async function moveSession(ctx: AgentContext, id: string, req: MoveRequest): Promise<MoveResult> {
+  if (req.mode === 'post-copy') throw new InputError(POST_COPY_BLOCKER);
+  const mode = 'stop-and-copy' as const;
+  const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
+  const target = new AgentClient(req.target.url, req.target.token);
+  const started = performance.now();
+  return ctx.registry.exclusive(id, 'move', async () => {
+    const d = await dumpLocally(ctx, id, { leaveRunning: false, prefix: 'm-', hashPages: true });
+    const frozenAt = performance.now() - d.dumpSeconds * 1000;
+    const { files, entries } = await filesOf(d);
+    const total = files.reduce((a, f) => a + f.bytes, 0);
+    const manifest: MoveManifest = {
+      formatVersion: 1,
+      session: { ...d.session, state: 'checkpointed', pid: null },
+      criu: { version: ctx.criu.version, source: ctx.criu.source },
+      kernel: release(),
+      dumpSeconds: d.dumpSeconds,
+      files,
+    };
+    progress('sending', 0, total);
+    let phase = 'sending the images';
+    try {
+      await target.receiveMove(packMove(manifest, entries), req.fence);
+      phase = 'committing';
+      await target.commitMove(id, req.fence);
+    } catch (err) {
+      return rollBack(ctx, d, target, phase, err);
+    }
+    // The target runs it: this agent lets go of its copy (criu already ended the processes).
+    await forgetSession(ctx, id);
+    await rm(d.work, { recursive: true, force: true });
+    const seconds = (performance.now() - started) / 1000;
+    const downtimeSeconds = (performance.now() - frozenAt) / 1000;
+    ctx.log.info({ session: id, target: req.target.url, bytes: total, seconds, downtimeSeconds, dumpSeconds: d.dumpSeconds }, 'session moved');
+    return { id, url: sessionUrl(d.session), mode, downtimeSeconds, seconds, bytes: total, target: req.target.url };
+  });
+}
+
+/**
+ * The move failed before the target confirmed its commit. If the target
+ * says it runs the session after all, the move succeeded; otherwise its copy
+ * is aborted (or has timed out) and the session is restored here from the
+ * local images.
+ */
+async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, phase: string, cause: unknown): Promise<MoveResult> {
+  const id = d.session.id;
+  ctx.log.error({ session: id, target: target.baseUrl, phase, err: errorMessage(cause) }, 'move failed; resuming the session here');
+  let abortConfirmed = false;
+  try {
+    await target.abortMove(id);
+    abortConfirmed = true;
+  } catch (err) {
+    if (err instanceof UpstreamError && err.status === 409) {
+      // The commit went through; only its answer was lost.
+      throw new UpstreamError(`the move of ${id} to ${target.baseUrl} was committed there, but this agent did not hear it in time (${errorMessage(cause)}); the session runs on the target, ask it`, 409, 'moved');
+    }
+  }
+  if (!abortConfirmed) {
+    // The target cannot be asked: its uncommitted copy kills itself after its timeout. Wait that out.
+    await sleep(ctx.config.incomingTimeoutMs + 2_000);
+  }
+  try {
+    await restoreFromImages(ctx, { ...d.session, state: 'restoring', pid: null }, d.images, `${d.checkpoint}-back`, { lazy: false });
+  } catch (err) {
+    await ctx.registry.update(id, { state: 'failed', pid: null, error: `move to ${target.baseUrl} failed (${errorMessage(cause)}) and resuming here failed too (${errorMessage(err)}); images kept in ${d.images}` });
+    throw err;
+  }
+  await rm(d.work, { recursive: true, force: true });
+  throw new UpstreamError(`moving ${id} to ${target.baseUrl} failed while ${phase}: ${errorMessage(cause)}; the session runs here again`, cause instanceof UpstreamError ? cause.status : 502, 'move_failed');
+}

@@ -1,0 +1,88 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { UpstreamError } from '../../src/core/errors.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
+
+/** Fails criu's restore at its first stage while the flag file says "fail". */
+const RESTORE_FAULT = (flag: string): string => `#!/bin/sh
+[ "$CRTOOLS_SCRIPT_ACTION" = "pre-restore" ] || exit 0
+[ "$(cat '${flag}' 2>/dev/null)" = fail ] && exit 1
+exit 0
+`;
+
+/**
+ * Two agents on one bridge (disjoint address pools), as two hosts on one
+ * segment: a session streams from one to the other without the store.
+ */
+describe('moving a session between agents (stop-and-copy, streamed)', () => {
+  let a: TestAgent;
+  let b: TestAgent;
+  let dir: string;
+  let flag: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'hubshift-move-'));
+    flag = join(dir, 'fault');
+    await writeFile(`${flag}.sh`, RESTORE_FAULT(flag));
+    await chmod(`${flag}.sh`, 0o755);
+    const tag = randomBytes(2).toString('hex');
+    const bridge = { name: `hsm${tag}`, subnet: `10.223.${parseInt(tag, 16) % 250}.0/24` };
+    a = await startTestAgent({ bridge: { ...bridge, pool: { first: 2, last: 99 } } });
+    b = await startTestAgent({ bridge: { ...bridge, pool: { first: 100, last: 199 } }, criuActionScript: `${flag}.sh` });
+  });
+  afterAll(async () => {
+    await a?.cleanup();
+    await b?.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('should keep the IP, the kernel state and an open websocket, and leave the source with nothing', async () => {
+    const s = await a.client.startSession('mo');
+    const k = await kernelWithState(s.url, s.token, 64);
+    const r = await a.client.move(s.id, { url: b.agent.url, token: b.token });
+    expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'stop-and-copy', target: b.agent.url });
+    expect(r.downtimeSeconds).toBeGreaterThan(0);
+    expect(r.bytes).toBeGreaterThan(64 * 2 ** 20);
+    // The websocket opened before the move still answers: its TCP connection moved with the session.
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    expect((await b.client.getSession(s.id)).state).toBe('running');
+    expect(await a.client.findSession(s.id)).toBeNull();
+    // And back again.
+    const back = await b.client.move(s.id, { url: a.agent.url, token: a.token });
+    expect(back.url).toBe(s.url);
+    const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
+  });
+
+  it('should resume the session on the source when the target cannot restore it', async () => {
+    const s = await a.client.startSession('nia');
+    const k = await kernelWithState(s.url, s.token, 8);
+    await writeFile(flag, 'fail');
+    let failure: UpstreamError | undefined;
+    try {
+      await a.client.move(s.id, { url: b.agent.url, token: b.token });
+    } catch (err) {
+      failure = err as UpstreamError;
+    } finally {
+      await writeFile(flag, '');
+    }
+    expect(failure?.message).toMatch(/runs here again/);
+    expect(failure?.message).toMatch(/criu restore failed/);
+    expect((await a.client.getSession(s.id)).state).toBe('running');
+    expect(await b.client.findSession(s.id)).toBeNull();
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+  });
+
+  it('should refuse post-copy with the reason it is not available', async () => {
+    const s = (await a.client.listSessions())[0]!;
+    await expect(a.client.move(s.id, { url: b.agent.url, token: b.token }, 'post-copy')).rejects.toThrow(/post-copy between agents is not available/);
+    expect((await a.client.getSession(s.id)).state).toBe('running');
+  });
+});
