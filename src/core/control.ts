@@ -122,7 +122,7 @@ export const Operation = z.object({
 });
 export type Operation = z.infer<typeof Operation>;
 
-export const JobStep = z.enum(['checkpoint', 'restore', 'finish', 'release']);
+export const JobStep = z.enum(['checkpoint', 'restore', 'move', 'finish', 'release']);
 export type JobStep = z.infer<typeof JobStep>;
 
 /** The payload of one BullMQ job: a step of an operation. */

@@ -21,7 +21,8 @@ export function stepsOf(op: Operation): JobStep[] {
     case 'restore':
       return ['restore', 'finish'];
     case 'migrate':
-      return ['checkpoint', 'restore', 'finish'];
+      // Streamed from agent to agent; the store is not on the way.
+      return ['move', 'finish'];
     case 'release-node':
       return ['release'];
   }

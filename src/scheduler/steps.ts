@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
 import type { JobData, Operation } from '../core/control.js';
-import { StaleFenceError, UnreachableError, errorMessage } from '../core/errors.js';
+import { StaleFenceError, UnreachableError } from '../core/errors.js';
 import type { SessionView } from '../core/session.js';
 import { sleep } from '../util/exec.js';
 import type { HeldLock, SessionLocks } from './session-lock.js';
@@ -114,35 +114,63 @@ async function restoreOn(ctx: StepContext, agent: AgentClient, node: string, id:
 }
 
 /**
- * Brings the session up on the target. When the target cannot (for good, or
- * after the last try), a migration puts it back on its source from the same
- * checkpoint; if even that fails, it stays safe in the store.
+ * Brings a checkpointed session up on the target from its last checkpoint.
+ * Idempotent: a session already running there was restored by an earlier
+ * attempt. A failed restore leaves the checkpoint as it was, so the step is
+ * simply tried again (and the session stays safe in the store if it never works).
  */
-async function restoreStep(ctx: StepContext, op: Operation, finalAttempt: boolean): Promise<RestoreDone> {
+async function restoreStep(ctx: StepContext, op: Operation): Promise<RestoreDone> {
   const done = await ctx.state.stepResult(op.id, 'restore', RestoreDone);
   if (done) return done;
   const id = sessionOf(op);
-  const checkpoint = op.kind === 'migrate' ? (await ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone))?.checkpoint : op.baseCheckpoint;
+  const checkpoint = op.baseCheckpoint;
   if (!checkpoint) giveUp(`session ${id} has no checkpoint to restore`);
   const target = await agentOf(ctx, op.target);
   return withLock(ctx, id, async (lock) => {
-    let r: RestoreDone;
-    try {
-      r = await restoreOn(ctx, target, op.target as string, id, checkpoint, lock);
-    } catch (err) {
-      if (err instanceof StaleFenceError) throw err;
-      const retryable = err instanceof UnreachableError || op.kind === 'restore';
-      if (retryable && !finalAttempt) throw err;
-      if (op.kind !== 'migrate' || !op.source) throw err;
-      ctx.log.error({ operation: op.id, session: id, target: op.target, err: errorMessage(err) }, 'restore on the target failed; resuming on the source');
-      const back = await restoreOn(ctx, await agentOf(ctx, op.source), op.source, id, checkpoint, lock).catch((backErr: unknown) => {
-        giveUp(`restore on ${op.target} failed (${errorMessage(err)}) and so did resuming on ${op.source} (${errorMessage(backErr)}); the session is safe in checkpoint ${checkpoint}: restore it with hubshift restore ${id} --scheduler URL`);
-      });
-      await ctx.state.updateSession(id, { state: 'running', node: back.node, url: back.url, token: back.token }, new Date());
-      giveUp(`restore on ${op.target} failed (${errorMessage(err)}); the session runs on ${op.source} again`);
-    }
+    const r = await restoreOn(ctx, target, op.target as string, id, checkpoint, lock);
     await ctx.state.setStepResult(op.id, 'restore', r);
     await ctx.state.updateSession(id, { state: 'running', node: r.node, url: r.url, token: r.token }, new Date());
+    return r;
+  });
+}
+
+const MoveDone = z.object({ node: z.string(), url: z.string(), token: z.string(), downtimeSeconds: z.number().nullable() });
+type MoveDone = z.infer<typeof MoveDone>;
+
+/**
+ * Moves a running session from its source to its target, agent to agent.
+ * Idempotent: a session already running on the target was moved by an
+ * earlier attempt (whose worker died while the agents carried on). A failed
+ * move leaves the session running on its source (the agents see to that),
+ * so the step can simply be tried again.
+ */
+async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
+  const done = await ctx.state.stepResult(op.id, 'move', MoveDone);
+  if (done) return done;
+  const id = sessionOf(op);
+  const source = await agentOf(ctx, op.source);
+  const target = await agentOf(ctx, op.target);
+  const targetNode = await ctx.state.getNode(op.target as string);
+  return withLock(ctx, id, async (lock) => {
+    let r: MoveDone | null = null;
+    const onTarget = async (): Promise<MoveDone | null> => {
+      const t = await settled(ctx, target, id);
+      return t?.state === 'running' ? { node: targetNode.name, url: t.url, token: t.token, downtimeSeconds: null } : null;
+    };
+    r = await onTarget();
+    if (!r) {
+      const s = await settled(ctx, source, id);
+      r = await onTarget();
+      if (!r) {
+        if (s?.state !== 'running') giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source} and not running on ${op.target}; nothing to move`);
+        ctx.onAgentCall?.(`move ${id} to ${op.target}`);
+        const m = await source.move(id, { url: targetNode.agentUrl, token: targetNode.agentToken }, 'auto', lock.token);
+        r = { node: targetNode.name, url: m.url, token: s.token, downtimeSeconds: m.downtimeSeconds };
+      }
+    }
+    await ctx.state.setStepResult(op.id, 'move', r);
+    const now = new Date();
+    await ctx.state.updateSession(id, { state: 'running', node: r.node, url: r.url, token: r.token, lastDisruptionAt: now.toISOString() }, now);
     return r;
   });
 }
@@ -166,7 +194,8 @@ async function finishStep(ctx: StepContext, op: Operation): Promise<unknown> {
       }
     }
   });
-  return op.kind === 'checkpoint' ? ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone) : ctx.state.stepResult(op.id, 'restore', RestoreDone);
+  if (op.kind === 'checkpoint') return ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone);
+  return op.kind === 'migrate' ? ctx.state.stepResult(op.id, 'move', MoveDone) : ctx.state.stepResult(op.id, 'restore', RestoreDone);
 }
 
 /** A node a policy emptied: cordoned so nothing lands on it. Handing it back to the cloud is the provider's (none is configured yet). */
@@ -176,12 +205,14 @@ async function releaseStep(ctx: StepContext, op: Operation): Promise<unknown> {
   return { node: op.source, cordoned: true };
 }
 
-export async function runStep(ctx: StepContext, data: JobData, finalAttempt: boolean): Promise<unknown> {
+export async function runStep(ctx: StepContext, data: JobData): Promise<unknown> {
   switch (data.step) {
     case 'checkpoint':
       return checkpointStep(ctx, data.op);
     case 'restore':
-      return restoreStep(ctx, data.op, finalAttempt);
+      return restoreStep(ctx, data.op);
+    case 'move':
+      return moveStep(ctx, data.op);
     case 'finish':
       return finishStep(ctx, data.op);
     case 'release':

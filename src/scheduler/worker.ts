@@ -49,9 +49,8 @@ export function startWorker(redisUrl: string, state: ControlState, log: Logger, 
     OPS_QUEUE,
     async (job: Job) => {
       const data = JobData.parse(job.data);
-      const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       log.info({ job: job.id, step: data.step, session: data.op.sessionId, attempt: job.attemptsMade + 1 }, 'step started');
-      const result = await runStep(ctx, data, finalAttempt);
+      const result = await runStep(ctx, data);
       if (data.step === 'finish' || data.step === 'release') await settle(state, data.op, 'done', null);
       return result;
     },

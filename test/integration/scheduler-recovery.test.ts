@@ -54,14 +54,17 @@ describe('a migration that survives its failures', () => {
   const midOperation = (agent: TestAgent, id: string, operation: string): Promise<true> =>
     waitFor(`${operation} of ${id} to be under way`, async () => (agent.agent.ctx.registry.progress(id)?.operation === operation ? true : undefined), { timeoutMs: 30_000, intervalMs: 5 });
 
-  for (const step of ['checkpoint', 'restore'] as const) {
-    it(`should leave the session running on exactly one node when the worker is SIGKILLed during the ${step}`, async () => {
+  for (const [where, operation] of [
+    ['dumping on the source', 'move'],
+    ['restoring on the target', 'move in'],
+  ] as const) {
+    it(`should leave the session running on exactly one node when the worker is SIGKILLed while ${where}`, async () => {
       const s = await c.startSession('kim', { node: 'node-a' });
       const k = await kernelWithState(s.url, s.token, 64);
       k.channel.close();
       await startWorkerProcess();
       const op = await c.migrate(s.id, 'node-b');
-      await midOperation(step === 'checkpoint' ? agents[0]! : agents[1]!, s.id, step);
+      await midOperation(operation === 'move' ? agents[0]! : agents[1]!, s.id, operation);
       await workers[0]!.kill();
       // Another worker takes the stalled job over once its lock has run out.
       await startWorkerProcess();
@@ -84,7 +87,7 @@ describe('a migration that survives its failures', () => {
     k.channel.close();
     await startWorkerProcess();
     const op = await c.migrate(s.id, 'node-a');
-    await midOperation(agents[1]!, s.id, 'checkpoint');
+    await midOperation(agents[1]!, s.id, 'move');
     await cp.redis.servers[0]!.restart();
     const end = await operationEnd(c, op.id);
     expect(end.status, JSON.stringify(end.steps.map((x) => [x.step, x.state, x.failedReason]))).toBe('completed');

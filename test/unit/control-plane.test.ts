@@ -70,7 +70,7 @@ describe('operations as job flows', () => {
     createdAt: now.toISOString(),
   });
   it.each([
-    ['migrate', ['checkpoint', 'restore', 'finish']],
+    ['migrate', ['move', 'finish']],
     ['checkpoint', ['checkpoint', 'finish']],
     ['snapshot', ['checkpoint', 'finish']],
     ['restore', ['restore', 'finish']],
