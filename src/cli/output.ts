@@ -34,5 +34,6 @@ export function fail(err: unknown): never {
   // An agent's own error code says more than "the agent failed".
   const code = err instanceof UpstreamError && err.upstreamCode ? err.upstreamCode : err instanceof HubshiftError ? err.code : 'error';
   process.stderr.write(`hubshift: ${errorMessage(err)}${code !== 'error' ? ` [${code}]` : ''}\n`);
-  process.exit(err instanceof HubshiftError && err.code === 'invalid_input' ? 2 : 1);
+  // Bad input is exit 2, whether this command or the service it asked found it.
+  process.exit(code === 'invalid_input' ? 2 : 1);
 }

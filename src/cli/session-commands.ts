@@ -1,10 +1,11 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { AgentClient } from '../agent/agent-client.js';
+import type { MoveMode } from '../core/checkpoint.js';
 import type { Operation, PlacedSession } from '../core/control.js';
 import { InputError } from '../core/errors.js';
 import type { SessionView } from '../core/session.js';
 import type { SchedulerClient } from '../scheduler/scheduler-client.js';
-import { failureOf, followOperation, schedulerClient, withSchedulerConn, type SchedulerConnOpts } from './scheduler-client-options.js';
+import { failureOf, followOperation, schedulerClient } from './scheduler-client-options.js';
 import { Progress, printResult } from './output.js';
 import { readTokenFile } from './token-file.js';
 
@@ -154,12 +155,25 @@ export function registerSessionCommands(program: Command): void {
       printResult(o.json, { id: r.id, url: r.url, token: r.token, seconds: r.seconds }, () => `${r.id} running again at ${r.url} (${r.seconds.toFixed(2)} s)`);
     });
 
-  withSchedulerConn(program.command('migrate').description('move a running session to another node through the scheduler (a checkpoint, then a restore there; any failure resumes it where it was)').argument('<session>', 'session id'))
-    .requiredOption('--to <node>', 'the node to move it to')
-    .option('--no-wait', 'print the queued operation and return')
-    .action(async (id: string, o: SchedulerConnOpts & { to: string; wait: boolean }) => {
-      const sc = await schedulerClient(o);
-      await runOperation(sc, o, () => sc.migrate(id, o.to));
+  withConn(
+    program
+      .command('migrate')
+      .description(
+        'move a running session to another node. With --scheduler: --to NODE, queued like any operation. With --agent SOURCE_URL: --to TARGET_AGENT_URL, streamed agent to agent; prints {"id","url","mode","downtimeSeconds","seconds"}. Any failure resumes it where it was',
+      )
+      .argument('<session>', 'session id'),
+  )
+    .requiredOption('--to <node-or-url>', 'the node (with --scheduler) or the target agent URL (with --agent)')
+    .option('--target-token-file <file>', "with --agent: the target agent's token (default: --token-file's)")
+    .addOption(new Option('--mode <mode>', 'with --agent: how to move').choices(['auto', 'stop-and-copy', 'post-copy']).default('auto'))
+    .option('--no-wait', 'with --scheduler: print the queued operation and return')
+    .action(async (id: string, o: ConnOpts & { to: string; targetTokenFile?: string; mode: MoveMode }) => {
+      const sc = await viaScheduler(o);
+      if (sc) return runOperation(sc, o, () => sc.migrate(id, o.to));
+      const c = await agentClient(o);
+      const target = { url: o.to, token: await readTokenFile(o.targetTokenFile ?? o.tokenFile) };
+      const r = await withTicker(`moving ${id} to ${o.to}`, o.json, () => c.move(id, target, o.mode), { client: c, sessionId: id });
+      printResult(o.json, { id: r.id, url: r.url, mode: r.mode, downtimeSeconds: r.downtimeSeconds, seconds: r.seconds }, () => `${r.id} runs at ${r.target} now, same url ${r.url} (${r.mode}: ${r.downtimeSeconds.toFixed(2)} s down, ${r.seconds.toFixed(2)} s in all)`);
     });
 
   withConn(program.command('checkpoints').description('list committed checkpoints in the agent\'s store')).action(async (o: ConnOpts) => {

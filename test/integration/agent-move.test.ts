@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { UpstreamError } from '../../src/core/errors.js';
+import { runHubshift } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
 
@@ -78,6 +79,22 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     expect(await b.client.findSession(s.id)).toBeNull();
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
     k.channel.close();
+  });
+
+  it('should move from the command line and print the documented JSON', async () => {
+    const s = (await a.client.listSessions())[0]!;
+    await writeFile(join(dir, 'a.token'), a.token);
+    await writeFile(join(dir, 'b.token'), b.token);
+    const r = await runHubshift(['migrate', s.id, '--agent', a.agent.url, '--to', b.agent.url, '--token-file', join(dir, 'a.token'), '--target-token-file', join(dir, 'b.token'), '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(Object.keys(out).sort()).toEqual(['downtimeSeconds', 'id', 'mode', 'seconds', 'url']);
+    expect(out).toMatchObject({ id: s.id, url: s.url, mode: 'stop-and-copy' });
+    expect((await b.client.getSession(s.id)).state).toBe('running');
+    const back = await runHubshift(['migrate', s.id, '--agent', b.agent.url, '--to', a.agent.url, '--token-file', join(dir, 'b.token'), '--target-token-file', join(dir, 'a.token'), '--mode', 'post-copy']);
+    expect(back.code).toBe(2);
+    expect(back.stderr).toMatch(/post-copy between agents is not available/);
+    await b.client.move(s.id, { url: a.agent.url, token: a.token });
   });
 
   it('should refuse post-copy with the reason it is not available', async () => {
