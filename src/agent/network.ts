@@ -15,6 +15,14 @@ export interface BridgeConfig {
    * pools, so a session moved between them keeps an address nobody else has.
    */
   pool?: { first: number; last: number };
+  /**
+   * The bridge's own address (CIDR). Default: the subnet's gateway. A test
+   * host's bridge takes the host's address instead: the gateway is then the
+   * segment's, outside the host.
+   */
+  address?: string;
+  /** An interface to enslave to the bridge: a test host's link to the segment its sessions share. */
+  uplink?: string;
 }
 
 export interface ParsedSubnet {
@@ -91,12 +99,14 @@ async function ip(args: string[]): Promise<void> {
 /** Creates the bridge with the subnet's gateway address, if it is not there yet. */
 export async function ensureBridge(cfg: BridgeConfig): Promise<void> {
   const { gateway, prefixLength } = parseSubnet(cfg.subnet);
+  const address = cfg.address ?? `${gateway}/${prefixLength}`;
   if (!(await linkExists(cfg.name))) {
     await ip(['link', 'add', cfg.name, 'type', 'bridge']);
   }
   const addrs = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', cfg.name], { timeoutMs: 10_000 });
-  if (!addrs.stdout.includes(` ${gateway}/`)) await ip(['addr', 'add', `${gateway}/${prefixLength}`, 'dev', cfg.name]);
+  if (!addrs.stdout.includes(` ${address}`)) await ip(['addr', 'add', address, 'dev', cfg.name]);
   await ip(['link', 'set', cfg.name, 'up']);
+  if (cfg.uplink) await ip(['link', 'set', cfg.uplink, 'master', cfg.name, 'up']);
 }
 
 export async function removeBridge(name: string): Promise<void> {

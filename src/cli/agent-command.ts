@@ -47,6 +47,8 @@ export function registerAgentCommand(program: Command): void {
     .addOption(new Option('--compression <kind>', 'compress images in the store').choices(['none', 'zstd']).default(AGENT_DEFAULTS.compression))
     .option('--no-lazy-restore', 'copy all memory in before a restored session runs (default: lazily, where the kernel has userfaultfd)')
     .option('--criu-action-script <file>', 'an extra CRIU action script run at every stage')
+    .option('--bridge-address <cidr>', "the bridge's own address (default: the subnet's first, the sessions' gateway)")
+    .option('--uplink <interface>', 'an interface to enslave to the bridge (a test host\'s link to the shared segment)')
     .option('--address-pool <first-last>', 'host numbers of the subnet this agent gives out, e.g. 100-199 (agents sharing a bridge take disjoint pools)', addressPool)
     .option('--node <name>', 'register with the scheduler as this node (with --scheduler)')
     .option('--scheduler <url>', 'register with this scheduler and push metrics to it')
@@ -98,7 +100,13 @@ export function registerAgentCommand(program: Command): void {
         storeUrl: o.store ? String(o.store) : undefined,
         s3Endpoint: o.s3Endpoint ? String(o.s3Endpoint) : undefined,
         workDir: o.workDir ? resolve(String(o.workDir)) : undefined,
-        bridge: { name: String(o.bridge), subnet, pool: o.addressPool as { first: number; last: number } | undefined },
+        bridge: {
+          name: String(o.bridge),
+          subnet,
+          pool: o.addressPool as { first: number; last: number } | undefined,
+          address: o.bridgeAddress ? String(o.bridgeAddress) : undefined,
+          uplink: o.uplink ? String(o.uplink) : undefined,
+        },
         sessionCommand: parseCommand(String(o.sessionCommand)),
         sessionPort: Number(o.sessionPort),
         compression: o.compression === 'zstd' ? 'zstd' : 'none',

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerAgentCommand } from './agent-command.js';
 import { registerCriuCommand } from './criu-command.js';
 import { registerDemoCommand } from './demo-command.js';
+import { registerLocalCommands } from './local-command.js';
 import { registerPlanCommand } from './plan-command.js';
 import { registerSchedulerCommands } from './scheduler-command.js';
 import { registerSessionCommands } from './session-commands.js';
@@ -23,6 +24,7 @@ registerSchedulerCommands(program);
 registerSessionCommands(program);
 registerCriuCommand(program);
 registerPlanCommand(program);
+registerLocalCommands(program);
 registerDemoCommand(program);
 
 try {

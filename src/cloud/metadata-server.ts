@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type Request, type Response } from 'express';
+import { z } from 'zod';
+import { describeZodIssue } from '../core/errors.js';
 
 /**
  * EC2's instance metadata service (IMDSv2, tokens required) for a local test
@@ -42,10 +44,20 @@ function awsTime(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-export async function startMetadataServer(identity: MetadataIdentity, listen: { host: string; port: number } = { host: '127.0.0.1', port: 0 }): Promise<MetadataServer> {
+const AdminNotice = z.object({ action: z.enum(['terminate', 'stop', 'hibernate', 'rebalance']), in: z.number().nonnegative().max(86_400).default(120) }).strict();
+
+/**
+ * `admin`: also serve POST /hubshift/notice {action, in} to schedule a notice
+ * from outside the process (`hubshift local notice`). Never on EC2's address.
+ */
+export async function startMetadataServer(identity: MetadataIdentity, listen: { host: string; port: number } = { host: '127.0.0.1', port: 0 }, opts: { admin?: boolean } = {}): Promise<MetadataServer> {
   const tokens = new Map<string, number>();
   let interruption: ScheduledInterruption | null = null;
   let rebalance: Date | null = null;
+  // AWS gives times to the second.
+  const interrupt = (action: ScheduledInterruption['action'], inSeconds: number): ScheduledInterruption =>
+    (interruption = { action, time: new Date(Math.floor((Date.now() + inSeconds * 1000) / 1000) * 1000) });
+  const recommend = (): Date => (rebalance = new Date(Math.floor(Date.now() / 1000) * 1000));
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
@@ -53,6 +65,18 @@ export async function startMetadataServer(identity: MetadataIdentity, listen: { 
   const plain = (res: Response, status: number, body: string): void => {
     res.status(status).type('text/plain').send(body);
   };
+
+  if (opts.admin) {
+    app.post('/hubshift/notice', express.json(), (req: Request, res: Response) => {
+      const r = AdminNotice.safeParse(req.body ?? {});
+      if (!r.success) return plain(res, 400, `notice refused: ${describeZodIssue(r.error)}`);
+      if (r.data.action === 'rebalance') res.json({ noticeTime: awsTime(recommend()) });
+      else {
+        const i = interrupt(r.data.action, r.data.in);
+        res.json({ action: i.action, time: awsTime(i.time) });
+      }
+    });
+  }
 
   app.put('/latest/api/token', (req: Request, res: Response) => {
     // IMDS refuses token requests that a proxy forwarded.
@@ -99,14 +123,8 @@ export async function startMetadataServer(identity: MetadataIdentity, listen: { 
   const addr = server.address() as AddressInfo;
   return {
     url: `http://${listen.host}:${addr.port}`,
-    scheduleInterruption(action, inSeconds = 120) {
-      interruption = { action, time: new Date(Math.floor((Date.now() + inSeconds * 1000) / 1000) * 1000) };
-      return interruption;
-    },
-    scheduleRebalance() {
-      rebalance = new Date(Math.floor(Date.now() / 1000) * 1000);
-      return rebalance;
-    },
+    scheduleInterruption: (action, inSeconds = 120) => interrupt(action, inSeconds),
+    scheduleRebalance: recommend,
     clear() {
       interruption = null;
       rebalance = null;

@@ -5,3 +5,4 @@ export * from './ids.js';
 export * from './cluster.js';
 export * from './decision.js';
 export * from './control.js';
+export * from './cloud.js';

@@ -1,0 +1,16 @@
+import type { HostRecord, HostSpec } from '../core/cloud.js';
+
+/**
+ * Where machines come from: local test hosts (network namespaces on this
+ * machine) or EC2. Each host runs an agent; the scheduler learns of it
+ * when that agent registers.
+ */
+export interface Provider {
+  readonly kind: 'local' | 'ec2';
+  /** The hosts made and not yet removed. */
+  hosts(): Promise<HostRecord[]>;
+  /** Makes hosts and returns once each one's agent answers. */
+  create(specs: readonly HostSpec[]): Promise<HostRecord[]>;
+  /** Removes every host made, with everything on it. */
+  removeAll(): Promise<void>;
+}

@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentClient } from '../../src/agent/agent-client.js';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
+import type { HostRecord } from '../../src/core/cloud.js';
+import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
+import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
+import { waitFor } from '../../src/util/exec.js';
+import { TEST_GUARDS, TEST_SPOT_EVICTION, nodesRegistered, policyDir } from '../helpers/control-plane.js';
+import { askState, kernelWithState, type KernelState } from '../helpers/kernel.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+
+/**
+ * Three test hosts (network namespaces, each with its agent and metadata
+ * endpoint), a scheduler on the hosts' segment: a spot notice scheduled on
+ * the spot host's metadata endpoint empties it before its deadline.
+ */
+describe('a spot notice on a local test host, end to end', () => {
+  let stateDir: string;
+  let provider: LocalProvider;
+  let redis: TestRedis;
+  let scheduler: RunningScheduler;
+  let policies: Awaited<ReturnType<typeof policyDir>>;
+  let hosts: HostRecord[];
+  const token = randomBytes(24).toString('hex');
+  let c: SchedulerClient;
+
+  beforeAll(async () => {
+    stateDir = await mkdtemp(join(tmpdir(), 'hubshift-local-'));
+    const tag = randomBytes(1).toString('hex');
+    const base = { stateDir, bridge: `hslh${tag}`, subnet: `10.${232 + (parseInt(tag, 16) % 20)}.0.0/16`, pushIntervalSeconds: 1, metadataIntervalSeconds: 1, logLevel: 'warn' };
+    // The scheduler listens on the segment's gateway, so the segment comes first.
+    const segment = new LocalProvider(base);
+    provider = segment;
+    await segment.prepareSegment();
+    redis = await startRedis();
+    policies = await policyDir({ 'guards.yaml': TEST_GUARDS, 'spot-eviction.yaml': TEST_SPOT_EVICTION });
+    scheduler = await startScheduler(
+      { host: segment.gateway, port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 1_000, workers: true, worker: { lockMs: 10_000, concurrency: 4 }, queue: { attempts: 3, backoffMs: 500 }, state: {} },
+      pino({ level: process.env.HUBSHIFT_TEST_LOG ?? 'silent' }),
+    );
+    const tokenFile = join(policies.dir, 'scheduler.token');
+    await writeFile(tokenFile, token);
+    provider = new LocalProvider({ ...base, scheduler: { url: scheduler.url, tokenFile } });
+    c = new SchedulerClient(scheduler.url, token);
+    hosts = await provider.create(localHostSpecs(3, 1));
+    await nodesRegistered(c, hosts.map((h) => h.name));
+  });
+
+  afterAll(async () => {
+    await provider?.removeAll();
+    await scheduler?.close();
+    await redis?.close();
+    await policies?.close();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('should move every session off the spot host before the deadline, kernels and an open websocket intact', async () => {
+    const spot = hosts.find((h) => h.lifecycle === 'spot')!;
+    expect(spot.name).toBe('host-1');
+    const started = [];
+    const kernels: KernelState[] = [];
+    for (const user of ['ana', 'ben', 'cai']) {
+      const s = await c.startSession(user, { node: spot.name });
+      started.push(s);
+      kernels.push(await kernelWithState(s.url, s.token, 16));
+    }
+    // One client stays connected the whole time: ana's kernel websocket.
+    for (const k of kernels.slice(1)) k.channel.close();
+    await waitFor('the scheduler to see the sessions running on host-1', async () => ((await c.listSessions()).filter((s) => s.node === spot.name && s.state === 'running').length === 3 ? true : undefined), {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+    });
+
+    const scheduled = (await provider.notice(spot.name, 'terminate', 120)) as { time: string };
+    const deadline = Date.parse(scheduled.time);
+    const moved = await waitFor(
+      'every session to run on another host',
+      async () => {
+        const all = await c.listSessions();
+        return all.every((s) => s.node !== spot.name && s.state === 'running' && s.operation === null) ? all : undefined;
+      },
+      { timeoutMs: 110_000, intervalMs: 200 },
+    );
+    expect(Date.now()).toBeLessThan(deadline);
+    for (const [i, s] of started.entries()) {
+      const now = moved.find((x) => x.id === s.id)!;
+      expect(now.url).toBe(s.url);
+      const ch = await KernelChannel.connect(now.url, now.token, kernels[i]!.kernelId);
+      expect(await askState(ch)).toEqual({ answer: '42', hash: kernels[i]!.hash });
+      ch.close();
+    }
+    // The client connected before the notice never reconnected: its socket moved with the session.
+    expect(await askState(kernels[0]!.channel)).toEqual({ answer: '42', hash: kernels[0]!.hash });
+    kernels[0]!.channel.close();
+    // The spot host has nothing left.
+    const spotAgent = new AgentClient(spot.agentUrl, (await readFile(spot.tokenFile, 'utf8')).trim());
+    expect(await spotAgent.listSessions()).toEqual([]);
+    const outcomes = (await c.actions(100)).filter((a) => a.policy === 'spot-eviction' && a.outcome === 'done');
+    expect(outcomes.map((a) => a.sessionId).sort()).toEqual(started.map((s) => s.id).sort());
+  });
+});
