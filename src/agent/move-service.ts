@@ -30,10 +30,10 @@ async function filesOf(d: LocalDump): Promise<{ files: MoveFile[]; entries: Pack
   const files: MoveFile[] = [];
   const entries: PackEntry[] = [];
   const add = async (name: string, path: string, pageDigest?: { bytes: number; sha256: string }): Promise<void> => {
-    const size = (await stat(path)).size;
+    const st = await stat(path);
     // Pages were hashed while criu wrote them; the rest is small.
-    const digest = pageDigest && pageDigest.bytes === size ? pageDigest : await hashFile(path);
-    files.push({ name, ...digest });
+    const digest = pageDigest && pageDigest.bytes === st.size ? pageDigest : await hashFile(path);
+    files.push({ name, ...digest, mode: st.mode & 0o777 });
     entries.push({ name, path });
   };
   for (const n of (await readdir(d.images)).sort()) await add(`images/${n}`, join(d.images, n), PAGE_IMAGE.test(n) ? d.pageDigests?.get(n) : undefined);
@@ -71,10 +71,17 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
     };
     progress('sending', 0, total);
     let phase = 'sending the images';
+    const lap = { hash: (performance.now() - frozenAt) / 1000 - d.dumpSeconds, send: 0, verify: 0, restore: 0, commit: 0 };
     try {
-      await target.receiveMove(packMove(manifest, entries), req.fence);
+      const t0 = performance.now();
+      const received = await target.receiveMove(packMove(manifest, entries), req.fence);
+      lap.send = (performance.now() - t0) / 1000;
+      lap.verify = received.verifySeconds;
+      lap.restore = received.restoreSeconds;
       phase = 'committing';
+      const t1 = performance.now();
       await target.commitMove(id, req.fence);
+      lap.commit = (performance.now() - t1) / 1000;
     } catch (err) {
       return rollBack(ctx, d, target, phase, err);
     }
@@ -83,7 +90,7 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
     await rm(d.work, { recursive: true, force: true });
     const seconds = (performance.now() - started) / 1000;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
-    ctx.log.info({ session: id, target: req.target.url, bytes: total, seconds, downtimeSeconds, dumpSeconds: d.dumpSeconds }, 'session moved');
+    ctx.log.info({ session: id, target: req.target.url, bytes: total, seconds, downtimeSeconds, dumpSeconds: d.dumpSeconds, ...lap }, 'session moved');
     return { id, url: sessionUrl(d.session), mode, downtimeSeconds, seconds, bytes: total, target: req.target.url };
   });
 }

@@ -51,6 +51,8 @@ export const MoveFile = z.object({
   name: z.string().regex(/^(images|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'moved files are images/NAME or files/NAME'),
   bytes: z.number().int().nonnegative(),
   sha256: Sha256,
+  /** Permission bits: criu checks them on files a session held open. */
+  mode: z.number().int().min(0).max(0o777),
 });
 export type MoveFile = z.infer<typeof MoveFile>;
 

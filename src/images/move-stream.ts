@@ -1,70 +1,95 @@
-import { createWriteStream } from 'node:fs';
-import { chmod, mkdir } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { chmod, mkdir, open } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
-import { MoveManifest, type MoveFile } from '../core/checkpoint.js';
+import { Readable } from 'node:stream';
+import { MoveManifest } from '../core/checkpoint.js';
 import { IntegrityError, describeZodIssue } from '../core/errors.js';
-import { HashingStream } from './hashing.js';
-import { packTar, type PackEntry } from './tar-pack.js';
+import type { PackEntry } from './tar-pack.js';
 
-const MANIFEST_ENTRY = 'manifest.json';
+/**
+ * The move stream, hubshift's own framing (both ends are hubshift): a magic,
+ * the manifest's length and JSON, then every file's bytes in the manifest's
+ * order, back to back. The manifest carries each file's size, so no per-file
+ * headers are needed; this runs at the disk's pace where a tar parser in
+ * JavaScript ran at a quarter of it.
+ */
+const MAGIC = Buffer.from('HSMOVE01');
 const MAX_MANIFEST_BYTES = 4 << 20;
 
-/** The stream a source sends: the manifest first, then every file it names. */
+/** The stream a source sends. `files` are in the manifest's order. */
 export function packMove(manifest: MoveManifest, files: readonly PackEntry[]): Readable {
-  return packTar(files, { name: MANIFEST_ENTRY, content: Buffer.from(JSON.stringify(manifest)) });
+  const json = Buffer.from(JSON.stringify(manifest));
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(json.length);
+  return Readable.from(
+    (async function* () {
+      yield Buffer.concat([MAGIC, len, json]);
+      for (const f of files) {
+        for await (const chunk of createReadStream(f.path, { highWaterMark: 4 << 20 })) yield chunk as Buffer;
+      }
+    })(),
+    { objectMode: false },
+  );
 }
 
 /**
- * Receives a move stream into `dest`: the manifest first (parsed), then each
- * file, written while hashed; every file must be one the manifest names, with
- * its size and sha256, and every one it names must come. Throws
- * IntegrityError otherwise; nothing partial is trusted.
+ * Receives a move stream into `dest`: the manifest first, then each file it
+ * names, written while hashed, its size and sha256 checked. Throws
+ * IntegrityError on anything else (a short stream, a wrong byte, trailing
+ * data); nothing partial is trusted.
  */
-export async function receiveMove(source: Readable, dest: string): Promise<MoveManifest> {
-  const extract = tar.extract();
-  let manifest: MoveManifest | null = null;
-  const expected = new Map<string, MoveFile>();
-  const got = new Set<string>();
-  const done = (async () => {
-    for await (const entry of extract) {
-      const name = entry.header.name;
-      if (entry.header.type !== 'file') throw new IntegrityError(`move stream holds ${name}, which is not a plain file`);
-      if (!manifest) {
-        if (name !== MANIFEST_ENTRY || (entry.header.size ?? 0) > MAX_MANIFEST_BYTES) throw new IntegrityError(`move stream must begin with ${MANIFEST_ENTRY}, not ${name}`);
-        const chunks: Buffer[] = [];
-        for await (const c of entry) chunks.push(c as Buffer);
-        let json: unknown;
-        try {
-          json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-        } catch {
-          throw new IntegrityError('move manifest is not JSON');
-        }
-        const r = MoveManifest.safeParse(json);
-        if (!r.success) throw new IntegrityError(`move manifest refused at ${describeZodIssue(r.error)}`);
-        manifest = r.data;
-        for (const f of manifest.files) expected.set(f.name, f);
-        continue;
+export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: string): Promise<MoveManifest> {
+  let pending: Buffer = Buffer.alloc(0);
+  const it = source[Symbol.asyncIterator]();
+  const more = async (): Promise<boolean> => {
+    const r = await it.next();
+    if (r.done) return false;
+    const c = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+    pending = pending.length ? Buffer.concat([pending, c]) : c;
+    return true;
+  };
+  const take = async (n: number, what: string): Promise<Buffer> => {
+    while (pending.length < n) if (!(await more())) throw new IntegrityError(`move stream ended inside ${what}`);
+    const out = pending.subarray(0, n);
+    pending = pending.subarray(n);
+    return out;
+  };
+  if (!(await take(MAGIC.length, 'its header')).equals(MAGIC)) throw new IntegrityError('not a hubshift move stream (bad magic)');
+  const len = (await take(4, 'its header')).readUInt32BE(0);
+  if (len > MAX_MANIFEST_BYTES) throw new IntegrityError(`move manifest of ${len} bytes is larger than allowed`);
+  let json: unknown;
+  try {
+    json = JSON.parse((await take(len, 'its manifest')).toString('utf8'));
+  } catch (err) {
+    if (err instanceof IntegrityError) throw err;
+    throw new IntegrityError('move manifest is not JSON');
+  }
+  const parsed = MoveManifest.safeParse(json);
+  if (!parsed.success) throw new IntegrityError(`move manifest refused at ${describeZodIssue(parsed.error)}`);
+  const manifest = parsed.data;
+  for (const f of manifest.files) {
+    const path = join(dest, f.name);
+    await mkdir(dirname(path), { recursive: true });
+    const fh = await open(path, 'w', 0o600);
+    const hash = createHash('sha256');
+    try {
+      let left = f.bytes;
+      while (left > 0) {
+        if (pending.length === 0 && !(await more())) throw new IntegrityError(`move stream ended inside ${f.name} (${f.bytes - left} of ${f.bytes} bytes)`);
+        const piece = pending.subarray(0, Math.min(left, pending.length));
+        pending = pending.subarray(piece.length);
+        hash.update(piece);
+        await fh.write(piece);
+        left -= piece.length;
       }
-      const want = expected.get(name);
-      if (!want || got.has(name)) throw new IntegrityError(`move stream holds ${name}, which its manifest does not name (or names once)`);
-      const target = join(dest, name);
-      await mkdir(dirname(target), { recursive: true });
-      const hasher = new HashingStream();
-      await pipeline(entry, hasher, createWriteStream(target, { mode: 0o600 }));
-      await chmod(target, (entry.header.mode ?? 0o600) & 0o777);
-      const d = hasher.digest();
-      if (d.bytes !== want.bytes || d.sha256 !== want.sha256) {
-        throw new IntegrityError(`move stream: ${name} arrived as ${d.bytes} bytes with sha256 ${d.sha256.slice(0, 12)}, not ${want.bytes} bytes ${want.sha256.slice(0, 12)}; refused before criu`);
-      }
-      got.add(name);
+    } finally {
+      await fh.close();
     }
-  })();
-  await Promise.all([pipeline(source, extract), done]);
-  if (!manifest) throw new IntegrityError('move stream ended before its manifest');
-  const missing = [...expected.keys()].filter((n) => !got.has(n));
-  if (missing.length) throw new IntegrityError(`move stream ended without ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ` and ${missing.length - 3} more` : ''}`);
+    const sha256 = hash.digest('hex');
+    if (sha256 !== f.sha256) throw new IntegrityError(`move stream: ${f.name} arrived with sha256 ${sha256.slice(0, 12)}, not ${f.sha256.slice(0, 12)}; refused before criu`);
+    await chmod(path, f.mode);
+  }
+  if (pending.length > 0 || (await more())) throw new IntegrityError('move stream holds more than its manifest names');
   return manifest;
 }

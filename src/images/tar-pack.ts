@@ -12,23 +12,17 @@ export interface PackEntry {
   path: string;
 }
 
-/** An entry held in memory (a manifest). */
-export interface BufferEntry {
-  name: string;
-  content: Buffer;
-}
-
 /** A tar stream of local files, each streamed from disk in turn. */
-export function packTar(entries: readonly PackEntry[], first?: BufferEntry): Readable {
+export function packTar(entries: readonly PackEntry[]): Readable {
   const pack = tar.pack();
   void (async () => {
     try {
-      if (first) pack.entry({ name: first.name, size: first.content.length, mode: 0o600 }, first.content);
       for (const e of entries) {
         // The real mode travels: criu checks it on files a session held open.
         const st = await stat(e.path);
         const sink = pack.entry({ name: e.name, size: st.size, mode: st.mode & 0o7777 });
-        await pipeline(createReadStream(e.path), sink);
+        // Large reads: page images are hundreds of MiB.
+        await pipeline(createReadStream(e.path, { highWaterMark: 4 << 20 }), sink);
       }
       pack.finalize();
     } catch (err) {

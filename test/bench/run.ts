@@ -1,9 +1,10 @@
-// npm run bench -- [checkpoint] [control] [--sizes 256,1024,2048] [--json]
+// npm run bench -- [checkpoint] [control] [migrate] [--sizes 256,1024,2048] [--json]
 // Measures; asserts nothing. Every figure is printed with its ratio to the
 // physical baseline measured in the same run.
 import { benchCheckpoint, type CheckpointFigures } from './checkpoint.bench.js';
 import { benchEvaluation } from './control.bench.js';
 import { benchQueue } from './queue.bench.js';
+import { benchMigrate } from './migrate.bench.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
@@ -15,7 +16,7 @@ const log = (m: string): void => {
   if (!json) process.stderr.write(`bench: ${m}\n`);
 };
 
-const KNOWN = ['checkpoint', 'control'];
+const KNOWN = ['checkpoint', 'control', 'migrate'];
 for (const w of which) {
   if (!KNOWN.includes(w)) {
     process.stderr.write(`bench: unknown benchmark ${w}; known: ${KNOWN.join(', ')}\n`);
@@ -69,6 +70,22 @@ if (which.includes('control')) {
     console.log(`  median ${notice.medianMs.toFixed(1)} ms, slowest ${notice.maxMs.toFixed(1)} ms; baseline (HTTP + Redis round trip) ${notice.baselineMs.toFixed(2)} ms: ${(notice.medianMs / notice.baselineMs).toFixed(0)}x the baseline`);
     console.log(`\ncontrol: ${queue.operations} checkpoint operations (2 steps each) with no-op agents`);
     console.log(`  ${queue.operationsPerSecond.toFixed(0)} operations/s = ${queue.jobsPerSecond.toFixed(0)} jobs/s; baseline bare BullMQ ${queue.baselineJobsPerSecond.toFixed(0)} jobs/s: ${(queue.jobsPerSecond / queue.baselineJobsPerSecond).toFixed(2)} of the baseline`);
+  }
+}
+if (which.includes('migrate')) {
+  const figures = await benchMigrate(sizes, log);
+  results.migrate = figures;
+  if (!json) {
+    for (const f of figures) {
+      console.log(`\nmigrate (${f.mode}), kernel holding ${f.sizeMiB} MiB (moved ${(f.baselineBytes / 2 ** 20).toFixed(0)} MiB)`);
+      console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
+      for (const r of f.rounds) {
+        console.log(
+          `  ${r.from} -> ${r.to}: downtime ${r.downtimeSeconds.toFixed(2)} s (to first execute ${r.downtimeToExecuteSeconds.toFixed(2)} s, ${(r.downtimeToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline), total ${r.totalSeconds.toFixed(2)} s`,
+        );
+      }
+    }
+    console.log('  post-copy: not available here (see README, "Moving sessions")');
   }
 }
 if (json) process.stdout.write(`${JSON.stringify(results)}\n`);

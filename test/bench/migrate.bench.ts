@@ -1,0 +1,117 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AgentClient } from '../../src/agent/agent-client.js';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
+import type { HostRecord } from '../../src/core/cloud.js';
+import { run } from '../../src/util/exec.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+
+export interface MoveRound {
+  from: string;
+  to: string;
+  bytes: number;
+  /** The source agent's own figure: freeze to the server answering on the target. */
+  downtimeSeconds: number;
+  /** From the move request to the first execute answered by the moved kernel (the user's view; includes the request). */
+  downtimeToExecuteSeconds: number;
+  totalSeconds: number;
+}
+
+export interface MigrateFigures {
+  sizeMiB: number;
+  mode: 'stop-and-copy';
+  rounds: MoveRound[];
+  /** Copying the same bytes from one host's disk to the other's over the same link, fsynced. */
+  baselineSeconds: number;
+  baselineBytes: number;
+}
+
+// Sends a file over TCP from one namespace and writes it, fsynced, in another.
+const RECEIVER = `
+import socket, os, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
+print('ready', flush=True)
+c, _ = s.accept()
+fd = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+while True:
+    b = c.recv(4 << 20)
+    if not b: break
+    os.write(fd, b)
+os.fdatasync(fd); os.close(fd)
+`;
+const SENDER = `
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+with open(sys.argv[3], 'rb') as f:
+    c.sendfile(f)
+c.close()
+`;
+
+async function linkBaseline(from: HostRecord, to: HostRecord, bytes: number): Promise<number> {
+  const src = join(from.dataDir, 'baseline.bin');
+  const dst = join(to.dataDir, 'baseline.bin');
+  await run('dd', ['if=/dev/urandom', `of=${src}`, 'bs=4M', `count=${Math.ceil(bytes / (4 << 20))}`, 'status=none'], { timeoutMs: 300_000 });
+  await run('sync', [], { timeoutMs: 60_000 });
+  const port = '7399';
+  const receiver = spawn('nsenter', [`--net=/run/netns/hsh-${to.name}`, '/usr/bin/python3', '-c', RECEIVER, to.address, port, dst], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve) => receiver.stdout?.once('data', () => resolve()));
+  const t0 = performance.now();
+  await run('nsenter', [`--net=/run/netns/hsh-${from.name}`, '/usr/bin/python3', '-c', SENDER, to.address, port, src], { timeoutMs: 300_000 });
+  await new Promise<void>((resolve) => (receiver.exitCode !== null ? resolve() : receiver.once('exit', () => resolve())));
+  const seconds = (performance.now() - t0) / 1000;
+  await rm(src, { force: true });
+  await rm(dst, { force: true });
+  return seconds;
+}
+
+/**
+ * Moves of a kernel holding `sizeMiB` between two local test hosts, there and
+ * back, with the physical baseline of the same run: the same bytes copied
+ * disk to disk between the same two namespaces over the same link.
+ */
+export async function benchMigrate(sizes: number[], log: (m: string) => void): Promise<MigrateFigures[]> {
+  const stateDir = await mkdtemp(join(tmpdir(), 'hubshift-bench-local-'));
+  const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: 'warn' });
+  const out: MigrateFigures[] = [];
+  try {
+    log('migrate: two local test hosts');
+    const hosts = await provider.create(localHostSpecs(2, 1));
+    const clients = await Promise.all(hosts.map(async (h) => new AgentClient(h.agentUrl, (await readFile(h.tokenFile, 'utf8')).trim())));
+    for (const sizeMiB of sizes) {
+      const s = await clients[0]!.startSession('bench');
+      log(`migrate ${sizeMiB} MiB: filling the kernel`);
+      const k = await kernelWithState(s.url, s.token, sizeMiB);
+      k.channel.close();
+      const rounds: MoveRound[] = [];
+      for (const [from, to] of [
+        [0, 1],
+        [1, 0],
+      ] as const) {
+        log(`migrate ${sizeMiB} MiB: ${hosts[from]!.name} -> ${hosts[to]!.name}`);
+        const t0 = performance.now();
+        const r = await clients[from]!.move(s.id, { url: hosts[to]!.agentUrl, token: (await readFile(hosts[to]!.tokenFile, 'utf8')).trim() });
+        const ch = await KernelChannel.connect(r.url, s.token, k.kernelId);
+        const answer = await ch.execute('x + 1');
+        const downtimeToExecuteSeconds = (performance.now() - t0) / 1000;
+        if (answer.result !== '42') throw new Error(`moved kernel answered ${JSON.stringify(answer)}`);
+        const full = await askState(ch);
+        if (full.hash !== k.hash) throw new Error('moved kernel holds different bytes');
+        ch.close();
+        rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, downtimeSeconds: r.downtimeSeconds, downtimeToExecuteSeconds, totalSeconds: r.seconds });
+      }
+      await clients[0]!.removeSession(s.id);
+      log(`migrate ${sizeMiB} MiB: link baseline`);
+      const baselineSeconds = await linkBaseline(hosts[0]!, hosts[1]!, rounds[0]!.bytes);
+      out.push({ sizeMiB, mode: 'stop-and-copy', rounds, baselineSeconds, baselineBytes: rounds[0]!.bytes });
+    }
+  } finally {
+    await provider.removeAll();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+  return out;
+}
+
