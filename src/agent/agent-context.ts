@@ -25,6 +25,11 @@ export interface AgentContext {
 
 export interface IncomingMove {
   work: string;
-  /** Kills the stopped copy when no commit comes in time. */
+  /** Forgets the stopped copy when no commit comes in time. */
   timer: NodeJS.Timeout;
+  /**
+   * A detached process that kills the stopped copy and its namespace when no
+   * commit comes in time, even if this agent has died meanwhile.
+   */
+  guardPid: number | null;
 }

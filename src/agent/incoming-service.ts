@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -6,10 +7,10 @@ import type { Session } from '../core/session.js';
 import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { receiveMove } from '../images/move-stream.js';
 import { pathExists } from '../util/fs.js';
-import { isAlive } from '../util/proc.js';
+import { isAlive, killQuietly } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { restoreFromImages, startRestored } from './checkpoint-service.js';
-import { removeSessionNetwork } from './network.js';
+import { netnsName, removeSessionNetwork } from './network.js';
 import { killSession } from './sandbox.js';
 
 /**
@@ -51,12 +52,13 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     const r0 = performance.now();
     try {
       const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true });
+      const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs);
       const timer = setTimeout(() => {
         ctx.log.warn({ session: id, afterMs: ctx.config.incomingTimeoutMs }, 'no commit from the source in time: the moved-in copy is killed');
         void abortIncoming(ctx, id).catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err) }, 'could not abort a move in'));
       }, ctx.config.incomingTimeoutMs);
       timer.unref();
-      ctx.incoming.set(id, { work, timer });
+      ctx.incoming.set(id, { work, timer, guardPid });
       // The images stay until a lazy-pages daemon has served the last page.
       void restored.released.finally(() => {
         if (!ctx.incoming.has(id)) void rm(work, { recursive: true, force: true });
@@ -71,6 +73,28 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   });
 }
 
+/**
+ * Starts the guard of a stopped, moved-in copy: after `ms` it kills the
+ * copy's PID namespace and drops its network namespace. Detached, so it
+ * outlives this agent: a target that dies mid-move never leaves a copy
+ * holding the session's address.
+ */
+function startGuard(s: Session, ms: number): number | null {
+  if (s.pid === null) return null;
+  // One process (a shell would leave its sleep behind when killed).
+  const py = `import os, signal, subprocess, time\ntime.sleep(${ms / 1000})\ntry: os.kill(${s.pid}, signal.SIGKILL)\nexcept OSError: pass\nsubprocess.run(['ip', 'netns', 'del', '${netnsName(s.id)}'], stderr=subprocess.DEVNULL)\n`;
+  const child = spawn('/usr/bin/python3', ['-c', py], { detached: true, stdio: 'ignore' });
+  child.unref();
+  return child.pid ?? null;
+}
+
+/** Stops a guard before it fires; false when it had already fired (or ended). */
+async function stopGuard(pid: number): Promise<boolean> {
+  if (!(await isAlive(pid))) return false;
+  killQuietly(pid, 'SIGKILL');
+  return true;
+}
+
 /** The source has let go: the moved-in session runs. Idempotent: a running session is simply returned. */
 export async function commitIncoming(ctx: AgentContext, id: string): Promise<Session> {
   const move = ctx.incoming.get(id);
@@ -81,6 +105,10 @@ export async function commitIncoming(ctx: AgentContext, id: string): Promise<Ses
   }
   clearTimeout(move.timer);
   ctx.incoming.delete(id);
+  // The guard must be gone before the session runs, or it would kill it.
+  if (move.guardPid !== null && !(await stopGuard(move.guardPid))) {
+    throw new NotFoundError(`the move of session ${id} timed out here before its commit; its copy was killed`);
+  }
   try {
     return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id)));
   } finally {
@@ -101,6 +129,7 @@ export async function abortIncoming(ctx: AgentContext, id: string): Promise<void
   }
   clearTimeout(move.timer);
   ctx.incoming.delete(id);
+  if (move.guardPid !== null) await stopGuard(move.guardPid);
   const s = ctx.registry.find(id);
   if (s?.pid) await killSession(s.pid);
   if (s) await removeSessionNetwork(id, s.network).catch(() => undefined);

@@ -26,6 +26,8 @@ export interface LocalProviderConfig {
   /** Agents' push and metadata polling intervals (default 5 s each). */
   pushIntervalSeconds?: number;
   metadataIntervalSeconds?: number;
+  /** The agents' commit timeout for sessions moved in (default 30 s). */
+  incomingTimeoutSeconds?: number;
   logLevel?: string;
 }
 
@@ -188,6 +190,7 @@ export class LocalProvider implements Provider {
           '--subnet', this.config.subnet,
           '--address-pool', `${(1 + i) * 256 + 2}-${(1 + i) * 256 + 254}`,
           '--log-level', this.config.logLevel ?? 'info',
+          '--incoming-timeout', String(this.config.incomingTimeoutSeconds ?? 30),
         ];
         if (this.config.scheduler) {
           args.push(

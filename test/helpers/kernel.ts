@@ -11,7 +11,8 @@ export interface KernelState {
 
 /** Starts a kernel through the server's REST API and fills it: x = 41 and `mb` MiB of random bytes. */
 export async function kernelWithState(url: string, token: string, mb: number): Promise<KernelState> {
-  const rest = new JupyterRest(url, token, 10_000);
+  // Generous: a kernel's first imports read from disk, which a large dump just before may still be flushing.
+  const rest = new JupyterRest(url, token, 60_000);
   const kernel = await rest.startKernel();
   const channel = await KernelChannel.connect(url, token, kernel.id);
   const r = await channel.execute(`x = 41\nimport os, hashlib\nblob = os.urandom(${mb} * 2**20)\nprint(hashlib.sha256(blob).hexdigest())`, 120_000);

@@ -1,0 +1,52 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentClient } from '../../src/agent/agent-client.js';
+import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
+import type { HostRecord } from '../../src/core/cloud.js';
+import { Session } from '../../src/core/session.js';
+import { waitFor } from '../../src/util/exec.js';
+import { isAlive, killQuietly } from '../../src/util/proc.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+
+/** Failures in the middle of a move between two local test hosts. */
+describe('a move between local test hosts that fails midway', () => {
+  let stateDir: string;
+  let provider: LocalProvider;
+  let hosts: HostRecord[];
+  let clients: AgentClient[];
+
+  beforeAll(async () => {
+    stateDir = await mkdtemp(join(tmpdir(), 'hubshift-local-fail-'));
+    provider = new LocalProvider({ stateDir, bridge: 'hslf0', subnet: '10.252.0.0/16', incomingTimeoutSeconds: 4, logLevel: 'warn' });
+    hosts = await provider.create(localHostSpecs(2, 0));
+    clients = await Promise.all(hosts.map(async (h) => new AgentClient(h.agentUrl, (await readFile(h.tokenFile, 'utf8')).trim())));
+  });
+
+  afterAll(async () => {
+    await provider?.removeAll();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('should resume the session on the source, and leave no copy on the target, when the target agent is killed while restoring', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('kay');
+    const k = await kernelWithState(s.url, s.token, 32);
+    const moving = a.move(s.id, { url: hosts[1]!.agentUrl, token: (await readFile(hosts[1]!.tokenFile, 'utf8')).trim() }).then(
+      () => null,
+      (err: unknown) => err as Error,
+    );
+    await waitFor('the target to be restoring the session', async () => ((await b.progress(s.id).catch(() => null))?.operation === 'move in' ? true : undefined), { timeoutMs: 60_000, intervalMs: 5 });
+    killQuietly(hosts[1]!.agentPid!, 'SIGKILL');
+    const failure = await moving;
+    expect(failure?.message).toMatch(/runs here again/);
+    // Exactly one copy: the source's, answering on the websocket it had before.
+    expect((await a.getSession(s.id)).state).toBe('running');
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    // The target's restored copy (if criu got that far) was killed by its guard.
+    const record = await readFile(join(hosts[1]!.dataDir, 'sessions', s.id, 'session.json'), 'utf8').then((t) => Session.parse(JSON.parse(t)), () => null);
+    if (record?.pid) expect(await isAlive(record.pid)).toBe(false);
+  });
+});
