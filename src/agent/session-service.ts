@@ -8,7 +8,7 @@ import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { JupyterRest } from './jupyter-rest.js';
-import { allocateAddress, createSessionNetwork, hostVethName, macFor, netnsPath, parseSubnet, removeSessionNetwork } from './network.js';
+import { allocateAddress, announce, createSessionNetwork, hostVethName, macFor, netnsPath, parseSubnet, removeSessionNetwork } from './network.js';
 import { homeDir, killSession, launchSession, prepareSessionFiles, sessionCommand, sessionEnv, sessionPaths } from './sandbox.js';
 
 /** Waits until a session's Jupyter server answers its status API. */
@@ -56,6 +56,8 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
       await createSessionNetwork(id, s.network, ctx.config.bridge);
       const pid = await launchSession(sessionCommand(ctx.config.sessionCommand, s), sessionEnv(s, paths), s.home, id);
       s = await ctx.registry.update(id, { pid });
+      // Its address may have been another session's a moment ago: neighbours learn the new MAC from this.
+      await announce(pid, s.network.gateway);
       await waitForServer(ctx, s);
       s = await ctx.registry.update(id, { state: 'running' });
       ctx.log.info({ session: id, user: s.user, pid, ip: s.network.ip }, 'session started');
