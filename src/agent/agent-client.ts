@@ -61,9 +61,13 @@ export class AgentClient {
   move(id: string, target: { url: string; token: string }, mode: MoveMode = 'auto', fence?: number) {
     return this.call('POST', `v1/sessions/${encodeURIComponent(id)}/move`, MoveResult, { target, mode }, fence);
   }
-  /** Streams a dumped session in (this agent is the target); it is restored stopped until committed. */
-  receiveMove(stream: Readable, fence?: number) {
-    return this.http.callStream('POST', 'v1/incoming', IncomingResult, stream, 'application/x-tar', fence === undefined ? {} : { [FENCE_HEADER]: String(fence) });
+  /**
+   * Streams a dumped session in (this agent is the target); it is restored
+   * stopped until committed. `idleTimeoutMs`: how long the connection may
+   * stall (a cut link) before the move is given up.
+   */
+  receiveMove(stream: Readable, fence?: number, idleTimeoutMs = 30_000) {
+    return this.http.callStream('POST', 'v1/incoming', IncomingResult, stream, 'application/x-tar', fence === undefined ? {} : { [FENCE_HEADER]: String(fence) }, idleTimeoutMs);
   }
   commitMove(id: string, fence?: number) {
     return this.call('POST', `v1/incoming/${encodeURIComponent(id)}/commit`, SessionView, undefined, fence);

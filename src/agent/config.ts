@@ -45,6 +45,8 @@ export interface AgentConfig {
    * it safely. Default 30 s.
    */
   incomingTimeoutMs: number;
+  /** A move whose connection stalls this long (a cut link) is given up and rolled back. Default 30 s. */
+  moveIdleTimeoutMs: number;
   /** Register with a scheduler and push metrics to it; unset: the agent runs alone. */
   scheduler?: SchedulerLinkConfig;
 }
@@ -62,6 +64,7 @@ export const AGENT_DEFAULTS = {
   dumpTimeoutMs: 300_000,
   restoreTimeoutMs: 120_000,
   incomingTimeoutMs: 30_000,
+  moveIdleTimeoutMs: 30_000,
 } as const satisfies Partial<AgentConfig>;
 
 /**

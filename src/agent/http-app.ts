@@ -101,6 +101,8 @@ export function createAgentApp(ctx: AgentContext): Express {
 
   app.post('/v1/incoming', async (req, res) => {
     if (!req.is('application/x-tar')) throw new InputError('a move is sent as application/x-tar (a move stream from another agent)');
+    // A source that vanished mid-stream (a cut link) must not hold this request open for ever.
+    req.setTimeout(ctx.config.moveIdleTimeoutMs * 2, () => req.destroy(new Error('the move stream stalled')));
     const fence = parseFenceHeader(req.headers[FENCE_HEADER]);
     const r = await receiveIncoming(ctx, req, (sessionId) => ctx.fences.admit(sessionId, fence));
     res.json({ ...view(r.session), verifySeconds: r.verifySeconds, restoreSeconds: r.restoreSeconds });

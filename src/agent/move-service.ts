@@ -74,7 +74,7 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
     const lap = { hash: (performance.now() - frozenAt) / 1000 - d.dumpSeconds, send: 0, verify: 0, restore: 0, commit: 0 };
     try {
       const t0 = performance.now();
-      const received = await target.receiveMove(packMove(manifest, entries), req.fence);
+      const received = await target.receiveMove(packMove(manifest, entries), req.fence, ctx.config.moveIdleTimeoutMs);
       lap.send = (performance.now() - t0) / 1000;
       lap.verify = received.verifySeconds;
       lap.restore = received.restoreSeconds;

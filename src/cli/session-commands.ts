@@ -81,7 +81,7 @@ export async function withTicker<T>(label: string, quiet: boolean, fn: () => Pro
 }
 
 export function registerSessionCommands(program: Command): void {
-  const session = program.command('session').description("users' Jupyter sessions on a node agent");
+  const session = program.command('session').description("users' Jupyter sessions, on one node agent (--agent) or placed by the scheduler (--scheduler)");
 
   withConn(session.command('start').description('start a Jupyter session for a user; prints {"id","url","token"}'))
     .requiredOption('--user <name>', 'the user whose session it is (their home directory is mounted)')

@@ -26,8 +26,9 @@ export interface LocalProviderConfig {
   /** Agents' push and metadata polling intervals (default 5 s each). */
   pushIntervalSeconds?: number;
   metadataIntervalSeconds?: number;
-  /** The agents' commit timeout for sessions moved in (default 30 s). */
+  /** The agents' commit timeout for sessions moved in, and how long a move's stream may stall (default 30 s each). */
   incomingTimeoutSeconds?: number;
+  moveIdleTimeoutSeconds?: number;
   logLevel?: string;
 }
 
@@ -191,6 +192,7 @@ export class LocalProvider implements Provider {
           '--address-pool', `${(1 + i) * 256 + 2}-${(1 + i) * 256 + 254}`,
           '--log-level', this.config.logLevel ?? 'info',
           '--incoming-timeout', String(this.config.incomingTimeoutSeconds ?? 30),
+          '--move-idle-timeout', String(this.config.moveIdleTimeoutSeconds ?? 30),
         ];
         if (this.config.scheduler) {
           args.push(

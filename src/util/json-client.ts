@@ -29,16 +29,17 @@ export class JsonClient {
    * Through node:http rather than fetch: a web stream adapter in between
    * halved the rate of a large body here.
    */
-  async callStream<T>(method: string, path: string, schema: z.ZodType<T>, body: Readable, contentType: string, headers: Record<string, string> = {}): Promise<T> {
+  async callStream<T>(method: string, path: string, schema: z.ZodType<T>, body: Readable, contentType: string, headers: Record<string, string> = {}, idleTimeoutMs = this.timeoutMs): Promise<T> {
     const url = this.url(path);
     const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = httpRequest(url, { method, headers: { Authorization: `Bearer ${this.token}`, 'Content-Type': contentType, ...headers }, timeout: this.timeoutMs }, (res) => {
+      const req = httpRequest(url, { method, headers: { Authorization: `Bearer ${this.token}`, 'Content-Type': contentType, ...headers }, timeout: idleTimeoutMs }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
         res.on('error', reject);
       });
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs / 1000} s`)));
+      // The socket's idle time: a cut link stalls the stream, and this ends it.
+      req.on('timeout', () => req.destroy(new Error(`nothing moved on the connection for ${idleTimeoutMs / 1000} s`)));
       req.on('error', reject);
       // A failing body fails the request; the peer then sees a cut stream.
       pipeline(body, req).catch((err: unknown) => req.destroy(err as Error));

@@ -3,10 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../../src/agent/agent-client.js';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
 import type { HostRecord } from '../../src/core/cloud.js';
 import { Session } from '../../src/core/session.js';
-import { waitFor } from '../../src/util/exec.js';
+import { run, waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 
@@ -19,7 +20,7 @@ describe('a move between local test hosts that fails midway', () => {
 
   beforeAll(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'hubshift-local-fail-'));
-    provider = new LocalProvider({ stateDir, bridge: 'hslf0', subnet: '10.252.0.0/16', incomingTimeoutSeconds: 4, logLevel: 'warn' });
+    provider = new LocalProvider({ stateDir, bridge: 'hslf0', subnet: '10.252.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 3, logLevel: 'warn' });
     hosts = await provider.create(localHostSpecs(2, 0));
     clients = await Promise.all(hosts.map(async (h) => new AgentClient(h.agentUrl, (await readFile(h.tokenFile, 'utf8')).trim())));
   });
@@ -27,6 +28,34 @@ describe('a move between local test hosts that fails midway', () => {
   afterAll(async () => {
     await provider?.removeAll();
     await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('should resume the session on the source when the link is cut in the middle of the stream', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('lin');
+    const k = await kernelWithState(s.url, s.token, 256);
+    k.channel.close();
+    const target = hosts[1]!;
+    const rootVeth = `hslf0u1`;
+    const moving = a.move(s.id, { url: target.agentUrl, token: (await readFile(target.tokenFile, 'utf8')).trim() }).then(
+      () => null,
+      (err: unknown) => err as Error,
+    );
+    try {
+      await waitFor('the source to be sending', async () => ((await a.progress(s.id).catch(() => null))?.step === 'sending' ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
+      await run('ip', ['link', 'set', rootVeth, 'down']);
+      const failure = await moving;
+      expect(failure?.message).toMatch(/runs here again/);
+    } finally {
+      await run('ip', ['link', 'set', rootVeth, 'up']);
+    }
+    const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
+    // The target never restored it, and let go of the stalled stream.
+    await waitFor('the target to answer again', async () => ((await b.health().then(() => true, () => false)) ? true : undefined), { timeoutMs: 20_000, intervalMs: 200 });
+    expect(await b.findSession(s.id)).toBeNull();
+    await a.removeSession(s.id);
   });
 
   it('should resume the session on the source, and leave no copy on the target, when the target agent is killed while restoring', async () => {
