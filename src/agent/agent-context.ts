@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { MoveManifest } from '../core/checkpoint.js';
 import type { CriuBinary } from '../criu/binary.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { AgentConfig } from './config.js';
@@ -25,6 +26,8 @@ export interface AgentContext {
 
 export interface IncomingMove {
   work: string;
+  /** What the source sent: enough to commit the verified image to the store as a checkpoint. */
+  manifest: MoveManifest;
   /** Forgets the stopped copy when no commit comes in time. */
   timer: NodeJS.Timeout;
   /**

@@ -1,14 +1,16 @@
 import { spawn } from 'node:child_process';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConflictError, NotFoundError, errorMessage } from '../core/errors.js';
+import type { MoveManifest } from '../core/checkpoint.js';
+import { newCheckpointId } from '../core/ids.js';
 import type { Session } from '../core/session.js';
-import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
+import { SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { receiveMove } from '../images/move-stream.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
-import type { AgentContext } from './agent-context.js';
+import type { AgentContext, IncomingMove } from './agent-context.js';
 import { restoreFromImages, startRestored } from './checkpoint-service.js';
 import { netnsName, removeSessionNetwork } from './network.js';
 import { killSession } from './sandbox.js';
@@ -23,14 +25,15 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   const t0 = performance.now();
   const work = join(ctx.config.workDir, `in-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`);
   await mkdir(work, { recursive: true, mode: 0o700 });
-  let manifestSession: Session;
+  let manifest: MoveManifest;
   try {
-    manifestSession = (await receiveMove(body, work)).session;
+    manifest = await receiveMove(body, work);
   } catch (err) {
     await rm(work, { recursive: true, force: true });
     throw err;
   }
   const verifySeconds = (performance.now() - t0) / 1000;
+  const manifestSession = manifest.session;
   const id = manifestSession.id;
   try {
     await admit(id);
@@ -54,15 +57,12 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
       const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true });
       const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs);
       const timer = setTimeout(() => {
-        ctx.log.warn({ session: id, afterMs: ctx.config.incomingTimeoutMs }, 'no commit from the source in time: the moved-in copy is killed');
-        void abortIncoming(ctx, id).catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err) }, 'could not abort a move in'));
+        ctx.log.warn({ session: id, afterMs: ctx.config.incomingTimeoutMs }, 'no commit from the source in time: the moved-in copy is killed and its verified image kept in the store');
+        void abortIncoming(ctx, id, { keepInStore: true }).catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err) }, 'could not abort a move in'));
       }, ctx.config.incomingTimeoutMs);
       timer.unref();
-      ctx.incoming.set(id, { work, timer, guardPid });
-      // The images stay until a lazy-pages daemon has served the last page.
-      void restored.released.finally(() => {
-        if (!ctx.incoming.has(id)) void rm(work, { recursive: true, force: true });
-      });
+      ctx.incoming.set(id, { work, manifest, timer, guardPid });
+      // The images stay until the commit's lazy transfer is done, or the abort has finished with them.
       return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000 };
     } catch (err) {
       if (previous) await ctx.registry.put(previous);
@@ -119,9 +119,13 @@ export async function commitIncoming(ctx: AgentContext, id: string): Promise<Ses
 /**
  * Kills a moved-in copy that was not committed, and forgets it. Refused
  * (409) once committed: then the session runs here and the source must let
- * go. Nothing to abort is not an error.
+ * go. Nothing to abort is not an error. `keepInStore` (a commit that never
+ * came): the verified image is first committed to the store as a checkpoint,
+ * so a session whose source vanished after the freeze is never lost; if the
+ * source only lost touch and resumes its own copy, the checkpoint is merely
+ * an extra one.
  */
-export async function abortIncoming(ctx: AgentContext, id: string): Promise<void> {
+export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepInStore?: boolean } = {}): Promise<void> {
   const move = ctx.incoming.get(id);
   if (!move) {
     if (ctx.registry.find(id)?.state === 'running') throw new ConflictError(`the move of session ${id} was committed: it runs here`);
@@ -134,6 +138,40 @@ export async function abortIncoming(ctx: AgentContext, id: string): Promise<void
   if (s?.pid) await killSession(s.pid);
   if (s) await removeSessionNetwork(id, s.network).catch(() => undefined);
   await ctx.registry.remove(id);
+  if (opts.keepInStore) {
+    await keepInStore(ctx, move).catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err), images: move.work }, 'could not keep a moved-in image in the store; it stays on disk'));
+  }
   await rm(move.work, { recursive: true, force: true });
   ctx.log.warn({ session: id }, 'move in aborted');
+}
+
+/** Commits a moved-in image, verified on arrival, to the store as a checkpoint of its session. */
+async function keepInStore(ctx: AgentContext, move: IncomingMove): Promise<string> {
+  const images = join(move.work, 'images');
+  const side = join(move.work, SIDE_FILES_DIR);
+  // The restore wanted the side files inside the image directory; the store keeps them apart.
+  if (await pathExists(join(images, SIDE_FILES_DIR))) await rename(join(images, SIDE_FILES_DIR), side);
+  // Only criu's images: a lazy-pages socket may be left in there.
+  for (const name of await readdir(images)) if (!(await lstat(join(images, name))).isFile()) await rm(join(images, name), { force: true });
+  const checkpoint = newCheckpointId();
+  const m = move.manifest;
+  const log = join(side, 'server.log');
+  await writeCheckpoint({
+    store: ctx.store,
+    imagesDir: images,
+    sideFiles: (await pathExists(log)) ? [{ name: 'server.log', path: log }] : [],
+    compression: ctx.config.compression,
+    manifest: {
+      id: checkpoint,
+      sessionId: m.session.id,
+      createdAt: new Date().toISOString(),
+      criu: m.criu,
+      kernel: m.kernel,
+      leaveRunning: false,
+      dumpSeconds: m.dumpSeconds,
+      session: { ...m.session, state: 'checkpointed', pid: null, lastCheckpoint: checkpoint },
+    },
+  });
+  ctx.log.warn({ session: m.session.id, checkpoint }, 'a moved-in session whose source never committed is kept in the store');
+  return checkpoint;
 }

@@ -103,6 +103,10 @@ export async function ensureBridge(cfg: BridgeConfig): Promise<void> {
   if (!(await linkExists(cfg.name))) {
     await ip(['link', 'add', cfg.name, 'type', 'bridge']);
   }
+  // A bridge takes the lowest MAC of its ports unless given one: every session
+  // veth added or removed could change it, and neighbours would then send the
+  // bridge's own address to a MAC that is gone until they ARP again.
+  await ip(['link', 'set', 'dev', cfg.name, 'address', macFor(`bridge ${cfg.name} ${address}`)]);
   const addrs = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', cfg.name], { timeoutMs: 10_000 });
   if (!addrs.stdout.includes(` ${address}`)) await ip(['addr', 'add', address, 'dev', cfg.name]);
   await ip(['link', 'set', cfg.name, 'up']);

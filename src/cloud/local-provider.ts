@@ -5,6 +5,7 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
+import { macFor } from '../agent/network.js';
 import { HostRecord, type HostSpec } from '../core/cloud.js';
 import { ConflictError, SandboxError, errorMessage } from '../core/errors.js';
 import { Session } from '../core/session.js';
@@ -119,6 +120,8 @@ export class LocalProvider implements Provider {
   async prepareSegment(): Promise<void> {
     const exists = (await run('ip', ['link', 'show', 'dev', this.config.bridge], { allowFailure: true, timeoutMs: 10_000 })).code === 0;
     if (!exists) await ip(['link', 'add', this.config.bridge, 'type', 'bridge']);
+    // Fixed, so adding hosts' links never changes the gateway's MAC under its neighbours.
+    await ip(['link', 'set', 'dev', this.config.bridge, 'address', macFor(`segment ${this.config.bridge}`)]);
     const addrs = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', this.config.bridge], { timeoutMs: 10_000 });
     if (!addrs.stdout.includes(` ${this.gateway}/16`)) await ip(['addr', 'add', `${this.gateway}/16`, 'dev', this.config.bridge]);
     await ip(['link', 'set', this.config.bridge, 'up']);

@@ -21,7 +21,7 @@ describe('a move between local test hosts that fails midway', () => {
   beforeAll(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'hubshift-local-fail-'));
     provider = new LocalProvider({ stateDir, bridge: 'hslf0', subnet: '10.252.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 3, logLevel: 'warn' });
-    hosts = await provider.create(localHostSpecs(2, 0));
+    hosts = await provider.create(localHostSpecs(3, 0));
     clients = await Promise.all(hosts.map(async (h) => new AgentClient(h.agentUrl, (await readFile(h.tokenFile, 'utf8')).trim())));
   });
 
@@ -56,6 +56,35 @@ describe('a move between local test hosts that fails midway', () => {
     await waitFor('the target to answer again', async () => ((await b.health().then(() => true, () => false)) ? true : undefined), { timeoutMs: 20_000, intervalMs: 200 });
     expect(await b.findSession(s.id)).toBeNull();
     await a.removeSession(s.id);
+  });
+
+  it('should keep the session safe in the store when the source host is removed after the freeze', async () => {
+    // From host-3 to host-1: the other tests need host-1 and host-2.
+    const [b, , a] = clients as [AgentClient, AgentClient, AgentClient];
+    const s = await a.startSession('max');
+    const k = await kernelWithState(s.url, s.token, 32);
+    k.channel.close();
+    const moving = a.move(s.id, { url: hosts[0]!.agentUrl, token: (await readFile(hosts[0]!.tokenFile, 'utf8')).trim() }).catch(() => null);
+    // The target is restoring the frozen session: the source host goes, so no commit will ever come.
+    await waitFor('the target to be restoring the session', async () => ((await b.progress(s.id).catch(() => null))?.operation === 'move in' ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
+    killQuietly(hosts[2]!.agentPid!, 'SIGKILL');
+    await run('ip', ['netns', 'del', `hsh-${hosts[2]!.name}`]);
+    await moving;
+    // After the commit timeout the target's verified copy is a checkpoint in the store, never lost.
+    const checkpoint = await waitFor(
+      'the session to be kept in the store',
+      async () => {
+        for (const c of await b.listCheckpoints()) if ((await b.manifest(c)).sessionId === s.id) return c;
+        return undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
+    expect(await b.findSession(s.id)).toBeNull();
+    const back = await b.restore(checkpoint);
+    const ch = await KernelChannel.connect(back.url, back.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
+    await b.removeSession(s.id);
   });
 
   it('should resume the session on the source, and leave no copy on the target, when the target agent is killed while restoring', async () => {
