@@ -139,7 +139,14 @@ export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepI
   if (s) await removeSessionNetwork(id, s.network).catch(() => undefined);
   await ctx.registry.remove(id);
   if (opts.keepInStore) {
-    await keepInStore(ctx, move).catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err), images: move.work }, 'could not keep a moved-in image in the store; it stays on disk'));
+    try {
+      const checkpoint = await keepInStore(ctx, move);
+      // Listed (and pushed) as checkpointed here: the scheduler learns where it is if its source went quiet.
+      await ctx.registry.put({ ...move.manifest.session, state: 'checkpointed', pid: null, lastCheckpoint: checkpoint, error: null });
+    } catch (err) {
+      ctx.log.error({ session: id, err: errorMessage(err), images: move.work }, 'could not keep a moved-in image in the store; it stays on disk');
+      return;
+    }
   }
   await rm(move.work, { recursive: true, force: true });
   ctx.log.warn({ session: id }, 'move in aborted');

@@ -24,9 +24,11 @@ export interface StateOptions {
   sampleRetention: number;
   /** Action log entries kept (default 10 000). */
   actionRetention: number;
+  /** A session's record not refreshed for this long has an owner that went quiet (default 30 s). */
+  staleAfterMs: number;
 }
 
-export const STATE_DEFAULTS: StateOptions = { sampleRetention: 720, actionRetention: 10_000 };
+export const STATE_DEFAULTS: StateOptions = { sampleRetention: 720, actionRetention: 10_000, staleAfterMs: 30_000 };
 
 function parseJson<T>(schema: z.ZodType<T>, text: string | null | undefined, what: string): T | null {
   if (text === null || text === undefined) return null;
@@ -185,7 +187,8 @@ export class ControlState {
    * Takes an agent's metrics push. A running session is where its agent
    * says; a report of a stopped or checkpointed one counts only from the
    * node the scheduler has it on (a source that still lists a session it
-   * handed over must not pull it back).
+   * handed over must not pull it back), or when it brings a newer checkpoint
+   * while that node is quiet.
    */
   async applyPush(node: string, push: MetricsPush, now: Date): Promise<{ updated: number; ignored: number }> {
     let updated = 0;
@@ -194,8 +197,14 @@ export class ControlState {
       push.sessions.map(async (r: SessionReport) => {
         const before = await this.findSession(r.id);
         if (r.state !== 'running' && before && before.node !== node) {
-          ignored++;
-          return;
+          // One exception: a node that kept the session in the store (a move
+          // whose source vanished) is heard once the session's own node is quiet.
+          const newer = r.lastCheckpoint !== null && (before.lastCheckpoint === null || r.lastCheckpoint > before.lastCheckpoint);
+          const ownerQuiet = before.node === null || now.getTime() - Date.parse(before.updatedAt) > this.options.staleAfterMs;
+          if (!(r.state === 'checkpointed' && newer && ownerQuiet)) {
+            ignored++;
+            return;
+          }
         }
         const rec: SessionRecord = {
           id: r.id,

@@ -44,7 +44,7 @@ describe('the scheduler API', () => {
     redis = await startRedis();
     policies = await policyDir({ 'guards.yaml': TEST_GUARDS, 'spot-eviction.yaml': TEST_SPOT_EVICTION });
     scheduler = await startScheduler(
-      { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 60_000, workers: false, worker: {}, queue: { attempts: 2, backoffMs: 100 }, state: { sampleRetention: 3 } },
+      { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 60_000, workers: false, worker: {}, queue: { attempts: 2, backoffMs: 100 }, state: { sampleRetention: 3, staleAfterMs: 1_000 } },
       pino({ level: 'silent' }),
     );
     c = new SchedulerClient(scheduler.url, token);
@@ -82,6 +82,20 @@ describe('the scheduler API', () => {
     expect(bad.message).toMatch(/sessions\.0\.rssBytes/);
     const unknown = await refusal(c.pushMetrics('node-nobody', { at: new Date().toISOString(), sessions: [] }));
     expect(unknown.status).toBe(404);
+  });
+
+  it('should hear of a newer checkpoint from another node only once the session\'s own node is quiet', async () => {
+    await c.register({ ...registration, name: 'node-y', instanceId: 'i-0123456789abcdef1' });
+    const report = { id: 's0000beef', user: 'bo', url: 'http://10.0.0.3:8888/', token: 't'.repeat(32), rssBytes: 1000, cpuCores: 0, busy: false, connections: 0, lastActivityAt: null } as const;
+    await c.pushMetrics('node-x', { at: new Date().toISOString(), sessions: [{ ...report, state: 'running', lastCheckpoint: null }] });
+    const kept = { ...report, state: 'checkpointed' as const, lastCheckpoint: 'cmwtz00000000abcd' };
+    expect(await c.pushMetrics('node-y', { at: new Date().toISOString(), sessions: [kept] })).toEqual({ updated: 0, ignored: 1 });
+    expect((await c.getSession('s0000beef')).node).toBe('node-x');
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(await c.pushMetrics('node-y', { at: new Date().toISOString(), sessions: [kept] })).toEqual({ updated: 1, ignored: 0 });
+    expect(await c.getSession('s0000beef')).toMatchObject({ node: null, state: 'checkpointed', lastCheckpoint: 'cmwtz00000000abcd' });
+    // An older checkpoint from elsewhere changes nothing.
+    expect(await c.pushMetrics('node-x', { at: new Date().toISOString(), sessions: [{ ...kept, lastCheckpoint: 'cmwty00000000abcd' }] })).toEqual({ updated: 0, ignored: 1 });
   });
 
   it('should take notices in its own shape and as EventBridge events, and refuse malformed ones naming the field', async () => {
