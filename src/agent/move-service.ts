@@ -22,9 +22,12 @@ export interface MoveRequest {
   fence?: number;
 }
 
-/** Why post-copy between agents is not offered yet (see README, "Moving sessions"). */
-export const POST_COPY_BLOCKER =
-  "post-copy between agents is not available: criu dump --lazy-pages fails on this kernel with 'page-pipe: tee: 65536: Operation not permitted' (criu 4.1.1 and 4.2.1), and serving lazily from a full image fails with 'Can't read async pr bytes'";
+/** Why post-copy is refused here: the setup probe's finding (see README, "Moving sessions"). */
+export function postCopyBlocker(criu: AgentContext['criu']): string {
+  if (!criu.postCopy) return 'post-copy between agents is not available: it has not been probed with this criu (run npm run setup)';
+  if (!criu.postCopy.ok) return `post-copy between agents is not available on this machine (criu ${criu.version}, kernel ${criu.kernel}): ${criu.postCopy.reason}`;
+  return `post-copy between agents is not available yet: criu ${criu.version} passed the lazy-migration probe on this kernel, but hubshift does not move sessions that way yet`;
+}
 
 async function filesOf(d: LocalDump): Promise<{ files: MoveFile[]; entries: PackEntry[] }> {
   const files: MoveFile[] = [];
@@ -51,7 +54,7 @@ async function filesOf(d: LocalDump): Promise<{ files: MoveFile[]; entries: Pack
  * commit timeout).
  */
 export async function moveSession(ctx: AgentContext, id: string, req: MoveRequest): Promise<MoveResult> {
-  if (req.mode === 'post-copy') throw new InputError(POST_COPY_BLOCKER);
+  if (req.mode === 'post-copy') throw new InputError(postCopyBlocker(ctx.criu));
   const mode = 'stop-and-copy' as const;
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
   const target = new AgentClient(req.target.url, req.target.token);

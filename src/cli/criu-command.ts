@@ -16,7 +16,7 @@ export function registerCriuCommand(program: Command): void {
       printResult(o.json, { chosen, tried }, () => {
         const lines = tried.filter((t) => !t.ok).map((t) => `criu: ${t.source} criu ${t.version ?? ''} does not work here: ${t.reason}`);
         const where = chosen.source === 'private' ? `Debian unstable's criu ${chosen.version}, private prefix (${chosen.argv.at(-1)})` : `${chosen.source} criu ${chosen.version} (${chosen.argv.join(' ')})`;
-        lines.push(`criu: using ${where}; recorded in ${CRIU_CACHE_FILE}${chosen.memDirtyTrack ? '' : '; soft-dirty tracking is off on this kernel (no pre-copy)'}`);
+        lines.push(`criu: using ${where}; recorded in ${CRIU_CACHE_FILE}${chosen.memDirtyTrack ? '' : '; soft-dirty tracking is off on this kernel (no pre-copy)'}${chosen.postCopy && !chosen.postCopy.ok ? `; post-copy does not work here: ${chosen.postCopy.reason}` : ''}`);
         return lines.join('\n');
       });
     });

@@ -17,6 +17,11 @@ export const CriuBinary = z.object({
   memDirtyTrack: z.boolean(),
   /** userfaultfd for lazy restore (`criu check --feature uffd-noncoop`). */
   lazyPages: z.boolean(),
+  /**
+   * Whether lazy migration works end to end (a dump serving pages lazily to a
+   * restore elsewhere), as probed at setup; why not when it does not.
+   */
+  postCopy: z.object({ ok: z.boolean(), reason: z.string().nullable() }).optional(),
 });
 export type CriuBinary = z.infer<typeof CriuBinary>;
 

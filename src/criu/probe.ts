@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { sleep, waitFor } from '../util/exec.js';
 import { childrenOf, isAlive, killQuietly } from '../util/proc.js';
-import type { CriuBinary } from './binary.js';
+import { criuCommand, type CriuBinary } from './binary.js';
 import { dump, restore } from './driver.js';
+import { diagnoseCriuLogFile } from './log.js';
 
 // A process holding an established loopback TCP connection. After restore,
 // SIGUSR1 makes it send a ping over that connection and write what came back.
@@ -24,6 +26,51 @@ while True: time.sleep(3600)
 
 export type ProbeResult = { ok: true; seconds: number } | { ok: false; reason: string };
 
+interface ProbeProcess {
+  init: number;
+  /** Pids to kill when done, launcher first. */
+  pids: number[];
+  /** Where the restored process writes what came back over its connection. */
+  result: string;
+}
+
+/** Starts the probe process in its own net and pid namespaces and waits until it holds its connection. */
+async function startProbeProcess(dir: string): Promise<ProbeProcess> {
+  await writeFile(join(dir, 'probe.py'), PROBE_PY);
+  const log = join(dir, 'probe.log');
+  const result = join(dir, 'result');
+  const child = spawn(
+    'unshare',
+    ['--net', '--pid', '--fork', 'setsid', 'sh', '-c', `exec >>'${log}' 2>&1 </dev/null; ip link set lo up; exec /usr/bin/python3 '${join(dir, 'probe.py')}' '${result}'`],
+    { detached: true, stdio: 'ignore' },
+  );
+  child.unref();
+  if (child.pid === undefined) throw new Error('could not start unshare');
+  const pids = [child.pid];
+  const init = await waitFor('probe process start', async () => (await childrenOf(child.pid as number))[0], { timeoutMs: 10_000 });
+  pids.push(init);
+  await waitFor('probe ready', async () => ((await readFile(log, 'utf8').catch(() => '')).includes('ready') ? true : undefined), { timeoutMs: 10_000 });
+  return { init, pids, result };
+}
+
+/** Asks a restored probe to use its connection; true when the ping came back. */
+async function pingThroughRestored(pid: number, result: string): Promise<string> {
+  process.kill(pid, 'SIGUSR1');
+  return waitFor('ping over the restored TCP connection', async () => {
+    const text = await readFile(result, 'utf8').catch(() => '');
+    return text ? text : undefined;
+  }, { timeoutMs: 5_000 });
+}
+
+async function cleanUp(pids: number[], dir: string, ok: boolean): Promise<void> {
+  for (const p of [...pids].reverse()) killQuietly(p);
+  for (const p of pids) {
+    for (let i = 0; i < 40 && (await isAlive(p)); i++) await sleep(25);
+  }
+  // A failed probe keeps its directory: the error names the logs in it.
+  if (ok) await rm(dir, { recursive: true, force: true });
+}
+
 /**
  * The real test of a criu: dump and restore a small process, in its own net
  * and pid namespaces, that holds an established TCP connection, and check that
@@ -35,40 +82,76 @@ export async function probeCriu(bin: CriuBinary, workDir: string): Promise<Probe
   const pids: number[] = [];
   let ok = false;
   try {
-    await writeFile(join(dir, 'probe.py'), PROBE_PY);
-    const log = join(dir, 'probe.log');
-    const result = join(dir, 'result');
-    const child = spawn(
-      'unshare',
-      ['--net', '--pid', '--fork', 'setsid', 'sh', '-c', `exec >>'${log}' 2>&1 </dev/null; ip link set lo up; exec /usr/bin/python3 '${join(dir, 'probe.py')}' '${result}'`],
-      { detached: true, stdio: 'ignore' },
-    );
-    child.unref();
-    if (child.pid === undefined) return { ok: false, reason: 'could not start unshare' };
-    pids.push(child.pid);
-    const init = await waitFor('probe process start', async () => (await childrenOf(child.pid as number))[0], { timeoutMs: 10_000 });
-    pids.push(init);
-    await waitFor('probe ready', async () => ((await readFile(log, 'utf8').catch(() => '')).includes('ready') ? true : undefined), { timeoutMs: 10_000 });
+    const p = await startProbeProcess(dir);
+    pids.push(...p.pids);
     const images = join(dir, 'images');
-    await dump(bin, { pid: init, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000 });
+    await dump(bin, { pid: p.init, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000 });
     const restored = await restore(bin, { imagesDir: images, logFile: join(dir, 'restore.log'), pidFile: join(dir, 'restored.pid'), timeoutMs: 60_000 });
     pids.push(restored.pid);
-    process.kill(restored.pid, 'SIGUSR1');
-    const answer = await waitFor('ping over the restored TCP connection', async () => {
-      const text = await readFile(result, 'utf8').catch(() => '');
-      return text ? text : undefined;
-    }, { timeoutMs: 5_000 });
+    const answer = await pingThroughRestored(restored.pid, p.result);
     if (answer !== 'ping') return { ok: false, reason: `the restored TCP connection returned ${JSON.stringify(answer)} instead of "ping" (logs in ${dir})` };
     ok = true;
     return { ok: true, seconds: (performance.now() - started) / 1000 };
   } catch (err) {
     return { ok: false, reason: errorMessage(err) };
   } finally {
-    for (const p of pids.reverse()) killQuietly(p);
-    for (const p of pids) {
-      for (let i = 0; i < 40 && (await isAlive(p)); i++) await sleep(25);
+    await cleanUp(pids, dir, ok);
+  }
+}
+
+/**
+ * Whether post-copy migration works here: the probe process is dumped with
+ * --lazy-pages (criu stays as its page server), its images without the lazy
+ * pages copied elsewhere, and restored there with a lazy-pages daemon that
+ * fetches the pages over the network; the restored connection must carry
+ * data. A failure is reported with the first error of criu's own logs.
+ */
+export async function probePostCopy(bin: CriuBinary, workDir: string): Promise<{ ok: boolean; reason: string | null }> {
+  const dir = await mkdtemp(join(workDir, 'criu-postcopy-'));
+  const pids: number[] = [];
+  let ok = false;
+  const port = String(27_000 + Math.floor(Math.random() * 2_000));
+  try {
+    const p = await startProbeProcess(dir);
+    pids.push(...p.pids);
+    const src = join(dir, 'source');
+    const dst = join(dir, 'target');
+    await mkdir(src, { recursive: true });
+    const dumpLog = join(dir, 'dump.log');
+    const d = criuCommand(bin, ['dump', '-t', String(p.init), '-D', src, '-o', dumpLog, '-v4', '--tcp-established', '--lazy-pages', '--address', '127.0.0.1', '--port', port]);
+    const dumper = spawn(d.cmd, d.args, { stdio: 'ignore', detached: true });
+    dumper.unref();
+    if (dumper.pid) pids.push(dumper.pid);
+    const dumpExit = new Promise<number>((resolve) => dumper.on('exit', (code) => resolve(code ?? 1)));
+    let dumpDone = false;
+    void dumpExit.then(() => (dumpDone = true));
+    await waitFor('the lazy dump to serve its pages', async () => {
+      if (dumpDone) throw new Error(`criu dump --lazy-pages failed: ${(await diagnoseCriuLogFile(dumpLog)).explanation} (log ${dumpLog})`);
+      return (await readFile(dumpLog, 'utf8').catch(() => '')).includes('Starting page server') ? true : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 20 });
+    await cp(src, dst, { recursive: true });
+    const lazyLog = join(dir, 'lazy-pages.log');
+    const l = criuCommand(bin, ['lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', port, '-D', dst, '-o', lazyLog, '-v4']);
+    const daemon = spawn(l.cmd, l.args, { stdio: 'ignore', detached: true });
+    daemon.unref();
+    if (daemon.pid) pids.push(daemon.pid);
+    await waitFor('criu lazy-pages to listen', async () => (existsSync(join(dst, 'lazy-pages.socket')) ? true : undefined), { timeoutMs: 10_000, intervalMs: 5 });
+    try {
+      const restored = await restore(bin, { imagesDir: dst, logFile: join(dir, 'restore.log'), pidFile: join(dir, 'restored.pid'), timeoutMs: 30_000, lazyPages: true });
+      pids.push(restored.pid);
+      const answer = await pingThroughRestored(restored.pid, p.result);
+      if (answer !== 'ping') return { ok: false, reason: `after a lazy migration the TCP connection returned ${JSON.stringify(answer)} (logs in ${dir})` };
+    } catch (err) {
+      // The dump side's error is the cause; the restore only saw its page server go.
+      await Promise.race([dumpExit, sleep(2_000)]);
+      const cause = await diagnoseCriuLogFile(dumpLog);
+      return { ok: false, reason: `${cause.explanation ? `the page server of criu dump --lazy-pages failed: ${cause.explanation}` : errorMessage(err)} (logs in ${dir})` };
     }
-    // A failed probe keeps its directory: the error names the logs in it.
-    if (ok) await rm(dir, { recursive: true, force: true });
+    ok = true;
+    return { ok: true, reason: null };
+  } catch (err) {
+    return { ok: false, reason: errorMessage(err) };
+  } finally {
+    await cleanUp(pids, dir, ok);
   }
 }

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { CriuError, errorMessage } from '../core/errors.js';
 import { run } from '../util/exec.js';
 import { criuCommand, CriuBinary, privatePrefixArgv } from './binary.js';
-import { probeCriu } from './probe.js';
+import { probeCriu, probePostCopy } from './probe.js';
 
 /** Where the chosen criu is recorded, per machine. */
 export const CRIU_CACHE_FILE = process.env.HUBSHIFT_CRIU_CACHE ?? '/var/lib/hubshift/criu.json';
@@ -87,10 +87,20 @@ export async function loadSelectedCriu(): Promise<CriuBinary> {
  */
 export async function selectCriu(opts: { install: boolean; force: boolean; workDir: string; log: (msg: string) => void }): Promise<{ chosen: CriuBinary; tried: CandidateReport[] }> {
   if (!opts.force) {
+    let cached: CriuBinary | undefined;
     try {
-      return { chosen: await loadSelectedCriu(), tried: [] };
+      cached = await loadSelectedCriu();
     } catch {
       /* probe below */
+    }
+    if (cached?.postCopy) return { chosen: cached, tried: [] };
+    if (cached) {
+      // Chosen before post-copy was probed: probe that alone.
+      await mkdir(opts.workDir, { recursive: true });
+      opts.log(`probing post-copy (lazy migration) with criu ${cached.version}`);
+      const chosen = { ...cached, postCopy: await probePostCopy(cached, opts.workDir) };
+      await saveSelection(chosen);
+      return { chosen, tried: [] };
     }
   }
   await mkdir(opts.workDir, { recursive: true });
@@ -123,9 +133,15 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     const why = tried.map((t) => `${t.source} ${t.version ?? ''}: ${t.reason}`).join('; ');
     throw new CriuError('criu_unavailable', `no criu on this machine passes the TCP dump/restore probe (${why || 'none found'}); run npm run setup as root`, why);
   }
+  opts.log(`probing post-copy (lazy migration) with criu ${chosen.version}`);
+  chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir) };
+  await saveSelection(chosen);
+  return { chosen, tried };
+}
+
+async function saveSelection(chosen: CriuBinary): Promise<void> {
   await mkdir(dirname(CRIU_CACHE_FILE), { recursive: true });
   const tmp = `${CRIU_CACHE_FILE}.tmp`;
   await writeFile(tmp, JSON.stringify(chosen, null, 2));
   await rename(tmp, CRIU_CACHE_FILE);
-  return { chosen, tried };
 }

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { probeCriu } from '../../src/criu/probe.js';
+import { probeCriu, probePostCopy } from '../../src/criu/probe.js';
 import { loadSelectedCriu } from '../../src/criu/select.js';
 
 describe('the criu probe', () => {
@@ -17,6 +17,17 @@ describe('the criu probe', () => {
   it('should pass the criu that setup selected: a TCP connection carries data after restore', async () => {
     const bin = await loadSelectedCriu();
     expect(await probeCriu(bin, work)).toEqual({ ok: true, seconds: expect.any(Number) });
+  });
+
+  it('should find out whether post-copy works here, and say why not from criu\'s own log', async () => {
+    const bin = await loadSelectedCriu();
+    const r = await probePostCopy(bin, work);
+    // Setup recorded the same finding; on this kernel it fails in the dump's page server.
+    expect(r.ok).toBe(bin.postCopy?.ok);
+    if (!r.ok) {
+      expect(r.reason).toMatch(/\(logs in .*criu-postcopy-/);
+      expect(r.reason?.replace(/ \(logs in .*\)$/, '')).toBe(bin.postCopy?.reason?.replace(/ \(logs in .*\)$/, ''));
+    }
   });
 
   it('should fail a criu that cannot dump, with the reason', async () => {
