@@ -8,6 +8,7 @@ import { SessionId, SessionSpec } from '../core/session.js';
 import { EvaluationContext } from '../policy/evaluation-context.js';
 import { DEFAULT_GUARDS } from '../policy/policy-schema.js';
 import { typesFromNodes, type ControlLoop } from '../scheduler/control-loop.js';
+import { evacuationReport } from '../scheduler/evacuation-report.js';
 import { parseNotice } from '../scheduler/notices.js';
 import type { Planner } from '../scheduler/planner.js';
 import type { OpsQueue } from '../scheduler/queue.js';
@@ -130,6 +131,13 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
 
   app.get('/v1/notices', async (_req, res) => {
     res.json({ notices: await state.listNotices(new Date()) });
+  });
+
+  app.get('/v1/notices/:id/report', async (req, res) => {
+    const id = param(z.string().min(1).max(200), req.params.id, 'notice');
+    const notice = (await state.listNotices(new Date())).find((n) => n.id === id);
+    if (!notice) throw new NotFoundError(`no notice ${id} in force (GET /v1/notices lists them)`);
+    res.json(evacuationReport(notice, await state.actions(10_000), await state.listSessions()));
   });
 
   // ---- sessions

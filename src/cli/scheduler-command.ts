@@ -7,7 +7,8 @@ import { SCHEDULER_DEFAULTS, startScheduler } from '../scheduler/scheduler.js';
 import { ControlState, STATE_DEFAULTS } from '../scheduler/state.js';
 import { startWorker, WORKER_DEFAULTS } from '../scheduler/worker.js';
 import { port, positiveNumber, stopOnSignal } from './args.js';
-import { printResult } from './output.js';
+import { Progress, printResult } from './output.js';
+import { sleep } from '../util/exec.js';
 import { schedulerClient, withSchedulerConn, type SchedulerConnOpts } from './scheduler-client-options.js';
 import { readOrCreateTokenFile } from './token-file.js';
 
@@ -71,8 +72,28 @@ export function registerSchedulerCommands(program: Command): void {
   withSchedulerConn(program.command('notice').description('post a spot interruption or rebalance notice for a node, as an EventBridge event or the metadata service would').argument('<node>', 'the node'))
     .addOption(new Option('--action <action>', 'what happens to the node').choices(['terminate', 'stop', 'hibernate', 'rebalance']).makeOptionMandatory())
     .option('--in <seconds>', 'seconds until it happens (interruptions; default 120)', positiveNumber('--in'))
-    .action(async (node: string, o: SchedulerConnOpts & { action: 'terminate' | 'stop' | 'hibernate' | 'rebalance'; in?: number }) => {
-      const r = await (await schedulerClient(o)).notice({ node, action: o.action, ...(o.in !== undefined ? { in: o.in } : {}) });
+    .option('--wait', 'follow the evacuation and print what became of each session (the report)', false)
+    .action(async (node: string, o: SchedulerConnOpts & { action: 'terminate' | 'stop' | 'hibernate' | 'rebalance'; in?: number; wait: boolean }) => {
+      const c = await schedulerClient(o);
+      const r = await c.notice({ node, action: o.action, ...(o.in !== undefined ? { in: o.in } : {}) });
+      if (o.wait) {
+        const p = new Progress(`evacuating ${node}`, o.json);
+        const deadline = r.notice.deadline ? Date.parse(r.notice.deadline) : Date.now() + 600_000;
+        let report = await c.evacuation(r.notice.id);
+        while (report.sessions.some((x) => x.outcome === 'planned') && Date.now() < deadline + 60_000) {
+          p.step(`${report.sessions.filter((x) => x.outcome !== 'planned').length} of ${report.sessions.length} done`);
+          await sleep(500);
+          report = await c.evacuation(r.notice.id);
+        }
+        p.done();
+        return printResult(o.json, report, () =>
+          [
+            `notice ${r.notice.id}: ${r.notice.kind} of ${node}${r.notice.deadline ? ` at ${r.notice.deadline}` : ''}`,
+            ...report.sessions.map((x) => `  ${x.sessionId} ${x.action} ${x.outcome}${x.target ? ` -> ${x.target}` : ''}${x.marginSeconds !== null ? ` (${x.marginSeconds.toFixed(0)} s before the deadline)` : ''}${x.detail ? `: ${x.detail}` : ''}`),
+            ...(report.left.length ? [`  left on ${node}: ${report.left.join(', ')}`] : []),
+          ].join('\n'),
+        );
+      }
       printResult(o.json, r, () =>
         [
           `notice ${r.notice.id}: ${r.notice.kind} of ${r.notice.node}${r.notice.deadline ? ` at ${r.notice.deadline}` : ''}`,

@@ -183,3 +183,24 @@ export const CheckpointRecord = z.object({
   leftRunning: z.boolean(),
 });
 export type CheckpointRecord = z.infer<typeof CheckpointRecord>;
+
+/** What became of each session a notice concerned: the evacuation's report. */
+export const EvacuationReport = z.object({
+  notice: z.object({ id: z.string(), node: z.string(), kind: z.string(), deadline: IsoTime.nullable(), receivedAt: IsoTime }),
+  sessions: z.array(
+    z.object({
+      sessionId: z.string(),
+      action: z.string(),
+      /** planned: still under way; done; failed (see detail). */
+      outcome: z.enum(['planned', 'done', 'failed']),
+      target: z.string().nullable(),
+      at: IsoTime,
+      /** Seconds before the deadline it was done (negative: after). */
+      marginSeconds: z.number().nullable(),
+      detail: z.string().nullable(),
+    }),
+  ),
+  /** Sessions still on the node that no operation has taken. */
+  left: z.array(z.string()),
+});
+export type EvacuationReport = z.infer<typeof EvacuationReport>;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { NoticeInfo } from '../core/cluster.js';
-import { ActionRecord, CheckpointRecord, JobView, Operation, PlacedSession, type MetricsPush, type NodeRegistration, type NoticeRequest } from '../core/control.js';
+import { ActionRecord, CheckpointRecord, EvacuationReport, JobView, Operation, PlacedSession, type MetricsPush, type NodeRegistration, type NoticeRequest } from '../core/control.js';
 import { Decision } from '../core/decision.js';
 import { JsonClient } from '../util/json-client.js';
 
@@ -38,6 +38,10 @@ export class SchedulerClient {
   }
   notices() {
     return this.http.call('GET', 'v1/notices', z.object({ notices: z.array(NoticeInfo) })).then((r) => r.notices);
+  }
+  /** What became of each session a notice concerned. */
+  evacuation(noticeId: string) {
+    return this.http.call('GET', `v1/notices/${encodeURIComponent(noticeId)}/report`, EvacuationReport);
   }
   listSessions() {
     return this.http.call('GET', 'v1/sessions', z.object({ sessions: z.array(PlacedSession) })).then((r) => r.sessions);

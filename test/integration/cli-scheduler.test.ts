@@ -65,6 +65,13 @@ describe('the hubshift command against a scheduler', () => {
     const n = await hubshift(['notice', 'node-b', '--action', 'rebalance', ...conn]);
     expect(n.code, n.stderr).toBe(0);
     expect(JSON.parse(n.stdout)).toMatchObject({ notice: { node: 'node-b', kind: 'rebalance', deadline: null } });
+    // With only guards in force nothing moves: the report says what is left on the node.
+    const wait = await hubshift(['notice', 'node-a', '--action', 'terminate', '--in', '60', '--wait', ...conn]);
+    expect(wait.code, wait.stderr).toBe(0);
+    const report = JSON.parse(wait.stdout) as { notice: { node: string }; sessions: unknown[]; left: string[] };
+    expect(report.notice.node).toBe('node-a');
+    expect(report.sessions).toEqual([]);
+    expect(report.left).toEqual((await cp.client.listSessions()).filter((x) => x.node === 'node-a' && x.state === 'running').map((x) => x.id));
     const plan = await hubshift(['plan', ...conn]);
     expect(plan.code, plan.stderr).toBe(0);
     expect(JSON.parse(plan.stdout)).toHaveProperty('decisions');

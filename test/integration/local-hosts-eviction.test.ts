@@ -101,7 +101,11 @@ describe('a spot notice on a local test host, end to end', () => {
     // The spot host has nothing left.
     const spotAgent = new AgentClient(spot.agentUrl, (await readFile(spot.tokenFile, 'utf8')).trim());
     expect(await spotAgent.listSessions()).toEqual([]);
-    const outcomes = (await c.actions(100)).filter((a) => a.policy === 'spot-eviction' && a.outcome === 'done');
-    expect(outcomes.map((a) => a.sessionId).sort()).toEqual(started.map((s) => s.id).sort());
+    // The evacuation's report: every session moved, each before the deadline, nothing left.
+    const notice = (await c.notices()).find((n) => n.node === spot.name && n.kind === 'interruption')!;
+    const report = await c.evacuation(notice.id);
+    expect(report.sessions.map((x) => [x.sessionId, x.outcome]).sort()).toEqual(started.map((s) => [s.id, 'done']).sort());
+    expect(report.sessions.every((x) => (x.marginSeconds ?? -1) > 0)).toBe(true);
+    expect(report.left).toEqual([]);
   });
 });

@@ -4,6 +4,7 @@ import type { Operation } from '../../src/core/control.js';
 import { duePolicies } from '../../src/policy/schedule.js';
 import { typesFromNodes } from '../../src/scheduler/control-loop.js';
 import { parseNotice } from '../../src/scheduler/notices.js';
+import { evacuationReport } from '../../src/scheduler/evacuation-report.js';
 import { jobId, stepsOf } from '../../src/scheduler/queue.js';
 
 const nodes = {
@@ -116,5 +117,40 @@ describe('scheduled policies due', () => {
     ['2026-11-25T03:00:00.000Z', { nightly: '2026-11-24T03:00:00.000Z' }, ['nightly']],
   ])('at %s with last runs %j: %j', (at, lastRuns, want) => {
     expect(duePolicies(policies, lastRuns, new Date(at))).toEqual(want);
+  });
+});
+
+describe('the evacuation report', () => {
+  const notice = { id: 'n1', node: 'spot-a', kind: 'interruption' as const, action: 'terminate' as const, deadline: '2026-11-23T12:02:00.000Z', receivedAt: '2026-11-23T12:00:00.000Z' };
+  const act = (sessionId: string, outcome: 'planned' | 'done' | 'failed', at: string, source = 'spot-a') => ({
+    at,
+    operation: `op-${sessionId}`,
+    action: 'migrate' as const,
+    outcome,
+    sessionId,
+    source,
+    target: 'od-b',
+    policy: 'spot-eviction',
+    reason: 'r',
+    costPerHour: 0,
+    detail: outcome === 'failed' ? 'move: boom' : null,
+  });
+  const rec = (id: string, node: string) => ({ id, user: 'u', node, state: 'running' as const, url: '', token: '', rssBytes: 0, cpuCores: 0, busy: false, connections: 0, lastActivityAt: now.toISOString(), lastDisruptionAt: null, lastCheckpoint: null, updatedAt: now.toISOString() });
+  it('should give each session its latest outcome since the notice, its margin to the deadline, and what is left', () => {
+    const actions = [
+      // Newest first, as the log keeps them.
+      act('s00000002', 'failed', '2026-11-23T12:00:40.000Z'),
+      act('s00000001', 'done', '2026-11-23T12:00:30.000Z'),
+      act('s00000002', 'planned', '2026-11-23T12:00:01.000Z'),
+      act('s00000001', 'planned', '2026-11-23T12:00:01.000Z'),
+      act('s00000009', 'done', '2026-11-23T11:00:00.000Z'),
+      act('s00000008', 'done', '2026-11-23T12:00:20.000Z', 'elsewhere'),
+    ];
+    const r = evacuationReport(notice, actions, [rec('s00000001', 'od-b'), rec('s00000002', 'spot-a'), rec('s00000003', 'spot-a')]);
+    expect(r.sessions.map((x) => [x.sessionId, x.outcome, x.marginSeconds])).toEqual([
+      ['s00000001', 'done', 90],
+      ['s00000002', 'failed', null],
+    ]);
+    expect(r.left).toEqual(['s00000003']);
   });
 });
