@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { startMetadataServer, type MetadataServer } from '../cloud/metadata-server.js';
@@ -83,7 +83,9 @@ export function registerLocalCommands(program: Command): void {
         servers.push(s);
         urls[h.name] = s.url;
       }
-      await writeFile(join(o.stateDir, 'metadata.json'), JSON.stringify({ pid: process.pid, urls }));
+      // Whole or not at all: local up reads it as soon as it appears.
+      await writeFile(join(o.stateDir, 'metadata.json.tmp'), JSON.stringify({ pid: process.pid, urls }));
+      await rename(join(o.stateDir, 'metadata.json.tmp'), join(o.stateDir, 'metadata.json'));
       stopOnSignal(async () => {
         await Promise.all(servers.map((s) => s.close()));
       });

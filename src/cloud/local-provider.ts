@@ -173,7 +173,11 @@ export class LocalProvider implements Provider {
       await this.writeState(state);
       const served = await waitFor(
         'the local metadata endpoints',
-        async () => (existsSync(endpoints) ? MetadataEndpoints.parse(JSON.parse(await readFile(endpoints, 'utf8'))) : undefined),
+        async () => {
+          if (state.metadataPid !== null && !(await isAlive(state.metadataPid))) throw new SandboxError(`the metadata endpoints exited at start; see ${join(this.config.stateDir, 'metadata.log')}`);
+          if (!existsSync(endpoints)) return undefined;
+          return MetadataEndpoints.parse(JSON.parse(await readFile(endpoints, 'utf8')));
+        },
         { timeoutMs: 20_000, intervalMs: 50 },
       );
       for (const [i, host] of state.hosts.entries()) {
