@@ -282,6 +282,19 @@ export async function startRestored(ctx: AgentContext, s: Session): Promise<Sess
 }
 
 /**
+ * Refuses to bring a session here while it runs here already, or while
+ * another running session holds its address. Returns what this agent knew
+ * of it, if anything.
+ */
+export async function assertRestorableHere(ctx: AgentContext, s: Session, hint = ''): Promise<Session | undefined> {
+  const known = ctx.registry.find(s.id);
+  if (known && known.pid !== null && (await isAlive(known.pid))) throw new ConflictError(`session ${s.id} is already running on this agent (pid ${known.pid})${hint}`);
+  const clash = ctx.registry.list().find((o) => o.id !== s.id && o.pid !== null && o.network.ip === s.network.ip);
+  if (clash) throw new ConflictError(`address ${s.network.ip} of session ${s.id} is held by running session ${clash.id} on this agent`);
+  return known;
+}
+
+/**
  * Brings a checkpoint back as a running session with the same id, address
  * and token. Every blob is verified against the manifest before criu runs.
  */
@@ -295,12 +308,7 @@ export async function restoreCheckpoint(
   const id = manifest.sessionId;
   await admit(id);
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
-  const known = ctx.registry.find(id);
-  if (known && known.pid !== null && (await isAlive(known.pid))) {
-    throw new ConflictError(`session ${id} is already running on this agent (pid ${known.pid}); checkpoint or remove it before restoring ${checkpoint}`);
-  }
-  const clash = ctx.registry.list().find((o) => o.id !== id && o.pid !== null && o.network.ip === manifest.session.network.ip);
-  if (clash) throw new ConflictError(`address ${manifest.session.network.ip} of session ${id} is held by running session ${clash.id} on this agent`);
+  const known = await assertRestorableHere(ctx, manifest.session, `; checkpoint or remove it before restoring ${checkpoint}`);
   return ctx.registry.exclusive(id, 'restore', async () => {
     const previous: Session = known ?? { ...manifest.session, state: 'checkpointed', pid: null };
     const s = await ctx.registry.put({ ...manifest.session, state: 'restoring', pid: null, lastCheckpoint: checkpoint, createdAt: previous.createdAt, error: null });

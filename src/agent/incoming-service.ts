@@ -11,7 +11,7 @@ import { receiveMove } from '../images/move-stream.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
-import { restoreFromImages, startRestored } from './checkpoint-service.js';
+import { assertRestorableHere, restoreFromImages, startRestored } from './checkpoint-service.js';
 import { netnsName, removeSessionNetwork } from './network.js';
 import { killSession } from './sandbox.js';
 
@@ -37,11 +37,8 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   const id = manifestSession.id;
   try {
     await admit(id);
-    const known = ctx.registry.find(id);
-    if (known && known.pid !== null && (await isAlive(known.pid))) throw new ConflictError(`session ${id} is already running on this agent (pid ${known.pid})`);
+    await assertRestorableHere(ctx, manifestSession);
     if (ctx.incoming.has(id)) throw new ConflictError(`session ${id} is already being moved in`);
-    const clash = ctx.registry.list().find((o) => o.id !== id && o.pid !== null && o.network.ip === manifestSession.network.ip);
-    if (clash) throw new ConflictError(`address ${manifestSession.network.ip} of session ${id} is held by running session ${clash.id} on this agent`);
   } catch (err) {
     await rm(work, { recursive: true, force: true });
     throw err;

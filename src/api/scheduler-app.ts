@@ -7,7 +7,7 @@ import { ConflictError, InputError, NotFoundError, UnreachableError, describeZod
 import { SessionId, SessionSpec } from '../core/session.js';
 import { EvaluationContext } from '../policy/evaluation-context.js';
 import { DEFAULT_GUARDS } from '../policy/policy-schema.js';
-import { typesFromNodes, type ControlLoop } from '../scheduler/control-loop.js';
+import type { ControlLoop } from '../scheduler/control-loop.js';
 import { evacuationReport } from '../scheduler/evacuation-report.js';
 import { parseNotice } from '../scheduler/notices.js';
 import type { Planner } from '../scheduler/planner.js';
@@ -91,10 +91,9 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
   /** The cheapest ready node with room for `bytes`, as the policies would place it. */
   const choose = async (bytes: number, exclude: Set<string>): Promise<string> => {
     const now = new Date();
-    const nodes = await state.listNodes();
-    const snapshot = await state.snapshot(now, { withSamples: false, instanceTypes: typesFromNodes(nodes) });
+    const snapshot = await state.snapshot(now, { withSamples: false });
     const node = new EvaluationContext(snapshot, DEFAULT_GUARDS, now).place(bytes, 1, exclude);
-    if (!node) throw new ConflictError(`no ready node has room for ${(bytes / 2 ** 20).toFixed(0)} MiB (${nodes.length} registered); add a node or free one`);
+    if (!node) throw new ConflictError(`no ready node has room for ${(bytes / 2 ** 20).toFixed(0)} MiB (${snapshot.nodes.length} registered); add a node or free one`);
     return node.name;
   };
 

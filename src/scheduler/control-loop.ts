@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import type { InstanceTypeInfo, NodeInfo } from '../core/cluster.js';
 import type { Decision } from '../core/decision.js';
 import { errorMessage } from '../core/errors.js';
 import { evaluate } from '../policy/evaluate.js';
@@ -7,18 +6,6 @@ import type { PolicyHolder } from '../policy/load-policies.js';
 import { duePolicies } from '../policy/schedule.js';
 import type { Planned, Planner } from './planner.js';
 import type { ControlState } from './state.js';
-
-/** The instance types the cluster has, from its nodes: what right-sizing can move toward until a cloud catalog is configured. */
-export function typesFromNodes(nodes: readonly NodeInfo[]): InstanceTypeInfo[] {
-  const byName = new Map<string, InstanceTypeInfo>();
-  for (const n of nodes) {
-    const t = byName.get(n.instanceType) ?? { name: n.instanceType, memoryBytes: n.memoryBytes, cpus: n.cpus, onDemandPricePerHour: 0, spotPricePerHour: null };
-    if (n.lifecycle === 'spot') t.spotPricePerHour = Math.min(t.spotPricePerHour ?? Infinity, n.pricePerHour);
-    else t.onDemandPricePerHour = Math.max(t.onDemandPricePerHour, n.pricePerHour);
-    byName.set(n.instanceType, t);
-  }
-  return [...byName.values()];
-}
 
 export interface PassResult {
   at: string;
@@ -87,9 +74,8 @@ export class ControlLoop {
     const set = this.policies.policies;
     const lastRuns = await this.state.lastRuns();
     const due = duePolicies(set.policies, lastRuns, now);
-    const nodes = await this.state.listNodes();
     const withSamples = set.policies.some((p) => p.kind === 'rightsize' && due.includes(p.name));
-    const snapshot = await this.state.snapshot(now, { withSamples, instanceTypes: typesFromNodes(nodes) });
+    const snapshot = await this.state.snapshot(now, { withSamples, lastRuns });
     return { decisions: evaluate(snapshot, set, now), due };
   }
 

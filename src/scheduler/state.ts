@@ -4,7 +4,6 @@ import {
   CheckpointRecord,
   type ClusterSnapshot,
   InFlightOperation,
-  type InstanceTypeInfo,
   NodeRecord,
   type NodeRegistration,
   NoticeInfo,
@@ -16,6 +15,7 @@ import {
   UsageSample,
 } from '../core/index.js';
 import { NotFoundError } from '../core/errors.js';
+import { typesFromNodes } from '../pricing/instance-types.js';
 import { keys } from './keys.js';
 import type { RedisConnection } from './redis.js';
 
@@ -330,9 +330,11 @@ export class ControlState {
   /**
    * Everything an evaluation needs, read in one pass. Samples are read only
    * when a policy that looks at them (rightsize) is due: they are the bulk.
+   * The instance types are the registered nodes' own until a cloud catalog
+   * is configured. `lastRuns`: when the caller has just read them.
    */
-  async snapshot(now: Date, opts: { withSamples: boolean; instanceTypes: InstanceTypeInfo[] }): Promise<ClusterSnapshot> {
-    const [nodes, sessions, notices, ops, lastRuns] = await Promise.all([this.listNodes(), this.listSessions(), this.listNotices(now), this.inFlight(), this.lastRuns()]);
+  async snapshot(now: Date, opts: { withSamples: boolean; lastRuns?: Record<string, string> }): Promise<ClusterSnapshot> {
+    const [nodes, sessions, notices, ops, lastRuns] = await Promise.all([this.listNodes(), this.listSessions(), this.listNotices(now), this.inFlight(), opts.lastRuns ?? this.lastRuns()]);
     const snapshots: SessionSnapshot[] = await Promise.all(
       sessions.map(async (s) => ({
         id: s.id,
@@ -355,7 +357,7 @@ export class ControlState {
       sessions: snapshots,
       notices,
       inFlight,
-      instanceTypes: opts.instanceTypes,
+      instanceTypes: typesFromNodes(nodes),
       lastRuns,
     };
   }

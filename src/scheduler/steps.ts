@@ -2,7 +2,7 @@ import { UnrecoverableError } from 'bullmq';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
-import type { JobData, Operation } from '../core/control.js';
+import type { JobData, NodeRecord, Operation } from '../core/control.js';
 import { StaleFenceError, UnreachableError } from '../core/errors.js';
 import type { SessionView } from '../core/session.js';
 import { sleep } from '../util/exec.js';
@@ -15,8 +15,6 @@ export interface StepContext {
   log: Logger;
   /** How long a step waits for an agent still busy with an earlier attempt's call. */
   busyWaitMs: number;
-  /** Seen before every agent call that changes something: the notice-to-action benchmark times it. */
-  onAgentCall?: (what: string) => void;
 }
 
 const CheckpointDone = z.object({ checkpoint: z.string() });
@@ -28,11 +26,16 @@ function giveUp(message: string): never {
   throw new UnrecoverableError(message);
 }
 
-async function agentOf(ctx: StepContext, node: string | null): Promise<AgentClient> {
+/** A node the operation names, and a client of its agent. */
+async function nodeOf(ctx: StepContext, node: string | null): Promise<{ node: NodeRecord; agent: AgentClient }> {
   if (!node) giveUp('the operation names no node');
   const n = await ctx.state.findNode(node);
   if (!n) giveUp(`node ${node} is not registered any more`);
-  return new AgentClient(n.agentUrl, n.agentToken);
+  return { node: n, agent: new AgentClient(n.agentUrl, n.agentToken) };
+}
+
+async function agentOf(ctx: StepContext, node: string | null): Promise<AgentClient> {
+  return (await nodeOf(ctx, node)).agent;
 }
 
 /** Runs `fn` holding the session's lock; while another holder has it, the step is retried later. */
@@ -87,7 +90,6 @@ async function checkpointStep(ctx: StepContext, op: Operation): Promise<z.infer<
     if (s && newer && (s.state === 'checkpointed' || leaveRunning)) {
       checkpoint = s.lastCheckpoint as string;
     } else if (s?.state === 'running') {
-      ctx.onAgentCall?.(`checkpoint ${id}`);
       checkpoint = (await source.checkpoint(id, leaveRunning, lock.token)).checkpoint;
     } else {
       giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source}; nothing to checkpoint`);
@@ -107,7 +109,6 @@ async function restoreOn(ctx: StepContext, agent: AgentClient, node: string, id:
   if (t?.state === 'running') {
     view = t;
   } else {
-    ctx.onAgentCall?.(`restore ${id} on ${node}`);
     view = await agent.restore(checkpoint, lock.token);
   }
   return { node, checkpoint, url: view.url, token: view.token };
@@ -149,24 +150,20 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
   if (done) return done;
   const id = sessionOf(op);
   const source = await agentOf(ctx, op.source);
-  const target = await agentOf(ctx, op.target);
-  const targetNode = await ctx.state.getNode(op.target as string);
+  const { node: targetNode, agent: target } = await nodeOf(ctx, op.target);
   return withLock(ctx, id, async (lock) => {
-    let r: MoveDone | null = null;
     const onTarget = async (): Promise<MoveDone | null> => {
       const t = await settled(ctx, target, id);
       return t?.state === 'running' ? { node: targetNode.name, url: t.url, token: t.token, downtimeSeconds: null } : null;
     };
-    r = await onTarget();
+    // Already there (an earlier attempt's move, carried on by the agents), or there once the source has settled.
+    let r = await onTarget();
+    const s = r ? null : await settled(ctx, source, id);
+    r ??= await onTarget();
     if (!r) {
-      const s = await settled(ctx, source, id);
-      r = await onTarget();
-      if (!r) {
-        if (s?.state !== 'running') giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source} and not running on ${op.target}; nothing to move`);
-        ctx.onAgentCall?.(`move ${id} to ${op.target}`);
-        const m = await source.move(id, { url: targetNode.agentUrl, token: targetNode.agentToken }, 'auto', lock.token);
-        r = { node: targetNode.name, url: m.url, token: s.token, downtimeSeconds: m.downtimeSeconds };
-      }
+      if (s?.state !== 'running') giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source} and not running on ${op.target}; nothing to move`);
+      const m = await source.move(id, { url: targetNode.agentUrl, token: targetNode.agentToken }, 'auto', lock.token);
+      r = { node: targetNode.name, url: m.url, token: s.token, downtimeSeconds: m.downtimeSeconds };
     }
     await ctx.state.setStepResult(op.id, 'move', r);
     const now = new Date();

@@ -41,10 +41,10 @@ export interface RunningWorker {
  * job is then stalled and another worker runs the step again, which is safe
  * because every step is idempotent.
  */
-export function startWorker(redisUrl: string, state: ControlState, log: Logger, options: Partial<WorkerOptions> = {}, hooks: Pick<StepContext, 'onAgentCall'> = {}): RunningWorker {
+export function startWorker(redisUrl: string, state: ControlState, log: Logger, options: Partial<WorkerOptions> = {}): RunningWorker {
   const o = { ...WORKER_DEFAULTS, ...options };
   const connection = connectRedis(redisUrl, 'hubshift-worker');
-  const ctx: StepContext = { state, locks: new SessionLocks(connection, o.lockMs), log, busyWaitMs: o.busyWaitMs, ...hooks };
+  const ctx: StepContext = { state, locks: new SessionLocks(connection, o.lockMs), log, busyWaitMs: o.busyWaitMs };
   const worker = new Worker(
     OPS_QUEUE,
     async (job: Job) => {

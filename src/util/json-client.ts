@@ -73,16 +73,15 @@ export class JsonClient {
   }
 
   private parse<T>(method: string, path: string, schema: z.ZodType<T>, status: number, text: string): T {
-    const res = { ok: status >= 200 && status < 300, status };
     let json: unknown = null;
     try {
       json = text ? JSON.parse(text) : null;
     } catch {
       /* not JSON: reported below with the text */
     }
-    if (!res.ok) {
+    if (status < 200 || status >= 300) {
       const e = ErrorBody.safeParse(json);
-      throw new UpstreamError(e.success ? e.data.error.message : `${this.peer} answered ${res.status}: ${text.slice(0, 200)}`, res.status, e.success ? e.data.error.code : undefined);
+      throw new UpstreamError(e.success ? e.data.error.message : `${this.peer} answered ${status}: ${text.slice(0, 200)}`, status, e.success ? e.data.error.code : undefined);
     }
     const parsed = schema.safeParse(json);
     if (!parsed.success) throw new UpstreamError(`${this.peer} sent an unexpected answer to ${method} ${path}: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { NodeInfo } from '../../src/core/cluster.js';
 import type { Operation } from '../../src/core/control.js';
 import { duePolicies } from '../../src/policy/schedule.js';
-import { typesFromNodes } from '../../src/scheduler/control-loop.js';
+import { typesFromNodes } from '../../src/pricing/instance-types.js';
 import { parseNotice } from '../../src/scheduler/notices.js';
 import { evacuationReport } from '../../src/scheduler/evacuation-report.js';
 import { jobId, stepsOf } from '../../src/scheduler/queue.js';
