@@ -104,7 +104,7 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
  * is aborted (or has timed out) and the session is restored here from the
  * local images.
  */
-async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, phase: string, cause: unknown): Promise<MoveResult> {
+async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, phase: string, cause: unknown): Promise<never> {
   const id = d.session.id;
   ctx.log.error({ session: id, target: target.baseUrl, phase, err: errorMessage(cause) }, 'move failed; resuming the session here');
   let abortConfirmed = false;
@@ -113,7 +113,9 @@ async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, ph
     abortConfirmed = true;
   } catch (err) {
     if (err instanceof UpstreamError && err.status === 409) {
-      // The commit went through; only its answer was lost.
+      // The commit went through; only its answer was lost. This agent lets go, as after a move.
+      await forgetSession(ctx, id);
+      await rm(d.work, { recursive: true, force: true });
       throw new UpstreamError(`the move of ${id} to ${target.baseUrl} was committed there, but this agent did not hear it in time (${errorMessage(cause)}); the session runs on the target, ask it`, 409, 'moved');
     }
   }
