@@ -88,7 +88,8 @@ async function linkExists(name: string): Promise<boolean> {
   return r.code === 0;
 }
 
-async function ip(args: string[]): Promise<void> {
+/** Runs `ip ARGS`; a failure is a SandboxError naming the command. */
+export async function ip(args: string[]): Promise<void> {
   try {
     await run('ip', args, { timeoutMs: 10_000 });
   } catch (err) {

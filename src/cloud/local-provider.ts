@@ -5,9 +5,9 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
-import { macFor } from '../agent/network.js';
+import { ensureBridge, ip, netnsName, netnsPath } from '../agent/network.js';
 import { HostRecord, type HostSpec } from '../core/cloud.js';
-import { ConflictError, SandboxError, errorMessage } from '../core/errors.js';
+import { ConflictError, SandboxError } from '../core/errors.js';
 import { Session } from '../core/session.js';
 import { run, sleep, waitFor } from '../util/exec.js';
 import { isAlive, killQuietly } from '../util/proc.js';
@@ -56,14 +56,6 @@ function octets(subnet: string): [number, number] {
   const m = /^(\d{1,3})\.(\d{1,3})\.0\.0\/16$/.exec(subnet);
   if (!m) throw new SandboxError(`local hosts need a /16 subnet like 10.230.0.0/16, not ${subnet}`);
   return [Number(m[1]), Number(m[2])];
-}
-
-async function ip(args: string[]): Promise<void> {
-  try {
-    await run('ip', args, { timeoutMs: 10_000 });
-  } catch (err) {
-    throw new SandboxError(`local host network: ip ${args.join(' ')} failed: ${errorMessage(err)}`, { cause: err });
-  }
 }
 
 async function stopPid(pid: number | null): Promise<void> {
@@ -118,13 +110,8 @@ export class LocalProvider implements Provider {
    * calls it, and a scheduler that must listen where hosts reach it needs it first.
    */
   async prepareSegment(): Promise<void> {
-    const exists = (await run('ip', ['link', 'show', 'dev', this.config.bridge], { allowFailure: true, timeoutMs: 10_000 })).code === 0;
-    if (!exists) await ip(['link', 'add', this.config.bridge, 'type', 'bridge']);
-    // Fixed, so adding hosts' links never changes the gateway's MAC under its neighbours.
-    await ip(['link', 'set', 'dev', this.config.bridge, 'address', macFor(`segment ${this.config.bridge}`)]);
-    const addrs = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', this.config.bridge], { timeoutMs: 10_000 });
-    if (!addrs.stdout.includes(` ${this.gateway}/16`)) await ip(['addr', 'add', `${this.gateway}/16`, 'dev', this.config.bridge]);
-    await ip(['link', 'set', this.config.bridge, 'up']);
+    // The agents' own bridge set-up: the subnet's gateway address, a fixed MAC.
+    await ensureBridge({ name: this.config.bridge, subnet: this.config.subnet });
   }
 
   async hosts(): Promise<HostRecord[]> {
@@ -268,7 +255,7 @@ export class LocalProvider implements Provider {
       for (const id of existsSync(dir) ? await readdir(dir) : []) {
         const rec = await readFile(join(dir, id, 'session.json'), 'utf8').then((t) => Session.safeParse(JSON.parse(t)), () => null);
         if (rec?.success && rec.data.pid !== null) killQuietly(rec.data.pid, 'SIGKILL');
-        if (existsSync(`/run/netns/hs-${id}`)) await run('ip', ['netns', 'del', `hs-${id}`], { allowFailure: true, timeoutMs: 10_000 });
+        if (existsSync(netnsPath(id))) await run('ip', ['netns', 'del', netnsName(id)], { allowFailure: true, timeoutMs: 10_000 });
       }
       if (existsSync(`/run/netns/${host.netns}`)) await run('ip', ['netns', 'del', host.netns], { allowFailure: true, timeoutMs: 10_000 });
       await run('ip', ['link', 'del', host.rootVeth], { allowFailure: true, timeoutMs: 10_000 });
