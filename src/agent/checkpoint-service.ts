@@ -108,15 +108,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     const { checkpoint, work, images, side, dumpSeconds } = d;
     const s = d.session;
     progress('storing');
-    // Seconds of each phase after the dump, for the log.
-    let last = performance.now();
-    const lap = (): number => {
-      const now = performance.now();
-      const d = (now - last) / 1000;
-      last = now;
-      return d;
-    };
-    const phases: Record<string, number> = {};
+    const storing = performance.now();
     let manifest: CheckpointManifest;
     try {
       manifest = await writeCheckpoint({
@@ -153,13 +145,15 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       }
       throw err;
     }
-    phases.commit = lap();
+    const committed = performance.now();
     if (!opts.leaveRunning) await removeSessionNetwork(id, s.network);
     await ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint });
     await rm(work, { recursive: true, force: true });
-    phases.cleanup = lap();
     const seconds = (performance.now() - started) / 1000;
-    ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds, ...phases }, 'checkpoint committed');
+    // Seconds of each phase after the dump, for the log.
+    const commit = (committed - storing) / 1000;
+    const cleanup = (performance.now() - committed) / 1000;
+    ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds, commit, cleanup }, 'checkpoint committed');
     return { checkpoint, bytes: manifest.imageBytes, seconds };
   });
 }
