@@ -11,6 +11,11 @@ function kindOf(d: Decision): OperationKind {
   return d.action === 'release-node' ? 'release-node' : d.action;
 }
 
+/** Where the claim requires the session to be still: its source, except for a restore (it is in the store). */
+function expectedNode(op: Operation): string | null {
+  return op.kind === 'restore' || op.kind === 'release-node' ? null : op.source;
+}
+
 export interface Planned {
   op: Operation;
   decision: Decision;
@@ -48,7 +53,7 @@ export class Planner {
     const out: Planned[] = [];
     for (const d of decisions) {
       const op = await this.operationFor(d, kindOf(d), now);
-      const claimed = await this.state.claim(op, op.kind === 'restore' || op.kind === 'release-node' ? null : op.source);
+      const claimed = await this.state.claim(op, expectedNode(op));
       if (!claimed.ok) {
         this.log.debug({ session: d.sessionId, why: claimed.why, detail: claimed.detail }, 'decision skipped');
         continue;
@@ -61,7 +66,7 @@ export class Planner {
 
   /** Plans one operation an operator asked for; refuses while another holds the session. */
   async planOne(op: Operation): Promise<Operation> {
-    const claimed = await this.state.claim(op, op.kind === 'restore' ? null : op.source);
+    const claimed = await this.state.claim(op, expectedNode(op));
     if (!claimed.ok) {
       throw new ConflictError(
         claimed.why === 'held'
