@@ -41,7 +41,9 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 export async function benchQueue(log: (m: string) => void, opts: { noticeRuns: number; operations: number }): Promise<{ notice: NoticeFigures; queue: QueueFigures }> {
   const redis = await startRedis();
   const policies = await policyDir({ 'guards.yaml': TEST_GUARDS.replace('total: 50', 'total: 100000').replace('perNode: 10', 'perNode: 100000'), 'spot-eviction.yaml': TEST_SPOT_EVICTION });
+  // Spot nodes' sessions live on one no-op agent, the target node on another: a move hands them over.
   const agent = await startNoopAgent();
+  const targetAgent = await startNoopAgent();
   const token = randomBytes(24).toString('hex');
   const scheduler = await startScheduler(
     { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 3_600_000, workers: true, worker: { concurrency: 16 }, queue: { attempts: 3, backoffMs: 200 }, state: {} },
@@ -61,7 +63,7 @@ export async function benchQueue(log: (m: string) => void, opts: { noticeRuns: n
     await closeRedis(probe);
 
     // ---- notice to first agent call: each run its own spot node with one session, and an empty on-demand node
-    await c.register({ name: 'target', instanceId: 'i-target', instanceType: 't.big', zone: 'z', lifecycle: 'on-demand', pricePerHour: 0.1, memoryBytes: 2 ** 40, cpus: 64, agentUrl: agent.url, agentToken: agent.token });
+    await c.register({ name: 'target', instanceId: 'i-target', instanceType: 't.big', zone: 'z', lifecycle: 'on-demand', pricePerHour: 0.1, memoryBytes: 2 ** 40, cpus: 64, agentUrl: targetAgent.url, agentToken: targetAgent.token });
     const noticeMs: number[] = [];
     for (let i = 0; i < opts.noticeRuns; i++) {
       const node = `spot-${i}`;
@@ -86,7 +88,7 @@ export async function benchQueue(log: (m: string) => void, opts: { noticeRuns: n
     const decisions: Decision[] = [];
     for (let i = 0; i < opts.operations; i++) {
       const id = `s${(0x20000000 + i).toString(16)}`;
-      agent.add(id, 'bench');
+      targetAgent.add(id, 'bench');
       await scheduler.state.putSession({ id, user: 'bench', node: 'target', state: 'running', url: 'http://10.0.0.2:8888/', token: 'x'.repeat(32), rssBytes: 0, cpuCores: 0, busy: false, connections: 0, lastActivityAt: new Date().toISOString(), lastDisruptionAt: null, lastCheckpoint: null, updatedAt: new Date().toISOString() });
       decisions.push({ action: 'checkpoint', sessionId: id, source: 'target', target: null, policy: 'bench', reason: 'bench', costPerHour: 0, deadline: null });
       planned.push(id);
@@ -138,6 +140,7 @@ export async function benchQueue(log: (m: string) => void, opts: { noticeRuns: n
   } finally {
     await scheduler.close();
     await agent.close();
+    await targetAgent.close();
     await redis.close();
     await policies.close();
   }

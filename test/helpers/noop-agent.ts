@@ -14,6 +14,9 @@ export interface NoopAgent {
   close(): Promise<void>;
 }
 
+/** Every no-op agent of this process by URL: a move hands the session to its target in memory. */
+const running = new Map<string, NoopAgent>();
+
 /**
  * An agent's API answering at once, with no criu and no Jupyter behind it:
  * for measuring the control plane itself (queue, workers, Redis) in the
@@ -52,6 +55,16 @@ export async function startNoopAgent(token = 'noop-agent-token-0123456789'): Pro
     sessions.set(s.id, { ...s, state: req.body?.leaveRunning ? 'running' : 'checkpointed', lastCheckpoint: checkpoint, pid: null });
     res.json({ checkpoint, bytes: 0, seconds: 0 });
   });
+  app.post('/v1/sessions/:id/move', (req, res) => {
+    agent.onChange?.(`move ${req.params.id}`);
+    const s = sessions.get(req.params.id);
+    const target = running.get(String(req.body?.target?.url ?? ''));
+    if (!s) return notFound(res, req.params.id);
+    if (!target) return void res.status(502).json({ error: { code: 'unreachable', message: 'no no-op agent at the target url' } });
+    sessions.delete(s.id);
+    target.add(s.id, s.user);
+    res.json({ id: s.id, url: s.url, mode: 'stop-and-copy', downtimeSeconds: 0, seconds: 0, bytes: 0, target: target.url });
+  });
   app.delete('/v1/sessions/:id', (req, res) => {
     agent.onChange?.(`remove ${req.params.id}`);
     sessions.delete(req.params.id);
@@ -61,8 +74,10 @@ export async function startNoopAgent(token = 'noop-agent-token-0123456789'): Pro
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
   agent.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  running.set(agent.url, agent);
   agent.close = () =>
     new Promise<void>((resolve) => {
+      running.delete(agent.url);
       server.closeAllConnections();
       server.close(() => resolve());
     });
