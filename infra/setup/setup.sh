@@ -10,8 +10,10 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # Debian packages. python3-notebook and python3-ipykernel give the Jupyter
 # server and kernel that sessions run (under /usr/bin/python3); iptables and
 # nftables carry CRIU's network lock; zstd is the optional image compressor.
+# jupyterhub gives the hub sessions' single-user server (and the hub the tests
+# run); chromium is the browser the hub tests drive through playwright-core.
 APT_PACKAGES=(
-  python3-notebook python3-ipykernel python3-numpy
+  python3-notebook python3-ipykernel python3-numpy jupyterhub chromium
   redis-server redis-tools
   iptables nftables iproute2 procps util-linux
   zstd tar ca-certificates

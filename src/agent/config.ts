@@ -2,7 +2,7 @@ import type { Compression } from '../core/checkpoint.js';
 import { join } from 'node:path';
 import type { BridgeConfig } from './network.js';
 import type { SchedulerLinkConfig } from './scheduler-link.js';
-import { DEFAULT_SESSION_COMMAND } from './sandbox.js';
+import { DEFAULT_SESSION_COMMAND, HUB_SESSION_COMMAND } from './sandbox.js';
 
 export interface AgentConfig {
   /** Address the HTTP API binds to. Default 127.0.0.1; use 0.0.0.0 to serve a scheduler on another machine. */
@@ -22,6 +22,8 @@ export interface AgentConfig {
   bridge: BridgeConfig;
   /** The session server's command; {port} and {home} are filled in. */
   sessionCommand: string[];
+  /** The same for sessions JupyterHub starts (their environment has JUPYTERHUB_API_TOKEN). */
+  hubSessionCommand: string[];
   /** Port the session server listens on inside its namespace. Default 8888. */
   sessionPort: number;
   /** Default none: compression buys little on random memory and costs time. */
@@ -57,6 +59,7 @@ export const AGENT_DEFAULTS = {
   port: 7301,
   bridge: { name: 'hsbr0', subnet: '10.213.0.0/24' },
   sessionCommand: DEFAULT_SESSION_COMMAND,
+  hubSessionCommand: HUB_SESSION_COMMAND,
   sessionPort: 8888,
   compression: 'none',
   lazyRestore: true,
@@ -77,6 +80,7 @@ export function agentConfig(given: Pick<AgentConfig, 'dataDir' | 'token'> & Part
   return {
     ...AGENT_DEFAULTS,
     sessionCommand: [...AGENT_DEFAULTS.sessionCommand],
+    hubSessionCommand: [...AGENT_DEFAULTS.hubSessionCommand],
     bridge: { ...AGENT_DEFAULTS.bridge },
     storeUrl: join(given.dataDir, 'store'),
     workDir: join(given.dataDir, 'work'),

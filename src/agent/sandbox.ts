@@ -27,6 +27,23 @@ export const DEFAULT_SESSION_COMMAND = [
   '--NotebookApp.shutdown_no_activity_timeout=0',
 ];
 
+/**
+ * JupyterHub's single-user server (Debian's jupyterhub, on the same notebook
+ * server), for sessions the hub starts: the hub's environment tells it its
+ * prefix, its token and the hub's API; the address is the session's own.
+ */
+export const HUB_SESSION_COMMAND = [
+  '/usr/bin/python3',
+  '/usr/bin/jupyterhub-singleuser',
+  '--no-browser',
+  '--allow-root',
+  '--ip=0.0.0.0',
+  '--port={port}',
+  '--notebook-dir={home}',
+  '--NotebookNotary.db_file=:memory:',
+  '--NotebookApp.shutdown_no_activity_timeout=0',
+];
+
 export interface SessionPaths {
   dir: string;
   log: string;

@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { InputError, SandboxError, describeZodIssue, errorMessage, newSessionId, newToken } from '../core/index.js';
-import { SessionSpec, sessionUrl, type Session } from '../core/session.js';
+import { HUB_TOKEN_ENV, SessionSpec, isHubSession, sessionUrl, type Session } from '../core/session.js';
 import { hasLockRules, removeLockRules } from '../criu/network-lock.js';
 import { releaseTcpRepair } from '../criu/tcp-repair.js';
 import { waitFor } from '../util/exec.js';
@@ -39,7 +39,8 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
     user: spec.user,
     state: 'starting',
     network: { ip: allocateAddress(ctx.config.bridge.subnet, takenAddresses(ctx), ctx.config.bridge.pool), prefixLength, gateway, mac: macFor(id), hostVeth: hostVethName(id), port: ctx.config.sessionPort },
-    token: newToken(),
+    // A hub session's server accepts the hub's tokens only; its own lets the agent in.
+    token: spec.env[HUB_TOKEN_ENV] ?? newToken(),
     pid: null,
     home: homeDir(ctx.config.dataDir, spec.user),
     filesDir: sessionPaths(ctx.config.dataDir, { id }).dir,
@@ -54,7 +55,7 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
       const paths = sessionPaths(ctx.config.dataDir, s);
       await prepareSessionFiles(paths, s.home);
       await createSessionNetwork(id, s.network, ctx.config.bridge);
-      const pid = await launchSession(sessionCommand(ctx.config.sessionCommand, s), sessionEnv(s, paths), s.home, id);
+      const pid = await launchSession(sessionCommand(isHubSession(s) ? ctx.config.hubSessionCommand : ctx.config.sessionCommand, s), sessionEnv(s, paths), s.home, id);
       s = await ctx.registry.update(id, { pid });
       // Its address may have been another session's a moment ago: neighbours learn the new MAC from this.
       await announce(pid, s.network.gateway);

@@ -1,10 +1,10 @@
 import express, { type Express, type Request } from 'express';
 import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
-import { MetricsPush, NodeRegistration, Operation, type NodeRecord, type PlacedSession, type SessionRecord } from '../core/control.js';
+import { HubRoute, MetricsPush, NodeRegistration, Operation, type NodeRecord, type PlacedSession, type SessionRecord } from '../core/control.js';
 import type { Decision } from '../core/decision.js';
 import { ConflictError, InputError, NotFoundError, UnreachableError, describeZodIssue } from '../core/errors.js';
-import { SessionId, SessionSpec } from '../core/session.js';
+import { HUB_PREFIX_ENV, SessionId, SessionSpec } from '../core/session.js';
 import { EvaluationContext } from '../policy/evaluation-context.js';
 import { DEFAULT_GUARDS } from '../policy/policy-schema.js';
 import type { ControlLoop } from '../scheduler/control-loop.js';
@@ -20,6 +20,8 @@ import type { Logger } from 'pino';
 
 export interface SchedulerAppContext {
   token: string;
+  /** The session gateway's address as JupyterHub's proxy reaches it, when one runs. */
+  gatewayUrl?: () => string | undefined;
   state: ControlState;
   queue: OpsQueue;
   planner: Planner;
@@ -53,7 +55,20 @@ function manualDecision(action: Decision['action'], s: SessionRecord, target: st
 }
 
 const NodeName = z.string().regex(/^[a-z0-9][a-z0-9.-]{0,62}$/, 'is not a node name');
-const StartRequest = SessionSpec.extend({ node: NodeName.optional() }).strict();
+const StartRequest = SessionSpec.extend({
+  node: NodeName.optional(),
+  /** What the user asked for (JupyterHub's mem_limit / cpu_limit): placement makes room for it. */
+  resources: z.object({ memoryBytes: z.number().int().positive().optional(), cpus: z.number().positive().optional() }).strict().default({}),
+}).strict();
+
+/** The hub's route of a session it starts, from the environment the hub gives its server. */
+function hubRoute(env: Record<string, string>): HubRoute | null {
+  const prefix = env[HUB_PREFIX_ENV];
+  if (prefix === undefined) return null;
+  const r = HubRoute.safeParse({ user: env.JUPYTERHUB_USER, server: env.JUPYTERHUB_SERVER_NAME ?? '', prefix });
+  if (!r.success) throw new InputError(`session refused: the hub's environment ${describeZodIssue(r.error, '(env)')} (JUPYTERHUB_USER and ${HUB_PREFIX_ENV} are needed together)`);
+  return r.data;
+}
 const CheckpointRequest = z.object({ leaveRunning: z.boolean().default(false) }).strict();
 const RestoreRequest = z.object({ node: NodeName.optional() }).strict();
 const MigrateRequest = z.object({ to: NodeName }).strict();
@@ -86,6 +101,7 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
     token: s.token,
     lastCheckpoint: s.lastCheckpoint,
     operation: await state.claimOf(s.id),
+    hub: s.hub,
   });
 
   /** The cheapest ready node with room for `bytes`, as the policies would place it. */
@@ -156,7 +172,8 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
 
   app.post('/v1/sessions', async (req, res) => {
     const spec = body(StartRequest, req, 'session');
-    const nodeName = spec.node ?? (await choose(NEW_SESSION_BYTES, new Set()));
+    const hub = hubRoute(spec.env);
+    const nodeName = spec.node ?? (await choose(spec.resources.memoryBytes ?? NEW_SESSION_BYTES, new Set()));
     const node = await state.getNode(nodeName);
     const v = await new AgentClient(node.agentUrl, node.agentToken).startSession(spec.user, spec.env);
     const now = new Date().toISOString();
@@ -175,9 +192,25 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
       lastDisruptionAt: null,
       lastCheckpoint: null,
       updatedAt: now,
+      hub,
     };
     await state.putSession(rec);
+    if (hub) await state.setRoute(hub.prefix, rec.id);
     res.status(201).json(await placed(rec));
+  });
+
+  app.get('/v1/gateway', (_req, res) => {
+    const url = ctx.gatewayUrl?.();
+    if (!url) throw new NotFoundError('this scheduler runs no session gateway (start it with --gateway-port, or run hubshift gateway and give the spawner HUBSHIFT_GATEWAY_URL)');
+    res.json({ url });
+  });
+
+  /** The session the gateway sends a hub path to (the longest matching prefix). */
+  app.get('/v1/routes', async (req, res) => {
+    const path = param(z.string().startsWith('/').max(4096), req.query.path, 'path');
+    const s = await state.sessionAtPath(path);
+    if (!s) throw new NotFoundError(`no session serves ${path}`);
+    res.json(await placed(s));
   });
 
   app.delete('/v1/sessions/:id', async (req, res) => {

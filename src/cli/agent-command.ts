@@ -43,6 +43,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--bridge <name>', 'bridge the sessions attach to', AGENT_DEFAULTS.bridge.name)
     .option('--subnet <cidr>', "sessions' addresses; the bridge takes the first", AGENT_DEFAULTS.bridge.subnet)
     .option('--session-command <cmd>', 'session server command, words or a JSON array; {port} and {home} are filled in', AGENT_DEFAULTS.sessionCommand.join(' '))
+    .option('--hub-session-command <cmd>', "the same for sessions JupyterHub starts (their environment has the hub's token)", AGENT_DEFAULTS.hubSessionCommand.join(' '))
     .option('--session-port <port>', 'port the session server listens on in its namespace', port, AGENT_DEFAULTS.sessionPort)
     .addOption(new Option('--compression <kind>', 'compress images in the store').choices(['none', 'zstd']).default(AGENT_DEFAULTS.compression))
     .option('--no-lazy-restore', 'copy all memory in before a restored session runs (default: lazily, where the kernel has userfaultfd)')
@@ -110,6 +111,7 @@ export function registerAgentCommand(program: Command): void {
           uplink: o.uplink ? String(o.uplink) : undefined,
         },
         sessionCommand: parseCommand(String(o.sessionCommand)),
+        hubSessionCommand: parseCommand(String(o.hubSessionCommand)),
         sessionPort: Number(o.sessionPort),
         compression: o.compression === 'zstd' ? 'zstd' : 'none',
         lazyRestore: o.lazyRestore !== false,

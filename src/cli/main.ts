@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerAgentCommand } from './agent-command.js';
 import { registerCriuCommand } from './criu-command.js';
 import { registerDemoCommand } from './demo-command.js';
+import { registerGatewayCommand } from './gateway-command.js';
 import { registerLocalCommands } from './local-command.js';
 import { registerPlanCommand } from './plan-command.js';
 import { registerSchedulerCommands } from './scheduler-command.js';
@@ -21,6 +22,7 @@ program
 
 registerAgentCommand(program);
 registerSchedulerCommands(program);
+registerGatewayCommand(program);
 registerSessionCommands(program);
 registerCriuCommand(program);
 registerPlanCommand(program);

@@ -7,6 +7,9 @@ import { SCHEDULER_DEFAULTS, startScheduler } from '../scheduler/scheduler.js';
 import { ControlState, STATE_DEFAULTS } from '../scheduler/state.js';
 import { startWorker, WORKER_DEFAULTS } from '../scheduler/worker.js';
 import { port, positiveNumber, stopOnSignal } from './args.js';
+import { GATEWAY_DEFAULTS } from '../hub/gateway.js';
+import { InputError } from '../core/errors.js';
+import { gatewayConfig, hubActivityConfig, withGatewayOptions, type GatewayCliOpts } from './gateway-command.js';
 import { Progress, printResult } from './output.js';
 import { sleep } from '../util/exec.js';
 import { schedulerClient, withSchedulerConn, type SchedulerConnOpts } from './scheduler-client-options.js';
@@ -19,7 +22,7 @@ const workerOptions = (cmd: Command): Command =>
     .option('--log-level <level>', 'pino log level', 'info');
 
 export function registerSchedulerCommands(program: Command): void {
-  workerOptions(
+  workerOptions(withGatewayOptions(
     program
       .command('scheduler')
       .description('run the scheduler: API for agents, notices and operators; policy evaluation; the job queue and (unless --workers 0) its workers')
@@ -31,8 +34,12 @@ export function registerSchedulerCommands(program: Command): void {
       .option('--interval <seconds>', 'evaluate the policies this often (notices trigger a pass at once)', positiveNumber('--interval'), SCHEDULER_DEFAULTS.intervalMs / 1000)
       .addOption(new Option('--workers <n>', 'run workers in this process: 1 (default) or 0 (run hubshift worker elsewhere)').choices(['0', '1']).default('1'))
       .option('--attempts <n>', 'tries of each step before its operation fails', positiveNumber('--attempts'), QUEUE_DEFAULTS.attempts)
-      .option('--sample-retention <n>', 'usage samples kept per session', positiveNumber('--sample-retention'), STATE_DEFAULTS.sampleRetention),
-  ).action(async (o: { tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; concurrency: number; lockSeconds: number; logLevel: string }) => {
+      .option('--sample-retention <n>', 'usage samples kept per session', positiveNumber('--sample-retention'), STATE_DEFAULTS.sampleRetention)
+      .option('--gateway-port <port>', 'also run the session gateway for JupyterHub on this port (0 picks a free one)', port)
+      .option('--gateway-host <address>', 'address the gateway listens on', GATEWAY_DEFAULTS.host)
+      .option('--gateway-url <url>', "the gateway's address as the hub's proxy reaches it, told to the spawner (default: where it listens)"),
+  )).action(async (o: GatewayCliOpts & { tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; concurrency: number; lockSeconds: number; logLevel: string; gatewayPort?: number; gatewayHost: string; gatewayUrl?: string }) => {
+    if (o.gatewayPort === undefined && (o.gatewayUrl || o.hubApiUrl)) throw new InputError('--gateway-url and --hub-api-url are options of the gateway: give --gateway-port too');
     const s = await startScheduler(
       {
         host: o.host,
@@ -45,10 +52,12 @@ export function registerSchedulerCommands(program: Command): void {
         worker: { concurrency: o.concurrency, lockMs: o.lockSeconds * 1000 },
         queue: { ...QUEUE_DEFAULTS, attempts: Math.round(o.attempts) },
         state: { sampleRetention: Math.round(o.sampleRetention) },
+        gateway: o.gatewayPort === undefined ? undefined : { config: gatewayConfig(o, o.gatewayHost, o.gatewayPort), hub: await hubActivityConfig(o, o.tokenFile), advertiseUrl: o.gatewayUrl },
       },
       pino({ name: 'hubshift-scheduler', level: o.logLevel }),
     );
     process.stderr.write(`hubshift scheduler listening on ${s.url}\n`);
+    if (s.gateway) process.stderr.write(`hubshift gateway listening on ${s.gateway.url}\n`);
     stopOnSignal(() => s.close());
   });
 

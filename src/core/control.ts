@@ -59,8 +59,19 @@ export type SessionReport = z.infer<typeof SessionReport>;
 export const MetricsPush = z.object({ at: IsoTime, sessions: z.array(SessionReport).max(10_000) }).strict();
 export type MetricsPush = z.infer<typeof MetricsPush>;
 
+/** How JupyterHub reaches a session: its hub user, server name ('' for the default) and URL prefix. */
+export const HubRoute = z.object({
+  user: z.string().min(1),
+  server: z.string(),
+  /** /user/NAME/ (under the hub's base URL): the gateway sends what starts with it here. */
+  prefix: z.string().regex(/^\/(?:[^/?#]+\/)+$/, 'is not a URL path prefix like /user/NAME/'),
+});
+export type HubRoute = z.infer<typeof HubRoute>;
+
 /** A session as the scheduler knows it. */
 export const SessionRecord = SessionFacts.extend({
+  /** Set for sessions JupyterHub started through the scheduler. */
+  hub: HubRoute.nullable().default(null),
   /** Where it runs; null while it is only in the store. */
   node: z.string().nullable(),
   lastActivityAt: IsoTime,
@@ -169,6 +180,7 @@ export const PlacedSession = z.object({
   lastCheckpoint: z.string().nullable(),
   /** The operation under way on it, if any. */
   operation: z.string().nullable(),
+  hub: HubRoute.nullable().default(null),
 });
 export type PlacedSession = z.infer<typeof PlacedSession>;
 

@@ -57,8 +57,22 @@ export const Session = z.object({
 });
 export type Session = z.infer<typeof Session>;
 
-export function sessionUrl(s: Pick<Session, 'network'>): string {
-  return `http://${s.network.ip}:${s.network.port}/`;
+/**
+ * Set by JupyterHub in a single-user server's environment: the server serves
+ * under this path (/user/NAME/) and accepts the hub's tokens only.
+ */
+export const HUB_PREFIX_ENV = 'JUPYTERHUB_SERVICE_PREFIX';
+export const HUB_TOKEN_ENV = 'JUPYTERHUB_API_TOKEN';
+
+/** Whether the hub started this session: it then runs JupyterHub's single-user server. */
+export function isHubSession(s: Pick<Session, 'env'>): boolean {
+  return s.env[HUB_TOKEN_ENV] !== undefined;
+}
+
+/** The session server's base URL: its own address, under the hub's prefix for a hub session. */
+export function sessionUrl(s: Pick<Session, 'network' | 'env'>): string {
+  const prefix = isHubSession(s) ? (s.env[HUB_PREFIX_ENV] ?? '/') : '/';
+  return `http://${s.network.ip}:${s.network.port}${prefix.startsWith('/') ? prefix : `/${prefix}`}`;
 }
 
 /** The view of a session that the API serves and the CLI prints. */

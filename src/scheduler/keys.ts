@@ -25,6 +25,8 @@ export const keys = {
   /** The session's lock (owner) and its fencing counter. */
   lock: (id: string) => `hs:{s:${id}}:lock`,
   fence: (id: string) => `hs:{s:${id}}:fence`,
+  /** Hash: hub URL prefix (/user/NAME/) to the session id the gateway sends it to. */
+  routes: 'hs:routes',
   /** Hash: subject (session id or node:NAME) to the Operation JSON in flight. */
   inflight: 'hs:inflight',
   /** Hash: notice id to NoticeInfo JSON. */

@@ -49,8 +49,15 @@ export class SchedulerClient {
   getSession(id: string) {
     return this.http.call('GET', `v1/sessions/${encodeURIComponent(id)}`, PlacedSession);
   }
-  startSession(user: string, opts: { env?: Record<string, string>; node?: string } = {}) {
-    return this.http.call('POST', 'v1/sessions', PlacedSession, { user, env: opts.env ?? {}, ...(opts.node ? { node: opts.node } : {}) });
+  startSession(user: string, opts: { env?: Record<string, string>; node?: string; memoryBytes?: number } = {}) {
+    return this.http.call('POST', 'v1/sessions', PlacedSession, { user, env: opts.env ?? {}, ...(opts.node ? { node: opts.node } : {}), ...(opts.memoryBytes ? { resources: { memoryBytes: opts.memoryBytes } } : {}) });
+  }
+  /** The session a hub path (/user/NAME/...) goes to. */
+  route(path: string) {
+    return this.http.call('GET', `v1/routes?${new URLSearchParams({ path })}`, PlacedSession);
+  }
+  gateway() {
+    return this.http.call('GET', 'v1/gateway', z.object({ url: z.string() }));
   }
   checkpoints(id: string) {
     return this.http.call('GET', `v1/sessions/${encodeURIComponent(id)}/checkpoints`, z.object({ checkpoints: z.array(CheckpointRecord) })).then((r) => r.checkpoints);

@@ -9,6 +9,7 @@ import { OpsQueue, QUEUE_DEFAULTS, type QueueOptions } from './queue.js';
 import { closeRedis, connectRedis } from './redis.js';
 import { SessionLocks } from './session-lock.js';
 import { ControlState, type StateOptions } from './state.js';
+import { startGateway, type GatewayOptions, type RunningGateway } from '../hub/start-gateway.js';
 import { startWorker, WORKER_DEFAULTS, type RunningWorker, type WorkerOptions } from './worker.js';
 
 export interface SchedulerConfig {
@@ -24,6 +25,11 @@ export interface SchedulerConfig {
   worker: Partial<WorkerOptions>;
   queue: QueueOptions;
   state: Partial<StateOptions>;
+  /** Run the session gateway in this process too. */
+  gateway?: Omit<GatewayOptions, 'scheduler'> & {
+    /** Its address as JupyterHub's proxy reaches it (default: where it listens). */
+    advertiseUrl?: string;
+  };
 }
 
 export const SCHEDULER_DEFAULTS = {
@@ -40,6 +46,7 @@ export interface RunningScheduler {
   state: ControlState;
   loop: ControlLoop;
   worker: RunningWorker | undefined;
+  gateway: RunningGateway | undefined;
   close(): Promise<void>;
 }
 
@@ -58,7 +65,9 @@ export async function startScheduler(config: SchedulerConfig, log: Logger = pino
   const workerOptions = { ...WORKER_DEFAULTS, ...config.worker };
   const locks = new SessionLocks(redis, workerOptions.lockMs);
   const worker = config.workers ? startWorker(config.redisUrl, state, log, workerOptions) : undefined;
-  const app = createSchedulerApp({ token: config.token, state, queue, planner, loop, locks, log });
+  // Known once the gateway listens (after the API, which it calls).
+  const advertised: { gatewayUrl?: string } = {};
+  const app = createSchedulerApp({ token: config.token, state, queue, planner, loop, locks, log, gatewayUrl: () => advertised.gatewayUrl });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.port, config.host, () => resolve(s));
     s.once('error', reject);
@@ -67,15 +76,20 @@ export async function startScheduler(config: SchedulerConfig, log: Logger = pino
   const addr = server.address() as AddressInfo;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
   log.info({ url, redis: config.redisUrl, policies: policies.policies.policies.map((p) => p.name), workers: config.workers }, 'scheduler listening');
+  // The gateway asks this scheduler's API like any other: one view of sessions for both kinds of gateway.
+  const gateway = config.gateway ? await startGateway({ ...config.gateway, scheduler: { url, token: config.token } }, log.child({ part: 'gateway' })) : undefined;
+  advertised.gatewayUrl = gateway ? (config.gateway?.advertiseUrl ?? gateway.url) : undefined;
   let closing: Promise<void> | undefined;
   return {
     url,
     state,
     loop,
     worker,
+    gateway,
     close: () => {
       closing ??= (async () => {
         loop.stop();
+        await gateway?.close();
         await new Promise<void>((resolve) => {
           server.closeAllConnections();
           server.close(() => resolve());

@@ -155,6 +155,26 @@ export class ControlState {
     return next;
   }
 
+  /** Points a hub prefix at a session (a new server of the same user takes the prefix over). */
+  async setRoute(prefix: string, id: string): Promise<void> {
+    await this.redis.hset(keys.routes, prefix, id);
+  }
+
+  /** The session whose hub prefix begins this path (/user/NAME/... ), if any. */
+  async sessionAtPath(path: string): Promise<SessionRecord | null> {
+    const parts = path.split('?')[0]!.split('/');
+    const prefixes: string[] = [];
+    for (let i = 2; i < parts.length; i++) prefixes.push(`${parts.slice(0, i).join('/')}/`);
+    if (prefixes.length === 0) return null;
+    const ids = await this.redis.hmget(keys.routes, ...prefixes);
+    // The longest prefix wins: /user/ann/lab/ (a named server) over /user/ann/.
+    for (let i = ids.length - 1; i >= 0; i--) {
+      const id = ids[i];
+      if (id) return this.findSession(id);
+    }
+    return null;
+  }
+
   async listSessions(): Promise<SessionRecord[]> {
     const ids = await this.redis.smembers(keys.sessions);
     const all = await Promise.all(ids.map((id) => this.findSession(id)));
@@ -162,6 +182,9 @@ export class ControlState {
   }
 
   async deleteSession(id: string): Promise<void> {
+    const s = await this.findSession(id);
+    // Only this session's route: the prefix may already be the user's next session's.
+    if (s?.hub) await this.redis.eval("if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('hdel', KEYS[1], ARGV[1]) end", 1, keys.routes, s.hub.prefix, id);
     await Promise.all([this.redis.del(keys.session(id), keys.samples(id), keys.checkpoints(id)), this.redis.srem(keys.sessions, id)]);
   }
 
@@ -219,6 +242,7 @@ export class ControlState {
           connections: r.connections,
           lastActivityAt: r.lastActivityAt ?? before?.lastActivityAt ?? push.at,
           lastDisruptionAt: before?.lastDisruptionAt ?? null,
+          hub: before?.hub ?? null,
           lastCheckpoint: r.lastCheckpoint ?? before?.lastCheckpoint ?? null,
           updatedAt: now.toISOString(),
         };

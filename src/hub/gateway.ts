@@ -1,0 +1,436 @@
+import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import type { PlacedSession } from '../core/control.js';
+import { errorMessage } from '../core/errors.js';
+import { sleep } from '../util/exec.js';
+import type { HubActivityReporter } from './hub-activity.js';
+import type { SessionDirectory } from './session-directory.js';
+import { GATEWAY_PATH, wakePage } from './wake-page.js';
+
+export interface GatewayConfig {
+  host: string;
+  /** 0 picks a free one. */
+  port: number;
+  /** How long a request or a websocket waits for its session to move, wake or answer again. */
+  holdTimeoutMs: number;
+  /** Requests and websockets waiting at once; past it, new ones are refused with 503 at once. */
+  maxHeld: number;
+  /** What a browser's websocket may send while its session is away, before the gateway closes it. */
+  wsBufferBytes: number;
+  /** How often a waiting request asks where its session is. */
+  pollIntervalMs: number;
+  /** How long a looked-up running session is trusted before it is asked again. */
+  cacheMs: number;
+}
+
+export const GATEWAY_DEFAULTS = {
+  host: '127.0.0.1',
+  port: 7303,
+  holdTimeoutMs: 120_000,
+  maxHeld: 1000,
+  wsBufferBytes: 16 * 2 ** 20,
+  pollIntervalMs: 100,
+  cacheMs: 1_000,
+} as const satisfies Omit<GatewayConfig, never>;
+
+/** A refusal with its HTTP status, said to the browser as JSON or a small page. */
+class GatewayError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Headers that belong to one connection and are not passed on (RFC 9110 section 7.6.1). */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+/** What a reconnected upstream websocket needs to be let in as the browser was. */
+const WS_PASSED = ['cookie', 'authorization', 'user-agent', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-real-ip', 'x-xsrftoken'];
+/** Upstream websocket closes that mean the connection was lost, not ended: the gateway reconnects. */
+const LOST = new Set([1001, 1005, 1006, 1011, 1012, 1013, 1014]);
+
+const serving = (s: PlacedSession): boolean => s.state === 'running' && s.operation === null;
+
+function wantsHtml(req: IncomingMessage): boolean {
+  return req.method === 'GET' && (req.headers.accept ?? '').includes('text/html') && !/\/api\//.test(req.url ?? '');
+}
+
+/** Idempotent requests may be sent again after the session came back; others are not replayed. */
+function replayable(req: IncomingMessage): boolean {
+  return req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS';
+}
+
+function forwardHeaders(h: IncomingHttpHeaders): IncomingHttpHeaders {
+  return Object.fromEntries(Object.entries(h).filter(([k]) => !HOP_BY_HOP.has(k)));
+}
+
+function closeCode(code: number): number | undefined {
+  return code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : undefined;
+}
+
+function describe(s: PlacedSession): string {
+  if (s.state === 'checkpointed' || s.state === 'restoring') return 'Restoring your session';
+  if (s.state === 'checkpointing') return 'Saving your session first';
+  if (s.state === 'starting') return 'Starting your session';
+  if (s.operation) return 'Your session is moving to another machine';
+  return `Your session is ${s.state}`;
+}
+
+/**
+ * The session gateway: JupyterHub's proxy sends every user's /user/NAME/ here
+ * (an address that never changes, so the hub's own route checks never undo
+ * anything), and the gateway sends it on to wherever the session runs now.
+ * While a session moves or wakes, requests are held and websockets stay open;
+ * a request for a checkpointed session wakes it.
+ */
+export class SessionGateway {
+  private readonly server: Server;
+  private readonly wss: WebSocketServer;
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 256 });
+  private readonly cache = new Map<string, { s: PlacedSession; at: number }>();
+  private readonly waits = new Map<string, Promise<PlacedSession>>();
+  private readonly wakes = new Map<string, number>();
+  private readonly relays = new Set<WsRelay>();
+  /** The subprotocol the session chose for an upgrade, answered to the browser. */
+  private readonly chosen = new WeakMap<IncomingMessage, string>();
+  private held = 0;
+  url = '';
+
+  constructor(
+    private readonly directory: SessionDirectory,
+    private readonly config: GatewayConfig,
+    private readonly log: Logger,
+    private readonly activity: HubActivityReporter | null = null,
+  ) {
+    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, handleProtocols: (_p, req) => this.chosen.get(req) ?? false });
+    this.server = createServer((req, res) => void this.handle(req, res));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head));
+  }
+
+  async listen(): Promise<string> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.config.port, this.config.host, () => resolve());
+    });
+    const a = this.server.address() as AddressInfo;
+    this.url = `http://${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
+    return this.url;
+  }
+
+  async close(): Promise<void> {
+    for (const r of this.relays) r.close(1001, 'the gateway is stopping');
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.agent.destroy();
+  }
+
+  /** Requests and websockets waiting for their session right now. */
+  get waiting(): number {
+    return this.held;
+  }
+
+  // ---- finding the session
+
+  private async lookup(path: string): Promise<PlacedSession | null> {
+    const parts = path.split('?')[0]!.split('/');
+    for (let i = parts.length - 1; i >= 2; i--) {
+      const hit = this.cache.get(`${parts.slice(0, i).join('/')}/`);
+      if (hit && Date.now() - hit.at < this.config.cacheMs && serving(hit.s)) return hit.s;
+    }
+    const s = await this.directory.atPath(path);
+    if (s?.hub) this.cache.set(s.hub.prefix, { s, at: Date.now() });
+    return s;
+  }
+
+  private forget(s: PlacedSession): void {
+    if (s.hub) this.cache.delete(s.hub.prefix);
+  }
+
+  /** Wakes a checkpointed session once (again only after a failed restore ended). */
+  private async wakeIfAsleep(s: PlacedSession): Promise<void> {
+    if (s.state !== 'checkpointed' || s.operation !== null) return;
+    const last = this.wakes.get(s.id) ?? 0;
+    if (Date.now() - last < 2_000) return;
+    this.wakes.set(s.id, Date.now());
+    this.log.info({ session: s.id, user: s.user }, 'waking a checkpointed session for a request');
+    await this.directory.wake(s.id);
+  }
+
+  /**
+   * Resolves once the session runs with nothing under way on it, waking it if
+   * it sleeps. Every request waiting for one session shares one poll.
+   */
+  private untilServing(s: PlacedSession): Promise<PlacedSession> {
+    const current = this.waits.get(s.id);
+    if (current) return current;
+    const deadline = Date.now() + this.config.holdTimeoutMs;
+    const wait = (async () => {
+      let last = s;
+      for (;;) {
+        const now = await this.directory.get(s.id);
+        if (!now) throw new GatewayError(404, `session ${s.id} of ${s.user} is gone; start your server again from the hub`);
+        last = now;
+        if (serving(now)) return now;
+        if (now.state === 'failed' && now.operation === null) throw new GatewayError(502, `session ${s.id} of ${s.user} failed (hubshift session ls shows why); stop and start your server from the hub`);
+        await this.wakeIfAsleep(now);
+        if (Date.now() >= deadline) break;
+        await sleep(this.config.pollIntervalMs);
+      }
+      throw new GatewayError(504, `session ${s.id} of ${s.user} did not come back within ${this.config.holdTimeoutMs / 1000} s (${describe(last).toLowerCase()}); try again in a moment`);
+    })().finally(() => this.waits.delete(s.id));
+    this.waits.set(s.id, wait);
+    return wait;
+  }
+
+  /** untilServing, counted against the limit of held requests. */
+  private async hold(s: PlacedSession): Promise<PlacedSession> {
+    if (this.held >= this.config.maxHeld) throw new GatewayError(503, `the gateway already holds ${this.held} requests for sessions that are moving or waking; try again in a moment`);
+    this.held++;
+    try {
+      this.forget(s);
+      return await this.untilServing(s);
+    } finally {
+      this.held--;
+    }
+  }
+
+  // ---- HTTP
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const path = req.url ?? '/';
+      if (path === '/_hubshift/healthz') {
+        res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ ok: true, waiting: this.held }));
+        return;
+      }
+      let s = await this.lookup(path);
+      if (!s || !s.hub) throw new GatewayError(404, `no hubshift session serves ${path.split('?')[0]}; start your server from the hub`);
+      if (s.hub) this.activity?.note(s.hub);
+      if (path.startsWith(`${s.hub.prefix}${GATEWAY_PATH}status`)) {
+        await this.status(s, res);
+        return;
+      }
+      if (!serving(s)) {
+        if (wantsHtml(req) && s.state !== 'running') {
+          await this.wakeIfAsleep(s);
+          res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' }).end(wakePage({ user: s.user, prefix: s.hub.prefix, statusIntervalMs: 250 }));
+          return;
+        }
+        s = await this.hold(s);
+      }
+      await this.forward(req, res, s, replayable(req));
+    } catch (err) {
+      this.refuse(req, res, err);
+    }
+  }
+
+  private async status(s: PlacedSession, res: ServerResponse): Promise<void> {
+    const now = (await this.directory.get(s.id)) ?? s;
+    await this.wakeIfAsleep(now);
+    const ready = serving(now);
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }).end(
+      JSON.stringify({ ready, state: now.state, operation: now.operation, message: ready ? 'Ready' : describe(now), error: now.state === 'failed' ? `session ${now.id} failed; stop and start your server from the hub` : null }),
+    );
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, s: PlacedSession, mayReplay: boolean): Promise<void> {
+    const target = new URL(s.url);
+    return new Promise<void>((resolve, reject) => {
+      const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: forwardHeaders(req.headers), agent: this.agent }, (ur) => {
+        res.writeHead(ur.statusCode ?? 502, ur.statusMessage, forwardHeaders(ur.headers));
+        pipeline(ur, res).then(resolve, () => resolve());
+      });
+      // A request stuck on a frozen session is given up after the hold time, like one that waited.
+      up.setTimeout(this.config.holdTimeoutMs, () => up.destroy(new GatewayError(504, `session ${s.id} of ${s.user} did not answer within ${this.config.holdTimeoutMs / 1000} s`)));
+      up.on('error', (err) => {
+        if (res.headersSent) {
+          res.destroy();
+          resolve();
+          return;
+        }
+        this.forget(s);
+        if (!mayReplay || err instanceof GatewayError) {
+          reject(err instanceof GatewayError ? err : new GatewayError(502, `session ${s.id} of ${s.user} did not answer (${err.message}); if it is moving, try again in a moment`));
+          return;
+        }
+        // The session may have begun to move or sleep just now: wait for it and send the request again, once.
+        this.log.debug({ session: s.id, err: err.message }, 'upstream failed; holding the request for the session');
+        this.hold(s).then((again) => this.forward(req, res, again, false)).then(resolve, reject);
+      });
+      if (mayReplay) up.end();
+      else pipeline(req, up).catch(() => undefined);
+    });
+  }
+
+  private refuse(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    const status = err instanceof GatewayError ? err.status : 502;
+    const message = err instanceof GatewayError ? err.message : `the gateway could not reach the session: ${errorMessage(err)}`;
+    if (status >= 500) this.log.warn({ url: req.url, status, err: message }, 'request refused');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const headers = { 'Cache-Control': 'no-store', ...(status === 503 || status === 504 ? { 'Retry-After': '5' } : {}) };
+    if (wantsHtml(req)) {
+      res.writeHead(status, { ...headers, 'Content-Type': 'text/html; charset=utf-8' }).end(`<!doctype html><title>${status}</title><p>${message.replace(/[&<>]/g, (c) => `&#${c.charCodeAt(0)};`)}</p>`);
+    } else {
+      // Jupyter's own error shape, so its frontend shows the message.
+      res.writeHead(status, { ...headers, 'Content-Type': 'application/json' }).end(JSON.stringify({ message, reason: null }));
+    }
+  }
+
+  // ---- websockets
+
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => undefined);
+    try {
+      const s0 = await this.lookup(req.url ?? '/');
+      if (!s0 || !s0.hub) throw new GatewayError(404, `no hubshift session serves ${req.url}`);
+      const s = serving(s0) ? s0 : await this.hold(s0);
+      const upstream = await this.connectUpstream(s, req);
+      if (upstream.protocol) this.chosen.set(req, upstream.protocol);
+      this.wss.handleUpgrade(req, socket, head, (browser) => {
+        const relay = new WsRelay(browser, upstream, {
+          reconnect: async () => this.connectUpstream(await this.hold(s), req),
+          onActivity: () => s.hub && this.activity?.note(s.hub),
+          bufferBytes: this.config.wsBufferBytes,
+          giveUpMs: this.config.holdTimeoutMs,
+          log: this.log.child({ session: s.id, ws: req.url?.split('?')[0] }),
+        });
+        this.relays.add(relay);
+        relay.closed.then(() => this.relays.delete(relay), () => this.relays.delete(relay));
+      });
+    } catch (err) {
+      const status = err instanceof GatewayError ? err.status : 502;
+      const message = err instanceof GatewayError ? err.message : errorMessage(err);
+      this.log.warn({ url: req.url, status, err: message }, 'websocket refused');
+      socket.end(`HTTP/1.1 ${status} ${status === 404 ? 'Not Found' : 'Unavailable'}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n${message}\n`);
+    }
+  }
+
+  /** Opens the websocket to the session as the browser asked for it (same path, cookies, origin and subprotocols). */
+  private connectUpstream(s: PlacedSession, req: IncomingMessage): Promise<WebSocket> {
+    const target = new URL(s.url);
+    const headers: Record<string, string> = { host: req.headers.host ?? target.host };
+    for (const h of WS_PASSED) {
+      const v = req.headers[h];
+      if (typeof v === 'string') headers[h] = v;
+    }
+    const protocols = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim()).filter(Boolean);
+    return new Promise<WebSocket>((resolve, reject) => {
+      const ws = new WebSocket(`ws://${target.host}${req.url}`, protocols, { headers, origin: req.headers.origin, perMessageDeflate: false, handshakeTimeout: 15_000 });
+      ws.once('open', () => resolve(ws));
+      ws.once('unexpected-response', (_r, res) => {
+        ws.terminate();
+        reject(new GatewayError(res.statusCode ?? 502, `session ${s.id} refused the websocket (${res.statusCode})`));
+      });
+      ws.once('error', (err) => reject(new GatewayError(502, `session ${s.id} did not take the websocket: ${err.message}`)));
+    });
+  }
+}
+
+interface RelayOptions {
+  reconnect(): Promise<WebSocket>;
+  onActivity(): void;
+  bufferBytes: number;
+  giveUpMs: number;
+  log: Logger;
+}
+
+/**
+ * One browser websocket and its upstream. The browser's side stays open when
+ * the upstream is lost: what the browser sends meanwhile is kept (bounded) and
+ * delivered once a new upstream is open.
+ */
+class WsRelay {
+  private upstream: WebSocket | null;
+  private queue: { data: RawData; binary: boolean }[] = [];
+  private queued = 0;
+  private ended = false;
+  readonly closed: Promise<void>;
+
+  constructor(
+    private readonly browser: WebSocket,
+    upstream: WebSocket,
+    private readonly opts: RelayOptions,
+  ) {
+    this.upstream = null;
+    this.attach(upstream);
+    browser.on('message', (data, binary) => {
+      opts.onActivity();
+      const up = this.upstream;
+      if (up && up.readyState === WebSocket.OPEN) {
+        up.send(data, { binary });
+        return;
+      }
+      this.queued += Array.isArray(data) ? data.reduce((a, b) => a + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
+      this.queue.push({ data, binary });
+      if (this.queued > opts.bufferBytes) this.close(1011, 'the session is away and too much was sent meanwhile');
+    });
+    browser.on('error', () => undefined);
+    this.closed = new Promise((resolve) =>
+      browser.once('close', (code, reason) => {
+        this.ended = true;
+        const up = this.upstream;
+        if (up && up.readyState === WebSocket.OPEN) up.close(closeCode(code), reason);
+        else up?.terminate();
+        resolve();
+      }),
+    );
+  }
+
+  private attach(up: WebSocket): void {
+    this.upstream = up;
+    up.on('message', (data, binary) => {
+      if (this.browser.readyState === WebSocket.OPEN) this.browser.send(data, { binary });
+    });
+    up.on('error', () => undefined);
+    up.once('close', (code, reason) => {
+      if (this.ended || this.upstream !== up) return;
+      if (LOST.has(code)) {
+        this.opts.log.info({ code }, 'upstream websocket lost; keeping the browser connected and reconnecting');
+        this.upstream = null;
+        void this.reconnect();
+      } else {
+        this.close(code, reason.toString());
+      }
+    });
+    for (const m of this.queue) up.send(m.data, { binary: m.binary });
+    this.queue = [];
+    this.queued = 0;
+  }
+
+  private async reconnect(): Promise<void> {
+    const deadline = Date.now() + this.opts.giveUpMs;
+    let delay = 100;
+    while (!this.ended && Date.now() < deadline) {
+      try {
+        const up = await this.opts.reconnect();
+        if (this.ended) {
+          up.close();
+          return;
+        }
+        this.attach(up);
+        this.opts.log.info('upstream websocket reconnected');
+        return;
+      } catch (err) {
+        this.opts.log.debug({ err: errorMessage(err) }, 'reconnecting the upstream websocket failed; trying again');
+        await sleep(delay);
+        delay = Math.min(delay * 2, 2_000);
+      }
+    }
+    this.close(1011, 'the session did not come back in time');
+  }
+
+  close(code: number, reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.browser.readyState === WebSocket.OPEN) this.browser.close(closeCode(code), reason.slice(0, 120));
+    this.upstream?.terminate();
+  }
+}

@@ -1,0 +1,178 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { parseSubnet } from '../../src/agent/network.js';
+import { GATEWAY_DEFAULTS } from '../../src/hub/gateway.js';
+import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
+import { sleep, waitFor } from '../../src/util/exec.js';
+import { operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { HubUser, proxyRoutes, spawnThroughHub, startHub, type TestHub } from '../helpers/hub.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+import { chromium, type Browser } from 'playwright-core';
+import { mkdir } from 'node:fs/promises';
+
+/**
+ * hubshift inside a stock JupyterHub: the hub spawns through HubshiftSpawner,
+ * its proxy points every user at the session gateway, and the gateway follows
+ * the sessions as the policies checkpoint, wake and move them.
+ */
+describe('JupyterHub with hubshift', () => {
+  let cp: TestControlPlane;
+  let c: SchedulerClient;
+  let hub: TestHub;
+  let tmp: string;
+
+  beforeAll(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'hubshift-hubtest-'));
+    cp = await startControlPlane({
+      policies: {
+        'guards.yaml': 'kind: guards\nbudgets: { perNode: 10, total: 50 }\ncooldown: 10m\nquietHours: []\n',
+        'idle.yaml': 'kind: idle\nidleFor: 6s\ncpuBelow: 0.5\n',
+      },
+      nodes: [
+        { name: 'node-a', lifecycle: 'on-demand', pricePerHour: 0.1 },
+        { name: 'node-b', lifecycle: 'on-demand', pricePerHour: 0.2 },
+      ],
+      config: { intervalMs: 500, gateway: { config: { ...GATEWAY_DEFAULTS, port: 0 } } },
+    });
+    c = cp.client;
+    const tokenFile = join(tmp, 'token');
+    await writeFile(tokenFile, cp.token, { mode: 0o600 });
+    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile });
+  });
+
+  afterAll(async () => {
+    await hub?.close();
+    await cp?.close();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('should checkpoint an idle hub user and wake the session with its kernel state on the next request for the notebook page', async () => {
+    const { token, base } = await spawnThroughHub(hub, 'ann');
+    const [s] = (await c.listSessions()).filter((x) => x.user === 'ann');
+    expect(s?.hub).toEqual({ user: 'ann', server: '', prefix: '/user/ann/' });
+    // The hub's route is the gateway, never the node.
+    expect((await proxyRoutes(hub))['/user/ann']).toBe(cp.scheduler.gateway?.url);
+
+    const k = await kernelWithState(base, token, 8);
+    k.channel.close();
+
+    await waitFor('the idle policy to checkpoint ann', async () => {
+      const now = await c.getSession(s!.id);
+      return now.state === 'checkpointed' && now.operation === null ? now : undefined;
+    }, { timeoutMs: 90_000, intervalMs: 250 });
+    expect((await c.actions()).find((a) => a.sessionId === s!.id && a.outcome === 'done')).toMatchObject({ action: 'checkpoint', policy: 'idle' });
+    // The hub still counts the server as running: the spawner's poll says so.
+    expect((await hub.api('GET', '/users/ann', HubUser)).servers['']?.ready).toBe(true);
+
+    // A browser asking for the notebook page gets the "resuming" page, which follows progress...
+    const page = await fetch(`${base}tree?token=${token}`, { headers: { Accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/Resuming your session/);
+    // ... and an API request waits until the session answers.
+    const kernel = await fetch(`${base}api/kernels/${k.kernelId}`, { headers: { Authorization: `token ${token}` } });
+    expect(kernel.status).toBe(200);
+    expect((await c.getSession(s!.id)).state).toBe('running');
+    const notebookPage = await fetch(`${base}tree?token=${token}`, { headers: { Accept: 'text/html' } });
+    expect(notebookPage.status).toBe(200);
+    expect(await notebookPage.text()).not.toMatch(/Resuming your session/);
+
+    const ch = await KernelChannel.connect(base, token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
+  });
+
+  it('should keep reaching a migrated session through the proxy after two of the hub route checks', async () => {
+    const { token, base } = await spawnThroughHub(hub, 'bob');
+    const [s] = (await c.listSessions()).filter((x) => x.user === 'bob');
+    const k = await kernelWithState(base, token, 8);
+    const from = s!.node!;
+    const to = from === 'node-a' ? 'node-b' : 'node-a';
+
+    const op = await c.migrate(s!.id, to);
+    // A request sent while the session moves is held, not failed.
+    const during = fetch(`${base}api/kernels/${k.kernelId}`, { headers: { Authorization: `token ${token}` } });
+    expect((await operationEnd(c, op.id)).status).toBe('completed');
+    expect((await during).status).toBe(200);
+    expect((await c.getSession(s!.id)).node).toBe(to);
+
+    // The hub checks its routes every 15 s: after two checks, nothing was reverted and requests still arrive.
+    await sleep(32_000);
+    expect((await proxyRoutes(hub))['/user/bob']).toBe(cp.scheduler.gateway?.url);
+    const r = await fetch(`${base}api/kernels/${k.kernelId}`, { headers: { Authorization: `token ${token}` } });
+    expect(r.status).toBe(200);
+    expect(z.object({ id: z.string() }).passthrough().parse(await r.json()).id).toBe(k.kernelId);
+    // The websocket opened before the move, through the proxy and the gateway, still works.
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+  });
+
+  it('should keep a notebook open in a real browser connected through a move: the next cell runs on the same kernel with its variables, no error dialog', async () => {
+    let browser: Browser | undefined;
+    try {
+      browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      const dialogs: string[] = [];
+      page.on('dialog', (d) => {
+        dialogs.push(d.message());
+        void d.dismiss();
+      });
+      // Log in (the dummy authenticator takes any password) and let the hub spawn.
+      await page.goto(`${hub.url}/hub/login`);
+      await page.fill('#username_input', 'cat');
+      await page.fill('#password_input', 'any');
+      await page.click('#login_submit');
+      await page.waitForURL(/\/user\/cat\/tree/, { timeout: 120_000 });
+      const [s] = (await c.listSessions()).filter((x) => x.user === 'cat');
+      expect(s).toBeDefined();
+
+      // A notebook, opened and connected to its kernel.
+      const { token } = await hub.api('POST', '/users/cat/tokens', z.object({ token: z.string() }), { note: 'test', expires_in: 3600 });
+      const nb = { type: 'notebook', content: { cells: [{ cell_type: 'code', source: 'x = 41', metadata: {}, outputs: [], execution_count: null }], metadata: {}, nbformat: 4, nbformat_minor: 5 } };
+      const put = await fetch(`${hub.url}/user/cat/api/contents/moving.ipynb`, { method: 'PUT', headers: { Authorization: `token ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(nb) });
+      expect(put.status).toBeLessThan(300);
+      await page.goto(`${hub.url}/user/cat/notebooks/moving.ipynb`);
+      await page.waitForFunction(() => {
+        const j = (globalThis as unknown as { Jupyter?: { notebook?: { kernel?: { is_connected(): boolean; info_reply?: unknown } } } }).Jupyter;
+        return j?.notebook?.kernel?.is_connected() === true && j.notebook.kernel.info_reply !== undefined;
+      }, undefined, { timeout: 60_000 });
+      // Count every disconnect the frontend sees from here on.
+      await page.evaluate(() => {
+        const w = globalThis as unknown as { Jupyter: { notebook: { events: { on(e: string, f: () => void): void } } }; hubshiftDisconnects: number };
+        w.hubshiftDisconnects = 0;
+        w.Jupyter.notebook.events.on('kernel_disconnected.Kernel', () => (w.hubshiftDisconnects += 1));
+        w.Jupyter.notebook.events.on('kernel_dead.Kernel', () => (w.hubshiftDisconnects += 1));
+      });
+      const run = async (code: string): Promise<string> => {
+        const index = await page.evaluate((src) => {
+          const nbk = (globalThis as unknown as { Jupyter: { notebook: { insert_cell_at_bottom(t: string): { set_text(s: string): void; execute(): void }; ncells(): number } } }).Jupyter.notebook;
+          const cell = nbk.insert_cell_at_bottom('code');
+          cell.set_text(src);
+          cell.execute();
+          return nbk.ncells() - 1;
+        }, code);
+        const out = page.locator('.cell').nth(index).locator('.output_subarea');
+        await out.first().waitFor({ timeout: 60_000 });
+        return (await out.first().innerText()).trim();
+      };
+      expect(await run('x = 41\nprint("ready", x)')).toBe('ready 41');
+
+      const to = s!.node === 'node-a' ? 'node-b' : 'node-a';
+      const op = await c.migrate(s!.id, to);
+      expect((await operationEnd(c, op.id)).status).toBe('completed');
+      expect((await c.getSession(s!.id)).node).toBe(to);
+
+      expect(await run('print(x + 1)')).toBe('42');
+      expect(await page.evaluate(() => (globalThis as unknown as { hubshiftDisconnects: number }).hubshiftDisconnects)).toBe(0);
+      expect(await page.locator('.modal.in, .modal.show').count()).toBe(0);
+      expect(dialogs).toEqual([]);
+      await mkdir(join(import.meta.dirname, '../../test-artifacts'), { recursive: true });
+      await page.screenshot({ path: join(import.meta.dirname, '../../test-artifacts/hub-notebook-after-move.png'), fullPage: true });
+    } finally {
+      await browser?.close();
+    }
+  });
+});
