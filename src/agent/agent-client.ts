@@ -30,8 +30,8 @@ export class AgentClient {
   listSessions() {
     return this.call('GET', 'v1/sessions', z.object({ sessions: z.array(SessionView) })).then((r) => r.sessions);
   }
-  startSession(user: string, env: Record<string, string> = {}) {
-    return this.call('POST', 'v1/sessions', SessionView, { user, env });
+  startSession(user: string, env: Record<string, string> = {}, avoidAddresses: string[] = []) {
+    return this.call('POST', 'v1/sessions', SessionView, { user, env, ...(avoidAddresses.length > 0 ? { avoidAddresses } : {}) });
   }
   getSession(id: string) {
     return this.call('GET', `v1/sessions/${encodeURIComponent(id)}`, SessionView);

@@ -38,7 +38,7 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
     id,
     user: spec.user,
     state: 'starting',
-    network: { ip: allocateAddress(ctx.config.bridge.subnet, takenAddresses(ctx), ctx.config.bridge.pool), prefixLength, gateway, mac: macFor(id), hostVeth: hostVethName(id), port: ctx.config.sessionPort },
+    network: { ip: allocateAddress(ctx.config.bridge.subnet, new Set([...takenAddresses(ctx), ...spec.avoidAddresses]), ctx.config.bridge.pool), prefixLength, gateway, mac: macFor(id), hostVeth: hostVethName(id), port: ctx.config.sessionPort },
     // A hub session's server accepts the hub's tokens only; its own lets the agent in.
     token: spec.env[HUB_TOKEN_ENV] ?? newToken(),
     pid: null,

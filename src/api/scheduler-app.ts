@@ -55,7 +55,7 @@ function manualDecision(action: Decision['action'], s: SessionRecord, target: st
 }
 
 const NodeName = z.string().regex(/^[a-z0-9][a-z0-9.-]{0,62}$/, 'is not a node name');
-const StartRequest = SessionSpec.extend({
+const StartRequest = SessionSpec.omit({ avoidAddresses: true }).extend({
   node: NodeName.optional(),
   /** What the user asked for (JupyterHub's mem_limit / cpu_limit): placement makes room for it. */
   resources: z.object({ memoryBytes: z.number().int().positive().optional(), cpus: z.number().positive().optional() }).strict().default({}),
@@ -175,7 +175,9 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
     const hub = hubRoute(spec.env);
     const nodeName = spec.node ?? (await choose(spec.resources.memoryBytes ?? NEW_SESSION_BYTES, new Set()));
     const node = await state.getNode(nodeName);
-    const v = await new AgentClient(node.agentUrl, node.agentToken).startSession(spec.user, spec.env);
+    // Every address a known session holds, wherever it runs or sleeps: a moved session took its address along.
+    const held = (await state.listSessions()).map((x) => new URL(x.url).hostname);
+    const v = await new AgentClient(node.agentUrl, node.agentToken).startSession(spec.user, spec.env, held);
     const now = new Date().toISOString();
     const rec: SessionRecord = {
       id: v.id,

@@ -16,6 +16,12 @@ export const SessionSpec = z.object({
   user: UserName,
   /** Extra environment for the single-user server (JupyterHub passes its own). */
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+  /**
+   * Addresses the session must not take: sessions keep their address when they
+   * move, so one that came from this node's pool may run elsewhere now (the
+   * scheduler, which knows every session, names them).
+   */
+  avoidAddresses: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, 'is not an IPv4 address')).max(1_000_000).default([]),
 });
 export type SessionSpec = z.infer<typeof SessionSpec>;
 

@@ -161,10 +161,12 @@ export async function startControlPlane(opts: {
   policies: Record<string, string>;
   nodes: NodeSpec[];
   config?: Partial<SchedulerConfig>;
+  /** The scheduler's token (default: a random one). */
+  token?: string;
 }): Promise<TestControlPlane> {
   const redis = opts.redis === 'redis-cluster' ? await startRedisCluster() : await startRedis();
   const policies = await policyDir(opts.policies);
-  const token = randomBytes(24).toString('hex');
+  const token = opts.token ?? randomBytes(24).toString('hex');
   let scheduler: RunningScheduler | undefined;
   let agents: TestAgent[] = [];
   const close = async (): Promise<void> => {

@@ -34,9 +34,9 @@ export interface TestHub {
  * jupyterhub_config.py as an operator would. The hub's API listens on
  * `hubIp` (an address of the agents' bridge) so that sessions reach it.
  */
-export async function startHub(opts: { hubIp: string; schedulerUrl: string; tokenFile: string; lastActivityInterval?: number }): Promise<TestHub> {
+export async function startHub(opts: { hubIp: string; schedulerUrl: string; tokenFile: string; lastActivityInterval?: number; port?: number }): Promise<TestHub> {
   const dir = await mkdtemp(join(tmpdir(), 'hubshift-hub-'));
-  const [port, hubPort, proxyApiPort] = [await freePort(), await freePort(), await freePort()];
+  const [port, hubPort, proxyApiPort] = [opts.port ?? (await freePort()), await freePort(), await freePort()];
   const adminToken = randomBytes(24).toString('hex');
   const proxyToken = randomBytes(24).toString('hex');
   const config = `

@@ -13,6 +13,10 @@ import { HubUser, proxyRoutes, spawnThroughHub, startHub, type TestHub } from '.
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { chromium, type Browser } from 'playwright-core';
 import { mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import { startGateway } from '../../src/hub/start-gateway.js';
+import { freePort } from '../helpers/redis.js';
 
 /**
  * hubshift inside a stock JupyterHub: the hub spawns through HubshiftSpawner,
@@ -27,7 +31,11 @@ describe('JupyterHub with hubshift', () => {
 
   beforeAll(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'hubshift-hubtest-'));
+    // The hub's port first: the gateway reports activity to its API, with the token the hub's config registers for hubshift.
+    const hubPort = await freePort();
+    const token = randomBytes(24).toString('hex');
     cp = await startControlPlane({
+      token,
       policies: {
         'guards.yaml': 'kind: guards\nbudgets: { perNode: 10, total: 50 }\ncooldown: 10m\nquietHours: []\n',
         'idle.yaml': 'kind: idle\nidleFor: 6s\ncpuBelow: 0.5\n',
@@ -36,12 +44,12 @@ describe('JupyterHub with hubshift', () => {
         { name: 'node-a', lifecycle: 'on-demand', pricePerHour: 0.1 },
         { name: 'node-b', lifecycle: 'on-demand', pricePerHour: 0.2 },
       ],
-      config: { intervalMs: 500, gateway: { config: { ...GATEWAY_DEFAULTS, port: 0 } } },
+      config: { intervalMs: 500, gateway: { config: { ...GATEWAY_DEFAULTS, port: 0 }, hub: { apiUrl: `http://127.0.0.1:${hubPort}/hub/api`, token, intervalMs: 1_000 } } },
     });
     c = cp.client;
     const tokenFile = join(tmp, 'token');
     await writeFile(tokenFile, cp.token, { mode: 0o600 });
-    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile });
+    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile, port: hubPort });
   });
 
   afterAll(async () => {
@@ -83,6 +91,9 @@ describe('JupyterHub with hubshift', () => {
     const ch = await KernelChannel.connect(base, token, k.kernelId);
     expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
     ch.close();
+
+    // The gateway told the hub what it saw, as hubshift's service.
+    await waitFor('the gateway to report ann\'s activity to the hub', async () => (/200 POST \/hub\/api\/users\/ann\/activity \(hubshift@/.test(hub.output()) ? true : undefined), { timeoutMs: 10_000, intervalMs: 200 });
   });
 
   it('should keep reaching a migrated session through the proxy after two of the hub route checks', async () => {
@@ -92,11 +103,31 @@ describe('JupyterHub with hubshift', () => {
     const from = s!.node!;
     const to = from === 'node-a' ? 'node-b' : 'node-a';
 
-    const op = await c.migrate(s!.id, to);
-    // A request sent while the session moves is held, not failed.
-    const during = fetch(`${base}api/kernels/${k.kernelId}`, { headers: { Authorization: `token ${token}` } });
-    expect((await operationEnd(c, op.id)).status).toBe('completed');
-    expect((await during).status).toBe(200);
+    // A second gateway with tight limits, to see how waiting ends when it runs out.
+    const strict = await startGateway({ config: { ...GATEWAY_DEFAULTS, port: 0, holdTimeoutMs: 500, maxHeld: 1 }, scheduler: { url: cp.scheduler.url, token: cp.token } }, pino({ level: 'silent' }));
+    try {
+      const unknown = await fetch(`${strict.url}/user/nobody/api/status`);
+      expect(unknown.status).toBe(404);
+      expect(await unknown.json()).toMatchObject({ message: expect.stringMatching(/no hubshift session serves \/user\/nobody\/api\/status/) });
+
+      const op = await c.migrate(s!.id, to);
+      // A request sent while the session moves is held, not failed.
+      const during = fetch(`${base}api/kernels/${k.kernelId}`, { headers: { Authorization: `token ${token}` } });
+      const held = fetch(`${strict.url}/user/bob/api/kernels/${k.kernelId}`, { headers: { Authorization: `token ${token}` } });
+      await waitFor('the strict gateway to hold one request', async () => (strict.gateway.waiting === 1 ? true : undefined), { timeoutMs: 5_000, intervalMs: 10 });
+      const over = await fetch(`${strict.url}/user/bob/api/kernels/${k.kernelId}`, { headers: { Authorization: `token ${token}` } });
+      expect(over.status).toBe(503);
+      expect(((await over.json()) as { message: string }).message).toMatch(/already holds 1 requests/);
+      const timedOut = await held;
+      expect(timedOut.status).toBe(504);
+      expect(timedOut.headers.get('retry-after')).toBe('5');
+      expect(((await timedOut.json()) as { message: string }).message).toMatch(/did not come back within 0.5 s \(your session is moving to another machine\)/);
+
+      expect((await operationEnd(c, op.id)).status).toBe('completed');
+      expect((await during).status).toBe(200);
+    } finally {
+      await strict.close();
+    }
     expect((await c.getSession(s!.id)).node).toBe(to);
 
     // The hub checks its routes every 15 s: after two checks, nothing was reverted and requests still arrive.
@@ -126,8 +157,12 @@ describe('JupyterHub with hubshift', () => {
       await page.fill('#password_input', 'any');
       await page.click('#login_submit');
       await page.waitForURL(/\/user\/cat\/tree/, { timeout: 120_000 });
-      const [s] = (await c.listSessions()).filter((x) => x.user === 'cat');
+      const all = await c.listSessions();
+      const [s] = all.filter((x) => x.user === 'cat');
       expect(s).toBeDefined();
+      // bob moved off one node with its address: a new session there must not take it.
+      const addresses = all.map((x) => new URL(x.url).hostname);
+      expect(new Set(addresses).size).toBe(addresses.length);
 
       // A notebook, opened and connected to its kernel.
       const { token } = await hub.api('POST', '/users/cat/tokens', z.object({ token: z.string() }), { note: 'test', expires_in: 3600 });
@@ -162,7 +197,8 @@ describe('JupyterHub with hubshift', () => {
 
       const to = s!.node === 'node-a' ? 'node-b' : 'node-a';
       const op = await c.migrate(s!.id, to);
-      expect((await operationEnd(c, op.id)).status).toBe('completed');
+      const end = await operationEnd(c, op.id);
+      expect(end.status, end.steps.map((x) => x.failedReason).join('; ')).toBe('completed');
       expect((await c.getSession(s!.id)).node).toBe(to);
 
       expect(await run('print(x + 1)')).toBe('42');
