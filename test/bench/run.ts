@@ -1,10 +1,11 @@
-// npm run bench -- [checkpoint] [control] [migrate] [--sizes 256,1024,2048] [--json]
+// npm run bench -- [checkpoint] [control] [migrate] [wake] [--sizes 256,1024,2048] [--json]
 // Measures; asserts nothing. Every figure is printed with its ratio to the
 // physical baseline measured in the same run.
 import { benchCheckpoint, type CheckpointFigures } from './checkpoint.bench.js';
 import { benchEvaluation } from './control.bench.js';
 import { benchQueue } from './queue.bench.js';
 import { benchMigrate } from './migrate.bench.js';
+import { benchWake } from './wake.bench.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
@@ -16,7 +17,7 @@ const log = (m: string): void => {
   if (!json) process.stderr.write(`bench: ${m}\n`);
 };
 
-const KNOWN = ['checkpoint', 'control', 'migrate'];
+const KNOWN = ['checkpoint', 'control', 'migrate', 'wake'];
 for (const w of which) {
   if (!KNOWN.includes(w)) {
     process.stderr.write(`bench: unknown benchmark ${w}; known: ${KNOWN.join(', ')}\n`);
@@ -86,6 +87,18 @@ if (which.includes('migrate')) {
       }
     }
     console.log('  post-copy: not available here (see README, "Moving sessions")');
+  }
+}
+if (which.includes('wake')) {
+  const figures = await benchWake(args.includes('--sizes') ? sizes : [256, 1024], log);
+  results.wake = figures;
+  if (!json) {
+    console.log('\nwake: a checkpointed hub session, first request for its notebook page (through the hub proxy and the gateway) to the page loaded');
+    for (const f of figures) {
+      console.log(
+        `  ${f.sizeMiB} MiB: page ${f.wakeToPageSeconds.toFixed(2)} s, first execute on the old kernel ${f.wakeToExecuteSeconds.toFixed(2)} s; baseline cold start of a new server ${f.coldStartSeconds.toFixed(2)} s: ${(f.wakeToPageSeconds / f.coldStartSeconds).toFixed(2)}x the cold start`,
+      );
+    }
   }
 }
 if (json) process.stdout.write(`${JSON.stringify(results)}\n`);

@@ -113,4 +113,38 @@ describe('the hubshift command against a scheduler', () => {
     const both = await hubshift(['session', 'ls', '--agent', 'http://127.0.0.1:1', ...conn]);
     expect(both.stderr).toMatch(/not both/);
   });
+
+  it('should run the session gateway on its own, and in the scheduler with --gateway-port', async () => {
+    const tokenFile = join(cp.policiesDir, 'scheduler.token');
+    let gw: HubshiftProcess | undefined;
+    let sched: HubshiftProcess | undefined;
+    try {
+      gw = await spawnHubshift(['gateway', '--scheduler', cp.scheduler.url, '--token-file', tokenFile, '--port', '0', '--hold-timeout', '5'], /gateway listening on (http:\/\/\S+)/);
+      expect(await (await fetch(`${gw.url}/_hubshift/healthz`)).json()).toEqual({ ok: true, waiting: 0 });
+      const none = await fetch(`${gw.url}/user/nobody/tree`, { headers: { Accept: 'text/html' } });
+      expect(none.status).toBe(404);
+      expect(await none.text()).toMatch(/no hubshift session serves \/user\/nobody\/tree/);
+
+      // The scheduler has no gateway of its own: the spawner is told to set HUBSHIFT_GATEWAY_URL.
+      await expect(cp.client.gateway()).rejects.toThrow(/runs no session gateway/);
+      sched = await spawnHubshift(
+        ['scheduler', '--token-file', tokenFile, '--port', '0', '--redis', cp.redis.url, '--policies', cp.policiesDir, '--workers', '0', '--gateway-port', '0', '--gateway-url', 'http://gw.example.internal:7303', '--log-level', 'warn'],
+        /gateway listening on (http:\/\/\S+)/,
+      );
+      const api = /scheduler listening on (http:\/\/\S+)/.exec(sched.output())![1]!;
+      const told = await fetch(`${api}/v1/gateway`, { headers: { Authorization: `Bearer ${cp.token}` } });
+      expect(await told.json()).toEqual({ url: 'http://gw.example.internal:7303' });
+      expect((await fetch(`${sched.url}/_hubshift/healthz`)).status).toBe(200);
+
+      const orphan = await hubshift(['scheduler', '--token-file', tokenFile, '--hub-api-url', 'http://127.0.0.1:1/hub/api']);
+      expect(orphan.code).not.toBe(0);
+      expect(orphan.stderr).toMatch(/give --gateway-port too/);
+      const bad = await hubshift(['gateway', '--scheduler', cp.scheduler.url, '--token-file', tokenFile, '--hub-api-url', 'ftp://x']);
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toMatch(/--hub-api-url ftp:\/\/x is not an http\(s\) URL/);
+    } finally {
+      await gw?.stop();
+      await sched?.stop();
+    }
+  });
 });
