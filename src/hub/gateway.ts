@@ -75,9 +75,9 @@ function closeCode(code: number): number | undefined {
 
 function describe(s: PlacedSession): string {
   if (s.state === 'checkpointed' || s.state === 'restoring') return 'Restoring your session';
-  if (s.state === 'checkpointing') return 'Saving your session first';
   if (s.state === 'starting') return 'Starting your session';
-  if (s.operation) return 'Your session is moving to another machine';
+  // A move dumps as a checkpoint does: the state alone does not tell them apart.
+  if (s.operation || s.state === 'checkpointing') return 'Your session is being moved or saved; it answers again in a moment';
   return `Your session is ${s.state}`;
 }
 

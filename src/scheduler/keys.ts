@@ -16,6 +16,8 @@ export const keys = {
   sessions: 'hs:sessions',
   /** Hash: json (the SessionRecord) and node (for Lua checks). */
   session: (id: string) => `hs:{s:${id}}:session`,
+  /** Set for a while after a session is removed: a push already under way must not bring it back. */
+  removed: (id: string) => `hs:{s:${id}}:removed`,
   /** List of UsageSample JSON, newest first, trimmed to the retention. */
   samples: (id: string) => `hs:{s:${id}}:samples`,
   /** List of CheckpointRecord JSON, newest first, capped. */

@@ -63,6 +63,9 @@ export type ClaimResult = { ok: true } | { ok: false; why: 'held' | 'moved'; det
  * samples, notices, operations in flight, the action log. Every value read
  * back is parsed: Redis is an edge like any other.
  */
+/** How long a removed session's id is remembered, so late pushes do not bring it back. */
+const REMOVED_MEMORY_SECONDS = 3600;
+
 export class ControlState {
   readonly options: StateOptions;
   constructor(
@@ -185,6 +188,7 @@ export class ControlState {
     const s = await this.findSession(id);
     // Only this session's route: the prefix may already be the user's next session's.
     if (s?.hub) await this.redis.eval("if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('hdel', KEYS[1], ARGV[1]) end", 1, keys.routes, s.hub.prefix, id);
+    await this.redis.set(keys.removed(id), new Date().toISOString(), 'EX', REMOVED_MEMORY_SECONDS);
     await Promise.all([this.redis.del(keys.session(id), keys.samples(id), keys.checkpoints(id)), this.redis.srem(keys.sessions, id)]);
   }
 
@@ -219,6 +223,11 @@ export class ControlState {
     await Promise.all(
       push.sessions.map(async (r: SessionReport) => {
         const before = await this.findSession(r.id);
+        if (!before && (await this.redis.exists(keys.removed(r.id)))) {
+          // Removed while this push was on its way (or by an agent that has not heard yet).
+          ignored++;
+          return;
+        }
         if (r.state !== 'running' && before && before.node !== node) {
           // One exception: a node that kept the session in the store (a move
           // whose source vanished) is heard once the session's own node is quiet.

@@ -10,7 +10,7 @@ import { startScheduler, type RunningScheduler, type SchedulerConfig } from '../
 import { SchedulerClient, type OperationStatus } from '../../src/scheduler/scheduler-client.js';
 import { waitFor } from '../../src/util/exec.js';
 import { startRedis, startRedisCluster, type TestRedis } from './redis.js';
-import { startTestAgent, type TestAgent } from './test-agent.js';
+import { startTestAgent, unusedSubnet, type TestAgent } from './test-agent.js';
 
 const GiB = 2 ** 30;
 
@@ -40,8 +40,8 @@ export interface NodeSpec {
  * address), sharing the first one's image store, each registered with the scheduler and pushing metrics.
  */
 export async function startNodeAgents(scheduler: { url: string; token: string }, nodes: NodeSpec[]): Promise<TestAgent[]> {
-  const tag = randomBytes(2).toString('hex');
-  const bridge = { name: `hsc${tag}`, subnet: `10.221.${parseInt(tag, 16) % 250}.0/24` };
+  const { tag, subnet } = await unusedSubnet('10.221');
+  const bridge = { name: `hsc${tag}`, subnet };
   const agents: TestAgent[] = [];
   try {
     for (const [i, n] of nodes.entries()) {

@@ -34,7 +34,17 @@ export interface TestHub {
  * jupyterhub_config.py as an operator would. The hub's API listens on
  * `hubIp` (an address of the agents' bridge) so that sessions reach it.
  */
-export async function startHub(opts: { hubIp: string; schedulerUrl: string; tokenFile: string; lastActivityInterval?: number; port?: number }): Promise<TestHub> {
+export async function startHub(opts: {
+  hubIp: string;
+  schedulerUrl: string;
+  tokenFile: string;
+  lastActivityInterval?: number;
+  port?: number;
+  /** More of hubshift's settings for the hub (HUBSHIFT_CHECKPOINT_ON_STOP). */
+  env?: Record<string, string>;
+  /** Whether the hub stops every server when it stops (default true, JupyterHub's default). */
+  cleanupServers?: boolean;
+}): Promise<TestHub> {
   const dir = await mkdtemp(join(tmpdir(), 'hubshift-hub-'));
   const [port, hubPort, proxyApiPort] = [opts.port ?? (await freePort()), await freePort(), await freePort()];
   const adminToken = randomBytes(24).toString('hex');
@@ -49,6 +59,7 @@ c.JupyterHub.hub_ip = '${opts.hubIp}'
 c.JupyterHub.hub_port = ${hubPort}
 c.JupyterHub.hub_connect_ip = '${opts.hubIp}'
 c.JupyterHub.last_activity_interval = ${opts.lastActivityInterval ?? 15}
+c.JupyterHub.cleanup_servers = ${opts.cleanupServers === false ? 'False' : 'True'}
 c.JupyterHub.db_url = 'sqlite:///${dir}/jupyterhub.sqlite'
 c.JupyterHub.cookie_secret_file = '${dir}/cookie_secret'
 c.JupyterHub.pid_file = '${dir}/jupyterhub.pid'
@@ -63,7 +74,7 @@ load_subconfig('${join(ROOT, 'infra/jupyterhub/jupyterhub_config.py')}')
   await writeFile(join(dir, 'jupyterhub_config.py'), config);
   const child = spawn('/usr/bin/jupyterhub', ['-f', join(dir, 'jupyterhub_config.py')], {
     cwd: dir,
-    env: { ...process.env, HUBSHIFT_URL: opts.schedulerUrl, HUBSHIFT_TOKEN_FILE: opts.tokenFile, PATH: `/usr/sbin:/usr/bin:/sbin:/bin` },
+    env: { ...process.env, HUBSHIFT_URL: opts.schedulerUrl, HUBSHIFT_TOKEN_FILE: opts.tokenFile, PATH: `/usr/sbin:/usr/bin:/sbin:/bin`, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

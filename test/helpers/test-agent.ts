@@ -1,3 +1,4 @@
+import { run } from '../../src/util/exec.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,18 +20,33 @@ export interface TestAgent {
 }
 
 /**
+ * A /24 under `prefix` (10.220, 10.221) that no interface on this machine has
+ * an address in, and a tag for names: two live agents that drew the same
+ * subnet would route each other's sessions to the wrong bridge.
+ */
+export async function unusedSubnet(prefix: string): Promise<{ tag: string; subnet: string }> {
+  const used = new Set([...(await run('ip', ['-o', '-4', 'addr', 'show'])).stdout.matchAll(new RegExp(`inet ${prefix.replace('.', '\\.')}\\.(\\d+)\\.`, 'g'))].map((m) => Number(m[1])));
+  for (let i = 0; i < 100; i++) {
+    const tag = randomBytes(2).toString('hex');
+    const octet = parseInt(tag, 16) % 250;
+    if (!used.has(octet)) return { tag, subnet: `${prefix}.${octet}.0/24` };
+  }
+  throw new Error(`no unused /24 left under ${prefix}: are test bridges left over? (ip -br addr)`);
+}
+
+/**
  * A real agent in this process, on a bridge and subnet of its own, so test
  * files never collide with each other or with an agent a developer runs.
  */
 export async function startTestAgent(overrides: Partial<AgentConfig> = {}): Promise<TestAgent> {
   const dataDir = await mkdtemp(join(tmpdir(), 'hubshift-agent-'));
   const token = randomBytes(24).toString('hex');
-  const tag = randomBytes(2).toString('hex');
+  const { tag, subnet } = await unusedSubnet('10.220');
   const config = agentConfig({
     port: 0,
     dataDir,
     token,
-    bridge: { name: `hst${tag}`, subnet: `10.220.${parseInt(tag, 16) % 250}.0/24` },
+    bridge: { name: `hst${tag}`, subnet },
     // Tighter than production: a hung criu should fail a test quickly.
     dumpTimeoutMs: 120_000,
     restoreTimeoutMs: 60_000,

@@ -49,7 +49,8 @@ describe('JupyterHub with hubshift', () => {
     c = cp.client;
     const tokenFile = join(tmp, 'token');
     await writeFile(tokenFile, cp.token, { mode: 0o600 });
-    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile, port: hubPort });
+    // Servers the hub stops are checkpointed into the store first; the test's own teardown removes the rest.
+    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile, port: hubPort, env: { HUBSHIFT_CHECKPOINT_ON_STOP: 'true' }, cleanupServers: false });
   });
 
   afterAll(async () => {
@@ -94,6 +95,18 @@ describe('JupyterHub with hubshift', () => {
 
     // The gateway told the hub what it saw, as hubshift's service.
     await waitFor('the gateway to report ann\'s activity to the hub', async () => (/200 POST \/hub\/api\/users\/ann\/activity \(hubshift@/.test(hub.output()) ? true : undefined), { timeoutMs: 10_000, intervalMs: 200 });
+
+    // The hub stops the server: checkpointed into the store first (checkpoint_on_stop), then removed with its route.
+    await hub.api('DELETE', '/users/ann/server', z.unknown());
+    await waitFor('the hub to stop ann\'s server', async () => ((await hub.api('GET', '/users/ann', HubUser)).servers[''] === undefined ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
+    // Pushes the agents had under way before the removal (every 0.5 s here) do not bring it back.
+    await sleep(1_500);
+    await expect(c.getSession(s!.id)).rejects.toThrow(/knows no session/);
+    await expect(c.route('/user/ann/tree')).rejects.toThrow(/no session serves/);
+    const kept = (await c.actions(1000)).filter((a) => a.sessionId === s!.id && a.action === 'checkpoint' && a.outcome === 'done').map((a) => a.policy);
+    expect(kept.sort()).toEqual(['idle', 'manual']);
+    expect(await cp.agents[0]!.client.findSession(s!.id)).toBeNull();
+    expect(await cp.agents[1]!.client.findSession(s!.id)).toBeNull();
   });
 
   it('should keep reaching a migrated session through the proxy after two of the hub route checks', async () => {
@@ -121,7 +134,7 @@ describe('JupyterHub with hubshift', () => {
       const timedOut = await held;
       expect(timedOut.status).toBe(504);
       expect(timedOut.headers.get('retry-after')).toBe('5');
-      expect(((await timedOut.json()) as { message: string }).message).toMatch(/did not come back within 0.5 s \(your session is moving to another machine\)/);
+      expect(((await timedOut.json()) as { message: string }).message).toMatch(/did not come back within 0.5 s \(your session is being moved or saved; it answers again in a moment\)/);
 
       expect((await operationEnd(c, op.id)).status).toBe('completed');
       expect((await during).status).toBe(200);
@@ -162,7 +175,7 @@ describe('JupyterHub with hubshift', () => {
       expect(s).toBeDefined();
       // bob moved off one node with its address: a new session there must not take it.
       const addresses = all.map((x) => new URL(x.url).hostname);
-      expect(new Set(addresses).size).toBe(addresses.length);
+      expect(new Set(addresses).size, JSON.stringify(all.map((x) => [x.user, x.id, x.node, x.state, x.url]))).toBe(addresses.length);
 
       // A notebook, opened and connected to its kernel.
       const { token } = await hub.api('POST', '/users/cat/tokens', z.object({ token: z.string() }), { note: 'test', expires_in: 3600 });
