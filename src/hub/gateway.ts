@@ -53,6 +53,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'tra
 const WS_PASSED = ['cookie', 'authorization', 'user-agent', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-real-ip', 'x-xsrftoken'];
 /** Upstream websocket closes that mean the connection was lost, not ended: the gateway reconnects. */
 const LOST = new Set([1001, 1005, 1006, 1011, 1012, 1013, 1014]);
+/** How long a reconnected upstream websocket settles before what the browser sent meanwhile goes out. */
+const RESUBSCRIBE_MS = 150;
 
 const serving = (s: PlacedSession): boolean => s.state === 'running' && s.operation === null;
 
@@ -411,6 +413,9 @@ class WsRelay {
     while (!this.ended && Date.now() < deadline) {
       try {
         const up = await this.opts.reconnect();
+        // Jupyter subscribes a new connection to the kernel's output only as it opens (zmq's slow
+        // joiner): a request sent at once could run before its output can reach us.
+        await sleep(RESUBSCRIBE_MS);
         if (this.ended) {
           up.close();
           return;

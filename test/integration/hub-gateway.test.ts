@@ -7,7 +7,7 @@ import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { parseSubnet } from '../../src/agent/network.js';
 import { GATEWAY_DEFAULTS } from '../../src/hub/gateway.js';
 import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
-import { sleep, waitFor } from '../../src/util/exec.js';
+import { run, sleep, waitFor } from '../../src/util/exec.js';
 import { operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { HubUser, proxyRoutes, spawnThroughHub, startHub, type TestHub } from '../helpers/hub.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
@@ -150,6 +150,12 @@ describe('JupyterHub with hubshift', () => {
     expect(r.status).toBe(200);
     expect(z.object({ id: z.string() }).passthrough().parse(await r.json()).id).toBe(k.kernelId);
     // The websocket opened before the move, through the proxy and the gateway, still works.
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+
+    // The gateway's connections to the session cut (ss -K aborts them, as a link reset would): the
+    // browser's side stays open, the gateway reconnects upstream, and what was sent meanwhile arrives.
+    const ip = new URL((await c.getSession(s!.id)).url).hostname;
+    await run('ss', ['-K', 'dst', ip, 'dport', '=', '8888']);
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
     k.channel.close();
   });
