@@ -14,10 +14,7 @@ import { netnsPath } from './network.js';
  * Sqlite databases are in memory: a file a session holds open must not change
  * between dump and restore, and these would.
  */
-export const DEFAULT_SESSION_COMMAND = [
-  '/usr/bin/python3',
-  '-m',
-  'notebook',
+const NOTEBOOK_OPTIONS = [
   '--no-browser',
   '--allow-root',
   '--ip=0.0.0.0',
@@ -26,23 +23,14 @@ export const DEFAULT_SESSION_COMMAND = [
   '--NotebookNotary.db_file=:memory:',
   '--NotebookApp.shutdown_no_activity_timeout=0',
 ];
+export const DEFAULT_SESSION_COMMAND = ['/usr/bin/python3', '-m', 'notebook', ...NOTEBOOK_OPTIONS];
 
 /**
  * JupyterHub's single-user server (Debian's jupyterhub, on the same notebook
  * server), for sessions the hub starts: the hub's environment tells it its
  * prefix, its token and the hub's API; the address is the session's own.
  */
-export const HUB_SESSION_COMMAND = [
-  '/usr/bin/python3',
-  '/usr/bin/jupyterhub-singleuser',
-  '--no-browser',
-  '--allow-root',
-  '--ip=0.0.0.0',
-  '--port={port}',
-  '--notebook-dir={home}',
-  '--NotebookNotary.db_file=:memory:',
-  '--NotebookApp.shutdown_no_activity_timeout=0',
-];
+export const HUB_SESSION_COMMAND = ['/usr/bin/python3', '/usr/bin/jupyterhub-singleuser', ...NOTEBOOK_OPTIONS];
 
 export interface SessionPaths {
   dir: string;

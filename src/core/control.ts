@@ -68,6 +68,17 @@ export const HubRoute = z.object({
 });
 export type HubRoute = z.infer<typeof HubRoute>;
 
+/**
+ * The route prefixes a request path could belong to, longest first: a named
+ * server's /user/ann/lab/ wins over the default server's /user/ann/.
+ */
+export function routePrefixes(path: string): string[] {
+  const parts = path.split('?')[0]!.split('/');
+  const prefixes: string[] = [];
+  for (let i = parts.length - 1; i >= 2; i--) prefixes.push(`${parts.slice(0, i).join('/')}/`);
+  return prefixes;
+}
+
 /** A session as the scheduler knows it. */
 export const SessionRecord = SessionFacts.extend({
   /** Set for sessions JupyterHub started through the scheduler. */

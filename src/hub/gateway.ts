@@ -4,12 +4,12 @@ import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import type { PlacedSession } from '../core/control.js';
+import { routePrefixes, type PlacedSession } from '../core/control.js';
 import { errorMessage } from '../core/errors.js';
 import { sleep } from '../util/exec.js';
 import type { HubActivityReporter } from './hub-activity.js';
 import type { SessionDirectory } from './session-directory.js';
-import { GATEWAY_PATH, wakePage } from './wake-page.js';
+import { GATEWAY_PATH, escapeHtml, wakePage } from './wake-page.js';
 
 export interface GatewayConfig {
   host: string;
@@ -139,9 +139,8 @@ export class SessionGateway {
   // ---- finding the session
 
   private async lookup(path: string): Promise<PlacedSession | null> {
-    const parts = path.split('?')[0]!.split('/');
-    for (let i = parts.length - 1; i >= 2; i--) {
-      const hit = this.cache.get(`${parts.slice(0, i).join('/')}/`);
+    for (const prefix of routePrefixes(path)) {
+      const hit = this.cache.get(prefix);
       if (hit && Date.now() - hit.at < this.config.cacheMs && serving(hit.s)) return hit.s;
     }
     const s = await this.directory.atPath(path);
@@ -212,7 +211,7 @@ export class SessionGateway {
       }
       let s = await this.lookup(path);
       if (!s || !s.hub) throw new GatewayError(404, `no hubshift session serves ${path.split('?')[0]}; start your server from the hub`);
-      if (s.hub) this.activity?.note(s.hub);
+      this.activity?.note(s.hub);
       if (path.startsWith(`${s.hub.prefix}${GATEWAY_PATH}status`)) {
         await this.status(s, res);
         return;
@@ -279,7 +278,7 @@ export class SessionGateway {
     }
     const headers = { 'Cache-Control': 'no-store', ...(status === 503 || status === 504 ? { 'Retry-After': '5' } : {}) };
     if (wantsHtml(req)) {
-      res.writeHead(status, { ...headers, 'Content-Type': 'text/html; charset=utf-8' }).end(`<!doctype html><title>${status}</title><p>${message.replace(/[&<>]/g, (c) => `&#${c.charCodeAt(0)};`)}</p>`);
+      res.writeHead(status, { ...headers, 'Content-Type': 'text/html; charset=utf-8' }).end(`<!doctype html><title>${status}</title><p>${escapeHtml(message)}</p>`);
     } else {
       // Jupyter's own error shape, so its frontend shows the message.
       res.writeHead(status, { ...headers, 'Content-Type': 'application/json' }).end(JSON.stringify({ message, reason: null }));

@@ -32,7 +32,7 @@ export class HubActivityReporter {
     this.timer.unref();
   }
 
-  note(route: HubRoute, at = new Date()): void {
+  note(route: Pick<HubRoute, 'user' | 'server'>, at = new Date()): void {
     let servers = this.pending.get(route.user);
     if (!servers) this.pending.set(route.user, (servers = new Map()));
     const before = servers.get(route.server);
@@ -62,7 +62,7 @@ export class HubActivityReporter {
           if (!res.ok) throw new Error(`the hub answered ${res.status}`);
         } catch (err) {
           this.log.warn({ user, err: errorMessage(err) }, "could not report a user's activity to the hub (is --hub-api-url right, and does the token have users:activity?)");
-          for (const [server, at] of servers) this.note({ user, server, prefix: '/' }, at);
+          for (const [server, at] of servers) this.note({ user, server }, at);
         }
       }
     });

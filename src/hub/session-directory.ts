@@ -11,8 +11,12 @@ export interface SessionDirectory {
   wake(id: string): Promise<void>;
 }
 
-function notFound(err: unknown): boolean {
-  return err instanceof UpstreamError && err.status === 404;
+/** The answer, or null where the scheduler says 404. */
+function nullIfNotFound<T>(answer: Promise<T>): Promise<T | null> {
+  return answer.catch((err: unknown) => {
+    if (err instanceof UpstreamError && err.status === 404) return null;
+    throw err;
+  });
 }
 
 /**
@@ -23,17 +27,11 @@ export class SchedulerDirectory implements SessionDirectory {
   constructor(private readonly scheduler: SchedulerClient) {}
 
   atPath(path: string): Promise<PlacedSession | null> {
-    return this.scheduler.route(path).catch((err: unknown) => {
-      if (notFound(err)) return null;
-      throw err;
-    });
+    return nullIfNotFound(this.scheduler.route(path));
   }
 
   get(id: string): Promise<PlacedSession | null> {
-    return this.scheduler.getSession(id).catch((err: unknown) => {
-      if (notFound(err)) return null;
-      throw err;
-    });
+    return nullIfNotFound(this.scheduler.getSession(id));
   }
 
   async wake(id: string): Promise<void> {

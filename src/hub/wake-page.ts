@@ -1,7 +1,7 @@
 /** Where, under a session's prefix, the gateway answers for itself (Jupyter never serves it). */
 export const GATEWAY_PATH = '.hubshift/';
 
-function escapeHtml(s: string): string {
+export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 

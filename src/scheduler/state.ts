@@ -12,6 +12,7 @@ import {
   SessionRecord,
   type SessionReport,
   type SessionSnapshot,
+  routePrefixes,
   UsageSample,
 } from '../core/index.js';
 import { NotFoundError } from '../core/errors.js';
@@ -165,17 +166,10 @@ export class ControlState {
 
   /** The session whose hub prefix begins this path (/user/NAME/... ), if any. */
   async sessionAtPath(path: string): Promise<SessionRecord | null> {
-    const parts = path.split('?')[0]!.split('/');
-    const prefixes: string[] = [];
-    for (let i = 2; i < parts.length; i++) prefixes.push(`${parts.slice(0, i).join('/')}/`);
+    const prefixes = routePrefixes(path);
     if (prefixes.length === 0) return null;
-    const ids = await this.redis.hmget(keys.routes, ...prefixes);
-    // The longest prefix wins: /user/ann/lab/ (a named server) over /user/ann/.
-    for (let i = ids.length - 1; i >= 0; i--) {
-      const id = ids[i];
-      if (id) return this.findSession(id);
-    }
-    return null;
+    const id = (await this.redis.hmget(keys.routes, ...prefixes)).find((x) => x !== null);
+    return id ? this.findSession(id) : null;
   }
 
   async listSessions(): Promise<SessionRecord[]> {

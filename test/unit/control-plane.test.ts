@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { NodeInfo } from '../../src/core/cluster.js';
-import type { Operation } from '../../src/core/control.js';
+import { routePrefixes, type Operation } from '../../src/core/control.js';
 import { duePolicies } from '../../src/policy/schedule.js';
 import { typesFromNodes } from '../../src/pricing/instance-types.js';
 import { parseNotice } from '../../src/scheduler/notices.js';
@@ -152,5 +152,13 @@ describe('the evacuation report', () => {
       ['s00000002', 'failed', null],
     ]);
     expect(r.left).toEqual(['s00000003']);
+  });
+});
+
+describe('hub route prefixes', () => {
+  it('should give the prefixes a path could belong to, longest first, without the query', () => {
+    expect(routePrefixes('/user/ann/lab/api/kernels?token=x')).toEqual(['/user/ann/lab/api/', '/user/ann/lab/', '/user/ann/', '/user/']);
+    expect(routePrefixes('/user/ann/')).toEqual(['/user/ann/', '/user/']);
+    expect(routePrefixes('/')).toEqual([]);
   });
 });
