@@ -14,3 +14,11 @@ export interface Provider {
   /** Removes every host made, with everything on it. */
   removeAll(): Promise<void>;
 }
+
+/** What the scheduler's workers ask of the cloud while they act on nodes. */
+export interface NodeFleet {
+  /** Hands an emptied node back (terminates it). */
+  release(node: { name: string; instanceId: string }): Promise<void>;
+  /** Makes a moved session's address reach its new node (a secondary private IP on EC2). */
+  moveAddress(ip: string, to: { name: string; instanceId: string }): Promise<void>;
+}

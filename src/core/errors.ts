@@ -19,7 +19,10 @@ export type ErrorCode =
   | 'timeout'
   | 'upstream_failed'
   | 'unreachable'
-  | 'stale_fence';
+  | 'stale_fence'
+  | 'cloud_capacity'
+  | 'cloud_denied'
+  | 'cloud_failed';
 
 export class HubshiftError extends Error {
   readonly code: ErrorCode;
@@ -133,6 +136,19 @@ export class StaleFenceError extends HubshiftError {
 }
 
 /** The one shape every API error is answered with. */
+/**
+ * The cloud said no. `awsCode` is AWS's own error code
+ * (InsufficientInstanceCapacity, UnauthorizedOperation, ...), kept for logs and matching.
+ */
+export class CloudError extends HubshiftError {
+  readonly awsCode: string;
+  constructor(code: 'cloud_capacity' | 'cloud_denied' | 'cloud_failed', awsCode: string, message: string, options?: { cause?: unknown }) {
+    super(code, code === 'cloud_denied' ? 403 : 503, message, options);
+    this.name = 'CloudError';
+    this.awsCode = awsCode;
+  }
+}
+
 export const ErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
