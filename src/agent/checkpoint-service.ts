@@ -8,6 +8,7 @@ import { CriuError } from '../core/errors.js';
 import { dump, restore } from '../criu/driver.js';
 import { startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
+import { expireCheckpoints } from '../images/retention.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { GrowingFileHasher, type Digest } from '../images/growing-file-hasher.js';
 import { pathExists } from '../util/fs.js';
@@ -113,7 +114,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     try {
       manifest = await writeCheckpoint({
         pageDigests: d.pageDigests,
-        store: ctx.store,
+        store: ctx.store.forUser(s.user),
         imagesDir: images,
         sideFiles: [{ name: 'server.log', path: join(side, 'server.log') }],
         compression: ctx.config.compression,
@@ -131,7 +132,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       });
     } catch (err) {
       ctx.log.error({ session: id, err: errorMessage(err) }, 'storing the checkpoint failed; resuming the session');
-      await ctx.store.delete(checkpoint).catch(() => undefined);
+      await ctx.store.forUser(s.user).delete(checkpoint).catch(() => undefined);
       if (opts.leaveRunning) {
         await rm(work, { recursive: true, force: true });
         await ctx.registry.update(id, { state: 'running' });
@@ -154,6 +155,11 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     const commit = (committed - storing) / 1000;
     const cleanup = (performance.now() - committed) / 1000;
     ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds, commit, cleanup }, 'checkpoint committed');
+    // Retention after the answer: older checkpoints of this session go, the new one stays.
+    void expireCheckpoints(ctx.store.forUser(s.user), id, ctx.config.keepCheckpoints, [checkpoint]).then(
+      (gone) => gone.length && ctx.log.info({ session: id, expired: gone }, 'older checkpoints expired'),
+      (err: unknown) => ctx.log.warn({ session: id, err: errorMessage(err) }, 'expiring older checkpoints failed; they stay until the next checkpoint'),
+    );
     return { checkpoint, bytes: manifest.imageBytes, seconds };
   });
 }

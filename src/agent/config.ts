@@ -17,6 +17,12 @@ export interface AgentConfig {
   storeUrl: string;
   /** An S3-compatible endpoint for the store (tests, MinIO); unset for AWS. */
   s3Endpoint?: string;
+  /** Encrypt S3 objects with SSE-KMS under this key (id, ARN, alias/NAME, or aws/s3). */
+  s3KmsKey?: string;
+  /** This node's network bandwidth, Gbit/s: how many S3 parts move at once. Default 10. */
+  networkGbps: number;
+  /** Checkpoints kept per session (older ones are deleted after each new one); 0 keeps all. Default 3. */
+  keepCheckpoints: number;
   /** Where criu writes images before they are stored. Default DATA_DIR/work (same filesystem as a directory store, so blobs are linked, not copied). */
   workDir: string;
   bridge: BridgeConfig;
@@ -68,6 +74,8 @@ export const AGENT_DEFAULTS = {
   restoreTimeoutMs: 120_000,
   incomingTimeoutMs: 30_000,
   moveIdleTimeoutMs: 30_000,
+  networkGbps: 10,
+  keepCheckpoints: 3,
 } as const satisfies Partial<AgentConfig>;
 
 /**

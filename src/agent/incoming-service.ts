@@ -161,7 +161,7 @@ async function keepInStore(ctx: AgentContext, move: IncomingMove): Promise<strin
   const m = move.manifest;
   const log = join(side, 'server.log');
   await writeCheckpoint({
-    store: ctx.store,
+    store: ctx.store.forUser(m.session.user),
     imagesDir: images,
     sideFiles: (await pathExists(log)) ? [{ name: 'server.log', path: log }] : [],
     compression: ctx.config.compression,

@@ -39,6 +39,9 @@ export function registerAgentCommand(program: Command): void {
     .option('--data-dir <dir>', 'session records, logs and home directories', '/var/lib/hubshift/agent')
     .option('--store <url>', 'checkpoint store: a directory or s3://bucket/prefix (default DATA_DIR/store)')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint for the store (MinIO, tests); unset for AWS')
+    .option('--s3-kms-key <key>', 'encrypt S3 objects with SSE-KMS under this key: id, ARN, alias/NAME, or aws/s3 for the AWS-managed key')
+    .option('--network-gbps <gbps>', "the node's network bandwidth: sizes S3's parallel part transfers", nonNegative('--network-gbps'), AGENT_DEFAULTS.networkGbps)
+    .option('--keep-checkpoints <n>', 'checkpoints kept per session; older ones are deleted after each new one (0 keeps all)', nonNegative('--keep-checkpoints'), AGENT_DEFAULTS.keepCheckpoints)
     .option('--work-dir <dir>', 'where criu writes images before storing (default DATA_DIR/work)')
     .option('--bridge <name>', 'bridge the sessions attach to', AGENT_DEFAULTS.bridge.name)
     .option('--subnet <cidr>', "sessions' addresses; the bridge takes the first", AGENT_DEFAULTS.bridge.subnet)
@@ -102,6 +105,9 @@ export function registerAgentCommand(program: Command): void {
         token,
         storeUrl: o.store ? String(o.store) : undefined,
         s3Endpoint: o.s3Endpoint ? String(o.s3Endpoint) : undefined,
+        s3KmsKey: o.s3KmsKey ? String(o.s3KmsKey) : undefined,
+        networkGbps: Number(o.networkGbps),
+        keepCheckpoints: Math.floor(Number(o.keepCheckpoints)),
         workDir: o.workDir ? resolve(String(o.workDir)) : undefined,
         bridge: {
           name: String(o.bridge),

@@ -31,6 +31,10 @@ export class DirImageStore implements ImageStore {
     this.location = `dir:${root}`;
   }
 
+  forUser(): DirImageStore {
+    return this;
+  }
+
   private ckptDir(id: string): string {
     return join(this.root, safeCheckpointId(id));
   }

@@ -9,13 +9,20 @@ import type { CheckpointManifest } from '../core/checkpoint.js';
  * (test/integration/image-store-conformance.test.ts).
  *
  * Not in the contract: checksums (the checkpoint writer and reader compute and
- * verify them, so every store gets the same checks), encryption and retention
- * (the S3 bucket's own settings), and concurrent writers to one checkpoint id
- * (ids are unique per checkpoint).
+ * verify them, so every store gets the same checks), encryption (the S3
+ * store's SSE-KMS setting and the bucket's), and concurrent writers to one
+ * checkpoint id (ids are unique per checkpoint).
  */
 export interface ImageStore {
   /** A printable location, e.g. dir:/var/lib/hubshift/store or s3://bucket/prefix. */
   readonly location: string;
+
+  /**
+   * The view a user's checkpoints are written through. In S3 it keys every
+   * object under the user and reads nothing of anyone else's; a local
+   * directory (one node's own disk, owner-only files) is one view for all.
+   */
+  forUser(user: string): ImageStore;
 
   /** Writes a blob from a stream; the blob is visible only once complete. Throws StoreError. */
   putBlob(checkpointId: string, name: string, body: Readable, signal?: AbortSignal): Promise<void>;

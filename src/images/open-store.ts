@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { DirImageStore } from './dir-store.js';
 import type { ImageStore } from './image-store.js';
+import { multipartPlan } from './s3-keys.js';
 import { S3ImageStore, parseS3Url, s3ClientFor } from './s3-store.js';
 
 export interface StoreSpec {
@@ -8,11 +9,15 @@ export interface StoreSpec {
   url: string;
   /** An S3-compatible endpoint (tests, MinIO); unset for AWS itself. */
   s3Endpoint?: string;
+  /** SSE-KMS key for S3 (id, ARN, alias/NAME or aws/s3). */
+  kmsKeyId?: string;
+  /** The node's network bandwidth, Gbit/s: sizes S3's parallel transfers (default 10). */
+  networkGbps?: number;
 }
 
 export function openStore(spec: StoreSpec): ImageStore {
   if (spec.url.startsWith('s3://')) {
-    return new S3ImageStore(s3ClientFor({ endpoint: spec.s3Endpoint }), parseS3Url(spec.url));
+    return new S3ImageStore(s3ClientFor({ endpoint: spec.s3Endpoint }), parseS3Url(spec.url), { ...multipartPlan(spec.networkGbps ?? 10), kmsKeyId: spec.kmsKeyId });
   }
   return new DirImageStore(resolve(spec.url.replace(/^dir:/, '')));
 }

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -14,6 +15,9 @@ import { InputError, IntegrityError, NotFoundError, StoreError, errorMessage } f
 import { parseManifest } from './manifest.js';
 import type { ImageStore } from './image-store.js';
 import { safeBlobName, safeCheckpointId } from './names.js';
+import { keyUnder } from './s3-keys.js';
+import { UserName } from '../core/session.js';
+import { z } from 'zod';
 
 export interface S3Location {
   bucket: string;
@@ -32,9 +36,14 @@ export function parseS3Url(url: string): S3Location {
 export interface S3StoreOptions {
   /** Multipart part size in bytes. Default 16 MiB. */
   partSize?: number;
-  /** Parts uploaded at once. Default 4. */
+  /** Parts moved at once, up and down. Default 4; multipartPlan() sizes it for a link. */
   queueSize?: number;
+  /** Encrypt with SSE-KMS under this key (id, ARN or alias/NAME); 'aws/s3' for the AWS-managed key. Unset: the bucket's default. */
+  kmsKeyId?: string;
 }
+
+/** Which user a checkpoint belongs to: written before its manifest, read to find it by id. */
+const IndexEntry = z.object({ user: UserName }).strict();
 
 /** An S3 client for a store; an S3-compatible endpoint gets path-style addressing and checksums only when required. */
 export function s3ClientFor(opts: { endpoint?: string; region?: string; forcePathStyle?: boolean }): S3Client {
@@ -56,38 +65,83 @@ function isNoSuchKey(err: unknown): boolean {
 }
 
 /**
- * Checkpoints in S3: PREFIX/<checkpoint>/blobs/<name> and
- * PREFIX/<checkpoint>/manifest.json. Blobs stream through multipart uploads,
+ * Checkpoints in S3, keyed by user: PREFIX/users/<user>/<checkpoint>/blobs/<name>
+ * and .../manifest.json, plus PREFIX/index/<checkpoint>.json naming the user so
+ * a checkpoint can be found by id alone. Writes go through forUser(); a
+ * user's view reads only under that user's keys and refuses a manifest of
+ * anyone else's, so one user's images are never read through another's
+ * session. Blobs stream through multipart uploads and parallel ranged reads,
  * never whole in memory.
  */
 export class S3ImageStore implements ImageStore {
   readonly location: string;
   private readonly partSize: number;
   private readonly queueSize: number;
+  private readonly users = new Map<string, string>();
 
   constructor(
     private readonly client: S3Client,
     private readonly where: S3Location,
-    opts: S3StoreOptions = {},
+    private readonly opts: S3StoreOptions = {},
+    /** The user this view is for; null for the whole store (reads by id, no writes). */
+    readonly user: string | null = null,
   ) {
-    this.location = `s3://${where.bucket}${where.prefix ? `/${where.prefix}` : ''}`;
+    this.location = `s3://${where.bucket}${where.prefix ? `/${where.prefix}` : ''}${user ? ` (user ${user})` : ''}`;
     this.partSize = opts.partSize ?? 16 << 20;
     this.queueSize = opts.queueSize ?? 4;
   }
 
-  private key(id: string, rest: string): string {
-    return [this.where.prefix, safeCheckpointId(id), rest].filter(Boolean).join('/');
+  forUser(user: string): S3ImageStore {
+    const r = UserName.safeParse(user);
+    if (!r.success) throw new InputError(`user ${JSON.stringify(user)} cannot key checkpoints: ${r.error.issues[0]?.message}`);
+    return new S3ImageStore(this.client, this.where, this.opts, user);
+  }
+
+  private get sse(): { ServerSideEncryption?: 'aws:kms'; SSEKMSKeyId?: string } {
+    const k = this.opts.kmsKeyId;
+    if (!k) return {};
+    return k === 'aws/s3' ? { ServerSideEncryption: 'aws:kms' } : { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: k };
+  }
+
+  private indexKey(id: string): string {
+    return keyUnder(this.where.prefix, 'index', `${safeCheckpointId(id)}.json`);
+  }
+
+  /** The user's view a checkpoint lives in: this one, or (for the whole store) the one its index names. */
+  private async owner(id: string): Promise<S3ImageStore> {
+    if (this.user) return this;
+    let user = this.users.get(id);
+    if (!user) {
+      let text: string;
+      try {
+        const res = await this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key: this.indexKey(id) }));
+        text = (await res.Body?.transformToString('utf8')) ?? '';
+      } catch (err) {
+        if (isNoSuchKey(err)) throw new NotFoundError(`no checkpoint ${id} in ${this.location}`);
+        throw new StoreError(`reading the index entry of ${id} from ${this.location} failed: ${errorMessage(err)}`, { cause: err });
+      }
+      const r = IndexEntry.safeParse(JSON.parse(text));
+      if (!r.success) throw new IntegrityError(`the index entry of checkpoint ${id} in ${this.location} is malformed; the checkpoint cannot be placed`);
+      user = r.data.user;
+      this.users.set(id, user);
+    }
+    return this.forUser(user);
+  }
+
+  private key(id: string, ...rest: string[]): string {
+    if (!this.user) throw new InputError(`checkpoints are written per user: use the store's forUser(name) view (${this.location})`);
+    return keyUnder(this.where.prefix, 'users', this.user, safeCheckpointId(id), ...rest);
   }
 
   private blobKey(id: string, name: string): string {
-    return this.key(id, `blobs/${safeBlobName(name)}`);
+    return this.key(id, 'blobs', safeBlobName(name));
   }
 
   async putBlob(id: string, name: string, body: Readable, signal?: AbortSignal): Promise<void> {
     const Key = this.blobKey(id, name);
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.where.bucket, Key, Body: body },
+      params: { Bucket: this.where.bucket, Key, Body: body, ...this.sse },
       partSize: this.partSize,
       queueSize: this.queueSize,
       leavePartsOnError: false,
@@ -108,15 +162,51 @@ export class S3ImageStore implements ImageStore {
   }
 
   async openBlob(id: string, name: string): Promise<Readable> {
-    const Key = this.blobKey(id, name);
+    const self = await this.owner(id);
+    const Key = self.blobKey(id, name);
+    let size: number;
     try {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key }));
-      if (!(res.Body instanceof Readable)) throw new StoreError(`S3 returned no stream for blob ${name} of ${id}`);
-      return res.Body;
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.where.bucket, Key }));
+      size = head.ContentLength ?? 0;
     } catch (err) {
       if (isNoSuchKey(err)) throw new IntegrityError(`checkpoint ${id} is missing its blob ${name} in ${this.location}`);
-      if (err instanceof StoreError) throw err;
       throw new StoreError(`reading blob ${name} of ${id} from ${this.location} failed: ${errorMessage(err)}`, { cause: err });
+    }
+    return Readable.from(this.ranges(Key, size, `blob ${name} of ${id}`), { objectMode: false });
+  }
+
+  /**
+   * The object's bytes in order, fetched as ranged GETs with up to queueSize
+   * in flight: at most queueSize parts are held in memory at once.
+   */
+  private async *ranges(Key: string, size: number, what: string): AsyncGenerator<Buffer> {
+    const get = async (start: number): Promise<Buffer> => {
+      const end = Math.min(size, start + this.partSize) - 1;
+      try {
+        const res = await this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key, Range: `bytes=${start}-${end}` }));
+        const bytes = Buffer.from((await res.Body?.transformToByteArray()) ?? []);
+        if (bytes.length !== end - start + 1) throw new Error(`range ${start}-${end} came back with ${bytes.length} bytes`);
+        return bytes;
+      } catch (err) {
+        throw new StoreError(`reading ${what} from ${this.location} failed: ${errorMessage(err)}`, { cause: err });
+      }
+    };
+    const inFlight: Promise<Buffer>[] = [];
+    let next = 0;
+    const fill = (): void => {
+      while (inFlight.length < this.queueSize && next < size) {
+        const p = get(next);
+        // Failures surface when the part's turn comes; until then they must not go unhandled.
+        p.catch(() => undefined);
+        inFlight.push(p);
+        next += this.partSize;
+      }
+    };
+    fill();
+    while (inFlight.length > 0) {
+      const part = await inFlight.shift()!;
+      fill();
+      yield part;
     }
   }
 
@@ -125,67 +215,77 @@ export class S3ImageStore implements ImageStore {
   }
 
   async putManifest(m: CheckpointManifest): Promise<void> {
+    if (m.session.user !== this.user) throw new InputError(`checkpoint ${m.id} is ${m.session.user}'s and cannot be committed in ${this.location}`);
     try {
-      await this.client.send(
-        new PutObjectCommand({ Bucket: this.where.bucket, Key: this.key(m.id, 'manifest.json'), Body: JSON.stringify(m, null, 2), ContentType: 'application/json' }),
-      );
+      // The index first: a committed checkpoint can always be found by id.
+      await this.client.send(new PutObjectCommand({ Bucket: this.where.bucket, Key: this.indexKey(m.id), Body: JSON.stringify({ user: this.user }), ContentType: 'application/json', ...this.sse }));
+      await this.client.send(new PutObjectCommand({ Bucket: this.where.bucket, Key: this.key(m.id, 'manifest.json'), Body: JSON.stringify(m, null, 2), ContentType: 'application/json', ...this.sse }));
     } catch (err) {
       throw new StoreError(`writing the manifest of ${m.id} to ${this.location} failed: ${errorMessage(err)}`, { cause: err });
     }
   }
 
   async getManifest(id: string): Promise<CheckpointManifest> {
-    const Key = this.key(id, 'manifest.json');
+    const self = await this.owner(id);
+    const Key = self.key(id, 'manifest.json');
     let text: string;
     try {
       const res = await this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key }));
       text = (await res.Body?.transformToString('utf8')) ?? '';
     } catch (err) {
       if (!isNoSuchKey(err)) throw new StoreError(`reading the manifest of ${id} from ${this.location} failed: ${errorMessage(err)}`, { cause: err });
-      if ((await this.keysOf(id)).length > 0) {
+      if ((await self.keysOf(id)).length > 0) {
         throw new IntegrityError(`checkpoint ${id} has no manifest in ${this.location}: it was never committed (an interrupted checkpoint); take a new one`);
       }
       throw new NotFoundError(`no checkpoint ${id} in ${this.location}`);
     }
-    return parseManifest(id, text, this.location);
+    const m = parseManifest(id, text, this.location);
+    if (m.session.user !== self.user) throw new IntegrityError(`checkpoint ${id} under ${self.user}'s keys in ${this.location} names user ${m.session.user}: refused (was it copied there?)`);
+    return m;
   }
 
-  private async keysOf(id: string): Promise<string[]> {
+  private async listKeys(Prefix: string): Promise<string[]> {
     const keys: string[] = [];
     let token: string | undefined;
     do {
-      const res = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.where.bucket, Prefix: `${this.key(id, '')}/`, ContinuationToken: token }),
-      );
+      const res = await this.client.send(new ListObjectsV2Command({ Bucket: this.where.bucket, Prefix, ContinuationToken: token }));
       for (const o of res.Contents ?? []) if (o.Key) keys.push(o.Key);
       token = res.IsTruncated ? res.NextContinuationToken : undefined;
     } while (token);
     return keys;
   }
 
+  private keysOf(id: string): Promise<string[]> {
+    return this.listKeys(`${this.key(id)}/`);
+  }
+
+  /** Committed checkpoints: this user's (a user's view), or everyone's (the whole store). */
   async list(): Promise<string[]> {
+    const base = this.user ? `${keyUnder(this.where.prefix, 'users', this.user)}/` : `${keyUnder(this.where.prefix, 'users')}/`;
     const ids: string[] = [];
-    let token: string | undefined;
-    const base = this.where.prefix ? `${this.where.prefix}/` : '';
-    do {
-      const res = await this.client.send(new ListObjectsV2Command({ Bucket: this.where.bucket, Prefix: base, ContinuationToken: token }));
-      for (const o of res.Contents ?? []) {
-        const m = o.Key?.slice(base.length).match(/^([^/]+)\/manifest\.json$/);
-        if (m) ids.push(m[1]!);
-      }
-      token = res.IsTruncated ? res.NextContinuationToken : undefined;
-    } while (token);
+    for (const k of await this.listKeys(base)) {
+      const m = k.slice(base.length).match(this.user ? /^([^/]+)\/manifest\.json$/ : /^[^/]+\/([^/]+)\/manifest\.json$/);
+      if (m) ids.push(m[1]!);
+    }
     return ids.sort();
   }
 
   async delete(id: string): Promise<void> {
-    const keys = await this.keysOf(id);
-    // The manifest first, so a half-deleted checkpoint is never taken as committed.
-    const manifestKey = this.key(id, 'manifest.json');
-    const ordered = [...keys.filter((k) => k === manifestKey), ...keys.filter((k) => k !== manifestKey)];
+    let self: S3ImageStore;
+    try {
+      self = await this.owner(id);
+    } catch (err) {
+      if (err instanceof NotFoundError) return;
+      throw err;
+    }
+    const keys = await self.keysOf(id);
+    // The manifest first, so a half-deleted checkpoint is never taken as committed; the index last.
+    const manifestKey = self.key(id, 'manifest.json');
+    const ordered = [...keys.filter((k) => k === manifestKey), ...keys.filter((k) => k !== manifestKey), this.indexKey(id)];
     for (let i = 0; i < ordered.length; i += 1000) {
       const batch = ordered.slice(i, i + 1000);
       await this.client.send(new DeleteObjectsCommand({ Bucket: this.where.bucket, Delete: { Objects: batch.map((Key) => ({ Key })) } }));
     }
+    this.users.delete(id);
   }
 }

@@ -63,13 +63,13 @@ const harnesses: Harness[] = [
     name: 'S3 store (s3rver on loopback)',
     async setup() {
       s3 = await startS3();
-      return new S3ImageStore(s3ClientFor({ endpoint: s3.endpoint }), { bucket: s3.bucket, prefix: 'team/a' }, { partSize: 5 << 20 });
+      return new S3ImageStore(s3ClientFor({ endpoint: s3.endpoint }), { bucket: s3.bucket, prefix: 'team/a' }, { partSize: 5 << 20 }).forUser('alice');
     },
     async dropManifest(_store, id) {
-      await s3ClientFor({ endpoint: s3.endpoint }).send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: `team/a/${id}/manifest.json` }));
+      await s3ClientFor({ endpoint: s3.endpoint }).send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: `team/a/users/alice/${id}/manifest.json` }));
     },
     async writeManifestText(_store, id, text) {
-      await s3ClientFor({ endpoint: s3.endpoint }).send(new PutObjectCommand({ Bucket: s3.bucket, Key: `team/a/${id}/manifest.json`, Body: text }));
+      await s3ClientFor({ endpoint: s3.endpoint }).send(new PutObjectCommand({ Bucket: s3.bucket, Key: `team/a/users/alice/${id}/manifest.json`, Body: text }));
     },
     async teardown() {
       await s3?.close();

@@ -8,6 +8,10 @@ import {
   EC2ServiceException,
   RunInstancesCommand,
   TerminateInstancesCommand,
+  type InstanceTypeInfo,
+  type Instance,
+  type SpotPrice,
+  type _InstanceType,
 } from '@aws-sdk/client-ec2';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -40,22 +44,22 @@ function awsError(code: string, status: number, message = code): EC2ServiceExcep
   return new EC2ServiceException({ name: code, $fault: status >= 500 ? 'server' : 'client', $metadata: { httpStatusCode: status, requestId: 'req-1' }, message });
 }
 
-function shape(name: string, vcpus: number, mib: number, perf: string) {
+function shape(name: string, vcpus: number, mib: number, perf: string): InstanceTypeInfo {
   return {
-    InstanceType: name,
+    InstanceType: name as _InstanceType,
     VCpuInfo: { DefaultVCpus: vcpus },
     MemoryInfo: { SizeInMiB: mib },
     NetworkInfo: { NetworkPerformance: perf },
     ProcessorInfo: { SupportedArchitectures: ['x86_64'] },
     SupportedUsageClasses: ['on-demand', 'spot'],
-  };
+  } as InstanceTypeInfo;
 }
 
-function quote(type: string, zone: string, price: string, at: string) {
-  return { AvailabilityZone: zone, InstanceType: type, ProductDescription: 'Linux/UNIX', SpotPrice: price, Timestamp: new Date(at) };
+function quote(type: string, zone: string, price: string, at: string): SpotPrice {
+  return { AvailabilityZone: zone, InstanceType: type, ProductDescription: 'Linux/UNIX', SpotPrice: price, Timestamp: new Date(at) } as SpotPrice;
 }
 
-function instance(id: string, state: string, extra: Record<string, unknown> = {}) {
+function instance(id: string, state: string, extra: Record<string, unknown> = {}): Instance {
   return {
     InstanceId: id,
     InstanceType: 'r5.xlarge',
@@ -66,7 +70,7 @@ function instance(id: string, state: string, extra: Record<string, unknown> = {}
     NetworkInterfaces: [{ NetworkInterfaceId: `eni-${id.slice(2)}`, Attachment: { DeviceIndex: 0 }, PrivateIpAddresses: [{ PrivateIpAddress: '10.0.1.20', Primary: true }] }],
     Tags: [{ Key: 'hubshift:cluster', Value: 'test' }],
     ...extra,
-  };
+  } as Instance;
 }
 
 function mockCatalog(): void {
@@ -85,7 +89,7 @@ function mockCatalog(): void {
 }
 
 const sleeps: number[] = [];
-function provider(config: Partial<Ec2Config> = {}, waitForAgent = async (): Promise<void> => undefined): Ec2Provider {
+function provider(config: Partial<Ec2Config> = {}, waitForAgent: (url: string) => Promise<void> = async () => undefined): Ec2Provider {
   return new Ec2Provider(new EC2Client({ region: 'us-east-1', maxAttempts: 1 }), { ...CONFIG, ...config }, PRICES, {
     retry: { sleep: async (ms) => void sleeps.push(ms), random: () => 1 },
     sleep: async () => undefined,
