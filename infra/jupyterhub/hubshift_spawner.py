@@ -122,7 +122,12 @@ class HubshiftSpawner(Spawner):
         if self.cpu_limit:
             resources["cpus"] = float(self.cpu_limit)
         gateway = await self._gateway()
-        _, s = await self._api("POST", "v1/sessions", {"user": self.user.name, "env": self.get_env(), "resources": resources})
+        body = {"user": self.user.name, "env": self.get_env(), "resources": resources}
+        # The cost ledger's savings by group: the user's first hub group, if any.
+        groups = sorted(g.name for g in getattr(self.user, "groups", []) or [])
+        if groups:
+            body["group"] = groups[0]
+        _, s = await self._api("POST", "v1/sessions", body)
         self.session_id = s["id"]
         self.log.info("hubshift session %s for %s on node %s, reached through %s", s["id"], self.user.name, s["node"], gateway)
         return gateway

@@ -1,3 +1,4 @@
+import cookieParser from 'cookie-parser';
 import express, { type Express, type Request } from 'express';
 import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
@@ -14,7 +15,12 @@ import type { Planner } from '../scheduler/planner.js';
 import type { OpsQueue } from '../scheduler/queue.js';
 import type { SessionLocks } from '../scheduler/session-lock.js';
 import type { ControlState } from '../scheduler/state.js';
-import { bearerAuth } from './bearer-auth.js';
+import { bearerOrDashboardCookie, cookieValid, dashboardCookie, DASHBOARD_COOKIE } from './dashboard-auth.js';
+import { dashboardView } from './dashboard-view.js';
+import { schedulerMetrics } from './metrics.js';
+import { tokenMatches } from './bearer-auth.js';
+import { dashboardPage, loginPage } from '../dashboard/page.js';
+import type { LedgerStore } from '../scheduler/ledger-store.js';
 import { errorMiddleware } from './error-middleware.js';
 import type { Logger } from 'pino';
 
@@ -27,6 +33,7 @@ export interface SchedulerAppContext {
   planner: Planner;
   loop: ControlLoop;
   locks: SessionLocks;
+  ledger: LedgerStore;
   log: Logger;
 }
 
@@ -59,6 +66,8 @@ const StartRequest = SessionSpec.omit({ avoidAddresses: true }).extend({
   node: NodeName.optional(),
   /** What the user asked for (JupyterHub's mem_limit / cpu_limit): placement makes room for it. */
   resources: z.object({ memoryBytes: z.number().int().positive().optional(), cpus: z.number().positive().optional() }).strict().default({}),
+  /** The user's group, for the cost ledger's savings by group. */
+  group: z.string().min(1).max(128).optional(),
 }).strict();
 
 /** The hub's route of a session it starts, from the environment the hub gives its server. */
@@ -90,7 +99,51 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
     res.json({ ok: pong === 'PONG', policyError: ctx.loop.policyError });
   });
 
-  app.use(bearerAuth(ctx.token));
+  // ---- the dashboard: a page behind a sign-in form; the browser then holds a cookie
+
+  app.use(cookieParser());
+  app.get('/dashboard', (req, res) => {
+    res.type('html').set('cache-control', 'no-store');
+    res.send(cookieValid(ctx.token, req.cookies?.[DASHBOARD_COOKIE]) ? dashboardPage() : loginPage(null));
+  });
+  app.post('/dashboard/login', express.urlencoded({ extended: false, limit: '4kb' }), (req, res) => {
+    const given = typeof req.body?.token === 'string' ? req.body.token.trim() : '';
+    if (!tokenMatches(given, ctx.token)) {
+      res.status(401).type('html').send(loginPage('That is not the scheduler\'s token.'));
+      return;
+    }
+    const c = dashboardCookie(ctx.token);
+    res.cookie(DASHBOARD_COOKIE, c.value, { httpOnly: true, sameSite: 'strict', maxAge: c.maxAgeMs, path: '/', secure: req.secure });
+    res.redirect(303, '/dashboard');
+  });
+  app.get('/dashboard/logout', (_req, res) => {
+    res.clearCookie(DASHBOARD_COOKIE, { path: '/' });
+    res.redirect(303, '/dashboard');
+  });
+
+  app.use(bearerOrDashboardCookie(ctx.token));
+
+  const metrics = schedulerMetrics(state, ctx.ledger);
+  app.get('/metrics', async (_req, res) => {
+    res.set('content-type', metrics.contentType).send(await metrics.metrics());
+  });
+
+  const Day = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a day like 2026-11-24');
+  app.get('/v1/dashboard', async (req, res) => {
+    const day = req.query.day === undefined ? undefined : param(Day, req.query.day, 'day');
+    res.json(await dashboardView(state, ctx.ledger, new Date(), day));
+  });
+  app.get('/v1/ledger/days', async (req, res) => {
+    const from = req.query.from === undefined ? undefined : param(Day, req.query.from, 'from');
+    const to = req.query.to === undefined ? undefined : param(Day, req.query.to, 'to');
+    res.json({ days: await ctx.ledger.days(from, to) });
+  });
+  app.get('/v1/ledger/minutes', async (req, res) => {
+    const Time = z.coerce.date();
+    const to = req.query.to === undefined ? new Date() : param(Time, req.query.to, 'to');
+    const from = req.query.from === undefined ? new Date(to.getTime() - 86_400_000) : param(Time, req.query.from, 'from');
+    res.json({ minutes: await ctx.ledger.minutes(from, to) });
+  });
 
   const placed = async (s: SessionRecord): Promise<PlacedSession> => ({
     id: s.id,
@@ -195,6 +248,8 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
       lastCheckpoint: null,
       updatedAt: now,
       hub,
+      group: spec.group ?? null,
+      requestedBytes: spec.resources.memoryBytes ?? null,
     };
     await state.putSession(rec);
     if (hub) await state.setRoute(hub.prefix, rec.id);

@@ -83,6 +83,10 @@ export function routePrefixes(path: string): string[] {
 export const SessionRecord = SessionFacts.extend({
   /** Set for sessions JupyterHub started through the scheduler. */
   hub: HubRoute.nullable().default(null),
+  /** The user's group for the cost ledger (the hub's first group of the user), if known. */
+  group: z.string().max(128).nullable().default(null),
+  /** Memory the session asked for (JupyterHub's mem_limit), if it did. */
+  requestedBytes: z.number().int().positive().nullable().default(null),
   /** Where it runs; null while it is only in the store. */
   node: z.string().nullable(),
   lastActivityAt: IsoTime,

@@ -6,3 +6,4 @@ export * from './cluster.js';
 export * from './decision.js';
 export * from './control.js';
 export * from './cloud.js';
+export * from './ledger.js';

@@ -37,6 +37,16 @@ export const keys = {
   actions: 'hs:actions',
   /** Hash: scheduled policy name to its last run (ISO time). */
   lastRuns: 'hs:lastruns',
+  /** List of LedgerMinute JSON, newest first, capped (a few days). */
+  ledgerMinutes: 'hs:ledger:minutes',
+  /** Set for an hour once a minute is recorded: with several schedulers, one records it. */
+  ledgerClaim: (minute: string) => `hs:ledger:claim:${minute}`,
+  /** Hash of a day's sums (t|FIELD, p|POLICY, n|NODE, u|USER|FIELD, g|GROUP|FIELD), added to with HINCRBYFLOAT. */
+  ledgerDay: (date: string) => `hs:ledger:day:${date}`,
+  /** Set of the days the ledger has. */
+  ledgerDays: 'hs:ledger:days',
+  /** Hash: session id to the most memory it was seen to hold. */
+  ledgerPeak: 'hs:ledger:peak',
   /** Hash: step name to its result JSON, so a retried step knows what is done. */
   steps: (opId: string) => `hs:{o:${opId}}:steps`,
 } as const;

@@ -9,6 +9,9 @@ import { OpsQueue, QUEUE_DEFAULTS, type QueueOptions } from './queue.js';
 import { closeRedis, connectRedis } from './redis.js';
 import { SessionLocks } from './session-lock.js';
 import { ControlState, type StateOptions } from './state.js';
+import { LedgerRecorder, type LedgerRecorderOptions } from './ledger-recorder.js';
+import { LedgerStore } from './ledger-store.js';
+import { DEFAULT_CULL_AFTER_MS } from '../pricing/ledger.js';
 import { startGateway, type GatewayOptions, type RunningGateway } from '../hub/start-gateway.js';
 import { startWorker, WORKER_DEFAULTS, type RunningWorker, type WorkerOptions } from './worker.js';
 
@@ -25,6 +28,8 @@ export interface SchedulerConfig {
   worker: Partial<WorkerOptions>;
   queue: QueueOptions;
   state: Partial<StateOptions>;
+  /** The cost ledger's culling baseline and catalog (default: 1 h idle, the nodes' own types). */
+  ledger?: Partial<LedgerRecorderOptions>;
   /** Run the session gateway in this process too. */
   gateway?: Omit<GatewayOptions, 'scheduler'> & {
     /** Its address as JupyterHub's proxy reaches it (default: where it listens). */
@@ -44,6 +49,8 @@ export const SCHEDULER_DEFAULTS = {
 export interface RunningScheduler {
   url: string;
   state: ControlState;
+  ledger: LedgerStore;
+  recorder: LedgerRecorder;
   loop: ControlLoop;
   worker: RunningWorker | undefined;
   gateway: RunningGateway | undefined;
@@ -67,12 +74,15 @@ export async function startScheduler(config: SchedulerConfig, log: Logger = pino
   const worker = config.workers ? startWorker(config.redisUrl, state, log, workerOptions) : undefined;
   // Known once the gateway listens (after the API, which it calls).
   const advertised: { gatewayUrl?: string } = {};
-  const app = createSchedulerApp({ token: config.token, state, queue, planner, loop, locks, log, gatewayUrl: () => advertised.gatewayUrl });
+  const ledger = new LedgerStore(redis);
+  const recorder = new LedgerRecorder(state, ledger, log.child({ part: 'ledger' }), { cullAfterMs: DEFAULT_CULL_AFTER_MS, ...config.ledger });
+  const app = createSchedulerApp({ token: config.token, state, queue, planner, loop, locks, ledger, log, gatewayUrl: () => advertised.gatewayUrl });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.port, config.host, () => resolve(s));
     s.once('error', reject);
   });
   loop.start();
+  recorder.start();
   const addr = server.address() as AddressInfo;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
   log.info({ url, redis: config.redisUrl, policies: policies.policies.policies.map((p) => p.name), workers: config.workers }, 'scheduler listening');
@@ -83,12 +93,15 @@ export async function startScheduler(config: SchedulerConfig, log: Logger = pino
   return {
     url,
     state,
+    ledger,
+    recorder,
     loop,
     worker,
     gateway,
     close: () => {
       closing ??= (async () => {
         loop.stop();
+        recorder.stop();
         await gateway?.close();
         await new Promise<void>((resolve) => {
           server.closeAllConnections();

@@ -246,6 +246,8 @@ export class ControlState {
           lastActivityAt: r.lastActivityAt ?? before?.lastActivityAt ?? push.at,
           lastDisruptionAt: before?.lastDisruptionAt ?? null,
           hub: before?.hub ?? null,
+          group: before?.group ?? null,
+          requestedBytes: before?.requestedBytes ?? null,
           lastCheckpoint: r.lastCheckpoint ?? before?.lastCheckpoint ?? null,
           updatedAt: now.toISOString(),
         };

@@ -89,7 +89,9 @@ export async function benchQueue(log: (m: string) => void, opts: { noticeRuns: n
     for (let i = 0; i < opts.operations; i++) {
       const id = `s${(0x20000000 + i).toString(16)}`;
       targetAgent.add(id, 'bench');
-      await scheduler.state.putSession({ id, user: 'bench', node: 'target', state: 'running', url: 'http://10.0.0.2:8888/', token: 'x'.repeat(32), rssBytes: 0, cpuCores: 0, busy: false, connections: 0, lastActivityAt: new Date().toISOString(), lastDisruptionAt: null, hub: null, lastCheckpoint: null, updatedAt: new Date().toISOString() });
+      await scheduler.state.putSession({ id, user: 'bench', node: 'target', state: 'running', url: 'http://10.0.0.2:8888/', token: 'x'.repeat(32), rssBytes: 0, cpuCores: 0, busy: false, connections: 0, lastActivityAt: new Date().toISOString(), lastDisruptionAt: null, hub: null,
+      group: null,
+      requestedBytes: null, lastCheckpoint: null, updatedAt: new Date().toISOString() });
       decisions.push({ action: 'checkpoint', sessionId: id, source: 'target', target: null, policy: 'bench', reason: 'bench', costPerHour: 0, deadline: null });
       planned.push(id);
     }
