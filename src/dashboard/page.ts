@@ -32,7 +32,7 @@ ${error ? `<p class="err" role="alert">${escapeHtml(error)}</p>` : ''}
 // The page draws itself from GET /v1/dashboard (sent with the cookie); every
 // figure carries a data-testid so a browser test can read it back.
 const SCRIPT = `
-const usd = (v) => '$' + v.toFixed(2);
+const usd = (v) => (v < 0 ? '-$' : '$') + Math.abs(v).toFixed(2);
 const gib = (b) => (b / 2 ** 30).toFixed(2) + ' GiB';
 const el = (tag, attrs = {}, ...kids) => { const e = document.createElement(tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); for (const k of kids) e.append(k); return e; };
 function table(id, head, rows) {
@@ -110,7 +110,7 @@ export function dashboardPage(): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>hubshift: FinOps</title><style>${STYLE}</style></head><body>
 <header><h1>hubshift FinOps: <span id="day"></span> (UTC)</h1><span><a href="/metrics">metrics</a> · <a href="/dashboard/logout">sign out</a></span></header>
 <main>
-<section class="wide"><h2>Cost against the baselines, today</h2><div id="summary">loading…</div></section>
+<section class="wide"><h2>Cost against the baselines, the whole day</h2><div id="summary">loading…</div></section>
 <section class="wide"><h2>Cumulative cost over the day</h2><div id="chart"></div></section>
 <section><h2>Forecast for the month</h2><div id="forecast"></div></section>
 <section><h2>Savings by policy</h2><div id="policies"></div></section>

@@ -40,7 +40,7 @@ export class LedgerStore {
     const tx = this.redis.multi();
     tx.lpush(keys.ledgerMinutes, JSON.stringify(LedgerMinute.parse(minute)));
     tx.ltrim(keys.ledgerMinutes, 0, MINUTES_KEPT - 1);
-    for (const [field, v] of incr) if (v !== 0) tx.hincrbyfloat(day, field, v);
+    for (const [field, v] of incr) tx.hincrbyfloat(day, field, v);
     tx.expire(day, DAY_TTL_SECONDS);
     tx.sadd(keys.ledgerDays, date);
     await tx.exec();
