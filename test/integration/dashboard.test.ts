@@ -34,16 +34,16 @@ afterAll(async () => {
 describe('the FinOps dashboard', () => {
   it("should keep in Redis exactly the day the ledger's minutes add up to", async () => {
     const r = await api(`/v1/ledger/days?from=${DAY}&to=${DAY}`);
-    const [day] = (await r.json()).days.map((d: unknown) => LedgerDay.parse(d));
+    const [day] = ((await r.json()) as { days: unknown[] }).days.map((d) => LedgerDay.parse(d));
     const [want] = sumDays(recorded.minutes);
-    expect(day.minutes).toBe(1440);
-    expect(day.totals.actualUsd).toBeCloseTo(want!.totals.actualUsd, 9);
-    expect(day.totals.onDemandUsd).toBeCloseTo(want!.totals.onDemandUsd, 9);
-    for (const [p, v] of Object.entries(want!.savingsByPolicy)) expect(day.savingsByPolicy[p]).toBeCloseTo(v, 9);
-    for (const [u, v] of Object.entries(want!.byUser)) expect(day.byUser[u]!.savedUsd).toBeCloseTo(v.savedUsd, 9);
+    expect(day!.minutes).toBe(1440);
+    expect(day!.totals.actualUsd).toBeCloseTo(want!.totals.actualUsd, 9);
+    expect(day!.totals.onDemandUsd).toBeCloseTo(want!.totals.onDemandUsd, 9);
+    for (const [p, v] of Object.entries(want!.savingsByPolicy)) expect(day!.savingsByPolicy[p]).toBeCloseTo(v, 9);
+    for (const [u, v] of Object.entries(want!.byUser)) expect(day!.byUser[u]!.savedUsd).toBeCloseTo(v.savedUsd, 9);
     // The day is cheaper than always-on on-demand, and each policy that acted shows up.
-    expect(day.totals.actualUsd).toBeLessThan(day.totals.onDemandUsd);
-    expect(Object.keys(day.savingsByPolicy)).toEqual(expect.arrayContaining(['idle', 'rebalance', 'spot-eviction', 'unused capacity', 'wake']));
+    expect(day!.totals.actualUsd).toBeLessThan(day!.totals.onDemandUsd);
+    expect(Object.keys(day!.savingsByPolicy)).toEqual(expect.arrayContaining(['idle', 'rebalance', 'spot-eviction', 'unused capacity', 'wake']));
   });
 
   it('should sign a browser in once with the token, then render every panel with the API\'s numbers', async () => {
@@ -99,7 +99,7 @@ describe('the FinOps dashboard', () => {
     expect((await fetch(new URL('/metrics', cp.scheduler.url))).status).toBe(401);
     const bad = await api('/v1/dashboard?day=yesterday');
     expect(bad.status).toBe(400);
-    expect((await bad.json()).error.message).toMatch(/day yesterday: must be a day like 2026-11-24/);
+    expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/day yesterday: must be a day like 2026-11-24/);
 
     const metrics = await (await api('/metrics')).text();
     expect(metrics).toMatch(/^hubshift_nodes\{lifecycle="spot",instance_type="r5.large",state="ready"\} 1$/m);
