@@ -1,3 +1,7 @@
+import { Ec2Provider } from '../cloud/ec2/ec2-provider.js';
+import { loadEc2Config } from '../cloud/ec2/ec2-config.js';
+import { instanceTypesOf } from '../pricing/catalog.js';
+import { DEFAULT_CULL_AFTER_MS } from '../pricing/ledger.js';
 import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { pino } from 'pino';
@@ -37,11 +41,15 @@ export function registerSchedulerCommands(program: Command): void {
       .option('--sample-retention <n>', 'usage samples kept per session', positiveNumber('--sample-retention'), STATE_DEFAULTS.sampleRetention)
       .option('--gateway-port <port>', 'also run the session gateway for JupyterHub on this port (0 picks a free one)', port)
       .option('--gateway-host <address>', 'address the gateway listens on', GATEWAY_DEFAULTS.host)
-      .option('--gateway-url <url>', "the gateway's address as the hub's proxy reaches it, told to the spawner (default: where it listens)"),
-  )).action(async (o: GatewayCliOpts & { tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; concurrency: number; lockSeconds: number; logLevel: string; gatewayPort?: number; gatewayHost: string; gatewayUrl?: string }) => {
+      .option('--gateway-url <url>', "the gateway's address as the hub's proxy reaches it, told to the spawner (default: where it listens)")
+      .option('--ec2-config <file>', 'nodes come from EC2 (YAML: region, cluster, launch template, subnets, instance types, price table; `terraform output -raw ec2_config` writes it): released nodes are terminated, moved sessions take their private IP along, the ledger prices baselines from the catalog')
+      .option('--cull-after <seconds>', "the cost ledger's idle-culling baseline: sessions killed after this long idle", positiveNumber('--cull-after'), DEFAULT_CULL_AFTER_MS / 1000),
+  )).action(async (o: GatewayCliOpts & { ec2Config?: string; cullAfter: number; tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; concurrency: number; lockSeconds: number; logLevel: string; gatewayPort?: number; gatewayHost: string; gatewayUrl?: string }) => {
     if (o.gatewayPort === undefined && (o.gatewayUrl || o.hubApiUrl)) throw new InputError('--gateway-url and --hub-api-url are options of the gateway: give --gateway-port too');
+    const ec2 = o.ec2Config ? await Ec2Provider.open(await loadEc2Config(resolve(o.ec2Config))) : undefined;
     const s = await startScheduler(
       {
+        ledger: { cullAfterMs: o.cullAfter * 1000, instanceTypes: ec2 ? async () => instanceTypesOf(await ec2.catalog()) : undefined },
         host: o.host,
         port: o.port,
         token: await readOrCreateTokenFile(o.tokenFile),
@@ -49,7 +57,7 @@ export function registerSchedulerCommands(program: Command): void {
         policiesDir: resolve(o.policies),
         intervalMs: o.interval * 1000,
         workers: o.workers !== '0',
-        worker: { concurrency: o.concurrency, lockMs: o.lockSeconds * 1000 },
+        worker: { concurrency: o.concurrency, lockMs: o.lockSeconds * 1000, fleet: ec2 },
         queue: { ...QUEUE_DEFAULTS, attempts: Math.round(o.attempts) },
         state: { sampleRetention: Math.round(o.sampleRetention) },
         gateway: o.gatewayPort === undefined ? undefined : { config: gatewayConfig(o, o.gatewayHost, o.gatewayPort), hub: await hubActivityConfig(o, o.tokenFile), advertiseUrl: o.gatewayUrl },

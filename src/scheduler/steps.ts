@@ -7,6 +7,7 @@ import { StaleFenceError, UnreachableError } from '../core/errors.js';
 import type { SessionView } from '../core/session.js';
 import { sleep } from '../util/exec.js';
 import type { HeldLock, SessionLocks } from './session-lock.js';
+import type { NodeFleet } from '../cloud/provider.js';
 import type { ControlState } from './state.js';
 
 export interface StepContext {
@@ -15,6 +16,8 @@ export interface StepContext {
   log: Logger;
   /** How long a step waits for an agent still busy with an earlier attempt's call. */
   busyWaitMs: number;
+  /** The cloud's side of moves and releases, when nodes come from one (EC2). */
+  fleet?: NodeFleet;
 }
 
 const CheckpointDone = z.object({ checkpoint: z.string() });
@@ -165,6 +168,8 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
       const m = await source.move(id, { url: targetNode.agentUrl, token: targetNode.agentToken }, 'auto', lock.token);
       r = { node: targetNode.name, url: m.url, token: s.token, downtimeSeconds: m.downtimeSeconds };
     }
+    // On EC2 the session's address is a secondary private IP: it follows the session to its new node (idempotent on a retry).
+    if (ctx.fleet) await ctx.fleet.moveAddress(new URL(r.url).hostname, { name: targetNode.name, instanceId: targetNode.instanceId });
     await ctx.state.setStepResult(op.id, 'move', r);
     const now = new Date();
     await ctx.state.updateSession(id, { state: 'running', node: r.node, url: r.url, token: r.token, lastDisruptionAt: now.toISOString() }, now);
@@ -195,11 +200,16 @@ async function finishStep(ctx: StepContext, op: Operation): Promise<unknown> {
   return op.kind === 'migrate' ? ctx.state.stepResult(op.id, 'move', MoveDone) : ctx.state.stepResult(op.id, 'restore', RestoreDone);
 }
 
-/** A node a policy emptied: cordoned so nothing lands on it. Handing it back to the cloud is the provider's (none is configured yet). */
+/** A node a policy emptied: cordoned so nothing lands on it, then handed back to the cloud when one is configured. */
 async function releaseStep(ctx: StepContext, op: Operation): Promise<unknown> {
   if (!op.source) giveUp('release names no node');
   await ctx.state.setNodeState(op.source, 'cordoned');
-  return { node: op.source, cordoned: true };
+  if (!ctx.fleet) return { node: op.source, cordoned: true, terminated: false };
+  const node = await ctx.state.getNode(op.source);
+  const left = (await ctx.state.listSessions()).filter((s) => s.node === node.name);
+  if (left.length > 0) giveUp(`node ${node.name} still runs ${left.map((s) => s.id).join(', ')}: not terminated`);
+  await ctx.fleet.release({ name: node.name, instanceId: node.instanceId });
+  return { node: op.source, cordoned: true, terminated: true };
 }
 
 export async function runStep(ctx: StepContext, data: JobData): Promise<unknown> {

@@ -1,3 +1,4 @@
+import type { NodeFleet } from '../cloud/provider.js';
 import { Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { JobData, type Operation } from '../core/control.js';
@@ -20,9 +21,12 @@ export interface WorkerOptions {
   lockMs: number;
   /** How long a step waits for an agent still busy with an earlier attempt's call (default 10 min). */
   busyWaitMs: number;
+  /** The cloud's side of moves and releases (EC2); unset: local hosts, where addresses need no moving. */
+  fleet?: NodeFleet;
 }
 
 export const WORKER_DEFAULTS: WorkerOptions = { concurrency: 4, lockMs: 30_000, busyWaitMs: 600_000 };
+
 
 /** Settles an operation whose last step finished or which failed for good: its claim ends, the log says how. */
 async function settle(state: ControlState, op: Operation, outcome: 'done' | 'failed', detail: string | null): Promise<void> {
@@ -44,7 +48,7 @@ export interface RunningWorker {
 export function startWorker(redisUrl: string, state: ControlState, log: Logger, options: Partial<WorkerOptions> = {}): RunningWorker {
   const o = { ...WORKER_DEFAULTS, ...options };
   const connection = connectRedis(redisUrl, 'hubshift-worker');
-  const ctx: StepContext = { state, locks: new SessionLocks(connection, o.lockMs), log, busyWaitMs: o.busyWaitMs };
+  const ctx: StepContext = { state, locks: new SessionLocks(connection, o.lockMs), log, busyWaitMs: o.busyWaitMs, fleet: o.fleet };
   const worker = new Worker(
     OPS_QUEUE,
     async (job: Job) => {
