@@ -28,7 +28,7 @@ describe('a checkpoint whose store fails after the session was stopped', () => {
       failure = err as UpstreamError;
     }
     expect(failure?.upstreamCode).toBe('store_failed');
-    expect(failure?.message).toMatch(/uploading blob .+ to s3:\/\/no-such-bucket\/x failed/);
+    expect(failure?.message).toMatch(/uploading blob .+ to s3:\/\/no-such-bucket\/x \(user [a-z]+\) failed/);
     expect(await isAlive(s.pid as number)).toBe(false); // criu did stop the original
 
     const after = await t.client.getSession(s.id);
