@@ -26,6 +26,9 @@ export const HostRecord = HostSpec.extend({
 });
 export type HostRecord = z.infer<typeof HostRecord>;
 
+/** An AWS region name, e.g. us-east-1. */
+export const AwsRegion = z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'is not an AWS region like us-east-1');
+
 const PositivePrice = z.number({ error: 'must be a number (USD per hour)' }).positive('must be a positive price in USD per hour').max(1000, 'is over 1000 USD per hour: a typo?');
 
 /**
@@ -35,7 +38,7 @@ const PositivePrice = z.number({ error: 'must be a number (USD per hour)' }).pos
  */
 export const PriceTable = z
   .object({
-    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'is not an AWS region like us-east-1'),
+    region: AwsRegion,
     /** The day the prices were read off AWS's price list. */
     takenAt: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date like 2026-11-01'),
     source: z.string().min(1),

@@ -43,8 +43,7 @@ export function classifyAwsCode(code: string, httpStatus?: number): AwsErrorKind
 }
 
 export function classifyAwsError(err: unknown): AwsErrorKind {
-  const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-  return classifyAwsCode(awsCode(err), status);
+  return classifyAwsCode(awsCode(err), (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode);
 }
 
 const HINTS: Record<string, string> = {
@@ -56,13 +55,17 @@ const HINTS: Record<string, string> = {
   RequestLimitExceeded: 'EC2 throttled the account; calls are retried with backoff',
 };
 
-/** A typed error for what AWS said while doing `what`. */
+/** A typed error for AWS's `code` and message while doing `what` (an exception's, or an error entry of a CreateFleet answer). */
+export function cloudErrorOf(what: string, code: string, message: string, opts: { httpStatus?: number; cause?: unknown } = {}): CloudError {
+  const kind = classifyAwsCode(code, opts.httpStatus);
+  const hint = HINTS[code];
+  const typed = kind === 'capacity' ? 'cloud_capacity' : kind === 'denied' ? 'cloud_denied' : 'cloud_failed';
+  return new CloudError(typed, code, `${what} failed: ${code}: ${message}${hint ? ` (${hint})` : ''}`, { cause: opts.cause });
+}
+
+/** A typed error for what AWS raised while doing `what`. */
 export function cloudError(what: string, err: unknown): CloudError {
   if (err instanceof CloudError) return err;
-  const code = awsCode(err);
-  const kind = classifyAwsError(err);
-  const hint = HINTS[code];
-  const message = `${what} failed: ${code}: ${errorMessage(err)}${hint ? ` (${hint})` : ''}`;
-  const typed = kind === 'capacity' ? 'cloud_capacity' : kind === 'denied' ? 'cloud_denied' : 'cloud_failed';
-  return new CloudError(typed, code, message, { cause: err });
+  const httpStatus = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  return cloudErrorOf(what, awsCode(err), errorMessage(err), { httpStatus, cause: err });
 }

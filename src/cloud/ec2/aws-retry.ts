@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import { CloudError, describeZodIssue } from '../../core/errors.js';
 import { sleep as realSleep } from '../../util/exec.js';
 import { classifyAwsError, cloudError } from './aws-errors.js';
 
@@ -30,4 +32,30 @@ export async function withAwsRetry<T>(what: string, call: () => Promise<T>, opts
       await o.sleep(Math.floor(o.random() * Math.min(o.capMs, o.baseMs * 2 ** (attempt - 1))));
     }
   }
+}
+
+/**
+ * One AWS call, retried on throttling, its answer parsed with only the fields
+ * hubshift reads: a changed shape fails here, by name.
+ */
+export async function callAws<T>(what: string, schema: z.ZodType<T>, call: () => Promise<unknown>, opts?: Partial<RetryOptions>): Promise<T> {
+  const raw = await withAwsRetry(what, call, opts);
+  const r = schema.safeParse(raw);
+  if (!r.success) throw new CloudError('cloud_failed', 'MalformedResponse', `${what} answered in a shape hubshift does not know: ${describeZodIssue(r.error)}`);
+  return r.data;
+}
+
+/** Every page of a paginated call: `call(token)` again with each NextToken until there is none. */
+export async function* everyPage<T extends { NextToken?: string | undefined }>(
+  what: string,
+  schema: z.ZodType<T>,
+  call: (NextToken: string | undefined) => Promise<unknown>,
+  opts?: Partial<RetryOptions>,
+): AsyncGenerator<T> {
+  let token: string | undefined;
+  do {
+    const page = await callAws(what, schema, () => call(token), opts);
+    yield page;
+    token = page.NextToken || undefined;
+  } while (token);
 }

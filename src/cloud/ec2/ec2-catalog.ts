@@ -1,8 +1,8 @@
 import { DescribeInstanceTypesCommand, DescribeSpotPriceHistoryCommand, type EC2Client, type _InstanceType } from '@aws-sdk/client-ec2';
 import { z } from 'zod';
-import { CloudError, describeZodIssue } from '../../core/errors.js';
+import { CloudError } from '../../core/errors.js';
 import type { InstanceShape, SpotQuote } from '../../pricing/catalog.js';
-import { withAwsRetry, type RetryOptions } from './aws-retry.js';
+import { everyPage, type RetryOptions } from './aws-retry.js';
 
 // Only what hubshift reads of AWS's answers, parsed: a changed shape fails here, by name.
 const InstanceTypeItem = z.object({
@@ -29,12 +29,6 @@ const SpotPriceItem = z.object({
 });
 const DescribeSpotPriceHistoryAnswer = z.object({ SpotPriceHistory: z.array(SpotPriceItem).default([]), NextToken: z.string().optional() });
 
-function parseAnswer<T>(schema: z.ZodType<T>, value: unknown, call: string): T {
-  const r = schema.safeParse(value);
-  if (!r.success) throw new CloudError('cloud_failed', 'MalformedResponse', `${call} answered in a shape hubshift does not know: ${describeZodIssue(r.error)}`);
-  return r.data;
-}
-
 /** "Up to 12.5 Gigabit", "25 Gigabit": the card's baseline when AWS gives it, else the headline number. */
 export function networkGbps(info: z.infer<typeof InstanceTypeItem>['NetworkInfo']): number | null {
   const baseline = info?.NetworkCards?.[0]?.BaselineBandwidthInGbps;
@@ -46,11 +40,9 @@ export function networkGbps(info: z.infer<typeof InstanceTypeItem>['NetworkInfo'
 /** DescribeInstanceTypes for the named types, every page. */
 export async function describeShapes(ec2: EC2Client, types: readonly string[], retry?: Partial<RetryOptions>): Promise<InstanceShape[]> {
   const out: InstanceShape[] = [];
-  let NextToken: string | undefined;
-  do {
-    // The API refuses MaxResults together with InstanceTypes; it pages by itself.
-    const raw = await withAwsRetry('DescribeInstanceTypes', () => ec2.send(new DescribeInstanceTypesCommand({ InstanceTypes: types as _InstanceType[], NextToken })), retry);
-    const page = parseAnswer(DescribeInstanceTypesAnswer, raw, 'DescribeInstanceTypes');
+  // The API refuses MaxResults together with InstanceTypes; it pages by itself.
+  const pages = everyPage('DescribeInstanceTypes', DescribeInstanceTypesAnswer, (NextToken) => ec2.send(new DescribeInstanceTypesCommand({ InstanceTypes: types as _InstanceType[], NextToken })), retry);
+  for await (const page of pages) {
     for (const t of page.InstanceTypes) {
       out.push({
         name: t.InstanceType,
@@ -61,8 +53,7 @@ export async function describeShapes(ec2: EC2Client, types: readonly string[], r
         spotSupported: t.SupportedUsageClasses?.includes('spot') ?? false,
       });
     }
-    NextToken = page.NextToken || undefined;
-  } while (NextToken);
+  }
   const missing = types.filter((t) => !out.some((s) => s.name === t));
   if (missing.length) throw new CloudError('cloud_failed', 'InvalidInstanceType', `EC2 does not describe ${missing.join(', ')} in this region: remove them from the configured instance types`);
   return out;
@@ -74,28 +65,24 @@ export async function describeShapes(ec2: EC2Client, types: readonly string[], r
  */
 export async function describeSpotQuotes(ec2: EC2Client, types: readonly string[], zones: readonly string[], now: Date, retry?: Partial<RetryOptions>): Promise<SpotQuote[]> {
   const out: SpotQuote[] = [];
-  let NextToken: string | undefined;
-  do {
-    const raw = await withAwsRetry(
-      'DescribeSpotPriceHistory',
-      () =>
-        ec2.send(
-          new DescribeSpotPriceHistoryCommand({
-            InstanceTypes: types as _InstanceType[],
-            ProductDescriptions: ['Linux/UNIX'],
-            StartTime: now,
-            Filters: zones.length ? [{ Name: 'availability-zone', Values: [...zones] }] : undefined,
-            MaxResults: 1000,
-            NextToken,
-          }),
-        ),
-      retry,
-    );
-    const page = parseAnswer(DescribeSpotPriceHistoryAnswer, raw, 'DescribeSpotPriceHistory');
-    for (const p of page.SpotPriceHistory) {
-      out.push({ instanceType: p.InstanceType, zone: p.AvailabilityZone, pricePerHour: Number(p.SpotPrice), at: p.Timestamp.toISOString() });
-    }
-    NextToken = page.NextToken || undefined;
-  } while (NextToken);
+  const pages = everyPage(
+    'DescribeSpotPriceHistory',
+    DescribeSpotPriceHistoryAnswer,
+    (NextToken) =>
+      ec2.send(
+        new DescribeSpotPriceHistoryCommand({
+          InstanceTypes: types as _InstanceType[],
+          ProductDescriptions: ['Linux/UNIX'],
+          StartTime: now,
+          Filters: zones.length ? [{ Name: 'availability-zone', Values: [...zones] }] : undefined,
+          MaxResults: 1000,
+          NextToken,
+        }),
+      ),
+    retry,
+  );
+  for await (const page of pages) {
+    for (const p of page.SpotPriceHistory) out.push({ instanceType: p.InstanceType, zone: p.AvailabilityZone, pricePerHour: Number(p.SpotPrice), at: p.Timestamp.toISOString() });
+  }
   return out;
 }

@@ -1,12 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { AwsRegion } from '../../core/cloud.js';
 import { InputError, describeZodIssue, errorMessage } from '../../core/errors.js';
 
 /** The EC2 provider's settings: `hubshift scheduler --ec2-config FILE` (YAML), written by infra/terraform's outputs. */
 export const Ec2Config = z
   .object({
-    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'is not an AWS region like us-east-1'),
+    region: AwsRegion,
     /** Tags every instance hubshift launches (hubshift:cluster): hosts() finds them by it. */
     cluster: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
     /** The launch template whose user data starts the agent (infra/terraform/launch-template.tf). */

@@ -10,9 +10,9 @@ import {
 } from '@aws-sdk/client-ec2';
 import { z } from 'zod';
 import type { LaunchCandidate } from '../../core/cloud.js';
-import { CloudError, describeZodIssue } from '../../core/errors.js';
-import { classifyAwsCode, cloudError } from './aws-errors.js';
-import { withAwsRetry, type RetryOptions } from './aws-retry.js';
+import { CloudError } from '../../core/errors.js';
+import { cloudError, cloudErrorOf } from './aws-errors.js';
+import { callAws, everyPage, withAwsRetry, type RetryOptions } from './aws-retry.js';
 import type { Ec2Config } from './ec2-config.js';
 
 export const CLUSTER_TAG = 'hubshift:cluster';
@@ -44,12 +44,6 @@ const CreateFleetAnswer = z.object({
   Errors: z.array(z.object({ ErrorCode: z.string().optional(), ErrorMessage: z.string().optional(), Lifecycle: z.string().optional() })).default([]),
 });
 const RunInstancesAnswer = z.object({ Instances: z.array(z.object({ InstanceId: z.string() })).min(1) });
-
-function parseAnswer<T>(schema: z.ZodType<T>, value: unknown, call: string): T {
-  const r = schema.safeParse(value);
-  if (!r.success) throw new CloudError('cloud_failed', 'MalformedResponse', `${call} answered in a shape hubshift does not know: ${describeZodIssue(r.error)}`);
-  return r.data;
-}
 
 /** One candidate tried and why it did not launch: the launch's account of itself. */
 export interface LaunchAttempt {
@@ -94,7 +88,7 @@ export class Ec2Instances {
         const instanceId = this.config.launchMode === 'fleet' ? await this.createFleet(candidate, tags) : await this.runInstances(candidate, tags);
         return { instanceId, candidate, attempts };
       } catch (err) {
-        const e = err instanceof CloudError ? err : cloudError(`launching ${candidate.instanceType}`, err);
+        const e = cloudError(`launching ${candidate.instanceType}`, err);
         if (e.code !== 'cloud_capacity') throw e;
         attempts.push({ candidate, error: e.message });
       }
@@ -105,8 +99,9 @@ export class Ec2Instances {
 
   private async createFleet(c: LaunchCandidate, tags: Record<string, string>): Promise<string> {
     const what = `CreateFleet ${c.instanceType} ${c.lifecycle} in ${c.zone ?? 'any zone'}`;
-    const raw = await withAwsRetry(
+    const answer = await callAws(
       what,
+      CreateFleetAnswer,
       () =>
         this.ec2.send(
           new CreateFleetCommand({
@@ -124,19 +119,17 @@ export class Ec2Instances {
         ),
       this.retry,
     );
-    const answer = parseAnswer(CreateFleetAnswer, raw, 'CreateFleet');
     const id = answer.Instances.flatMap((i) => i.InstanceIds)[0];
     if (id) return id;
     // An instant fleet reports why it launched nothing in Errors, not as an exception.
     const e = answer.Errors[0];
-    const code = e?.ErrorCode ?? 'UnfulfillableCapacity';
-    const kind = classifyAwsCode(code);
-    throw cloudError(what, Object.assign(new Error(e?.ErrorMessage ?? 'the fleet launched no instance'), { name: code, $metadata: { httpStatusCode: kind === 'throttled' ? 503 : 200 } }));
+    throw cloudErrorOf(what, e?.ErrorCode ?? 'UnfulfillableCapacity', e?.ErrorMessage ?? 'the fleet launched no instance');
   }
 
   private async runInstances(c: LaunchCandidate, tags: Record<string, string>): Promise<string> {
-    const raw = await withAwsRetry(
+    const answer = await callAws(
       `RunInstances ${c.instanceType} ${c.lifecycle} in ${c.zone ?? 'any zone'}`,
+      RunInstancesAnswer,
       () =>
         this.ec2.send(
           new RunInstancesCommand({
@@ -151,37 +144,33 @@ export class Ec2Instances {
         ),
       this.retry,
     );
-    return parseAnswer(RunInstancesAnswer, raw, 'RunInstances').Instances[0]!.InstanceId;
+    return answer.Instances[0]!.InstanceId;
   }
 
   /** Instances of this cluster (tagged), pending or running, every page; or the named ones. */
   async describe(instanceIds?: readonly string[]): Promise<Ec2Instance[]> {
     const out: Ec2Instance[] = [];
-    let NextToken: string | undefined;
-    do {
-      const raw = await withAwsRetry(
-        'DescribeInstances',
-        () =>
-          this.ec2.send(
-            new DescribeInstancesCommand(
-              instanceIds
-                ? { InstanceIds: [...instanceIds], NextToken }
-                : {
-                    Filters: [
-                      { Name: `tag:${CLUSTER_TAG}`, Values: [this.config.cluster] },
-                      { Name: 'instance-state-name', Values: ['pending', 'running'] },
-                    ],
-                    MaxResults: 1000,
-                    NextToken,
-                  },
-            ),
+    const pages = everyPage(
+      'DescribeInstances',
+      DescribeInstancesAnswer,
+      (NextToken) =>
+        this.ec2.send(
+          new DescribeInstancesCommand(
+            instanceIds
+              ? { InstanceIds: [...instanceIds], NextToken }
+              : {
+                  Filters: [
+                    { Name: `tag:${CLUSTER_TAG}`, Values: [this.config.cluster] },
+                    { Name: 'instance-state-name', Values: ['pending', 'running'] },
+                  ],
+                  MaxResults: 1000,
+                  NextToken,
+                },
           ),
-        this.retry,
-      );
-      const page = parseAnswer(DescribeInstancesAnswer, raw, 'DescribeInstances');
-      for (const r of page.Reservations) out.push(...r.Instances);
-      NextToken = page.NextToken || undefined;
-    } while (NextToken);
+        ),
+      this.retry,
+    );
+    for await (const page of pages) for (const r of page.Reservations) out.push(...r.Instances);
     return out;
   }
 
