@@ -9,12 +9,16 @@ export function tokenMatches(given: string, expected: string): boolean {
   return timingSafeEqual(a, b) && given.length === expected.length;
 }
 
+/** Whether the request carries `Authorization: Bearer <token>`. */
+export function bearerValid(req: Request, token: string): boolean {
+  const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
+  return m !== null && tokenMatches(m[1]!, token);
+}
+
 /** Requires `Authorization: Bearer <token>` on every request it guards. */
 export function bearerAuth(token: string) {
   return (req: Request, _res: Response, next: NextFunction): void => {
-    const header = req.get('authorization') ?? '';
-    const m = /^Bearer (.+)$/.exec(header);
-    if (!m || !tokenMatches(m[1]!, token)) {
+    if (!bearerValid(req, token)) {
       next(new UnauthorizedError());
       return;
     }

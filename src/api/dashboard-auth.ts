@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import { UnauthorizedError } from '../core/errors.js';
-import { tokenMatches } from './bearer-auth.js';
+import { bearerValid, tokenMatches } from './bearer-auth.js';
 
 export const DASHBOARD_COOKIE = 'hubshift_dashboard';
 /** A browser signs in once a week. */
@@ -23,11 +23,6 @@ export function cookieValid(token: string, value: unknown, now = Date.now()): bo
   if (!m) return false;
   const expires = Number(m[1]);
   return expires > now && tokenMatches(m[2]!, mac(token, expires));
-}
-
-function bearerValid(req: Request, token: string): boolean {
-  const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
-  return m !== null && tokenMatches(m[1]!, token);
 }
 
 /**

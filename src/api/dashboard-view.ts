@@ -1,5 +1,5 @@
 import type { DashboardView } from '../core/ledger.js';
-import { forecastMonth } from '../pricing/ledger.js';
+import { addCosts, type Costs } from '../pricing/ledger.js';
 import { sessionShareCostPerHour, storeCostPerHour } from '../pricing/session-cost.js';
 import type { LedgerStore } from '../scheduler/ledger-store.js';
 import type { ControlState } from '../scheduler/state.js';
@@ -10,22 +10,19 @@ const BUCKET_MS = 15 * 60_000;
 export async function dashboardView(state: ControlState, ledger: LedgerStore, now: Date, day = now.toISOString().slice(0, 10)): Promise<DashboardView> {
   const dayStart = new Date(`${day}T00:00:00.000Z`);
   const dayEnd = new Date(dayStart.getTime() + 86_400_000);
-  const [nodes, sessions, actions, minutes, lastDay, days] = await Promise.all([
+  const [nodes, sessions, actions, minutes, today, forecast] = await Promise.all([
     state.listNodes(),
     state.listSessions(),
     state.actions(50),
     ledger.minutes(dayStart, dayEnd),
-    ledger.minutes(new Date(now.getTime() - 86_400_000), now),
-    ledger.days(),
+    ledger.day(day),
+    ledger.forecast(now),
   ]);
-  const today = days.find((d) => d.date === day) ?? null;
   const byNode = new Map(nodes.map((n) => [n.name, n]));
   const timeline: DashboardView['timeline'] = [];
-  const run = { actualUsd: 0, onDemandUsd: 0, cullingUsd: 0 };
+  const run: Costs = { actualUsd: 0, onDemandUsd: 0, cullingUsd: 0 };
   for (const m of minutes) {
-    run.actualUsd += m.totals.actualUsd;
-    run.onDemandUsd += m.totals.onDemandUsd;
-    run.cullingUsd += m.totals.cullingUsd;
+    addCosts(run, m.totals);
     const bucket = new Date(Math.floor(Date.parse(m.minute) / BUCKET_MS) * BUCKET_MS).toISOString();
     const last = timeline.at(-1);
     if (last?.at === bucket) Object.assign(last, run);
@@ -68,6 +65,6 @@ export async function dashboardView(state: ControlState, ledger: LedgerStore, no
     actions: actions.map((a) => ({ at: a.at, action: a.action, outcome: a.outcome, sessionId: a.sessionId, source: a.source, target: a.target, policy: a.policy, reason: a.reason, costPerHour: a.costPerHour, detail: a.detail })),
     timeline,
     ledger: today,
-    forecast: forecastMonth(now, days, lastDay),
+    forecast,
   };
 }

@@ -1,5 +1,4 @@
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { forecastMonth } from '../pricing/ledger.js';
 import type { LedgerStore } from '../scheduler/ledger-store.js';
 import type { ControlState } from '../scheduler/state.js';
 
@@ -81,8 +80,7 @@ export function schedulerMetrics(state: ControlState, ledger: LedgerStore): Regi
     labelNames: ['kind'],
     registers: [registry],
     async collect() {
-      const now = new Date();
-      const f = forecastMonth(now, await ledger.days(now.toISOString().slice(0, 7) + '-01'), await ledger.minutes(new Date(now.getTime() - 86_400_000), now));
+      const f = await ledger.forecast(new Date());
       this.set({ kind: 'actual' }, f.forecast.actualUsd);
       this.set({ kind: 'on_demand' }, f.forecast.onDemandUsd);
       this.set({ kind: 'culling' }, f.forecast.cullingUsd);

@@ -46,6 +46,25 @@ export function onDemandRate(input: Pick<LedgerInput, 'nodes' | 'instanceTypes'>
   return rates.length ? Math.min(...rates) : 0;
 }
 
+export function zeroTotals(): LedgerTotals {
+  return { actualUsd: 0, nodesUsd: 0, storeUsd: 0, unallocatedUsd: 0, onDemandUsd: 0, cullingUsd: 0, culled: 0 };
+}
+
+export function zeroSums(): LedgerSums {
+  return { actualUsd: 0, onDemandUsd: 0, cullingUsd: 0, savedUsd: 0 };
+}
+
+/** What hubshift paid and what each baseline would have: the three figures forecasts and timelines carry. */
+export type Costs = Pick<LedgerTotals, 'actualUsd' | 'onDemandUsd' | 'cullingUsd'>;
+
+/** Adds `from`'s three costs into `into`, times `factor`. */
+export function addCosts(into: Costs, from: Costs, factor = 1): Costs {
+  into.actualUsd += from.actualUsd * factor;
+  into.onDemandUsd += from.onDemandUsd * factor;
+  into.cullingUsd += from.cullingUsd * factor;
+  return into;
+}
+
 const RUNS_ON_NODE: ReadonlySet<SessionState> = new Set(['starting', 'running', 'checkpointing', 'restoring']);
 
 /**
@@ -67,7 +86,7 @@ export function ledgerMinute(input: LedgerInput): { minute: LedgerMinute; sessio
 
   const sessions: LedgerSessionMinute[] = [];
   const savingsByPolicy: Record<string, number> = {};
-  const totals: LedgerTotals = { actualUsd: 0, nodesUsd: 0, storeUsd: 0, unallocatedUsd: 0, onDemandUsd: 0, cullingUsd: 0, culled: 0 };
+  const totals = zeroTotals();
   const allocated = new Map<string, number>();
   for (const s of input.sessions) {
     if (s.state === 'stopped' || s.state === 'failed') continue;
@@ -107,7 +126,7 @@ export function ledgerMinute(input: LedgerInput): { minute: LedgerMinute; sessio
 }
 
 function addSums(into: Record<string, LedgerSums>, key: string, s: LedgerSessionMinute): void {
-  const t = (into[key] ??= { actualUsd: 0, onDemandUsd: 0, cullingUsd: 0, savedUsd: 0 });
+  const t = (into[key] ??= zeroSums());
   t.actualUsd += s.actualUsd;
   t.onDemandUsd += s.onDemandUsd;
   t.cullingUsd += s.cullingUsd;
@@ -119,7 +138,7 @@ export function sumDays(minutes: readonly { minute: LedgerMinute; sessions: read
   const days = new Map<string, LedgerDay>();
   for (const { minute: m, sessions } of minutes) {
     const date = m.minute.slice(0, 10);
-    const d = days.get(date) ?? { date, minutes: 0, totals: { actualUsd: 0, nodesUsd: 0, storeUsd: 0, unallocatedUsd: 0, onDemandUsd: 0, cullingUsd: 0, culled: 0 }, savingsByPolicy: {}, byUser: {}, byGroup: {}, byNode: {} };
+    const d = days.get(date) ?? { date, minutes: 0, totals: zeroTotals(), savingsByPolicy: {}, byUser: {}, byGroup: {}, byNode: {} };
     d.minutes++;
     for (const k of Object.keys(d.totals) as (keyof LedgerTotals)[]) d.totals[k] += m.totals[k];
     for (const [p, v] of Object.entries(m.savingsByPolicy)) d.savingsByPolicy[p] = (d.savingsByPolicy[p] ?? 0) + v;
@@ -138,31 +157,17 @@ export function forecastMonth(now: Date, days: readonly LedgerDay[], lastDay: re
   const month = now.toISOString().slice(0, 7);
   const end = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
   const hoursLeft = Math.max(0, (end - now.getTime()) / 3600_000);
-  const mtd = { actualUsd: 0, onDemandUsd: 0, cullingUsd: 0 };
-  for (const d of days) {
-    if (!d.date.startsWith(month)) continue;
-    mtd.actualUsd += d.totals.actualUsd;
-    mtd.onDemandUsd += d.totals.onDemandUsd;
-    mtd.cullingUsd += d.totals.cullingUsd;
-  }
+  const mtd: Costs = { actualUsd: 0, onDemandUsd: 0, cullingUsd: 0 };
+  for (const d of days) if (d.date.startsWith(month)) addCosts(mtd, d.totals);
   const hours = lastDay.length / 60;
-  const rate = { actualUsd: 0, onDemandUsd: 0, cullingUsd: 0 };
-  if (hours > 0) {
-    for (const m of lastDay) {
-      rate.actualUsd += m.totals.actualUsd;
-      rate.onDemandUsd += m.totals.onDemandUsd;
-      rate.cullingUsd += m.totals.cullingUsd;
-    }
-    rate.actualUsd /= hours;
-    rate.onDemandUsd /= hours;
-    rate.cullingUsd /= hours;
-  }
+  const rate: Costs = { actualUsd: 0, onDemandUsd: 0, cullingUsd: 0 };
+  for (const m of lastDay) addCosts(rate, m.totals, 1 / hours);
   return {
     month,
     at: now.toISOString(),
     hoursLeft,
     monthToDate: mtd,
     ratePerHour: rate,
-    forecast: { actualUsd: mtd.actualUsd + rate.actualUsd * hoursLeft, onDemandUsd: mtd.onDemandUsd + rate.onDemandUsd * hoursLeft, cullingUsd: mtd.cullingUsd + rate.cullingUsd * hoursLeft },
+    forecast: addCosts({ ...mtd }, rate, hoursLeft),
   };
 }

@@ -1,4 +1,5 @@
-import { LedgerMinute, type LedgerDay, type LedgerSessionMinute, type LedgerSums, type LedgerTotals } from '../core/ledger.js';
+import { LedgerMinute, type LedgerDay, type LedgerForecast, type LedgerSessionMinute, type LedgerSums, type LedgerTotals } from '../core/ledger.js';
+import { forecastMonth, zeroSums } from '../pricing/ledger.js';
 import { keys } from './keys.js';
 import type { RedisConnection } from './redis.js';
 
@@ -47,18 +48,33 @@ export class LedgerStore {
     return true;
   }
 
-  /** Minutes in [from, to), oldest first. */
+  /**
+   * Minutes in [from, to), oldest first. The list is newest first, so it is
+   * read a day's worth at a time and no further than an hour before `from`
+   * (a minute recorded late by a slow scheduler may sit a little out of order).
+   */
   async minutes(from: Date, to: Date): Promise<LedgerMinute[]> {
-    const raw = await this.redis.lrange(keys.ledgerMinutes, 0, -1);
     const out: LedgerMinute[] = [];
     const f = from.toISOString();
     const t = to.toISOString();
-    for (const text of raw) {
-      const m = LedgerMinute.safeParse(JSON.parse(text));
-      if (!m.success) throw new Error(`Redis holds a malformed ledger minute: ${m.error.issues[0]?.path.join('.')} ${m.error.issues[0]?.message}`);
-      if (m.data.minute >= f && m.data.minute < t) out.push(m.data);
+    const stop = new Date(from.getTime() - 3600_000).toISOString();
+    for (let start = 0; ; start += 1440) {
+      const raw = await this.redis.lrange(keys.ledgerMinutes, start, start + 1439);
+      let past = false;
+      for (const text of raw) {
+        const m = LedgerMinute.safeParse(JSON.parse(text));
+        if (!m.success) throw new Error(`Redis holds a malformed ledger minute: ${m.error.issues[0]?.path.join('.')} ${m.error.issues[0]?.message}`);
+        if (m.data.minute >= f && m.data.minute < t) out.push(m.data);
+        past ||= m.data.minute < stop;
+      }
+      if (past || raw.length < 1440) return out.sort((a, b) => a.minute.localeCompare(b.minute));
     }
-    return out.reverse();
+  }
+
+  /** The month so far and at the last 24 hours' rate. */
+  async forecast(now: Date): Promise<LedgerForecast> {
+    const [days, lastDay] = await Promise.all([this.days(`${now.toISOString().slice(0, 7)}-01`), this.minutes(new Date(now.getTime() - 86_400_000), now)]);
+    return forecastMonth(now, days, lastDay);
   }
 
   async dates(): Promise<string[]> {
@@ -80,7 +96,7 @@ export class LedgerStore {
         const into = parts[0] === 'u' ? d.byUser : d.byGroup;
         const who = parts.slice(1, -1).join(SEP);
         const f = parts.at(-1) as keyof LedgerSums;
-        (into[who] ??= { actualUsd: 0, onDemandUsd: 0, cullingUsd: 0, savedUsd: 0 })[f] = v;
+        (into[who] ??= zeroSums())[f] = v;
       }
     }
     return d;
