@@ -8,6 +8,7 @@ import { registerLocalCommands } from './local-command.js';
 import { registerPlanCommand } from './plan-command.js';
 import { registerSchedulerCommands } from './scheduler-command.js';
 import { registerSessionCommands } from './session-commands.js';
+import { registerSimulateCommands } from './simulate-command.js';
 import { fail } from './output.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -28,6 +29,7 @@ registerCriuCommand(program);
 registerPlanCommand(program);
 registerLocalCommands(program);
 registerDemoCommand(program);
+registerSimulateCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -52,6 +52,9 @@ export const SpotEvictionPolicy = z
     /** Expected move speed (bytes of memory per second) and fixed cost per move. */
     moveBytesPerSecond: z.number().positive().default(400e6),
     moveFixedSeconds: z.number().nonnegative().default(2),
+    /** Expected checkpoint speed to the store and fixed cost per checkpoint: what is not moved must still get out in time. */
+    checkpointBytesPerSecond: z.number().positive().default(450e6),
+    checkpointFixedSeconds: z.number().nonnegative().default(1),
     /** Room a target must have beyond the session's memory. Default 1.1. */
     headroom: z.number().min(1).default(1.1),
   })

@@ -2,9 +2,18 @@ import type { Guards } from './policy-schema.js';
 
 const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;
 
+// Building a formatter costs far more than using one; a scheduler (and the simulator, every simulated minute) asks for the same few zones.
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
 /** Day and minute of the day at `now` in a time zone. */
 function localClock(now: Date, timeZone: string): { day: string; minute: number } {
-  const parts = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).formatToParts(now);
+  if (timeZone === 'UTC') return { day: DAYS[now.getUTCDay()] as string, minute: now.getUTCHours() * 60 + now.getUTCMinutes() };
+  let f = formatters.get(timeZone);
+  if (!f) {
+    f = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    formatters.set(timeZone, f);
+  }
+  const parts = f.formatToParts(now);
   const get = (t: string): string => parts.find((p) => p.type === t)?.value ?? '';
   const day = get('weekday').toLowerCase().slice(0, 3);
   return { day: DAYS.includes(day as (typeof DAYS)[number]) ? day : 'sun', minute: Number(get('hour')) * 60 + Number(get('minute')) };

@@ -5,9 +5,18 @@ import { Cron } from 'croner';
  * window is the minute before now, so a fresh scheduler does not replay the
  * past.
  */
+const crons = new Map<string, Cron>();
+
 export function scheduleFired(expr: string, timezone: string, lastRun: string | undefined, now: Date): boolean {
   const from = lastRun ? new Date(lastRun) : new Date(now.getTime() - 60_000);
-  const next = new Cron(expr, { timezone, paused: true }).nextRun(from);
+  // Parsed once per expression and zone: every pass asks again.
+  const key = `${timezone} ${expr}`;
+  let cron = crons.get(key);
+  if (!cron) {
+    cron = new Cron(expr, { timezone, paused: true });
+    crons.set(key, cron);
+  }
+  const next = cron.nextRun(from);
   return next !== null && next.getTime() <= now.getTime();
 }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { evaluate } from '../../src/policy/evaluate.js';
 import { GiB, NOW, later, node, policies, session, snapshot } from './policy-fixtures.js';
 
-const spot = policies([{ kind: 'spot-eviction', safetyMargin: '20s', moveBytesPerSecond: 1e9, moveFixedSeconds: 2, headroom: 1 }], { budgets: { perNode: 0, total: 0 } });
+const spot = policies([{ kind: 'spot-eviction', safetyMargin: '20s', moveBytesPerSecond: 1e9, moveFixedSeconds: 2, checkpointBytesPerSecond: 1e12, checkpointFixedSeconds: 0, headroom: 1 }], { budgets: { perNode: 0, total: 0 } });
 const interruption = (nodeName: string, inMs: number) => ({ id: `n-${nodeName}`, node: nodeName, kind: 'interruption' as const, action: 'terminate' as const, deadline: later(inMs), receivedAt: NOW.toISOString() });
 
 describe('spot eviction', () => {
@@ -39,7 +39,7 @@ describe('spot eviction', () => {
       ['migrate', 'a'],
       ['checkpoint', 'b'],
     ]);
-    expect(d[1]?.reason).toMatch(/too close to the deadline for a move \(about 114 s needed, 100 s usable\)/);
+    expect(d[1]?.reason).toMatch(/too close to the deadline for a move \(about 114 s needed with the checkpoints after it, 100 s usable\)/);
     expect(d[1]?.costPerHour).toBeLessThan(0);
   });
 

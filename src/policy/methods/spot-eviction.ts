@@ -8,8 +8,9 @@ type SpotEviction = Extract<Policy, { kind: 'spot-eviction' }>;
 /**
  * Every session off a node before its interruption deadline: smallest first
  * (the most sessions out in the time), moved to the cheapest node with room
- * while the estimated moves, one after another, fit before the deadline less
- * the margin; the rest checkpointed to the store. Forced: budgets, cooldown,
+ * while the estimated moves, one after another, and the checkpoints of the
+ * sessions after them fit before the deadline less the margin; the rest
+ * checkpointed to the store (faster than a move here). Forced: budgets, cooldown,
  * quiet hours and busy kernels do not hold it back.
  */
 export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[] {
@@ -24,10 +25,14 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
     const sessions = (ctx.sessionsByNode.get(node.name) ?? [])
       .filter((s) => s.state === 'running' && !ctx.isSettled(s.id))
       .sort((a, b) => a.rssBytes - b.rssBytes || a.id.localeCompare(b.id));
+    // Checkpoint time of the sessions after each one: a move is planned only if what follows can still be checkpointed in time.
+    const checkpointSeconds = (s: { rssBytes: number }): number => p.checkpointFixedSeconds + s.rssBytes / p.checkpointBytesPerSecond;
+    const rest: number[] = new Array<number>(sessions.length + 1).fill(0);
+    for (let i = sessions.length - 1; i >= 0; i--) rest[i] = rest[i + 1]! + checkpointSeconds(sessions[i]!);
     let planned = 0;
-    for (const s of sessions) {
+    for (const [i, s] of sessions.entries()) {
       const moveSeconds = p.moveFixedSeconds + s.rssBytes / p.moveBytesPerSecond;
-      const inTime = planned + moveSeconds <= usable;
+      const inTime = planned + moveSeconds + rest[i + 1]! <= usable;
       const target = inTime ? ctx.place(s.rssBytes, p.headroom, new Set([node.name])) : null;
       ctx.claim(s, { forced: true });
       const when = `spot interruption (${notice.action ?? 'terminate'}) of ${node.name} at ${notice.deadline}`;
@@ -46,8 +51,9 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
       } else {
         const why = inTime
           ? `no node has room for ${gib(s.rssBytes)}`
-          : `too close to the deadline for a move (about ${(planned + moveSeconds).toFixed(0)} s needed, ${usable.toFixed(0)} s usable)`;
+          : `too close to the deadline for a move (about ${(planned + moveSeconds + rest[i + 1]!).toFixed(0)} s needed with the checkpoints after it, ${usable.toFixed(0)} s usable)`;
         out.push(checkpointDecision({ policy: p.name, s, source: node, deadline: notice.deadline, reason: `${when}: ${why}, so checkpointing to the store` }));
+        planned += checkpointSeconds(s);
       }
     }
   }
