@@ -11,7 +11,7 @@ import { ConflictError, SandboxError } from '../core/errors.js';
 import { Session } from '../core/session.js';
 import { run, sleep, waitFor } from '../util/exec.js';
 import { isAlive, killQuietly } from '../util/proc.js';
-import type { Provider } from './provider.js';
+import type { NodeFleet, Provider } from './provider.js';
 
 const BIN = join(import.meta.dirname, '../../bin/hubshift.js');
 
@@ -242,27 +242,44 @@ export class LocalProvider implements Provider {
   async removeAll(): Promise<void> {
     const state = await this.readState();
     if (!state) return;
-    for (const host of state.hosts) {
-      const token = await readFile(host.tokenFile, 'utf8').then((t) => t.trim(), () => '');
-      if (token.length >= 16) {
-        const client = new AgentClient(host.agentUrl, token, 30_000);
-        const sessions = await client.listSessions().catch(() => []);
-        for (const s of sessions) await client.removeSession(s.id).catch(() => undefined);
-      }
-      await stopPid(host.agentPid);
-      // Sessions its agent could not remove: by the pids their records hold.
-      const dir = join(host.dataDir, 'sessions');
-      for (const id of existsSync(dir) ? await readdir(dir) : []) {
-        const rec = await readFile(join(dir, id, 'session.json'), 'utf8').then((t) => Session.safeParse(JSON.parse(t)), () => null);
-        if (rec?.success && rec.data.pid !== null) killQuietly(rec.data.pid, 'SIGKILL');
-        if (existsSync(netnsPath(id))) await run('ip', ['netns', 'del', netnsName(id)], { allowFailure: true, timeoutMs: 10_000 });
-      }
-      if (existsSync(`/run/netns/${host.netns}`)) await run('ip', ['netns', 'del', host.netns], { allowFailure: true, timeoutMs: 10_000 });
-      await run('ip', ['link', 'del', host.rootVeth], { allowFailure: true, timeoutMs: 10_000 });
-    }
+    for (const host of state.hosts) await this.removeHostParts(host);
     await stopPid(state.metadataPid);
     await run('ip', ['link', 'del', state.bridge], { allowFailure: true, timeoutMs: 10_000 });
     await rm(this.config.stateDir, { recursive: true, force: true });
+  }
+
+  /** Removes one host, as the cloud takes back an instance: what runs on it is gone. */
+  async removeHost(name: string): Promise<void> {
+    const state = await this.readState();
+    const host = state?.hosts.find((h) => h.name === name);
+    if (!state || !host) return;
+    await this.removeHostParts(host);
+    state.hosts = state.hosts.filter((h) => h.name !== name);
+    await this.writeState(state);
+  }
+
+  /** The cloud's side for the scheduler's workers: a released host is removed; addresses move with their namespace. */
+  fleet(): NodeFleet {
+    return { release: (node) => this.removeHost(node.name), moveAddress: async () => undefined };
+  }
+
+  private async removeHostParts(host: LocalHost): Promise<void> {
+    const token = await readFile(host.tokenFile, 'utf8').then((t) => t.trim(), () => '');
+    if (token.length >= 16) {
+      const client = new AgentClient(host.agentUrl, token, 30_000);
+      const sessions = await client.listSessions().catch(() => []);
+      for (const s of sessions) await client.removeSession(s.id).catch(() => undefined);
+    }
+    await stopPid(host.agentPid);
+    // Sessions its agent could not remove: by the pids their records hold.
+    const dir = join(host.dataDir, 'sessions');
+    for (const id of existsSync(dir) ? await readdir(dir) : []) {
+      const rec = await readFile(join(dir, id, 'session.json'), 'utf8').then((t) => Session.safeParse(JSON.parse(t)), () => null);
+      if (rec?.success && rec.data.pid !== null) killQuietly(rec.data.pid, 'SIGKILL');
+      if (existsSync(netnsPath(id))) await run('ip', ['netns', 'del', netnsName(id)], { allowFailure: true, timeoutMs: 10_000 });
+    }
+    if (existsSync(`/run/netns/${host.netns}`)) await run('ip', ['netns', 'del', host.netns], { allowFailure: true, timeoutMs: 10_000 });
+    await run('ip', ['link', 'del', host.rootVeth], { allowFailure: true, timeoutMs: 10_000 });
   }
 }
 

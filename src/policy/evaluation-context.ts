@@ -15,6 +15,8 @@ export class EvaluationContext {
   readonly sessionsByNode = new Map<string, SessionSnapshot[]>();
   /** Nodes with an interruption or rebalance notice: nothing moves onto them. */
   readonly noticed = new Set<string>();
+  /** Nodes whose interruption deadline has passed: the cloud has them, nothing is placed there (consolidation may still release them). */
+  readonly gone = new Set<string>();
   /** Nodes this pass empties: nothing moves onto them either. */
   readonly emptying = new Set<string>();
   private readonly decided = new Set<string>();
@@ -43,7 +45,8 @@ export class EvaluationContext {
     this.byPrice = snapshot.nodes.filter((n) => n.state === 'ready').sort((a, b) => pricePerGbHour(a) - pricePerGbHour(b) || a.name.localeCompare(b.name));
     for (const n of snapshot.notices) {
       const gone = n.deadline !== null && Date.parse(n.deadline) <= now.getTime();
-      if (!gone) this.noticed.add(n.node);
+      if (gone) this.gone.add(n.node);
+      else this.noticed.add(n.node);
     }
     this.totalLeft = guards.budgets.total;
     for (const op of snapshot.inFlight) {
@@ -107,8 +110,8 @@ export class EvaluationContext {
   }
 
   /**
-   * The cheapest node (per GB-hour) that is ready, has no notice, is not being
-   * emptied, and has room for `bytes` times `headroom`; reserves the room.
+   * The cheapest node (per GB-hour) that is ready, has no notice (nor one whose
+   * deadline has passed), is not being emptied, and has room for `bytes` times `headroom`; reserves the room.
    */
   place(
     bytes: number,
@@ -120,7 +123,7 @@ export class EvaluationContext {
   ): NodeInfo | null {
     for (const n of this.byPrice) {
       if (pricePerGbHour(n) >= belowPricePerGbHour) break;
-      if (this.noticed.has(n.name) || this.emptying.has(n.name) || exclude.has(n.name)) continue;
+      if (this.noticed.has(n.name) || this.gone.has(n.name) || this.emptying.has(n.name) || exclude.has(n.name)) continue;
       if (n.memoryBytes - this.usedBytes(n.name) < bytes * headroom || !filter(n)) continue;
       this.used.set(n.name, this.usedBytes(n.name) + bytes);
       return n;

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { NoticeInfo } from '../core/cluster.js';
 import { ActionRecord, CheckpointRecord, EvacuationReport, JobView, Operation, PlacedSession, type MetricsPush, type NodeRegistration, type NoticeRequest } from '../core/control.js';
 import { Decision } from '../core/decision.js';
+import { DashboardView } from '../core/ledger.js';
 import { JsonClient } from '../util/json-client.js';
 
 export const OperationStatus = z.object({
@@ -81,6 +82,11 @@ export class SchedulerClient {
     const q = new URLSearchParams({ limit: String(limit), ...(state ? { state } : {}) });
     return this.http.call('GET', `v1/jobs?${q}`, z.object({ jobs: z.array(JobView) })).then((r) => r.jobs);
   }
+  /** What the FinOps dashboard shows: nodes, sessions, actions, the day's ledger. */
+  dashboard() {
+    return this.http.call('GET', 'v1/dashboard', DashboardView);
+  }
+
   actions(limit = 100) {
     return this.http.call('GET', `v1/actions?limit=${limit}`, z.object({ actions: z.array(ActionRecord) })).then((r) => r.actions);
   }

@@ -78,3 +78,18 @@ describe('spot eviction', () => {
     expect(d).toEqual([]);
   });
 });
+
+describe('a node whose interruption deadline has passed', () => {
+  it('should take nothing: the cloud has it, however cheap it was', () => {
+    const d = evaluate(
+      snapshot({
+        nodes: [node('spot-a', { lifecycle: 'spot' }), node('gone', { pricePerHour: 0.01 }), node('dear', { pricePerHour: 0.5 })],
+        sessions: [session('a', 'spot-a', { rssBytes: GiB })],
+        notices: [interruption('spot-a', 120_000), interruption('gone', -60_000)],
+      }),
+      spot,
+      NOW,
+    );
+    expect(d.map((x) => [x.action, x.sessionId, x.target])).toEqual([['migrate', 'a', 'dear']]);
+  });
+});
