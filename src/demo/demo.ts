@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { z } from 'zod';
 import { KernelChannel } from '../agent/kernel-channel.js';
 import { askState, kernelWithState } from '../agent/kernel-state.js';
 import { LocalProvider } from '../cloud/local-provider.js';
@@ -66,7 +67,9 @@ class Teardown {
   private readonly steps: Array<{ what: string; run: () => Promise<unknown> }> = [];
   private done: Promise<void> | undefined;
   add(what: string, run: () => Promise<unknown>): void {
-    this.steps.push({ what, run });
+    // Started after a Ctrl-C began the teardown: stopped at once.
+    if (this.done) void this.done.then(run).catch(() => undefined);
+    else this.steps.push({ what, run });
   }
   all(): Promise<void> {
     this.done ??= (async () => {
@@ -253,22 +256,22 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
     o.say('\nreport');
     o.say('  actions (from the scheduler\'s action log):');
     const actions = (await c.actions(500)).filter((a) => a.outcome === 'done').reverse();
-    const ops = new Map<string, { downtime: number | null; seconds: number | null }>();
+    const ops = new Map<string, { bytes: number | null; downtime: number | null; seconds: number | null }>();
     for (const a of actions) {
       const st = await c.operation(a.operation).catch(() => null);
-      const move = st?.steps.find((s) => s.step === 'move');
-      const r = (move?.result ?? null) as { downtimeSeconds?: number | null } | null;
+      const moved = st?.steps.find((s) => s.step === 'move' || s.step === 'checkpoint');
+      const r = z.object({ downtimeSeconds: z.number().nullable().optional(), bytes: z.number().nullable().optional() }).nullable().catch(null).parse(moved?.result ?? null);
       const begun = Math.min(...(st?.steps ?? []).map((s) => Date.parse(s.createdAt)));
       const ended = Math.max(...(st?.steps ?? []).map((s) => (s.finishedAt ? Date.parse(s.finishedAt) : NaN)));
       const seconds = Number.isFinite(begun) && Number.isFinite(ended) ? (ended - begun) / 1000 : null;
-      ops.set(a.operation, { downtime: r?.downtimeSeconds ?? null, seconds });
+      ops.set(a.operation, { bytes: r?.bytes ?? null, downtime: r?.downtimeSeconds ?? null, seconds });
     }
     const who = (id: string | null): string => users.find((u) => u.sessionId === id)?.name ?? id ?? '';
     for (const a of actions) {
       const x = ops.get(a.operation);
       o.say(
         `    ${a.at.slice(11, 19)}  ${a.action.padEnd(12)} ${who(a.sessionId).padEnd(4)} ${(a.source ?? '').padEnd(7)}${a.target ? `-> ${a.target}` : '        '}  [${a.policy}]` +
-          `${x?.seconds != null ? ` ${x.seconds.toFixed(1)} s` : ''}${x?.downtime != null ? `, downtime ${x.downtime.toFixed(2)} s` : ''}  ${a.costPerHour <= 0 ? 'saves' : 'costs'} $${Math.abs(a.costPerHour).toFixed(4)}/h`,
+          `${x?.seconds != null ? ` ${x.seconds.toFixed(1)} s` : ''}${x?.bytes != null ? `, ${(x.bytes / 2 ** 20).toFixed(0)} MiB moved` : ''}${x?.downtime != null ? `, downtime ${x.downtime.toFixed(2)} s` : ''}  ${a.costPerHour <= 0 ? 'saves' : 'costs'} $${Math.abs(a.costPerHour).toFixed(4)}/h`,
       );
     }
     o.say(`  wake of dee through the hub: ${wakeSeconds.toFixed(2)} s`);

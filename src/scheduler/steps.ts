@@ -20,7 +20,8 @@ export interface StepContext {
   fleet?: NodeFleet;
 }
 
-const CheckpointDone = z.object({ checkpoint: z.string() });
+/** `bytes`: the image's size as the agent reported it (null when an earlier attempt's checkpoint was found). */
+const CheckpointDone = z.object({ checkpoint: z.string(), bytes: z.number().int().nonnegative().nullable().default(null) });
 const RestoreDone = z.object({ node: z.string(), checkpoint: z.string(), url: z.string(), token: z.string() });
 type RestoreDone = z.infer<typeof RestoreDone>;
 
@@ -89,20 +90,21 @@ async function checkpointStep(ctx: StepContext, op: Operation): Promise<z.infer<
   return withLock(ctx, id, async (lock) => {
     const s = await settled(ctx, source, id);
     let checkpoint: string;
+    let bytes: number | null = null;
     const newer = s?.lastCheckpoint && s.lastCheckpoint !== op.baseCheckpoint;
     if (s && newer && (s.state === 'checkpointed' || leaveRunning)) {
       checkpoint = s.lastCheckpoint as string;
     } else if (s?.state === 'running') {
-      checkpoint = (await source.checkpoint(id, leaveRunning, lock.token)).checkpoint;
+      ({ checkpoint, bytes } = await source.checkpoint(id, leaveRunning, lock.token));
     } else {
       giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source}; nothing to checkpoint`);
     }
-    await ctx.state.setStepResult(op.id, 'checkpoint', { checkpoint });
+    await ctx.state.setStepResult(op.id, 'checkpoint', { checkpoint, bytes });
     const now = new Date();
     await ctx.state.addCheckpoint({ checkpoint, sessionId: id, node: op.source as string, at: now.toISOString(), operation: op.id, leftRunning: leaveRunning });
     // A snapshot freezes the session briefly too: it starts the cooldown (so a rebalance notice snapshots once).
     await ctx.state.updateSession(id, leaveRunning ? { lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() } : { state: 'checkpointed', node: null, lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() }, now);
-    return { checkpoint };
+    return { checkpoint, bytes };
   });
 }
 
@@ -138,7 +140,7 @@ async function restoreStep(ctx: StepContext, op: Operation): Promise<RestoreDone
   });
 }
 
-const MoveDone = z.object({ node: z.string(), url: z.string(), token: z.string(), downtimeSeconds: z.number().nullable() });
+const MoveDone = z.object({ node: z.string(), url: z.string(), token: z.string(), downtimeSeconds: z.number().nullable(), bytes: z.number().int().nonnegative().nullable().default(null) });
 type MoveDone = z.infer<typeof MoveDone>;
 
 /**
@@ -157,7 +159,7 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
   return withLock(ctx, id, async (lock) => {
     const onTarget = async (): Promise<MoveDone | null> => {
       const t = await settled(ctx, target, id);
-      return t?.state === 'running' ? { node: targetNode.name, url: t.url, token: t.token, downtimeSeconds: null } : null;
+      return t?.state === 'running' ? { node: targetNode.name, url: t.url, token: t.token, downtimeSeconds: null, bytes: null } : null;
     };
     // Already there (an earlier attempt's move, carried on by the agents), or there once the source has settled.
     let r = await onTarget();
@@ -166,7 +168,7 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
     if (!r) {
       if (s?.state !== 'running') giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source} and not running on ${op.target}; nothing to move`);
       const m = await source.move(id, { url: targetNode.agentUrl, token: targetNode.agentToken }, 'auto', lock.token);
-      r = { node: targetNode.name, url: m.url, token: s.token, downtimeSeconds: m.downtimeSeconds };
+      r = { node: targetNode.name, url: m.url, token: s.token, downtimeSeconds: m.downtimeSeconds, bytes: m.bytes };
     }
     // On EC2 the session's address is a secondary private IP: it follows the session to its new node (idempotent on a retry).
     if (ctx.fleet) await ctx.fleet.moveAddress(new URL(r.url).hostname, { name: targetNode.name, instanceId: targetNode.instanceId });

@@ -23,6 +23,8 @@ describe('npm run demo', () => {
     expect(report).toMatch(/\[spot-eviction\]/);
     expect(report).toMatch(/\[rightsize\]/);
     expect(report).toMatch(/release-node .*\[consolidate\]/);
+    // Bytes moved by each checkpoint and move, as the agents reported them.
+    expect(report).toMatch(/migrate .* MiB moved, downtime/);
 
     const { stdout: links } = await exec('ip', ['-o', 'link', 'show']);
     expect(links).not.toMatch(/hsdemo/);
