@@ -62,20 +62,22 @@ export interface DemoOptions {
   onTeardown(stop: () => Promise<void>): void;
 }
 
-/** Everything the demo started, stopped in reverse order, once. */
+/** Everything the demo started, stopped in reverse order, once; what starts while it stops is stopped too. */
 class Teardown {
   private readonly steps: Array<{ what: string; run: () => Promise<unknown> }> = [];
+  private readonly late: Promise<unknown>[] = [];
   private done: Promise<void> | undefined;
   add(what: string, run: () => Promise<unknown>): void {
-    // Started after a Ctrl-C began the teardown: stopped at once.
-    if (this.done) void this.done.then(run).catch(() => undefined);
+    if (this.done) this.late.push(run().catch((err: Error) => process.stderr.write(`demo: stopping ${what}: ${err.message}\n`)));
     else this.steps.push({ what, run });
   }
   all(): Promise<void> {
     this.done ??= (async () => {
       for (const s of this.steps.reverse()) await s.run().catch((err: Error) => process.stderr.write(`demo: stopping ${s.what}: ${err.message}\n`));
     })();
-    return this.done;
+    return this.done.then(async () => {
+      while (this.late.length) await Promise.all(this.late.splice(0));
+    });
   }
 }
 
@@ -155,8 +157,7 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
     await waitFor('the hosts to register with the scheduler', async () => ((await c.nodes()).length === HOSTS.length ? true : undefined), { timeoutMs: 30_000, intervalMs: 200 });
 
     say('starting JupyterHub and its proxy (spawner: hubshift, routes through the gateway)');
-    const hub: TestHub = await startHub({ hubIp: segment.gateway, schedulerUrl: scheduler.url, tokenFile, port: hubPort, lastActivityInterval: 15 });
-    teardown.add('JupyterHub', () => hub.close());
+    const hub: TestHub = await startHub({ hubIp: segment.gateway, schedulerUrl: scheduler.url, tokenFile, port: hubPort, lastActivityInterval: 15, onSpawned: (close) => teardown.add('JupyterHub', close) });
     urls = { hub: hub.url, dashboard: `${scheduler.url}/dashboard`, token };
 
     const users: User[] = [];

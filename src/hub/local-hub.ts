@@ -44,6 +44,8 @@ export async function startHub(opts: {
   env?: Record<string, string>;
   /** Whether the hub stops every server when it stops (default true, JupyterHub's default). */
   cleanupServers?: boolean;
+  /** Told how to stop the hub as soon as it is spawned, before it answers (so an interrupted start leaves nothing). */
+  onSpawned?: (close: () => Promise<void>) => void;
 }): Promise<TestHub> {
   const dir = await mkdtemp(join(tmpdir(), 'hubshift-hub-'));
   const [port, hubPort, proxyApiPort] = [opts.port ?? (await freePort()), await freePort(), await freePort()];
@@ -96,6 +98,8 @@ load_subconfig('${join(ROOT, 'infra/jupyterhub/jupyterhub_config.py')}')
     if (proxyPid > 0 && (await isAlive(proxyPid))) killQuietly(proxyPid, 'SIGKILL');
     await rm(dir, { recursive: true, force: true });
   };
+
+  opts.onSpawned?.(close);
 
   const api = async <T>(method: string, path: string, schema: z.ZodType<T>, body?: unknown): Promise<T> => {
     const res = await fetch(`${apiUrl}${path}`, {
