@@ -24,6 +24,22 @@ export function nonNegative(option: string) {
   };
 }
 
+export function fraction(option: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0 || n > 1) throw new InputError(`${option} ${value} is not a fraction from 0 to 1`);
+    return n;
+  };
+}
+
+export function integer(option: string, min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InputError(`${option} ${value} is not a whole number of at least ${min}`);
+    return n;
+  };
+}
+
 /** Closes a long-running service on SIGINT/SIGTERM, then exits 0; a second signal exits at once. */
 export function stopOnSignal(close: () => Promise<void>): void {
   const stop = (): void => {

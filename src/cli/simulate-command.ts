@@ -1,48 +1,26 @@
 import { createWriteStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import type { Command } from 'commander';
-import { parse as parseYaml } from 'yaml';
-import { InputError, describeZodIssue } from '../core/errors.js';
+import { z } from 'zod';
+import { InputError } from '../core/errors.js';
 import type { DelayStats, SimulationReport } from '../core/trace.js';
 import { loadPolicyDir } from '../policy/load-policies.js';
 import { DEFAULT_CULL_AFTER_MS } from '../pricing/ledger.js';
 import { DEFAULT_PRICE_TABLE, loadPriceTable } from '../pricing/price-table.js';
 import { simulationCatalog } from '../simulator/sim-catalog.js';
 import { Simulation } from '../simulator/simulate.js';
-import { OpTimings } from '../simulator/timings.js';
+import { DEFAULT_TIMINGS, OpTimings } from '../simulator/timings.js';
 import { generateTrace, traceLines } from '../simulator/trace-generator.js';
 import { readTraceFile } from '../simulator/trace-reader.js';
-import { nonNegative, positiveNumber } from './args.js';
+import { loadYamlAs } from '../util/yaml-file.js';
+import { fraction, integer, nonNegative, positiveNumber } from './args.js';
 import { Progress, printResult } from './output.js';
 
-function fraction(option: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < 0 || n > 1) throw new InputError(`${option} ${v} is not a fraction from 0 to 1`);
-    return n;
-  };
-}
+// An empty timings file means every default.
+const TimingsFile = z.preprocess((v) => v ?? {}, OpTimings);
 
-function integer(option: string, min: number) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new InputError(`${option} ${v} is not a whole number of at least ${min}`);
-    return n;
-  };
-}
-
-async function readTimings(path: string | undefined): Promise<OpTimings> {
-  if (!path) return OpTimings.parse({});
-  let value: unknown;
-  try {
-    value = parseYaml(await readFile(path, 'utf8'));
-  } catch (err) {
-    throw new InputError(`cannot read the timings ${path}: ${(err as Error).message}`);
-  }
-  const t = OpTimings.safeParse(value ?? {});
-  if (!t.success) throw new InputError(`timings ${path}: ${describeZodIssue(t.error)}`);
-  return t.data;
+function readTimings(path: string | undefined): Promise<OpTimings> {
+  return path ? loadYamlAs(path, TimingsFile, 'timings') : Promise.resolve(DEFAULT_TIMINGS);
 }
 
 const usd = (x: number): string => `$${x.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;

@@ -127,7 +127,6 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
     const tokenFile = join(tmp, 'scheduler.token');
     await writeFile(tokenFile, token, { mode: 0o600 });
     const hubPort = await freePort();
-    let provider = segment;
     say(`starting the scheduler (policies: ${policies}), its workers, the session gateway and the dashboard`);
     const logFile = join(tmp, 'scheduler.log');
     const scheduler: RunningScheduler = await startScheduler(
@@ -139,7 +138,7 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
         policiesDir: policies,
         intervalMs: 1_000,
         workers: true,
-        worker: { lockMs: 15_000, concurrency: 4, fleet: { release: (n) => provider.removeHost(n.name), moveAddress: async () => undefined } },
+        worker: { lockMs: 15_000, concurrency: 4, fleet: segment.fleet() },
         queue: { attempts: 3, backoffMs: 500 },
         state: {},
         gateway: { config: { ...GATEWAY_DEFAULTS, port: 0 }, hub: { apiUrl: `http://127.0.0.1:${hubPort}/hub/api`, token, intervalMs: 1_000 } },
@@ -150,7 +149,8 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
     const c = new SchedulerClient(scheduler.url, token);
 
     say('starting three test hosts (network namespaces, an agent each, a metadata endpoint each)');
-    provider = new LocalProvider({ ...base, scheduler: { url: scheduler.url, tokenFile } });
+    // The same hosts seen with the scheduler to register with (the segment's fleet reads the same state).
+    const provider = new LocalProvider({ ...base, scheduler: { url: scheduler.url, tokenFile } });
     teardown.add('the test hosts', () => provider.removeAll());
     const hosts = await provider.create(HOSTS);
     for (const h of hosts) say(`  ${h.name}: ${h.instanceType}, ${(h.memoryBytes / GiB).toFixed(1)} GiB, ${h.lifecycle} at $${h.pricePerHour}/h, agent ${h.agentUrl}`);

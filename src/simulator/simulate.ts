@@ -115,7 +115,6 @@ export class Simulation {
   private readonly counts: Record<string, number> = {};
   private readonly delays = { wakes: [] as number[], migrationDowntimes: [] as number[], startWaits: [] as number[] };
   private readonly spot = { poolInterruptions: 0, nodesInterrupted: 0, spotNodesLaunched: 0, moved: 0, checkpointed: 0, lost: 0 };
-  private lost = 0;
   private servers = 0;
   private overcommitted = 0;
   private readonly totals = zeroTotals();
@@ -384,7 +383,6 @@ export class Simulation {
       s.op = null;
       s.snap.node = null;
       s.snap.state = 'failed';
-      this.lost++;
       this.spot.lost++;
       this.count('lost');
       if (s.stopRequested) this.forget(s);
@@ -582,7 +580,7 @@ export class Simulation {
       ratio: cost > 0 ? Math.round((this.totals.onDemandUsd / cost) * 100) / 100 : 0,
       ratioToCulling: cost > 0 ? Math.round((this.totals.cullingUsd / cost) * 100) / 100 : 0,
       savingsByPolicy: Object.fromEntries(Object.entries(this.savings).map(([k, v]) => [k, cents(v)])),
-      lostSessions: this.lost,
+      lostSessions: this.spot.lost,
       culledByBaseline: this.totals.culled,
       delays: { wakes: stats(this.delays.wakes), migrationDowntimes: stats(this.delays.migrationDowntimes), startWaits: stats(this.delays.startWaits) },
       actions: { ...this.counts },

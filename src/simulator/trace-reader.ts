@@ -3,13 +3,11 @@ import { stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { createGunzip } from 'node:zlib';
 import type { z } from 'zod';
-import { InputError } from '../core/errors.js';
+import { InputError, describeZodIssue } from '../core/errors.js';
 import { TraceEvent, TraceHeader, type Trace } from '../core/trace.js';
 
 function issue(line: number, err: z.ZodError): InputError {
-  const i = err.issues[0];
-  const field = i?.path.join('.') || '(line)';
-  return new InputError(`trace line ${line}: ${field}: ${i?.message ?? 'invalid'}`);
+  return new InputError(`trace line ${line}: ${describeZodIssue(err, '(line)')}`);
 }
 
 /**

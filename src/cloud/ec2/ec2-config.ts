@@ -1,8 +1,6 @@
-import { readFile } from 'node:fs/promises';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AwsRegion } from '../../core/cloud.js';
-import { InputError, describeZodIssue, errorMessage } from '../../core/errors.js';
+import { loadYamlAs } from '../../util/yaml-file.js';
 
 /** The EC2 provider's settings: `hubshift scheduler --ec2-config FILE` (YAML), written by infra/terraform's outputs. */
 export const Ec2Config = z
@@ -29,13 +27,5 @@ export const Ec2Config = z
 export type Ec2Config = z.infer<typeof Ec2Config>;
 
 export async function loadEc2Config(path: string): Promise<Ec2Config> {
-  let raw: unknown;
-  try {
-    raw = parseYaml(await readFile(path, 'utf8'));
-  } catch (err) {
-    throw new InputError(`cannot read EC2 config ${path}: ${errorMessage(err)}`);
-  }
-  const r = Ec2Config.safeParse(raw);
-  if (!r.success) throw new InputError(`EC2 config ${path} refused: ${describeZodIssue(r.error)}`);
-  return r.data;
+  return loadYamlAs(path, Ec2Config, 'EC2 config');
 }
