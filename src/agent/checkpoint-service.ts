@@ -2,7 +2,7 @@ import { copyFile, rename, rm } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
-import type { CheckpointManifest, CheckpointResult } from '../core/checkpoint.js';
+import type { CheckpointManifest, CheckpointResult, FileDigest } from '../core/checkpoint.js';
 import type { Session } from '../core/session.js';
 import { CriuError } from '../core/errors.js';
 import { dump, restore } from '../criu/driver.js';
@@ -10,7 +10,7 @@ import { startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { expireCheckpoints } from '../images/retention.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
-import { GrowingFileHasher, type Digest } from '../images/growing-file-hasher.js';
+import { GrowingFileHasher } from '../images/growing-file-hasher.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
@@ -38,7 +38,7 @@ export interface LocalDump {
   images: string;
   /** Files outside the image directory that go with it (the server's log, copied at post-dump). */
   side: string;
-  pageDigests: Map<string, Digest> | undefined;
+  pageDigests: Map<string, FileDigest> | undefined;
   dumpSeconds: number;
   /** The session as it was dumped. */
   session: Session;
@@ -258,8 +258,11 @@ export async function restoreFromImages(ctx: AgentContext, s: Session, images: s
     const released = daemon ? watchLazyPages(ctx, restoring, pid, daemon, daemonLog) : Promise.resolve();
     ctx.lazy.track(s.id, released);
     if (opts.leaveStopped) return { session: restoring, released };
+    const running = performance.now();
     const session = await startRestored(ctx, restoring);
-    ctx.log.info({ session: s.id, criuSeconds: r.seconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
+    // With lazy pages the server answers once the pages it touches have come.
+    const serverSeconds = (performance.now() - running) / 1000;
+    ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
     return { session, released };
   } catch (err) {
     daemon?.kill();

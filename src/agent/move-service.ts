@@ -1,7 +1,7 @@
 import { readdir, rm, stat } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import type { MoveFile, MoveManifest, MoveMode, MoveResult } from '../core/checkpoint.js';
+import type { FileDigest, MoveFile, MoveManifest, MoveMode, MoveResult } from '../core/checkpoint.js';
 import { InputError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
@@ -32,7 +32,7 @@ export function postCopyBlocker(criu: AgentContext['criu']): string {
 async function filesOf(d: LocalDump): Promise<{ files: MoveFile[]; entries: PackEntry[] }> {
   const files: MoveFile[] = [];
   const entries: PackEntry[] = [];
-  const add = async (name: string, path: string, pageDigest?: { bytes: number; sha256: string }): Promise<void> => {
+  const add = async (name: string, path: string, pageDigest?: FileDigest): Promise<void> => {
     const st = await stat(path);
     // Pages were hashed while criu wrote them; the rest is small.
     const digest = pageDigest && pageDigest.bytes === st.size ? pageDigest : await hashFile(path);
@@ -65,7 +65,7 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
     const { files, entries } = await filesOf(d);
     const total = files.reduce((a, f) => a + f.bytes, 0);
     const manifest: MoveManifest = {
-      formatVersion: 1,
+      formatVersion: 2,
       session: { ...d.session, state: 'checkpointed', pid: null },
       criu: { version: ctx.criu.version, source: ctx.criu.source },
       kernel: release(),

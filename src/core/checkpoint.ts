@@ -7,11 +7,38 @@ export const Sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 /** Names of blobs inside a checkpoint: plain file names, never paths. */
 export const BlobName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'blob names are plain file names');
 
-export const BlobEntry = z.object({
-  name: BlobName,
+/**
+ * How a file's bytes are checked: its size and the sha256 of each consecutive
+ * piece of `pieceBytes` (the last piece may be shorter; an empty file has one
+ * piece, the sha256 of nothing). Pieces rather than one sha256 over the whole
+ * file, so that a restore reads and verifies them on every core at once.
+ */
+export const FileDigest = z.object({
   bytes: z.number().int().nonnegative(),
-  sha256: Sha256,
+  pieceBytes: z.number().int().positive(),
+  sha256: z.array(Sha256).min(1),
 });
+export type FileDigest = z.infer<typeof FileDigest>;
+
+/** How many pieces a file of `bytes` has. */
+export function pieceCount(bytes: number, pieceBytes: number): number {
+  return Math.max(1, Math.ceil(bytes / pieceBytes));
+}
+
+const piecesMatchSize = (d: FileDigest): boolean => d.sha256.length === pieceCount(d.bytes, d.pieceBytes);
+const piecesMatchSizeError = { message: 'one sha256 for each piece of pieceBytes', path: ['sha256'] };
+
+/**
+ * Format 1 manifests held one sha256 over the whole file: that is one piece as
+ * long as the file, so they are still read (and restored).
+ */
+function wholeFileSha256AsOnePiece(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null || !('sha256' in v) || typeof v.sha256 !== 'string') return v;
+  const bytes = 'bytes' in v && typeof v.bytes === 'number' && Number.isInteger(v.bytes) ? v.bytes : 1;
+  return { ...v, pieceBytes: Math.max(1, bytes), sha256: [v.sha256] };
+}
+
+export const BlobEntry = z.preprocess(wholeFileSha256AsOnePiece, FileDigest.extend({ name: BlobName }).refine(piecesMatchSize, piecesMatchSizeError));
 export type BlobEntry = z.infer<typeof BlobEntry>;
 
 export const Compression = z.enum(['none', 'zstd']);
@@ -19,11 +46,12 @@ export type Compression = z.infer<typeof Compression>;
 
 /**
  * The manifest is written last: a checkpoint without one is not committed and
- * is never restored. It records every blob's size and sha256 so that a restore
- * verifies before it runs criu.
+ * is never restored. It records every blob's size and sha256s so that a restore
+ * verifies before it runs criu. Format 2 hashes blobs in pieces; format 1 (one
+ * sha256 a blob) is still read.
  */
 export const CheckpointManifest = z.object({
-  formatVersion: z.literal(1),
+  formatVersion: z.union([z.literal(1), z.literal(2)]),
   id: CheckpointId,
   sessionId: z.string(),
   createdAt: z.string(),
@@ -47,22 +75,23 @@ export const CheckpointResult = z.object({
 export type CheckpointResult = z.infer<typeof CheckpointResult>;
 
 /** A file of a session on the move: criu's images under images/, side files under files/. */
-export const MoveFile = z.object({
-  name: z.string().regex(/^(images|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'moved files are images/NAME or files/NAME'),
-  bytes: z.number().int().nonnegative(),
-  sha256: Sha256,
-  /** Permission bits: criu checks them on files a session held open. */
-  mode: z.number().int().min(0).max(0o777),
-});
+export const MoveFile = z.preprocess(
+  wholeFileSha256AsOnePiece,
+  FileDigest.extend({
+    name: z.string().regex(/^(images|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'moved files are images/NAME or files/NAME'),
+    /** Permission bits: criu checks them on files a session held open. */
+    mode: z.number().int().min(0).max(0o777),
+  }).refine(piecesMatchSize, piecesMatchSizeError),
+);
 export type MoveFile = z.infer<typeof MoveFile>;
 
 /**
  * What a source agent sends first when it streams a dumped session to a
- * target agent: every file with its size and sha256, so the target verifies
+ * target agent: every file with its size and sha256s, so the target verifies
  * all of it before criu runs there (as a restore from the store does).
  */
 export const MoveManifest = z.object({
-  formatVersion: z.literal(1),
+  formatVersion: z.union([z.literal(1), z.literal(2)]),
   session: Session,
   criu: z.object({ version: z.string(), source: z.string() }),
   kernel: z.string(),

@@ -2,10 +2,10 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { copyFile, link, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { BlobEntry, CheckpointManifest } from '../core/checkpoint.js';
+import type { BlobEntry, CheckpointManifest, FileDigest } from '../core/checkpoint.js';
 import { IntegrityError } from '../core/errors.js';
 import { META_BLOB } from './checkpoint-writer.js';
-import { HashingStream, hashFile } from './hashing.js';
+import { HashingStream, digestMismatch, hashFile } from './hashing.js';
 import type { ImageStore } from './image-store.js';
 import { unpackTar } from './tar-pack.js';
 import { zstdStream } from './zstd.js';
@@ -19,18 +19,14 @@ export interface ReadCheckpointInput {
   signal?: AbortSignal;
 }
 
-function check(id: string, blob: BlobEntry, got: { bytes: number; sha256: string }): void {
-  if (got.bytes !== blob.bytes) {
-    throw new IntegrityError(`checkpoint ${id}: blob ${blob.name} is ${got.bytes} bytes, the manifest says ${blob.bytes} (truncated or altered); it cannot be restored`);
-  }
-  if (got.sha256 !== blob.sha256) {
-    throw new IntegrityError(`checkpoint ${id}: blob ${blob.name} does not match its sha256 in the manifest (altered or corrupt); it cannot be restored`);
-  }
+function check(id: string, blob: BlobEntry, got: FileDigest): void {
+  const wrong = digestMismatch(blob, got);
+  if (wrong) throw new IntegrityError(`checkpoint ${id}: blob ${blob.name} ${wrong}; it cannot be restored`);
 }
 
 /**
  * Fetches a checkpoint into a local image directory and verifies every blob's
- * size and sha256 against the manifest. Nothing is left in destDir unless all
+ * size and sha256s against the manifest. Nothing is left in destDir unless all
  * of it verified, so criu never runs on a bad image.
  */
 export async function readCheckpoint(input: ReadCheckpointInput): Promise<CheckpointManifest> {
@@ -51,7 +47,7 @@ export async function readCheckpoint(input: ReadCheckpointInput): Promise<Checkp
       const local = store.localBlobPath(id, blob.name);
       if (local && !compressed && plain !== META_BLOB) {
         // A local store: verify the file where it is, then link it in (no copy).
-        const got = await hashFile(local, progress).catch((err: NodeJS.ErrnoException) => {
+        const got = await hashFile(local, progress, blob.pieceBytes).catch((err: NodeJS.ErrnoException) => {
           if (err.code === 'ENOENT') throw new IntegrityError(`checkpoint ${id} is missing its blob ${blob.name} in ${store.location}`);
           throw err;
         });
@@ -59,7 +55,7 @@ export async function readCheckpoint(input: ReadCheckpointInput): Promise<Checkp
         await link(local, join(destDir, plain)).catch(() => copyFile(local, join(destDir, plain)));
         continue;
       }
-      const hasher = new HashingStream(progress);
+      const hasher = new HashingStream(progress, blob.pieceBytes);
       // Written to a file and verified before anything parses it: an altered
       // archive is reported as altered, never fed to the tar parser.
       const target = join(destDir, plain === META_BLOB ? `.${META_BLOB}` : plain);

@@ -3,9 +3,8 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { BlobEntry, CheckpointManifest, Compression } from '../core/checkpoint.js';
+import type { BlobEntry, CheckpointManifest, Compression, FileDigest } from '../core/checkpoint.js';
 import { IntegrityError } from '../core/errors.js';
-import type { Digest } from './growing-file-hasher.js';
 import { HashingStream, hashFile } from './hashing.js';
 import type { ImageStore } from './image-store.js';
 import { packTar, type PackEntry } from './tar-pack.js';
@@ -26,7 +25,7 @@ export interface WriteCheckpointInput {
   sideFiles: readonly PackEntry[];
   compression: Compression;
   /** Digests of page images hashed while criu wrote them; any whose size disagrees is hashed again. */
-  pageDigests?: ReadonlyMap<string, Digest>;
+  pageDigests?: ReadonlyMap<string, FileDigest>;
   manifest: Omit<CheckpointManifest, 'blobs' | 'imageBytes' | 'compression' | 'formatVersion'>;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
@@ -54,7 +53,7 @@ async function putStream(store: ImageStore, id: string, name: string, body: Read
  * Stores a criu image directory as a checkpoint: the page images as blobs of
  * their own (streamed; linked instead of copied when the store is a directory
  * on the same filesystem), everything else packed into one tar, each blob's
- * size and sha256 recorded, and the manifest written last: the commit.
+ * size and sha256s recorded, and the manifest written last: the commit.
  */
 export async function writeCheckpoint(input: WriteCheckpointInput): Promise<CheckpointManifest> {
   const { store, imagesDir, compression } = input;
@@ -91,7 +90,7 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
       blobs.push(await putStream(store, id, `${n}${suffix}`, src, compression, input.signal));
     }
   }
-  const manifest: CheckpointManifest = { ...input.manifest, formatVersion: 1, compression, imageBytes, blobs };
+  const manifest: CheckpointManifest = { ...input.manifest, formatVersion: 2, compression, imageBytes, blobs };
   await store.putManifest(manifest);
   return manifest;
 }

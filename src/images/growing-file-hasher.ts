@@ -1,12 +1,8 @@
-import { createHash } from 'node:crypto';
 import { open, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { FileDigest } from '../core/checkpoint.js';
 import { sleep } from '../util/exec.js';
-
-export interface Digest {
-  bytes: number;
-  sha256: string;
-}
+import { PieceHasher } from './hashing.js';
 
 export interface GrowingFileHasherOptions {
   /** Which files to follow. */
@@ -29,7 +25,7 @@ export interface GrowingFileHasherOptions {
  * rewrote bytes would be caught there and by restore's verification).
  */
 export class GrowingFileHasher {
-  private readonly followers = new Map<string, Promise<Digest>>();
+  private readonly followers = new Map<string, Promise<FileDigest>>();
   private writerDone = false;
   private scanning: Promise<void> | undefined;
   private readonly syncEvery: number;
@@ -70,9 +66,9 @@ export class GrowingFileHasher {
     }
   }
 
-  private async follow(path: string): Promise<Digest> {
+  private async follow(path: string): Promise<FileDigest> {
     const fh: FileHandle = await open(path, 'r');
-    const hash = createHash('sha256');
+    const hash = new PieceHasher();
     const buf = Buffer.allocUnsafe(4 << 20);
     let pos = 0;
     let unsynced = 0;
@@ -98,17 +94,17 @@ export class GrowingFileHasher {
       }
       await syncing;
       await fh.datasync();
-      return { bytes: pos, sha256: hash.digest('hex') };
+      return hash.digest();
     } finally {
       await fh.close();
     }
   }
 
   /** Call after the writer exited. Resolves with every followed file's digest, by name. */
-  async finish(): Promise<Map<string, Digest>> {
+  async finish(): Promise<Map<string, FileDigest>> {
     this.writerDone = true;
     await this.scanning;
-    const out = new Map<string, Digest>();
+    const out = new Map<string, FileDigest>();
     for (const [n, p] of this.followers) out.set(n, await p);
     return out;
   }

@@ -1,40 +1,115 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, webcrypto, type Hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
+import { pieceCount, type FileDigest } from '../core/checkpoint.js';
 
-/** A pass-through that counts bytes and computes their sha256 on the way. */
-export class HashingStream extends Transform {
-  private readonly hash: Hash = createHash('sha256');
+/**
+ * Pieces hubshift hashes files in. Small enough that several are read and
+ * hashed at once (16 MiB pieces verified 1.1 GiB in 0.5 s warm here, one
+ * sha256 over the file 0.7 s), large enough that a manifest stays short (64
+ * sha256s a GiB).
+ */
+export const PIECE_BYTES = 16 << 20;
+
+/** Pieces up to this size are verified whole and in parallel; longer ones (format 1) front to back. */
+const PARALLEL_PIECE_LIMIT = 64 << 20;
+/** Pieces read and hashed at once: reads and sha256 both run on libuv's pool (4 threads). */
+const LANES = 6;
+
+/** sha256 of each piece of a byte stream, fed in chunks of any size. */
+export class PieceHasher {
+  private hash: Hash = createHash('sha256');
+  private inPiece = 0;
+  private readonly done: string[] = [];
   bytes = 0;
-  constructor(private readonly onBytes?: (n: number) => void) {
+
+  constructor(readonly pieceBytes: number = PIECE_BYTES) {}
+
+  update(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      const take = Math.min(chunk.length - at, this.pieceBytes - this.inPiece);
+      this.hash.update(take === chunk.length ? chunk : chunk.subarray(at, at + take));
+      at += take;
+      this.inPiece += take;
+      if (this.inPiece === this.pieceBytes) {
+        this.done.push(this.hash.digest('hex'));
+        this.hash = createHash('sha256');
+        this.inPiece = 0;
+      }
+    }
+    this.bytes += chunk.length;
+  }
+
+  digest(): FileDigest {
+    // The last, shorter piece; or the only one of an empty stream.
+    const sha256 = this.inPiece > 0 || this.done.length === 0 ? [...this.done, this.hash.digest('hex')] : [...this.done];
+    return { bytes: this.bytes, pieceBytes: this.pieceBytes, sha256 };
+  }
+}
+
+/** A pass-through that counts bytes and hashes them in pieces on the way. */
+export class HashingStream extends Transform {
+  private readonly hasher: PieceHasher;
+  constructor(
+    private readonly onBytes?: (n: number) => void,
+    pieceBytes = PIECE_BYTES,
+  ) {
     super();
+    this.hasher = new PieceHasher(pieceBytes);
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
+    this.hasher.update(chunk);
     this.onBytes?.(chunk.length);
     cb(null, chunk);
   }
-  digest(): { bytes: number; sha256: string } {
-    return { bytes: this.bytes, sha256: this.hash.digest('hex') };
+  digest(): FileDigest {
+    return this.hasher.digest();
   }
 }
 
 /**
- * sha256 of a file, with reads kept in flight while the previous chunk is
- * hashed (a plain read stream alternates the two and ran 20-50 % slower on a
- * cold disk here). Buffers are reused: fresh ones cost page faults.
+ * Hashes a file in pieces: several pieces read at once (parallel reads ran a
+ * cold 1.1 GiB file in 0.55 s here, one front-to-back reader 1.0-1.4 s) and
+ * hashed by WebCrypto, which runs off the main thread, so every core hashes.
+ * Buffers are reused: fresh ones cost page faults.
  */
-export async function hashFile(path: string, onBytes?: (n: number) => void): Promise<{ bytes: number; sha256: string }> {
+export async function hashFile(path: string, onBytes?: (n: number) => void, pieceBytes = PIECE_BYTES): Promise<FileDigest> {
+  if (pieceBytes > PARALLEL_PIECE_LIMIT) return hashFileInOrder(path, pieceBytes, onBytes);
+  const fh = await open(path, 'r');
+  try {
+    const bytes = (await fh.stat()).size;
+    const count = pieceCount(bytes, pieceBytes);
+    const sha256 = new Array<string>(count);
+    let next = 0;
+    let read = 0;
+    const lane = async (buf: Buffer): Promise<void> => {
+      for (let i = next++; i < count; i = next++) {
+        const { bytesRead } = await fh.read(buf, 0, pieceBytes, i * pieceBytes);
+        read += bytesRead;
+        sha256[i] = Buffer.from(await webcrypto.subtle.digest('SHA-256', buf.subarray(0, bytesRead))).toString('hex');
+        onBytes?.(bytesRead);
+      }
+    };
+    const lanes = Math.min(LANES, count);
+    await Promise.all(Array.from({ length: lanes }, () => lane(Buffer.allocUnsafe(pieceBytes))));
+    // A file that changed size while read is reported by what was read.
+    return { bytes: read, pieceBytes, sha256 };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Pieces too long to hold in memory: one reader, hashing as it goes, reads kept in flight. */
+async function hashFileInOrder(path: string, pieceBytes: number, onBytes?: (n: number) => void): Promise<FileDigest> {
   const CHUNK = 4 << 20;
   const DEPTH = 8;
   const fh = await open(path, 'r');
   try {
-    const h = createHash('sha256');
+    const h = new PieceHasher(pieceBytes);
     const pool = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
     let pos = 0;
     let issued = 0;
-    let bytes = 0;
     const next = (): Promise<Buffer> => {
       const buf = pool[issued++ % DEPTH] as Buffer;
       const at = pos;
@@ -47,13 +122,25 @@ export async function hashFile(path: string, onBytes?: (n: number) => void): Pro
       const chunk = await (inflight.shift() as Promise<Buffer>);
       if (chunk.length === 0) break;
       h.update(chunk);
-      bytes += chunk.length;
       onBytes?.(chunk.length);
       inflight.push(next());
     }
     await Promise.allSettled(inflight);
-    return { bytes, sha256: h.digest('hex') };
+    return h.digest();
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Where `got` differs from what a manifest says (`want`), in words; undefined
+ * when they agree. `got` must have been hashed with `want`'s piece size.
+ */
+export function digestMismatch(want: FileDigest, got: FileDigest): string | undefined {
+  if (got.bytes !== want.bytes) return `is ${got.bytes} bytes, the manifest says ${want.bytes} (truncated or altered)`;
+  if (got.pieceBytes !== want.pieceBytes) return `was hashed in pieces of ${got.pieceBytes} bytes, the manifest's are ${want.pieceBytes}`;
+  const at = want.sha256.findIndex((s, i) => got.sha256[i] !== s);
+  if (at < 0) return undefined;
+  const where = want.sha256.length > 1 ? ` (bytes ${at * want.pieceBytes}..${Math.min(want.bytes, (at + 1) * want.pieceBytes)})` : '';
+  return `does not match its sha256 in the manifest${where} (altered or corrupt)`;
 }

@@ -1,10 +1,10 @@
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { MoveManifest } from '../core/checkpoint.js';
 import { IntegrityError, describeZodIssue } from '../core/errors.js';
+import { PieceHasher, digestMismatch } from './hashing.js';
 import type { PackEntry } from './tar-pack.js';
 
 /**
@@ -35,7 +35,7 @@ export function packMove(manifest: MoveManifest, files: readonly PackEntry[]): R
 
 /**
  * Receives a move stream into `dest`: the manifest first, then each file it
- * names, written while hashed, its size and sha256 checked. Throws
+ * names, written while hashed, its size and sha256s checked. Throws
  * IntegrityError on anything else (a short stream, a wrong byte, trailing
  * data); nothing partial is trusted.
  */
@@ -72,7 +72,7 @@ export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: 
     const path = join(dest, f.name);
     await mkdir(dirname(path), { recursive: true });
     const fh = await open(path, 'w', 0o600);
-    const hash = createHash('sha256');
+    const hash = new PieceHasher(f.pieceBytes);
     try {
       let left = f.bytes;
       while (left > 0) {
@@ -86,8 +86,8 @@ export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: 
     } finally {
       await fh.close();
     }
-    const sha256 = hash.digest('hex');
-    if (sha256 !== f.sha256) throw new IntegrityError(`move stream: ${f.name} arrived with sha256 ${sha256.slice(0, 12)}, not ${f.sha256.slice(0, 12)}; refused before criu`);
+    const wrong = digestMismatch(f, hash.digest());
+    if (wrong) throw new IntegrityError(`move stream: ${f.name} arrived but ${wrong}; refused before criu`);
     await chmod(path, f.mode);
   }
   if (pending.length > 0 || (await more())) throw new IntegrityError('move stream holds more than its manifest names');

@@ -52,7 +52,7 @@ export function s3ClientFor(opts: { endpoint?: string; region?: string; forcePat
     config.endpoint = opts.endpoint;
     config.forcePathStyle = opts.forcePathStyle ?? true;
     // S3-compatible servers mishandle the SDK's default streaming checksums;
-    // the manifest's sha256 of every blob is checked on restore regardless.
+    // the manifest's sha256s of every blob are checked on restore regardless.
     config.requestChecksumCalculation = 'WHEN_REQUIRED';
     config.responseChecksumValidation = 'WHEN_REQUIRED';
   }

@@ -176,7 +176,7 @@ describe.each(harnesses)('$name', (h) => {
   it('should name a missing blob', async () => {
     const root = await mkdtemp(join(work, 'miss-'));
     const { manifest } = await commit(store, root);
-    const bogus: CheckpointManifest = { ...manifest, blobs: [...manifest.blobs, { name: 'pages-9.img', bytes: 1, sha256: '0'.repeat(64) }] };
+    const bogus: CheckpointManifest = { ...manifest, blobs: [...manifest.blobs, { name: 'pages-9.img', bytes: 1, pieceBytes: 1, sha256: ['0'.repeat(64)] }] };
     await store.putManifest(bogus);
     await expect(readCheckpoint({ store, checkpointId: manifest.id, destDir: join(root, 'restored') })).rejects.toMatchObject({
       code: 'integrity',

@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MoveManifest } from '../../src/core/checkpoint.js';
+import type { FileDigest, MoveManifest } from '../../src/core/checkpoint.js';
+import { PieceHasher } from '../../src/images/hashing.js';
 import { packMove, receiveMove } from '../../src/images/move-stream.js';
 
 const session = {
@@ -38,16 +38,21 @@ describe('the move stream', () => {
     const b = Buffer.from('server log\n');
     await writeFile(join(dir, 'a'), a);
     await writeFile(join(dir, 'b'), b, { mode: 0o640 });
-    const sha = (x: Buffer): string => createHash('sha256').update(x).digest('hex');
+    // Small pieces, so that a file spans several and chunks cross their edges.
+    const digest = (x: Buffer): FileDigest => {
+      const h = new PieceHasher(65_536);
+      h.update(x);
+      return h.digest();
+    };
     manifest = {
-      formatVersion: 1,
+      formatVersion: 2,
       session,
       criu: { version: '4.2', source: 'sid' },
       kernel: '6.18',
       dumpSeconds: 0.1,
       files: [
-        { name: 'images/pages-1.img', bytes: a.length, sha256: sha(a), mode: 0o600 },
-        { name: 'files/server.log', bytes: b.length, sha256: sha(b), mode: 0o640 },
+        { name: 'images/pages-1.img', ...digest(a), mode: 0o600 },
+        { name: 'files/server.log', ...digest(b), mode: 0o640 },
       ],
     };
     whole = await collect(packMove(manifest, [{ name: 'images/pages-1.img', path: join(dir, 'a') }, { name: 'files/server.log', path: join(dir, 'b') }]));
@@ -68,7 +73,9 @@ describe('the move stream', () => {
   });
 
   it.each([
-    ['a changed byte', (b: Buffer) => Buffer.concat([b.subarray(0, b.length - 20), Buffer.from('X'), b.subarray(b.length - 19)]), /sha256/],
+    ['a changed byte', (b: Buffer) => Buffer.concat([b.subarray(0, b.length - 20), Buffer.from('X'), b.subarray(b.length - 19)]), /pages-1.img arrived but does not match its sha256 in the manifest \(bytes 262144\.\.300000\)/],
+    // Byte 100 000 of pages-1.img: its second piece of 65 536.
+    ['a changed byte in one piece', (b: Buffer) => Buffer.concat([b.subarray(0, b.length - 11 - 200_000), Buffer.from([0x55 ^ 7]), b.subarray(b.length - 11 - 200_000 + 1)]), /pages-1.img arrived but does not match its sha256 in the manifest \(bytes 65536\.\.131072\)/],
     ['a short stream', (b: Buffer) => b.subarray(0, b.length - 5), /ended inside files\/server.log/],
     ['trailing bytes', (b: Buffer) => Buffer.concat([b, Buffer.from('more')]), /more than its manifest/],
     ['a wrong magic', (b: Buffer) => Buffer.concat([Buffer.from('XXXXXXXX'), b.subarray(8)]), /bad magic/],

@@ -1,0 +1,96 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { appendFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BlobEntry, CheckpointManifest, type FileDigest } from '../../src/core/checkpoint.js';
+import { GrowingFileHasher } from '../../src/images/growing-file-hasher.js';
+import { PIECE_BYTES, PieceHasher, digestMismatch, hashFile } from '../../src/images/hashing.js';
+import { sleep } from '../../src/util/exec.js';
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+/** The digest by definition: sha256 of each slice. */
+function slices(b: Buffer, pieceBytes: number): FileDigest {
+  const sha256: string[] = [];
+  for (let at = 0; at < b.length; at += pieceBytes) sha256.push(sha(b.subarray(at, at + pieceBytes)));
+  if (sha256.length === 0) sha256.push(sha(b));
+  return { bytes: b.length, pieceBytes, sha256 };
+}
+
+describe('hashing files in pieces', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'hubshift-hashing-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('should hash fed chunks of any size into the sha256 of each piece', () => {
+    const data = randomBytes(10_500);
+    for (const sizes of [[10_500], [1, 999, 1, 9_499], [3_000, 3_000, 4_500], [1000, 1000, 8500]]) {
+      const h = new PieceHasher(1000);
+      let at = 0;
+      for (const n of sizes) h.update(data.subarray(at, (at += n)));
+      expect(h.digest()).toEqual(slices(data, 1000));
+    }
+  });
+
+  it('should end on a piece edge without an empty last piece, and give an empty stream one piece', () => {
+    const h = new PieceHasher(1000);
+    h.update(randomBytes(3000));
+    expect(h.digest().sha256).toHaveLength(3);
+    expect(new PieceHasher(1000).digest()).toEqual({ bytes: 0, pieceBytes: 1000, sha256: [sha(Buffer.alloc(0))] });
+  });
+
+  it('should hash a file in parallel to the same pieces, small or default-sized, and long pieces in order', async () => {
+    const small = randomBytes(10_500);
+    await writeFile(join(dir, 'small'), small);
+    let reported = 0;
+    expect(await hashFile(join(dir, 'small'), (n) => (reported += n), 1000)).toEqual(slices(small, 1000));
+    expect(reported).toBe(small.length);
+    const big = randomBytes(2 * PIECE_BYTES + 12_345);
+    await writeFile(join(dir, 'big'), big);
+    expect(await hashFile(join(dir, 'big'))).toEqual(slices(big, PIECE_BYTES));
+    // A format 1 blob: one piece the length of the file, longer than is held in memory.
+    expect(await hashFile(join(dir, 'big'), undefined, big.length)).toEqual({ bytes: big.length, pieceBytes: big.length, sha256: [sha(big)] });
+    await writeFile(join(dir, 'empty'), '');
+    expect(await hashFile(join(dir, 'empty'))).toEqual(slices(Buffer.alloc(0), PIECE_BYTES));
+  });
+
+  it('should follow a file while it is written and hash it to the same pieces', async () => {
+    const d = join(dir, 'growing');
+    const data = randomBytes(3 * (1 << 20) + 77);
+    const hasher = new GrowingFileHasher(d, { match: /^pages-\d+\.img$/, syncEveryBytes: 0, pollMs: 1 }).start();
+    // The hasher starts before criu has made the directory.
+    await sleep(5);
+    await mkdir(d);
+    for (let at = 0; at < data.length; at += 300_001) {
+      await appendFile(join(d, 'pages-1.img'), data.subarray(at, at + 300_001));
+      await sleep(1);
+    }
+    const got = await hasher.finish();
+    expect(got.get('pages-1.img')).toEqual(slices(data, PIECE_BYTES));
+  });
+
+  it('should say which bytes differ', () => {
+    const data = randomBytes(5000);
+    const want = slices(data, 1000);
+    const altered = Buffer.from(data);
+    altered.writeUInt8(altered.readUInt8(2500) ^ 1, 2500);
+    expect(digestMismatch(want, slices(data, 1000))).toBeUndefined();
+    expect(digestMismatch(want, slices(altered, 1000))).toBe('does not match its sha256 in the manifest (bytes 2000..3000) (altered or corrupt)');
+    expect(digestMismatch(want, slices(data.subarray(0, 4000), 1000))).toBe('is 4000 bytes, the manifest says 5000 (truncated or altered)');
+    expect(digestMismatch(slices(data, 5000), slices(altered, 5000))).toBe('does not match its sha256 in the manifest (altered or corrupt)');
+  });
+
+  it('should read a format 1 blob (one sha256) as one piece, and refuse a piece count that does not fit the size', () => {
+    const s = 'a'.repeat(64);
+    expect(BlobEntry.parse({ name: 'pages-1.img', bytes: 5000, sha256: s })).toEqual({ name: 'pages-1.img', bytes: 5000, pieceBytes: 5000, sha256: [s] });
+    expect(BlobEntry.parse({ name: 'e', bytes: 0, sha256: s })).toEqual({ name: 'e', bytes: 0, pieceBytes: 1, sha256: [s] });
+    const r = BlobEntry.safeParse({ name: 'pages-1.img', bytes: 5000, pieceBytes: 1000, sha256: [s, s] });
+    expect(r.success).toBe(false);
+    expect(r.error?.issues[0]?.path).toEqual(['sha256']);
+    expect(CheckpointManifest.shape.formatVersion.safeParse(3).success).toBe(false);
+  });
+});
