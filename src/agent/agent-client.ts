@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import type { Readable } from 'node:stream';
 import { CheckpointManifest, CheckpointResult, MoveResult, type MoveMode } from '../core/checkpoint.js';
 import { UpstreamError } from '../core/errors.js';
 import { JsonClient } from '../util/json-client.js';
 import { OperationProgress, SessionView } from '../core/session.js';
+import { MOVE_CONTENT_TYPE } from '../images/move-stream.js';
 import { FENCE_HEADER } from './fences.js';
 
 export const RestoreResult = SessionView.extend({ seconds: z.number() });
@@ -66,8 +66,9 @@ export class AgentClient {
    * stopped until committed. `idleTimeoutMs`: how long the connection may
    * stall (a cut link) before the move is given up.
    */
-  receiveMove(stream: Readable, fence?: number, idleTimeoutMs = 30_000) {
-    return this.http.callStream('POST', 'v1/incoming', IncomingResult, stream, 'application/x-tar', fence === undefined ? {} : { [FENCE_HEADER]: String(fence) }, idleTimeoutMs);
+  /** Opens a move to this agent: the caller writes the move stream into `body`; `answer` is the target's once it has restored the session stopped. */
+  openMove(fence?: number, idleTimeoutMs = 30_000) {
+    return this.http.openStream('POST', 'v1/incoming', IncomingResult, MOVE_CONTENT_TYPE, fence === undefined ? {} : { [FENCE_HEADER]: String(fence) }, idleTimeoutMs);
   }
   commitMove(id: string, fence?: number) {
     return this.call('POST', `v1/incoming/${encodeURIComponent(id)}/commit`, SessionView, undefined, fence);

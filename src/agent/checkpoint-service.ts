@@ -40,8 +40,20 @@ export interface LocalDump {
   side: string;
   pageDigests: Map<string, FileDigest> | undefined;
   dumpSeconds: number;
+  /** performance.now() when criu started, and froze the session. */
+  frozenAt: number;
   /** The session as it was dumped. */
   session: Session;
+}
+
+export interface DumpOptions {
+  leaveRunning: boolean;
+  prefix: string;
+  hashPages: boolean;
+  /** Page images are not flushed to disk (a move's local copy, kept only for a rollback). */
+  volatile?: boolean;
+  /** Called with the page images' bytes while criu writes them (a move streams them); must not throw. */
+  pageSink?: (name: string, chunk: Buffer) => Promise<void>;
 }
 
 /**
@@ -51,7 +63,7 @@ export interface LocalDump {
  * its processes are gone) and the error thrown. Call inside the session's
  * exclusive operation.
  */
-export async function dumpLocally(ctx: AgentContext, id: string, opts: { leaveRunning: boolean; prefix: string; hashPages: boolean }): Promise<LocalDump> {
+export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptions): Promise<LocalDump> {
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
   let s = ctx.registry.get(id);
   if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
@@ -71,7 +83,10 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: { leaveRu
   const estimate = (await sampleProcesses(s.pid as number)).rssBytes;
   let dumped = 0;
   progress('dumping', 0, estimate);
-  const hasher = opts.hashPages ? new GrowingFileHasher(images, { match: PAGE_IMAGE, onBytes: (n) => progress('dumping', (dumped += n), estimate) }).start() : undefined;
+  const hasher = opts.hashPages
+    ? new GrowingFileHasher(images, { match: PAGE_IMAGE, durable: !opts.volatile, sink: opts.pageSink, onBytes: (n) => progress('dumping', (dumped += n), estimate) }).start()
+    : undefined;
+  const frozenAt = performance.now();
   try {
     const { seconds } = await dump(ctx.criu, {
       pid: s.pid as number,
@@ -82,7 +97,7 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: { leaveRu
       env: hookEnv(ctx, s, side),
       timeoutMs: ctx.config.dumpTimeoutMs,
     });
-    return { checkpoint, work, images, side, pageDigests: await hasher?.finish(), dumpSeconds: seconds, session: s };
+    return { checkpoint, work, images, side, pageDigests: await hasher?.finish(), dumpSeconds: seconds, frozenAt, session: s };
   } catch (err) {
     await hasher?.abort();
     // The dump failed: criu leaves a live tree, perhaps locked; make it whole.

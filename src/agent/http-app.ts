@@ -9,6 +9,7 @@ import { checkpointSession, restoreCheckpoint } from './checkpoint-service.js';
 import { sampleSession } from './metrics.js';
 import { abortIncoming, commitIncoming, receiveIncoming } from './incoming-service.js';
 import { moveSession } from './move-service.js';
+import { MOVE_CONTENT_TYPE } from '../images/move-stream.js';
 import { removeSession, startSession } from './session-service.js';
 
 const CheckpointRequest = z.object({ leaveRunning: z.boolean().default(false) }).strict();
@@ -100,7 +101,7 @@ export function createAgentApp(ctx: AgentContext): Express {
   });
 
   app.post('/v1/incoming', async (req, res) => {
-    if (!req.is('application/x-tar')) throw new InputError('a move is sent as application/x-tar (a move stream from another agent)');
+    if (!req.is(MOVE_CONTENT_TYPE)) throw new InputError(`a move is sent as ${MOVE_CONTENT_TYPE} (a move stream from another agent)`);
     // A source that vanished mid-stream (a cut link) must not hold this request open for ever.
     req.setTimeout(ctx.config.moveIdleTimeoutMs * 2, () => req.destroy(new Error('the move stream stalled')));
     const fence = parseFenceHeader(req.headers[FENCE_HEADER]);

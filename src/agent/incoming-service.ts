@@ -25,9 +25,18 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   const t0 = performance.now();
   const work = join(ctx.config.workDir, `in-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`);
   await mkdir(work, { recursive: true, mode: 0o700 });
+  const refuseIfBusy = async (session: Session): Promise<void> => {
+    await assertRestorableHere(ctx, session);
+    if (ctx.incoming.has(session.id)) throw new ConflictError(`session ${session.id} is already being moved in`);
+  };
   let manifest: MoveManifest;
   try {
-    manifest = await receiveMove(body, work);
+    // Refused at the header, before the source has sent its memory.
+    manifest = await receiveMove(body, work, async (header) => {
+      await admit(header.session.id);
+      await refuseIfBusy(header.session);
+    });
+    await refuseIfBusy(manifest.session);
   } catch (err) {
     await rm(work, { recursive: true, force: true });
     throw err;
@@ -35,14 +44,6 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   const verifySeconds = (performance.now() - t0) / 1000;
   const manifestSession = manifest.session;
   const id = manifestSession.id;
-  try {
-    await admit(id);
-    await assertRestorableHere(ctx, manifestSession);
-    if (ctx.incoming.has(id)) throw new ConflictError(`session ${id} is already being moved in`);
-  } catch (err) {
-    await rm(work, { recursive: true, force: true });
-    throw err;
-  }
   return ctx.registry.exclusive(id, 'move in', async () => {
     const images = join(work, 'images');
     // The side files go where a restore looks for them.

@@ -1,13 +1,12 @@
 import { readdir, rm, stat } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import type { FileDigest, MoveFile, MoveManifest, MoveMode, MoveResult } from '../core/checkpoint.js';
-import { InputError, UpstreamError, errorMessage } from '../core/errors.js';
+import type { FileDigest, MoveFile, MoveMode, MoveResult } from '../core/checkpoint.js';
+import { InputError, IntegrityError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
-import { hashFile } from '../images/hashing.js';
-import { packMove } from '../images/move-stream.js';
-import type { PackEntry } from '../images/tar-pack.js';
+import { PIECE_BYTES, hashFile } from '../images/hashing.js';
+import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
 import { sleep } from '../util/exec.js';
 import { pathExists } from '../util/fs.js';
 import { AgentClient } from './agent-client.js';
@@ -29,29 +28,50 @@ export function postCopyBlocker(criu: AgentContext['criu']): string {
   return `post-copy between agents is not available yet: criu ${criu.version} passed the lazy-migration probe on this kernel, but hubshift does not move sessions that way yet`;
 }
 
-async function filesOf(d: LocalDump): Promise<{ files: MoveFile[]; entries: PackEntry[] }> {
+/**
+ * After the dump: the images criu wrote besides the pages, and the side
+ * files, sent whole; then the manifest with every file's digest (the pages'
+ * were taken while they were sent). Returns the bytes the move carried.
+ */
+async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: LocalDump): Promise<number> {
   const files: MoveFile[] = [];
-  const entries: PackEntry[] = [];
   const add = async (name: string, path: string, pageDigest?: FileDigest): Promise<void> => {
     const st = await stat(path);
-    // Pages were hashed while criu wrote them; the rest is small.
-    const digest = pageDigest && pageDigest.bytes === st.size ? pageDigest : await hashFile(path);
-    files.push({ name, ...digest, mode: st.mode & 0o777 });
-    entries.push({ name, path });
+    if (pageDigest) {
+      if (pageDigest.bytes !== st.size) throw new IntegrityError(`${name} is ${st.size} bytes but ${pageDigest.bytes} were sent while criu wrote it`);
+      files.push({ name, ...pageDigest, mode: st.mode & 0o777 });
+      return;
+    }
+    files.push({ name, ...(await hashFile(path)), mode: st.mode & 0o777 });
+    await out.file(name, path);
   };
-  for (const n of (await readdir(d.images)).sort()) await add(`images/${n}`, join(d.images, n), PAGE_IMAGE.test(n) ? d.pageDigests?.get(n) : undefined);
+  for (const n of (await readdir(d.images)).sort()) {
+    const page = PAGE_IMAGE.test(n);
+    const digest = page ? d.pageDigests?.get(n) : undefined;
+    if (page && !digest) throw new IntegrityError(`criu wrote ${n} where the move did not follow it`);
+    await add(`images/${n}`, join(d.images, n), digest);
+  }
   const log = join(d.side, 'server.log');
   if (await pathExists(log)) await add(`${SIDE_FILES_DIR}/server.log`, log);
-  return { files, entries };
+  await out.end({
+    formatVersion: 2,
+    session: { ...d.session, state: 'checkpointed', pid: null },
+    criu: { version: ctx.criu.version, source: ctx.criu.source },
+    kernel: release(),
+    dumpSeconds: d.dumpSeconds,
+    files,
+  });
+  return files.reduce((a, f) => a + f.bytes, 0);
 }
 
 /**
- * Moves a running session to another agent, stop-and-copy: dump here,
- * stream every file to the target (verified there before criu runs), the
- * target restores it stopped, then the commit lets it run there and this
- * agent forgets it. Any failure before the commit resumes it here, once the
- * target has confirmed its copy is gone (or could not have outlived its
- * commit timeout).
+ * Moves a running session to another agent, stop-and-copy: the target is
+ * sent the page images while criu dumps them here (a local copy stays for a
+ * rollback), then the rest and the manifest; it verifies all of it, restores
+ * the session stopped, and the commit lets it run there while this agent
+ * forgets it. Any failure before the commit resumes it here, once the target
+ * has confirmed its copy is gone (or could not have outlived its commit
+ * timeout).
  */
 export async function moveSession(ctx: AgentContext, id: string, req: MoveRequest): Promise<MoveResult> {
   if (req.mode === 'post-copy') throw new InputError(postCopyBlocker(ctx.criu));
@@ -60,24 +80,38 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
   const target = new AgentClient(req.target.url, req.target.token);
   const started = performance.now();
   return ctx.registry.exclusive(id, 'move', async () => {
-    const d = await dumpLocally(ctx, id, { leaveRunning: false, prefix: 'm-', hashPages: true });
-    const frozenAt = performance.now() - d.dumpSeconds * 1000;
-    const { files, entries } = await filesOf(d);
-    const total = files.reduce((a, f) => a + f.bytes, 0);
-    const manifest: MoveManifest = {
-      formatVersion: 2,
-      session: { ...d.session, state: 'checkpointed', pid: null },
-      criu: { version: ctx.criu.version, source: ctx.criu.source },
-      kernel: release(),
-      dumpSeconds: d.dumpSeconds,
-      files,
+    // The target refuses at the header what it would refuse anyway; a
+    // request that fails closes the stream, so nothing waits on it.
+    const { body, answer: sending } = target.openMove(req.fence, ctx.config.moveIdleTimeoutMs);
+    const out = new MoveStreamWriter(body, { session: { ...ctx.registry.get(id), state: 'checkpointed', pid: null }, pieceBytes: PIECE_BYTES });
+    sending.catch((err: unknown) => out.abort(err instanceof Error ? err : new Error(errorMessage(err))));
+    let sendError: unknown;
+    // Resolves when the chunk is on its way (its buffer free again); never rejects.
+    const pageSink = async (name: string, chunk: Buffer): Promise<void> => {
+      if (sendError !== undefined) return;
+      await out.data(`images/${name}`, chunk).catch((err: unknown) => {
+        sendError ??= err;
+      });
     };
-    progress('sending', 0, total);
+    let d: LocalDump;
+    try {
+      d = await dumpLocally(ctx, id, { leaveRunning: false, prefix: 'm-', hashPages: true, volatile: true, pageSink });
+    } catch (err) {
+      out.abort(new Error(`the dump failed: ${errorMessage(err)}`));
+      await sending.catch(() => undefined);
+      throw err;
+    }
+    const { frozenAt } = d;
+    progress('sending');
     let phase = 'sending the images';
-    const lap = { hash: (performance.now() - frozenAt) / 1000 - d.dumpSeconds, send: 0, verify: 0, restore: 0, commit: 0 };
+    // tail: from criu's exit to the last page sent (the dump returns then).
+    const lap = { tail: (performance.now() - frozenAt) / 1000 - d.dumpSeconds, send: 0, verify: 0, restore: 0, commit: 0 };
+    let total = 0;
     try {
       const t0 = performance.now();
-      const received = await target.receiveMove(packMove(manifest, entries), req.fence, ctx.config.moveIdleTimeoutMs);
+      if (sendError !== undefined) throw sendError;
+      total = await sendRest(ctx, out, d);
+      const received = await sending;
       lap.send = (performance.now() - t0) / 1000;
       lap.verify = received.verifySeconds;
       lap.restore = received.restoreSeconds;
@@ -86,7 +120,10 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
       await target.commitMove(id, req.fence);
       lap.commit = (performance.now() - t1) / 1000;
     } catch (err) {
-      return rollBack(ctx, d, target, phase, err);
+      out.abort(new Error(`the move failed while ${phase}`));
+      // When the stream closed under us, the target's answer says why.
+      const cause = err instanceof Error && err.message === MOVE_STREAM_CLOSED ? await sending.then(() => err, (e: unknown) => e) : err;
+      return rollBack(ctx, d, target, phase, cause);
     }
     // The target runs it: this agent lets go of its copy (criu already ended the processes).
     await forgetSession(ctx, id);

@@ -86,12 +86,23 @@ export const MoveFile = z.preprocess(
 export type MoveFile = z.infer<typeof MoveFile>;
 
 /**
- * What a source agent sends first when it streams a dumped session to a
- * target agent: every file with its size and sha256s, so the target verifies
- * all of it before criu runs there (as a restore from the store does).
+ * What a source agent sends first when it streams a session to a target
+ * agent, before the dump has ended: who is coming (so the target can refuse
+ * at once) and the piece size the files are hashed in.
+ */
+export const MoveHeader = z.object({
+  session: Session,
+  pieceBytes: z.number().int().positive().max(1 << 30),
+});
+export type MoveHeader = z.infer<typeof MoveHeader>;
+
+/**
+ * What a source agent sends last, once criu has written everything: every
+ * file with its size and sha256s, so the target verifies all it received
+ * before criu runs there (as a restore from the store does).
  */
 export const MoveManifest = z.object({
-  formatVersion: z.union([z.literal(1), z.literal(2)]),
+  formatVersion: z.literal(2),
   session: Session,
   criu: z.object({ version: z.string(), source: z.string() }),
   kernel: z.string(),

@@ -9,6 +9,14 @@ export interface GrowingFileHasherOptions {
   match: RegExp;
   /** fdatasync after this many new bytes, so the disk writes while criu dumps. Default 16 MiB; 0 turns it off. */
   syncEveryBytes?: number;
+  /** Flush the files at all (default true). A move's local copy only serves a rollback on this node, and is not flushed. */
+  durable?: boolean;
+  /**
+   * Also hands each run of new bytes, in order, to this (a move sends them
+   * while criu writes). It resolves when the chunk's buffer may be reused;
+   * a few are in flight at once. It must not reject.
+   */
+  sink?: (name: string, chunk: Buffer) => Promise<void>;
   /** How often to look for new files and new bytes. Default 5 ms. */
   pollMs?: number;
   /** Called with each run of new bytes hashed (progress). */
@@ -59,30 +67,41 @@ export class GrowingFileHasher {
     }
     for (const n of names) {
       if (this.opts.match.test(n) && !this.followers.has(n)) {
-        const p = this.follow(join(this.dir, n));
+        const p = this.follow(n);
         p.catch(() => undefined); // awaited in finish()
         this.followers.set(n, p);
       }
     }
   }
 
-  private async follow(path: string): Promise<FileDigest> {
-    const fh: FileHandle = await open(path, 'r');
+  private async follow(name: string): Promise<FileDigest> {
+    const fh: FileHandle = await open(join(this.dir, name), 'r');
     const hash = new PieceHasher();
-    const buf = Buffer.allocUnsafe(4 << 20);
+    const { sink } = this.opts;
+    const durable = this.opts.durable ?? true;
+    // With a sink, a ring of buffers: one is read into while the others are on their way.
+    const ring = Array.from({ length: sink ? 4 : 1 }, () => ({ buf: Buffer.allocUnsafe(4 << 20), released: Promise.resolve() }));
+    let turn = 0;
     let pos = 0;
     let unsynced = 0;
     let syncing: Promise<void> = Promise.resolve();
     try {
       for (;;) {
         const done = this.writerDone; // read before the read: EOF after done is the true end
-        const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+        const slot = ring[turn % ring.length] as { buf: Buffer; released: Promise<void> };
+        await slot.released;
+        const { bytesRead } = await fh.read(slot.buf, 0, slot.buf.length, pos);
         if (bytesRead > 0) {
-          hash.update(buf.subarray(0, bytesRead));
+          const chunk = slot.buf.subarray(0, bytesRead);
+          hash.update(chunk);
           pos += bytesRead;
           this.opts.onBytes?.(bytesRead);
+          if (sink) {
+            slot.released = sink(name, chunk);
+            turn++;
+          }
           unsynced += bytesRead;
-          if (this.syncEvery > 0 && unsynced >= this.syncEvery) {
+          if (durable && this.syncEvery > 0 && unsynced >= this.syncEvery) {
             unsynced = 0;
             // One flush in flight at a time, overlapping the next reads.
             syncing = syncing.then(() => fh.datasync());
@@ -92,8 +111,9 @@ export class GrowingFileHasher {
         if (done) break;
         await sleep(this.pollMs);
       }
+      await Promise.all(ring.map((r) => r.released));
       await syncing;
-      await fh.datasync();
+      if (durable) await fh.datasync();
       return hash.digest();
     } finally {
       await fh.close();

@@ -1,95 +1,289 @@
 import { createReadStream } from 'node:fs';
-import { chmod, mkdir, open } from 'node:fs/promises';
+import { chmod, mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
-import { MoveManifest } from '../core/checkpoint.js';
+import type { Writable } from 'node:stream';
+import { MoveHeader, MoveManifest, type FileDigest } from '../core/checkpoint.js';
 import { IntegrityError, describeZodIssue } from '../core/errors.js';
 import { PieceHasher, digestMismatch } from './hashing.js';
-import type { PackEntry } from './tar-pack.js';
 
 /**
  * The move stream, hubshift's own framing (both ends are hubshift): a magic,
- * the manifest's length and JSON, then every file's bytes in the manifest's
- * order, back to back. The manifest carries each file's size, so no per-file
- * headers are needed; this runs at the disk's pace where a tar parser in
- * JavaScript ran at a quarter of it.
+ * a header (the session and the piece size), then frames. A data frame
+ * carries the next bytes of one file; files may interleave, since page images
+ * are sent while criu is still writing them. The end frame carries the
+ * manifest, every file's size and sha256s, known only once criu is done; the
+ * target checks everything it received against it before criu runs there.
  */
-const MAGIC = Buffer.from('HSMOVE01');
-const MAX_MANIFEST_BYTES = 4 << 20;
+const MAGIC = Buffer.from('HSMOVE02');
+const MAX_JSON_BYTES = 4 << 20;
+const DATA = 1;
+const END = 2;
+/** What the writer's calls reject with once the stream is closed (the reader went, or the move was aborted). */
+export const MOVE_STREAM_CLOSED = 'the move stream was closed';
+/** What a move stream is sent as. */
+export const MOVE_CONTENT_TYPE = 'application/x-hubshift-move';
+/** The names files in a move may have (as in MoveFile). */
+const MOVE_FILE_NAME = /^(images|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const MAX_FILES = 10_000;
+/** The receiving side writes in runs of this many bytes, this many at once. */
+const WRITE_BYTES = 4 << 20;
+const WRITES_IN_FLIGHT = 4;
 
-/** The stream a source sends. `files` are in the manifest's order. */
-export function packMove(manifest: MoveManifest, files: readonly PackEntry[]): Readable {
-  const json = Buffer.from(JSON.stringify(manifest));
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(json.length);
-  return Readable.from(
-    (async function* () {
-      yield Buffer.concat([MAGIC, len, json]);
-      for (const f of files) {
-        for await (const chunk of createReadStream(f.path, { highWaterMark: 4 << 20 })) yield chunk as Buffer;
-      }
-    })(),
-    { objectMode: false },
-  );
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
 }
 
 /**
- * Receives a move stream into `dest`: the manifest first, then each file it
- * names, written while hashed, its size and sha256s checked. Throws
- * IntegrityError on anything else (a short stream, a wrong byte, trailing
- * data); nothing partial is trusted.
+ * The sending half: frames written into `out` (an HTTP request's body). Each
+ * call resolves once its bytes have been handed to the socket, so the caller
+ * may then reuse its buffer; that is also the flow control. Once `out` has
+ * closed (the reader went, or `abort`), every call rejects.
  */
-export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: string): Promise<MoveManifest> {
-  let pending: Buffer = Buffer.alloc(0);
-  const it = source[Symbol.asyncIterator]();
-  const more = async (): Promise<boolean> => {
-    const r = await it.next();
+export class MoveStreamWriter {
+  private readonly gone: Promise<never>;
+
+  constructor(
+    private readonly out: Writable,
+    header: MoveHeader,
+  ) {
+    this.gone = new Promise<never>((_resolve, reject) => {
+      const closed = (): void => reject(new Error(MOVE_STREAM_CLOSED));
+      out.once('close', closed);
+      out.once('error', closed);
+    });
+    this.gone.catch(() => undefined);
+    const json = Buffer.from(JSON.stringify(header));
+    this.write(Buffer.concat([MAGIC, u32(json.length), json])).catch(() => undefined);
+  }
+
+  private write(buf: Buffer): Promise<void> {
+    if (this.out.destroyed || this.out.writableEnded) return Promise.reject(new Error(MOVE_STREAM_CLOSED));
+    const written = new Promise<void>((resolve, reject) => this.out.write(buf, (err) => (err ? reject(new Error(MOVE_STREAM_CLOSED)) : resolve())));
+    // A callback that never comes (a request destroyed before its socket) must not hang the sender.
+    return Promise.race([written, this.gone]);
+  }
+
+  /** The next bytes of `name`; resolves once they are handed on, when `chunk` may be reused. */
+  data(name: string, chunk: Buffer): Promise<void> {
+    const n = Buffer.from(name);
+    const head = Buffer.alloc(3);
+    head.writeUInt8(DATA, 0);
+    head.writeUInt16BE(n.length, 1);
+    const framed = this.write(Buffer.concat([head, n, u32(chunk.length)]));
+    framed.catch(() => undefined);
+    return Promise.all([framed, this.write(chunk)]).then(() => undefined);
+  }
+
+  /** A whole file, in 4 MiB frames. */
+  async file(name: string, path: string): Promise<void> {
+    let sent = false;
+    for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
+      await this.data(name, chunk as Buffer);
+      sent = true;
+    }
+    // An empty file still arrives (as no bytes).
+    if (!sent) await this.data(name, Buffer.alloc(0));
+  }
+
+  async end(manifest: MoveManifest): Promise<void> {
+    const json = Buffer.from(JSON.stringify(manifest));
+    await this.write(Buffer.concat([Buffer.from([END]), u32(json.length), json]));
+    this.out.end();
+  }
+
+  abort(err: Error): void {
+    this.out.destroy(err);
+  }
+}
+
+/** Takes exact byte counts off an async stream of chunks, without copying where it can. */
+class ByteReader {
+  private pending: Buffer = Buffer.alloc(0);
+  private readonly it: AsyncIterator<Buffer | string>;
+  constructor(source: AsyncIterable<Buffer | string>) {
+    this.it = source[Symbol.asyncIterator]();
+  }
+  async more(): Promise<boolean> {
+    const r = await this.it.next();
     if (r.done) return false;
     const c = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
-    pending = pending.length ? Buffer.concat([pending, c]) : c;
+    this.pending = this.pending.length ? Buffer.concat([this.pending, c]) : c;
     return true;
-  };
-  const take = async (n: number, what: string): Promise<Buffer> => {
-    while (pending.length < n) if (!(await more())) throw new IntegrityError(`move stream ended inside ${what}`);
-    const out = pending.subarray(0, n);
-    pending = pending.subarray(n);
+  }
+  async take(n: number, what: string): Promise<Buffer> {
+    while (this.pending.length < n) if (!(await this.more())) throw new IntegrityError(`move stream ended inside ${what}`);
+    const out = this.pending.subarray(0, n);
+    this.pending = this.pending.subarray(n);
     return out;
-  };
-  if (!(await take(MAGIC.length, 'its header')).equals(MAGIC)) throw new IntegrityError('not a hubshift move stream (bad magic)');
-  const len = (await take(4, 'its header')).readUInt32BE(0);
-  if (len > MAX_MANIFEST_BYTES) throw new IntegrityError(`move manifest of ${len} bytes is larger than allowed`);
-  let json: unknown;
+  }
+  /** Up to `n` bytes, as they come: at least one unless the stream ended. */
+  async upTo(n: number): Promise<Buffer> {
+    if (this.pending.length === 0 && !(await this.more())) return Buffer.alloc(0);
+    const out = this.pending.subarray(0, Math.min(n, this.pending.length));
+    this.pending = this.pending.subarray(out.length);
+    return out;
+  }
+  async atEnd(): Promise<boolean> {
+    return this.pending.length === 0 && !(await this.more());
+  }
+}
+
+async function readJson(r: ByteReader, what: string): Promise<unknown> {
+  const len = (await r.take(4, what)).readUInt32BE(0);
+  if (len > MAX_JSON_BYTES) throw new IntegrityError(`move ${what} of ${len} bytes is larger than allowed`);
+  const text = (await r.take(len, what)).toString('utf8');
   try {
-    json = JSON.parse((await take(len, 'its manifest')).toString('utf8'));
-  } catch (err) {
-    if (err instanceof IntegrityError) throw err;
-    throw new IntegrityError('move manifest is not JSON');
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new IntegrityError(`move ${what} is not JSON`);
   }
-  const parsed = MoveManifest.safeParse(json);
-  if (!parsed.success) throw new IntegrityError(`move manifest refused at ${describeZodIssue(parsed.error)}`);
-  const manifest = parsed.data;
-  for (const f of manifest.files) {
-    const path = join(dest, f.name);
-    await mkdir(dirname(path), { recursive: true });
-    const fh = await open(path, 'w', 0o600);
-    const hash = new PieceHasher(f.pieceBytes);
-    try {
-      let left = f.bytes;
-      while (left > 0) {
-        if (pending.length === 0 && !(await more())) throw new IntegrityError(`move stream ended inside ${f.name} (${f.bytes - left} of ${f.bytes} bytes)`);
-        const piece = pending.subarray(0, Math.min(left, pending.length));
-        pending = pending.subarray(piece.length);
-        hash.update(piece);
-        await fh.write(piece);
-        left -= piece.length;
+}
+
+/** Bounds the writes in flight during a receive; the first failure is kept and rethrown. */
+class Writes {
+  private readonly running = new Set<Promise<void>>();
+  private failure: unknown;
+  async add(write: Promise<void>): Promise<void> {
+    const tracked: Promise<void> = write.then(
+      () => undefined,
+      (err: unknown) => {
+        this.failure ??= err;
+      },
+    );
+    this.running.add(tracked);
+    void tracked.finally(() => this.running.delete(tracked));
+    while (this.running.size > WRITES_IN_FLIGHT) await Promise.race(this.running);
+    this.check();
+  }
+  async drain(): Promise<void> {
+    await Promise.all([...this.running]);
+    this.check();
+  }
+  private check(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+}
+
+async function writeAll(fh: FileHandle, parts: Buffer[], position: number): Promise<void> {
+  const total = parts.reduce((a, b) => a + b.length, 0);
+  const { bytesWritten } = await fh.writev(parts, position);
+  if (bytesWritten === total) return;
+  // A short write (rare on a regular file): the rest, plainly.
+  const rest = Buffer.concat(parts).subarray(bytesWritten);
+  for (let at = 0; at < rest.length; ) at += (await fh.write(rest, at, rest.length - at, position + bytesWritten + at)).bytesWritten;
+}
+
+/**
+ * One received file: hashed in pieces as the bytes come; the chunks off the
+ * socket are written as they are (no copy), gathered into large writes.
+ */
+class ReceivedFile {
+  private parts: Buffer[] = [];
+  private partBytes = 0;
+  private offset = 0;
+  private readonly hash: PieceHasher;
+
+  constructor(
+    readonly fh: FileHandle,
+    pieceBytes: number,
+    private readonly writes: Writes,
+  ) {
+    this.hash = new PieceHasher(pieceBytes);
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    this.hash.update(chunk);
+    this.parts.push(chunk);
+    this.partBytes += chunk.length;
+    if (this.partBytes >= WRITE_BYTES) await this.flush();
+  }
+
+  /** Writes what is gathered. */
+  async flush(): Promise<void> {
+    if (this.partBytes === 0) return;
+    const parts = this.parts;
+    const position = this.offset;
+    this.offset += this.partBytes;
+    this.parts = [];
+    this.partBytes = 0;
+    await this.writes.add(writeAll(this.fh, parts, position));
+  }
+
+  /** What was received; the caller drains the writes before trusting the file. */
+  async finish(): Promise<FileDigest> {
+    await this.flush();
+    return this.hash.digest();
+  }
+}
+
+/**
+ * Receives a move stream into `dest`. `onHeader` runs as soon as the header
+ * has come (the target refuses there what it would refuse anyway); then
+ * every file is written while hashed, and at the end checked against the
+ * manifest: the same files, sizes and sha256s. Throws IntegrityError on
+ * anything else (a short stream, a wrong byte, a file missing or extra,
+ * trailing data); nothing partial is trusted.
+ */
+export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: string, onHeader: (h: MoveHeader) => Promise<void> = async () => undefined): Promise<MoveManifest> {
+  const r = new ByteReader(source);
+  const magic = await r.take(MAGIC.length, 'its header');
+  if (!magic.equals(MAGIC)) {
+    const what = magic.subarray(0, 6).toString('latin1') === 'HSMOVE' ? `version ${magic.subarray(6).toString('latin1')}, this agent reads ${MAGIC.subarray(6).toString('latin1')}: run the same hubshift on both agents` : 'bad magic';
+    throw new IntegrityError(`not a hubshift move stream this agent reads (${what})`);
+  }
+  const header = MoveHeader.safeParse(await readJson(r, 'header'));
+  if (!header.success) throw new IntegrityError(`move header refused at ${describeZodIssue(header.error)}`);
+  await onHeader(header.data);
+  const { pieceBytes } = header.data;
+  const files = new Map<string, ReceivedFile>();
+  const writes = new Writes();
+  try {
+    for (;;) {
+      const type = (await r.take(1, 'a frame')).readUInt8(0);
+      if (type === END) break;
+      if (type !== DATA) throw new IntegrityError(`move stream holds a frame of unknown type ${type}`);
+      const nameLen = (await r.take(2, 'a frame')).readUInt16BE(0);
+      const name = (await r.take(nameLen, 'a frame')).toString('utf8');
+      if (!MOVE_FILE_NAME.test(name)) throw new IntegrityError(`move stream names a file ${JSON.stringify(name)}; files are images/NAME or files/NAME`);
+      let left = (await r.take(4, 'a frame')).readUInt32BE(0);
+      let file = files.get(name);
+      if (!file) {
+        if (files.size >= MAX_FILES) throw new IntegrityError(`move stream holds more than ${MAX_FILES} files`);
+        const path = join(dest, name);
+        await mkdir(dirname(path), { recursive: true });
+        file = new ReceivedFile(await open(path, 'w', 0o600), pieceBytes, writes);
+        files.set(name, file);
       }
-    } finally {
-      await fh.close();
+      while (left > 0) {
+        const chunk = await r.upTo(left);
+        if (chunk.length === 0) throw new IntegrityError(`move stream ended inside ${name}`);
+        await file.write(chunk);
+        left -= chunk.length;
+      }
     }
-    const wrong = digestMismatch(f, hash.digest());
-    if (wrong) throw new IntegrityError(`move stream: ${f.name} arrived but ${wrong}; refused before criu`);
-    await chmod(path, f.mode);
+    const parsed = MoveManifest.safeParse(await readJson(r, 'manifest'));
+    if (!parsed.success) throw new IntegrityError(`move manifest refused at ${describeZodIssue(parsed.error)}`);
+    const manifest = parsed.data;
+    if (!(await r.atEnd())) throw new IntegrityError('move stream holds more than its manifest names');
+    if (manifest.session.id !== header.data.session.id) throw new IntegrityError(`move manifest is of session ${manifest.session.id}, its header of ${header.data.session.id}`);
+    const got = new Map<string, FileDigest>();
+    for (const [name, f] of files) got.set(name, await f.finish());
+    await writes.drain();
+    const named = new Set(manifest.files.map((f) => f.name));
+    const extra = [...files.keys()].find((n) => !named.has(n));
+    if (extra) throw new IntegrityError(`move stream carried ${extra}, which its manifest does not name`);
+    for (const f of manifest.files) {
+      const digest = got.get(f.name);
+      if (!digest) throw new IntegrityError(`move stream: ${f.name} never arrived; refused before criu`);
+      const wrong = digestMismatch(f, digest);
+      if (wrong) throw new IntegrityError(`move stream: ${f.name} arrived but ${wrong}; refused before criu`);
+      await chmod(join(dest, f.name), f.mode);
+    }
+    return manifest;
+  } finally {
+    await writes.drain().catch(() => undefined);
+    await Promise.all([...files.values()].map((f) => f.fh.close().catch(() => undefined)));
   }
-  if (pending.length > 0 || (await more())) throw new IntegrityError('move stream holds more than its manifest names');
-  return manifest;
 }

@@ -42,7 +42,11 @@ describe('a move between local test hosts that fails midway', () => {
       (err: unknown) => err as Error,
     );
     try {
-      await waitFor('the source to be sending', async () => ((await a.progress(s.id).catch(() => null))?.step === 'sending' ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
+      // Page images go to the target while criu dumps them: cut once 64 MiB have gone.
+      await waitFor('the source to be sending', async () => {
+        const p = await a.progress(s.id).catch(() => null);
+        return (p?.step === 'dumping' && (p.doneBytes ?? 0) > 64 << 20) || p?.step === 'sending' ? true : undefined;
+      }, { timeoutMs: 60_000, intervalMs: 2 });
       await run('ip', ['link', 'set', rootVeth, 'down']);
       const failure = await moving;
       expect(failure?.message).toMatch(/runs here again/);

@@ -1,11 +1,11 @@
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FileDigest, MoveManifest } from '../../src/core/checkpoint.js';
 import { PieceHasher } from '../../src/images/hashing.js';
-import { packMove, receiveMove } from '../../src/images/move-stream.js';
+import { MoveStreamWriter, receiveMove } from '../../src/images/move-stream.js';
 
 const session = {
   id: 's00000001',
@@ -28,22 +28,42 @@ async function collect(r: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+type Frame = ['data', string, Buffer] | ['end', MoveManifest];
+
+/** A move stream as the writer makes it, collected. */
+async function build(frames: Frame[], sessionId = session.id): Promise<Buffer> {
+  const sink = new PassThrough();
+  const w = new MoveStreamWriter(sink, { session: { ...session, id: sessionId }, pieceBytes: 65_536 });
+  const collected = collect(sink);
+  for (const f of frames) {
+    if (f[0] === 'data') await w.data(f[1], f[2]);
+    else await w.end(f[1]);
+  }
+  if (!frames.some((f) => f[0] === 'end')) sink.end();
+  return collected;
+}
+
 describe('the move stream', () => {
   let dir: string;
   let manifest: MoveManifest;
   let whole: Buffer;
+  const a = Buffer.alloc(300_000, 7);
+  const b = Buffer.from('server log\n');
+  // Small pieces, so that a file spans several and chunks cross their edges.
+  const digest = (x: Buffer): FileDigest => {
+    const h = new PieceHasher(65_536);
+    h.update(x);
+    return h.digest();
+  };
+  // Page images go while criu writes them, so files interleave.
+  const frames = (pages = a): Frame[] => [
+    ['data', 'images/pages-1.img', pages.subarray(0, 100_000)],
+    ['data', 'files/server.log', b],
+    ['data', 'images/pages-1.img', pages.subarray(100_000)],
+    ['end', manifest],
+  ];
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'hubshift-move-stream-'));
-    const a = Buffer.alloc(300_000, 7);
-    const b = Buffer.from('server log\n');
-    await writeFile(join(dir, 'a'), a);
-    await writeFile(join(dir, 'b'), b, { mode: 0o640 });
-    // Small pieces, so that a file spans several and chunks cross their edges.
-    const digest = (x: Buffer): FileDigest => {
-      const h = new PieceHasher(65_536);
-      h.update(x);
-      return h.digest();
-    };
     manifest = {
       formatVersion: 2,
       session,
@@ -55,7 +75,7 @@ describe('the move stream', () => {
         { name: 'files/server.log', ...digest(b), mode: 0o640 },
       ],
     };
-    whole = await collect(packMove(manifest, [{ name: 'images/pages-1.img', path: join(dir, 'a') }, { name: 'files/server.log', path: join(dir, 'b') }]));
+    whole = await build(frames());
   });
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -63,24 +83,59 @@ describe('the move stream', () => {
 
   it('should carry every file with its bytes and mode, in chunks of any size', async () => {
     const out = join(dir, 'out');
-    // Odd-sized chunks: the boundaries fall inside the header, the manifest and the files.
+    // Odd-sized chunks: the boundaries fall inside the header, the frames and the manifest.
     const pieces = Array.from({ length: Math.ceil(whole.length / 997) }, (_, i) => whole.subarray(i * 997, i * 997 + 997));
-    const got = await receiveMove(Readable.from(pieces), out);
+    let header: unknown;
+    const got = await receiveMove(Readable.from(pieces), out, async (h) => {
+      header = h;
+    });
+    expect(header).toMatchObject({ session: { id: 's00000001' }, pieceBytes: 65_536 });
     expect(got.session.id).toBe('s00000001');
-    expect((await readFile(join(out, 'files/server.log'), 'utf8'))).toBe('server log\n');
+    expect(await readFile(join(out, 'files/server.log'), 'utf8')).toBe('server log\n');
     expect((await stat(join(out, 'files/server.log'))).mode & 0o777).toBe(0o640);
-    expect((await stat(join(out, 'images/pages-1.img'))).size).toBe(300_000);
+    expect((await readFile(join(out, 'images/pages-1.img'))).equals(a)).toBe(true);
   });
 
+  it('should take many files (more than the receiver has write buffers)', async () => {
+    const small = Array.from({ length: 40 }, (_, i) => Buffer.from(`image ${i}\n`));
+    const many: MoveManifest = { ...manifest, files: small.map((x, i) => ({ name: `images/core-${i}.img`, ...digest(x), mode: 0o600 })) };
+    const stream = await build([...small.map((x, i): Frame => ['data', `images/core-${i}.img`, x]), ['end', many]]);
+    const out = join(dir, 'many');
+    await receiveMove(Readable.from([stream]), out);
+    expect(await readFile(join(out, 'images/core-39.img'), 'utf8')).toBe('image 39\n');
+  });
+
+  it('should reject a pending write, not wait for ever, once the stream closes under it', async () => {
+    // Nobody reads: the write stays pending until the stream is destroyed.
+    const sink = new PassThrough({ highWaterMark: 1 });
+    const w = new MoveStreamWriter(sink, { session, pieceBytes: 65_536 });
+    const pending = w.data('images/pages-1.img', Buffer.alloc(1 << 20));
+    setTimeout(() => sink.destroy(new Error('the link is cut')), 10);
+    await expect(pending).rejects.toThrow(/move stream was closed/);
+    await expect(w.data('images/pages-1.img', Buffer.alloc(1))).rejects.toThrow(/move stream was closed/);
+  });
+
+  it('should stop at the header when the receiver refuses the session', async () => {
+    const out = join(dir, 'refused');
+    await expect(receiveMove(Readable.from([whole]), out, () => Promise.reject(new Error('session s00000001 is already running here')))).rejects.toThrow(/already running/);
+    await expect(stat(join(out, 'images'))).rejects.toThrow(/ENOENT/);
+  });
+
+  const changed = Buffer.from(a);
+  changed.writeUInt8(0x55, 100_000);
   it.each([
-    ['a changed byte', (b: Buffer) => Buffer.concat([b.subarray(0, b.length - 20), Buffer.from('X'), b.subarray(b.length - 19)]), /pages-1.img arrived but does not match its sha256 in the manifest \(bytes 262144\.\.300000\)/],
     // Byte 100 000 of pages-1.img: its second piece of 65 536.
-    ['a changed byte in one piece', (b: Buffer) => Buffer.concat([b.subarray(0, b.length - 11 - 200_000), Buffer.from([0x55 ^ 7]), b.subarray(b.length - 11 - 200_000 + 1)]), /pages-1.img arrived but does not match its sha256 in the manifest \(bytes 65536\.\.131072\)/],
-    ['a short stream', (b: Buffer) => b.subarray(0, b.length - 5), /ended inside files\/server.log/],
-    ['trailing bytes', (b: Buffer) => Buffer.concat([b, Buffer.from('more')]), /more than its manifest/],
-    ['a wrong magic', (b: Buffer) => Buffer.concat([Buffer.from('XXXXXXXX'), b.subarray(8)]), /bad magic/],
-    ['a cut manifest', (b: Buffer) => b.subarray(0, 20), /ended inside its manifest/],
-  ])('should refuse %s', async (_what, mangle, msg) => {
-    await expect(receiveMove(Readable.from([mangle(whole)]), join(dir, `bad-${Math.random()}`))).rejects.toThrow(msg);
+    ['a changed byte', () => build(frames(changed)), /pages-1.img arrived but does not match its sha256 in the manifest \(bytes 65536\.\.131072\)/],
+    ['a stream cut inside a file', async () => whole.subarray(0, 50_000), /ended inside images\/pages-1.img/],
+    ['a stream cut inside the manifest', async () => whole.subarray(0, whole.length - 5), /ended inside manifest/],
+    ['trailing bytes', async () => Buffer.concat([whole, Buffer.from('more')]), /more than its manifest/],
+    ['a wrong magic', async () => Buffer.concat([Buffer.from('XXXXXXXX'), whole.subarray(8)]), /bad magic/],
+    ['an older agent', async () => Buffer.concat([Buffer.from('HSMOVE01'), whole.subarray(8)]), /version 01, this agent reads 02: run the same hubshift on both agents/],
+    ['a file never sent', () => build([['data', 'images/pages-1.img', a], ['end', manifest]]), /files\/server.log never arrived/],
+    ['a file the manifest does not name', () => build([...frames().slice(0, 3), ['data', 'images/extra.img', b], ['end', manifest]]), /carried images\/extra.img, which its manifest does not name/],
+    ['a path outside the image', () => build([['data', 'images/../../etc/x', b]]), /files are images\/NAME or files\/NAME/],
+    ['a manifest of another session', () => build(frames(), 's00000002'), /manifest is of session s00000001, its header of s00000002/],
+  ])('should refuse %s', async (_what, make, msg) => {
+    await expect(receiveMove(Readable.from([await make()]), join(dir, `bad-${Math.random()}`))).rejects.toThrow(msg);
   });
 });
