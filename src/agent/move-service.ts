@@ -105,12 +105,14 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
     progress('sending');
     let phase = 'sending the images';
     // tail: from criu's exit to the last page sent (the dump returns then).
-    const lap = { tail: (performance.now() - frozenAt) / 1000 - d.dumpSeconds, send: 0, verify: 0, restore: 0, commit: 0 };
+    // rest: the other images and the manifest sent; send: until the target answered.
+    const lap = { tail: (performance.now() - frozenAt) / 1000 - d.dumpSeconds, rest: 0, send: 0, verify: 0, restore: 0, commit: 0 };
     let total = 0;
     try {
       const t0 = performance.now();
       if (sendError !== undefined) throw sendError;
       total = await sendRest(ctx, out, d);
+      lap.rest = (performance.now() - t0) / 1000;
       const received = await sending;
       lap.send = (performance.now() - t0) / 1000;
       lap.verify = received.verifySeconds;
