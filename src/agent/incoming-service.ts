@@ -36,6 +36,7 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
       await admit(header.session.id);
       await refuseIfBusy(header.session);
     });
+    // Again: another move of it may have come in while this one streamed.
     await refuseIfBusy(manifest.session);
   } catch (err) {
     await rm(work, { recursive: true, force: true });

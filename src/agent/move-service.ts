@@ -5,7 +5,7 @@ import type { FileDigest, MoveFile, MoveMode, MoveResult } from '../core/checkpo
 import { InputError, IntegrityError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
-import { PIECE_BYTES, hashFile } from '../images/hashing.js';
+import { PIECE_BYTES } from '../images/hashing.js';
 import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
 import { sleep } from '../util/exec.js';
 import { pathExists } from '../util/fs.js';
@@ -42,8 +42,7 @@ async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: LocalDump):
       files.push({ name, ...pageDigest, mode: st.mode & 0o777 });
       return;
     }
-    files.push({ name, ...(await hashFile(path)), mode: st.mode & 0o777 });
-    await out.file(name, path);
+    files.push({ name, ...(await out.file(name, path)), mode: st.mode & 0o777 });
   };
   for (const n of (await readdir(d.images)).sort()) {
     const page = PAGE_IMAGE.test(n);

@@ -74,15 +74,15 @@ export const CheckpointResult = z.object({
 });
 export type CheckpointResult = z.infer<typeof CheckpointResult>;
 
-/** A file of a session on the move: criu's images under images/, side files under files/. */
-export const MoveFile = z.preprocess(
-  wholeFileSha256AsOnePiece,
-  FileDigest.extend({
-    name: z.string().regex(/^(images|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'moved files are images/NAME or files/NAME'),
-    /** Permission bits: criu checks them on files a session held open. */
-    mode: z.number().int().min(0).max(0o777),
-  }).refine(piecesMatchSize, piecesMatchSizeError),
-);
+/** Names of a session's files on the move: criu's images under images/, side files under files/. */
+export const MOVE_FILE_NAME = /^(images|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** A file of a session on the move (only format 2 streams exist, so no format 1 digests). */
+export const MoveFile = FileDigest.extend({
+  name: z.string().regex(MOVE_FILE_NAME, 'moved files are images/NAME or files/NAME'),
+  /** Permission bits: criu checks them on files a session held open. */
+  mode: z.number().int().min(0).max(0o777),
+}).refine(piecesMatchSize, piecesMatchSizeError);
 export type MoveFile = z.infer<typeof MoveFile>;
 
 /**

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
-import { MoveHeader, MoveManifest, type FileDigest } from '../core/checkpoint.js';
+import { MOVE_FILE_NAME, MoveHeader, MoveManifest, type FileDigest } from '../core/checkpoint.js';
 import { IntegrityError, describeZodIssue } from '../core/errors.js';
 import { PieceHasher, digestMismatch } from './hashing.js';
 
@@ -22,8 +22,6 @@ const END = 2;
 export const MOVE_STREAM_CLOSED = 'the move stream was closed';
 /** What a move stream is sent as. */
 export const MOVE_CONTENT_TYPE = 'application/x-hubshift-move';
-/** The names files in a move may have (as in MoveFile). */
-const MOVE_FILE_NAME = /^(images|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const MAX_FILES = 10_000;
 /** The receiving side writes in runs of this many bytes, this many at once. */
 const WRITE_BYTES = 4 << 20;
@@ -43,11 +41,13 @@ function u32(n: number): Buffer {
  */
 export class MoveStreamWriter {
   private readonly gone: Promise<never>;
+  private readonly pieceBytes: number;
 
   constructor(
     private readonly out: Writable,
     header: MoveHeader,
   ) {
+    this.pieceBytes = header.pieceBytes;
     this.gone = new Promise<never>((_resolve, reject) => {
       const closed = (): void => reject(new Error(MOVE_STREAM_CLOSED));
       out.once('close', closed);
@@ -76,15 +76,16 @@ export class MoveStreamWriter {
     return Promise.all([framed, this.write(chunk)]).then(() => undefined);
   }
 
-  /** A whole file, in 4 MiB frames. */
-  async file(name: string, path: string): Promise<void> {
-    let sent = false;
+  /** A whole file, in 4 MiB frames, hashed in the header's pieces on the way (one read for both). */
+  async file(name: string, path: string): Promise<FileDigest> {
+    const hash = new PieceHasher(this.pieceBytes);
     for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
+      hash.update(chunk as Buffer);
       await this.data(name, chunk as Buffer);
-      sent = true;
     }
     // An empty file still arrives (as no bytes).
-    if (!sent) await this.data(name, Buffer.alloc(0));
+    if (hash.bytes === 0) await this.data(name, Buffer.alloc(0));
+    return hash.digest();
   }
 
   async end(manifest: MoveManifest): Promise<void> {
