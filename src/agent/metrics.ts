@@ -59,6 +59,8 @@ export async function sampleSession(s: Session): Promise<SessionMetrics> {
   const out: SessionMetrics = { sessionId: s.id, at: new Date().toISOString(), rssBytes: 0, cpuSeconds: 0, processes: 0, kernels: [], connections: 0, lastActivity: null };
   if (s.pid === null) return out;
   Object.assign(out, await sampleProcesses(s.pid));
+  // Only a running session's server can answer (one restored stopped, or being dumped, would hold this for the timeout).
+  if (s.state !== 'running') return out;
   const rest = new JupyterRest(sessionUrl(s), s.token, 2_000);
   try {
     const [status, kernels] = await Promise.all([rest.status(), rest.kernels()]);

@@ -50,6 +50,8 @@ export function linkToScheduler(ctx: AgentContext, agentUrl: string, cfg: Schedu
     Promise.all(
       ctx.registry.list().map(async (s) => {
         const m = await sampleSession(s);
+        // The state as it is once sampled: a move committed meanwhile must not be pushed as still restoring.
+        const state = ctx.registry.find(s.id)?.state ?? s.state;
         const at = Date.parse(m.at);
         const prev = cpu.get(s.id);
         cpu.set(s.id, { at, seconds: m.cpuSeconds });
@@ -57,7 +59,7 @@ export function linkToScheduler(ctx: AgentContext, agentUrl: string, cfg: Schedu
         return {
           id: s.id,
           user: s.user,
-          state: s.state,
+          state,
           url: sessionUrl(s),
           token: s.token,
           rssBytes: m.rssBytes,
