@@ -225,17 +225,56 @@ function watchLazyPages(ctx: AgentContext, s: Session, pid: number, daemon: Lazy
  * server answers. Lazily (pages on demand) when allowed and possible; a lazy
  * restore that fails is retried plainly.
  */
-export async function restoreFromImages(ctx: AgentContext, s: Session, images: string, tag: string, opts: { lazy: boolean; leaveStopped?: boolean }): Promise<Restored> {
-  await placeSideFiles(ctx, s, images);
+/** A lazy-pages daemon started before the restore proper, and its log. */
+export interface EarlyLazyPages {
+  daemon: LazyPagesDaemon;
+  log: string;
+}
+
+/**
+ * Starts the lazy-pages daemon and clears the session's old network names
+ * while the page images are still being verified: the daemon reads only the
+ * small, already verified images until criu restore connects to it, which is
+ * after verification. Never rejects (undefined: the restore starts its own).
+ * The caller kills the daemon if the restore does not happen.
+ */
+export async function startEarly(ctx: AgentContext, s: Session, images: string, tag: string): Promise<EarlyLazyPages | undefined> {
+  try {
+    await removeSessionNetwork(s.id, s.network);
+    if (!(ctx.config.lazyRestore && ctx.criu.lazyPages)) return undefined;
+    const log = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
+    return { daemon: await startLazyPages(ctx.criu, images, log), log };
+  } catch (err) {
+    ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'starting the lazy-pages daemon early failed; the restore starts it');
+    return undefined;
+  }
+}
+
+export async function restoreFromImages(
+  ctx: AgentContext,
+  s: Session,
+  images: string,
+  tag: string,
+  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyLazyPages },
+): Promise<Restored> {
   let pid: number | null = null;
   let daemon: LazyPagesDaemon | undefined;
   let daemonLog = '';
+  // Used by the first lazy attempt only; killed if nothing uses it.
+  let early = opts.early;
   const attempt = async (lazy: boolean): Promise<{ pid: number; seconds: number }> => {
-    // criu recreates the veth; a stale one of the same name makes it fail.
-    await removeSessionNetwork(s.id, s.network);
-    if (lazy) {
-      daemonLog = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
-      daemon = await startLazyPages(ctx.criu, images, daemonLog);
+    const started = early;
+    early = undefined;
+    if (started && lazy) {
+      ({ daemon, log: daemonLog } = started);
+    } else {
+      started?.daemon.kill();
+      // criu recreates the veth; a stale one of the same name makes it fail.
+      await removeSessionNetwork(s.id, s.network);
+      if (lazy) {
+        daemonLog = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
+        daemon = await startLazyPages(ctx.criu, images, daemonLog);
+      }
     }
     try {
       return await restore(ctx.criu, {
@@ -258,6 +297,7 @@ export async function restoreFromImages(ctx: AgentContext, s: Session, images: s
     }
   };
   try {
+    await placeSideFiles(ctx, s, images);
     const lazy = opts.lazy && ctx.config.lazyRestore && ctx.criu.lazyPages;
     let r: { pid: number; seconds: number };
     try {
@@ -280,6 +320,7 @@ export async function restoreFromImages(ctx: AgentContext, s: Session, images: s
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
     return { session, released };
   } catch (err) {
+    early?.daemon.kill();
     daemon?.kill();
     if (pid !== null) await killSession(pid);
     await removeSessionNetwork(s.id, s.network).catch(() => undefined);
@@ -334,13 +375,23 @@ export async function restoreCheckpoint(
     const work = join(ctx.config.workDir, `r-${checkpoint}-${Date.now().toString(36)}`);
     const images = join(work, 'images');
     let released: Promise<void> = Promise.resolve();
+    let early: Promise<EarlyLazyPages | undefined> = Promise.resolve(undefined);
     try {
       progress('fetching and verifying');
       const t0 = performance.now();
-      await readCheckpoint({ store: ctx.store, checkpointId: checkpoint, destDir: images, onProgress: (d, t) => progress('fetching and verifying', d, t) });
+      await readCheckpoint({
+        store: ctx.store,
+        checkpointId: checkpoint,
+        destDir: images,
+        onProgress: (d, t) => progress('fetching and verifying', d, t),
+        onMetaReady: () => (early = startEarly(ctx, s, images, checkpoint)),
+      }).catch(async (err: unknown) => {
+        (await early)?.daemon.kill();
+        throw err;
+      });
       progress('restoring');
       const verifySeconds = (performance.now() - t0) / 1000;
-      const restored = await restoreFromImages(ctx, s, images, checkpoint, { lazy: true });
+      const restored = await restoreFromImages(ctx, s, images, checkpoint, { lazy: true, early: await early });
       released = restored.released;
       const running = restored.session;
       const seconds = (performance.now() - started) / 1000;

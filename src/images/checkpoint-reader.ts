@@ -16,12 +16,26 @@ export interface ReadCheckpointInput {
   /** Emptied, then filled with the criu image directory (side files under files/). */
   destDir: string;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /**
+   * Started once every image but the page images is verified and in destDir,
+   * while those may still be verified; awaited before this returns or fails.
+   */
+  onMetaReady?: () => Promise<unknown>;
   signal?: AbortSignal;
 }
 
 function check(id: string, blob: BlobEntry, got: FileDigest): void {
   const wrong = digestMismatch(blob, got);
   if (wrong) throw new IntegrityError(`checkpoint ${id}: blob ${blob.name} ${wrong}; it cannot be restored`);
+}
+
+async function verifyLocalBlob(id: string, location: string, blob: BlobEntry, path: string, dest: string, progress: (n: number) => void): Promise<void> {
+  const got = await hashFile(path, progress, blob.pieceBytes).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') throw new IntegrityError(`checkpoint ${id} is missing its blob ${blob.name} in ${location}`);
+    throw err;
+  });
+  check(id, blob, got);
+  await link(path, dest).catch(() => copyFile(path, dest));
 }
 
 /**
@@ -40,21 +54,22 @@ export async function readCheckpoint(input: ReadCheckpointInput): Promise<Checkp
   };
   await rm(destDir, { recursive: true, force: true });
   await mkdir(destDir, { recursive: true, mode: 0o700 });
+  const localPath = (b: BlobEntry): string | null => (b.name.endsWith('.zst') || b.name === META_BLOB ? null : store.localBlobPath(id, b.name));
+  // A local store's page images are verified where they are and linked in
+  // (no copy), all at once and while the rest is fetched: a session's small
+  // page images and its image archive are done while its kernel's large one is.
+  // Settled at once, so that one failing early is no unhandled rejection while the rest is fetched.
+  const local = Promise.allSettled(
+    manifest.blobs.flatMap((b) => {
+      const path = localPath(b);
+      return path ? [verifyLocalBlob(id, store.location, b, path, join(destDir, b.name), progress)] : [];
+    }),
+  );
+  let metaReady: Promise<unknown> = Promise.resolve();
   try {
-    for (const blob of manifest.blobs) {
+    for (const blob of manifest.blobs.filter((b) => localPath(b) === null)) {
       const compressed = blob.name.endsWith('.zst');
       const plain = blob.name.replace(/\.zst$/, '');
-      const local = store.localBlobPath(id, blob.name);
-      if (local && !compressed && plain !== META_BLOB) {
-        // A local store: verify the file where it is, then link it in (no copy).
-        const got = await hashFile(local, progress, blob.pieceBytes).catch((err: NodeJS.ErrnoException) => {
-          if (err.code === 'ENOENT') throw new IntegrityError(`checkpoint ${id} is missing its blob ${blob.name} in ${store.location}`);
-          throw err;
-        });
-        check(id, blob, got);
-        await link(local, join(destDir, plain)).catch(() => copyFile(local, join(destDir, plain)));
-        continue;
-      }
       const hasher = new HashingStream(progress, blob.pieceBytes);
       // Written to a file and verified before anything parses it: an altered
       // archive is reported as altered, never fed to the tar parser.
@@ -65,9 +80,16 @@ export async function readCheckpoint(input: ReadCheckpointInput): Promise<Checkp
       if (plain === META_BLOB) {
         await unpackTar(createReadStream(target), destDir);
         await rm(target);
+        metaReady = Promise.resolve(input.onMetaReady?.()).catch(() => undefined);
       }
     }
+    const failed = (await local).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    await metaReady;
+    if (failed) throw failed.reason;
   } catch (err) {
+    // Every verification settled first: none may link a file in after the directory is gone.
+    await local;
+    await metaReady;
     await rm(destDir, { recursive: true, force: true });
     throw err;
   }

@@ -1,7 +1,8 @@
 import { createHash, webcrypto, type Hash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pieceCount, type FileDigest } from '../core/checkpoint.js';
+import { MappedHashingUnavailable, hashFileMapped } from './mapped-hashing.js';
 
 /**
  * Pieces hubshift hashes files in. Small enough that several are read and
@@ -15,6 +16,8 @@ export const PIECE_BYTES = 16 << 20;
 const PARALLEL_PIECE_LIMIT = 64 << 20;
 /** Pieces read and hashed at once: reads and sha256 both run on libuv's pool (4 threads). */
 const LANES = 6;
+/** Files from this size are hashed through a memory map (mapped-hashing.ts); below it starting the helper costs more than it saves. */
+const MAPPED_MIN_BYTES = 64 << 20;
 
 /** sha256 of each piece of a byte stream, fed in chunks of any size. */
 export class PieceHasher {
@@ -69,12 +72,28 @@ export class HashingStream extends Transform {
 }
 
 /**
- * Hashes a file in pieces: several pieces read at once (parallel reads ran a
+ * Hashes a file in pieces. Large files are hashed in place through a memory
+ * map (mapped-hashing.ts), at about half the CPU of reading them; the rest,
+ * or all where the helper cannot run, in-process.
+ */
+export async function hashFile(path: string, onBytes?: (n: number) => void, pieceBytes = PIECE_BYTES): Promise<FileDigest> {
+  if ((await stat(path)).size >= MAPPED_MIN_BYTES) {
+    try {
+      return await hashFileMapped(path, pieceBytes, onBytes);
+    } catch (err) {
+      if (!(err instanceof MappedHashingUnavailable)) throw err;
+    }
+  }
+  return hashFileInProcess(path, onBytes, pieceBytes);
+}
+
+/**
+ * Hashes a file in pieces in this process: several pieces read at once (parallel reads ran a
  * cold 1.1 GiB file in 0.55 s here, one front-to-back reader 1.0-1.4 s) and
  * hashed by WebCrypto, which runs off the main thread, so every core hashes.
  * Buffers are reused: fresh ones cost page faults.
  */
-export async function hashFile(path: string, onBytes?: (n: number) => void, pieceBytes = PIECE_BYTES): Promise<FileDigest> {
+export async function hashFileInProcess(path: string, onBytes?: (n: number) => void, pieceBytes = PIECE_BYTES): Promise<FileDigest> {
   if (pieceBytes > PARALLEL_PIECE_LIMIT) return hashFileInOrder(path, pieceBytes, onBytes);
   const fh = await open(path, 'r');
   try {

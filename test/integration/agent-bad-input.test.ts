@@ -37,13 +37,13 @@ async function errorOf(p: Promise<unknown>): Promise<UpstreamError> {
   throw new Error('expected the call to fail');
 }
 
-/** criu processes still running that dump or restore this pid. */
+/** criu processes still running that dump, restore or serve pages. */
 async function strayCriu(): Promise<string[]> {
   const out: string[] = [];
   for (const p of await readdir('/proc')) {
     if (!/^\d+$/.test(p)) continue;
     const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (/\/criu\0(dump|restore)\0/.test(cmd)) out.push(`${p}: ${cmd.replaceAll('\0', ' ')}`);
+    if (/\/criu\0(dump|restore|lazy-pages)\0/.test(cmd)) out.push(`${p}: ${cmd.replaceAll('\0', ' ')}`);
   }
   return out;
 }
@@ -112,6 +112,8 @@ describe('the agent refuses bad input clearly and loses nothing', () => {
     expect(truncated.status).toBe(422);
     expect(truncated.message).toMatch(/truncated or altered/);
     expect((await t.client.getSession(s.id)).state).toBe('checkpointed');
+    // The lazy-pages daemon started while the pages were verified is gone too.
+    expect(await strayCriu()).toEqual([]);
 
     // c: the manifest missing, as after an interrupted checkpoint.
     await unlink(join(store, c.checkpoint, 'manifest.json'));
