@@ -220,15 +220,18 @@ function watchLazyPages(ctx: AgentContext, s: Session, pid: number, daemon: Lazy
   });
 }
 
-/**
- * Runs criu restore on a verified local image directory and waits until the
- * server answers. Lazily (pages on demand) when allowed and possible; a lazy
- * restore that fails is retried plainly.
- */
-/** A lazy-pages daemon started before the restore proper, and its log. */
+/** A lazy-pages daemon serving an image directory, and its log. */
 export interface EarlyLazyPages {
   daemon: LazyPagesDaemon;
   log: string;
+}
+
+/** Whether this agent restores lazily: allowed by its config and possible with its criu and kernel. */
+const lazyRestoreHere = (ctx: AgentContext): boolean => ctx.config.lazyRestore && ctx.criu.lazyPages;
+
+async function startDaemon(ctx: AgentContext, images: string, tag: string): Promise<EarlyLazyPages> {
+  const log = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
+  return { daemon: await startLazyPages(ctx.criu, images, log), log };
 }
 
 /**
@@ -241,15 +244,19 @@ export interface EarlyLazyPages {
 export async function startEarly(ctx: AgentContext, s: Session, images: string, tag: string): Promise<EarlyLazyPages | undefined> {
   try {
     await removeSessionNetwork(s.id, s.network);
-    if (!(ctx.config.lazyRestore && ctx.criu.lazyPages)) return undefined;
-    const log = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
-    return { daemon: await startLazyPages(ctx.criu, images, log), log };
+    return lazyRestoreHere(ctx) ? await startDaemon(ctx, images, tag) : undefined;
   } catch (err) {
     ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'starting the lazy-pages daemon early failed; the restore starts it');
     return undefined;
   }
 }
 
+/**
+ * Runs criu restore on a verified local image directory and waits until the
+ * server answers. Lazily (pages on demand) when allowed and possible; a lazy
+ * restore that fails is retried plainly. `early` is a daemon started while the
+ * images were verified, for the first lazy attempt.
+ */
 export async function restoreFromImages(
   ctx: AgentContext,
   s: Session,
@@ -271,12 +278,9 @@ export async function restoreFromImages(
       started?.daemon.kill();
       // criu recreates the veth; a stale one of the same name makes it fail.
       await removeSessionNetwork(s.id, s.network);
-      if (lazy) {
-        daemonLog = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
-        daemon = await startLazyPages(ctx.criu, images, daemonLog);
-      }
+      if (lazy) ({ daemon, log: daemonLog } = await startDaemon(ctx, images, tag));
     }
-    try {
+  try {
       return await restore(ctx.criu, {
         imagesDir: images,
         logFile: logPath(ctx, `${tag}-restore-${Date.now()}.log`),
@@ -298,7 +302,7 @@ export async function restoreFromImages(
   };
   try {
     await placeSideFiles(ctx, s, images);
-    const lazy = opts.lazy && ctx.config.lazyRestore && ctx.criu.lazyPages;
+    const lazy = opts.lazy && lazyRestoreHere(ctx);
     let r: { pid: number; seconds: number };
     try {
       r = await attempt(lazy);

@@ -57,8 +57,8 @@ export async function readCheckpoint(input: ReadCheckpointInput): Promise<Checkp
   const localPath = (b: BlobEntry): string | null => (b.name.endsWith('.zst') || b.name === META_BLOB ? null : store.localBlobPath(id, b.name));
   // A local store's page images are verified where they are and linked in
   // (no copy), all at once and while the rest is fetched: a session's small
-  // page images and its image archive are done while its kernel's large one is.
-  // Settled at once, so that one failing early is no unhandled rejection while the rest is fetched.
+  // page images and its image archive are done while its kernel's large one
+  // is. Settled at once, so one failing early is no unhandled rejection.
   const local = Promise.allSettled(
     manifest.blobs.flatMap((b) => {
       const path = localPath(b);

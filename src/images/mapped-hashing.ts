@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
-import { pieceCount, type FileDigest } from '../core/checkpoint.js';
+import { Sha256, pieceCount, type FileDigest } from '../core/checkpoint.js';
 
 /**
  * Hashes a large file's pieces where they lie in the page cache: Python maps
@@ -62,7 +62,7 @@ const PYTHON = '/usr/bin/python3';
 const THREADS = 4;
 
 const SizeLine = z.tuple([z.literal('size'), z.coerce.number().int().nonnegative()]);
-const PieceLine = z.tuple([z.coerce.number().int().nonnegative(), z.string().regex(/^[0-9a-f]{64}$/), z.coerce.number().int().nonnegative()]);
+const PieceLine = z.tuple([z.coerce.number().int().nonnegative(), Sha256, z.coerce.number().int().nonnegative()]);
 
 /** Why the helper could not be used at all (no interpreter): the caller hashes in-process instead. */
 export class MappedHashingUnavailable extends Error {}
