@@ -25,7 +25,8 @@ export class AgentClient {
   }
 
   health() {
-    return this.call('GET', 'healthz', z.object({ ok: z.boolean(), criu: z.string(), store: z.string(), sessions: z.number() }));
+    // postCopy: absent from agents older than post-copy moves.
+    return this.call('GET', 'healthz', z.object({ ok: z.boolean(), criu: z.string(), store: z.string(), sessions: z.number(), postCopy: z.boolean().optional() }));
   }
   listSessions() {
     return this.call('GET', 'v1/sessions', z.object({ sessions: z.array(SessionView) })).then((r) => r.sessions);

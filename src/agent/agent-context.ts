@@ -35,4 +35,9 @@ export interface IncomingMove {
    * commit comes in time, even if this agent has died meanwhile.
    */
   guardPid: number | null;
+  /**
+   * Post-copy: the memory still arriving from the source's criu. `complete`
+   * once the daemon exited 0 (the source's criu then ended its copy).
+   */
+  postCopy?: { daemonPid: number | null; exit: Promise<number | null>; complete: boolean };
 }

@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { loadSelectedCriu } from '../criu/select.js';
+import { ensurePipeMaxSize } from '../criu/pipe-size.js';
+import { errorMessage } from '../core/errors.js';
 import { openStore } from '../images/open-store.js';
 import type { AgentContext } from './agent-context.js';
 import type { AgentConfig } from './config.js';
@@ -27,6 +29,10 @@ export interface RunningAgent {
 
 export async function startAgent(config: AgentConfig, log: Logger = pino({ name: 'hubshift-agent' })): Promise<RunningAgent> {
   const criu = await loadSelectedCriu();
+  if (criu.postCopy?.ok) {
+    // Post-copy moves need criu's 4 MiB pipes; the sysctl is lost on reboot. Moves fall back to stop-and-copy without it.
+    await ensurePipeMaxSize().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'post-copy moves will fail here'));
+  }
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   await mkdir(config.workDir, { recursive: true, mode: 0o700 });
   // criu writes every dump's and restore's log here; a restore can be an agent's first operation.

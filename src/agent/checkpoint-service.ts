@@ -5,8 +5,10 @@ import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
 import type { CheckpointManifest, CheckpointResult, FileDigest } from '../core/checkpoint.js';
 import type { Session } from '../core/session.js';
 import { CriuError } from '../core/errors.js';
-import { dump, restore } from '../criu/driver.js';
+import { dump, restore, type DumpOptions as CriuDumpOptions } from '../criu/driver.js';
 import { startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
+import type { PageServerAddress } from '../criu/driver.js';
+import { diagnoseCriuLogFile } from '../criu/log.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { expireCheckpoints } from '../images/retention.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
@@ -56,6 +58,55 @@ export interface DumpOptions {
   pageSink?: (name: string, chunk: Buffer) => Promise<void>;
 }
 
+/** A dump about to start: the session marked checkpointing, its work directory named. */
+export interface DumpStart {
+  s: Session;
+  checkpoint: string;
+  work: string;
+  images: string;
+  side: string;
+}
+
+/**
+ * Checks that a session can be dumped, waits for memory still arriving from
+ * its last lazy restore, and marks it checkpointing. Call inside the
+ * session's exclusive operation.
+ */
+export async function beginDump(ctx: AgentContext, id: string, prefix: string): Promise<DumpStart> {
+  const s = ctx.registry.get(id);
+  if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
+    throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be dumped`);
+  }
+  // After a lazy restore, pages not yet arrived would be dumped as never touched.
+  if (ctx.lazy.isArriving(id)) {
+    ctx.registry.report(id, 'waiting for memory from the last restore');
+    await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
+  }
+  const checkpoint = newCheckpointId();
+  const work = join(ctx.config.workDir, `${prefix}${checkpoint}`);
+  return { s: await ctx.registry.update(id, { state: 'checkpointing' }), checkpoint, work, images: join(work, 'images'), side: join(work, SIDE_FILES_DIR) };
+}
+
+/** What every criu dump of a session is given: its images, log, hook and timeout. */
+export function dumpArgs(ctx: AgentContext, d: DumpStart): Omit<CriuDumpOptions, 'leaveRunning'> {
+  return {
+    pid: d.s.pid as number,
+    imagesDir: d.images,
+    logFile: logPath(ctx, `${d.checkpoint}-dump.log`),
+    actionScript: ctx.criuHook,
+    env: hookEnv(ctx, d.s, d.side),
+    timeoutMs: ctx.config.dumpTimeoutMs,
+  };
+}
+
+/** A dump failed: criu leaves a live tree, perhaps locked; make it whole (or mark it failed), drop the work directory. */
+export async function rollBackDump(ctx: AgentContext, d: DumpStart, err: unknown): Promise<void> {
+  const resumed = await resumeAfterFailedDump(ctx, d.s);
+  await rm(d.work, { recursive: true, force: true });
+  await ctx.registry.update(d.s.id, resumed ? { state: 'running' } : { state: 'failed', pid: null, error: errorMessage(err) });
+  ctx.log.error({ session: d.s.id, err: errorMessage(err), resumed }, 'dump failed');
+}
+
 /**
  * Dumps a running session into a local work directory (criu stops it unless
  * leaveRunning). Page images are hashed and flushed while criu writes them. A
@@ -65,20 +116,8 @@ export interface DumpOptions {
  */
 export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptions): Promise<LocalDump> {
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
-  let s = ctx.registry.get(id);
-  if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
-    throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be dumped`);
-  }
-  // After a lazy restore, pages not yet arrived would be dumped as never touched.
-  if (ctx.lazy.isArriving(id)) {
-    progress('waiting for memory from the last restore');
-    await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
-  }
-  const checkpoint = newCheckpointId();
-  const work = join(ctx.config.workDir, `${opts.prefix}${checkpoint}`);
-  const images = join(work, 'images');
-  const side = join(work, SIDE_FILES_DIR);
-  s = await ctx.registry.update(id, { state: 'checkpointing' });
+  const d = await beginDump(ctx, id, opts.prefix);
+  const { checkpoint, work, images, side, s } = d;
   // The image is about the size of the session's memory: the estimate that dump progress is shown against.
   const estimate = (await sampleProcesses(s.pid as number)).rssBytes;
   let dumped = 0;
@@ -88,23 +127,11 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
     : undefined;
   const frozenAt = performance.now();
   try {
-    const { seconds } = await dump(ctx.criu, {
-      pid: s.pid as number,
-      imagesDir: images,
-      logFile: logPath(ctx, `${checkpoint}-dump.log`),
-      leaveRunning: opts.leaveRunning,
-      actionScript: ctx.criuHook,
-      env: hookEnv(ctx, s, side),
-      timeoutMs: ctx.config.dumpTimeoutMs,
-    });
+    const { seconds } = await dump(ctx.criu, { ...dumpArgs(ctx, d), leaveRunning: opts.leaveRunning });
     return { checkpoint, work, images, side, pageDigests: await hasher?.finish(), dumpSeconds: seconds, frozenAt, session: s };
   } catch (err) {
     await hasher?.abort();
-    // The dump failed: criu leaves a live tree, perhaps locked; make it whole.
-    const resumed = await resumeAfterFailedDump(ctx, s);
-    await rm(work, { recursive: true, force: true });
-    await ctx.registry.update(id, resumed ? { state: 'running' } : { state: 'failed', pid: null, error: errorMessage(err) });
-    ctx.log.error({ session: id, err: errorMessage(err), resumed }, 'dump failed');
+    await rollBackDump(ctx, d, err);
     throw err;
   }
 }
@@ -196,6 +223,10 @@ interface Restored {
   session: Session;
   /** Resolves when the image directory is no longer read (a lazy-pages daemon has served every page). */
   released: Promise<void>;
+  /** The lazy-pages daemon's exit code (0: every page arrived); null when the restore was not lazy. */
+  lazyExit: Promise<number | null>;
+  /** The lazy-pages daemon's pid, while it serves. */
+  lazyPid: number | null;
 }
 
 /**
@@ -203,14 +234,19 @@ interface Restored {
  * fails, the session cannot complete: it is stopped and left checkpointed, its
  * checkpoint intact, so a restore can be tried again.
  */
-function watchLazyPages(ctx: AgentContext, s: Session, pid: number, daemon: LazyPagesDaemon, logFile: string): Promise<void> {
+function watchLazyPages(ctx: AgentContext, s: Session, pid: number, daemon: LazyPagesDaemon, logFile: string, postCopy: boolean): Promise<void> {
   return daemon.exited.then(async (code) => {
     if (code === 0) return;
     const current = ctx.registry.find(s.id);
-    ctx.log.error({ session: s.id, code, log: logFile }, 'criu lazy-pages failed before all pages arrived');
+    ctx.log.error({ session: s.id, code, log: logFile, postCopy }, 'criu lazy-pages failed before all pages arrived');
     if (current?.pid === pid) {
       await killSession(pid);
       await removeSessionNetwork(s.id, s.network).catch(() => undefined);
+      if (postCopy) {
+        // The rest of its memory was on the source, whose criu let the session run there again when the transfer broke.
+        await ctx.registry.remove(s.id);
+        return;
+      }
       await ctx.registry.update(s.id, {
         state: 'checkpointed',
         pid: null,
@@ -229,9 +265,9 @@ export interface EarlyLazyPages {
 /** Whether this agent restores lazily: allowed by its config and possible with its criu and kernel. */
 const lazyRestoreHere = (ctx: AgentContext): boolean => ctx.config.lazyRestore && ctx.criu.lazyPages;
 
-async function startDaemon(ctx: AgentContext, images: string, tag: string): Promise<EarlyLazyPages> {
+async function startDaemon(ctx: AgentContext, images: string, tag: string, pageServer?: PageServerAddress): Promise<EarlyLazyPages> {
   const log = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
-  return { daemon: await startLazyPages(ctx.criu, images, log), log };
+  return { daemon: await startLazyPages(ctx.criu, images, log, { pageServer }), log };
 }
 
 /**
@@ -255,14 +291,16 @@ export async function startEarly(ctx: AgentContext, s: Session, images: string, 
  * Runs criu restore on a verified local image directory and waits until the
  * server answers. Lazily (pages on demand) when allowed and possible; a lazy
  * restore that fails is retried plainly. `early` is a daemon started while the
- * images were verified, for the first lazy attempt.
+ * images were verified, for the first lazy attempt. `pageServer` (post-copy):
+ * the memory is not in the images but served by the source's criu there; the
+ * restore is lazy and has no plain fallback.
  */
 export async function restoreFromImages(
   ctx: AgentContext,
   s: Session,
   images: string,
   tag: string,
-  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyLazyPages },
+  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyLazyPages; pageServer?: PageServerAddress },
 ): Promise<Restored> {
   let pid: number | null = null;
   let daemon: LazyPagesDaemon | undefined;
@@ -278,9 +316,12 @@ export async function restoreFromImages(
       started?.daemon.kill();
       // criu recreates the veth; a stale one of the same name makes it fail.
       await removeSessionNetwork(s.id, s.network);
-      if (lazy) ({ daemon, log: daemonLog } = await startDaemon(ctx, images, tag));
+      if (lazy) ({ daemon, log: daemonLog } = await startDaemon(ctx, images, tag, opts.pageServer));
     }
-  try {
+    // A daemon that fails while criu restores (a page server it cannot reach) would leave criu waiting on it.
+    const daemonFailed = new AbortController();
+    void daemon?.exited.then((code) => code !== 0 && daemonFailed.abort());
+    try {
       return await restore(ctx.criu, {
         imagesDir: images,
         logFile: logPath(ctx, `${tag}-restore-${Date.now()}.log`),
@@ -292,37 +333,45 @@ export async function restoreFromImages(
         lazyPages: lazy,
         // A move restores stopped: it runs only once the source has let go.
         extraArgs: opts.leaveStopped ? ['--leave-stopped'] : undefined,
+        signal: daemonFailed.signal,
       });
     } catch (err) {
       daemon?.kill();
       await daemon?.exited;
       daemon = undefined;
+      if (daemonFailed.signal.aborted) {
+        const d = await diagnoseCriuLogFile(daemonLog);
+        throw new CriuError('criu_failed', `criu lazy-pages failed during the restore: ${d.explanation} (log: ${daemonLog})`, d.explanation, daemonLog);
+      }
       throw err;
     }
   };
   try {
     await placeSideFiles(ctx, s, images);
-    const lazy = opts.lazy && lazyRestoreHere(ctx);
+    const postCopy = opts.pageServer !== undefined;
+    const lazy = postCopy || (opts.lazy && lazyRestoreHere(ctx));
     let r: { pid: number; seconds: number };
     try {
       r = await attempt(lazy);
     } catch (err) {
-      if (!lazy || !(err instanceof CriuError)) throw err;
+      if (!lazy || postCopy || !(err instanceof CriuError)) throw err;
       ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'lazy restore failed; restoring plainly');
       r = await attempt(false);
     }
     pid = r.pid;
     await attachSessionNetns(s.id, pid);
     const restoring = await ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
-    const released = daemon ? watchLazyPages(ctx, restoring, pid, daemon, daemonLog) : Promise.resolve();
+    const released = daemon ? watchLazyPages(ctx, restoring, pid, daemon, daemonLog, postCopy) : Promise.resolve();
+    const lazyExit: Promise<number | null> = daemon ? daemon.exited : Promise.resolve(null);
     ctx.lazy.track(s.id, released);
-    if (opts.leaveStopped) return { session: restoring, released };
+    const lazyPid = daemon?.pid ?? null;
+    if (opts.leaveStopped) return { session: restoring, released, lazyExit, lazyPid };
     const running = performance.now();
     const session = await startRestored(ctx, restoring);
     // With lazy pages the server answers once the pages it touches have come.
     const serverSeconds = (performance.now() - running) / 1000;
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
-    return { session, released };
+    return { session, released, lazyExit, lazyPid };
   } catch (err) {
     early?.daemon.kill();
     daemon?.kill();

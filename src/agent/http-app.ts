@@ -8,7 +8,7 @@ import { FENCE_HEADER, parseFenceHeader } from './fences.js';
 import { checkpointSession, restoreCheckpoint } from './checkpoint-service.js';
 import { sampleSession } from './metrics.js';
 import { abortIncoming, commitIncoming, receiveIncoming } from './incoming-service.js';
-import { moveSession } from './move-service.js';
+import { moveSession, postCopyHere } from './move-service.js';
 import { MOVE_CONTENT_TYPE } from '../images/move-stream.js';
 import { removeSession, startSession } from './session-service.js';
 
@@ -34,7 +34,7 @@ export function createAgentApp(ctx: AgentContext): Express {
   app.use(express.json({ limit: '1mb' }));
 
   app.get('/healthz', (_req, res) => {
-    res.json({ ok: true, criu: ctx.criu.version, store: ctx.store.location, sessions: ctx.registry.list().length });
+    res.json({ ok: true, criu: ctx.criu.version, store: ctx.store.location, sessions: ctx.registry.list().length, postCopy: postCopyHere(ctx) });
   });
 
   app.use(bearerAuth(ctx.config.token));

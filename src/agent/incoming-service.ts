@@ -53,14 +53,22 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     const s = await ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt });
     const r0 = performance.now();
     try {
-      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true });
-      const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs);
+      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer });
+      const postCopy = manifest.pageServer ? { daemonPid: restored.lazyPid, exit: restored.lazyExit, complete: false } : undefined;
+      if (postCopy) void postCopy.exit.then((code) => (postCopy.complete = code === 0));
+      const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs, postCopy?.daemonPid ?? null);
       const timer = setTimeout(() => {
+        if (postCopy) {
+          // All its memory here means the source's criu has ended its copy: this one must run. Otherwise the source resumes.
+          ctx.log.warn({ session: id, afterMs: ctx.config.incomingTimeoutMs, complete: postCopy.complete }, 'no commit from the source in time for a post-copy move');
+          void abortIncoming(ctx, id).catch((err: unknown) => ctx.log.warn({ session: id, err: errorMessage(err) }, 'post-copy move in settled'));
+          return;
+        }
         ctx.log.warn({ session: id, afterMs: ctx.config.incomingTimeoutMs }, 'no commit from the source in time: the moved-in copy is killed and its verified image kept in the store');
         void abortIncoming(ctx, id, { keepInStore: true }).catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err) }, 'could not abort a move in'));
       }, ctx.config.incomingTimeoutMs);
       timer.unref();
-      ctx.incoming.set(id, { work, manifest, timer, guardPid });
+      ctx.incoming.set(id, { work, manifest, timer, guardPid, postCopy });
       // The images stay until the commit's lazy transfer is done, or the abort has finished with them.
       return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000 };
     } catch (err) {
@@ -76,12 +84,23 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
  * Starts the guard of a stopped, moved-in copy: after `ms` it kills the
  * copy's PID namespace and drops its network namespace. Detached, so it
  * outlives this agent: a target that dies mid-move never leaves a copy
- * holding the session's address.
+ * holding the session's address. Post-copy (`daemonPid`): the lazy-pages
+ * daemon is killed first, so the source's criu sees the transfer fail and
+ * resumes its copy; a daemon already gone has either brought every page
+ * (the source's copy is gone: this one is kept, and a restarted agent
+ * resumes it) or failed (this agent killed the copy then).
  */
-function startGuard(s: Session, ms: number): number | null {
+function startGuard(s: Session, ms: number, daemonPid: number | null): number | null {
   if (s.pid === null) return null;
+  const daemon = daemonPid === null ? '' : `d = ${daemonPid}
+try: alive = open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'
+except OSError: alive = False
+if not alive: raise SystemExit(0)
+os.kill(d, signal.SIGKILL)
+time.sleep(0.2)
+`;
   // One process (a shell would leave its sleep behind when killed).
-  const py = `import os, signal, subprocess, time\ntime.sleep(${ms / 1000})\ntry: os.kill(${s.pid}, signal.SIGKILL)\nexcept OSError: pass\nsubprocess.run(['ip', 'netns', 'del', '${netnsName(s.id)}'], stderr=subprocess.DEVNULL)\n`;
+  const py = `import os, signal, subprocess, time\ntime.sleep(${ms / 1000})\n${daemon}try: os.kill(${s.pid}, signal.SIGKILL)\nexcept OSError: pass\nsubprocess.run(['ip', 'netns', 'del', '${netnsName(s.id)}'], stderr=subprocess.DEVNULL)\n`;
   const child = spawn('/usr/bin/python3', ['-c', py], { detached: true, stdio: 'ignore' });
   child.unref();
   return child.pid ?? null;
@@ -130,6 +149,15 @@ export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepI
     if (ctx.registry.find(id)?.state === 'running') throw new ConflictError(`the move of session ${id} was committed: it runs here`);
     return;
   }
+  if (move.postCopy) {
+    // The daemon goes first: its broken connection is what tells the source's criu to resume its copy.
+    if (move.postCopy.daemonPid !== null && !move.postCopy.complete) killQuietly(move.postCopy.daemonPid);
+    if ((await move.postCopy.exit) === 0) {
+      // Every page had arrived, so the source's criu has ended its copy: this is the only one, and it runs.
+      await commitIncoming(ctx, id);
+      throw new ConflictError(`session ${id} had all its memory here when the abort came (the source's copy is gone): it runs here`);
+    }
+  }
   clearTimeout(move.timer);
   ctx.incoming.delete(id);
   if (move.guardPid !== null) await stopGuard(move.guardPid);
@@ -137,7 +165,8 @@ export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepI
   if (s?.pid) await killSession(s.pid);
   if (s) await removeSessionNetwork(id, s.network).catch(() => undefined);
   await ctx.registry.remove(id);
-  if (opts.keepInStore) {
+  // A post-copy image holds no memory: nothing to keep (the source holds it, and resumes).
+  if (opts.keepInStore && !move.postCopy) {
     try {
       const checkpoint = await keepInStore(ctx, move);
       // Listed (and pushed) as checkpointed here: the scheduler learns where it is if its source went quiet.

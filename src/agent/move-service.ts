@@ -1,66 +1,68 @@
-import { readdir, rm, stat } from 'node:fs/promises';
-import { release } from 'node:os';
-import { join } from 'node:path';
-import type { FileDigest, MoveFile, MoveMode, MoveResult } from '../core/checkpoint.js';
-import { InputError, IntegrityError, UpstreamError, errorMessage } from '../core/errors.js';
+import { rm } from 'node:fs/promises';
+import type { MoveMode, MoveResult } from '../core/checkpoint.js';
+import { InputError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
-import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { PIECE_BYTES } from '../images/hashing.js';
 import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
 import { sleep } from '../util/exec.js';
-import { pathExists } from '../util/fs.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { dumpLocally, restoreFromImages, type LocalDump } from './checkpoint-service.js';
 import { forgetSession } from './session-service.js';
+import { movePostCopy } from './post-copy-move.js';
+import { sendRest, type MoveRequest } from './move-send.js';
 
-export interface MoveRequest {
-  target: { url: string; token: string };
-  mode: MoveMode;
-  /** The scheduler's fencing token, passed on to the target. */
-  fence?: number;
+export type { MoveRequest } from './move-send.js';
+
+
+/** Whether this agent's criu can move sessions post-copy (its setup probe passed). */
+export function postCopyHere(ctx: AgentContext): boolean {
+  return ctx.criu.postCopy?.ok === true && ctx.criu.lazyPages;
 }
 
 /** Why post-copy is refused here: the setup probe's finding (see README, "Moving sessions"). */
 export function postCopyBlocker(criu: AgentContext['criu']): string {
   if (!criu.postCopy) return 'post-copy between agents is not available: it has not been probed with this criu (run npm run setup)';
   if (!criu.postCopy.ok) return `post-copy between agents is not available on this machine (criu ${criu.version}, kernel ${criu.kernel}): ${criu.postCopy.reason}`;
-  return `post-copy between agents is not available yet: criu ${criu.version} passed the lazy-migration probe on this kernel, but hubshift does not move sessions that way yet`;
+  return `post-copy between agents is not available on this machine: the kernel has no userfaultfd for criu ${criu.version}`;
 }
 
 /**
- * After the dump: the images criu wrote besides the pages, and the side
- * files, sent whole; then the manifest with every file's digest (the pages'
- * were taken while they were sent). Returns the bytes the move carried.
+ * Which way to move: post-copy when both agents can (the fastest: the
+ * downtime does not grow with memory), else stop-and-copy. An explicit
+ * post-copy that either side cannot do is refused with the reason.
  */
-async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: LocalDump): Promise<number> {
-  const files: MoveFile[] = [];
-  const add = async (name: string, path: string, pageDigest?: FileDigest): Promise<void> => {
-    const st = await stat(path);
-    if (pageDigest) {
-      if (pageDigest.bytes !== st.size) throw new IntegrityError(`${name} is ${st.size} bytes but ${pageDigest.bytes} were sent while criu wrote it`);
-      files.push({ name, ...pageDigest, mode: st.mode & 0o777 });
-      return;
-    }
-    files.push({ name, ...(await out.file(name, path)), mode: st.mode & 0o777 });
-  };
-  for (const n of (await readdir(d.images)).sort()) {
-    const page = PAGE_IMAGE.test(n);
-    const digest = page ? d.pageDigests?.get(n) : undefined;
-    if (page && !digest) throw new IntegrityError(`criu wrote ${n} where the move did not follow it`);
-    await add(`images/${n}`, join(d.images, n), digest);
+async function chooseMode(ctx: AgentContext, wanted: MoveMode, target: AgentClient): Promise<'stop-and-copy' | 'post-copy'> {
+  if (wanted === 'stop-and-copy') return wanted;
+  if (!postCopyHere(ctx)) {
+    if (wanted === 'post-copy') throw new InputError(postCopyBlocker(ctx.criu));
+    return 'stop-and-copy';
   }
-  const log = join(d.side, 'server.log');
-  if (await pathExists(log)) await add(`${SIDE_FILES_DIR}/server.log`, log);
-  await out.end({
-    formatVersion: 2,
-    session: { ...d.session, state: 'checkpointed', pid: null },
-    criu: { version: ctx.criu.version, source: ctx.criu.source },
-    kernel: release(),
-    dumpSeconds: d.dumpSeconds,
-    files,
+  const there = await target.health().catch((err: unknown) => {
+    if (wanted === 'post-copy') throw err;
+    return null;
   });
-  return files.reduce((a, f) => a + f.bytes, 0);
+  if (there?.postCopy === true) return 'post-copy';
+  if (wanted === 'post-copy') throw new InputError(`post-copy is not available on the target ${target.baseUrl} (its criu failed the lazy-migration probe, or it is older than this agent); move with --mode stop-and-copy`);
+  return 'stop-and-copy';
+}
+
+/**
+ * Moves a running session to another agent in the fastest way both support
+ * (see chooseMode). In auto mode a post-copy move that failed, leaving the
+ * session running here again, is retried stop-and-copy.
+ */
+export async function moveSession(ctx: AgentContext, id: string, req: MoveRequest): Promise<MoveResult> {
+  const target = new AgentClient(req.target.url, req.target.token);
+  if ((await chooseMode(ctx, req.mode, target)) === 'post-copy') {
+    try {
+      return await movePostCopy(ctx, id, req, target);
+    } catch (err) {
+      if (req.mode !== 'auto' || !(err instanceof UpstreamError && err.upstreamCode === 'move_failed')) throw err;
+      ctx.log.warn({ session: id, target: target.baseUrl, err: errorMessage(err) }, 'post-copy move failed and the session runs here again; moving it stop-and-copy');
+    }
+  }
+  return moveStopAndCopy(ctx, id, req, target);
 }
 
 /**
@@ -72,11 +74,9 @@ async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: LocalDump):
  * has confirmed its copy is gone (or could not have outlived its commit
  * timeout).
  */
-export async function moveSession(ctx: AgentContext, id: string, req: MoveRequest): Promise<MoveResult> {
-  if (req.mode === 'post-copy') throw new InputError(postCopyBlocker(ctx.criu));
+async function moveStopAndCopy(ctx: AgentContext, id: string, req: MoveRequest, target: AgentClient): Promise<MoveResult> {
   const mode = 'stop-and-copy' as const;
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
-  const target = new AgentClient(req.target.url, req.target.token);
   const started = performance.now();
   return ctx.registry.exclusive(id, 'move', async () => {
     // The target refuses at the header what it would refuse anyway; a

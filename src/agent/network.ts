@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
 import { existsSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { SandboxError } from '../core/errors.js';
 import type { SessionNetwork } from '../core/session.js';
 import { run } from '../util/exec.js';
@@ -153,4 +155,30 @@ export async function attachSessionNetns(sessionId: string, pid: number): Promis
 export async function announce(pid: number, gateway: string): Promise<void> {
   const py = `import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'hubshift', ('${gateway}', 9))`;
   await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/usr/bin/python3', '-c', py], { allowFailure: true, timeoutMs: 5_000 });
+}
+
+/** Takes a session's host-side veth down or up (post-copy: the frozen source must not answer for the address the target now has). */
+export async function setHostVeth(net: Pick<SessionNetwork, 'hostVeth'>, state: 'up' | 'down'): Promise<void> {
+  await ip(['link', 'set', 'dev', net.hostVeth, state]);
+}
+
+/** The address this node's kernel would use to reach `host` (an IPv4 address or a name): where a peer reaches this node back. */
+export async function localAddressToward(host: string): Promise<string> {
+  const { address } = await lookup(host === 'localhost' ? '127.0.0.1' : host, { family: 4 });
+  const r = await run('ip', ['-4', '-o', 'route', 'get', address], { timeoutMs: 10_000 });
+  const src = /\bsrc (\d{1,3}(?:\.\d{1,3}){3})\b/.exec(r.stdout)?.[1];
+  if (!src) throw new SandboxError(`no route from this node to ${host} (${address}): 'ip route get' said ${JSON.stringify(r.stdout.trim())}`);
+  return src;
+}
+
+/** A TCP port free on `address` now (the kernel's pick); a process that binds it later may still lose a race for it. */
+export async function freePort(address: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, address, () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
 }

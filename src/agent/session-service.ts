@@ -106,7 +106,12 @@ export async function removeSession(ctx: AgentContext, id: string): Promise<void
 export async function forgetSession(ctx: AgentContext, id: string): Promise<void> {
   const s = ctx.registry.get(id);
   await ctx.registry.remove(id);
-  if (!(await pathExists(netnsPath(id)))) await rm(sessionPaths(ctx.config.dataDir, s).dir, { recursive: true, force: true });
+  await dropSessionFiles(ctx, s);
+}
+
+/** A session's files on this node, unless it runs on this machine under another agent (see forgetSession). */
+export async function dropSessionFiles(ctx: AgentContext, s: Session): Promise<void> {
+  if (!(await pathExists(netnsPath(s.id)))) await rm(sessionPaths(ctx.config.dataDir, s).dir, { recursive: true, force: true });
 }
 
 /**

@@ -108,6 +108,11 @@ export const MoveManifest = z.object({
   kernel: z.string(),
   dumpSeconds: z.number().nonnegative(),
   files: z.array(MoveFile).min(1).max(10_000),
+  /**
+   * Post-copy: the session's anonymous memory is not in the files; the
+   * source's criu serves it here until the target has fetched all of it.
+   */
+  pageServer: z.object({ address: z.ipv4(), port: z.number().int().min(1).max(65_535) }).strict().optional(),
 });
 export type MoveManifest = z.infer<typeof MoveManifest>;
 

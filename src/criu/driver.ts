@@ -1,6 +1,9 @@
+import { spawn } from 'node:child_process';
 import { mkdir, readFile, rm } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { CriuError, TimeoutError } from '../core/errors.js';
 import { CommandError, run } from '../util/exec.js';
+import { killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
 
@@ -98,4 +101,83 @@ export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ 
     throw new CriuError('criu_failed', `criu restore wrote no pid to ${opts.pidFile} (log: ${opts.logFile})`, 'no pid', opts.logFile);
   }
   return { pid, seconds };
+}
+
+/** Where criu's page server listens during a post-copy dump, for the target's lazy-pages daemon. */
+export interface PageServerAddress {
+  address: string;
+  port: number;
+}
+
+/** A `criu dump --lazy-pages` under way: the tree frozen, criu serving its memory. */
+export interface LazyDump {
+  pid: number;
+  /**
+   * Resolves (criu's seconds so far) once every image but the lazy pages is
+   * written and the page server listens; rejects with a CriuError if criu
+   * exits or times out first.
+   */
+  ready: Promise<number>;
+  /**
+   * criu's exit code. 0: the target took every page, and criu killed the
+   * tree. Otherwise the transfer failed and criu let the tree run again
+   * (resumeAfterFailedDump removes what it may have left).
+   */
+  exited: Promise<number>;
+  kill(): void;
+}
+
+/**
+ * Starts a post-copy dump: criu freezes the tree, writes everything but its
+ * anonymous memory, then serves that memory from `pageServer` until a
+ * lazy-pages daemon has fetched all of it. Detached, so a transfer under way
+ * outlives an agent restart.
+ */
+export async function startLazyDump(bin: CriuBinary, opts: DumpOptions & { pageServer: PageServerAddress }): Promise<LazyDump> {
+  await mkdir(opts.imagesDir, { recursive: true });
+  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript)];
+  args.push('--lazy-pages', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port), '--status-fd', '3');
+  if (opts.extraArgs) args.push(...opts.extraArgs);
+  const { cmd, args: full } = criuCommand(bin, args);
+  const started = performance.now();
+  // fd 3: criu writes a byte there once the page server listens.
+  const child = spawn(cmd, full, { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: opts.env ? { ...process.env, ...opts.env } : process.env });
+  child.unref();
+  const exited = new Promise<number>((resolve) => {
+    child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
+    child.on('error', () => resolve(127));
+  });
+  const kill = (): void => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) killQuietly(child.pid);
+  };
+  const timeoutMs = opts.timeoutMs ?? 300_000;
+  const ready = new Promise<number>((resolve, reject) => {
+    const status = child.stdio[3] as Readable | null;
+    let done = false;
+    const fail = async (why: 'exit' | 'timeout'): Promise<void> => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (why === 'timeout') kill();
+      const d = await diagnoseCriuLogFile(opts.logFile);
+      reject(
+        why === 'timeout'
+          ? new CriuError('criu_timeout', `criu dump --lazy-pages did not start its page server within ${timeoutMs / 1000} s and was killed (log: ${opts.logFile}; last error: ${d.explanation})`, d.explanation, opts.logFile)
+          : new CriuError('criu_failed', `criu dump --lazy-pages failed: ${d.explanation} (log: ${opts.logFile})`, d.explanation, opts.logFile),
+      );
+    };
+    const timer = setTimeout(() => void fail('timeout'), timeoutMs);
+    timer.unref();
+    status?.once('data', () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      status.destroy();
+      resolve((performance.now() - started) / 1000);
+    });
+    void exited.then(() => fail('exit'));
+  });
+  // Whoever awaits `exited` learns the rest; an unobserved rejection must not end the agent.
+  ready.catch(() => undefined);
+  return { pid: child.pid ?? -1, ready, exited, kill };
 }

@@ -6,3 +6,4 @@ export * from './probe.js';
 export * from './select.js';
 export * from './tcp-repair.js';
 export * from './lazy-pages.js';
+export * from './pipe-size.js';

@@ -6,6 +6,7 @@ import { waitFor } from '../util/exec.js';
 import { killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
+import type { PageServerAddress } from './driver.js';
 
 export interface LazyPagesDaemon {
   pid: number;
@@ -21,8 +22,11 @@ export interface LazyPagesDaemon {
  * processes exist; their pages arrive on first touch and in the background.
  * The directory must stay until `exited` resolves.
  */
-export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile: string, timeoutMs = 10_000): Promise<LazyPagesDaemon> {
-  const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, '-v2']);
+export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile: string, opts: { timeoutMs?: number; pageServer?: PageServerAddress } = {}): Promise<LazyPagesDaemon> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  // With a page server (post-copy), pages come over the network from the source's criu dump instead of local images.
+  const remote = opts.pageServer ? ['--page-server', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)] : [];
+  const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, '-v2', ...remote]);
   const child = spawn(cmd, args, { stdio: 'ignore', detached: true });
   child.unref();
   if (child.pid === undefined) throw new CriuError('criu_unavailable', 'criu lazy-pages could not start (run npm run setup)', 'spawn failed', logFile);

@@ -12,6 +12,7 @@ export interface CriuDiagnosis {
     | 'tcp_not_enabled'
     | 'address_in_use'
     | 'permission'
+    | 'pipe_too_small'
     | 'unknown';
   /** The log line that says it. */
   line: string;
@@ -64,6 +65,13 @@ const RULES: Array<{ re: RegExp; kind: CriuDiagnosis['kind']; explain: (m: RegEx
     re: /Can't bind.*Address already in use|EADDRINUSE/,
     kind: 'address_in_use',
     explain: () => "an address the session listens on is in use on this node (restore into the session's own network namespace)",
+  },
+  {
+    // criu prints the short count with whatever errno was left: the pipe could not grow (see pipe-size.ts).
+    re: /page-pipe: tee: (\d+)/,
+    kind: 'pipe_too_small',
+    explain: (m) =>
+      `criu's lazy page server could copy only ${m[1]} bytes of a page pipe: its pipes cannot grow past fs.pipe-max-size without CAP_SYS_RESOURCE; run 'sysctl fs.pipe-max-size=4194304' (npm run setup and the agent do it)`,
   },
   {
     re: /Operation not permitted.*(seize|ptrace)|Can't seize/,

@@ -7,6 +7,7 @@ import { CriuError, errorMessage } from '../core/errors.js';
 import { run } from '../util/exec.js';
 import { criuCommand, CriuBinary, privatePrefixArgv } from './binary.js';
 import { probeCriu, probePostCopy } from './probe.js';
+import { ensurePipeMaxSize } from './pipe-size.js';
 
 /** Where the chosen criu is recorded, per machine. */
 export const CRIU_CACHE_FILE = process.env.HUBSHIFT_CRIU_CACHE ?? '/var/lib/hubshift/criu.json';
@@ -93,9 +94,11 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     } catch {
       /* probe below */
     }
-    if (cached?.postCopy) return { chosen: cached, tried: [] };
+    // The sysctl does not survive a reboot; the recorded choice does.
+    if (cached) await raisePipeMaxSize(opts.log);
+    if (cached?.postCopy?.ok) return { chosen: cached, tried: [] };
     if (cached) {
-      // Chosen before post-copy was probed: probe that alone.
+      // Chosen before post-copy was probed, or it failed then (before fs.pipe-max-size was raised): probe that alone.
       await mkdir(opts.workDir, { recursive: true });
       opts.log(`probing post-copy (lazy migration) with criu ${cached.version}`);
       const chosen = { ...cached, postCopy: await probePostCopy(cached, opts.workDir) };
@@ -104,6 +107,7 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     }
   }
   await mkdir(opts.workDir, { recursive: true });
+  await raisePipeMaxSize(opts.log);
   const tried: CandidateReport[] = [];
   const attempt = async (c: ReturnType<typeof candidates>[number]): Promise<CriuBinary | null> => {
     const command = c.argv.join(' ');
@@ -137,6 +141,16 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
   chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir) };
   await saveSelection(chosen);
   return { chosen, tried };
+}
+
+/** criu's lazy page server needs 4 MiB pipes (see pipe-size.ts); a failure is reported and post-copy's probe then says why. */
+async function raisePipeMaxSize(log: (msg: string) => void): Promise<void> {
+  try {
+    const { before, after } = await ensurePipeMaxSize();
+    if (after !== before) log(`raised fs.pipe-max-size from ${before} to ${after} bytes (criu's lazy page server needs 4 MiB pipes)`);
+  } catch (err) {
+    log(errorMessage(err));
+  }
 }
 
 async function saveSelection(chosen: CriuBinary): Promise<void> {

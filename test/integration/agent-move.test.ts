@@ -44,7 +44,7 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
   it('should keep the IP, the kernel state and an open websocket, and leave the source with nothing', async () => {
     const s = await a.client.startSession('mo');
     const k = await kernelWithState(s.url, s.token, 64);
-    const r = await a.client.move(s.id, { url: b.agent.url, token: b.token });
+    const r = await a.client.move(s.id, { url: b.agent.url, token: b.token }, 'stop-and-copy');
     expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'stop-and-copy', target: b.agent.url });
     expect(r.downtimeSeconds).toBeGreaterThan(0);
     expect(r.bytes).toBeGreaterThan(64 * 2 ** 20);
@@ -54,7 +54,7 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     expect((await b.client.getSession(s.id)).state).toBe('running');
     expect(await a.client.findSession(s.id)).toBeNull();
     // And back again.
-    const back = await b.client.move(s.id, { url: a.agent.url, token: a.token });
+    const back = await b.client.move(s.id, { url: a.agent.url, token: a.token }, 'stop-and-copy');
     expect(back.url).toBe(s.url);
     const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
     expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
@@ -67,7 +67,7 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     await writeFile(flag, 'fail');
     let failure: UpstreamError | undefined;
     try {
-      await a.client.move(s.id, { url: b.agent.url, token: b.token });
+      await a.client.move(s.id, { url: b.agent.url, token: b.token }, 'stop-and-copy');
     } catch (err) {
       failure = err as UpstreamError;
     } finally {
@@ -85,23 +85,32 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     const s = (await a.client.listSessions())[0]!;
     await writeFile(join(dir, 'a.token'), a.token);
     await writeFile(join(dir, 'b.token'), b.token);
-    const r = await runHubshift(['migrate', s.id, '--agent', a.agent.url, '--to', b.agent.url, '--token-file', join(dir, 'a.token'), '--target-token-file', join(dir, 'b.token'), '--json']);
+    const r = await runHubshift(['migrate', s.id, '--agent', a.agent.url, '--to', b.agent.url, '--token-file', join(dir, 'a.token'), '--target-token-file', join(dir, 'b.token'), '--mode', 'stop-and-copy', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(Object.keys(out).sort()).toEqual(['downtimeSeconds', 'id', 'mode', 'seconds', 'url']);
     expect(out).toMatchObject({ id: s.id, url: s.url, mode: 'stop-and-copy' });
     expect((await b.client.getSession(s.id)).state).toBe('running');
-    const back = await runHubshift(['migrate', s.id, '--agent', b.agent.url, '--to', a.agent.url, '--token-file', join(dir, 'b.token'), '--target-token-file', join(dir, 'a.token'), '--mode', 'post-copy']);
-    expect(back.code).toBe(2);
-    expect(back.stderr).toMatch(/post-copy between agents is not available/);
-    await b.client.move(s.id, { url: a.agent.url, token: a.token });
+    // Post-copy from the command line too (the setup probe found it works here).
+    const back = await runHubshift(['migrate', s.id, '--agent', b.agent.url, '--to', a.agent.url, '--token-file', join(dir, 'b.token'), '--target-token-file', join(dir, 'a.token'), '--mode', 'post-copy', '--json']);
+    expect(back.code, back.stderr).toBe(0);
+    expect(JSON.parse(back.stdout)).toMatchObject({ id: s.id, url: s.url, mode: 'post-copy' });
+    expect((await a.client.getSession(s.id)).state).toBe('running');
   });
 
-  it('should refuse post-copy with the reason it is not available', async () => {
+  it('should refuse post-copy, with the reason, when the target cannot do it', async () => {
     const s = (await a.client.listSessions())[0]!;
-    // The reason is the one the setup probe found on this machine.
-    const probed = a.agent.ctx.criu.postCopy;
-    await expect(a.client.move(s.id, { url: b.agent.url, token: b.token }, 'post-copy')).rejects.toThrow(probed?.ok === false ? probed.reason ?? '' : /not available/);
-    expect((await a.client.getSession(s.id)).state).toBe('running');
+    // The target's agent says whether its criu passed the lazy-migration probe; this one says no.
+    const original = b.agent.ctx.criu;
+    b.agent.ctx.criu = { ...original, postCopy: { ok: false, reason: 'test: no lazy migration here' } };
+    try {
+      await expect(a.client.move(s.id, { url: b.agent.url, token: b.token }, 'post-copy')).rejects.toThrow(/post-copy is not available on the target/);
+      // Auto mode then moves it stop-and-copy.
+      expect((await a.client.move(s.id, { url: b.agent.url, token: b.token })).mode).toBe('stop-and-copy');
+      await expect(b.client.move(s.id, { url: a.agent.url, token: a.token }, 'post-copy')).rejects.toThrow(/test: no lazy migration here/);
+    } finally {
+      b.agent.ctx.criu = original;
+    }
+    expect((await b.client.getSession(s.id)).state).toBe('running');
   });
 });

@@ -11,6 +11,8 @@ describe('criu log diagnosis', () => {
     ["(00.05) Error (criu/sk-inet.c:99): sockets: Can't get 1:16 opt: Operation not supported", 'tcp_unsupported', 'use criu 4.2 or newer'],
     ['(00.01) Error (criu/kerndat.c:1615): vdso: Unexpected rt vDSO area bounds', 'vdso_unsupported', "this kernel's vDSO"],
     ["(00.30) Error (criu/net.c:1800): Can't restore link: -17", 'link_exists', 'already exists on this node'],
+    // What criu 4.2.1's lazy page server printed here while fs.pipe-max-size was 1 MiB.
+    ['(00.200386) Error (criu/page-pipe.c:418): page-pipe: tee: 65536: Operation not permitted', 'pipe_too_small', 'sysctl fs.pipe-max-size=4194304'],
   ])('should read %s as %s', (line, kind, words) => {
     const d = diagnoseCriuLog([RLIMIT, line, '(00.1) Error (criu/cr-restore.c:2331): Restoring FAILED.'].join('\n'));
     expect(d.kind).toBe(kind);

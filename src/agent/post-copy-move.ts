@@ -1,0 +1,171 @@
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import type { MoveResult } from '../core/checkpoint.js';
+import { UpstreamError, errorMessage } from '../core/errors.js';
+import { sessionUrl } from '../core/session.js';
+import { startLazyDump, type LazyDump, type PageServerAddress } from '../criu/driver.js';
+import { PIECE_BYTES } from '../images/hashing.js';
+import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
+import { sleep } from '../util/exec.js';
+import type { AgentClient } from './agent-client.js';
+import type { AgentContext } from './agent-context.js';
+import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
+import { sendRest, type MoveRequest } from './move-send.js';
+import { announce, attachSessionNetns, freePort, localAddressToward, netnsPath, setHostVeth } from './network.js';
+import { dropSessionFiles } from './session-service.js';
+
+/**
+ * Moves a running session to another agent post-copy. criu freezes the
+ * session and writes everything but its anonymous memory (a few MB), then
+ * serves that memory from a page server here; the target restores from those
+ * images with a lazy-pages daemon that fetches each page on first touch and
+ * the rest in the background. The downtime is the small dump, its transfer
+ * and the restore, whatever the session's size.
+ *
+ * The source's processes stay frozen until the target has every page: criu
+ * kills them only then. If the transfer breaks at any point, criu lets them
+ * run again (from the freeze); the target kills its copy when its daemon
+ * fails, so the session runs in one place. Before the commit a failure
+ * resumes the session here (auto mode then retries stop-and-copy); after the
+ * commit a broken transfer loses what the session did on the target since
+ * the freeze, never the session.
+ */
+export async function movePostCopy(ctx: AgentContext, id: string, req: MoveRequest, target: AgentClient): Promise<MoveResult> {
+  const started = performance.now();
+  const address = await localAddressToward(new URL(target.baseUrl).hostname);
+  const pageServer: PageServerAddress = { address, port: await freePort(address) };
+  return ctx.registry.exclusive(id, 'move', async () => {
+    const { body, answer: sending } = target.openMove(req.fence, ctx.config.moveIdleTimeoutMs);
+    const out = new MoveStreamWriter(body, { session: { ...ctx.registry.get(id), state: 'checkpointed', pid: null }, pieceBytes: PIECE_BYTES });
+    sending.catch((err: unknown) => out.abort(err instanceof Error ? err : new Error(errorMessage(err))));
+    let d: DumpStart;
+    try {
+      d = await beginDump(ctx, id, 'p-');
+    } catch (err) {
+      out.abort(new Error(`the dump could not start: ${errorMessage(err)}`));
+      await sending.catch(() => undefined);
+      throw err;
+    }
+    ctx.registry.report(id, 'dumping (post-copy)');
+    const frozenAt = performance.now();
+    let criu: LazyDump | undefined;
+    let dumpSeconds: number;
+    try {
+      criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d), pageServer });
+      dumpSeconds = await criu.ready;
+    } catch (err) {
+      out.abort(new Error(`the dump failed: ${errorMessage(err)}`));
+      await sending.catch(() => undefined);
+      criu?.kill();
+      await criu?.exited;
+      await rollBackDump(ctx, d, err);
+      throw err;
+    }
+    // Frozen and locked, but its kernel would still answer ARP for the address the target is about to take.
+    let linkDown = false;
+    let phase = 'sending the images';
+    const lap = { ready: dumpSeconds, rest: 0, verify: 0, restore: 0, commit: 0 };
+    let total = 0;
+    try {
+      await setHostVeth(d.s.network, 'down');
+      linkDown = true;
+      ctx.registry.report(id, 'sending (post-copy)');
+      const t0 = performance.now();
+      total = await sendRest(ctx, out, { images: d.images, side: d.side, session: d.s, dumpSeconds }, pageServer);
+      const received = await sending;
+      lap.rest = (performance.now() - t0) / 1000;
+      lap.verify = received.verifySeconds;
+      lap.restore = received.restoreSeconds;
+      phase = 'committing';
+      const t1 = performance.now();
+      await target.commitMove(id, req.fence);
+      lap.commit = (performance.now() - t1) / 1000;
+    } catch (err) {
+      out.abort(new Error(`the move failed while ${phase}`));
+      const cause = err instanceof Error && err.message === MOVE_STREAM_CLOSED ? await sending.then(() => err, (e: unknown) => e) : err;
+      return rollBack(ctx, d, criu, target, { phase, cause, linkDown });
+    }
+    const downtimeSeconds = (performance.now() - frozenAt) / 1000;
+    // It runs on the target now; this agent keeps only criu serving the rest of its memory.
+    await ctx.registry.remove(id);
+    void settleAfterCommit(ctx, d, criu, target.baseUrl);
+    const seconds = (performance.now() - started) / 1000;
+    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ...lap }, 'session moved (post-copy); its memory follows');
+    return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
+  });
+}
+
+/**
+ * After the commit: waits for criu to hand over the last page. 0: the move
+ * is complete (criu has ended the frozen copy here). Otherwise the transfer
+ * broke and criu let the frozen copy run again: it is this agent's session
+ * once more, as it was at the freeze.
+ */
+async function settleAfterCommit(ctx: AgentContext, d: DumpStart, criu: LazyDump, targetUrl: string): Promise<void> {
+  const code = await exitWithin(criu, ctx.config.dumpTimeoutMs);
+  if (code === 0) {
+    ctx.log.info({ session: d.s.id, target: targetUrl }, 'post-copy move complete: every page reached the target');
+    await dropSessionFiles(ctx, d.s);
+    await rm(d.work, { recursive: true, force: true });
+    return;
+  }
+  ctx.log.error({ session: d.s.id, target: targetUrl, code }, 'the post-copy transfer broke after the commit; the session resumes here from the freeze');
+  const error = `its post-copy move to ${targetUrl} broke after the commit (criu exited ${code}); it resumed here as it was at the freeze`;
+  await resumeHere(ctx, d, true, error).catch((err: unknown) => ctx.log.error({ session: d.s.id, err: errorMessage(err) }, 'could not resume the session after a broken post-copy transfer'));
+}
+
+/**
+ * The move failed before the target confirmed its commit. The target's copy
+ * is aborted first (its daemon killed, which is what makes criu here give up
+ * the transfer); if the target says it runs the session after all (the
+ * commit went through, or every page had arrived), the move succeeded.
+ */
+async function rollBack(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient, f: { phase: string; cause: unknown; linkDown: boolean }): Promise<never> {
+  const id = d.s.id;
+  ctx.log.error({ session: id, target: target.baseUrl, phase: f.phase, err: errorMessage(f.cause) }, 'post-copy move failed; resuming the session here');
+  const movedAfterAll = async (): Promise<never> => {
+    await ctx.registry.remove(id);
+    void settleAfterCommit(ctx, d, criu, target.baseUrl);
+    throw new UpstreamError(`the post-copy move of ${id} to ${target.baseUrl} completed there, but this agent did not hear it in time (${errorMessage(f.cause)}); the session runs on the target, ask it`, 409, 'moved');
+  };
+  let abortConfirmed = false;
+  try {
+    await target.abortMove(id);
+    abortConfirmed = true;
+  } catch (err) {
+    if (err instanceof UpstreamError && err.status === 409) return movedAfterAll();
+  }
+  // Unconfirmed: the target's guard kills its daemon (and so the transfer) after its commit timeout.
+  const code = abortConfirmed ? await exitWithin(criu, 5_000) : await exitWithin(criu, ctx.config.incomingTimeoutMs + 2_000);
+  // criu exits 0 only when the target took every page, and then it has ended the copy here.
+  if (code === 0) return movedAfterAll();
+  try {
+    await resumeHere(ctx, d, f.linkDown, null);
+  } catch (err) {
+    await ctx.registry.update(id, { state: 'failed', pid: null, error: `post-copy move to ${target.baseUrl} failed (${errorMessage(f.cause)}) and resuming here failed too (${errorMessage(err)})` });
+    throw err;
+  }
+  throw new UpstreamError(`moving ${id} to ${target.baseUrl} (post-copy) failed while ${f.phase}: ${errorMessage(f.cause)}; the session runs here again`, f.cause instanceof UpstreamError ? f.cause.status : 502, 'move_failed');
+}
+
+/** criu's exit code, killing it first if it has not exited within `ms`. */
+async function exitWithin(criu: LazyDump, ms: number): Promise<number> {
+  const code = await Promise.race([criu.exited, sleep(ms).then(() => null)]);
+  if (code !== null) return code;
+  criu.kill();
+  return criu.exited;
+}
+
+/** The frozen copy here runs again: whatever criu left removed, its link up, its address announced. */
+async function resumeHere(ctx: AgentContext, d: DumpStart, linkDown: boolean, error: string | null): Promise<void> {
+  // After the commit this agent had let go of it.
+  if (!ctx.registry.find(d.s.id)) await ctx.registry.put({ ...d.s, state: 'checkpointing' });
+  await rollBackDump(ctx, d, new Error(error ?? 'the post-copy move failed'));
+  const s = ctx.registry.find(d.s.id) ?? (await ctx.registry.put({ ...d.s, state: 'running' }));
+  if (s.state !== 'running' || s.pid === null) return;
+  if (linkDown) await setHostVeth(s.network, 'up');
+  // The target's copy may have taken the namespace's name (test hosts share one /run/netns).
+  if (!existsSync(netnsPath(s.id))) await attachSessionNetns(s.id, s.pid);
+  await announce(s.pid, s.network.gateway);
+  if (error) await ctx.registry.update(s.id, { error });
+}

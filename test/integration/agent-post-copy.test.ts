@@ -1,0 +1,144 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentClient } from '../../src/agent/agent-client.js';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
+import type { HostRecord } from '../../src/core/cloud.js';
+import { Session } from '../../src/core/session.js';
+import { hasLockRules } from '../../src/criu/network-lock.js';
+import { run, waitFor } from '../../src/util/exec.js';
+import { isAlive, killQuietly } from '../../src/util/proc.js';
+import { askState, kernelWithState } from '../helpers/kernel.js';
+
+/** Pids of criu processes whose command line names a path under `dir` (a host's data directory). */
+async function criuUnder(dir: string): Promise<number[]> {
+  const r = await run('ps', ['-eo', 'pid=,args='], { timeoutMs: 10_000 });
+  return r.stdout
+    .split('\n')
+    .filter((l) => /\bcriu\b/.test(l) && l.includes(dir))
+    .map((l) => Number(l.trim().split(/\s+/)[0]));
+}
+
+/** Runs iptables inside a test host's namespace. */
+async function hostIptables(host: HostRecord, args: string[]): Promise<void> {
+  await run('nsenter', [`--net=/run/netns/hsh-${host.name}`, 'iptables', '-w', ...args], { timeoutMs: 10_000 });
+}
+
+// New connections out of the host to an ephemeral port: the page server's (the agents listen on 7301, their answers are not
+// new, and criu's own loopback checks do not leave the host).
+const PAGE_SERVER_BLOCK = ['OUTPUT', '-o', 'hsbr0', '-p', 'tcp', '--syn', '--dport', '32768:60999', '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+
+/**
+ * Post-copy between two local test hosts (each its own network namespace and
+ * agent): criu freezes the session and sends all but its memory, the target
+ * restores at once and pulls the pages from the source's criu page server.
+ */
+describe('moving a session post-copy between local test hosts', () => {
+  let stateDir: string;
+  let provider: LocalProvider;
+  let hosts: HostRecord[];
+  let clients: AgentClient[];
+  let tokens: string[];
+
+  beforeAll(async () => {
+    stateDir = await mkdtemp(join(tmpdir(), 'hubshift-postcopy-'));
+    provider = new LocalProvider({ stateDir, bridge: 'hspc0', subnet: '10.251.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 5, logLevel: 'warn' });
+    hosts = await provider.create(localHostSpecs(2, 0));
+    tokens = await Promise.all(hosts.map(async (h) => (await readFile(h.tokenFile, 'utf8')).trim()));
+    clients = hosts.map((h, i) => new AgentClient(h.agentUrl, tokens[i]!));
+  });
+
+  afterAll(async () => {
+    await provider?.removeAll();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('should move a 256 MiB session with its IP, kernel state and open websocket, and leave nothing on the source once its memory has arrived', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    expect((await b.health()).postCopy).toBe(true);
+    const s = await a.startSession('pc');
+    const k = await kernelWithState(s.url, s.token, 256);
+    // auto: both hosts can, so post-copy is chosen.
+    const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! });
+    expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'post-copy', target: hosts[1]!.agentUrl });
+    // Only the images besides the memory went in the stream: far less than the kernel's 256 MiB.
+    expect(r.bytes).toBeLessThan(64 * 2 ** 20);
+    expect(await a.findSession(s.id)).toBeNull();
+    // The websocket opened before the move answers from the target, with every byte the kernel held.
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    await waitFor('the memory to have arrived', async () => ((await b.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
+    expect((await b.getSession(s.id)).state).toBe('running');
+    // The source's criu served the last page and ended its frozen copy.
+    await waitFor('the source criu to exit', async () => ((await criuUnder(hosts[0]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    // And back again.
+    const back = await b.move(s.id, { url: hosts[0]!.agentUrl, token: tokens[0]! }, 'post-copy');
+    expect(back).toMatchObject({ url: s.url, mode: 'post-copy' });
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    await waitFor('the memory to have arrived back', async () => ((await a.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
+    await a.removeSession(s.id);
+  });
+
+  it('should resume the session on the source, unlocked, when the target cannot reach its page server, and fall back to stop-and-copy in auto mode', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('pf');
+    const k = await kernelWithState(s.url, s.token, 32);
+    await hostIptables(hosts[1]!, ['-A', ...PAGE_SERVER_BLOCK]);
+    try {
+      const failure = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy').then(
+        () => null,
+        (err: unknown) => err as Error,
+      );
+      expect(failure?.message).toMatch(/\(post-copy\) failed .*runs here again/);
+      const here = await a.getSession(s.id);
+      expect(here.state).toBe('running');
+      expect(await b.findSession(s.id)).toBeNull();
+      // The same kernel, on the websocket it had: the frozen copy ran again, and criu's lock rules are gone.
+      expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+      expect(await hasLockRules(`/proc/${here.pid}/ns/net`)).toBe(false);
+      expect(await criuUnder(hosts[0]!.dataDir)).toEqual([]);
+      expect(await criuUnder(hosts[1]!.dataDir)).toEqual([]);
+      // auto: post-copy fails the same way, the session runs here again, and stop-and-copy moves it.
+      const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! });
+      expect(r.mode).toBe('stop-and-copy');
+    } finally {
+      await hostIptables(hosts[1]!, ['-D', ...PAGE_SERVER_BLOCK]);
+    }
+    expect((await b.getSession(s.id)).state).toBe('running');
+    expect(await a.findSession(s.id)).toBeNull();
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    await b.removeSession(s.id);
+  });
+
+  it('should resume the session on the source, and leave no copy on the target, when the target agent is killed while restoring', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('pk');
+    const k = await kernelWithState(s.url, s.token, 64);
+    const moving = a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy').then(
+      () => null,
+      (err: unknown) => err as Error,
+    );
+    await waitFor('the target to be restoring the session', async () => ((await b.progress(s.id).catch(() => null))?.operation === 'move in' ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
+    killQuietly(hosts[1]!.agentPid!, 'SIGKILL');
+    const failure = await moving;
+    const record = await readFile(join(hosts[1]!.dataDir, 'sessions', s.id, 'session.json'), 'utf8').then((t) => Session.parse(JSON.parse(t)), () => null);
+    if (/runs on the target/.test(failure?.message ?? '')) {
+      // The target had every page before its agent died: the source's criu ended its copy, the target's is the one.
+      expect(await a.findSession(s.id)).toBeNull();
+      expect(record?.pid && (await isAlive(record.pid))).toBeTruthy();
+    } else {
+      // Caught before the commit: exactly one copy, the source's, on the websocket it had.
+      expect(failure?.message).toMatch(/runs here again/);
+      expect((await a.getSession(s.id)).state).toBe('running');
+      expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+      if (record?.pid) await waitFor('the target copy to be gone', async () => ((await isAlive(record.pid!)) ? undefined : true), { timeoutMs: 10_000, intervalMs: 100 });
+      // Its lazy-pages daemon and restore ended with the page server they fetched from.
+      await waitFor('no criu left on the target', async () => ((await criuUnder(hosts[1]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 20_000, intervalMs: 100 });
+    }
+    k.channel.close();
+  });
+});
