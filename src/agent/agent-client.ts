@@ -14,7 +14,7 @@ export class AgentClient {
   private readonly http: JsonClient;
   constructor(
     readonly baseUrl: string,
-    token: string,
+    private readonly token: string,
     timeoutMs = 600_000,
   ) {
     this.http = new JsonClient(baseUrl, token, 'agent', 'is hubshift agent running there?', timeoutMs);
@@ -37,9 +37,10 @@ export class AgentClient {
   getSession(id: string) {
     return this.call('GET', `v1/sessions/${encodeURIComponent(id)}`, SessionView);
   }
-  /** The session, or null when this agent does not know it. */
-  findSession(id: string): Promise<SessionView | null> {
-    return this.getSession(id).catch((err: unknown) => {
+  /** The session, or null when this agent does not know it. `timeoutMs`: give up sooner than the client's default. */
+  findSession(id: string, timeoutMs?: number): Promise<SessionView | null> {
+    const get = timeoutMs === undefined ? this.getSession(id) : new AgentClient(this.baseUrl, this.token, timeoutMs).getSession(id);
+    return get.catch((err: unknown) => {
       if (err instanceof UpstreamError && err.status === 404) return null;
       throw err;
     });

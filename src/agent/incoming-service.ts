@@ -8,12 +8,14 @@ import { newCheckpointId } from '../core/ids.js';
 import type { Session } from '../core/session.js';
 import { SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { receiveMove } from '../images/move-stream.js';
+import { sleep } from '../util/exec.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
 import { assertRestorableHere, restoreFromImages, startRestored } from './checkpoint-service.js';
 import { netnsName, removeSessionNetwork } from './network.js';
 import { killSession } from './sandbox.js';
+import { sampleProcesses } from './metrics.js';
 
 /**
  * The target's half of a move. A session streamed in is verified whole,
@@ -55,7 +57,10 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     try {
       const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer });
       const postCopy = manifest.pageServer ? { daemonPid: restored.lazyPid, exit: restored.lazyExit, complete: false } : undefined;
-      if (postCopy) void postCopy.exit.then((code) => (postCopy.complete = code === 0));
+      if (postCopy) {
+        void postCopy.exit.then((code) => (postCopy.complete = code === 0));
+        if (postCopy.daemonPid !== null && restored.session.pid !== null) watchForStall(ctx, id, restored.session.pid, postCopy.daemonPid, postCopy.exit);
+      }
       const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs, postCopy?.daemonPid ?? null);
       const timer = setTimeout(() => {
         if (postCopy) {
@@ -78,6 +83,43 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
       throw err;
     }
   });
+}
+
+/**
+ * A post-copy transfer whose link died silently never fails by itself: the
+ * daemon and the source's criu wait on a TCP connection that no longer
+ * carries anything, and the copy here blocks on its next missing page. While
+ * the daemon runs, the copy's memory must grow (pages arriving in the
+ * background); if it has not for the move's idle timeout, the daemon is
+ * killed, and with it the copy (see watchLazyPages). The source gives up
+ * after the same time and resumes its own.
+ */
+function watchForStall(ctx: AgentContext, id: string, pid: number, daemonPid: number, exit: Promise<number | null>): void {
+  let done = false;
+  void exit.then(() => (done = true));
+  void (async () => {
+    let last = -1;
+    let since = performance.now();
+    while (!done) {
+      await sleep(1_000);
+      if (done) return;
+      if (!(await isAlive(pid))) {
+        // The copy died here (killed, or crashed): the daemon would wait on the source for ever.
+        ctx.log.error({ session: id }, 'a post-copy copy exited while its memory was arriving; ending its lazy-pages daemon (the source resumes its own)');
+        killQuietly(daemonPid);
+        return;
+      }
+      const rss = (await sampleProcesses(pid)).rssBytes;
+      if (rss !== last) {
+        last = rss;
+        since = performance.now();
+      } else if (performance.now() - since > ctx.config.moveIdleTimeoutMs) {
+        ctx.log.error({ session: id, stalledMs: ctx.config.moveIdleTimeoutMs, rssBytes: rss }, 'no page of the post-copy transfer arrived for the move idle timeout; killing the lazy-pages daemon and the copy');
+        killQuietly(daemonPid);
+        return;
+      }
+    }
+  })();
 }
 
 /**

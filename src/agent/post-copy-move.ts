@@ -12,6 +12,7 @@ import type { AgentContext } from './agent-context.js';
 import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { sendRest, type MoveRequest } from './move-send.js';
 import { announce, attachSessionNetns, freePort, localAddressToward, netnsPath, setHostVeth } from './network.js';
+import { forgetOutgoing, recordOutgoing } from './outgoing-moves.js';
 import { dropSessionFiles } from './session-service.js';
 
 /**
@@ -87,31 +88,57 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
     }
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     // It runs on the target now; this agent keeps only criu serving the rest of its memory.
-    await ctx.registry.remove(id);
-    void settleAfterCommit(ctx, d, criu, target.baseUrl);
+    await letGo(ctx, d, criu, target);
     const seconds = (performance.now() - started) / 1000;
     ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ...lap }, 'session moved (post-copy); its memory follows');
     return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
   });
 }
 
+/** The target runs the session: this agent forgets it, and keeps a record of the frozen copy until criu is done with it. */
+async function letGo(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient): Promise<void> {
+  await ctx.registry.remove(d.s.id);
+  await recordOutgoing(ctx.config.dataDir, { sessionId: d.s.id, criuPid: criu.pid, sessionPid: d.s.pid as number, target: target.baseUrl });
+  void settleAfterCommit(ctx, d, criu, target).finally(() => forgetOutgoing(ctx.config.dataDir, d.s.id));
+}
+
 /**
  * After the commit: waits for criu to hand over the last page. 0: the move
  * is complete (criu has ended the frozen copy here). Otherwise the transfer
  * broke and criu let the frozen copy run again: it is this agent's session
- * once more, as it was at the freeze.
+ * once more, as it was at the freeze. A transfer that stalls (a link dead
+ * without a reset) is given up when the target has not answered, or no
+ * longer holds the session, for the move's idle timeout: the target's own
+ * stall watch kills its copy after the same time.
  */
-async function settleAfterCommit(ctx: AgentContext, d: DumpStart, criu: LazyDump, targetUrl: string): Promise<void> {
-  const code = await exitWithin(criu, ctx.config.dumpTimeoutMs);
+async function settleAfterCommit(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient): Promise<void> {
+  const code = await exitOrStall(ctx, d.s.id, criu, target);
   if (code === 0) {
-    ctx.log.info({ session: d.s.id, target: targetUrl }, 'post-copy move complete: every page reached the target');
+    ctx.log.info({ session: d.s.id, target: target.baseUrl }, 'post-copy move complete: every page reached the target');
     await dropSessionFiles(ctx, d.s);
     await rm(d.work, { recursive: true, force: true });
     return;
   }
-  ctx.log.error({ session: d.s.id, target: targetUrl, code }, 'the post-copy transfer broke after the commit; the session resumes here from the freeze');
-  const error = `its post-copy move to ${targetUrl} broke after the commit (criu exited ${code}); it resumed here as it was at the freeze`;
+  ctx.log.error({ session: d.s.id, target: target.baseUrl, code }, 'the post-copy transfer broke after the commit; the session resumes here from the freeze');
+  const error = `its post-copy move to ${target.baseUrl} broke after the commit (criu exited ${code}); it resumed here as it was at the freeze`;
   await resumeHere(ctx, d, true, error).catch((err: unknown) => ctx.log.error({ session: d.s.id, err: errorMessage(err) }, 'could not resume the session after a broken post-copy transfer'));
+}
+
+/** criu's exit code; criu is killed first once the target has been silent, or without the session, for the move's idle timeout. */
+async function exitOrStall(ctx: AgentContext, id: string, criu: LazyDump, target: AgentClient): Promise<number> {
+  let healthy = performance.now();
+  const poll = Math.min(2_000, ctx.config.moveIdleTimeoutMs / 4);
+  for (;;) {
+    const code = await Promise.race([criu.exited, sleep(poll).then(() => null)]);
+    if (code !== null) return code;
+    const there = await target.findSession(id, poll).catch(() => undefined);
+    if (there && (there.state === 'running' || there.state === 'restoring')) healthy = performance.now();
+    if (performance.now() - healthy > ctx.config.moveIdleTimeoutMs) {
+      ctx.log.error({ session: id, target: target.baseUrl, answered: there !== undefined, state: there?.state ?? null }, 'the post-copy transfer made no progress the target vouches for; stopping it');
+      criu.kill();
+      return criu.exited;
+    }
+  }
 }
 
 /**
@@ -124,8 +151,7 @@ async function rollBack(ctx: AgentContext, d: DumpStart, criu: LazyDump, target:
   const id = d.s.id;
   ctx.log.error({ session: id, target: target.baseUrl, phase: f.phase, err: errorMessage(f.cause) }, 'post-copy move failed; resuming the session here');
   const movedAfterAll = async (): Promise<never> => {
-    await ctx.registry.remove(id);
-    void settleAfterCommit(ctx, d, criu, target.baseUrl);
+    await letGo(ctx, d, criu, target);
     throw new UpstreamError(`the post-copy move of ${id} to ${target.baseUrl} completed there, but this agent did not hear it in time (${errorMessage(f.cause)}); the session runs on the target, ask it`, 409, 'moved');
   };
   let abortConfirmed = false;

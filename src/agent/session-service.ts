@@ -7,6 +7,7 @@ import { waitFor } from '../util/exec.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
+import { killOutgoing } from './outgoing-moves.js';
 import { JupyterRest } from './jupyter-rest.js';
 import { allocateAddress, announce, createSessionNetwork, hostVethName, macFor, netnsPath, parseSubnet, removeSessionNetwork } from './network.js';
 import { homeDir, killSession, launchSession, prepareSessionFiles, sessionCommand, sessionEnv, sessionPaths } from './sandbox.js';
@@ -78,6 +79,8 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
  * Records are read again first, in case another agent changed them.
  */
 export async function stopEverySession(ctx: AgentContext): Promise<void> {
+  // Post-copy moves still serving memory to their targets: their frozen copies too.
+  await killOutgoing(ctx.config.dataDir);
   await ctx.registry.load();
   for (const s of ctx.registry.list()) {
     if (s.pid !== null) await killSession(s.pid);
@@ -89,6 +92,8 @@ export async function stopEverySession(ctx: AgentContext): Promise<void> {
 export async function removeSession(ctx: AgentContext, id: string): Promise<void> {
   const s = ctx.registry.get(id);
   await ctx.registry.exclusive(id, 'remove', async () => {
+    // A post-copy move's source ends its frozen copy only once every page is here; killed earlier, it would run again there.
+    if (ctx.lazy.isArriving(id)) await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
     if (s.pid !== null) await killSession(s.pid);
     // A checkpointed session's network went with its commit; the same names
     // may now belong to the session restored elsewhere on this machine.

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
 import { ensureBridge, ip, netnsName, netnsPath } from '../agent/network.js';
+import { killOutgoing } from '../agent/outgoing-moves.js';
 import { HostRecord, type HostSpec } from '../core/cloud.js';
 import { ConflictError, SandboxError } from '../core/errors.js';
 import { Session } from '../core/session.js';
@@ -271,6 +272,8 @@ export class LocalProvider implements Provider {
       for (const s of sessions) await client.removeSession(s.id).catch(() => undefined);
     }
     await stopPid(host.agentPid);
+    // Post-copy moves out of it still serving memory, while its link is up: their targets' daemons then end too.
+    await killOutgoing(host.dataDir);
     // Sessions its agent could not remove: by the pids their records hold.
     const dir = join(host.dataDir, 'sessions');
     for (const id of existsSync(dir) ? await readdir(dir) : []) {

@@ -6,7 +6,7 @@ import { AgentClient } from '../../src/agent/agent-client.js';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
 import type { HostRecord } from '../../src/core/cloud.js';
-import { run } from '../../src/util/exec.js';
+import { run, waitFor } from '../../src/util/exec.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 
 export interface MoveRound {
@@ -18,11 +18,15 @@ export interface MoveRound {
   /** From the move request to the first execute answered by the moved kernel (the user's view; includes the request). */
   downtimeToExecuteSeconds: number;
   totalSeconds: number;
+  /** From the move request until the target holds all the session's memory (post-copy pulls it after the commit). */
+  memoryCompleteSeconds: number;
 }
+
+export type BenchMoveMode = 'stop-and-copy' | 'post-copy';
 
 export interface MigrateFigures {
   sizeMiB: number;
-  mode: 'stop-and-copy';
+  mode: BenchMoveMode;
   rounds: MoveRound[];
   /** Copying the same bytes from one host's disk to the other's over the same link, fsynced. */
   baselineSeconds: number;
@@ -73,7 +77,7 @@ async function linkBaseline(from: HostRecord, to: HostRecord, bytes: number): Pr
  * back, with the physical baseline of the same run: the same bytes copied
  * disk to disk between the same two namespaces over the same link.
  */
-export async function benchMigrate(sizes: number[], log: (m: string) => void): Promise<MigrateFigures[]> {
+export async function benchMigrate(sizes: number[], log: (m: string) => void, modes: BenchMoveMode[] = ['stop-and-copy', 'post-copy']): Promise<MigrateFigures[]> {
   const stateDir = await mkdtemp(join(tmpdir(), 'hubshift-bench-local-'));
   const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: 'warn' });
   const out: MigrateFigures[] = [];
@@ -86,27 +90,37 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void): P
       log(`migrate ${sizeMiB} MiB: filling the kernel`);
       const k = await kernelWithState(s.url, s.token, sizeMiB);
       k.channel.close();
-      const rounds: MoveRound[] = [];
-      for (const [from, to] of [
-        [0, 1],
-        [1, 0],
-      ] as const) {
-        log(`migrate ${sizeMiB} MiB: ${hosts[from]!.name} -> ${hosts[to]!.name}`);
-        const t0 = performance.now();
-        const r = await clients[from]!.move(s.id, { url: hosts[to]!.agentUrl, token: (await readFile(hosts[to]!.tokenFile, 'utf8')).trim() });
-        const ch = await KernelChannel.connect(r.url, s.token, k.kernelId);
-        const answer = await ch.execute('x + 1');
-        const downtimeToExecuteSeconds = (performance.now() - t0) / 1000;
-        if (answer.result !== '42') throw new Error(`moved kernel answered ${JSON.stringify(answer)}`);
-        const full = await askState(ch);
-        if (full.hash !== k.hash) throw new Error('moved kernel holds different bytes');
-        ch.close();
-        rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, downtimeSeconds: r.downtimeSeconds, downtimeToExecuteSeconds, totalSeconds: r.seconds });
+      let baseline: { seconds: number; bytes: number } | undefined;
+      for (const mode of modes) {
+        const rounds: MoveRound[] = [];
+        for (const [from, to] of [
+          [0, 1],
+          [1, 0],
+        ] as const) {
+          log(`migrate ${sizeMiB} MiB (${mode}): ${hosts[from]!.name} -> ${hosts[to]!.name}`);
+          const t0 = performance.now();
+          const r = await clients[from]!.move(s.id, { url: hosts[to]!.agentUrl, token: (await readFile(hosts[to]!.tokenFile, 'utf8')).trim() }, mode);
+          if (r.mode !== mode) throw new Error(`asked for ${mode}, the agent moved ${r.mode}`);
+          const ch = await KernelChannel.connect(r.url, s.token, k.kernelId);
+          const answer = await ch.execute('x + 1');
+          const downtimeToExecuteSeconds = (performance.now() - t0) / 1000;
+          if (answer.result !== '42') throw new Error(`moved kernel answered ${JSON.stringify(answer)}`);
+          await waitFor('the moved memory to be complete', async () => ((await clients[to]!.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 300_000, intervalMs: 20 });
+          const memoryCompleteSeconds = (performance.now() - t0) / 1000;
+          const full = await askState(ch);
+          if (full.hash !== k.hash) throw new Error('moved kernel holds different bytes');
+          ch.close();
+          rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, downtimeSeconds: r.downtimeSeconds, downtimeToExecuteSeconds, totalSeconds: r.seconds, memoryCompleteSeconds });
+        }
+        if (!baseline) {
+          // The bytes a stop-and-copy move carries; post-copy moves the same memory, mostly after the commit.
+          const bytes = mode === 'stop-and-copy' ? rounds[0]!.bytes : (await clients[0]!.metrics(s.id).then((m) => Number(m.rssBytes))) || sizeMiB * 2 ** 20;
+          log(`migrate ${sizeMiB} MiB: link baseline`);
+          baseline = { seconds: await linkBaseline(hosts[0]!, hosts[1]!, bytes), bytes };
+        }
+        out.push({ sizeMiB, mode, rounds, baselineSeconds: baseline.seconds, baselineBytes: baseline.bytes });
       }
       await clients[0]!.removeSession(s.id);
-      log(`migrate ${sizeMiB} MiB: link baseline`);
-      const baselineSeconds = await linkBaseline(hosts[0]!, hosts[1]!, rounds[0]!.bytes);
-      out.push({ sizeMiB, mode: 'stop-and-copy', rounds, baselineSeconds, baselineBytes: rounds[0]!.bytes });
     }
   } finally {
     await provider.removeAll();

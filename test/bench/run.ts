@@ -82,11 +82,10 @@ if (which.includes('migrate')) {
       console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
       for (const r of f.rounds) {
         console.log(
-          `  ${r.from} -> ${r.to}: downtime ${r.downtimeSeconds.toFixed(2)} s (to first execute ${r.downtimeToExecuteSeconds.toFixed(2)} s, ${(r.downtimeToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline), total ${r.totalSeconds.toFixed(2)} s`,
+          `  ${r.from} -> ${r.to}: downtime ${r.downtimeSeconds.toFixed(2)} s (to first execute ${r.downtimeToExecuteSeconds.toFixed(2)} s, ${(r.downtimeToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline), move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s`,
         );
       }
     }
-    console.log('  post-copy: not available here (see README, "Moving sessions")');
   }
 }
 if (which.includes('wake')) {

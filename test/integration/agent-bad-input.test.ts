@@ -37,13 +37,13 @@ async function errorOf(p: Promise<unknown>): Promise<UpstreamError> {
   throw new Error('expected the call to fail');
 }
 
-/** criu processes still running that dump, restore or serve pages. */
-async function strayCriu(): Promise<string[]> {
+/** criu processes working for the agent whose data lives in `dataDir` (other test files run criu meanwhile). */
+async function strayCriu(dataDir: string): Promise<string[]> {
   const out: string[] = [];
   for (const p of await readdir('/proc')) {
     if (!/^\d+$/.test(p)) continue;
     const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (/\/criu\0(dump|restore|lazy-pages)\0/.test(cmd)) out.push(`${p}: ${cmd.replaceAll('\0', ' ')}`);
+    if (/\/criu\0(dump|restore|lazy-pages)\0/.test(cmd) && cmd.includes(dataDir)) out.push(`${p}: ${cmd.replaceAll('\0', ' ')}`);
   }
   return out;
 }
@@ -113,7 +113,7 @@ describe('the agent refuses bad input clearly and loses nothing', () => {
     expect(truncated.message).toMatch(/truncated or altered/);
     expect((await t.client.getSession(s.id)).state).toBe('checkpointed');
     // The lazy-pages daemon started while the pages were verified is gone too.
-    expect(await strayCriu()).toEqual([]);
+    expect(await strayCriu(t.config.dataDir)).toEqual([]);
 
     // c: the manifest missing, as after an interrupted checkpoint.
     await unlink(join(store, c.checkpoint, 'manifest.json'));
@@ -148,7 +148,7 @@ describe('the agent refuses bad input clearly and loses nothing', () => {
     expect(after.pid).toBe(s.pid);
     expect(await isAlive(s.pid as number)).toBe(true);
     expect(await hasLockRules(netnsPath(s.id))).toBe(false);
-    expect(await strayCriu()).toEqual([]);
+    expect(await strayCriu(t.config.dataDir)).toEqual([]);
     // The session answers, and its kernel kept its state, on the same websocket.
     expect((await askState(k.channel)).answer).toBe('42');
     k.channel.close();

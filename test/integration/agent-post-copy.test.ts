@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../../src/agent/agent-client.js';
+import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
 import type { HostRecord } from '../../src/core/cloud.js';
 import { Session } from '../../src/core/session.js';
@@ -51,7 +52,10 @@ describe('moving a session post-copy between local test hosts', () => {
 
   afterAll(async () => {
     await provider?.removeAll();
+    // Nothing of the moves outlives the hosts: no criu dump serving pages, no lazy-pages daemon.
+    const left = await criuUnder(stateDir);
     await rm(stateDir, { recursive: true, force: true });
+    expect(left).toEqual([]);
   });
 
   it('should move a 256 MiB session with its IP, kernel state and open websocket, and leave nothing on the source once its memory has arrived', async () => {
@@ -111,6 +115,37 @@ describe('moving a session post-copy between local test hosts', () => {
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
     k.channel.close();
     await b.removeSession(s.id);
+  });
+
+  it('should give the session back to the source, and leave no copy on the target, when the link dies while the memory is still arriving', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('pl');
+    const k = await kernelWithState(s.url, s.token, 1024);
+    k.channel.close();
+    const rootVeth = 'hspc0u1';
+    const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy');
+    // Committed: the session runs on the target while its gigabyte is still coming. Now the link goes, silently.
+    await run('ip', ['link', 'set', rootVeth, 'down']);
+    try {
+      expect(r.mode).toBe('post-copy');
+      const record = await readFile(join(hosts[1]!.dataDir, 'sessions', s.id, 'session.json'), 'utf8').then((t) => Session.parse(JSON.parse(t)));
+      // Both sides give up after the move idle timeout (5 s here): the source's criu lets its frozen copy run again.
+      const back = await waitFor('the session to run on the source again', async () => {
+        const here = await a.findSession(s.id);
+        return here?.state === 'running' ? here : undefined;
+      }, { timeoutMs: 40_000, intervalMs: 250 });
+      expect(back.error).toMatch(/broke after the commit .*resumed here as it was at the freeze/);
+      await waitFor('the target copy to be killed', async () => ((await isAlive(record.pid!)) ? undefined : true), { timeoutMs: 20_000, intervalMs: 250 });
+    } finally {
+      await run('ip', ['link', 'set', rootVeth, 'up']);
+    }
+    expect(await b.findSession(s.id)).toBeNull();
+    await waitFor('no criu left on either host', async () => ((await criuUnder(hosts[0]!.dataDir)).length + (await criuUnder(hosts[1]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
+    // Exactly one copy, the source's, with the state it had at the freeze.
+    const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
+    await a.removeSession(s.id);
   });
 
   it('should resume the session on the source, and leave no copy on the target, when the target agent is killed while restoring', async () => {

@@ -11,8 +11,8 @@ import { run, waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 
-/** Failures in the middle of a move between two local test hosts. */
-describe('a move between local test hosts that fails midway', () => {
+/** Failures in the middle of a stop-and-copy move between two local test hosts (post-copy's: agent-post-copy). */
+describe('a stop-and-copy move between local test hosts that fails midway', () => {
   let stateDir: string;
   let provider: LocalProvider;
   let hosts: HostRecord[];
@@ -37,7 +37,7 @@ describe('a move between local test hosts that fails midway', () => {
     k.channel.close();
     const target = hosts[1]!;
     const rootVeth = `hslf0u1`;
-    const moving = a.move(s.id, { url: target.agentUrl, token: (await readFile(target.tokenFile, 'utf8')).trim() }).then(
+    const moving = a.move(s.id, { url: target.agentUrl, token: (await readFile(target.tokenFile, 'utf8')).trim() }, 'stop-and-copy').then(
       () => null,
       (err: unknown) => err as Error,
     );
@@ -68,7 +68,7 @@ describe('a move between local test hosts that fails midway', () => {
     const s = await a.startSession('max');
     const k = await kernelWithState(s.url, s.token, 32);
     k.channel.close();
-    const moving = a.move(s.id, { url: hosts[0]!.agentUrl, token: (await readFile(hosts[0]!.tokenFile, 'utf8')).trim() }).catch(() => null);
+    const moving = a.move(s.id, { url: hosts[0]!.agentUrl, token: (await readFile(hosts[0]!.tokenFile, 'utf8')).trim() }, 'stop-and-copy').catch(() => null);
     // The target is restoring the frozen session: the source host goes, so no commit will ever come.
     await waitFor('the target to be restoring the session', async () => ((await b.progress(s.id).catch(() => null))?.operation === 'move in' ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
     killQuietly(hosts[2]!.agentPid!, 'SIGKILL');
@@ -96,7 +96,7 @@ describe('a move between local test hosts that fails midway', () => {
     const [a, b] = clients as [AgentClient, AgentClient];
     const s = await a.startSession('kay');
     const k = await kernelWithState(s.url, s.token, 32);
-    const moving = a.move(s.id, { url: hosts[1]!.agentUrl, token: (await readFile(hosts[1]!.tokenFile, 'utf8')).trim() }).then(
+    const moving = a.move(s.id, { url: hosts[1]!.agentUrl, token: (await readFile(hosts[1]!.tokenFile, 'utf8')).trim() }, 'stop-and-copy').then(
       () => null,
       (err: unknown) => err as Error,
     );
