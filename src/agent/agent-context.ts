@@ -37,7 +37,7 @@ export interface IncomingMove {
   guardPid: number | null;
   /**
    * Post-copy: the memory still arriving from the source's criu. `complete`
-   * once the daemon exited 0 (the source's criu then ended its copy).
+   * once the daemon has brought it all (the source's criu then ended its copy).
    */
-  postCopy?: { daemonPid: number | null; exit: Promise<number | null>; complete: boolean };
+  postCopy?: { daemonPid: number | null; outcome: Promise<'complete' | 'failed' | null>; complete: boolean };
 }

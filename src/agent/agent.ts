@@ -16,6 +16,7 @@ import { createAgentApp } from './http-app.js';
 import { ensureBridge } from './network.js';
 import { SessionRegistry } from './session-registry.js';
 import { reconcileSessions } from './session-service.js';
+import { watchOutgoingAfterRestart } from './post-copy-move.js';
 import { linkToScheduler, type SchedulerLink } from './scheduler-link.js';
 
 export interface RunningAgent {
@@ -54,6 +55,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     incoming: new Map(),
   };
   await reconcileSessions(ctx);
+  watchOutgoingAfterRestart(ctx);
   const app = createAgentApp(ctx);
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.port, config.host, () => resolve(s));

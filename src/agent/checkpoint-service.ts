@@ -6,7 +6,7 @@ import type { CheckpointManifest, CheckpointResult, FileDigest } from '../core/c
 import type { Session } from '../core/session.js';
 import { CriuError } from '../core/errors.js';
 import { dump, restore, type DumpOptions as CriuDumpOptions } from '../criu/driver.js';
-import { startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
+import { lazyTransferHandedOver, startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import type { PageServerAddress } from '../criu/driver.js';
 import { diagnoseCriuLogFile } from '../criu/log.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
@@ -223,10 +223,15 @@ interface Restored {
   session: Session;
   /** Resolves when the image directory is no longer read (a lazy-pages daemon has served every page). */
   released: Promise<void>;
-  /** The lazy-pages daemon's exit code (0: every page arrived); null when the restore was not lazy. */
-  lazyExit: Promise<number | null>;
-  /** The lazy-pages daemon's pid, while it serves. */
+  /**
+   * How the lazy-pages daemon ended: 'complete' (every page arrived, or, in
+   * post-copy, the source was told so and has ended its copy), 'failed';
+   * null when the restore was not lazy.
+   */
+  lazyOutcome: Promise<LazyOutcome | null>;
+  /** The lazy-pages daemon's pid, while it serves, and its log. */
   lazyPid: number | null;
+  lazyLog: string | null;
 }
 
 /**
@@ -234,11 +239,24 @@ interface Restored {
  * fails, the session cannot complete: it is stopped and left checkpointed, its
  * checkpoint intact, so a restore can be tried again.
  */
-function watchLazyPages(ctx: AgentContext, s: Session, pid: number, daemon: LazyPagesDaemon, logFile: string, postCopy: boolean): Promise<void> {
-  return daemon.exited.then(async (code) => {
-    if (code === 0) return;
+export type LazyOutcome = 'complete' | 'failed';
+
+/** A daemon's end as LazyOutcome (see Restored.lazyOutcome). */
+async function lazyOutcomeOf(ctx: AgentContext, s: Session, daemon: LazyPagesDaemon, logFile: string, postCopy: boolean): Promise<LazyOutcome> {
+  const code = await daemon.exited;
+  if (code === 0) return 'complete';
+  if (postCopy && (await lazyTransferHandedOver(logFile))) {
+    ctx.log.warn({ session: s.id, code, log: logFile }, 'criu lazy-pages exited after telling the source it was done: the source has ended its copy, so this one is kept');
+    return 'complete';
+  }
+  return 'failed';
+}
+
+function watchLazyPages(ctx: AgentContext, s: Session, pid: number, outcome: Promise<LazyOutcome>, logFile: string, postCopy: boolean): Promise<void> {
+  return outcome.then(async (o) => {
+    if (o === 'complete') return;
     const current = ctx.registry.find(s.id);
-    ctx.log.error({ session: s.id, code, log: logFile, postCopy }, 'criu lazy-pages failed before all pages arrived');
+    ctx.log.error({ session: s.id, log: logFile, postCopy }, 'criu lazy-pages failed before all pages arrived');
     if (current?.pid === pid) {
       await killSession(pid);
       await removeSessionNetwork(s.id, s.network).catch(() => undefined);
@@ -250,7 +268,7 @@ function watchLazyPages(ctx: AgentContext, s: Session, pid: number, daemon: Lazy
       await ctx.registry.update(s.id, {
         state: 'checkpointed',
         pid: null,
-        error: `criu lazy-pages exited ${code} before the session's memory was complete (log: ${logFile}); it was stopped, restore ${s.lastCheckpoint ?? 'its checkpoint'} again`,
+        error: `criu lazy-pages failed before the session's memory was complete (log: ${logFile}); it was stopped, restore ${s.lastCheckpoint ?? 'its checkpoint'} again`,
       });
     }
   });
@@ -361,17 +379,17 @@ export async function restoreFromImages(
     pid = r.pid;
     await attachSessionNetns(s.id, pid);
     const restoring = await ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
-    const released = daemon ? watchLazyPages(ctx, restoring, pid, daemon, daemonLog, postCopy) : Promise.resolve();
-    const lazyExit: Promise<number | null> = daemon ? daemon.exited : Promise.resolve(null);
+    const lazyOutcome = daemon ? lazyOutcomeOf(ctx, restoring, daemon, daemonLog, postCopy) : Promise.resolve(null);
+    const released = daemon ? watchLazyPages(ctx, restoring, pid, lazyOutcome as Promise<LazyOutcome>, daemonLog, postCopy) : Promise.resolve();
     ctx.lazy.track(s.id, released);
     const lazyPid = daemon?.pid ?? null;
-    if (opts.leaveStopped) return { session: restoring, released, lazyExit, lazyPid };
+    if (opts.leaveStopped) return { session: restoring, released, lazyOutcome, lazyPid, lazyLog: daemon ? daemonLog : null };
     const running = performance.now();
     const session = await startRestored(ctx, restoring);
     // With lazy pages the server answers once the pages it touches have come.
     const serverSeconds = (performance.now() - running) / 1000;
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
-    return { session, released, lazyExit, lazyPid };
+    return { session, released, lazyOutcome, lazyPid, lazyLog: daemon ? daemonLog : null };
   } catch (err) {
     early?.daemon.kill();
     daemon?.kill();

@@ -53,7 +53,11 @@ export interface AgentConfig {
    * it safely. Default 30 s.
    */
   incomingTimeoutMs: number;
-  /** A move whose connection stalls this long (a cut link) is given up and rolled back. Default 30 s. */
+  /**
+   * A move whose connection stalls this long (a cut link) is given up and
+   * rolled back; a post-copy transfer that brings no page for this long
+   * after its commit too (the session then runs on the source again). Default 30 s.
+   */
   moveIdleTimeoutMs: number;
   /** Register with a scheduler and push metrics to it; unset: the agent runs alone. */
   scheduler?: SchedulerLinkConfig;

@@ -13,9 +13,10 @@ import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
 import { assertRestorableHere, restoreFromImages, startRestored } from './checkpoint-service.js';
-import { netnsName, removeSessionNetwork } from './network.js';
+import { bytesReceivedFrom, netnsName, removeSessionNetwork } from './network.js';
+import type { PageServerAddress } from '../criu/driver.js';
+import { LAZY_HANDOVER_LINE } from '../criu/lazy-pages.js';
 import { killSession } from './sandbox.js';
-import { sampleProcesses } from './metrics.js';
 
 /**
  * The target's half of a move. A session streamed in is verified whole,
@@ -56,12 +57,12 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     const r0 = performance.now();
     try {
       const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer });
-      const postCopy = manifest.pageServer ? { daemonPid: restored.lazyPid, exit: restored.lazyExit, complete: false } : undefined;
+      const postCopy = manifest.pageServer ? { daemonPid: restored.lazyPid, outcome: restored.lazyOutcome, complete: false } : undefined;
       if (postCopy) {
-        void postCopy.exit.then((code) => (postCopy.complete = code === 0));
-        if (postCopy.daemonPid !== null && restored.session.pid !== null) watchForStall(ctx, id, restored.session.pid, postCopy.daemonPid, postCopy.exit);
+        void postCopy.outcome.then((o) => (postCopy.complete = o === 'complete'));
+        if (postCopy.daemonPid !== null && restored.session.pid !== null && manifest.pageServer) watchForStall(ctx, id, restored.session.pid, postCopy.daemonPid, manifest.pageServer, postCopy.outcome);
       }
-      const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs, postCopy?.daemonPid ?? null);
+      const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs, postCopy && restored.lazyPid !== null && restored.lazyLog !== null ? { pid: restored.lazyPid, log: restored.lazyLog } : null);
       const timer = setTimeout(() => {
         if (postCopy) {
           // All its memory here means the source's criu has ended its copy: this one must run. Otherwise the source resumes.
@@ -89,16 +90,16 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
  * A post-copy transfer whose link died silently never fails by itself: the
  * daemon and the source's criu wait on a TCP connection that no longer
  * carries anything, and the copy here blocks on its next missing page. While
- * the daemon runs, the copy's memory must grow (pages arriving in the
- * background); if it has not for the move's idle timeout, the daemon is
- * killed, and with it the copy (see watchLazyPages). The source gives up
+ * the daemon runs, its connection to the page server must keep receiving; if
+ * it has not for the move's idle timeout, or the copy has exited, the daemon
+ * is killed, and with it the copy (see watchLazyPages). The source gives up
  * after the same time and resumes its own.
  */
-function watchForStall(ctx: AgentContext, id: string, pid: number, daemonPid: number, exit: Promise<number | null>): void {
+function watchForStall(ctx: AgentContext, id: string, pid: number, daemonPid: number, pageServer: PageServerAddress, exit: Promise<unknown>): void {
   let done = false;
   void exit.then(() => (done = true));
   void (async () => {
-    let last = -1;
+    let last: number | null = null;
     let since = performance.now();
     while (!done) {
       await sleep(1_000);
@@ -109,40 +110,46 @@ function watchForStall(ctx: AgentContext, id: string, pid: number, daemonPid: nu
         killQuietly(daemonPid);
         return;
       }
-      const rss = (await sampleProcesses(pid)).rssBytes;
-      if (rss !== last) {
-        last = rss;
+      const received = await bytesReceivedFrom(pageServer);
+      if (received !== null && received !== last) {
+        last = received;
         since = performance.now();
       } else if (performance.now() - since > ctx.config.moveIdleTimeoutMs) {
-        ctx.log.error({ session: id, stalledMs: ctx.config.moveIdleTimeoutMs, rssBytes: rss }, 'no page of the post-copy transfer arrived for the move idle timeout; killing the lazy-pages daemon and the copy');
+        ctx.log.error({ session: id, stalledMs: ctx.config.moveIdleTimeoutMs, received: last }, 'no page of the post-copy transfer arrived for the move idle timeout; killing the lazy-pages daemon and the copy');
         killQuietly(daemonPid);
         return;
       }
     }
-  })();
+  })().catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err) }, 'watching a post-copy transfer failed'));
 }
 
 /**
  * Starts the guard of a stopped, moved-in copy: after `ms` it kills the
  * copy's PID namespace and drops its network namespace. Detached, so it
  * outlives this agent: a target that dies mid-move never leaves a copy
- * holding the session's address. Post-copy (`daemonPid`): the lazy-pages
+ * holding the session's address. Post-copy (`daemon`): the lazy-pages
  * daemon is killed first, so the source's criu sees the transfer fail and
- * resumes its copy; a daemon already gone has either brought every page
- * (the source's copy is gone: this one is kept, and a restarted agent
- * resumes it) or failed (this agent killed the copy then).
+ * resumes its copy; a daemon already gone, or one whose log says it told
+ * the source it was done (see lazyTransferHandedOver), has brought every
+ * page or failed (then this agent killed the copy): the copy is left alone,
+ * and a restarted agent resumes it.
  */
-function startGuard(s: Session, ms: number, daemonPid: number | null): number | null {
+function startGuard(s: Session, ms: number, daemon: { pid: number; log: string } | null): number | null {
   if (s.pid === null) return null;
-  const daemon = daemonPid === null ? '' : `d = ${daemonPid}
+  const lazy = daemon === null ? '' : `d = ${daemon.pid}
 try: alive = open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'
 except OSError: alive = False
 if not alive: raise SystemExit(0)
 os.kill(d, signal.SIGKILL)
 time.sleep(0.2)
+try:
+    with open(${JSON.stringify(daemon.log)}, 'rb') as f:
+        f.seek(0, 2); f.seek(max(0, f.tell() - 4096)); tail = f.read()
+except OSError: tail = b''
+if ${JSON.stringify(LAZY_HANDOVER_LINE)}.encode() in tail: raise SystemExit(0)
 `;
   // One process (a shell would leave its sleep behind when killed).
-  const py = `import os, signal, subprocess, time\ntime.sleep(${ms / 1000})\n${daemon}try: os.kill(${s.pid}, signal.SIGKILL)\nexcept OSError: pass\nsubprocess.run(['ip', 'netns', 'del', '${netnsName(s.id)}'], stderr=subprocess.DEVNULL)\n`;
+  const py = `import os, signal, subprocess, time\ntime.sleep(${ms / 1000})\n${lazy}try: os.kill(${s.pid}, signal.SIGKILL)\nexcept OSError: pass\nsubprocess.run(['ip', 'netns', 'del', '${netnsName(s.id)}'], stderr=subprocess.DEVNULL)\n`;
   const child = spawn('/usr/bin/python3', ['-c', py], { detached: true, stdio: 'ignore' });
   child.unref();
   return child.pid ?? null;
@@ -194,7 +201,7 @@ export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepI
   if (move.postCopy) {
     // The daemon goes first: its broken connection is what tells the source's criu to resume its copy.
     if (move.postCopy.daemonPid !== null && !move.postCopy.complete) killQuietly(move.postCopy.daemonPid);
-    if ((await move.postCopy.exit) === 0) {
+    if ((await move.postCopy.outcome) === 'complete') {
       // Every page had arrived, so the source's criu has ended its copy: this is the only one, and it runs.
       await commitIncoming(ctx, id);
       throw new ConflictError(`session ${id} had all its memory here when the abort came (the source's copy is gone): it runs here`);

@@ -2,11 +2,14 @@ import { readdir, stat } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import type { FileDigest, MoveFile, MoveMode } from '../core/checkpoint.js';
-import { IntegrityError } from '../core/errors.js';
+import { IntegrityError, errorMessage } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import type { PageServerAddress } from '../criu/driver.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
-import type { MoveStreamWriter } from '../images/move-stream.js';
+import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
+import { PIECE_BYTES } from '../images/hashing.js';
+import type { z } from 'zod';
+import type { AgentClient, IncomingResult } from './agent-client.js';
 import { pathExists } from '../util/fs.js';
 import type { AgentContext } from './agent-context.js';
 
@@ -64,3 +67,81 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
   return files.reduce((a, f) => a + f.bytes, 0);
 }
 
+
+/** A move stream open to the target: write into `out`; `sending` is the target's answer once it has restored the session stopped. */
+export interface OpenMove {
+  out: MoveStreamWriter;
+  sending: Promise<z.infer<typeof IncomingResult>>;
+  /** Closes the stream after a failed dump and waits for the request to end. */
+  cancel(why: string): Promise<void>;
+}
+
+/**
+ * Opens the move first: the target refuses at the header what it would
+ * refuse anyway, and a request that fails closes the stream, so nothing
+ * waits on it.
+ */
+export function openMoveStream(ctx: AgentContext, id: string, target: AgentClient, fence: number | undefined): OpenMove {
+  const { body, answer: sending } = target.openMove(fence, ctx.config.moveIdleTimeoutMs);
+  const out = new MoveStreamWriter(body, { session: { ...ctx.registry.get(id), state: 'checkpointed', pid: null }, pieceBytes: PIECE_BYTES });
+  sending.catch((err: unknown) => out.abort(err instanceof Error ? err : new Error(errorMessage(err))));
+  return {
+    out,
+    sending,
+    cancel: async (why) => {
+      out.abort(new Error(why));
+      await sending.catch(() => undefined);
+    },
+  };
+}
+
+/** Seconds of a move's phases after the dump, for the source's log. */
+export interface HandOverLaps {
+  /** The other images and the manifest sent. */
+  rest: number;
+  /** Until the target answered (verified and restored). */
+  send: number;
+  verify: number;
+  restore: number;
+  commit: number;
+}
+
+export type HandOver = { ok: true; total: number; lap: HandOverLaps } | { ok: false; phase: string; cause: unknown };
+
+/**
+ * The move's end, both modes: the rest of the images and the manifest sent,
+ * the target's restore awaited, the commit sent. A failure closes the stream
+ * and says in which phase, with the target's own answer as the cause when
+ * the stream closed under us.
+ */
+export async function handOver(
+  ctx: AgentContext,
+  m: OpenMove,
+  target: AgentClient,
+  fence: number | undefined,
+  d: DumpToSend,
+  opts: { pageServer?: PageServerAddress; failedWhileDumping?: unknown } = {},
+): Promise<HandOver> {
+  const lap: HandOverLaps = { rest: 0, send: 0, verify: 0, restore: 0, commit: 0 };
+  let phase = 'sending the images';
+  try {
+    // Stop-and-copy: sending the pages may have failed while criu wrote them.
+    if (opts.failedWhileDumping !== undefined) throw opts.failedWhileDumping;
+    const t0 = performance.now();
+    const total = await sendRest(ctx, m.out, d, opts.pageServer);
+    lap.rest = (performance.now() - t0) / 1000;
+    const received = await m.sending;
+    lap.send = (performance.now() - t0) / 1000;
+    lap.verify = received.verifySeconds;
+    lap.restore = received.restoreSeconds;
+    phase = 'committing';
+    const t1 = performance.now();
+    await target.commitMove(d.session.id, fence);
+    lap.commit = (performance.now() - t1) / 1000;
+    return { ok: true, total, lap };
+  } catch (err) {
+    m.out.abort(new Error(`the move failed while ${phase}`));
+    const cause = err instanceof Error && err.message === MOVE_STREAM_CLOSED ? await m.sending.then(() => err, (e: unknown) => e) : err;
+    return { ok: false, phase, cause };
+  }
+}

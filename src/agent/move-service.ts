@@ -2,15 +2,13 @@ import { rm } from 'node:fs/promises';
 import type { MoveMode, MoveResult } from '../core/checkpoint.js';
 import { InputError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
-import { PIECE_BYTES } from '../images/hashing.js';
-import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
 import { sleep } from '../util/exec.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { dumpLocally, restoreFromImages, type LocalDump } from './checkpoint-service.js';
 import { forgetSession } from './session-service.js';
 import { movePostCopy } from './post-copy-move.js';
-import { sendRest, type MoveRequest } from './move-send.js';
+import { handOver, openMoveStream, type MoveRequest } from './move-send.js';
 
 export type { MoveRequest } from './move-send.js';
 
@@ -79,16 +77,12 @@ async function moveStopAndCopy(ctx: AgentContext, id: string, req: MoveRequest, 
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
   const started = performance.now();
   return ctx.registry.exclusive(id, 'move', async () => {
-    // The target refuses at the header what it would refuse anyway; a
-    // request that fails closes the stream, so nothing waits on it.
-    const { body, answer: sending } = target.openMove(req.fence, ctx.config.moveIdleTimeoutMs);
-    const out = new MoveStreamWriter(body, { session: { ...ctx.registry.get(id), state: 'checkpointed', pid: null }, pieceBytes: PIECE_BYTES });
-    sending.catch((err: unknown) => out.abort(err instanceof Error ? err : new Error(errorMessage(err))));
+    const m = openMoveStream(ctx, id, target, req.fence);
     let sendError: unknown;
     // Resolves when the chunk is on its way (its buffer free again); never rejects.
     const pageSink = async (name: string, chunk: Buffer): Promise<void> => {
       if (sendError !== undefined) return;
-      await out.data(`images/${name}`, chunk).catch((err: unknown) => {
+      await m.out.data(`images/${name}`, chunk).catch((err: unknown) => {
         sendError ??= err;
       });
     };
@@ -96,42 +90,22 @@ async function moveStopAndCopy(ctx: AgentContext, id: string, req: MoveRequest, 
     try {
       d = await dumpLocally(ctx, id, { leaveRunning: false, prefix: 'm-', hashPages: true, volatile: true, pageSink });
     } catch (err) {
-      out.abort(new Error(`the dump failed: ${errorMessage(err)}`));
-      await sending.catch(() => undefined);
+      await m.cancel(`the dump failed: ${errorMessage(err)}`);
       throw err;
     }
     const { frozenAt } = d;
     progress('sending');
-    let phase = 'sending the images';
     // tail: from criu's exit to the last page sent (the dump returns then).
-    // rest: the other images and the manifest sent; send: until the target answered.
-    const lap = { tail: (performance.now() - frozenAt) / 1000 - d.dumpSeconds, rest: 0, send: 0, verify: 0, restore: 0, commit: 0 };
-    let total = 0;
-    try {
-      const t0 = performance.now();
-      if (sendError !== undefined) throw sendError;
-      total = await sendRest(ctx, out, d);
-      lap.rest = (performance.now() - t0) / 1000;
-      const received = await sending;
-      lap.send = (performance.now() - t0) / 1000;
-      lap.verify = received.verifySeconds;
-      lap.restore = received.restoreSeconds;
-      phase = 'committing';
-      const t1 = performance.now();
-      await target.commitMove(id, req.fence);
-      lap.commit = (performance.now() - t1) / 1000;
-    } catch (err) {
-      out.abort(new Error(`the move failed while ${phase}`));
-      // When the stream closed under us, the target's answer says why.
-      const cause = err instanceof Error && err.message === MOVE_STREAM_CLOSED ? await sending.then(() => err, (e: unknown) => e) : err;
-      return rollBack(ctx, d, target, phase, cause);
-    }
+    const tail = (performance.now() - frozenAt) / 1000 - d.dumpSeconds;
+    const h = await handOver(ctx, m, target, req.fence, d, { failedWhileDumping: sendError });
+    if (!h.ok) return rollBack(ctx, d, target, h.phase, h.cause);
+    const { total, lap } = h;
     // The target runs it: this agent lets go of its copy (criu already ended the processes).
     await forgetSession(ctx, id);
     await rm(d.work, { recursive: true, force: true });
     const seconds = (performance.now() - started) / 1000;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
-    ctx.log.info({ session: id, target: req.target.url, bytes: total, seconds, downtimeSeconds, dumpSeconds: d.dumpSeconds, ...lap }, 'session moved');
+    ctx.log.info({ session: id, target: req.target.url, bytes: total, seconds, downtimeSeconds, dumpSeconds: d.dumpSeconds, tail, ...lap }, 'session moved');
     return { id, url: sessionUrl(d.session), mode, downtimeSeconds, seconds, bytes: total, target: req.target.url };
   });
 }

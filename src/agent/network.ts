@@ -182,3 +182,14 @@ export async function freePort(address: string): Promise<number> {
     });
   });
 }
+
+/**
+ * Bytes received so far on this namespace's established TCP connection to
+ * `peer` (`ss -ti`), or null when there is none. A post-copy target reads
+ * its lazy-pages daemon's progress from its connection to the page server.
+ */
+export async function bytesReceivedFrom(peer: { address: string; port: number }): Promise<number | null> {
+  const r = await run('ss', ['-tinH', 'state', 'established', 'dst', `${peer.address}:${peer.port}`], { allowFailure: true, timeoutMs: 5_000 });
+  const counts = [...r.stdout.matchAll(/\bbytes_received:(\d+)/g)].map((m) => Number(m[1]));
+  return counts.length === 0 ? null : counts.reduce((a, b) => a + b, 0);
+}

@@ -1,6 +1,7 @@
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { Session } from '../core/session.js';
 import { killQuietly } from '../util/proc.js';
 
 /**
@@ -15,6 +16,9 @@ export const OutgoingMove = z.object({
   criuPid: z.number().int().positive(),
   sessionPid: z.number().int().positive(),
   target: z.string(),
+  /** The session as it was frozen, and its dump's work directory: enough to take it back after an agent restart. */
+  session: Session,
+  work: z.string(),
 });
 export type OutgoingMove = z.infer<typeof OutgoingMove>;
 
@@ -29,6 +33,16 @@ export async function forgetOutgoing(dataDir: string, sessionId: string): Promis
   await rm(join(dirOf(dataDir), `${sessionId}.json`), { force: true });
 }
 
+/** The outgoing moves recorded under `dataDir` (unreadable records are skipped). */
+export async function listOutgoing(dataDir: string): Promise<OutgoingMove[]> {
+  const out: OutgoingMove[] = [];
+  for (const n of await readdir(dirOf(dataDir)).catch(() => [] as string[])) {
+    const m = OutgoingMove.safeParse(JSON.parse(await readFile(join(dirOf(dataDir), n), 'utf8').catch(() => 'null')));
+    if (m.success) out.push(m.data);
+  }
+  return out;
+}
+
 /**
  * Ends every outgoing move recorded under `dataDir`: the frozen processes
  * first (so criu cannot let them run again), then criu, whose closed
@@ -36,14 +50,11 @@ export async function forgetOutgoing(dataDir: string, sessionId: string): Promis
  * sessions' memory on the targets is then incomplete, and they are killed there.
  */
 export async function killOutgoing(dataDir: string): Promise<number> {
-  const names = await readdir(dirOf(dataDir)).catch(() => [] as string[]);
-  for (const n of names) {
-    const m = OutgoingMove.safeParse(JSON.parse(await readFile(join(dirOf(dataDir), n), 'utf8').catch(() => 'null')));
-    if (m.success) {
-      killQuietly(m.data.sessionPid, 'SIGKILL');
-      killQuietly(m.data.criuPid, 'SIGKILL');
-    }
-    await rm(join(dirOf(dataDir), n), { force: true });
+  const moves = await listOutgoing(dataDir);
+  for (const m of moves) {
+    killQuietly(m.sessionPid, 'SIGKILL');
+    killQuietly(m.criuPid, 'SIGKILL');
   }
-  return names.length;
+  await rm(dirOf(dataDir), { recursive: true, force: true });
+  return moves.length;
 }

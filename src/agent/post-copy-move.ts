@@ -1,18 +1,19 @@
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import type { MoveResult } from '../core/checkpoint.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { startLazyDump, type LazyDump, type PageServerAddress } from '../criu/driver.js';
-import { PIECE_BYTES } from '../images/hashing.js';
-import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
+import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { sleep } from '../util/exec.js';
+import { isAlive } from '../util/proc.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
-import { sendRest, type MoveRequest } from './move-send.js';
+import { handOver, openMoveStream, type MoveRequest } from './move-send.js';
 import { announce, attachSessionNetns, freePort, localAddressToward, netnsPath, setHostVeth } from './network.js';
-import { forgetOutgoing, recordOutgoing } from './outgoing-moves.js';
+import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
 import { dropSessionFiles } from './session-service.js';
 
 /**
@@ -36,15 +37,12 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
   const address = await localAddressToward(new URL(target.baseUrl).hostname);
   const pageServer: PageServerAddress = { address, port: await freePort(address) };
   return ctx.registry.exclusive(id, 'move', async () => {
-    const { body, answer: sending } = target.openMove(req.fence, ctx.config.moveIdleTimeoutMs);
-    const out = new MoveStreamWriter(body, { session: { ...ctx.registry.get(id), state: 'checkpointed', pid: null }, pieceBytes: PIECE_BYTES });
-    sending.catch((err: unknown) => out.abort(err instanceof Error ? err : new Error(errorMessage(err))));
+    const m = openMoveStream(ctx, id, target, req.fence);
     let d: DumpStart;
     try {
       d = await beginDump(ctx, id, 'p-');
     } catch (err) {
-      out.abort(new Error(`the dump could not start: ${errorMessage(err)}`));
-      await sending.catch(() => undefined);
+      await m.cancel(`the dump could not start: ${errorMessage(err)}`);
       throw err;
     }
     ctx.registry.report(id, 'dumping (post-copy)');
@@ -55,42 +53,28 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d), pageServer });
       dumpSeconds = await criu.ready;
     } catch (err) {
-      out.abort(new Error(`the dump failed: ${errorMessage(err)}`));
-      await sending.catch(() => undefined);
+      await m.cancel(`the dump failed: ${errorMessage(err)}`);
       criu?.kill();
       await criu?.exited;
       await rollBackDump(ctx, d, err);
       throw err;
     }
     // Frozen and locked, but its kernel would still answer ARP for the address the target is about to take.
-    let linkDown = false;
-    let phase = 'sending the images';
-    const lap = { ready: dumpSeconds, rest: 0, verify: 0, restore: 0, commit: 0 };
-    let total = 0;
     try {
       await setHostVeth(d.s.network, 'down');
-      linkDown = true;
-      ctx.registry.report(id, 'sending (post-copy)');
-      const t0 = performance.now();
-      total = await sendRest(ctx, out, { images: d.images, side: d.side, session: d.s, dumpSeconds }, pageServer);
-      const received = await sending;
-      lap.rest = (performance.now() - t0) / 1000;
-      lap.verify = received.verifySeconds;
-      lap.restore = received.restoreSeconds;
-      phase = 'committing';
-      const t1 = performance.now();
-      await target.commitMove(id, req.fence);
-      lap.commit = (performance.now() - t1) / 1000;
     } catch (err) {
-      out.abort(new Error(`the move failed while ${phase}`));
-      const cause = err instanceof Error && err.message === MOVE_STREAM_CLOSED ? await sending.then(() => err, (e: unknown) => e) : err;
-      return rollBack(ctx, d, criu, target, { phase, cause, linkDown });
+      m.out.abort(new Error('the move failed while taking the source link down'));
+      return rollBack(ctx, d, criu, target, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
+    ctx.registry.report(id, 'sending (post-copy)');
+    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds }, { pageServer });
+    if (!h.ok) return rollBack(ctx, d, criu, target, { phase: h.phase, cause: h.cause, linkDown: true });
+    const { total, lap } = h;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     // It runs on the target now; this agent keeps only criu serving the rest of its memory.
     await letGo(ctx, d, criu, target);
     const seconds = (performance.now() - started) / 1000;
-    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ...lap }, 'session moved (post-copy); its memory follows');
+    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, ...lap }, 'session moved (post-copy); its memory follows');
     return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
   });
 }
@@ -98,7 +82,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
 /** The target runs the session: this agent forgets it, and keeps a record of the frozen copy until criu is done with it. */
 async function letGo(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient): Promise<void> {
   await ctx.registry.remove(d.s.id);
-  await recordOutgoing(ctx.config.dataDir, { sessionId: d.s.id, criuPid: criu.pid, sessionPid: d.s.pid as number, target: target.baseUrl });
+  await recordOutgoing(ctx.config.dataDir, { sessionId: d.s.id, criuPid: criu.pid, sessionPid: d.s.pid as number, target: target.baseUrl, session: d.s, work: d.work });
   void settleAfterCommit(ctx, d, criu, target).finally(() => forgetOutgoing(ctx.config.dataDir, d.s.id));
 }
 
@@ -122,6 +106,38 @@ async function settleAfterCommit(ctx: AgentContext, d: DumpStart, criu: LazyDump
   ctx.log.error({ session: d.s.id, target: target.baseUrl, code }, 'the post-copy transfer broke after the commit; the session resumes here from the freeze');
   const error = `its post-copy move to ${target.baseUrl} broke after the commit (criu exited ${code}); it resumed here as it was at the freeze`;
   await resumeHere(ctx, d, true, error).catch((err: unknown) => ctx.log.error({ session: d.s.id, err: errorMessage(err) }, 'could not resume the session after a broken post-copy transfer'));
+}
+
+/**
+ * After an agent restart: outgoing post-copy moves whose criu still serves
+ * pages are watched to their end (criu is no longer this process's child,
+ * so its exit is read from the frozen copy: gone means every page went;
+ * still there means the transfer broke and criu let it run, and the
+ * session is this agent's again).
+ */
+export function watchOutgoingAfterRestart(ctx: AgentContext): void {
+  void (async () => {
+    for (const m of await listOutgoing(ctx.config.dataDir)) {
+      if (ctx.registry.find(m.sessionId)) {
+        await forgetOutgoing(ctx.config.dataDir, m.sessionId);
+        continue;
+      }
+      void (async () => {
+        while (await isAlive(m.criuPid)) await sleep(500);
+        const d: DumpStart = { s: m.session, checkpoint: '', work: m.work, images: join(m.work, 'images'), side: join(m.work, SIDE_FILES_DIR) };
+        if (await isAlive(m.sessionPid)) {
+          ctx.log.error({ session: m.sessionId, target: m.target }, 'a post-copy move out of this agent broke while the agent was down; the session resumes here from the freeze');
+          await resumeHere(ctx, d, true, `its post-copy move to ${m.target} broke while this agent was restarting; it resumed here as it was at the freeze`).catch((err: unknown) =>
+            ctx.log.error({ session: m.sessionId, err: errorMessage(err) }, 'could not resume the session after a broken post-copy transfer'),
+          );
+        } else {
+          await dropSessionFiles(ctx, m.session);
+          await rm(m.work, { recursive: true, force: true });
+        }
+        await forgetOutgoing(ctx.config.dataDir, m.sessionId);
+      })().catch((err: unknown) => ctx.log.error({ session: m.sessionId, err: errorMessage(err) }, 'watching an outgoing post-copy move failed'));
+    }
+  })().catch((err: unknown) => ctx.log.error({ err: errorMessage(err) }, 'reading outgoing post-copy moves failed'));
 }
 
 /** criu's exit code; criu is killed first once the target has been silent, or without the session, for the move's idle timeout. */
@@ -155,15 +171,19 @@ async function rollBack(ctx: AgentContext, d: DumpStart, criu: LazyDump, target:
     throw new UpstreamError(`the post-copy move of ${id} to ${target.baseUrl} completed there, but this agent did not hear it in time (${errorMessage(f.cause)}); the session runs on the target, ask it`, 409, 'moved');
   };
   let abortConfirmed = false;
+  let claimed = false;
   try {
     await target.abortMove(id);
     abortConfirmed = true;
   } catch (err) {
-    if (err instanceof UpstreamError && err.status === 409) return movedAfterAll();
+    claimed = err instanceof UpstreamError && err.status === 409;
   }
-  // Unconfirmed: the target's guard kills its daemon (and so the transfer) after its commit timeout.
-  const code = abortConfirmed ? await exitWithin(criu, 5_000) : await exitWithin(criu, ctx.config.incomingTimeoutMs + 2_000);
-  // criu exits 0 only when the target took every page, and then it has ended the copy here.
+  // The commit reached it, only the answer was lost.
+  if (claimed && f.phase === 'committing') return movedAfterAll();
+  // Otherwise the target has this copy only if it fetched every page, and then criu here exits 0. A confirmed
+  // abort killed its daemon (criu sees the connection close at once); an unconfirmed one is done by its guard
+  // after the commit timeout.
+  const code = await exitWithin(criu, abortConfirmed ? 1_000 : ctx.config.incomingTimeoutMs + 2_000);
   if (code === 0) return movedAfterAll();
   try {
     await resumeHere(ctx, d, f.linkDown, null);
@@ -184,14 +204,14 @@ async function exitWithin(criu: LazyDump, ms: number): Promise<number> {
 
 /** The frozen copy here runs again: whatever criu left removed, its link up, its address announced. */
 async function resumeHere(ctx: AgentContext, d: DumpStart, linkDown: boolean, error: string | null): Promise<void> {
-  // After the commit this agent had let go of it.
-  if (!ctx.registry.find(d.s.id)) await ctx.registry.put({ ...d.s, state: 'checkpointing' });
+  // After the commit this agent had let go of it; the reason goes with the record before it shows as running.
+  if (!ctx.registry.find(d.s.id)) await ctx.registry.put({ ...d.s, state: 'checkpointing', error });
+  else if (error) await ctx.registry.update(d.s.id, { error });
   await rollBackDump(ctx, d, new Error(error ?? 'the post-copy move failed'));
-  const s = ctx.registry.find(d.s.id) ?? (await ctx.registry.put({ ...d.s, state: 'running' }));
+  const s = ctx.registry.get(d.s.id);
   if (s.state !== 'running' || s.pid === null) return;
   if (linkDown) await setHostVeth(s.network, 'up');
   // The target's copy may have taken the namespace's name (test hosts share one /run/netns).
   if (!existsSync(netnsPath(s.id))) await attachSessionNetns(s.id, s.pid);
   await announce(s.pid, s.network.gateway);
-  if (error) await ctx.registry.update(s.id, { error });
 }

@@ -67,7 +67,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--push-interval <seconds>', 'push metrics this often', nonNegative('--push-interval'), 5)
     .option('--advertise-url <url>', "the URL the scheduler's workers reach this agent at (default: the one it listens on)")
     .option('--incoming-timeout <seconds>', 'a session moved in runs only once its source commits; without a commit in this time its copy is killed', nonNegative('--incoming-timeout'), AGENT_DEFAULTS.incomingTimeoutMs / 1000)
-    .option('--move-idle-timeout <seconds>', 'give up a move whose connection stalls this long (a cut link)', nonNegative('--move-idle-timeout'), AGENT_DEFAULTS.moveIdleTimeoutMs / 1000)
+    .option('--move-idle-timeout <seconds>', 'give up a move whose connection stalls this long (a cut link); for post-copy, also a transfer after the commit that brings no page for this long', nonNegative('--move-idle-timeout'), AGENT_DEFAULTS.moveIdleTimeoutMs / 1000)
     .option('--metadata-endpoint <url>', 'watch this instance metadata service (IMDSv2) for spot and rebalance notices and pass them to the scheduler; on EC2: http://169.254.169.254')
     .option('--metadata-interval <seconds>', 'ask the metadata service this often', nonNegative('--metadata-interval'), 5)
     .option('--log-level <level>', 'pino log level', 'info')

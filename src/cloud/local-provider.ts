@@ -168,62 +168,85 @@ export class LocalProvider implements Provider {
         },
         { timeoutMs: 20_000, intervalMs: 50 },
       );
-      for (const [i, host] of state.hosts.entries()) {
+      for (const host of state.hosts) {
         host.metadataUrl = served.urls[host.name] ?? host.metadataUrl;
-        const args = [
-          `--net=/run/netns/${host.netns}`,
-          process.execPath,
-          BIN,
-          'agent',
-          '--host', host.address,
-          '--port', '7301',
-          '--token-file', host.tokenFile,
-          '--data-dir', host.dataDir,
-          '--store', storeDir,
-          '--bridge', 'hsbr0',
-          '--bridge-address', `${host.address}/16`,
-          '--uplink', 'uplink',
-          '--subnet', this.config.subnet,
-          '--address-pool', `${(1 + i) * 256 + 2}-${(1 + i) * 256 + 254}`,
-          '--log-level', this.config.logLevel ?? 'info',
-          '--incoming-timeout', String(this.config.incomingTimeoutSeconds ?? 30),
-          '--move-idle-timeout', String(this.config.moveIdleTimeoutSeconds ?? 30),
-        ];
-        if (this.config.scheduler) {
-          args.push(
-            '--node', host.name,
-            '--scheduler', this.config.scheduler.url,
-            '--scheduler-token-file', this.config.scheduler.tokenFile,
-            '--node-type', host.instanceType,
-            '--lifecycle', host.lifecycle,
-            '--price', String(host.pricePerHour),
-            '--memory', String(host.memoryBytes),
-            '--cpus', String(host.cpus),
-            '--instance-id', localInstanceId(host.name),
-            '--push-interval', String(this.config.pushIntervalSeconds ?? 5),
-            '--metadata-endpoint', host.metadataUrl,
-            '--metadata-interval', String(this.config.metadataIntervalSeconds ?? 5),
-          );
-        }
-        host.agentPid = daemon('nsenter', args, join(host.dataDir, 'agent.log'));
+        host.agentPid = this.spawnAgent(state, host);
         await this.writeState(state);
       }
-      for (const host of state.hosts) {
-        const client = new AgentClient(host.agentUrl, (await readFile(host.tokenFile, 'utf8')).trim(), 2_000);
-        await waitFor(
-          `the agent of ${host.name} to answer at ${host.agentUrl}`,
-          async () => {
-            if (host.agentPid !== null && !(await isAlive(host.agentPid))) throw new SandboxError(`the agent of ${host.name} exited; see ${join(host.dataDir, 'agent.log')}`);
-            return (await client.health().then(() => true, () => false)) ? true : undefined;
-          },
-          { timeoutMs: 60_000, intervalMs: 100 },
-        );
-      }
+      for (const host of state.hosts) await this.waitForAgent(host);
     } catch (err) {
       await this.removeAll().catch(() => undefined);
       throw err;
     }
     return state.hosts.map((h) => HostRecord.parse(h));
+  }
+
+  /** Starts a host's agent in its namespace; returns its pid. */
+  private spawnAgent(state: LocalState, host: LocalHost): number {
+    const i = state.hosts.findIndex((h) => h.name === host.name);
+    const args = [
+      `--net=/run/netns/${host.netns}`,
+      process.execPath,
+      BIN,
+      'agent',
+      '--host', host.address,
+      '--port', '7301',
+      '--token-file', host.tokenFile,
+      '--data-dir', host.dataDir,
+      '--store', state.storeDir,
+      '--bridge', 'hsbr0',
+      '--bridge-address', `${host.address}/16`,
+      '--uplink', 'uplink',
+      '--subnet', this.config.subnet,
+      '--address-pool', `${(1 + i) * 256 + 2}-${(1 + i) * 256 + 254}`,
+      '--log-level', this.config.logLevel ?? 'info',
+      '--incoming-timeout', String(this.config.incomingTimeoutSeconds ?? 30),
+      '--move-idle-timeout', String(this.config.moveIdleTimeoutSeconds ?? 30),
+    ];
+    if (this.config.scheduler) {
+      args.push(
+        '--node', host.name,
+        '--scheduler', this.config.scheduler.url,
+        '--scheduler-token-file', this.config.scheduler.tokenFile,
+        '--node-type', host.instanceType,
+        '--lifecycle', host.lifecycle,
+        '--price', String(host.pricePerHour),
+        '--memory', String(host.memoryBytes),
+        '--cpus', String(host.cpus),
+        '--instance-id', localInstanceId(host.name),
+        '--push-interval', String(this.config.pushIntervalSeconds ?? 5),
+        '--metadata-endpoint', host.metadataUrl,
+        '--metadata-interval', String(this.config.metadataIntervalSeconds ?? 5),
+      );
+    }
+    return daemon('nsenter', args, join(host.dataDir, 'agent.log'));
+  }
+
+  private async waitForAgent(host: LocalHost): Promise<void> {
+    const client = new AgentClient(host.agentUrl, (await readFile(host.tokenFile, 'utf8')).trim(), 2_000);
+    await waitFor(
+      `the agent of ${host.name} to answer at ${host.agentUrl}`,
+      async () => {
+        if (host.agentPid !== null && !(await isAlive(host.agentPid))) throw new SandboxError(`the agent of ${host.name} exited; see ${join(host.dataDir, 'agent.log')}`);
+        return (await client.health().then(() => true, () => false)) ? true : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 100 },
+    );
+  }
+
+  /**
+   * Starts a host's agent again (stopping it first if it still runs), as a
+   * node's agent restarts under systemd: its sessions and moves under way
+   * carry on, and the new agent takes them over.
+   */
+  async restartAgent(name: string): Promise<void> {
+    const state = await this.readState();
+    const host = state?.hosts.find((h) => h.name === name);
+    if (!state || !host) throw new SandboxError(`no local host named ${name}`);
+    await stopPid(host.agentPid);
+    host.agentPid = this.spawnAgent(state, host);
+    await this.writeState(state);
+    await this.waitForAgent(host);
   }
 
   /** Schedules a notice on a host's metadata endpoint, as EC2 would announce it. */

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 import { waitFor } from '../util/exec.js';
@@ -26,7 +27,8 @@ export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile
   const timeoutMs = opts.timeoutMs ?? 10_000;
   // With a page server (post-copy), pages come over the network from the source's criu dump instead of local images.
   const remote = opts.pageServer ? ['--page-server', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)] : [];
-  const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, '-v2', ...remote]);
+  // -v3: the line that says the daemon told the page server it is done (see lazyTransferHandedOver).
+  const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, opts.pageServer ? '-v3' : '-v2', ...remote]);
   const child = spawn(cmd, args, { stdio: 'ignore', detached: true });
   child.unref();
   if (child.pid === undefined) throw new CriuError('criu_unavailable', 'criu lazy-pages could not start (run npm run setup)', 'spawn failed', logFile);
@@ -48,3 +50,19 @@ export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile
   }
   return { pid, exited, kill: () => killQuietly(pid) };
 }
+
+/**
+ * Whether a post-copy lazy-pages daemon told the source's page server it was
+ * done. criu's daemon does that once it stops handling requests, even after
+ * an error, and the source's criu then counts the transfer complete and ends
+ * its frozen copy. So a daemon that exited non-zero (or was killed) after
+ * this line leaves the restored copy as the only one: it must be kept.
+ * Read from the daemon's log (written at -v3; the line is criu's own).
+ */
+export async function lazyTransferHandedOver(logFile: string): Promise<boolean> {
+  const text = await readFile(logFile, 'utf8').catch(() => '');
+  return text.slice(-4096).includes(LAZY_HANDOVER_LINE);
+}
+
+/** What criu 4.2's lazy-pages daemon logs (at -v3) when it tells the page server it is done. */
+export const LAZY_HANDOVER_LINE = 'page-xfer: Disconnect from the page server';

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,17 +7,18 @@ import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
 import type { HostRecord } from '../../src/core/cloud.js';
 import { Session } from '../../src/core/session.js';
+import { lazyTransferHandedOver } from '../../src/criu/lazy-pages.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
 import { run, waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 
-/** Pids of criu processes whose command line names a path under `dir` (a host's data directory). */
-async function criuUnder(dir: string): Promise<number[]> {
+/** Pids of criu processes (of `command`, if given) whose command line names a path under `dir` (a host's data directory). */
+async function criuUnder(dir: string, command?: 'dump' | 'lazy-pages'): Promise<number[]> {
   const r = await run('ps', ['-eo', 'pid=,args='], { timeoutMs: 10_000 });
   return r.stdout
     .split('\n')
-    .filter((l) => /\bcriu\b/.test(l) && l.includes(dir))
+    .filter((l) => /\bcriu\b/.test(l) && l.includes(dir) && (command === undefined || l.includes(`/criu ${command} `)))
     .map((l) => Number(l.trim().split(/\s+/)[0]));
 }
 
@@ -146,6 +147,49 @@ describe('moving a session post-copy between local test hosts', () => {
     expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
     ch.close();
     await a.removeSession(s.id);
+  });
+
+  it('should take the session back when its post-copy transfer breaks while the source agent is down', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('pr');
+    const k = await kernelWithState(s.url, s.token, 1024);
+    k.channel.close();
+    const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy');
+    expect(r.mode).toBe('post-copy');
+    // The target's lazy-pages daemon is held (the gigabyte cannot finish arriving), the source's agent dies, then the transfer breaks.
+    const daemons = await criuUnder(hosts[1]!.dataDir, 'lazy-pages');
+    for (const p of daemons) killQuietly(p, 'SIGSTOP');
+    // Unless the daemon had already told the source it was done (then the source's criu ends its copy, and the target's is the one).
+    const logs = join(hosts[1]!.dataDir, 'logs');
+    const daemonLog = (await readdir(logs)).find((n) => n.startsWith(`in-${s.id}-lazy-pages-`));
+    const serving = daemons.length === 1 && daemonLog !== undefined && !(await lazyTransferHandedOver(join(logs, daemonLog)));
+    killQuietly((await provider.hosts())[0]!.agentPid!, 'SIGKILL');
+    for (const p of daemons) killQuietly(p, 'SIGKILL');
+    await provider.restartAgent(hosts[0]!.name);
+    if (serving) {
+      // The restarted agent finds criu gone and the frozen copy running again: the session is its own once more.
+      const back = await waitFor('the session to run on the source again', async () => {
+        const here = await a.findSession(s.id);
+        return here?.state === 'running' ? here : undefined;
+      }, { timeoutMs: 30_000, intervalMs: 250 }).catch(async (err: unknown) => {
+        for (const h of [0, 1]) console.log('DBG', h, (await readFile(join(hosts[h]!.dataDir, 'agent.log'), 'utf8')).split('\n').filter((l) => l.includes(s.id) || l.includes('listening')).slice(-12).join('\nDBG '));
+        console.log('DBG daemons', daemons, 'serving', serving);
+        console.log('DBG', await run('ps', ['-eo', 'pid,stat,args']).then((x) => x.stdout.split('\n').filter((l) => l.includes(stateDir) || l.includes('criu')).join('\nDBG ')));
+        console.log('DBG', await a.findSession(s.id), await b.findSession(s.id));
+        throw err;
+      });
+      expect(back.error).toMatch(/broke while this agent was restarting/);
+      await waitFor('the target to let go of its copy', async () => ((await b.findSession(s.id)) === null ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
+    } else {
+      // Every page had arrived before the daemon was held: the move is complete, and the target runs it.
+      await waitFor('the target to run it with all its memory', async () => ((await b.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 20_000, intervalMs: 250 });
+      expect(await a.findSession(s.id)).toBeNull();
+      expect((await b.getSession(s.id)).state).toBe('running');
+    }
+    const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
+    await (serving ? a : b).removeSession(s.id);
   });
 
   it('should resume the session on the source, and leave no copy on the target, when the target agent is killed while restoring', async () => {
