@@ -22,6 +22,12 @@ export interface AgentContext {
   fences: Fences;
   /** Sessions moved in, restored stopped, waiting for their source's commit. */
   incoming: Map<string, IncomingMove>;
+  /**
+   * Aborted when this agent stops (close) or its node is torn down
+   * (stopEverySession): background watches of moves end without acting, as
+   * if the agent had died; a next agent takes over from the records on disk.
+   */
+  stopping: AbortController;
 }
 
 export interface IncomingMove {
@@ -39,5 +45,5 @@ export interface IncomingMove {
    * Post-copy: the memory still arriving from the source's criu. `complete`
    * once the daemon has brought it all (the source's criu then ended its copy).
    */
-  postCopy?: { daemonPid: number | null; outcome: Promise<'complete' | 'failed' | null>; complete: boolean };
+  postCopy?: { daemonPid: number | null; log: string | null; outcome: Promise<'complete' | 'failed' | null>; complete: boolean; kill: () => void };
 }

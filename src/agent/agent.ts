@@ -53,6 +53,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     lazy: new LazyTransfers(),
     fences,
     incoming: new Map(),
+    stopping: new AbortController(),
   };
   await reconcileSessions(ctx);
   watchOutgoingAfterRestart(ctx);
@@ -73,6 +74,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     ctx,
     scheduler,
     close: () => {
+      ctx.stopping.abort();
       scheduler?.stop();
       closing ??= new Promise<void>((resolve) => {
         server.closeAllConnections();

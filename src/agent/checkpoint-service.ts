@@ -232,6 +232,8 @@ interface Restored {
   /** The lazy-pages daemon's pid, while it serves, and its log. */
   lazyPid: number | null;
   lazyLog: string | null;
+  /** Ends the lazy-pages daemon (post-copy: breaking the transfer so that the source resumes); null when not lazy. */
+  lazyKill: (() => void) | null;
 }
 
 /**
@@ -245,7 +247,7 @@ export type LazyOutcome = 'complete' | 'failed';
 async function lazyOutcomeOf(ctx: AgentContext, s: Session, daemon: LazyPagesDaemon, logFile: string, postCopy: boolean): Promise<LazyOutcome> {
   const code = await daemon.exited;
   if (code === 0) return 'complete';
-  if (postCopy && (await lazyTransferHandedOver(logFile))) {
+  if (postCopy && !daemon.broken && (await lazyTransferHandedOver(logFile))) {
     ctx.log.warn({ session: s.id, code, log: logFile }, 'criu lazy-pages exited after telling the source it was done: the source has ended its copy, so this one is kept');
     return 'complete';
   }
@@ -254,7 +256,8 @@ async function lazyOutcomeOf(ctx: AgentContext, s: Session, daemon: LazyPagesDae
 
 function watchLazyPages(ctx: AgentContext, s: Session, pid: number, outcome: Promise<LazyOutcome>, logFile: string, postCopy: boolean): Promise<void> {
   return outcome.then(async (o) => {
-    if (o === 'complete') return;
+    // A stopping agent leaves the session to the next one (reconcileSessions settles it).
+    if (o === 'complete' || ctx.stopping.signal.aborted) return;
     const current = ctx.registry.find(s.id);
     ctx.log.error({ session: s.id, log: logFile, postCopy }, 'criu lazy-pages failed before all pages arrived');
     if (current?.pid === pid) {
@@ -383,13 +386,13 @@ export async function restoreFromImages(
     const released = daemon ? watchLazyPages(ctx, restoring, pid, lazyOutcome as Promise<LazyOutcome>, daemonLog, postCopy) : Promise.resolve();
     ctx.lazy.track(s.id, released);
     const lazyPid = daemon?.pid ?? null;
-    if (opts.leaveStopped) return { session: restoring, released, lazyOutcome, lazyPid, lazyLog: daemon ? daemonLog : null };
+    if (opts.leaveStopped) return { session: restoring, released, lazyOutcome, lazyPid, lazyLog: daemon ? daemonLog : null, lazyKill: daemon ? daemon.kill : null };
     const running = performance.now();
     const session = await startRestored(ctx, restoring);
     // With lazy pages the server answers once the pages it touches have come.
     const serverSeconds = (performance.now() - running) / 1000;
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
-    return { session, released, lazyOutcome, lazyPid, lazyLog: daemon ? daemonLog : null };
+    return { session, released, lazyOutcome, lazyPid, lazyLog: daemon ? daemonLog : null, lazyKill: daemon ? daemon.kill : null };
   } catch (err) {
     early?.daemon.kill();
     daemon?.kill();

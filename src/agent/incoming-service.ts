@@ -15,7 +15,7 @@ import type { AgentContext, IncomingMove } from './agent-context.js';
 import { assertRestorableHere, restoreFromImages, startRestored } from './checkpoint-service.js';
 import { bytesReceivedFrom, netnsName, removeSessionNetwork } from './network.js';
 import type { PageServerAddress } from '../criu/driver.js';
-import { LAZY_HANDOVER_LINE } from '../criu/lazy-pages.js';
+import { LAZY_HANDOVER_LINE, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { killSession } from './sandbox.js';
 
 /**
@@ -57,12 +57,17 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     const r0 = performance.now();
     try {
       const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer });
-      const postCopy = manifest.pageServer ? { daemonPid: restored.lazyPid, outcome: restored.lazyOutcome, complete: false } : undefined;
+      const kill = restored.lazyKill ?? (() => undefined);
+      const postCopy = manifest.pageServer ? { daemonPid: restored.lazyPid, log: restored.lazyLog, outcome: restored.lazyOutcome, complete: false, kill } : undefined;
       if (postCopy) {
         void postCopy.outcome.then((o) => (postCopy.complete = o === 'complete'));
-        if (postCopy.daemonPid !== null && restored.session.pid !== null && manifest.pageServer) watchForStall(ctx, id, restored.session.pid, postCopy.daemonPid, manifest.pageServer, postCopy.outcome);
+        if (restored.session.pid !== null && manifest.pageServer) watchForStall(ctx, id, restored.session.pid, kill, manifest.pageServer, postCopy.outcome);
       }
-      const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs, postCopy && restored.lazyPid !== null && restored.lazyLog !== null ? { pid: restored.lazyPid, log: restored.lazyLog } : null);
+      const guardPid = startGuard(
+        restored.session,
+        ctx.config.incomingTimeoutMs,
+        postCopy && manifest.pageServer && restored.lazyPid !== null && restored.lazyLog !== null ? { pid: restored.lazyPid, log: restored.lazyLog, pageServer: manifest.pageServer } : null,
+      );
       const timer = setTimeout(() => {
         if (postCopy) {
           // All its memory here means the source's criu has ended its copy: this one must run. Otherwise the source resumes.
@@ -95,19 +100,19 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
  * is killed, and with it the copy (see watchLazyPages). The source gives up
  * after the same time and resumes its own.
  */
-function watchForStall(ctx: AgentContext, id: string, pid: number, daemonPid: number, pageServer: PageServerAddress, exit: Promise<unknown>): void {
+function watchForStall(ctx: AgentContext, id: string, pid: number, breakTransfer: () => void, pageServer: PageServerAddress, exit: Promise<unknown>): void {
   let done = false;
   void exit.then(() => (done = true));
   void (async () => {
     let last: number | null = null;
     let since = performance.now();
     while (!done) {
-      await sleep(1_000);
-      if (done) return;
+      await sleep(1_000, ctx.stopping.signal).catch(() => undefined);
+      if (done || ctx.stopping.signal.aborted) return;
       if (!(await isAlive(pid))) {
         // The copy died here (killed, or crashed): the daemon would wait on the source for ever.
         ctx.log.error({ session: id }, 'a post-copy copy exited while its memory was arriving; ending its lazy-pages daemon (the source resumes its own)');
-        killQuietly(daemonPid);
+        breakTransfer();
         return;
       }
       const received = await bytesReceivedFrom(pageServer);
@@ -116,7 +121,7 @@ function watchForStall(ctx: AgentContext, id: string, pid: number, daemonPid: nu
         since = performance.now();
       } else if (performance.now() - since > ctx.config.moveIdleTimeoutMs) {
         ctx.log.error({ session: id, stalledMs: ctx.config.moveIdleTimeoutMs, received: last }, 'no page of the post-copy transfer arrived for the move idle timeout; killing the lazy-pages daemon and the copy');
-        killQuietly(daemonPid);
+        breakTransfer();
         return;
       }
     }
@@ -134,19 +139,21 @@ function watchForStall(ctx: AgentContext, id: string, pid: number, daemonPid: nu
  * page or failed (then this agent killed the copy): the copy is left alone,
  * and a restarted agent resumes it.
  */
-function startGuard(s: Session, ms: number, daemon: { pid: number; log: string } | null): number | null {
+function startGuard(s: Session, ms: number, daemon: { pid: number; log: string; pageServer: PageServerAddress } | null): number | null {
   if (s.pid === null) return null;
+  // Python: the daemon's liveness, the last line of its log, then the reset and kill of breakLazyTransfer.
   const lazy = daemon === null ? '' : `d = ${daemon.pid}
 try: alive = open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'
 except OSError: alive = False
 if not alive: raise SystemExit(0)
-os.kill(d, signal.SIGKILL)
-time.sleep(0.2)
 try:
     with open(${JSON.stringify(daemon.log)}, 'rb') as f:
-        f.seek(0, 2); f.seek(max(0, f.tell() - 4096)); tail = f.read()
-except OSError: tail = b''
-if ${JSON.stringify(LAZY_HANDOVER_LINE)}.encode() in tail: raise SystemExit(0)
+        f.seek(0, 2); f.seek(max(0, f.tell() - 4096)); last = f.read().rstrip().split(b'\\n')[-1]
+except OSError: last = b''
+if ${JSON.stringify(LAZY_HANDOVER_LINE)}.encode() in last: raise SystemExit(0)
+subprocess.run(['ss', '-K', 'dst', '${daemon.pageServer.address}:${daemon.pageServer.port}'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+os.kill(d, signal.SIGKILL)
+time.sleep(0.2)
 `;
   // One process (a shell would leave its sleep behind when killed).
   const py = `import os, signal, subprocess, time\ntime.sleep(${ms / 1000})\n${lazy}try: os.kill(${s.pid}, signal.SIGKILL)\nexcept OSError: pass\nsubprocess.run(['ip', 'netns', 'del', '${netnsName(s.id)}'], stderr=subprocess.DEVNULL)\n`;
@@ -200,7 +207,8 @@ export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepI
   }
   if (move.postCopy) {
     // The daemon goes first: its broken connection is what tells the source's criu to resume its copy.
-    if (move.postCopy.daemonPid !== null && !move.postCopy.complete) killQuietly(move.postCopy.daemonPid);
+    // A daemon that has just told the source it is done is let finish: the source's copy is going.
+    if (!move.postCopy.complete && !(move.postCopy.log !== null && (await lazyTransferHandedOver(move.postCopy.log)))) move.postCopy.kill();
     if ((await move.postCopy.outcome) === 'complete') {
       // Every page had arrived, so the source's criu has ended its copy: this is the only one, and it runs.
       await commitIncoming(ctx, id);

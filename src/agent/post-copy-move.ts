@@ -97,6 +97,8 @@ async function letGo(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: Ag
  */
 async function settleAfterCommit(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient): Promise<void> {
   const code = await exitOrStall(ctx, d.s.id, criu, target);
+  // This agent is stopping: its outgoing record stays for the next one.
+  if (code === null) return;
   if (code === 0) {
     ctx.log.info({ session: d.s.id, target: target.baseUrl }, 'post-copy move complete: every page reached the target');
     await dropSessionFiles(ctx, d.s);
@@ -123,7 +125,9 @@ export function watchOutgoingAfterRestart(ctx: AgentContext): void {
         continue;
       }
       void (async () => {
-        while (await isAlive(m.criuPid)) await sleep(500);
+        const stopping = ctx.stopping.signal;
+        while (!stopping.aborted && (await isAlive(m.criuPid))) await sleep(500, stopping).catch(() => undefined);
+        if (stopping.aborted) return;
         const d: DumpStart = { s: m.session, checkpoint: '', work: m.work, images: join(m.work, 'images'), side: join(m.work, SIDE_FILES_DIR) };
         if (await isAlive(m.sessionPid)) {
           ctx.log.error({ session: m.sessionId, target: m.target }, 'a post-copy move out of this agent broke while the agent was down; the session resumes here from the freeze');
@@ -140,12 +144,18 @@ export function watchOutgoingAfterRestart(ctx: AgentContext): void {
   })().catch((err: unknown) => ctx.log.error({ err: errorMessage(err) }, 'reading outgoing post-copy moves failed'));
 }
 
-/** criu's exit code; criu is killed first once the target has been silent, or without the session, for the move's idle timeout. */
-async function exitOrStall(ctx: AgentContext, id: string, criu: LazyDump, target: AgentClient): Promise<number> {
+/**
+ * criu's exit code; criu is killed first once the target has been silent, or
+ * without the session, for the move's idle timeout. null: this agent is
+ * stopping (criu is left to the next agent).
+ */
+async function exitOrStall(ctx: AgentContext, id: string, criu: LazyDump, target: AgentClient): Promise<number | null> {
   let healthy = performance.now();
   const poll = Math.min(2_000, ctx.config.moveIdleTimeoutMs / 4);
+  const stopping = ctx.stopping.signal;
   for (;;) {
-    const code = await Promise.race([criu.exited, sleep(poll).then(() => null)]);
+    const code = await Promise.race([criu.exited, sleep(poll, stopping).then(() => null, () => null)]);
+    if (stopping.aborted) return null;
     if (code !== null) return code;
     const there = await target.findSession(id, poll).catch(() => undefined);
     if (there && (there.state === 'running' || there.state === 'restoring')) healthy = performance.now();

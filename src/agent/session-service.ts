@@ -79,6 +79,7 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
  * Records are read again first, in case another agent changed them.
  */
 export async function stopEverySession(ctx: AgentContext): Promise<void> {
+  ctx.stopping.abort();
   // Post-copy moves still serving memory to their targets: their frozen copies too.
   await killOutgoing(ctx.config.dataDir);
   await ctx.registry.load();

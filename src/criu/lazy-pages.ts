@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
-import { waitFor } from '../util/exec.js';
+import { run, waitFor } from '../util/exec.js';
 import { killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
@@ -13,7 +13,10 @@ export interface LazyPagesDaemon {
   pid: number;
   /** Resolves when the daemon has served every page and exited (0), or failed (other codes). */
   exited: Promise<number>;
+  /** Ends the daemon; a post-copy daemon's transfer is broken first (see breakLazyTransfer). */
   kill(): void;
+  /** Whether kill() was called: a post-copy transfer broken on purpose, whatever the log says. */
+  readonly broken: boolean;
 }
 
 /**
@@ -48,7 +51,20 @@ export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile
     killQuietly(pid);
     throw err;
   }
-  return { pid, exited, kill: () => killQuietly(pid) };
+  const pageServer = opts.pageServer;
+  let broken = false;
+  return {
+    pid,
+    exited,
+    kill: () => {
+      broken = true;
+      if (pageServer) void breakLazyTransfer(pageServer, pid);
+      else killQuietly(pid);
+    },
+    get broken() {
+      return broken;
+    },
+  };
 }
 
 /**
@@ -61,7 +77,22 @@ export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile
  */
 export async function lazyTransferHandedOver(logFile: string): Promise<boolean> {
   const text = await readFile(logFile, 'utf8').catch(() => '');
-  return text.slice(-4096).includes(LAZY_HANDOVER_LINE);
+  // The last line: an error after it (the page server gone, "doesn't answer") means the source did not take it.
+  const last = text.trimEnd().split('\n').at(-1) ?? '';
+  return last.includes(LAZY_HANDOVER_LINE);
+}
+
+/**
+ * Breaks a post-copy transfer from the target's side so that the source's
+ * criu sees it fail: its page server takes a plain close of the connection
+ * as the end of a good transfer (criu 4.2.1 checks the final handshake only
+ * when receiving pages) and would kill the frozen source. So the daemon's
+ * connection is reset first (`ss -K`, the kernel's SOCK_DESTROY: the peer
+ * gets an RST), then the daemon is killed.
+ */
+export async function breakLazyTransfer(pageServer: PageServerAddress, daemonPid: number): Promise<void> {
+  await run('ss', ['-K', 'dst', `${pageServer.address}:${pageServer.port}`], { allowFailure: true, timeoutMs: 5_000 }).catch(() => undefined);
+  killQuietly(daemonPid);
 }
 
 /** What criu 4.2's lazy-pages daemon logs (at -v3) when it tells the page server it is done. */

@@ -63,7 +63,8 @@ export async function startTestAgent(overrides: Partial<AgentConfig> = {}): Prom
       await stopEverySession(agent.ctx);
       await agent.close();
       await removeBridge(config.bridge.name).catch(() => undefined);
-      await rm(dataDir, { recursive: true, force: true });
+      // A move's background watch may still be writing a record as the agent stops.
+      await rm(dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
     },
   };
 }

@@ -140,7 +140,7 @@ describe('moving a session post-copy between local test hosts', () => {
     } finally {
       await run('ip', ['link', 'set', rootVeth, 'up']);
     }
-    expect(await b.findSession(s.id)).toBeNull();
+    await waitFor('the target to let go of its copy', async () => ((await b.findSession(s.id)) === null ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
     await waitFor('no criu left on either host', async () => ((await criuUnder(hosts[0]!.dataDir)).length + (await criuUnder(hosts[1]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
     // Exactly one copy, the source's, with the state it had at the freeze.
     const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
@@ -156,7 +156,8 @@ describe('moving a session post-copy between local test hosts', () => {
     k.channel.close();
     const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy');
     expect(r.mode).toBe('post-copy');
-    // The target's lazy-pages daemon is held (the gigabyte cannot finish arriving), the source's agent dies, then the transfer breaks.
+    // The target's lazy-pages daemon is held (the gigabyte cannot finish arriving), the source's agent dies, then the
+    // connection is reset (as a failing network does) and the daemon ends.
     const daemons = await criuUnder(hosts[1]!.dataDir, 'lazy-pages');
     for (const p of daemons) killQuietly(p, 'SIGSTOP');
     // Unless the daemon had already told the source it was done (then the source's criu ends its copy, and the target's is the one).
@@ -164,6 +165,9 @@ describe('moving a session post-copy between local test hosts', () => {
     const daemonLog = (await readdir(logs)).find((n) => n.startsWith(`in-${s.id}-lazy-pages-`));
     const serving = daemons.length === 1 && daemonLog !== undefined && !(await lazyTransferHandedOver(join(logs, daemonLog)));
     killQuietly((await provider.hosts())[0]!.agentPid!, 'SIGKILL');
+    const args = (await readFile(`/proc/${daemons[0]}/cmdline`, 'utf8')).split('\0');
+    const pageServer = `${args[args.indexOf('--address') + 1]}:${args[args.indexOf('--port') + 1]}`;
+    await run('nsenter', [`--net=/run/netns/hsh-${hosts[1]!.name}`, 'ss', '-K', 'dst', pageServer], { allowFailure: true });
     for (const p of daemons) killQuietly(p, 'SIGKILL');
     await provider.restartAgent(hosts[0]!.name);
     if (serving) {
