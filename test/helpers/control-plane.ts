@@ -169,11 +169,12 @@ export async function startControlPlane(opts: {
   const token = opts.token ?? randomBytes(24).toString('hex');
   let scheduler: RunningScheduler | undefined;
   let agents: TestAgent[] = [];
+  // Every step runs even when one fails (a failed agent cleanup once left Redis running); the first error is thrown at the end.
   const close = async (): Promise<void> => {
-    for (const a of agents) await a.cleanup();
-    await scheduler?.close();
-    await redis.close();
-    await policies.close();
+    const steps: Array<() => Promise<void> | undefined> = [...agents.map((a) => () => a.cleanup()), () => scheduler?.close(), () => redis.close(), () => policies.close()];
+    const errors: unknown[] = [];
+    for (const step of steps) await Promise.resolve(step()).catch((err: unknown) => errors.push(err));
+    if (errors.length > 0) throw errors[0];
   };
   try {
     scheduler = await startScheduler(
