@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import type { MoveManifest } from '../core/checkpoint.js';
 import type { CriuBinary } from '../criu/binary.js';
+import type { PageServerAddress } from '../criu/driver.js';
+import type { RestoredLazy } from './checkpoint-service.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { AgentConfig } from './config.js';
 import type { Fences } from './fences.js';
@@ -45,5 +47,5 @@ export interface IncomingMove {
    * Post-copy: the memory still arriving from the source's criu. `complete`
    * once the daemon has brought it all (the source's criu then ended its copy).
    */
-  postCopy?: { daemonPid: number | null; log: string | null; outcome: Promise<'complete' | 'failed' | null>; complete: boolean; kill: () => void };
+  postCopy?: { lazy: RestoredLazy; pageServer: PageServerAddress; complete: boolean };
 }

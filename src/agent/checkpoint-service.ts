@@ -5,9 +5,8 @@ import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
 import type { CheckpointManifest, CheckpointResult, FileDigest } from '../core/checkpoint.js';
 import type { Session } from '../core/session.js';
 import { CriuError } from '../core/errors.js';
-import { dump, restore, type DumpOptions as CriuDumpOptions } from '../criu/driver.js';
+import { dump, restore, type DumpOptions as CriuDumpOptions, type PageServerAddress } from '../criu/driver.js';
 import { lazyTransferHandedOver, startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
-import type { PageServerAddress } from '../criu/driver.js';
 import { diagnoseCriuLogFile } from '../criu/log.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { expireCheckpoints } from '../images/retention.js';
@@ -223,27 +222,26 @@ interface Restored {
   session: Session;
   /** Resolves when the image directory is no longer read (a lazy-pages daemon has served every page). */
   released: Promise<void>;
-  /**
-   * How the lazy-pages daemon ended: 'complete' (every page arrived, or, in
-   * post-copy, the source was told so and has ended its copy), 'failed';
-   * null when the restore was not lazy.
-   */
-  lazyOutcome: Promise<LazyOutcome | null>;
-  /** The lazy-pages daemon's pid, while it serves, and its log. */
-  lazyPid: number | null;
-  lazyLog: string | null;
-  /** Ends the lazy-pages daemon (post-copy: breaking the transfer so that the source resumes); null when not lazy. */
-  lazyKill: (() => void) | null;
+  /** The lazy-pages daemon bringing the memory in; null when the restore was not lazy. */
+  lazy: RestoredLazy | null;
 }
 
-/**
- * After a lazy restore the session's memory is still arriving. If the daemon
- * fails, the session cannot complete: it is stopped and left checkpointed, its
- * checkpoint intact, so a restore can be tried again.
- */
 export type LazyOutcome = 'complete' | 'failed';
 
-/** A daemon's end as LazyOutcome (see Restored.lazyOutcome). */
+/** A lazy restore's daemon, as its callers see it. */
+export interface RestoredLazy {
+  pid: number;
+  log: string;
+  /**
+   * How the daemon ended: 'complete' (every page arrived, or, in post-copy,
+   * the source was told so and has ended its copy) or 'failed'.
+   */
+  outcome: Promise<LazyOutcome>;
+  /** Ends the daemon (post-copy: breaking the transfer so that the source resumes). */
+  kill: () => void;
+}
+
+/** A daemon's end as LazyOutcome (see RestoredLazy.outcome). */
 async function lazyOutcomeOf(ctx: AgentContext, s: Session, daemon: LazyPagesDaemon, logFile: string, postCopy: boolean): Promise<LazyOutcome> {
   const code = await daemon.exited;
   if (code === 0) return 'complete';
@@ -254,6 +252,12 @@ async function lazyOutcomeOf(ctx: AgentContext, s: Session, daemon: LazyPagesDae
   return 'failed';
 }
 
+/**
+ * After a lazy restore the session's memory is still arriving. If the daemon
+ * fails, the session cannot complete: it is stopped and left checkpointed, its
+ * checkpoint intact, so a restore can be tried again (post-copy: it is
+ * forgotten here, its source resumes it).
+ */
 function watchLazyPages(ctx: AgentContext, s: Session, pid: number, outcome: Promise<LazyOutcome>, logFile: string, postCopy: boolean): Promise<void> {
   return outcome.then(async (o) => {
     // A stopping agent leaves the session to the next one (reconcileSessions settles it).
@@ -382,17 +386,16 @@ export async function restoreFromImages(
     pid = r.pid;
     await attachSessionNetns(s.id, pid);
     const restoring = await ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
-    const lazyOutcome = daemon ? lazyOutcomeOf(ctx, restoring, daemon, daemonLog, postCopy) : Promise.resolve(null);
-    const released = daemon ? watchLazyPages(ctx, restoring, pid, lazyOutcome as Promise<LazyOutcome>, daemonLog, postCopy) : Promise.resolve();
+    const serving: RestoredLazy | null = daemon ? { pid: daemon.pid, log: daemonLog, outcome: lazyOutcomeOf(ctx, restoring, daemon, daemonLog, postCopy), kill: daemon.kill } : null;
+    const released = serving ? watchLazyPages(ctx, restoring, pid, serving.outcome, daemonLog, postCopy) : Promise.resolve();
     ctx.lazy.track(s.id, released);
-    const lazyPid = daemon?.pid ?? null;
-    if (opts.leaveStopped) return { session: restoring, released, lazyOutcome, lazyPid, lazyLog: daemon ? daemonLog : null, lazyKill: daemon ? daemon.kill : null };
+    if (opts.leaveStopped) return { session: restoring, released, lazy: serving };
     const running = performance.now();
     const session = await startRestored(ctx, restoring);
     // With lazy pages the server answers once the pages it touches have come.
     const serverSeconds = (performance.now() - running) / 1000;
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
-    return { session, released, lazyOutcome, lazyPid, lazyLog: daemon ? daemonLog : null, lazyKill: daemon ? daemon.kill : null };
+    return { session, released, lazy: serving };
   } catch (err) {
     early?.daemon.kill();
     daemon?.kill();

@@ -57,17 +57,13 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     const r0 = performance.now();
     try {
       const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer });
-      const kill = restored.lazyKill ?? (() => undefined);
-      const postCopy = manifest.pageServer ? { daemonPid: restored.lazyPid, log: restored.lazyLog, outcome: restored.lazyOutcome, complete: false, kill } : undefined;
+      // A post-copy restore is always lazy: its daemon fetches the memory from the page server.
+      const postCopy = manifest.pageServer && restored.lazy ? { lazy: restored.lazy, pageServer: manifest.pageServer, complete: false } : undefined;
       if (postCopy) {
-        void postCopy.outcome.then((o) => (postCopy.complete = o === 'complete'));
-        if (restored.session.pid !== null && manifest.pageServer) watchForStall(ctx, id, restored.session.pid, kill, manifest.pageServer, postCopy.outcome);
+        void postCopy.lazy.outcome.then((o) => (postCopy.complete = o === 'complete'));
+        if (restored.session.pid !== null) watchForStall(ctx, id, restored.session.pid, postCopy.lazy.kill, postCopy.pageServer, postCopy.lazy.outcome);
       }
-      const guardPid = startGuard(
-        restored.session,
-        ctx.config.incomingTimeoutMs,
-        postCopy && manifest.pageServer && restored.lazyPid !== null && restored.lazyLog !== null ? { pid: restored.lazyPid, log: restored.lazyLog, pageServer: manifest.pageServer } : null,
-      );
+      const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs, postCopy ? { pid: postCopy.lazy.pid, log: postCopy.lazy.log, pageServer: postCopy.pageServer } : null);
       const timer = setTimeout(() => {
         if (postCopy) {
           // All its memory here means the source's criu has ended its copy: this one must run. Otherwise the source resumes.
@@ -208,8 +204,8 @@ export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepI
   if (move.postCopy) {
     // The daemon goes first: its broken connection is what tells the source's criu to resume its copy.
     // A daemon that has just told the source it is done is let finish: the source's copy is going.
-    if (!move.postCopy.complete && !(move.postCopy.log !== null && (await lazyTransferHandedOver(move.postCopy.log)))) move.postCopy.kill();
-    if ((await move.postCopy.outcome) === 'complete') {
+    if (!move.postCopy.complete && !(await lazyTransferHandedOver(move.postCopy.lazy.log))) move.postCopy.lazy.kill();
+    if ((await move.postCopy.lazy.outcome) === 'complete') {
       // Every page had arrived, so the source's criu has ended its copy: this is the only one, and it runs.
       await commitIncoming(ctx, id);
       throw new ConflictError(`session ${id} had all its memory here when the abort came (the source's copy is gone): it runs here`);

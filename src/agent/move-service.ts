@@ -12,7 +12,6 @@ import { handOver, openMoveStream, type MoveRequest } from './move-send.js';
 
 export type { MoveRequest } from './move-send.js';
 
-
 /** Whether this agent's criu can move sessions post-copy (its setup probe passed). */
 export function postCopyHere(ctx: AgentContext): boolean {
   return ctx.criu.postCopy?.ok === true && ctx.criu.lazyPages;

@@ -21,8 +21,9 @@ import { dropSessionFiles } from './session-service.js';
  * session and writes everything but its anonymous memory (a few MB), then
  * serves that memory from a page server here; the target restores from those
  * images with a lazy-pages daemon that fetches each page on first touch and
- * the rest in the background. The downtime is the small dump, its transfer
- * and the restore, whatever the session's size.
+ * the rest in the background. The downtime is the small dump, its transfer,
+ * the restore and the server's first answer (which waits on the pages it
+ * touches, so it still grows with the session's size; see README).
  *
  * The source's processes stay frozen until the target has every page: criu
  * kills them only then. If the transfer breaks at any point, criu lets them
@@ -30,7 +31,8 @@ import { dropSessionFiles } from './session-service.js';
  * fails, so the session runs in one place. Before the commit a failure
  * resumes the session here (auto mode then retries stop-and-copy); after the
  * commit a broken transfer loses what the session did on the target since
- * the freeze, never the session.
+ * the freeze, not the session (short of a target daemon that dies on its
+ * own while the page server idles: see breakLazyTransfer).
  */
 export async function movePostCopy(ctx: AgentContext, id: string, req: MoveRequest, target: AgentClient): Promise<MoveResult> {
   const started = performance.now();

@@ -119,8 +119,9 @@ export interface LazyDump {
    */
   ready: Promise<number>;
   /**
-   * criu's exit code. 0: the target took every page, and criu killed the
-   * tree. Otherwise the transfer failed and criu let the tree run again
+   * criu's exit code. 0: the target said it was done (or, criu 4.2.1 being
+   * lenient, closed the connection plainly), and criu killed the tree.
+   * Otherwise the transfer failed and criu let the tree run again
    * (resumeAfterFailedDump removes what it may have left).
    */
   exited: Promise<number>;
