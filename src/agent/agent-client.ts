@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CheckpointManifest, CheckpointResult, MoveResult, type MoveMode } from '../core/checkpoint.js';
+import { CheckpointManifest, CheckpointResult, MoveResult, PageServerAt, type MoveMode } from '../core/checkpoint.js';
 import { UpstreamError } from '../core/errors.js';
 import { JsonClient } from '../util/json-client.js';
 import { OperationProgress, SessionView } from '../core/session.js';
@@ -71,6 +71,10 @@ export class AgentClient {
   /** Opens a move to this agent: the caller writes the move stream into `body`; `answer` is the target's once it has restored the session stopped. */
   openMove(fence?: number, idleTimeoutMs = 30_000) {
     return this.http.openStream('POST', 'v1/incoming', IncomingResult, MOVE_CONTENT_TYPE, fence === undefined ? {} : { [FENCE_HEADER]: String(fence) }, idleTimeoutMs);
+  }
+  /** Asks this agent to receive a session's memory from the source's criu dump: where its page server listens. */
+  openPageServer(id: string, fence?: number) {
+    return this.call('POST', `v1/incoming/${encodeURIComponent(id)}/pages`, PageServerAt, undefined, fence);
   }
   commitMove(id: string, fence?: number) {
     return this.call('POST', `v1/incoming/${encodeURIComponent(id)}/commit`, SessionView, undefined, fence);

@@ -7,6 +7,7 @@ import type { ImageStore } from '../images/image-store.js';
 import type { AgentConfig } from './config.js';
 import type { Fences } from './fences.js';
 import type { LazyTransfers } from './lazy-transfers.js';
+import type { PushedPages } from './pushed-pages.js';
 import type { SessionRegistry } from './session-registry.js';
 
 /** What the agent's services share; built once by createAgent. */
@@ -24,6 +25,8 @@ export interface AgentContext {
   fences: Fences;
   /** Sessions moved in, restored stopped, waiting for their source's commit. */
   incoming: Map<string, IncomingMove>;
+  /** Page servers receiving the memory of sessions being moved in stop-and-copy, before their move stream. */
+  pushedPages: Map<string, PushedPages>;
   /**
    * Aborted when this agent stops (close) or its node is torn down
    * (stopEverySession): background watches of moves end without acting, as

@@ -53,6 +53,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     lazy: new LazyTransfers(),
     fences,
     incoming: new Map(),
+    pushedPages: new Map(),
     stopping: new AbortController(),
   };
   await reconcileSessions(ctx);
@@ -75,6 +76,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     scheduler,
     close: () => {
       ctx.stopping.abort();
+      for (const p of ctx.pushedPages.values()) p.server.kill();
       scheduler?.stop();
       closing ??= new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -8,6 +8,7 @@ import { CriuError } from '../core/errors.js';
 import { dump, restore, type DumpOptions as CriuDumpOptions, type PageServerAddress } from '../criu/driver.js';
 import { lazyTransferHandedOver, startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import { diagnoseCriuLogFile } from '../criu/log.js';
+import { restoreEagerly } from '../criu/pagemap.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { expireCheckpoints } from '../images/retention.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
@@ -26,6 +27,9 @@ function hookEnv(ctx: AgentContext, s: Session, sideDir?: string): Record<string
   if (ctx.config.criuActionScript) env.HUBSHIFT_USER_ACTION_SCRIPT = ctx.config.criuActionScript;
   return env;
 }
+
+/** The session's server is PID 1 of its PID namespace (see launchSession): criu names its images by that pid. */
+const SESSION_ROOT_VPID = 1;
 
 function logPath(ctx: AgentContext, name: string): string {
   return join(ctx.config.dataDir, 'logs', name);
@@ -375,6 +379,12 @@ export async function restoreFromImages(
     await placeSideFiles(ctx, s, images);
     const postCopy = opts.pageServer !== undefined;
     const lazy = postCopy || (opts.lazy && lazyRestoreHere(ctx));
+    // The server (PID 1 of the session) answers first, so its memory comes back eagerly: its faults would
+    // otherwise wait on the daemon, one page at a time, between chunks of the kernels' memory.
+    // (Post-copy cannot: its pages are on the source.)
+    if (lazy && !postCopy) {
+      await restoreEagerly(images, SESSION_ROOT_VPID).catch((err: unknown) => ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'the server\'s memory stays lazy'));
+    }
     let r: { pid: number; seconds: number };
     try {
       r = await attempt(lazy);

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import express, { type Express } from 'express';
 import { z } from 'zod';
 import { CheckpointId, InputError, MoveMode, SessionId, sessionView, type Session, type SessionView } from '../core/index.js';
@@ -8,6 +9,7 @@ import { FENCE_HEADER, parseFenceHeader } from './fences.js';
 import { checkpointSession, restoreCheckpoint } from './checkpoint-service.js';
 import { sampleSession } from './metrics.js';
 import { abortIncoming, commitIncoming, receiveIncoming } from './incoming-service.js';
+import { openPushedPages } from './pushed-pages.js';
 import { moveSession, postCopyHere } from './move-service.js';
 import { MOVE_CONTENT_TYPE } from '../images/move-stream.js';
 import { removeSession, startSession } from './session-service.js';
@@ -107,6 +109,15 @@ export function createAgentApp(ctx: AgentContext): Express {
     const fence = parseFenceHeader(req.headers[FENCE_HEADER]);
     const r = await receiveIncoming(ctx, req, (sessionId) => ctx.fences.admit(sessionId, fence));
     res.json({ ...view(r.session), verifySeconds: r.verifySeconds, restoreSeconds: r.restoreSeconds });
+  });
+
+  app.post('/v1/incoming/:id/pages', async (req, res) => {
+    const id = idParam(req.params.id, SessionId, 'id');
+    await ctx.fences.admit(id, parseFenceHeader(req.headers[FENCE_HEADER]));
+    // The page server listens on this node's address toward the source: the one it reached this agent from.
+    const peer = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    if (!isIP(peer)) throw new InputError(`cannot tell the source's address from ${JSON.stringify(req.socket.remoteAddress)}`);
+    res.json(await openPushedPages(ctx, id, peer));
   });
 
   app.post('/v1/incoming/:id/commit', async (req, res) => {

@@ -8,7 +8,6 @@ import { newCheckpointId } from '../core/ids.js';
 import type { Session } from '../core/session.js';
 import { SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { receiveMove } from '../images/move-stream.js';
-import { sleep } from '../util/exec.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
@@ -17,6 +16,8 @@ import { bytesReceivedFrom, netnsName, removeSessionNetwork } from './network.js
 import type { PageServerAddress } from '../criu/driver.js';
 import { LAZY_HANDOVER_LINE, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { killSession } from './sandbox.js';
+import { watchTransfer } from './transfer-watch.js';
+import { claimPushedPages, dropPushedPages } from './pushed-pages.js';
 
 /**
  * The target's half of a move. A session streamed in is verified whole,
@@ -50,6 +51,14 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   const id = manifestSession.id;
   return ctx.registry.exclusive(id, 'move in', async () => {
     const images = join(work, 'images');
+    if (manifest.pagesPushed) {
+      try {
+        await claimPushedPages(ctx, id, images);
+      } catch (err) {
+        await rm(work, { recursive: true, force: true });
+        throw err;
+      }
+    }
     // The side files go where a restore looks for them.
     if (await pathExists(join(work, SIDE_FILES_DIR))) await rename(join(work, SIDE_FILES_DIR), join(images, SIDE_FILES_DIR));
     const previous = ctx.registry.find(id);
@@ -97,31 +106,22 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
  * after the same time and resumes its own.
  */
 function watchForStall(ctx: AgentContext, id: string, pid: number, breakTransfer: () => void, pageServer: PageServerAddress, exit: Promise<unknown>): void {
-  let done = false;
-  void exit.then(() => (done = true));
-  void (async () => {
-    let last: number | null = null;
-    let since = performance.now();
-    while (!done) {
-      await sleep(1_000, ctx.stopping.signal).catch(() => undefined);
-      if (done || ctx.stopping.signal.aborted) return;
-      if (!(await isAlive(pid))) {
-        // The copy died here (killed, or crashed): the daemon would wait on the source for ever.
-        ctx.log.error({ session: id }, 'a post-copy copy exited while its memory was arriving; ending its lazy-pages daemon (the source resumes its own)');
-        breakTransfer();
-        return;
-      }
-      const received = await bytesReceivedFrom(pageServer);
-      if (received !== null && received !== last) {
-        last = received;
-        since = performance.now();
-      } else if (performance.now() - since > ctx.config.moveIdleTimeoutMs) {
-        ctx.log.error({ session: id, stalledMs: ctx.config.moveIdleTimeoutMs, received: last }, 'no page of the post-copy transfer arrived for the move idle timeout; killing the lazy-pages daemon and the copy');
-        breakTransfer();
-        return;
-      }
-    }
-  })().catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err) }, 'watching a post-copy transfer failed'));
+  watchTransfer(ctx, id, exit, {
+    what: 'a post-copy transfer',
+    intervalMs: 1_000,
+    read: () => bytesReceivedFrom(pageServer),
+    ended: async () => {
+      if (await isAlive(pid)) return false;
+      // The copy died here (killed, or crashed): the daemon would wait on the source for ever.
+      ctx.log.error({ session: id }, 'a post-copy copy exited while its memory was arriving; ending its lazy-pages daemon (the source resumes its own)');
+      breakTransfer();
+      return true;
+    },
+    onStall: (received) => {
+      ctx.log.error({ session: id, stalledMs: ctx.config.moveIdleTimeoutMs, received }, 'no page of the post-copy transfer arrived for the move idle timeout; killing the lazy-pages daemon and the copy');
+      breakTransfer();
+    },
+  });
 }
 
 /**
@@ -196,6 +196,8 @@ export async function commitIncoming(ctx: AgentContext, id: string): Promise<Ses
  * an extra one.
  */
 export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepInStore?: boolean } = {}): Promise<void> {
+  // A stop-and-copy move that failed before its stream ended: its page server goes.
+  await dropPushedPages(ctx, id);
   const move = ctx.incoming.get(id);
   if (!move) {
     if (ctx.registry.find(id)?.state === 'running') throw new ConflictError(`the move of session ${id} was committed: it runs here`);

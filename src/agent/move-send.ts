@@ -1,8 +1,9 @@
-import { readdir, stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import type { FileDigest, MoveFile, MoveMode } from '../core/checkpoint.js';
-import { IntegrityError, errorMessage } from '../core/errors.js';
+import { IntegrityError, UpstreamError, errorMessage } from '../core/errors.js';
+import { sleep } from '../util/exec.js';
 import type { Session } from '../core/session.js';
 import type { PageServerAddress } from '../criu/driver.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
@@ -30,31 +31,47 @@ export interface DumpToSend {
   pageDigests?: Map<string, FileDigest>;
 }
 
+/** Files up to this size are read whole and queued at once (criu's images besides the pages). */
+const SMALL_FILE_BYTES = 1 << 20;
+
+/** Where the memory the move stream does not carry is: served by criu here (post-copy), or pushed to the target's page server. */
+export interface MemoryElsewhere {
+  pageServer?: PageServerAddress;
+  pagesPushed?: boolean;
+}
+
 /**
  * After the dump: the images criu wrote besides the pages, and the side
  * files, sent whole; then the manifest with every file's digest (the pages'
  * were taken while they were sent). Returns the bytes the move carried.
- * `pageServer` (post-copy): where the target fetches the memory left out.
  */
-export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: DumpToSend, pageServer?: PageServerAddress): Promise<number> {
+export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: DumpToSend, memory: MemoryElsewhere = {}): Promise<number> {
   const files: MoveFile[] = [];
-  const add = async (name: string, path: string, pageDigest?: FileDigest): Promise<void> => {
+  // A file per task and thread, a few MB in all: read at once, and queued without a round trip each.
+  const read = async (name: string, path: string, pageDigest?: FileDigest): Promise<() => Promise<void>> => {
     const st = await stat(path);
+    const mode = st.mode & 0o777;
     if (pageDigest) {
       if (pageDigest.bytes !== st.size) throw new IntegrityError(`${name} is ${st.size} bytes but ${pageDigest.bytes} were sent while criu wrote it`);
-      files.push({ name, ...pageDigest, mode: st.mode & 0o777 });
-      return;
+      return async () => void files.push({ name, ...pageDigest, mode });
     }
-    files.push({ name, ...(await out.file(name, path)), mode: st.mode & 0o777 });
+    if (st.size <= SMALL_FILE_BYTES) {
+      const bytes = await readFile(path);
+      return async () => void files.push({ name, ...out.queueFile(name, bytes), mode });
+    }
+    return async () => void files.push({ name, ...(await out.file(name, path)), mode });
   };
+  const sends: Promise<() => Promise<void>>[] = [];
   for (const n of (await readdir(d.images)).sort()) {
     const page = d.pageDigests !== undefined && PAGE_IMAGE.test(n);
     const digest = page ? d.pageDigests?.get(n) : undefined;
     if (page && !digest) throw new IntegrityError(`criu wrote ${n} where the move did not follow it`);
-    await add(`images/${n}`, join(d.images, n), digest);
+    sends.push(read(`images/${n}`, join(d.images, n), digest));
   }
   const log = join(d.side, 'server.log');
-  if (await pathExists(log)) await add(`${SIDE_FILES_DIR}/server.log`, log);
+  if (await pathExists(log)) sends.push(read(`${SIDE_FILES_DIR}/server.log`, log));
+  // In order: the stream's frames follow the manifest's list.
+  for (const send of await Promise.all(sends)) await send();
   await out.end({
     formatVersion: 2,
     session: { ...d.session, state: 'checkpointed', pid: null },
@@ -62,7 +79,8 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
     kernel: release(),
     dumpSeconds: d.dumpSeconds,
     files,
-    ...(pageServer ? { pageServer } : {}),
+    ...(memory.pageServer ? { pageServer: memory.pageServer } : {}),
+    ...(memory.pagesPushed ? { pagesPushed: true } : {}),
   });
   return files.reduce((a, f) => a + f.bytes, 0);
 }
@@ -120,7 +138,7 @@ export async function handOver(
   target: AgentClient,
   fence: number | undefined,
   d: DumpToSend,
-  opts: { pageServer?: PageServerAddress; failedWhileDumping?: unknown } = {},
+  opts: MemoryElsewhere & { failedWhileDumping?: unknown } = {},
 ): Promise<HandOver> {
   const lap: HandOverLaps = { rest: 0, send: 0, verify: 0, restore: 0, commit: 0 };
   let phase = 'sending the images';
@@ -128,7 +146,7 @@ export async function handOver(
     // Stop-and-copy: sending the pages may have failed while criu wrote them.
     if (opts.failedWhileDumping !== undefined) throw opts.failedWhileDumping;
     const t0 = performance.now();
-    const total = await sendRest(ctx, m.out, d, opts.pageServer);
+    const total = await sendRest(ctx, m.out, d, opts);
     lap.rest = (performance.now() - t0) / 1000;
     const received = await m.sending;
     lap.send = (performance.now() - t0) / 1000;
@@ -144,4 +162,25 @@ export async function handOver(
     const cause = err instanceof Error && err.message === MOVE_STREAM_CLOSED ? await m.sending.then(() => err, (e: unknown) => e) : err;
     return { ok: false, phase, cause };
   }
+}
+
+/**
+ * A stop-and-copy move failed before the target confirmed its commit: makes
+ * sure the target has no copy before the source resumes its own. A confirmed
+ * abort returns at once; a target that cannot be asked has killed its
+ * uncommitted copy after its commit timeout, which is waited out. A target
+ * that answers 409 runs the session (the commit went through, only its
+ * answer was lost): `letGo` drops the copy here and the move counts as done.
+ */
+export async function clearTargetCopy(ctx: AgentContext, target: AgentClient, id: string, cause: unknown, letGo: () => Promise<void>): Promise<void> {
+  try {
+    await target.abortMove(id);
+    return;
+  } catch (err) {
+    if (err instanceof UpstreamError && err.status === 409) {
+      await letGo();
+      throw new UpstreamError(`the move of ${id} to ${target.baseUrl} was committed there, but this agent did not hear it in time (${errorMessage(cause)}); the session runs on the target, ask it`, 409, 'moved');
+    }
+  }
+  await sleep(ctx.config.incomingTimeoutMs + 2_000);
 }

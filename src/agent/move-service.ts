@@ -1,14 +1,14 @@
 import { rm } from 'node:fs/promises';
-import type { MoveMode, MoveResult } from '../core/checkpoint.js';
+import type { MoveMode, MoveResult, PageServerAt } from '../core/checkpoint.js';
 import { InputError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
-import { sleep } from '../util/exec.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { dumpLocally, restoreFromImages, type LocalDump } from './checkpoint-service.js';
 import { forgetSession } from './session-service.js';
 import { movePostCopy } from './post-copy-move.js';
-import { handOver, openMoveStream, type MoveRequest } from './move-send.js';
+import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './move-send.js';
+import { movePushed } from './pushed-move.js';
 
 export type { MoveRequest } from './move-send.js';
 
@@ -63,7 +63,26 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
 }
 
 /**
- * Moves a running session to another agent, stop-and-copy: the target is
+ * Stop-and-copy, the memory pushed by criu to a page server on the target
+ * (see movePushed); streamed through the agents when the target cannot
+ * open one (an agent older than that, or criu failing to listen there).
+ */
+async function moveStopAndCopy(ctx: AgentContext, id: string, req: MoveRequest, target: AgentClient): Promise<MoveResult> {
+  let at: PageServerAt;
+  try {
+    at = await target.openPageServer(id, req.fence);
+  } catch (err) {
+    // Refusals (a conflict, a stale fence, bad input) would refuse the streamed move too.
+    if (err instanceof UpstreamError && err.status >= 400 && err.status < 500 && err.status !== 404) throw err;
+    ctx.log.warn({ session: id, target: target.baseUrl, err: errorMessage(err) }, 'the target opened no page server; streaming the memory through the agents');
+    return moveStreamed(ctx, id, req, target);
+  }
+  return movePushed(ctx, id, req, target, at);
+}
+
+/**
+ * Moves a running session to another agent, stop-and-copy through the
+ * agents: the target is
  * sent the page images while criu dumps them here (a local copy stays for a
  * rollback), then the rest and the manifest; it verifies all of it, restores
  * the session stopped, and the commit lets it run there while this agent
@@ -71,7 +90,7 @@ export async function moveSession(ctx: AgentContext, id: string, req: MoveReques
  * has confirmed its copy is gone (or could not have outlived its commit
  * timeout).
  */
-async function moveStopAndCopy(ctx: AgentContext, id: string, req: MoveRequest, target: AgentClient): Promise<MoveResult> {
+async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, target: AgentClient): Promise<MoveResult> {
   const mode = 'stop-and-copy' as const;
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
   const started = performance.now();
@@ -118,22 +137,11 @@ async function moveStopAndCopy(ctx: AgentContext, id: string, req: MoveRequest, 
 async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, phase: string, cause: unknown): Promise<never> {
   const id = d.session.id;
   ctx.log.error({ session: id, target: target.baseUrl, phase, err: errorMessage(cause) }, 'move failed; resuming the session here');
-  let abortConfirmed = false;
-  try {
-    await target.abortMove(id);
-    abortConfirmed = true;
-  } catch (err) {
-    if (err instanceof UpstreamError && err.status === 409) {
-      // The commit went through; only its answer was lost. This agent lets go, as after a move.
-      await forgetSession(ctx, id);
-      await rm(d.work, { recursive: true, force: true });
-      throw new UpstreamError(`the move of ${id} to ${target.baseUrl} was committed there, but this agent did not hear it in time (${errorMessage(cause)}); the session runs on the target, ask it`, 409, 'moved');
-    }
-  }
-  if (!abortConfirmed) {
-    // The target cannot be asked: its uncommitted copy kills itself after its timeout. Wait that out.
-    await sleep(ctx.config.incomingTimeoutMs + 2_000);
-  }
+  // The commit went through if the target says so; this agent then lets go, as after a move.
+  await clearTargetCopy(ctx, target, id, cause, async () => {
+    await forgetSession(ctx, id);
+    await rm(d.work, { recursive: true, force: true });
+  });
   try {
     await restoreFromImages(ctx, { ...d.session, state: 'restoring', pid: null }, d.images, `${d.checkpoint}-back`, { lazy: false });
   } catch (err) {

@@ -171,6 +171,12 @@ export async function localAddressToward(host: string): Promise<string> {
   return src;
 }
 
+/** Whether `address` is one of this network namespace's own (its route is `local`): a peer on the same node and namespace. */
+export async function isOwnAddress(address: string): Promise<boolean> {
+  const r = await run('ip', ['-4', '-o', 'route', 'get', address], { timeoutMs: 10_000 });
+  return /^local\s/.test(r.stdout.trim());
+}
+
 /** A TCP port free on `address` now (the kernel's pick); a process that binds it later may still lose a race for it. */
 export async function freePort(address: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -184,12 +190,18 @@ export async function freePort(address: string): Promise<number> {
 }
 
 /**
- * Bytes received so far on this namespace's established TCP connection to
- * `peer` (`ss -ti`), or null when there is none. A post-copy target reads
- * its lazy-pages daemon's progress from its connection to the page server.
+ * A TCP counter (`ss -ti`: bytes_received, bytes_acked) summed over this
+ * namespace's established connections to (`dst`) or from (`src`) the
+ * address and port, or null when there is none. Moves read their page
+ * transfers' progress from them.
  */
-export async function bytesReceivedFrom(peer: { address: string; port: number }): Promise<number | null> {
-  const r = await run('ss', ['-tinH', 'state', 'established', 'dst', `${peer.address}:${peer.port}`], { allowFailure: true, timeoutMs: 5_000 });
-  const counts = [...r.stdout.matchAll(/\bbytes_received:(\d+)/g)].map((m) => Number(m[1]));
+export async function tcpBytes(end: 'dst' | 'src', at: { address: string; port: number }, counter: 'bytes_received' | 'bytes_acked'): Promise<number | null> {
+  const r = await run('ss', ['-tinH', 'state', 'established', end, `${at.address}:${at.port}`], { allowFailure: true, timeoutMs: 5_000 });
+  const counts = [...r.stdout.matchAll(new RegExp(`\\b${counter}:(\\d+)`, 'g'))].map((m) => Number(m[1]));
   return counts.length === 0 ? null : counts.reduce((a, b) => a + b, 0);
+}
+
+/** Bytes received so far on the connection to `peer` (a post-copy target's lazy-pages daemon, from the page server). */
+export function bytesReceivedFrom(peer: { address: string; port: number }): Promise<number | null> {
+  return tcpBytes('dst', peer, 'bytes_received');
 }

@@ -214,12 +214,12 @@ async function exitWithin(criu: LazyDump, ms: number): Promise<number> {
   return criu.exited;
 }
 
-/** The frozen copy here runs again: whatever criu left removed, its link up, its address announced. */
-async function resumeHere(ctx: AgentContext, d: DumpStart, linkDown: boolean, error: string | null): Promise<void> {
+/** The frozen (or stopped) copy here runs again: whatever criu left removed, its link up, its address announced. */
+export async function resumeHere(ctx: AgentContext, d: DumpStart, linkDown: boolean, error: string | null): Promise<void> {
   // After the commit this agent had let go of it; the reason goes with the record before it shows as running.
   if (!ctx.registry.find(d.s.id)) await ctx.registry.put({ ...d.s, state: 'checkpointing', error });
   else if (error) await ctx.registry.update(d.s.id, { error });
-  await rollBackDump(ctx, d, new Error(error ?? 'the post-copy move failed'));
+  await rollBackDump(ctx, d, new Error(error ?? 'the move failed'));
   const s = ctx.registry.get(d.s.id);
   if (s.state !== 'running' || s.pid === null) return;
   if (linkDown) await setHostVeth(s.network, 'up');

@@ -82,6 +82,7 @@ export async function stopEverySession(ctx: AgentContext): Promise<void> {
   ctx.stopping.abort();
   // Post-copy moves still serving memory to their targets: their frozen copies too.
   await killOutgoing(ctx.config.dataDir);
+  for (const p of ctx.pushedPages.values()) p.server.kill();
   await ctx.registry.load();
   for (const s of ctx.registry.list()) {
     if (s.pid !== null) await killSession(s.pid);

@@ -101,6 +101,10 @@ export type MoveHeader = z.infer<typeof MoveHeader>;
  * file with its size and sha256s, so the target verifies all it received
  * before criu runs there (as a restore from the store does).
  */
+/** Where a criu page server listens for one move's memory. */
+export const PageServerAt = z.object({ address: z.ipv4(), port: z.number().int().min(1).max(65_535) }).strict();
+export type PageServerAt = z.infer<typeof PageServerAt>;
+
 export const MoveManifest = z.object({
   formatVersion: z.literal(2),
   session: Session,
@@ -112,7 +116,14 @@ export const MoveManifest = z.object({
    * Post-copy: the session's anonymous memory is not in the files; the
    * source's criu serves it here until the target has fetched all of it.
    */
-  pageServer: z.object({ address: z.ipv4(), port: z.number().int().min(1).max(65_535) }).strict().optional(),
+  pageServer: PageServerAt.optional(),
+  /**
+   * Stop-and-copy: the session's memory is not in the files either; the
+   * source's criu pushed it to a page server this agent opened for the move
+   * (POST /v1/incoming/:id/pages), and it is complete once that server has
+   * exited 0.
+   */
+  pagesPushed: z.boolean().optional(),
 });
 export type MoveManifest = z.infer<typeof MoveManifest>;
 

@@ -88,6 +88,17 @@ export class MoveStreamWriter {
     return hash.digest();
   }
 
+  /**
+   * A small file already read: hashed and queued at once, in order with
+   * every other frame. A broken stream shows at the next awaited write (end).
+   */
+  queueFile(name: string, bytes: Buffer): FileDigest {
+    const hash = new PieceHasher(this.pieceBytes);
+    hash.update(bytes);
+    this.data(name, bytes).catch(() => undefined);
+    return hash.digest();
+  }
+
   async end(manifest: MoveManifest): Promise<void> {
     const json = Buffer.from(JSON.stringify(manifest));
     await this.write(Buffer.concat([Buffer.from([END]), u32(json.length), json]));

@@ -1,7 +1,7 @@
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent } from '../helpers/test-agent.js';
-import { dropCaches, measureDiskBest, type DiskBaseline } from './disk-baseline.js';
+import { dropCaches, measureDiskBest, measureDiskCold, type DiskBaseline } from './disk-baseline.js';
 
 export interface CheckpointRound {
   checkpointSeconds: number;
@@ -14,9 +14,12 @@ export interface CheckpointRound {
 export interface CheckpointFigures {
   sizeMiB: number;
   baseline: DiskBaseline;
+  /** The same, into guest memory the VM has taken back (as a checkpoint's image usually lands). */
+  coldBaseline: DiskBaseline;
   /** The first checkpoint of a kernel that has just filled its memory, then a second one. */
   rounds: CheckpointRound[];
   checkpointThroughputRatio: number;
+  checkpointThroughputRatioCold: number;
   restoreThroughputRatio: number;
 }
 
@@ -49,13 +52,17 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void)
     const bytes = rounds[0]!.imageBytes;
     log(`${sizeMiB} MiB: disk baseline`);
     const baseline = await measureDiskBest(t.config.workDir, bytes);
+    log(`${sizeMiB} MiB: disk baseline in cold guest memory`);
+    const coldBaseline = await measureDiskCold(t.config.workDir, bytes);
     const best = rounds.reduce((a, b) => (b.checkpointSeconds < a.checkpointSeconds ? b : a));
     const bestRestore = rounds.reduce((a, b) => (b.restoreSeconds < a.restoreSeconds ? b : a));
     return {
       sizeMiB,
       baseline,
+      coldBaseline,
       rounds,
       checkpointThroughputRatio: best.imageBytes / best.checkpointSeconds / baseline.writeBytesPerSecond,
+      checkpointThroughputRatioCold: best.imageBytes / best.checkpointSeconds / coldBaseline.writeBytesPerSecond,
       restoreThroughputRatio: bestRestore.imageBytes / bestRestore.restoreSeconds / baseline.readBytesPerSecond,
     };
   } finally {

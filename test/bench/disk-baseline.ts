@@ -33,14 +33,26 @@ export async function measureDiskBest(dir: string, bytes: number, runs = 2): Pro
 }
 
 /**
+ * The baseline in cold guest memory: the same write and read, started once
+ * this VM's balloon has had time to take back the memory just freed (free
+ * page reporting, about 2 s; see README). A checkpoint writes its image
+ * into memory in that state, the best-of-two baseline into memory the run
+ * before it has just freed.
+ */
+export function measureDiskCold(dir: string, bytes: number): Promise<DiskBaseline> {
+  return measureDisk(dir, bytes, { settleMs: 6_000 });
+}
+
+/**
  * The physical baseline: a plain sequential write of `bytes` incompressible
  * bytes to a file in `dir`, fsynced, then a read of it with the page cache
  * dropped. 4 MiB writes, like criu's and the stores' own.
  */
-export async function measureDisk(dir: string, bytes: number): Promise<DiskBaseline> {
+export async function measureDisk(dir: string, bytes: number, opts: { settleMs?: number } = {}): Promise<DiskBaseline> {
   const path = join(dir, `baseline-${process.pid}.bin`);
   const chunk = randomBytes(4 << 20);
   await dropCaches();
+  if (opts.settleMs) await new Promise((resolve) => setTimeout(resolve, opts.settleMs));
   const w0 = performance.now();
   const fh = await open(path, 'w');
   try {

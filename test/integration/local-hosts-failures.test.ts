@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,8 +11,8 @@ import { run, waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 
-/** Failures in the middle of a stop-and-copy move between two local test hosts (post-copy's: agent-post-copy). */
-describe('a stop-and-copy move between local test hosts that fails midway', () => {
+/** Stop-and-copy moves between local test hosts, and failures in their middle (post-copy's: agent-post-copy). */
+describe('a stop-and-copy move between local test hosts (memory pushed criu to criu), and one that fails midway', () => {
   let stateDir: string;
   let provider: LocalProvider;
   let hosts: HostRecord[];
@@ -30,6 +30,25 @@ describe('a stop-and-copy move between local test hosts that fails midway', () =
     await rm(stateDir, { recursive: true, force: true });
   });
 
+  it("should move a session with criu pushing its memory to the target's page server, and keep its websocket", async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('pus');
+    const k = await kernelWithState(s.url, s.token, 64);
+    const sourcePid = (await a.getSession(s.id)).pid;
+    const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: (await readFile(hosts[1]!.tokenFile, 'utf8')).trim() }, 'stop-and-copy');
+    expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'stop-and-copy' });
+    expect(r.bytes).toBeGreaterThan(64 * 2 ** 20);
+    // The memory went criu to criu: the target's page server left its log.
+    expect((await readdir(join(hosts[1]!.dataDir, 'logs'))).some((n) => n.startsWith(`pages-${s.id}-`))).toBe(true);
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    // The stopped copy on the source was killed once the target answered.
+    expect(sourcePid).not.toBeNull();
+    expect(await isAlive(sourcePid as number)).toBe(false);
+    expect(await a.findSession(s.id)).toBeNull();
+    await b.removeSession(s.id);
+  });
+
   it('should resume the session on the source when the link is cut in the middle of the stream', async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
     const s = await a.startSession('lin');
@@ -42,13 +61,15 @@ describe('a stop-and-copy move between local test hosts that fails midway', () =
       (err: unknown) => err as Error,
     );
     try {
-      // Page images go to the target while criu dumps them: cut once 64 MiB have gone.
+      // criu pushes the memory to the target while it dumps: cut once the target has acknowledged 64 MiB.
       await waitFor('the source to be sending', async () => {
         const p = await a.progress(s.id).catch(() => null);
         return (p?.step === 'dumping' && (p.doneBytes ?? 0) > 64 << 20) || p?.step === 'sending' ? true : undefined;
       }, { timeoutMs: 60_000, intervalMs: 2 });
       await run('ip', ['link', 'set', rootVeth, 'down']);
       const failure = await moving;
+      // The source's watch saw the acknowledged bytes stop and reset the connection; criu then resumed the session.
+      expect(failure?.message).toMatch(/pushing its memory: no page reached the target's page server/);
       expect(failure?.message).toMatch(/runs here again/);
     } finally {
       await run('ip', ['link', 'set', rootVeth, 'up']);
