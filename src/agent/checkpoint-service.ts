@@ -16,7 +16,7 @@ import { GrowingFileHasher } from '../images/growing-file-hasher.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
-import { announce, attachSessionNetns, removeSessionNetwork } from './network.js';
+import { announce, attachSessionNetns, netnsOf, removeSessionNetwork, type NetnsId } from './network.js';
 import { sampleProcesses } from './metrics.js';
 import { killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
@@ -49,6 +49,7 @@ export interface LocalDump {
   frozenAt: number;
   /** The session as it was dumped. */
   session: Session;
+  netns: NetnsId | null;
 }
 
 export interface DumpOptions {
@@ -68,6 +69,8 @@ export interface DumpStart {
   work: string;
   images: string;
   side: string;
+  /** The session's network namespace here: a move drops its name once the session runs elsewhere (dropMovedNetns). */
+  netns: NetnsId | null;
 }
 
 /**
@@ -87,7 +90,8 @@ export async function beginDump(ctx: AgentContext, id: string, prefix: string): 
   }
   const checkpoint = newCheckpointId();
   const work = join(ctx.config.workDir, `${prefix}${checkpoint}`);
-  return { s: await ctx.registry.update(id, { state: 'checkpointing' }), checkpoint, work, images: join(work, 'images'), side: join(work, SIDE_FILES_DIR) };
+  const netns = await netnsOf(s.pid);
+  return { s: await ctx.registry.update(id, { state: 'checkpointing' }), checkpoint, work, images: join(work, 'images'), side: join(work, SIDE_FILES_DIR), netns };
 }
 
 /** What every criu dump of a session is given: its images, log, hook and timeout. */
@@ -131,7 +135,7 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
   const frozenAt = performance.now();
   try {
     const { seconds } = await dump(ctx.criu, { ...dumpArgs(ctx, d), leaveRunning: opts.leaveRunning });
-    return { checkpoint, work, images, side, pageDigests: await hasher?.finish(), dumpSeconds: seconds, frozenAt, session: s };
+    return { checkpoint, work, images, side, pageDigests: await hasher?.finish(), dumpSeconds: seconds, frozenAt, session: s, netns: d.netns };
   } catch (err) {
     await hasher?.abort();
     await rollBackDump(ctx, d, err);

@@ -138,7 +138,7 @@ export async function handOver(
   target: AgentClient,
   fence: number | undefined,
   d: DumpToSend,
-  opts: MemoryElsewhere & { failedWhileDumping?: unknown } = {},
+  opts: MemoryElsewhere & { failedWhileDumping?: unknown; beforeCommit?: () => Promise<void> } = {},
 ): Promise<HandOver> {
   const lap: HandOverLaps = { rest: 0, send: 0, verify: 0, restore: 0, commit: 0 };
   let phase = 'sending the images';
@@ -153,6 +153,7 @@ export async function handOver(
     lap.verify = received.verifySeconds;
     lap.restore = received.restoreSeconds;
     phase = 'committing';
+    await opts.beforeCommit?.();
     const t1 = performance.now();
     await target.commitMove(d.session.id, fence);
     lap.commit = (performance.now() - t1) / 1000;

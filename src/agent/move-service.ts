@@ -6,6 +6,7 @@ import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { dumpLocally, restoreFromImages, type LocalDump } from './checkpoint-service.js';
 import { forgetSession } from './session-service.js';
+import { dropMovedNetns } from './network.js';
 import { movePostCopy } from './post-copy-move.js';
 import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './move-send.js';
 import { movePushed } from './pushed-move.js';
@@ -119,6 +120,7 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
     if (!h.ok) return rollBack(ctx, d, target, h.phase, h.cause);
     const { total, lap } = h;
     // The target runs it: this agent lets go of its copy (criu already ended the processes).
+    await dropMovedNetns(id, d.netns);
     await forgetSession(ctx, id);
     await rm(d.work, { recursive: true, force: true });
     const seconds = (performance.now() - started) / 1000;
@@ -139,6 +141,7 @@ async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, ph
   ctx.log.error({ session: id, target: target.baseUrl, phase, err: errorMessage(cause) }, 'move failed; resuming the session here');
   // The commit went through if the target says so; this agent then lets go, as after a move.
   await clearTargetCopy(ctx, target, id, cause, async () => {
+    await dropMovedNetns(id, d.netns);
     await forgetSession(ctx, id);
     await rm(d.work, { recursive: true, force: true });
   });

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { SandboxError } from '../core/errors.js';
 import type { SessionNetwork } from '../core/session.js';
@@ -140,6 +141,31 @@ export async function removeSessionNetwork(sessionId: string, net: Pick<SessionN
     await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
   }
   if (await linkExists(net.hostVeth)) await run('ip', ['link', 'del', net.hostVeth], { allowFailure: true, timeoutMs: 10_000 });
+}
+
+/** A network namespace's identity (device and inode), as `ip netns identify` compares them. */
+export interface NetnsId {
+  dev: number;
+  ino: number;
+}
+
+/** The identity of process `pid`'s network namespace; null when the process is gone. */
+export async function netnsOf(pid: number): Promise<NetnsId | null> {
+  const st = await stat(`/proc/${pid}/ns/net`).catch(() => null);
+  return st ? { dev: st.dev, ino: st.ino } : null;
+}
+
+/**
+ * After a session has moved away and its processes here are gone: drops its
+ * namespace name if the name still pins the namespace it had here (`was`),
+ * which then goes, and its veth with it. On test hosts, which share
+ * /run/netns, the target's copy has taken the name by then: left alone.
+ */
+export async function dropMovedNetns(sessionId: string, was: NetnsId | null): Promise<void> {
+  if (was === null) return;
+  const st = await stat(netnsPath(sessionId)).catch(() => null);
+  if (!st || st.dev !== was.dev || st.ino !== was.ino) return;
+  await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
 }
 
 /** After a restore criu made a new namespace: give it the session's name again. */

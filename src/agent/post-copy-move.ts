@@ -12,7 +12,7 @@ import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { handOver, openMoveStream, type MoveRequest } from './move-send.js';
-import { announce, attachSessionNetns, freePort, localAddressToward, netnsPath, setHostVeth } from './network.js';
+import { announce, attachSessionNetns, dropMovedNetns, freePort, localAddressToward, netnsPath, setHostVeth } from './network.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
 import { dropSessionFiles } from './session-service.js';
 
@@ -103,6 +103,7 @@ async function settleAfterCommit(ctx: AgentContext, d: DumpStart, criu: LazyDump
   if (code === null) return;
   if (code === 0) {
     ctx.log.info({ session: d.s.id, target: target.baseUrl }, 'post-copy move complete: every page reached the target');
+    await dropMovedNetns(d.s.id, d.netns);
     await dropSessionFiles(ctx, d.s);
     await rm(d.work, { recursive: true, force: true });
     return;
@@ -130,7 +131,7 @@ export function watchOutgoingAfterRestart(ctx: AgentContext): void {
         const stopping = ctx.stopping.signal;
         while (!stopping.aborted && (await isAlive(m.criuPid))) await sleep(500, stopping).catch(() => undefined);
         if (stopping.aborted) return;
-        const d: DumpStart = { s: m.session, checkpoint: '', work: m.work, images: join(m.work, 'images'), side: join(m.work, SIDE_FILES_DIR) };
+        const d: DumpStart = { s: m.session, checkpoint: '', work: m.work, images: join(m.work, 'images'), side: join(m.work, SIDE_FILES_DIR), netns: null };
         if (await isAlive(m.sessionPid)) {
           ctx.log.error({ session: m.sessionId, target: m.target }, 'a post-copy move out of this agent broke while the agent was down; the session resumes here from the freeze');
           await resumeHere(ctx, d, true, `its post-copy move to ${m.target} broke while this agent was restarting; it resumed here as it was at the freeze`).catch((err: unknown) =>

@@ -8,9 +8,10 @@ import { watchTransfer } from './transfer-watch.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
+import { forgetStoppedCopy, recordStoppedCopy } from './stopped-copies.js';
 import { sampleProcesses } from './metrics.js';
 import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './move-send.js';
-import { setHostVeth, tcpBytes } from './network.js';
+import { dropMovedNetns, setHostVeth, tcpBytes } from './network.js';
 import { resumeHere } from './post-copy-move.js';
 import { killSession } from './sandbox.js';
 import { forgetSession } from './session-service.js';
@@ -36,6 +37,9 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
       await target.abortMove(id).catch(() => undefined);
       throw err;
     }
+    // criu is about to leave the session stopped here: recorded, so a teardown finds it without the agent.
+    const stopped = { sessionId: id, sessionPid: d.s.pid as number, target: target.baseUrl, committing: false };
+    await recordStoppedCopy(ctx.config.dataDir, stopped);
     const frozenAt = performance.now();
     const watch = watchPush(ctx, id, at, (await sampleProcesses(d.s.pid as number)).rssBytes);
     let dumpSeconds: number;
@@ -47,6 +51,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
       await target.abortMove(id).catch(() => undefined);
       // criu resumed the tree itself; this removes what it may have left.
       await rollBackDump(ctx, d, err);
+      await forgetStoppedCopy(ctx.config.dataDir, id);
       const why = watch.stalled ? `no page reached the target's page server for ${ctx.config.moveIdleTimeoutMs / 1000} s (${errorMessage(err)})` : errorMessage(err);
       if (ctx.registry.find(id)?.state !== 'running') throw err;
       throw new UpstreamError(`moving ${id} to ${target.baseUrl} failed while pushing its memory: ${why}; the session runs here again`, 502, 'move_failed');
@@ -60,7 +65,11 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
       return rollBack(ctx, d, target, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending');
-    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds }, { pagesPushed: true });
+    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds }, {
+      pagesPushed: true,
+      // From here an agent restarted before the copy here is settled kills it instead of resuming it.
+      beforeCommit: () => recordStoppedCopy(ctx.config.dataDir, { ...stopped, committing: true }),
+    });
     if (!h.ok) return rollBack(ctx, d, target, { phase: h.phase, cause: h.cause, linkDown: true });
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     await letGo(ctx, d);
@@ -73,7 +82,9 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
 /** The session runs on the target: the stopped copy here is killed and forgotten. */
 async function letGo(ctx: AgentContext, d: DumpStart): Promise<void> {
   if (d.s.pid !== null) await killSession(d.s.pid);
+  await dropMovedNetns(d.s.id, d.netns);
   await forgetSession(ctx, d.s.id);
+  await forgetStoppedCopy(ctx.config.dataDir, d.s.id);
   await rm(d.work, { recursive: true, force: true });
 }
 
@@ -133,6 +144,7 @@ async function rollBack(ctx: AgentContext, d: DumpStart, target: AgentClient, f:
   await clearTargetCopy(ctx, target, id, f.cause, () => letGo(ctx, d));
   try {
     await resumeHere(ctx, d, f.linkDown, null);
+    await forgetStoppedCopy(ctx.config.dataDir, id);
   } catch (err) {
     await ctx.registry.update(id, { state: 'failed', pid: null, error: `move to ${target.baseUrl} failed (${errorMessage(f.cause)}) and resuming here failed too (${errorMessage(err)})` });
     throw err;

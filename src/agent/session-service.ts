@@ -8,8 +8,9 @@ import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { killOutgoing } from './outgoing-moves.js';
+import { findStoppedCopy, forgetStoppedCopy, killStoppedCopies } from './stopped-copies.js';
 import { JupyterRest } from './jupyter-rest.js';
-import { allocateAddress, announce, createSessionNetwork, hostVethName, macFor, netnsPath, parseSubnet, removeSessionNetwork } from './network.js';
+import { allocateAddress, announce, createSessionNetwork, dropMovedNetns, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork } from './network.js';
 import { homeDir, killSession, launchSession, prepareSessionFiles, sessionCommand, sessionEnv, sessionPaths } from './sandbox.js';
 
 /** Waits until a session's Jupyter server answers its status API. */
@@ -82,6 +83,7 @@ export async function stopEverySession(ctx: AgentContext): Promise<void> {
   ctx.stopping.abort();
   // Post-copy moves still serving memory to their targets: their frozen copies too.
   await killOutgoing(ctx.config.dataDir);
+  await killStoppedCopies(ctx.config.dataDir);
   for (const p of ctx.pushedPages.values()) p.server.kill();
   await ctx.registry.load();
   for (const s of ctx.registry.list()) {
@@ -149,7 +151,18 @@ export async function resumeAfterFailedDump(ctx: AgentContext, s: Session): Prom
 export async function reconcileSessions(ctx: AgentContext): Promise<void> {
   for (const s of ctx.registry.list()) {
     const alive = s.pid !== null && (await isAlive(s.pid));
-    if (s.state === 'checkpointing' || s.state === 'restoring' || s.state === 'starting') {
+    const stopped = s.state === 'checkpointing' ? await findStoppedCopy(ctx.config.dataDir, s.id) : null;
+    if (stopped && !stopped.committing) await forgetStoppedCopy(ctx.config.dataDir, s.id);
+    const committing = stopped?.committing === true ? stopped : null;
+    if (committing) {
+      // A stop-and-copy move's commit was on its way: the session runs on the target, or waits in its store.
+      ctx.log.warn({ session: s.id, target: committing.target }, 'the agent stopped while a move of this session was being committed; its stopped copy here is killed (the target runs it, or keeps it in its store)');
+      const netns = alive && s.pid !== null ? await netnsOf(s.pid) : null;
+      if (alive && s.pid !== null) await killSession(s.pid);
+      await dropMovedNetns(s.id, netns);
+      await forgetSession(ctx, s.id);
+      await forgetStoppedCopy(ctx.config.dataDir, s.id);
+    } else if (s.state === 'checkpointing' || s.state === 'restoring' || s.state === 'starting') {
       if (alive && (await resumeAfterFailedDump(ctx, s))) {
         await ctx.registry.update(s.id, { state: 'running' });
       } else if (s.lastCheckpoint) {

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
 import { ensureBridge, ip, netnsName, netnsPath } from '../agent/network.js';
 import { killOutgoing } from '../agent/outgoing-moves.js';
+import { killStoppedCopies } from '../agent/stopped-copies.js';
 import { HostRecord, type HostSpec } from '../core/cloud.js';
 import { ConflictError, SandboxError } from '../core/errors.js';
 import { Session } from '../core/session.js';
@@ -297,6 +298,8 @@ export class LocalProvider implements Provider {
     await stopPid(host.agentPid);
     // Post-copy moves out of it still serving memory, while its link is up: their targets' daemons then end too.
     await killOutgoing(host.dataDir);
+    // Stop-and-copy moves out of it under way: the session's stopped processes.
+    await killStoppedCopies(host.dataDir);
     // Sessions its agent could not remove: by the pids their records hold.
     const dir = join(host.dataDir, 'sessions');
     for (const id of existsSync(dir) ? await readdir(dir) : []) {

@@ -1,8 +1,12 @@
+import { existsSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { AgentClient } from '../../src/agent/agent-client.js';
 import { startAgent } from '../../src/agent/agent.js';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { findStoppedCopy, recordStoppedCopy } from '../../src/agent/stopped-copies.js';
+import { isAlive } from '../../src/util/proc.js';
+import { netnsPath } from '../../src/agent/network.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
 
@@ -22,6 +26,12 @@ describe('an agent that restarts', () => {
     // A session whose record says a checkpoint was under way when the agent died.
     const caught = await first.client.startSession('hal');
     await first.agent.ctx.registry.update(caught.id, { state: 'checkpointing' });
+    // Its stop-and-copy move had not reached its commit: the copy here is the session.
+    await recordStoppedCopy(first.config.dataDir, { sessionId: caught.id, sessionPid: caught.pid as number, target: 'http://10.0.0.9:7301', committing: false });
+    // One whose stop-and-copy move was being committed: the target runs it, or keeps it in its store.
+    const handed = await first.client.startSession('ida');
+    await first.agent.ctx.registry.update(handed.id, { state: 'checkpointing' });
+    await recordStoppedCopy(first.config.dataDir, { sessionId: handed.id, sessionPid: handed.pid as number, target: 'http://10.0.0.9:7301', committing: true });
     await first.agent.close();
 
     // The sessions outlive the agent.
@@ -34,6 +44,13 @@ describe('an agent that restarts', () => {
       expect(byId.get(live.id)).toMatchObject({ state: 'running', pid: live.pid, url: live.url });
       expect(byId.get(parked.id)).toMatchObject({ state: 'checkpointed', lastCheckpoint: ck.checkpoint });
       expect(byId.get(caught.id)).toMatchObject({ state: 'running', pid: caught.pid });
+      expect(await findStoppedCopy(first.config.dataDir, caught.id)).toBeNull();
+      // Killed, not resumed, and forgotten with its record.
+      expect(byId.has(handed.id)).toBe(false);
+      expect(await isAlive(handed.pid as number)).toBe(false);
+      expect(await findStoppedCopy(first.config.dataDir, handed.id)).toBeNull();
+      // Its namespace's name went with it (it still named the namespace the session had here).
+      expect(existsSync(netnsPath(handed.id))).toBe(false);
 
       // The new agent can act on what the old one started.
       const again = await client.checkpoint(live.id, true);

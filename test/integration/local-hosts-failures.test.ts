@@ -1,8 +1,11 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../../src/agent/agent-client.js';
+import { findStoppedCopy } from '../../src/agent/stopped-copies.js';
+import { netnsPath } from '../../src/agent/network.js';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
 import type { HostRecord } from '../../src/core/cloud.js';
@@ -46,6 +49,9 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     expect(sourcePid).not.toBeNull();
     expect(await isAlive(sourcePid as number)).toBe(false);
     expect(await a.findSession(s.id)).toBeNull();
+    expect(await findStoppedCopy(hosts[0]!.dataDir, s.id)).toBeNull();
+    // Test hosts share /run/netns: the name is the target's copy's now, and the source left it alone.
+    expect(existsSync(netnsPath(s.id))).toBe(true);
     await b.removeSession(s.id);
   });
 
@@ -89,6 +95,7 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     const s = await a.startSession('max');
     const k = await kernelWithState(s.url, s.token, 32);
     k.channel.close();
+    const sourcePid = (await a.getSession(s.id)).pid as number;
     const moving = a.move(s.id, { url: hosts[0]!.agentUrl, token: (await readFile(hosts[0]!.tokenFile, 'utf8')).trim() }, 'stop-and-copy').catch(() => null);
     // The target is restoring the frozen session: the source host goes, so no commit will ever come.
     await waitFor('the target to be restoring the session', async () => ((await b.progress(s.id).catch(() => null))?.operation === 'move in' ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
@@ -111,6 +118,10 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
     ch.close();
     await b.removeSession(s.id);
+    // The source's stopped copy (its agent gone) ends with its host, by the pid its record holds.
+    expect(await isAlive(sourcePid)).toBe(true);
+    await provider.removeHost(hosts[2]!.name);
+    await waitFor('the stopped copy to be gone', async () => ((await isAlive(sourcePid)) ? undefined : true), { timeoutMs: 5_000, intervalMs: 50 });
   });
 
   it('should resume the session on the source, and leave no copy on the target, when the target agent is killed while restoring', async () => {

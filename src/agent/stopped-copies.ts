@@ -1,0 +1,67 @@
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { killQuietly } from '../util/proc.js';
+
+/**
+ * A stop-and-copy move under way leaves the session's processes stopped
+ * here (criu's --leave-stopped) until the target runs it. Recorded from the
+ * dump to the end of the move, so that whoever tears this node down can end
+ * them by pid after the agent is gone, and marked `committing` just before
+ * the commit is sent: an agent restarted before the copy here was settled
+ * then kills it instead of resuming it, since the target either runs the
+ * session (the commit arrived) or keeps its verified copy in its store after
+ * its commit timeout (it did not).
+ */
+export const StoppedCopy = z.object({
+  sessionId: z.string(),
+  /** The session's PID-namespace init here. */
+  sessionPid: z.number().int().positive(),
+  target: z.string(),
+  committing: z.boolean(),
+});
+export type StoppedCopy = z.infer<typeof StoppedCopy>;
+
+const dirOf = (dataDir: string): string => join(dataDir, 'stopped');
+const pathOf = (dataDir: string, sessionId: string): string => join(dirOf(dataDir), `${sessionId}.json`);
+
+export async function recordStoppedCopy(dataDir: string, m: StoppedCopy): Promise<void> {
+  await mkdir(dirOf(dataDir), { recursive: true, mode: 0o700 });
+  // Whole or not at all: a restart must never read a record cut short.
+  await writeFile(`${pathOf(dataDir, m.sessionId)}.tmp`, JSON.stringify(m), { mode: 0o600 });
+  await rename(`${pathOf(dataDir, m.sessionId)}.tmp`, pathOf(dataDir, m.sessionId));
+}
+
+export async function forgetStoppedCopy(dataDir: string, sessionId: string): Promise<void> {
+  await rm(pathOf(dataDir, sessionId), { force: true });
+}
+
+const parse = (text: string | null): StoppedCopy | null => {
+  if (text === null) return null;
+  try {
+    const m = StoppedCopy.safeParse(JSON.parse(text));
+    return m.success ? m.data : null;
+  } catch {
+    return null;
+  }
+};
+
+/** The record of session `sessionId`'s stopped copy here, or null. */
+export async function findStoppedCopy(dataDir: string, sessionId: string): Promise<StoppedCopy | null> {
+  return parse(await readFile(pathOf(dataDir, sessionId), 'utf8').catch(() => null));
+}
+
+/** For teardown only: kills every stopped copy recorded under `dataDir` by pid, and forgets them. */
+export async function killStoppedCopies(dataDir: string): Promise<number> {
+  const names = await readdir(dirOf(dataDir)).catch(() => [] as string[]);
+  let n = 0;
+  for (const name of names.filter((x) => x.endsWith('.json'))) {
+    const m = parse(await readFile(join(dirOf(dataDir), name), 'utf8').catch(() => null));
+    if (m) {
+      killQuietly(m.sessionPid, 'SIGKILL');
+      n++;
+    }
+  }
+  await rm(dirOf(dataDir), { recursive: true, force: true });
+  return n;
+}
