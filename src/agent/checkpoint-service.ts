@@ -18,7 +18,7 @@ import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { announce, attachSessionNetns, netnsOf, removeSessionNetwork, type NetnsId } from './network.js';
 import { sampleProcesses } from './metrics.js';
-import { killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
+import { SERVER_VPID, killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
 
 function hookEnv(ctx: AgentContext, s: Session, sideDir?: string): Record<string, string> {
@@ -27,9 +27,6 @@ function hookEnv(ctx: AgentContext, s: Session, sideDir?: string): Record<string
   if (ctx.config.criuActionScript) env.HUBSHIFT_USER_ACTION_SCRIPT = ctx.config.criuActionScript;
   return env;
 }
-
-/** The session's server is PID 1 of its PID namespace (see launchSession): criu names its images by that pid. */
-const SESSION_ROOT_VPID = 1;
 
 function logPath(ctx: AgentContext, name: string): string {
   return join(ctx.config.dataDir, 'logs', name);
@@ -387,7 +384,7 @@ export async function restoreFromImages(
     // otherwise wait on the daemon, one page at a time, between chunks of the kernels' memory.
     // (Post-copy cannot: its pages are on the source.)
     if (lazy && !postCopy) {
-      await restoreEagerly(images, SESSION_ROOT_VPID).catch((err: unknown) => ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'the server\'s memory stays lazy'));
+      await restoreEagerly(images, SERVER_VPID).catch((err: unknown) => ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'the server\'s memory stays lazy'));
     }
     let r: { pid: number; seconds: number };
     try {

@@ -5,6 +5,7 @@ import type { MoveResult } from '../core/checkpoint.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { startLazyDump, type LazyDump, type PageServerAddress } from '../criu/driver.js';
+import { embedLazyMemory } from '../criu/pagemap.js';
 import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { sleep } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
@@ -15,6 +16,7 @@ import { handOver, openMoveStream, type MoveRequest } from './move-send.js';
 import { announce, attachSessionNetns, dropMovedNetns, freePort, localAddressToward, netnsPath, setHostVeth } from './network.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
 import { dropSessionFiles } from './session-service.js';
+import { SERVER_VPID } from './sandbox.js';
 
 /**
  * Moves a running session to another agent post-copy. criu freezes the
@@ -61,6 +63,14 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       await rollBackDump(ctx, d, err);
       throw err;
     }
+    // The server's memory goes with the images, read from the frozen server: the target restores it eagerly,
+    // so the server's first answer does not wait on its pages fetched one by one over the network.
+    const e0 = performance.now();
+    const embedded = await embedLazyMemory(d.images, SERVER_VPID, d.s.pid as number).catch((err: unknown) => {
+      ctx.log.warn({ session: id, err: errorMessage(err) }, "the server's memory stays lazy in this post-copy move");
+      return 0;
+    });
+    const embedSeconds = (performance.now() - e0) / 1000;
     // Frozen and locked, but its kernel would still answer ARP for the address the target is about to take.
     try {
       await setHostVeth(d.s.network, 'down');
@@ -76,7 +86,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
     // It runs on the target now; this agent keeps only criu serving the rest of its memory.
     await letGo(ctx, d, criu, target);
     const seconds = (performance.now() - started) / 1000;
-    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, ...lap }, 'session moved (post-copy); its memory follows');
+    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded, embedSeconds, ...lap }, 'session moved (post-copy); its memory follows');
     return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
   });
 }

@@ -77,6 +77,9 @@ export function sessionEnv(session: Pick<Session, 'id' | 'user' | 'home' | 'toke
   };
 }
 
+/** The session's server is PID 1 of its PID namespace (launchSession): criu names its images by that pid. */
+export const SERVER_VPID = 1;
+
 /**
  * Starts the session's server as PID 1 of a new PID namespace inside the
  * session's network namespace. Its output goes to a log file that only it

@@ -67,8 +67,9 @@ describe('moving a session post-copy between local test hosts', () => {
     // auto: both hosts can, so post-copy is chosen.
     const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! });
     expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'post-copy', target: hosts[1]!.agentUrl });
-    // Only the images besides the memory went in the stream: far less than the kernel's 256 MiB.
-    expect(r.bytes).toBeLessThan(64 * 2 ** 20);
+    // The stream carried the images and the server's memory (tens of MB), not the kernel's 256 MiB.
+    expect(r.bytes).toBeGreaterThan(16 * 2 ** 20);
+    expect(r.bytes).toBeLessThan(160 * 2 ** 20);
     expect(await a.findSession(s.id)).toBeNull();
     // The websocket opened before the move answers from the target, with every byte the kernel held.
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });

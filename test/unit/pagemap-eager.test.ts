@@ -1,8 +1,11 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CriuError } from '../../src/core/errors.js';
-import { restoreEagerly } from '../../src/criu/pagemap.js';
+import { embedLazyMemory, restoreEagerly } from '../../src/criu/pagemap.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
 // The start of a pagemap image as criu 4.2.1 wrote it here (a python process holding 1 GiB): the two
@@ -48,5 +51,74 @@ describe("a lazy restore's eager server", () => {
     await expect(restoreEagerly(tmp(), 3)).rejects.toThrow(/overruns/);
     // Unchanged when refused.
     expect((await readFile(join(tmp(), 'pagemap-3.img'))).length).toBe(PAGEMAP.length - 3);
+  });
+});
+
+// A protobuf varint, for pagemap entries built here.
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 128) {
+    out.push((n % 128) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+  return out;
+}
+
+/** A pagemap image: the head (pages image id) and entries (vaddr, pages, flags), framed as criu 4.2.1 frames them. */
+function pagemapImage(pagesId: number, entries: { vaddr: number; pages: number; flags: number }[]): Buffer {
+  const frame = (msg: number[]): Buffer => {
+    const b = Buffer.alloc(4 + msg.length);
+    b.writeUInt32LE(msg.length, 0);
+    Buffer.from(msg).copy(b, 4);
+    return b;
+  };
+  return Buffer.concat([
+    Buffer.from('1943565425400856', 'hex'),
+    frame([0x08, ...varint(pagesId)]),
+    ...entries.map((e) => frame([0x08, ...varint(e.vaddr), 0x10, 0x00, 0x20, e.flags, 0x28, ...varint(e.pages)])),
+  ]);
+}
+
+describe("a post-copy move's embedded server memory", () => {
+  const tmp = useTempDir('hubshift-embed-');
+
+  it("should copy the lazy pages from the process's own memory into the pages image, in pagemap order, and mark them present", async () => {
+    // A process holding two pages of known bytes at a page-aligned address it prints.
+    const py = spawn('/usr/bin/python3', ['-c', "import mmap, ctypes, sys, time\nm = mmap.mmap(-1, 8192)\nm.write(b'L' * 4096 + b'M' * 4096)\nprint(ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)\ntime.sleep(60)"], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const [line] = (await once(py.stdout!, 'data')) as [Buffer];
+      const vaddr = Number(line.toString().trim());
+      const dir = tmp();
+      await writeFile(join(dir, 'pagemap-1.img'), pagemapImage(7, [
+        { vaddr: 0x10000, pages: 1, flags: 0x04 },
+        { vaddr, pages: 2, flags: 0x02 },
+        { vaddr: 0x20000, pages: 1, flags: 0x04 },
+      ]));
+      await writeFile(join(dir, 'pages-7.img'), Buffer.concat([Buffer.alloc(4096, 'A'), Buffer.alloc(4096, 'C')]));
+      expect(await embedLazyMemory(dir, 1, py.pid!)).toBe(8192);
+      const pages = await readFile(join(dir, 'pages-7.img'));
+      expect(pages.toString('latin1')).toBe('A'.repeat(4096) + 'L'.repeat(4096) + 'M'.repeat(4096) + 'C'.repeat(4096));
+      // Now present and not lazy: criu restores them itself, and a second pass has nothing to add.
+      expect(await embedLazyMemory(dir, 1, py.pid!)).toBe(0);
+      expect(await restoreEagerly(dir, 1)).toBe(0);
+      const again = await readFile(join(dir, 'pagemap-1.img'));
+      expect(again.length).toBe(pagemapImage(7, [{ vaddr: 0x10000, pages: 1, flags: 4 }, { vaddr, pages: 2, flags: 4 }, { vaddr: 0x20000, pages: 1, flags: 4 }]).length);
+      expect(again).toEqual(pagemapImage(7, [{ vaddr: 0x10000, pages: 1, flags: 4 }, { vaddr, pages: 2, flags: 4 }, { vaddr: 0x20000, pages: 1, flags: 4 }]));
+    } finally {
+      py.kill('SIGKILL');
+    }
+  });
+
+  it('should leave the images as they were when the memory cannot be read', async () => {
+    const dir = tmp();
+    const image = pagemapImage(9, [{ vaddr: 0x10000, pages: 1, flags: 0x02 }]);
+    await writeFile(join(dir, 'pagemap-2.img'), image);
+    await writeFile(join(dir, 'pages-9.img'), Buffer.alloc(0));
+    // Our own process has nothing mapped at 64 KiB: the read fails.
+    await expect(embedLazyMemory(dir, 2, process.pid)).rejects.toThrow();
+    expect(await readFile(join(dir, 'pagemap-2.img'))).toEqual(image);
+    expect((await readFile(join(dir, 'pages-9.img'))).length).toBe(0);
+    expect(existsSync(join(dir, 'pages-9.img.new'))).toBe(false);
   });
 });
