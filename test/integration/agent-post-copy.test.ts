@@ -122,13 +122,21 @@ describe('moving a session post-copy between local test hosts', () => {
   it('should give the session back to the source, and leave no copy on the target, when the link dies while the memory is still arriving', async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
     const s = await a.startSession('pl');
-    const k = await kernelWithState(s.url, s.token, 1024);
+    const k = await kernelWithState(s.url, s.token, 256);
     k.channel.close();
     const rootVeth = 'hspc0u1';
-    const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy');
-    // Committed: the session runs on the target while its gigabyte is still coming. Now the link goes, silently.
+    // 400 Mbit/s toward the target: its 256 MiB take seconds to arrive after the commit, however fast the machine.
+    await run('tc', ['qdisc', 'add', 'dev', rootVeth, 'root', 'tbf', 'rate', '400mbit', 'burst', '256kb', 'latency', '100ms']);
+    const unthrottle = (): Promise<unknown> => run('tc', ['qdisc', 'del', 'dev', rootVeth, 'root'], { allowFailure: true });
+    const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy').catch(async (err: unknown) => {
+      await unthrottle();
+      throw err;
+    });
+    // Committed: the session runs on the target while its memory is still coming (slowly). Now the link goes, silently.
+    const arriving = (await b.getSession(s.id).catch(() => null))?.memoryArriving;
     await run('ip', ['link', 'set', rootVeth, 'down']);
     try {
+      expect(arriving).toBe(true);
       expect(r.mode).toBe('post-copy');
       const record = await readFile(join(hosts[1]!.dataDir, 'sessions', s.id, 'session.json'), 'utf8').then((t) => Session.parse(JSON.parse(t)));
       // Both sides give up after the move idle timeout (5 s here): the source's criu lets its frozen copy run again.
@@ -139,6 +147,7 @@ describe('moving a session post-copy between local test hosts', () => {
       expect(back.error).toMatch(/broke after the commit .*resumed here as it was at the freeze/);
       await waitFor('the target copy to be killed', async () => ((await isAlive(record.pid!)) ? undefined : true), { timeoutMs: 20_000, intervalMs: 250 });
     } finally {
+      await unthrottle();
       await run('ip', ['link', 'set', rootVeth, 'up']);
     }
     await waitFor('the target to let go of its copy', async () => ((await b.findSession(s.id)) === null ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
