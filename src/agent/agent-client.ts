@@ -7,7 +7,8 @@ import { MOVE_CONTENT_TYPE } from '../images/move-stream.js';
 import { FENCE_HEADER } from './fences.js';
 
 export const RestoreResult = SessionView.extend({ seconds: z.number() });
-export const IncomingResult = SessionView.extend({ verifySeconds: z.number(), restoreSeconds: z.number() });
+// pushedBytes: the memory a stop-and-copy source's criu pushed to the target's page server (absent from older agents).
+export const IncomingResult = SessionView.extend({ verifySeconds: z.number(), restoreSeconds: z.number(), pushedBytes: z.number().int().nonnegative().optional() });
 
 /** A node agent's API, as the CLI and the scheduler call it. Every answer is parsed. */
 export class AgentClient {

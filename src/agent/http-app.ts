@@ -108,7 +108,7 @@ export function createAgentApp(ctx: AgentContext): Express {
     req.setTimeout(ctx.config.moveIdleTimeoutMs * 2, () => req.destroy(new Error('the move stream stalled')));
     const fence = parseFenceHeader(req.headers[FENCE_HEADER]);
     const r = await receiveIncoming(ctx, req, (sessionId) => ctx.fences.admit(sessionId, fence));
-    res.json({ ...view(r.session), verifySeconds: r.verifySeconds, restoreSeconds: r.restoreSeconds });
+    res.json({ ...view(r.session), verifySeconds: r.verifySeconds, restoreSeconds: r.restoreSeconds, pushedBytes: r.pushedBytes });
   });
 
   app.post('/v1/incoming/:id/pages', async (req, res) => {

@@ -25,7 +25,7 @@ import { claimPushedPages, dropPushedPages } from './pushed-pages.js';
  * Without a commit in time it is killed, so a source that lost touch may
  * resume its own copy without ever having two.
  */
-export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: (sessionId: string) => Promise<void>): Promise<{ session: Session; verifySeconds: number; restoreSeconds: number }> {
+export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: (sessionId: string) => Promise<void>): Promise<{ session: Session; verifySeconds: number; restoreSeconds: number; pushedBytes: number }> {
   const t0 = performance.now();
   const work = join(ctx.config.workDir, `in-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`);
   await mkdir(work, { recursive: true, mode: 0o700 });
@@ -51,9 +51,10 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   const id = manifestSession.id;
   return ctx.registry.exclusive(id, 'move in', async () => {
     const images = join(work, 'images');
+    let pushedBytes = 0;
     if (manifest.pagesPushed) {
       try {
-        await claimPushedPages(ctx, id, images);
+        pushedBytes = await claimPushedPages(ctx, id, images);
       } catch (err) {
         await rm(work, { recursive: true, force: true });
         throw err;
@@ -86,7 +87,7 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
       timer.unref();
       ctx.incoming.set(id, { work, manifest, timer, guardPid, postCopy });
       // The images stay until the commit's lazy transfer is done, or the abort has finished with them.
-      return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000 };
+      return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000, pushedBytes };
     } catch (err) {
       if (previous) await ctx.registry.put(previous);
       else await ctx.registry.remove(id);

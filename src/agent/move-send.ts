@@ -124,7 +124,8 @@ export interface HandOverLaps {
   commit: number;
 }
 
-export type HandOver = { ok: true; total: number; lap: HandOverLaps } | { ok: false; phase: string; cause: unknown };
+/** ok: the bytes the stream carried (`total`) and those the target received from criu besides (`pushed`). */
+export type HandOver = { ok: true; total: number; pushed: number; lap: HandOverLaps } | { ok: false; phase: string; cause: unknown };
 
 /**
  * The move's end, both modes: the rest of the images and the manifest sent,
@@ -157,7 +158,7 @@ export async function handOver(
     const t1 = performance.now();
     await target.commitMove(d.session.id, fence);
     lap.commit = (performance.now() - t1) / 1000;
-    return { ok: true, total, lap };
+    return { ok: true, total, pushed: received.pushedBytes ?? 0, lap };
   } catch (err) {
     m.out.abort(new Error(`the move failed while ${phase}`));
     const cause = err instanceof Error && err.message === MOVE_STREAM_CLOSED ? await m.sending.then(() => err, (e: unknown) => e) : err;

@@ -74,8 +74,8 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     await letGo(ctx, d);
     const seconds = (performance.now() - started) / 1000;
-    ctx.log.info({ session: id, target: target.baseUrl, bytes: h.total, pushedBytes: watch.bytes, seconds, downtimeSeconds, dumpSeconds, ...h.lap }, 'session moved (stop-and-copy, memory pushed)');
-    return { id, url: sessionUrl(d.s), mode: 'stop-and-copy', downtimeSeconds, seconds, bytes: h.total + watch.bytes, target: target.baseUrl };
+    ctx.log.info({ session: id, target: target.baseUrl, bytes: h.total, pushedBytes: h.pushed, seconds, downtimeSeconds, dumpSeconds, ...h.lap }, 'session moved (stop-and-copy, memory pushed)');
+    return { id, url: sessionUrl(d.s), mode: 'stop-and-copy', downtimeSeconds, seconds, bytes: h.total + h.pushed, target: target.baseUrl };
   });
 }
 
@@ -90,8 +90,6 @@ async function letGo(ctx: AgentContext, d: DumpStart): Promise<void> {
 
 interface PushWatch {
   stop(): void;
-  /** Bytes the target's page server acknowledged. */
-  readonly bytes: number;
   /** Whether the watch broke the transfer for want of progress. */
   readonly stalled: boolean;
 }
@@ -123,9 +121,6 @@ function watchPush(ctx: AgentContext, id: string, at: PageServerAt, estimate: nu
   });
   return {
     stop,
-    get bytes() {
-      return bytes;
-    },
     get stalled() {
       return stalled;
     },

@@ -1,4 +1,4 @@
-import { readdir, rename, rm } from 'node:fs/promises';
+import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PageServerAt } from '../core/checkpoint.js';
 import { ConflictError, IntegrityError, SandboxError } from '../core/errors.js';
@@ -65,13 +65,13 @@ export async function openPushedPages(ctx: AgentContext, id: string, peer: strin
   return at;
 }
 
-
 /**
  * Moves the pages pushed for session `id` into `imagesDir`, once every one
  * has arrived (the page server exited 0 when the dump closed its
- * connection). Throws when none were opened here or the transfer broke.
+ * connection); returns their bytes. Throws when none were opened here or
+ * the transfer broke.
  */
-export async function claimPushedPages(ctx: AgentContext, id: string, imagesDir: string): Promise<void> {
+export async function claimPushedPages(ctx: AgentContext, id: string, imagesDir: string): Promise<number> {
   const p = ctx.pushedPages.get(id);
   if (!p) throw new IntegrityError(`the source pushed the memory of ${id} to a page server, but none is open for it here (it timed out, or was never asked for)`);
   clearTimeout(p.timer);
@@ -83,7 +83,12 @@ export async function claimPushedPages(ctx: AgentContext, id: string, imagesDir:
       p.server.kill();
       throw new IntegrityError(`the memory pushed by the source's criu did not all arrive: the page server ${code === null ? 'was still waiting' : `exited ${code}`} (log: ${p.log})`);
     }
-    for (const name of await readdir(p.dir)) await rename(join(p.dir, name), join(imagesDir, name));
+    let bytes = 0;
+    for (const name of await readdir(p.dir)) {
+      bytes += (await stat(join(p.dir, name))).size;
+      await rename(join(p.dir, name), join(imagesDir, name));
+    }
+    return bytes;
   } finally {
     await rm(p.dir, { recursive: true, force: true });
   }
