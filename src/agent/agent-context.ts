@@ -1,7 +1,6 @@
 import type { Logger } from 'pino';
-import type { MoveManifest } from '../core/checkpoint.js';
+import type { MoveManifest, PageServerAt } from '../core/checkpoint.js';
 import type { CriuBinary } from '../criu/binary.js';
-import type { PageServerAddress } from '../criu/driver.js';
 import type { RestoredLazy } from './checkpoint-service.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { AgentConfig } from './config.js';
@@ -50,5 +49,5 @@ export interface IncomingMove {
    * Post-copy: the memory still arriving from the source's criu. `complete`
    * once the daemon has brought it all (the source's criu then ended its copy).
    */
-  postCopy?: { lazy: RestoredLazy; pageServer: PageServerAddress; complete: boolean };
+  postCopy?: { lazy: RestoredLazy; pageServer: PageServerAt; complete: boolean };
 }

@@ -2,10 +2,10 @@ import { copyFile, rename, rm } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
-import type { CheckpointManifest, CheckpointResult, FileDigest } from '../core/checkpoint.js';
+import type { CheckpointManifest, CheckpointResult, FileDigest, PageServerAt } from '../core/checkpoint.js';
 import type { Session } from '../core/session.js';
 import { CriuError } from '../core/errors.js';
-import { dump, restore, type DumpOptions as CriuDumpOptions, type PageServerAddress } from '../criu/driver.js';
+import { dump, restore, type DumpOptions as CriuDumpOptions } from '../criu/driver.js';
 import { lazyTransferHandedOver, startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import { diagnoseCriuLogFile } from '../criu/log.js';
 import { restoreEagerly } from '../criu/pagemap.js';
@@ -46,7 +46,6 @@ export interface LocalDump {
   frozenAt: number;
   /** The session as it was dumped. */
   session: Session;
-  netns: NetnsId | null;
 }
 
 export interface DumpOptions {
@@ -132,7 +131,7 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
   const frozenAt = performance.now();
   try {
     const { seconds } = await dump(ctx.criu, { ...dumpArgs(ctx, d), leaveRunning: opts.leaveRunning });
-    return { checkpoint, work, images, side, pageDigests: await hasher?.finish(), dumpSeconds: seconds, frozenAt, session: s, netns: d.netns };
+    return { checkpoint, work, images, side, pageDigests: await hasher?.finish(), dumpSeconds: seconds, frozenAt, session: s };
   } catch (err) {
     await hasher?.abort();
     await rollBackDump(ctx, d, err);
@@ -295,7 +294,7 @@ export interface EarlyLazyPages {
 /** Whether this agent restores lazily: allowed by its config and possible with its criu and kernel. */
 const lazyRestoreHere = (ctx: AgentContext): boolean => ctx.config.lazyRestore && ctx.criu.lazyPages;
 
-async function startDaemon(ctx: AgentContext, images: string, tag: string, pageServer?: PageServerAddress): Promise<EarlyLazyPages> {
+async function startDaemon(ctx: AgentContext, images: string, tag: string, pageServer?: PageServerAt): Promise<EarlyLazyPages> {
   const log = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
   return { daemon: await startLazyPages(ctx.criu, images, log, { pageServer }), log };
 }
@@ -330,7 +329,7 @@ export async function restoreFromImages(
   s: Session,
   images: string,
   tag: string,
-  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyLazyPages; pageServer?: PageServerAddress },
+  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyLazyPages; pageServer?: PageServerAt },
 ): Promise<Restored> {
   let pid: number | null = null;
   let daemon: LazyPagesDaemon | undefined;

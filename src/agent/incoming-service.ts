@@ -3,7 +3,7 @@ import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConflictError, NotFoundError, errorMessage } from '../core/errors.js';
-import type { MoveManifest } from '../core/checkpoint.js';
+import type { MoveManifest, PageServerAt } from '../core/checkpoint.js';
 import { newCheckpointId } from '../core/ids.js';
 import type { Session } from '../core/session.js';
 import { SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
@@ -13,7 +13,6 @@ import { isAlive, killQuietly } from '../util/proc.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
 import { assertRestorableHere, restoreFromImages, startRestored } from './checkpoint-service.js';
 import { bytesReceivedFrom, netnsName, removeSessionNetwork } from './network.js';
-import type { PageServerAddress } from '../criu/driver.js';
 import { LAZY_HANDOVER_LINE, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { killSession } from './sandbox.js';
 import { watchTransfer } from './transfer-watch.js';
@@ -106,7 +105,7 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
  * is killed, and with it the copy (see watchLazyPages). The source gives up
  * after the same time and resumes its own.
  */
-function watchForStall(ctx: AgentContext, id: string, pid: number, breakTransfer: () => void, pageServer: PageServerAddress, exit: Promise<unknown>): void {
+function watchForStall(ctx: AgentContext, id: string, pid: number, breakTransfer: () => void, pageServer: PageServerAt, exit: Promise<unknown>): void {
   watchTransfer(ctx, id, exit, {
     what: 'a post-copy transfer',
     intervalMs: 1_000,
@@ -136,7 +135,7 @@ function watchForStall(ctx: AgentContext, id: string, pid: number, breakTransfer
  * page or failed (then this agent killed the copy): the copy is left alone,
  * and a restarted agent resumes it.
  */
-function startGuard(s: Session, ms: number, daemon: { pid: number; log: string; pageServer: PageServerAddress } | null): number | null {
+function startGuard(s: Session, ms: number, daemon: { pid: number; log: string; pageServer: PageServerAt } | null): number | null {
   if (s.pid === null) return null;
   // Python: the daemon's liveness, the last line of its log, then the reset and kill of breakLazyTransfer.
   const lazy = daemon === null ? '' : `d = ${daemon.pid}

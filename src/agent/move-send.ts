@@ -1,11 +1,11 @@
+import { existsSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import type { FileDigest, MoveFile, MoveMode } from '../core/checkpoint.js';
+import type { FileDigest, MoveFile, MoveMode, PageServerAt } from '../core/checkpoint.js';
 import { IntegrityError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sleep } from '../util/exec.js';
 import type { Session } from '../core/session.js';
-import type { PageServerAddress } from '../criu/driver.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
 import { PIECE_BYTES } from '../images/hashing.js';
@@ -13,6 +13,8 @@ import type { z } from 'zod';
 import type { AgentClient, IncomingResult } from './agent-client.js';
 import { pathExists } from '../util/fs.js';
 import type { AgentContext } from './agent-context.js';
+import { rollBackDump, type DumpStart } from './checkpoint-service.js';
+import { announce, attachSessionNetns, netnsPath, setHostVeth } from './network.js';
 
 export interface MoveRequest {
   target: { url: string; token: string };
@@ -36,7 +38,7 @@ const SMALL_FILE_BYTES = 1 << 20;
 
 /** Where the memory the move stream does not carry is: served by criu here (post-copy), or pushed to the target's page server. */
 export interface MemoryElsewhere {
-  pageServer?: PageServerAddress;
+  pageServer?: PageServerAt;
   pagesPushed?: boolean;
 }
 
@@ -46,32 +48,28 @@ export interface MemoryElsewhere {
  * were taken while they were sent). Returns the bytes the move carried.
  */
 export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: DumpToSend, memory: MemoryElsewhere = {}): Promise<number> {
-  const files: MoveFile[] = [];
-  // A file per task and thread, a few MB in all: read at once, and queued without a round trip each.
-  const read = async (name: string, path: string, pageDigest?: FileDigest): Promise<() => Promise<void>> => {
+  // A file per task and thread, a few MB in all: read at once, then queued without a round trip each.
+  const prepare = async (name: string, path: string, pageDigest?: FileDigest): Promise<{ name: string; path: string; mode: number; pageDigest?: FileDigest; bytes?: Buffer }> => {
     const st = await stat(path);
-    const mode = st.mode & 0o777;
-    if (pageDigest) {
-      if (pageDigest.bytes !== st.size) throw new IntegrityError(`${name} is ${st.size} bytes but ${pageDigest.bytes} were sent while criu wrote it`);
-      return async () => void files.push({ name, ...pageDigest, mode });
-    }
-    if (st.size <= SMALL_FILE_BYTES) {
-      const bytes = await readFile(path);
-      return async () => void files.push({ name, ...out.queueFile(name, bytes), mode });
-    }
-    return async () => void files.push({ name, ...(await out.file(name, path)), mode });
+    if (pageDigest && pageDigest.bytes !== st.size) throw new IntegrityError(`${name} is ${st.size} bytes but ${pageDigest.bytes} were sent while criu wrote it`);
+    const bytes = !pageDigest && st.size <= SMALL_FILE_BYTES ? await readFile(path) : undefined;
+    return { name, path, mode: st.mode & 0o777, pageDigest, bytes };
   };
-  const sends: Promise<() => Promise<void>>[] = [];
+  const prepared: ReturnType<typeof prepare>[] = [];
   for (const n of (await readdir(d.images)).sort()) {
     const page = d.pageDigests !== undefined && PAGE_IMAGE.test(n);
     const digest = page ? d.pageDigests?.get(n) : undefined;
     if (page && !digest) throw new IntegrityError(`criu wrote ${n} where the move did not follow it`);
-    sends.push(read(`images/${n}`, join(d.images, n), digest));
+    prepared.push(prepare(`images/${n}`, join(d.images, n), digest));
   }
   const log = join(d.side, 'server.log');
-  if (await pathExists(log)) sends.push(read(`${SIDE_FILES_DIR}/server.log`, log));
-  // In order: the stream's frames follow the manifest's list.
-  for (const send of await Promise.all(sends)) await send();
+  if (await pathExists(log)) prepared.push(prepare(`${SIDE_FILES_DIR}/server.log`, log));
+  // In order: the stream's frames follow the manifest's list. Page images went while criu wrote them.
+  const files: MoveFile[] = [];
+  for (const f of await Promise.all(prepared)) {
+    const digest = f.pageDigest ?? (f.bytes ? out.queueFile(f.name, f.bytes) : await out.file(f.name, f.path));
+    files.push({ name: f.name, ...digest, mode: f.mode });
+  }
   await out.end({
     formatVersion: 2,
     session: { ...d.session, state: 'checkpointed', pid: null },
@@ -84,7 +82,6 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
   });
   return files.reduce((a, f) => a + f.bytes, 0);
 }
-
 
 /** A move stream open to the target: write into `out`; `sending` is the target's answer once it has restored the session stopped. */
 export interface OpenMove {
@@ -185,4 +182,18 @@ export async function clearTargetCopy(ctx: AgentContext, target: AgentClient, id
     }
   }
   await sleep(ctx.config.incomingTimeoutMs + 2_000);
+}
+
+/** The frozen (or stopped) copy here runs again: whatever criu left removed, its link up, its address announced. */
+export async function resumeHere(ctx: AgentContext, d: DumpStart, linkDown: boolean, error: string | null): Promise<void> {
+  // After the commit this agent had let go of it; the reason goes with the record before it shows as running.
+  if (!ctx.registry.find(d.s.id)) await ctx.registry.put({ ...d.s, state: 'checkpointing', error });
+  else if (error) await ctx.registry.update(d.s.id, { error });
+  await rollBackDump(ctx, d, new Error(error ?? 'the move failed'));
+  const s = ctx.registry.get(d.s.id);
+  if (s.state !== 'running' || s.pid === null) return;
+  if (linkDown) await setHostVeth(s.network, 'up');
+  // The target's copy may have taken the namespace's name (test hosts share one /run/netns).
+  if (!existsSync(netnsPath(s.id))) await attachSessionNetns(s.id, s.pid);
+  await announce(s.pid, s.network.gateway);
 }

@@ -6,7 +6,6 @@ import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { dumpLocally, restoreFromImages, type LocalDump } from './checkpoint-service.js';
 import { forgetSession } from './session-service.js';
-import { dropMovedNetns } from './network.js';
 import { movePostCopy } from './post-copy-move.js';
 import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './move-send.js';
 import { movePushed } from './pushed-move.js';
@@ -119,15 +118,24 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
     const h = await handOver(ctx, m, target, req.fence, d, { failedWhileDumping: sendError });
     if (!h.ok) return rollBack(ctx, d, target, h.phase, h.cause);
     const { total, lap } = h;
-    // The target runs it: this agent lets go of its copy (criu already ended the processes).
-    await dropMovedNetns(id, d.netns);
-    await forgetSession(ctx, id);
-    await rm(d.work, { recursive: true, force: true });
+    await letGo(ctx, d);
     const seconds = (performance.now() - started) / 1000;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     ctx.log.info({ session: id, target: req.target.url, bytes: total, seconds, downtimeSeconds, dumpSeconds: d.dumpSeconds, tail, ...lap }, 'session moved');
     return { id, url: sessionUrl(d.session), mode, downtimeSeconds, seconds, bytes: total, target: req.target.url };
   });
+}
+
+/**
+ * The target runs the session: this agent lets go of its copy (criu already
+ * ended the processes) and its local images. Its namespace's name is not
+ * dropped here (see dropMovedNetns): the namespace died with the processes
+ * unless the name pins it, so a name that now names another one cannot be
+ * told from it by device and inode, which the kernel reuses.
+ */
+async function letGo(ctx: AgentContext, d: LocalDump): Promise<void> {
+  await forgetSession(ctx, d.session.id);
+  await rm(d.work, { recursive: true, force: true });
 }
 
 /**
@@ -140,11 +148,7 @@ async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, ph
   const id = d.session.id;
   ctx.log.error({ session: id, target: target.baseUrl, phase, err: errorMessage(cause) }, 'move failed; resuming the session here');
   // The commit went through if the target says so; this agent then lets go, as after a move.
-  await clearTargetCopy(ctx, target, id, cause, async () => {
-    await dropMovedNetns(id, d.netns);
-    await forgetSession(ctx, id);
-    await rm(d.work, { recursive: true, force: true });
-  });
+  await clearTargetCopy(ctx, target, id, cause, () => letGo(ctx, d));
   try {
     await restoreFromImages(ctx, { ...d.session, state: 'restoring', pid: null }, d.images, `${d.checkpoint}-back`, { lazy: false });
   } catch (err) {

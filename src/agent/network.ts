@@ -6,6 +6,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { SandboxError } from '../core/errors.js';
 import type { SessionNetwork } from '../core/session.js';
 import { run } from '../util/exec.js';
+import { tcpBytes } from '../util/tcp.js';
 
 /** The agent's bridge and the subnet its sessions take addresses from. */
 export interface BridgeConfig {
@@ -160,6 +161,9 @@ export async function netnsOf(pid: number): Promise<NetnsId | null> {
  * namespace name if the name still pins the namespace it had here (`was`),
  * which then goes, and its veth with it. On test hosts, which share
  * /run/netns, the target's copy has taken the name by then: left alone.
+ * Only where the namespace outlived the target's (a copy kept frozen or
+ * stopped until the target ran): the kernel reuses a dead namespace's
+ * inode, so one that died first may share it with the target's.
  */
 export async function dropMovedNetns(sessionId: string, was: NetnsId | null): Promise<void> {
   if (was === null) return;
@@ -213,18 +217,6 @@ export async function freePort(address: string): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
-}
-
-/**
- * A TCP counter (`ss -ti`: bytes_received, bytes_acked) summed over this
- * namespace's established connections to (`dst`) or from (`src`) the
- * address and port, or null when there is none. Moves read their page
- * transfers' progress from them.
- */
-export async function tcpBytes(end: 'dst' | 'src', at: { address: string; port: number }, counter: 'bytes_received' | 'bytes_acked'): Promise<number | null> {
-  const r = await run('ss', ['-tinH', 'state', 'established', end, `${at.address}:${at.port}`], { allowFailure: true, timeoutMs: 5_000 });
-  const counts = [...r.stdout.matchAll(new RegExp(`\\b${counter}:(\\d+)`, 'g'))].map((m) => Number(m[1]));
-  return counts.length === 0 ? null : counts.reduce((a, b) => a + b, 0);
 }
 
 /** Bytes received so far on the connection to `peer` (a post-copy target's lazy-pages daemon, from the page server). */

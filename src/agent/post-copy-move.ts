@@ -1,10 +1,9 @@
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
-import type { MoveResult } from '../core/checkpoint.js';
+import type { MoveResult, PageServerAt } from '../core/checkpoint.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
-import { startLazyDump, type LazyDump, type PageServerAddress } from '../criu/driver.js';
+import { startLazyDump, type LazyDump } from '../criu/driver.js';
 import { embedLazyMemory } from '../criu/pagemap.js';
 import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { sleep } from '../util/exec.js';
@@ -12,8 +11,8 @@ import { isAlive } from '../util/proc.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
-import { handOver, openMoveStream, type MoveRequest } from './move-send.js';
-import { announce, attachSessionNetns, dropMovedNetns, freePort, localAddressToward, netnsPath, setHostVeth } from './network.js';
+import { handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
+import { dropMovedNetns, freePort, localAddressToward, setHostVeth } from './network.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
 import { dropSessionFiles } from './session-service.js';
 import { SERVER_VPID } from './sandbox.js';
@@ -39,7 +38,7 @@ import { SERVER_VPID } from './sandbox.js';
 export async function movePostCopy(ctx: AgentContext, id: string, req: MoveRequest, target: AgentClient): Promise<MoveResult> {
   const started = performance.now();
   const address = await localAddressToward(new URL(target.baseUrl).hostname);
-  const pageServer: PageServerAddress = { address, port: await freePort(address) };
+  const pageServer: PageServerAt = { address, port: await freePort(address) };
   return ctx.registry.exclusive(id, 'move', async () => {
     const m = openMoveStream(ctx, id, target, req.fence);
     let d: DumpStart;
@@ -223,18 +222,4 @@ async function exitWithin(criu: LazyDump, ms: number): Promise<number> {
   if (code !== null) return code;
   criu.kill();
   return criu.exited;
-}
-
-/** The frozen (or stopped) copy here runs again: whatever criu left removed, its link up, its address announced. */
-export async function resumeHere(ctx: AgentContext, d: DumpStart, linkDown: boolean, error: string | null): Promise<void> {
-  // After the commit this agent had let go of it; the reason goes with the record before it shows as running.
-  if (!ctx.registry.find(d.s.id)) await ctx.registry.put({ ...d.s, state: 'checkpointing', error });
-  else if (error) await ctx.registry.update(d.s.id, { error });
-  await rollBackDump(ctx, d, new Error(error ?? 'the move failed'));
-  const s = ctx.registry.get(d.s.id);
-  if (s.state !== 'running' || s.pid === null) return;
-  if (linkDown) await setHostVeth(s.network, 'up');
-  // The target's copy may have taken the namespace's name (test hosts share one /run/netns).
-  if (!existsSync(netnsPath(s.id))) await attachSessionNetns(s.id, s.pid);
-  await announce(s.pid, s.network.gateway);
 }

@@ -3,18 +3,16 @@ import type { MoveResult, PageServerAt } from '../core/checkpoint.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { dump } from '../criu/driver.js';
-import { run } from '../util/exec.js';
+import { resetConnectionsTo, tcpBytes } from '../util/tcp.js';
 import { watchTransfer } from './transfer-watch.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { forgetStoppedCopy, recordStoppedCopy } from './stopped-copies.js';
 import { sampleProcesses } from './metrics.js';
-import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './move-send.js';
-import { dropMovedNetns, setHostVeth, tcpBytes } from './network.js';
-import { resumeHere } from './post-copy-move.js';
-import { killSession } from './sandbox.js';
-import { forgetSession } from './session-service.js';
+import { clearTargetCopy, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
+import { setHostVeth } from './network.js';
+import { endStoppedCopy } from './session-service.js';
 
 /**
  * Moves a running session stop-and-copy with its memory pushed by criu
@@ -81,10 +79,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
 
 /** The session runs on the target: the stopped copy here is killed and forgotten. */
 async function letGo(ctx: AgentContext, d: DumpStart): Promise<void> {
-  if (d.s.pid !== null) await killSession(d.s.pid);
-  await dropMovedNetns(d.s.id, d.netns);
-  await forgetSession(ctx, d.s.id);
-  await forgetStoppedCopy(ctx.config.dataDir, d.s.id);
+  await endStoppedCopy(ctx, d.s, d.netns);
   await rm(d.work, { recursive: true, force: true });
 }
 
@@ -116,7 +111,7 @@ function watchPush(ctx: AgentContext, id: string, at: PageServerAt, estimate: nu
     onStall: async () => {
       stalled = true;
       ctx.log.error({ session: id, pageServer: at, bytes }, 'the pushed memory made no progress for the move idle timeout; resetting the connection (criu then resumes the session)');
-      await run('ss', ['-K', 'dst', `${at.address}:${at.port}`], { allowFailure: true, timeoutMs: 5_000 }).catch(() => undefined);
+      await resetConnectionsTo(at);
     },
   });
   return {

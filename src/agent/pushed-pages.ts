@@ -5,7 +5,8 @@ import { ConflictError, IntegrityError, SandboxError } from '../core/errors.js';
 import { startPageServer, type PageServer } from '../criu/page-server.js';
 import { sleep } from '../util/exec.js';
 import type { AgentContext } from './agent-context.js';
-import { freePort, isOwnAddress, localAddressToward, tcpBytes } from './network.js';
+import { freePort, isOwnAddress, localAddressToward } from './network.js';
+import { tcpBytes } from '../util/tcp.js';
 import { watchTransfer } from './transfer-watch.js';
 
 /** A page server this agent opened for a stop-and-copy move in, until the move stream claims its images. */

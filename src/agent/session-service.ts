@@ -10,7 +10,7 @@ import type { AgentContext } from './agent-context.js';
 import { killOutgoing } from './outgoing-moves.js';
 import { findStoppedCopy, forgetStoppedCopy, killStoppedCopies } from './stopped-copies.js';
 import { JupyterRest } from './jupyter-rest.js';
-import { allocateAddress, announce, createSessionNetwork, dropMovedNetns, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork } from './network.js';
+import { allocateAddress, announce, createSessionNetwork, dropMovedNetns, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork, type NetnsId } from './network.js';
 import { homeDir, killSession, launchSession, prepareSessionFiles, sessionCommand, sessionEnv, sessionPaths } from './sandbox.js';
 
 /** Waits until a session's Jupyter server answers its status API. */
@@ -118,6 +118,18 @@ export async function forgetSession(ctx: AgentContext, id: string): Promise<void
   await dropSessionFiles(ctx, s);
 }
 
+/**
+ * A stop-and-copy move's stopped copy, once the session runs on the target:
+ * killed, its namespace's name dropped if it still names the namespace it
+ * had here (`netns`), forgotten with its record.
+ */
+export async function endStoppedCopy(ctx: AgentContext, s: Session, netns: NetnsId | null): Promise<void> {
+  if (s.pid !== null) await killSession(s.pid);
+  await dropMovedNetns(s.id, netns);
+  await forgetSession(ctx, s.id);
+  await forgetStoppedCopy(ctx.config.dataDir, s.id);
+}
+
 /** A session's files on this node, unless it runs on this machine under another agent (see forgetSession). */
 export async function dropSessionFiles(ctx: AgentContext, s: Session): Promise<void> {
   if (!(await pathExists(netnsPath(s.id)))) await rm(sessionPaths(ctx.config.dataDir, s).dir, { recursive: true, force: true });
@@ -152,17 +164,16 @@ export async function reconcileSessions(ctx: AgentContext): Promise<void> {
   for (const s of ctx.registry.list()) {
     const alive = s.pid !== null && (await isAlive(s.pid));
     const stopped = s.state === 'checkpointing' ? await findStoppedCopy(ctx.config.dataDir, s.id) : null;
-    if (stopped && !stopped.committing) await forgetStoppedCopy(ctx.config.dataDir, s.id);
-    const committing = stopped?.committing === true ? stopped : null;
-    if (committing) {
+    if (stopped?.committing) {
       // A stop-and-copy move's commit was on its way: the session runs on the target, or waits in its store.
-      ctx.log.warn({ session: s.id, target: committing.target }, 'the agent stopped while a move of this session was being committed; its stopped copy here is killed (the target runs it, or keeps it in its store)');
-      const netns = alive && s.pid !== null ? await netnsOf(s.pid) : null;
-      if (alive && s.pid !== null) await killSession(s.pid);
-      await dropMovedNetns(s.id, netns);
-      await forgetSession(ctx, s.id);
-      await forgetStoppedCopy(ctx.config.dataDir, s.id);
-    } else if (s.state === 'checkpointing' || s.state === 'restoring' || s.state === 'starting') {
+      ctx.log.warn({ session: s.id, target: stopped.target }, 'the agent stopped while a move of this session was being committed; its stopped copy here is killed (the target runs it, or keeps it in its store)');
+      // Its pid only while it is alive: a dead one may have been taken by another process.
+      await endStoppedCopy(ctx, alive ? s : { ...s, pid: null }, alive && s.pid !== null ? await netnsOf(s.pid) : null);
+      continue;
+    }
+    // Not yet committing: the copy here is the session, and is resumed below.
+    if (stopped) await forgetStoppedCopy(ctx.config.dataDir, s.id);
+    if (s.state === 'checkpointing' || s.state === 'restoring' || s.state === 'starting') {
       if (alive && (await resumeAfterFailedDump(ctx, s))) {
         await ctx.registry.update(s.id, { state: 'running' });
       } else if (s.lastCheckpoint) {

@@ -96,15 +96,15 @@ export const MoveHeader = z.object({
 });
 export type MoveHeader = z.infer<typeof MoveHeader>;
 
+/** Where a criu page server listens for one move's memory. */
+export const PageServerAt = z.object({ address: z.ipv4(), port: z.number().int().min(1).max(65_535) }).strict();
+export type PageServerAt = z.infer<typeof PageServerAt>;
+
 /**
  * What a source agent sends last, once criu has written everything: every
  * file with its size and sha256s, so the target verifies all it received
  * before criu runs there (as a restore from the store does).
  */
-/** Where a criu page server listens for one move's memory. */
-export const PageServerAt = z.object({ address: z.ipv4(), port: z.number().int().min(1).max(65_535) }).strict();
-export type PageServerAt = z.infer<typeof PageServerAt>;
-
 export const MoveManifest = z.object({
   formatVersion: z.literal(2),
   session: Session,

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import type { PageServerAt } from '../core/checkpoint.js';
 import { CriuError, TimeoutError } from '../core/errors.js';
 import { CommandError, run } from '../util/exec.js';
 import { killQuietly } from '../util/proc.js';
@@ -103,12 +104,6 @@ export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ 
   return { pid, seconds };
 }
 
-/** Where criu's page server listens during a post-copy dump, for the target's lazy-pages daemon. */
-export interface PageServerAddress {
-  address: string;
-  port: number;
-}
-
 /** A `criu dump --lazy-pages` under way: the tree frozen, criu serving its memory. */
 export interface LazyDump {
   pid: number;
@@ -134,16 +129,41 @@ export interface LazyDump {
  * lazy-pages daemon has fetched all of it. Detached, so a transfer under way
  * outlives an agent restart.
  */
-export async function startLazyDump(bin: CriuBinary, opts: DumpOptions & { pageServer: PageServerAddress }): Promise<LazyDump> {
+export async function startLazyDump(bin: CriuBinary, opts: DumpOptions & { pageServer: PageServerAt }): Promise<LazyDump> {
   await mkdir(opts.imagesDir, { recursive: true });
   const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript)];
-  args.push('--lazy-pages', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port), '--status-fd', '3');
+  args.push('--lazy-pages', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port));
   if (opts.extraArgs) args.push(...opts.extraArgs);
-  const { cmd, args: full } = criuCommand(bin, args);
   const started = performance.now();
-  // fd 3: criu writes a byte there once the page server listens.
-  const child = spawn(cmd, full, { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: opts.env ? { ...process.env, ...opts.env } : process.env });
-  child.unref();
+  const c = spawnListeningCriu(bin, args, { detached: true, env: opts.env });
+  const timeoutMs = opts.timeoutMs ?? 300_000;
+  const ready = c.listening(timeoutMs).then(async (how) => {
+    if (how === 'listening') return (performance.now() - started) / 1000;
+    const d = await diagnoseCriuLogFile(opts.logFile);
+    throw how === 'timeout'
+      ? new CriuError('criu_timeout', `criu dump --lazy-pages did not start its page server within ${timeoutMs / 1000} s and was killed (log: ${opts.logFile}; last error: ${d.explanation})`, d.explanation, opts.logFile)
+      : new CriuError('criu_failed', `criu dump --lazy-pages failed: ${d.explanation} (log: ${opts.logFile})`, d.explanation, opts.logFile);
+  });
+  // Whoever awaits `exited` learns the rest; an unobserved rejection must not end the agent.
+  ready.catch(() => undefined);
+  return { pid: c.pid, ready, exited: c.exited, kill: c.kill };
+}
+
+/** A criu that says on its status fd when it listens (a page server, a lazy dump's page server). */
+export interface ListeningCriu {
+  pid: number;
+  /** criu's exit code (128 when killed by a signal, 127 when it could not start). */
+  exited: Promise<number>;
+  kill(): void;
+  /** 'listening' once criu wrote to its status fd; 'exit' or 'timeout' (then it was killed) if not. */
+  listening(timeoutMs: number): Promise<'listening' | 'exit' | 'timeout'>;
+}
+
+/** Starts criu with `--status-fd 3` appended, fd 3 a pipe read for the byte criu writes once it listens. */
+export function spawnListeningCriu(bin: CriuBinary, args: string[], opts: { detached?: boolean; env?: Record<string, string> } = {}): ListeningCriu {
+  const { cmd, args: full } = criuCommand(bin, [...args, '--status-fd', '3']);
+  const child = spawn(cmd, full, { detached: opts.detached, stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: opts.env ? { ...process.env, ...opts.env } : process.env });
+  if (opts.detached) child.unref();
   const exited = new Promise<number>((resolve) => {
     child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
     child.on('error', () => resolve(127));
@@ -151,34 +171,18 @@ export async function startLazyDump(bin: CriuBinary, opts: DumpOptions & { pageS
   const kill = (): void => {
     if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) killQuietly(child.pid);
   };
-  const timeoutMs = opts.timeoutMs ?? 300_000;
-  const ready = new Promise<number>((resolve, reject) => {
-    const status = child.stdio[3] as Readable | null;
-    let done = false;
-    const fail = async (why: 'exit' | 'timeout'): Promise<void> => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (why === 'timeout') kill();
-      const d = await diagnoseCriuLogFile(opts.logFile);
-      reject(
-        why === 'timeout'
-          ? new CriuError('criu_timeout', `criu dump --lazy-pages did not start its page server within ${timeoutMs / 1000} s and was killed (log: ${opts.logFile}; last error: ${d.explanation})`, d.explanation, opts.logFile)
-          : new CriuError('criu_failed', `criu dump --lazy-pages failed: ${d.explanation} (log: ${opts.logFile})`, d.explanation, opts.logFile),
-      );
-    };
-    const timer = setTimeout(() => void fail('timeout'), timeoutMs);
-    timer.unref();
-    status?.once('data', () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      status.destroy();
-      resolve((performance.now() - started) / 1000);
-    });
-    void exited.then(() => fail('exit'));
-  });
-  // Whoever awaits `exited` learns the rest; an unobserved rejection must not end the agent.
-  ready.catch(() => undefined);
-  return { pid: child.pid ?? -1, ready, exited, kill };
+  const status = child.stdio[3] as Readable | null;
+  const listening = async (timeoutMs: number): Promise<'listening' | 'exit' | 'timeout'> => {
+    let timer: NodeJS.Timeout | undefined;
+    const how = await Promise.race([
+      new Promise<'listening'>((resolve) => status?.once('data', () => resolve('listening'))),
+      exited.then(() => 'exit' as const),
+      new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    status?.destroy();
+    if (how === 'timeout') kill();
+    return how;
+  };
+  return { pid: child.pid ?? -1, exited, kill, listening };
 }

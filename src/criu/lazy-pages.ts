@@ -3,11 +3,12 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
-import { run, waitFor } from '../util/exec.js';
+import { waitFor } from '../util/exec.js';
+import { resetConnectionsTo } from '../util/tcp.js';
 import { killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
-import type { PageServerAddress } from './driver.js';
+import type { PageServerAt } from '../core/checkpoint.js';
 
 export interface LazyPagesDaemon {
   pid: number;
@@ -26,7 +27,7 @@ export interface LazyPagesDaemon {
  * processes exist; their pages arrive on first touch and in the background.
  * The directory must stay until `exited` resolves.
  */
-export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile: string, opts: { timeoutMs?: number; pageServer?: PageServerAddress } = {}): Promise<LazyPagesDaemon> {
+export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile: string, opts: { timeoutMs?: number; pageServer?: PageServerAt } = {}): Promise<LazyPagesDaemon> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   // With a page server (post-copy), pages come over the network from the source's criu dump instead of local images.
   const remote = opts.pageServer ? ['--page-server', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)] : [];
@@ -90,8 +91,8 @@ export async function lazyTransferHandedOver(logFile: string): Promise<boolean> 
  * connection is reset first (`ss -K`, the kernel's SOCK_DESTROY: the peer
  * gets an RST), then the daemon is killed.
  */
-export async function breakLazyTransfer(pageServer: PageServerAddress, daemonPid: number): Promise<void> {
-  await run('ss', ['-K', 'dst', `${pageServer.address}:${pageServer.port}`], { allowFailure: true, timeoutMs: 5_000 }).catch(() => undefined);
+export async function breakLazyTransfer(pageServer: PageServerAt, daemonPid: number): Promise<void> {
+  await resetConnectionsTo(pageServer);
   killQuietly(daemonPid);
 }
 
