@@ -1,4 +1,4 @@
-import { copyFile, rename, rm } from 'node:fs/promises';
+import { copyFile, mkdir, rename, rm } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
@@ -21,9 +21,13 @@ import { sampleProcesses } from './metrics.js';
 import { SERVER_VPID, killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
 
-function hookEnv(ctx: AgentContext, s: Session, sideDir?: string): Record<string, string> {
+/** The hook's environment: a dump gives its side-file directory, or says it is lazy (post-copy). */
+function hookEnv(ctx: AgentContext, s: Session, dump?: { sideDir: string; lazy: boolean }): Record<string, string> {
   const env: Record<string, string> = { HUBSHIFT_SESSION_LOG: sessionPaths(ctx.config.dataDir, s).log };
-  if (sideDir) env.HUBSHIFT_SIDE_FILES_DIR = sideDir;
+  // A lazy dump's post-dump comes after the target has every page: too late to copy the log (copyFrozenLog does
+  // that), and a failure there would only make criu resume the source beside the target's copy.
+  if (dump?.lazy) env.HUBSHIFT_LAZY_DUMP = '1';
+  else if (dump) env.HUBSHIFT_SIDE_FILES_DIR = dump.sideDir;
   if (ctx.config.criuActionScript) env.HUBSHIFT_USER_ACTION_SCRIPT = ctx.config.criuActionScript;
   return env;
 }
@@ -91,15 +95,25 @@ export async function beginDump(ctx: AgentContext, id: string, prefix: string): 
 }
 
 /** What every criu dump of a session is given: its images, log, hook and timeout. */
-export function dumpArgs(ctx: AgentContext, d: DumpStart): Omit<CriuDumpOptions, 'leaveRunning'> {
+export function dumpArgs(ctx: AgentContext, d: DumpStart, lazy = false): Omit<CriuDumpOptions, 'leaveRunning'> {
   return {
     pid: d.s.pid as number,
     imagesDir: d.images,
     logFile: logPath(ctx, `${d.checkpoint}-dump.log`),
     actionScript: ctx.criuHook,
-    env: hookEnv(ctx, d.s, d.side),
+    env: hookEnv(ctx, d.s, { sideDir: d.side, lazy }),
     timeoutMs: ctx.config.dumpTimeoutMs,
   };
+}
+
+/**
+ * A lazy dump's side files, copied while criu holds the session frozen (from
+ * its page server's start until the last page): the hook's post-dump copy
+ * would come after the target has restored.
+ */
+export async function copyFrozenLog(ctx: AgentContext, d: DumpStart): Promise<void> {
+  await mkdir(d.side, { recursive: true });
+  await copyFile(sessionPaths(ctx.config.dataDir, d.s).log, join(d.side, 'server.log'));
 }
 
 /** A dump failed: criu leaves a live tree, perhaps locked; make it whole (or mark it failed), drop the work directory. */

@@ -10,12 +10,12 @@ import { sleep } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
-import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
+import { beginDump, copyFrozenLog, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
 import { dropMovedNetns, freePort, localAddressToward, setHostVeth } from './network.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
 import { dropSessionFiles } from './session-service.js';
-import { SERVER_VPID } from './sandbox.js';
+import { SERVER_VPID, killSession } from './sandbox.js';
 
 /**
  * Moves a running session to another agent post-copy. criu freezes the
@@ -53,8 +53,9 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
     let criu: LazyDump | undefined;
     let dumpSeconds: number;
     try {
-      criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d), pageServer });
+      criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d, true), pageServer });
       dumpSeconds = await criu.ready;
+      await copyFrozenLog(ctx, d);
     } catch (err) {
       await m.cancel(`the dump failed: ${errorMessage(err)}`);
       criu?.kill();
@@ -110,16 +111,41 @@ async function settleAfterCommit(ctx: AgentContext, d: DumpStart, criu: LazyDump
   const code = await exitOrStall(ctx, d.s.id, criu, target);
   // This agent is stopping: its outgoing record stays for the next one.
   if (code === null) return;
-  if (code === 0) {
-    ctx.log.info({ session: d.s.id, target: target.baseUrl }, 'post-copy move complete: every page reached the target');
+  const complete = async (): Promise<void> => {
     await dropMovedNetns(d.s.id, d.netns);
     await dropSessionFiles(ctx, d.s);
     await rm(d.work, { recursive: true, force: true });
-    return;
+  };
+  if (code === 0) {
+    ctx.log.info({ session: d.s.id, target: target.baseUrl }, 'post-copy move complete: every page reached the target');
+    return complete();
+  }
+  // criu fails after the last page too (its post-dump stage), and then resumes the frozen copy as on a broken
+  // transfer. The target decides: if it runs the session with every page, the copy here is the stale one.
+  if (await targetHasEveryPage(ctx, d.s.id, target)) {
+    ctx.log.error({ session: d.s.id, target: target.baseUrl, code }, 'criu failed after every page reached the target and let the frozen copy here run again; killed it');
+    if (d.s.pid !== null) await killSession(d.s.pid);
+    return complete();
   }
   ctx.log.error({ session: d.s.id, target: target.baseUrl, code }, 'the post-copy transfer broke after the commit; the session resumes here from the freeze');
   const error = `its post-copy move to ${target.baseUrl} broke after the commit (criu exited ${code}); it resumed here as it was at the freeze`;
   await resumeHere(ctx, d, true, error).catch((err: unknown) => ctx.log.error({ session: d.s.id, err: errorMessage(err) }, 'could not resume the session after a broken post-copy transfer'));
+}
+
+/**
+ * Whether the target runs the session with all its memory there. Its lazy
+ * daemon ends just before criu here does, so an answer of 'still arriving'
+ * is asked again for a few seconds; no answer counts as no.
+ */
+async function targetHasEveryPage(ctx: AgentContext, id: string, target: AgentClient): Promise<boolean> {
+  const until = performance.now() + Math.min(10_000, ctx.config.moveIdleTimeoutMs);
+  for (;;) {
+    const there = await target.findSession(id, 2_000).catch(() => undefined);
+    if (there?.state !== 'running') return false;
+    if (!there.memoryArriving) return true;
+    if (performance.now() > until) return false;
+    await sleep(100);
+  }
 }
 
 /**

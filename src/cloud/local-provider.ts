@@ -32,6 +32,8 @@ export interface LocalProviderConfig {
   /** The agents' commit timeout for sessions moved in, and how long a move's stream may stall (default 30 s each). */
   incomingTimeoutSeconds?: number;
   moveIdleTimeoutSeconds?: number;
+  /** Every agent's extra CRIU action script (tests inject failures with it). */
+  criuActionScript?: string;
   logLevel?: string;
 }
 
@@ -204,6 +206,7 @@ export class LocalProvider implements Provider {
       '--incoming-timeout', String(this.config.incomingTimeoutSeconds ?? 30),
       '--move-idle-timeout', String(this.config.moveIdleTimeoutSeconds ?? 30),
     ];
+    if (this.config.criuActionScript) args.push('--criu-action-script', this.config.criuActionScript);
     if (this.config.scheduler) {
       args.push(
         '--node', host.name,

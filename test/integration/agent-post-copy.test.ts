@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +18,8 @@ async function criuUnder(dir: string, command?: 'dump' | 'lazy-pages'): Promise<
   const r = await run('ps', ['-eo', 'pid=,args='], { timeoutMs: 10_000 });
   return r.stdout
     .split('\n')
-    .filter((l) => /\bcriu\b/.test(l) && l.includes(dir) && (command === undefined || l.includes(`/criu ${command} `)))
+    // The binary's path then its command (the private criu runs through its own ld.so); not the agents' --criu-action-script.
+    .filter((l) => /\/criu (dump|lazy-pages|page-server|restore) /.test(l) && l.includes(dir) && (command === undefined || l.includes(`/criu ${command} `)))
     .map((l) => Number(l.trim().split(/\s+/)[0]));
 }
 
@@ -42,10 +43,16 @@ describe('moving a session post-copy between local test hosts', () => {
   let hosts: HostRecord[];
   let clients: AgentClient[];
   let tokens: string[];
+  let flag: string;
 
   beforeAll(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'hubshift-postcopy-'));
-    provider = new LocalProvider({ stateDir, bridge: 'hspc0', subnet: '10.251.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 5, logLevel: 'warn' });
+    // The operator's action script: fails criu's post-dump stage while the flag file says so.
+    flag = join(stateDir, 'post-dump-fault');
+    await writeFile(`${flag}.sh`, `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && [ "$(cat '${flag}' 2>/dev/null)" = fail ] && exit 1\nexit 0\n`);
+    await chmod(`${flag}.sh`, 0o755);
+    const criuActionScript = `${flag}.sh`;
+    provider = new LocalProvider({ stateDir, bridge: 'hspc0', subnet: '10.251.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 5, criuActionScript, logLevel: 'warn' });
     hosts = await provider.create(localHostSpecs(2, 0));
     tokens = await Promise.all(hosts.map(async (h) => (await readFile(h.tokenFile, 'utf8')).trim()));
     clients = hosts.map((h, i) => new AgentClient(h.agentUrl, tokens[i]!));
@@ -84,6 +91,50 @@ describe('moving a session post-copy between local test hosts', () => {
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
     k.channel.close();
     await waitFor('the memory to have arrived back', async () => ((await a.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
+    await a.removeSession(s.id);
+  });
+
+  it('should leave exactly one copy, the target\'s, when criu fails after the last page has gone (its post-dump stage)', async () => {
+    const a = clients[0]!;
+    const s = await a.startSession('pd');
+    const k = await kernelWithState(s.url, s.token, 64);
+    /**
+     * Moves the session post-copy from `from` to `to`, waits until it runs there with all its memory and the source's
+     * copy is gone; returns whether the source saw criu fail after the last page (and killed the copy criu let run).
+     */
+    const moveAndSettle = async (from: number, to: number): Promise<boolean> => {
+      const [src, dst] = [clients[from]!, clients[to]!];
+      const sourcePid = (await src.getSession(s.id)).pid!;
+      const r = await src.move(s.id, { url: hosts[to]!.agentUrl, token: tokens[to]! }, 'post-copy');
+      expect(r.mode).toBe('post-copy');
+      await waitFor('the memory to have arrived', async () => ((await dst.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
+      await waitFor('the source criu to exit', async () => ((await criuUnder(hosts[from]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
+      // criu resumed the frozen copy when its post-dump stage failed; the source must not keep it.
+      await waitFor('the source copy to be gone', async () => ((await isAlive(sourcePid)) ? undefined : true), { timeoutMs: 15_000, intervalMs: 100 });
+      expect(await src.findSession(s.id)).toBeNull();
+      expect((await dst.getSession(s.id)).state).toBe('running');
+      expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+      const log = await readFile(join(hosts[from]!.dataDir, 'agent.log'), 'utf8');
+      return log.split('\n').some((l) => l.includes(s.id) && l.includes('criu failed after every page reached the target'));
+    };
+    // The operator's script fails at post-dump: too late to veto a post-copy move (the target has every page), so it is ignored.
+    await writeFile(flag, 'fail');
+    try {
+      // criu ended normally: the hook did not let the script's failure through.
+      expect(await moveAndSettle(0, 1)).toBe(false);
+    } finally {
+      await writeFile(flag, '');
+    }
+    // criu itself fails after the last page (here: hubshift's own hook at post-dump) and lets the frozen copy run again.
+    const hook = join(hosts[1]!.dataDir, 'criu-hook.sh');
+    const original = await readFile(hook, 'utf8');
+    await writeFile(hook, '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && exit 1\nexit 0\n');
+    try {
+      expect(await moveAndSettle(1, 0)).toBe(true);
+    } finally {
+      await writeFile(hook, original);
+    }
+    k.channel.close();
     await a.removeSession(s.id);
   });
 
@@ -185,13 +236,7 @@ describe('moving a session post-copy between local test hosts', () => {
       const back = await waitFor('the session to run on the source again', async () => {
         const here = await a.findSession(s.id);
         return here?.state === 'running' ? here : undefined;
-      }, { timeoutMs: 30_000, intervalMs: 250 }).catch(async (err: unknown) => {
-        for (const h of [0, 1]) console.log('DBG', h, (await readFile(join(hosts[h]!.dataDir, 'agent.log'), 'utf8')).split('\n').filter((l) => l.includes(s.id) || l.includes('listening')).slice(-12).join('\nDBG '));
-        console.log('DBG daemons', daemons, 'serving', serving);
-        console.log('DBG', await run('ps', ['-eo', 'pid,stat,args']).then((x) => x.stdout.split('\n').filter((l) => l.includes(stateDir) || l.includes('criu')).join('\nDBG ')));
-        console.log('DBG', await a.findSession(s.id), await b.findSession(s.id));
-        throw err;
-      });
+      }, { timeoutMs: 30_000, intervalMs: 250 });
       expect(back.error).toMatch(/broke while this agent was restarting/);
       await waitFor('the target to let go of its copy', async () => ((await b.findSession(s.id)) === null ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
     } else {
