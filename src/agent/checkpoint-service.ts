@@ -24,8 +24,8 @@ import { resumeAfterFailedDump, waitForServer } from './session-service.js';
 /** The hook's environment: a dump gives its side-file directory, or says it is lazy (post-copy). */
 function hookEnv(ctx: AgentContext, s: Session, dump?: { sideDir: string; lazy: boolean }): Record<string, string> {
   const env: Record<string, string> = { HUBSHIFT_SESSION_LOG: sessionPaths(ctx.config.dataDir, s).log };
-  // A lazy dump's post-dump comes after the target has every page: too late to copy the log (copyFrozenLog does
-  // that), and a failure there would only make criu resume the source beside the target's copy.
+  // A lazy dump acts on a post-dump failure only after the last page, by resuming the source beside the target's
+  // copy: its hook must not fail there (see criu-hook.ts), so the agent copies the log itself (copyFrozenLog).
   if (dump?.lazy) env.HUBSHIFT_LAZY_DUMP = '1';
   else if (dump) env.HUBSHIFT_SIDE_FILES_DIR = dump.sideDir;
   if (ctx.config.criuActionScript) env.HUBSHIFT_USER_ACTION_SCRIPT = ctx.config.criuActionScript;
@@ -106,11 +106,7 @@ export function dumpArgs(ctx: AgentContext, d: DumpStart, lazy = false): Omit<Cr
   };
 }
 
-/**
- * A lazy dump's side files, copied while criu holds the session frozen (from
- * its page server's start until the last page): the hook's post-dump copy
- * would come after the target has restored.
- */
+/** A lazy dump's side files, copied once its page server listens (the session stays frozen until the last page). */
 export async function copyFrozenLog(ctx: AgentContext, d: DumpStart): Promise<void> {
   await mkdir(d.side, { recursive: true });
   await copyFile(sessionPaths(ctx.config.dataDir, d.s).log, join(d.side, 'server.log'));

@@ -5,11 +5,12 @@ import { join } from 'node:path';
  * hubshift's CRIU action script. At post-dump the session's tasks are still
  * frozen, so the server log copied then has exactly the size criu recorded
  * for it, and a restore elsewhere (or after the log grew) puts that copy back.
- * An operator's own script runs after it at every stage. In a lazy
- * (post-copy) dump, post-dump comes only after the target has every page and
- * runs the session: a failure there would make criu resume the source too
- * (two copies), so the operator's script cannot veto it there: its failure
- * is ignored.
+ * An operator's own script runs after it at every stage. A lazy (post-copy)
+ * dump runs post-dump just before its page server starts, but criu 4.2 acts
+ * on a failure there only once the target has every page and runs the
+ * session: it resumes the source as well (two copies). So in a lazy dump
+ * nothing here fails at post-dump: the agent copies the log itself
+ * (copyFrozenLog) and the operator's script cannot veto the move.
  */
 const HOOK = `#!/bin/sh
 # Written by the hubshift agent; see src/agent/criu-hook.ts.

@@ -10,15 +10,18 @@ export const OpTimings = z
   .object({
     /** Image bytes beyond the memory the kernels hold (376 MiB image for 256 MiB held). */
     imageOverheadBytes: z.number().nonnegative().default(125e6),
-    /** Checkpoint to the store: 1 GiB took 1.24 s warm, 3.04 s right after filling; this sits near the slow end. */
+    /** Checkpoint to the store: 0.63-0.73 s for 256 MiB, 1.53-2.89 s for 1 GiB, 5.37-6.35 s for 2 GiB (2026-11-30); near the slow end. */
     checkpointFixedSeconds: z.number().nonnegative().default(0.5),
-    checkpointBytesPerSecond: z.number().positive().default(450e6),
-    /** Restore to the first answered execute: 1.05-1.41 s for 256 MiB, 2.15-2.32 s for 1 GiB, 2.98-3.33 s for 2 GiB. */
-    restoreFixedSeconds: z.number().nonnegative().default(0.7),
-    restoreBytesPerSecond: z.number().positive().default(700e6),
-    /** Stop-and-copy move, freeze to first execute on the target: 4.3-5.3 s, 10.7-19.6 s, 24-36 s for the three sizes. */
-    migrateFixedSeconds: z.number().nonnegative().default(2),
-    migrateBytesPerSecond: z.number().positive().default(90e6),
+    checkpointBytesPerSecond: z.number().positive().default(400e6),
+    /** Restore to the first answered execute: 0.78-0.82 s for 256 MiB, 1.15-1.43 s for 1 GiB, 1.75-1.79 s for 2 GiB. */
+    restoreFixedSeconds: z.number().nonnegative().default(0.6),
+    restoreBytesPerSecond: z.number().positive().default(1.4e9),
+    /**
+     * Stop-and-copy move (criu pushing the memory to the target), freeze to first execute: 1.12-1.15 s for 256 MiB,
+     * 1.99-2.03 s for 1 GiB (up to 3.9 s on the first move after a kernel fills its memory), 3.41-6.46 s for 2 GiB.
+     */
+    migrateFixedSeconds: z.number().nonnegative().default(1),
+    migrateBytesPerSecond: z.number().positive().default(450e6),
     /** A launched node until its agent answers (EC2 launch and boot; an assumption, not measured here). */
     nodeBootSeconds: z.number().nonnegative().default(90),
     /** Notice to reclaim for spot (AWS's two-minute warning). */
