@@ -6,6 +6,7 @@ import type { FileDigest, MoveFile, MoveMode, PageServerAt } from '../core/check
 import { IntegrityError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sleep } from '../util/exec.js';
 import type { Session } from '../core/session.js';
+import type { EmbeddedPages } from '../criu/pagemap.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
 import { PIECE_BYTES } from '../images/hashing.js';
@@ -31,6 +32,8 @@ export interface DumpToSend {
   dumpSeconds: number;
   /** Stop-and-copy: page images were sent (and hashed) while criu wrote them. Unset: every file is sent now. */
   pageDigests?: Map<string, FileDigest>;
+  /** Post-copy: a pages image sent with the memory read from the frozen process in place (embedLazyMemory). */
+  embedded?: EmbeddedPages;
 }
 
 /** Files up to this size are read whole and queued at once (criu's images besides the pages). */
@@ -49,25 +52,30 @@ export interface MemoryElsewhere {
  */
 export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: DumpToSend, memory: MemoryElsewhere = {}): Promise<number> {
   // A file per task and thread, a few MB in all: read at once, then queued without a round trip each.
-  const prepare = async (name: string, path: string, pageDigest?: FileDigest): Promise<{ name: string; path: string; mode: number; pageDigest?: FileDigest; bytes?: Buffer }> => {
+  const prepare = async (
+    name: string,
+    path: string,
+    pageDigest?: FileDigest,
+    embedded?: EmbeddedPages,
+  ): Promise<{ name: string; source: string | AsyncIterable<Buffer>; mode: number; pageDigest?: FileDigest; bytes?: Buffer }> => {
     const st = await stat(path);
     if (pageDigest && pageDigest.bytes !== st.size) throw new IntegrityError(`${name} is ${st.size} bytes but ${pageDigest.bytes} were sent while criu wrote it`);
-    const bytes = !pageDigest && st.size <= SMALL_FILE_BYTES ? await readFile(path) : undefined;
-    return { name, path, mode: st.mode & 0o777, pageDigest, bytes };
+    const bytes = !pageDigest && !embedded && st.size <= SMALL_FILE_BYTES ? await readFile(path) : undefined;
+    return { name, source: embedded ? embedded.read() : path, mode: st.mode & 0o777, pageDigest, bytes };
   };
   const prepared: ReturnType<typeof prepare>[] = [];
   for (const n of (await readdir(d.images)).sort()) {
     const page = d.pageDigests !== undefined && PAGE_IMAGE.test(n);
     const digest = page ? d.pageDigests?.get(n) : undefined;
     if (page && !digest) throw new IntegrityError(`criu wrote ${n} where the move did not follow it`);
-    prepared.push(prepare(`images/${n}`, join(d.images, n), digest));
+    prepared.push(prepare(`images/${n}`, join(d.images, n), digest, d.embedded?.name === n ? d.embedded : undefined));
   }
   const log = join(d.side, 'server.log');
   if (await pathExists(log)) prepared.push(prepare(`${SIDE_FILES_DIR}/server.log`, log));
   // In order: the stream's frames follow the manifest's list. Page images went while criu wrote them.
   const files: MoveFile[] = [];
   for (const f of await Promise.all(prepared)) {
-    const digest = f.pageDigest ?? (f.bytes ? out.queueFile(f.name, f.bytes) : await out.file(f.name, f.path));
+    const digest = f.pageDigest ?? (f.bytes ? out.queueFile(f.name, f.bytes) : await out.file(f.name, f.source));
     files.push({ name: f.name, ...digest, mode: f.mode });
   }
   await out.end({

@@ -63,14 +63,12 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       await rollBackDump(ctx, d, err);
       throw err;
     }
-    // The server's memory goes with the images, read from the frozen server: the target restores it eagerly,
-    // so the server's first answer does not wait on its pages fetched one by one over the network.
-    const e0 = performance.now();
+    // The server's memory goes with the images, read from the frozen server as it is sent: the target restores it
+    // eagerly, so the server's first answer does not wait on its pages fetched one by one over the network.
     const embedded = await embedLazyMemory(d.images, SERVER_VPID, d.s.pid as number).catch((err: unknown) => {
       ctx.log.warn({ session: id, err: errorMessage(err) }, "the server's memory stays lazy in this post-copy move");
-      return 0;
+      return null;
     });
-    const embedSeconds = (performance.now() - e0) / 1000;
     // Frozen and locked, but its kernel would still answer ARP for the address the target is about to take.
     try {
       await setHostVeth(d.s.network, 'down');
@@ -79,14 +77,14 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       return rollBack(ctx, d, criu, target, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending (post-copy)');
-    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds }, { pageServer });
+    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, embedded: embedded ?? undefined }, { pageServer });
     if (!h.ok) return rollBack(ctx, d, criu, target, { phase: h.phase, cause: h.cause, linkDown: true });
     const { total, lap } = h;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     // It runs on the target now; this agent keeps only criu serving the rest of its memory.
     await letGo(ctx, d, criu, target);
     const seconds = (performance.now() - started) / 1000;
-    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded, embedSeconds, ...lap }, 'session moved (post-copy); its memory follows');
+    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded?.added ?? 0, ...lap }, 'session moved (post-copy); its memory follows');
     return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
   });
 }

@@ -1,4 +1,4 @@
-import { open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 
@@ -14,6 +14,8 @@ const FIELD_NR_PAGES = 5;
 const PE_LAZY = 1 << 1;
 const PE_PRESENT = 1 << 2;
 const PAGE = 4096;
+/** Memory is read and sent in runs of this many bytes. */
+const CHUNK_BYTES = 4 << 20;
 
 function varint(buf: Buffer, at: number, end: number): { value: number; next: number } {
   let value = 0;
@@ -135,60 +137,81 @@ export async function restoreEagerly(imagesDir: string, pid: number): Promise<nu
   return changed;
 }
 
+/** A process's pages image as the move sends it: the image's own pages and, in their place, the memory a lazy dump left out. */
+export interface EmbeddedPages {
+  /** The pages image's name in the image directory. */
+  name: string;
+  /** Its bytes, with the memory added. */
+  bytes: number;
+  /** Bytes of memory read from the process. */
+  added: number;
+  /** Its bytes in pagemap order, read as they are asked for (each chunk a new buffer, kept by the reader as long as it likes). */
+  read(): AsyncGenerator<Buffer>;
+}
+
 /**
- * Post-copy, on the source while criu serves the frozen tree: copies the
- * memory that a lazy dump left out of process `pid`'s images (its entries
- * PE_LAZY and not PE_PRESENT) from the frozen process itself (`hostPid`,
- * through /proc/PID/mem) into its pages image, and marks it present and not
- * lazy. The target then restores that process eagerly from the images and
- * its lazy-pages daemon never asks the source for its pages. Returns the
- * bytes added.
+ * Post-copy, on the source while criu serves the frozen tree: the memory
+ * that a lazy dump left out of process `pid`'s images (its entries PE_LAZY
+ * and not PE_PRESENT), to be read from the frozen process itself
+ * (`hostPid`, through /proc/PID/mem) straight into the move stream, in
+ * place in its pages image. Its pagemap is rewritten at once with those
+ * entries present and not lazy, so the target restores that process
+ * eagerly and its lazy-pages daemon never asks the source for its pages.
+ * Every lazy range is checked readable first: if one is not, nothing is
+ * changed and this throws. null when nothing is lazy.
  */
-export async function embedLazyMemory(imagesDir: string, pid: number, hostPid: number): Promise<number> {
+export async function embedLazyMemory(imagesDir: string, pid: number, hostPid: number): Promise<EmbeddedPages | null> {
   const pm = await readPagemap(imagesDir, pid);
   const lazy = pm.entries.filter((e) => (e.flags & PE_LAZY) !== 0 && (e.flags & PE_PRESENT) === 0);
-  if (lazy.length === 0) return 0;
-  const pagesPath = join(imagesDir, `pages-${pm.pagesId}.img`);
+  if (lazy.length === 0) return null;
+  const name = `pages-${pm.pagesId}.img`;
+  const pagesPath = join(imagesDir, name);
+  const memPath = `/proc/${hostPid}/mem`;
+  const probe = await open(memPath, 'r');
+  try {
+    const page = Buffer.alloc(PAGE);
+    for (const e of lazy) {
+      if (e.flagsAt === null) throw new CriuError('criu_failed', `a lazy entry of ${pm.path} has no one-byte flags to mark`, 'flags', pm.path);
+      const bytesRead = await probe.read(page, 0, PAGE, e.vaddr).then((r) => r.bytesRead, () => 0);
+      if (bytesRead !== PAGE) throw new CriuError('criu_failed', `the memory of pid ${hostPid} at 0x${e.vaddr.toString(16)} cannot be read`, 'short read', memPath);
+    }
+  } finally {
+    await probe.close();
+  }
+  const imageBytes = (await stat(pagesPath)).size;
+  const added = lazy.reduce((a, e) => a + e.pages * PAGE, 0);
+  for (const e of lazy) pm.buf[e.flagsAt as number] = (e.flags | PE_PRESENT) & ~PE_LAZY;
+  await replace(pm.path, pm.buf);
+  return { name, bytes: imageBytes + added, added, read: () => readEmbedded(pm.entries, pagesPath, memPath) };
+}
+
+async function* readEmbedded(entries: PagemapEntry[], pagesPath: string, memPath: string): AsyncGenerator<Buffer> {
   const src = await open(pagesPath, 'r');
-  const mem = await open(`/proc/${hostPid}/mem`, 'r');
-  const out = await open(`${pagesPath}.new`, 'w', 0o600);
-  let added = 0;
+  const mem = await open(memPath, 'r');
   try {
     let from = 0;
-    let to = 0;
-    const copy = async (fh: typeof src, position: number, bytes: number, what: string): Promise<void> => {
-      const buf = Buffer.allocUnsafe(Math.min(bytes, 8 << 20));
+    const chunks = async function* (fh: typeof src, position: number, bytes: number, what: string): AsyncGenerator<Buffer> {
       for (let done = 0; done < bytes; ) {
-        const n = Math.min(buf.length, bytes - done);
+        const n = Math.min(CHUNK_BYTES, bytes - done);
+        const buf = Buffer.allocUnsafe(n);
         const { bytesRead } = await fh.read(buf, 0, n, position + done);
-        if (bytesRead !== n) throw new CriuError('criu_failed', `${what}: read ${bytesRead} of ${n} bytes at ${position + done}`, 'short read', pagesPath);
-        await out.write(buf, 0, n, to);
-        to += n;
+        if (bytesRead !== n) throw new CriuError('criu_failed', `${what}: read ${bytesRead} of ${n} bytes at ${position + done}`, 'short read', what);
+        yield buf;
         done += n;
       }
     };
-    for (const e of pm.entries) {
+    for (const e of entries) {
       const bytes = e.pages * PAGE;
+      // The pagemap now says present for both; which were in the image is what the entry said before.
       if ((e.flags & PE_PRESENT) !== 0) {
-        await copy(src, from, bytes, `the pages image ${pagesPath}`);
+        yield* chunks(src, from, bytes, pagesPath);
         from += bytes;
       } else if ((e.flags & PE_LAZY) !== 0) {
-        if (e.flagsAt === null) throw new CriuError('criu_failed', `a lazy entry of ${pm.path} has no one-byte flags to mark`, 'flags', pm.path);
-        await copy(mem, e.vaddr, bytes, `the memory of pid ${hostPid}`);
-        pm.buf[e.flagsAt] = (e.flags | PE_PRESENT) & ~PE_LAZY;
-        added += bytes;
+        yield* chunks(mem, e.vaddr, bytes, memPath);
       }
     }
-  } catch (err) {
-    await out.close();
-    await rm(`${pagesPath}.new`, { force: true });
-    throw err;
   } finally {
     await src.close().catch(() => undefined);
     await mem.close().catch(() => undefined);
   }
-  await out.close();
-  await rename(`${pagesPath}.new`, pagesPath);
-  await replace(pm.path, pm.buf);
-  return added;
 }

@@ -76,10 +76,13 @@ export class MoveStreamWriter {
     return Promise.all([framed, this.write(chunk)]).then(() => undefined);
   }
 
-  /** A whole file, in 4 MiB frames, hashed in the header's pieces on the way (one read for both). */
-  async file(name: string, path: string): Promise<FileDigest> {
+  /**
+   * A whole file, in 4 MiB frames, hashed in the header's pieces on the way
+   * (one read for both): read from `path`, or its bytes as `source` yields them.
+   */
+  async file(name: string, source: string | AsyncIterable<Buffer>): Promise<FileDigest> {
     const hash = new PieceHasher(this.pieceBytes);
-    for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
+    for await (const chunk of typeof source === 'string' ? createReadStream(source, { highWaterMark: 4 << 20 }) : source) {
       hash.update(chunk as Buffer);
       await this.data(name, chunk as Buffer);
     }
