@@ -18,10 +18,10 @@ export const OpTimings = z
     restoreBytesPerSecond: z.number().positive().default(1.4e9),
     /**
      * Stop-and-copy move (criu pushing the memory to the target), freeze to first execute: 1.12-1.15 s for 256 MiB,
-     * 1.99-2.03 s for 1 GiB (up to 3.9 s on the first move after a kernel fills its memory), 3.41-6.46 s for 2 GiB.
+     * 1.94-2.18 s for 1 GiB (up to 3.9 s on the first move after a kernel fills its memory), 3.41-7.63 s for 2 GiB.
      */
     migrateFixedSeconds: z.number().nonnegative().default(1),
-    migrateBytesPerSecond: z.number().positive().default(450e6),
+    migrateBytesPerSecond: z.number().positive().default(400e6),
     /** A launched node until its agent answers (EC2 launch and boot; an assumption, not measured here). */
     nodeBootSeconds: z.number().nonnegative().default(90),
     /** Notice to reclaim for spot (AWS's two-minute warning). */
