@@ -187,6 +187,19 @@ export async function announce(pid: number, gateway: string): Promise<void> {
   await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/usr/bin/python3', '-c', py], { allowFailure: true, timeoutMs: 5_000 });
 }
 
+/**
+ * Forgets this node's neighbour entry for an address a new session takes:
+ * it may still hold the MAC of the session that had the address before
+ * (moved away, or removed), and the new session's first packets, from
+ * inside, do not always replace it (not within the kernel's lock time of
+ * the entry's last update, and an entry still being confirmed stays). The
+ * agent's own requests to the server then went to the old MAC for tens of
+ * seconds; without an entry they ask for the address afresh.
+ */
+export async function forgetNeighbour(address: string, dev: string): Promise<void> {
+  await ip(['neigh', 'flush', 'to', address, 'dev', dev]);
+}
+
 /** Takes a session's host-side veth down or up (post-copy: the frozen source must not answer for the address the target now has). */
 export async function setHostVeth(net: Pick<SessionNetwork, 'hostVeth'>, state: 'up' | 'down'): Promise<void> {
   await ip(['link', 'set', 'dev', net.hostVeth, state]);

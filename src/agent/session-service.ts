@@ -10,7 +10,7 @@ import type { AgentContext } from './agent-context.js';
 import { killOutgoing } from './outgoing-moves.js';
 import { findStoppedCopy, forgetStoppedCopy, killStoppedCopies } from './stopped-copies.js';
 import { JupyterRest } from './jupyter-rest.js';
-import { allocateAddress, announce, createSessionNetwork, dropMovedNetns, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork, type NetnsId } from './network.js';
+import { allocateAddress, announce, createSessionNetwork, dropMovedNetns, forgetNeighbour, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork, type NetnsId } from './network.js';
 import { homeDir, killSession, launchSession, prepareSessionFiles, sessionCommand, sessionEnv, sessionPaths } from './sandbox.js';
 
 /** Waits until a session's Jupyter server answers its status API. */
@@ -59,8 +59,10 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
       await createSessionNetwork(id, s.network, ctx.config.bridge);
       const pid = await launchSession(sessionCommand(isHubSession(s) ? ctx.config.hubSessionCommand : ctx.config.sessionCommand, s), sessionEnv(s, paths), s.home, id);
       s = await ctx.registry.update(id, { pid });
-      // Its address may have been another session's a moment ago: neighbours learn the new MAC from this.
+      // Its address may have been another session's a moment ago: neighbours learn the new MAC from this, and this
+      // node asks for it afresh.
       await announce(pid, s.network.gateway);
+      await forgetNeighbour(s.network.ip, ctx.config.bridge.name);
       await waitForServer(ctx, s);
       s = await ctx.registry.update(id, { state: 'running' });
       ctx.log.info({ session: id, user: s.user, pid, ip: s.network.ip }, 'session started');

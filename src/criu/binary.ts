@@ -22,6 +22,13 @@ export const CriuBinary = z.object({
    * restore elsewhere), as probed at setup; why not when it does not.
    */
   postCopy: z.object({ ok: z.boolean(), reason: z.string().nullable() }).optional(),
+  /**
+   * Whether criu can lock a namespace's network with nftables
+   * (`criu check --feature nftables`): one in-process transaction where the
+   * iptables lock runs iptables-restore twice each way (0.07 s of every
+   * restore here). Unset: not probed yet.
+   */
+  nftablesLock: z.boolean().optional(),
 });
 export type CriuBinary = z.infer<typeof CriuBinary>;
 

@@ -47,6 +47,7 @@ export interface RestoreOptions {
 // websockets), file locks (sqlite), a verbose log kept for diagnosis.
 function commonArgs(bin: CriuBinary, logFile: string, actionScript?: string): string[] {
   const args = ['-v4', '-o', logFile, '--tcp-established', '--file-locks'];
+  if (bin.nftablesLock) args.push('--network-lock', 'nftables');
   if (bin.libdir) args.push('--libdir', bin.libdir);
   if (actionScript) args.push('--action-script', actionScript);
   return args;

@@ -1,36 +1,53 @@
 import { run } from '../util/exec.js';
 
 /**
- * criu locks a dumped network namespace with an iptables chain named CRIU,
- * hooked from INPUT and OUTPUT, inside that namespace. A criu that dies in the
- * middle leaves the chain behind and the session unreachable. These find and
- * remove it; `netns` is a path like /proc/PID/ns/net or /run/netns/NAME.
+ * criu locks a dumped network namespace inside that namespace: with
+ * iptables, a chain named CRIU hooked from INPUT and OUTPUT; with nftables
+ * (`--network-lock nftables`), a table `inet CRIU` (or `inet CRIU-ID` for
+ * single connections). A criu that dies in the middle leaves them behind and
+ * the session unreachable. These find and remove both kinds; `netns` is a
+ * path like /proc/PID/ns/net or /run/netns/NAME.
  */
 const TOOLS = ['iptables', 'ip6tables'] as const;
 
+function inNetns(netns: string, cmd: string, args: string[]) {
+  return run('nsenter', [`--net=${netns}`, cmd, ...args], { allowFailure: true, timeoutMs: 10_000 });
+}
+
+/** The nftables tables criu made in the namespace (`inet CRIU...`); none where nft cannot list them. */
+async function nftLockTables(netns: string): Promise<string[]> {
+  const r = await inNetns(netns, 'nft', ['list', 'tables']);
+  if (r.code !== 0) return [];
+  return [...r.stdout.matchAll(/^table inet (CRIU(?:-\S+)?)$/gm)].map((m) => m[1] as string);
+}
+
 export async function hasLockRules(netns: string): Promise<boolean> {
   for (const tool of TOOLS) {
-    const r = await run('nsenter', [`--net=${netns}`, tool, '-w', '-S'], { allowFailure: true, timeoutMs: 10_000 });
+    const r = await inNetns(netns, tool, ['-w', '-S']);
     if (/^-N CRIU$/m.test(r.stdout)) return true;
   }
-  return false;
+  return (await nftLockTables(netns)).length > 0;
 }
 
 export async function removeLockRules(netns: string): Promise<boolean> {
   let removed = false;
   for (const tool of TOOLS) {
-    const listed = await run('nsenter', [`--net=${netns}`, tool, '-w', '-S'], { allowFailure: true, timeoutMs: 10_000 });
+    const listed = await inNetns(netns, tool, ['-w', '-S']);
     if (!/^-N CRIU$/m.test(listed.stdout)) continue;
     removed = true;
     for (const chain of ['INPUT', 'OUTPUT']) {
       // A jump may have been added more than once; delete until none is left.
       for (let i = 0; i < 8; i++) {
-        const r = await run('nsenter', [`--net=${netns}`, tool, '-w', '-D', chain, '-j', 'CRIU'], { allowFailure: true, timeoutMs: 10_000 });
+        const r = await inNetns(netns, tool, ['-w', '-D', chain, '-j', 'CRIU']);
         if (r.code !== 0) break;
       }
     }
-    await run('nsenter', [`--net=${netns}`, tool, '-w', '-F', 'CRIU'], { allowFailure: true, timeoutMs: 10_000 });
-    await run('nsenter', [`--net=${netns}`, tool, '-w', '-X', 'CRIU'], { allowFailure: true, timeoutMs: 10_000 });
+    await inNetns(netns, tool, ['-w', '-F', 'CRIU']);
+    await inNetns(netns, tool, ['-w', '-X', 'CRIU']);
+  }
+  for (const table of await nftLockTables(netns)) {
+    removed = true;
+    await inNetns(netns, 'nft', ['delete', 'table', 'inet', table]);
   }
   return removed;
 }

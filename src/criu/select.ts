@@ -33,10 +33,7 @@ async function describe(argv: string[], source: CriuBinary['source'], libdir: st
   } catch (err) {
     return `does not run: ${errorMessage(err)}`;
   }
-  const hasFeature = async (feature: string): Promise<boolean> => {
-    const c = criuCommand({ argv }, ['check', '--feature', feature]);
-    return (await run(c.cmd, c.args, { timeoutMs: 20_000, allowFailure: true })).code === 0;
-  };
+  const hasFeature = (feature: string): Promise<boolean> => criuHasFeature(argv, feature);
   return {
     argv,
     version,
@@ -46,7 +43,13 @@ async function describe(argv: string[], source: CriuBinary['source'], libdir: st
     probedAt: new Date().toISOString(),
     memDirtyTrack: await hasFeature('mem_dirty_track'),
     lazyPages: await hasFeature('uffd-noncoop'),
+    nftablesLock: await hasFeature('nftables'),
   };
+}
+
+async function criuHasFeature(argv: string[], feature: string): Promise<boolean> {
+  const c = criuCommand({ argv }, ['check', '--feature', feature]);
+  return (await run(c.cmd, c.args, { timeoutMs: 20_000, allowFailure: true })).code === 0;
 }
 
 function candidates(): Array<{ source: CriuBinary['source']; argv: string[]; libdir: string | null; exists: boolean }> {
@@ -96,12 +99,17 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     }
     // The sysctl does not survive a reboot; the recorded choice does.
     if (cached) await raisePipeMaxSize(opts.log);
-    if (cached?.postCopy?.ok) return { chosen: cached, tried: [] };
+    if (cached?.postCopy?.ok && cached.nftablesLock !== undefined) return { chosen: cached, tried: [] };
     if (cached) {
-      // Chosen before post-copy was probed, or it failed then (before fs.pipe-max-size was raised): probe that alone.
-      await mkdir(opts.workDir, { recursive: true });
-      opts.log(`probing post-copy (lazy migration) with criu ${cached.version}`);
-      const chosen = { ...cached, postCopy: await probePostCopy(cached, opts.workDir) };
+      // Chosen before post-copy or the nftables lock was probed, or post-copy failed then (before fs.pipe-max-size
+      // was raised): probe those alone.
+      let chosen = cached;
+      if (chosen.nftablesLock === undefined) chosen = { ...chosen, nftablesLock: await criuHasFeature(chosen.argv, 'nftables') };
+      if (!chosen.postCopy?.ok) {
+        await mkdir(opts.workDir, { recursive: true });
+        opts.log(`probing post-copy (lazy migration) with criu ${chosen.version}`);
+        chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir) };
+      }
       await saveSelection(chosen);
       return { chosen, tried: [] };
     }
