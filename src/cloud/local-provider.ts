@@ -310,7 +310,13 @@ export class LocalProvider implements Provider {
       if (rec?.success && rec.data.pid !== null) killQuietly(rec.data.pid, 'SIGKILL');
       if (existsSync(netnsPath(id))) await run('ip', ['netns', 'del', netnsName(id)], { allowFailure: true, timeoutMs: 10_000 });
     }
-    if (existsSync(`/run/netns/${host.netns}`)) await run('ip', ['netns', 'del', host.netns], { allowFailure: true, timeoutMs: 10_000 });
+    if (existsSync(`/run/netns/${host.netns}`)) {
+      // What the agent started in its own namespace and left: a lazy-pages daemon whose source vanished waits for ever
+      // on a connection nothing will close (its agent's stall watch is gone with the agent), a page server, a guard.
+      const left = await run('ip', ['netns', 'pids', host.netns], { allowFailure: true, timeoutMs: 10_000 });
+      for (const pid of left.stdout.split(/\s+/).filter((p) => /^\d+$/.test(p))) killQuietly(Number(pid), 'SIGKILL');
+      await run('ip', ['netns', 'del', host.netns], { allowFailure: true, timeoutMs: 10_000 });
+    }
     await run('ip', ['link', 'del', host.rootVeth], { allowFailure: true, timeoutMs: 10_000 });
   }
 }

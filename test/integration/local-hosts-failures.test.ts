@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -143,5 +144,19 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     // The target's restored copy (if criu got that far) was killed by its guard.
     const record = await readFile(join(hosts[1]!.dataDir, 'sessions', s.id, 'session.json'), 'utf8').then((t) => Session.parse(JSON.parse(t)), () => null);
     if (record?.pid) expect(await isAlive(record.pid)).toBe(false);
+  });
+
+  it('should end, with a removed host, what its agent left running in its namespace', async () => {
+    // A stand-in for a lazy-pages daemon whose source vanished: it would wait on its dead connection for ever.
+    const left = spawn('nsenter', [`--net=/run/netns/hsh-${hosts[1]!.name}`, 'sleep', '600'], { detached: true, stdio: 'ignore' });
+    left.unref();
+    const pid = left.pid!;
+    try {
+      await waitFor('it to run in the host namespace', async () => ((await readlink(`/proc/${pid}/ns/net`).catch(() => '')) !== (await readlink('/proc/self/ns/net')) ? true : undefined), { timeoutMs: 5_000, intervalMs: 20 });
+      await provider.removeHost(hosts[1]!.name);
+      await waitFor('it to be gone', async () => ((await isAlive(pid)) ? undefined : true), { timeoutMs: 5_000, intervalMs: 50 });
+    } finally {
+      killQuietly(pid, 'SIGKILL');
+    }
   });
 });
