@@ -6,7 +6,7 @@ import { sessionUrl } from '../core/session.js';
 import { startLazyDump, type LazyDump } from '../criu/driver.js';
 import { embedLazyMemory } from '../criu/pagemap.js';
 import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
-import { sleep } from '../util/exec.js';
+import { sleep, waitFor } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
@@ -135,15 +135,13 @@ async function settleAfterCommit(ctx: AgentContext, d: DumpStart, criu: LazyDump
  * daemon ends just before criu here does, so an answer of 'still arriving'
  * is asked again for a few seconds; no answer counts as no.
  */
-async function targetHasEveryPage(ctx: AgentContext, id: string, target: AgentClient): Promise<boolean> {
-  const until = performance.now() + Math.min(10_000, ctx.config.moveIdleTimeoutMs);
-  for (;;) {
+function targetHasEveryPage(ctx: AgentContext, id: string, target: AgentClient): Promise<boolean> {
+  const answer = async (): Promise<boolean | undefined> => {
     const there = await target.findSession(id, 2_000).catch(() => undefined);
     if (there?.state !== 'running') return false;
-    if (!there.memoryArriving) return true;
-    if (performance.now() > until) return false;
-    await sleep(100);
-  }
+    return there.memoryArriving ? undefined : true;
+  };
+  return waitFor(`${target.baseUrl} to hold every page of ${id}`, answer, { timeoutMs: Math.min(10_000, ctx.config.moveIdleTimeoutMs), intervalMs: 100 }).catch(() => false);
 }
 
 /**

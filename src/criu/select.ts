@@ -33,7 +33,6 @@ async function describe(argv: string[], source: CriuBinary['source'], libdir: st
   } catch (err) {
     return `does not run: ${errorMessage(err)}`;
   }
-  const hasFeature = (feature: string): Promise<boolean> => criuHasFeature(argv, feature);
   return {
     argv,
     version,
@@ -41,9 +40,9 @@ async function describe(argv: string[], source: CriuBinary['source'], libdir: st
     libdir,
     kernel: release(),
     probedAt: new Date().toISOString(),
-    memDirtyTrack: await hasFeature('mem_dirty_track'),
-    lazyPages: await hasFeature('uffd-noncoop'),
-    nftablesLock: await hasFeature('nftables'),
+    memDirtyTrack: await criuHasFeature(argv, 'mem_dirty_track'),
+    lazyPages: await criuHasFeature(argv, 'uffd-noncoop'),
+    nftablesLock: await criuHasFeature(argv, 'nftables'),
   };
 }
 
