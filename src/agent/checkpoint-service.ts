@@ -1,18 +1,19 @@
 import { copyFile, mkdir, rename, rm } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { ConflictError, errorMessage, newCheckpointId } from '../core/index.js';
+import { ConflictError, StoreError, errorMessage, newCheckpointId } from '../core/index.js';
 import type { CheckpointManifest, CheckpointResult, FileDigest, PageServerAt } from '../core/checkpoint.js';
 import type { Session } from '../core/session.js';
 import { CriuError } from '../core/errors.js';
 import { dump, restore, type DumpOptions as CriuDumpOptions } from '../criu/driver.js';
 import { lazyTransferHandedOver, startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import { diagnoseCriuLogFile } from '../criu/log.js';
-import { restoreEagerly } from '../criu/pagemap.js';
+import { pageImagesInUse, restoreEagerly } from '../criu/pagemap.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { expireCheckpoints } from '../images/retention.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { GrowingFileHasher } from '../images/growing-file-hasher.js';
+import { PageCapture, PageCaptureUnavailable } from '../images/page-capture.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
@@ -60,6 +61,12 @@ export interface DumpOptions {
   volatile?: boolean;
   /** Called with the page images' bytes while criu writes them (a move streams them); must not throw. */
   pageSink?: (name: string, chunk: Buffer) => Promise<void>;
+  /**
+   * Page images go through the agent's capture (images/page-capture.ts):
+   * hashed and written past the page cache as criu dumps them. Needs
+   * hashPages and a durable dump without a pageSink.
+   */
+  capturePages?: boolean;
 }
 
 /** A dump about to start: the session marked checkpointing, its work directory named. */
@@ -132,20 +139,53 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
   const d = await beginDump(ctx, id, opts.prefix);
   const { checkpoint, work, images, side, s } = d;
   // The image is about the size of the session's memory: the estimate that dump progress is shown against.
-  const estimate = (await sampleProcesses(s.pid as number)).rssBytes;
+  const [estimate, tree] = await Promise.all([sampleProcesses(s.pid as number).then((m) => m.rssBytes), processTree(s.pid as number)]);
   let dumped = 0;
+  const onBytes = (n: number): void => progress('dumping', (dumped += n), estimate);
   progress('dumping', 0, estimate);
-  const hasher = opts.hashPages
-    ? new GrowingFileHasher(images, { match: PAGE_IMAGE, durable: !opts.volatile, sink: opts.pageSink, onBytes: (n) => progress('dumping', (dumped += n), estimate) }).start()
-    : undefined;
-  const frozenAt = performance.now();
+  let capture: PageCapture | undefined;
+  let hasher: GrowingFileHasher | undefined;
   try {
-    const { seconds } = await dump(ctx.criu, { ...dumpArgs(ctx, d), leaveRunning: opts.leaveRunning });
-    return { checkpoint, work, images, side, pageDigests: await hasher?.finish(), dumpSeconds: seconds, frozenAt, session: s };
+    if (opts.capturePages && opts.hashPages) capture = await startCapture(ctx, d, tree.length, onBytes);
   } catch (err) {
-    await hasher?.abort();
     await rollBackDump(ctx, d, err);
     throw err;
+  }
+  if (!capture && opts.hashPages) hasher = new GrowingFileHasher(images, { match: PAGE_IMAGE, durable: !opts.volatile, sink: opts.pageSink, onBytes }).start();
+  const frozenAt = performance.now();
+  try {
+    const args = dumpArgs(ctx, d);
+    const { seconds } = await dump(ctx.criu, { ...args, env: { ...args.env, ...capture?.hookEnv }, leaveRunning: opts.leaveRunning });
+    const pageDigests = capture ? await capture.finish(await pageImagesInUse(images)) : await hasher?.finish();
+    return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s };
+  } catch (err) {
+    await hasher?.abort();
+    const why = await capture?.failure();
+    await capture?.abort();
+    await rollBackDump(ctx, d, err);
+    if (why) throw new StoreError(`checkpoint of session ${id} failed writing its memory under ${ctx.config.workDir}: ${why}; the session was resumed`, { cause: err });
+    throw err;
+  }
+}
+
+/**
+ * Starts catching a dump's page images: one pipe for each process of the
+ * session (criu numbers the images from 1, one for each process with memory)
+ * and two for shared memory; criu writes any beyond those itself. Falls back
+ * to criu writing them (undefined) where the helper cannot run.
+ */
+async function startCapture(ctx: AgentContext, d: DumpStart, processes: number, onBytes: (n: number) => void): Promise<PageCapture | undefined> {
+  const controlDir = join(d.work, 'capture');
+  await mkdir(d.images, { recursive: true });
+  await mkdir(controlDir, { recursive: true });
+  const names = Array.from({ length: processes + 2 }, (_, i) => `pages-${i + 1}.img`);
+  try {
+    return await PageCapture.start({ imagesDir: d.images, controlDir, names, onBytes });
+  } catch (err) {
+    if (!(err instanceof PageCaptureUnavailable)) throw err;
+    ctx.log.warn({ session: d.s.id, err: errorMessage(err) }, 'page images are written by criu itself');
+    await rm(controlDir, { recursive: true, force: true });
+    return undefined;
   }
 }
 
@@ -160,7 +200,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
   const started = performance.now();
   return ctx.registry.exclusive(id, 'checkpoint', async () => {
     // Only uncompressed images are stored as written; compressed ones are hashed after compression.
-    const d = await dumpLocally(ctx, id, { leaveRunning: opts.leaveRunning, prefix: '', hashPages: ctx.config.compression === 'none' });
+    const d = await dumpLocally(ctx, id, { leaveRunning: opts.leaveRunning, prefix: '', hashPages: ctx.config.compression === 'none', capturePages: true });
     const { checkpoint, work, images, side, dumpSeconds } = d;
     const s = d.session;
     progress('storing');

@@ -11,11 +11,29 @@ import { join } from 'node:path';
  * session: it resumes the source as well (two copies). So in a lazy dump
  * nothing here fails at post-dump: the agent copies the log itself
  * (copyFrozenLog) and the operator's script cannot veto the move.
+ *
+ * A checkpoint whose page images go through the agent's capture
+ * (images/page-capture.ts) waits at post-dump, criu having closed every page
+ * image while the tasks are still frozen, until the capture has flushed the
+ * last page, and fails the dump (criu then resumes the session) unless it
+ * did. A leave-running checkpoint's pages sit in the pipes until read, so the
+ * tasks must not run before that either.
  */
 const HOOK = `#!/bin/sh
 # Written by the hubshift agent; see src/agent/criu-hook.ts.
 if [ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] && [ -n "$HUBSHIFT_SIDE_FILES_DIR" ]; then
   mkdir -p "$HUBSHIFT_SIDE_FILES_DIR" && cp -- "$HUBSHIFT_SESSION_LOG" "$HUBSHIFT_SIDE_FILES_DIR/server.log" || exit 1
+fi
+if [ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] && [ -n "$HUBSHIFT_PAGE_CAPTURE" ]; then
+  : > "$HUBSHIFT_PAGE_CAPTURE/criu-done" || exit 1
+  n=0
+  while [ ! -e "$HUBSHIFT_PAGE_CAPTURE/status" ]; do
+    n=$((n + 1))
+    if [ "$n" -gt 60000 ]; then echo "hubshift: the page capture did not finish" >&2; exit 1; fi
+    sleep 0.005
+  done
+  read -r status < "$HUBSHIFT_PAGE_CAPTURE/status"
+  if [ "$status" != ok ]; then echo "hubshift: page capture: $status" >&2; exit 1; fi
 fi
 if [ -n "$HUBSHIFT_USER_ACTION_SCRIPT" ]; then
   if [ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] && [ -n "$HUBSHIFT_LAZY_DUMP" ]; then

@@ -1,4 +1,4 @@
-import { open, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 
@@ -78,7 +78,10 @@ interface Pagemap {
 }
 
 async function readPagemap(imagesDir: string, pid: number): Promise<Pagemap> {
-  const path = join(imagesDir, `pagemap-${pid}.img`);
+  return readPagemapFile(join(imagesDir, `pagemap-${pid}.img`));
+}
+
+async function readPagemapFile(path: string): Promise<Pagemap> {
   const buf = await readFile(path);
   try {
     if (buf.length < 8 || buf.readUInt32LE(0) !== IMG_COMMON_MAGIC || buf.readUInt32LE(4) !== PAGEMAP_MAGIC) throw new Error('not a criu pagemap image');
@@ -109,6 +112,19 @@ async function readPagemap(imagesDir: string, pid: number): Promise<Pagemap> {
   } catch (err) {
     throw new CriuError('criu_failed', `cannot read ${path}: ${(err as Error).message} (an image of another criu version?)`, (err as Error).message, path);
   }
+}
+
+/**
+ * The page images a dump's pagemaps refer to (pagemap-PID.img for each
+ * process, pagemap-shmem-ID.img for shared memory), by file name.
+ */
+export async function pageImagesInUse(imagesDir: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const n of await readdir(imagesDir)) {
+    if (!/^pagemap-.*\.img$/.test(n)) continue;
+    out.add(`pages-${(await readPagemapFile(join(imagesDir, n))).pagesId}.img`);
+  }
+  return out;
 }
 
 /** Writes a pagemap's edited bytes through a new file (never in place: the directory may hold links into a store). */

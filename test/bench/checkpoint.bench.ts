@@ -1,7 +1,7 @@
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent } from '../helpers/test-agent.js';
-import { dropCaches, measureDiskBest, measureDiskCold, type DiskBaseline } from './disk-baseline.js';
+import { dropCaches, measureDiskBest, measureDiskCold, measureDiskDirectWrite, type DiskBaseline } from './disk-baseline.js';
 
 export interface CheckpointRound {
   checkpointSeconds: number;
@@ -16,10 +16,13 @@ export interface CheckpointFigures {
   baseline: DiskBaseline;
   /** The same, into guest memory the VM has taken back (as a checkpoint's image usually lands). */
   coldBaseline: DiskBaseline;
+  /** The disk's write past the page cache (O_DIRECT), how the checkpoint writes memory: bytes per second. */
+  directWriteBytesPerSecond: number;
   /** The first checkpoint of a kernel that has just filled its memory, then a second one. */
   rounds: CheckpointRound[];
   checkpointThroughputRatio: number;
   checkpointThroughputRatioCold: number;
+  checkpointThroughputRatioDirect: number;
   restoreThroughputRatio: number;
 }
 
@@ -54,15 +57,19 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void)
     const baseline = await measureDiskBest(t.config.workDir, bytes);
     log(`${sizeMiB} MiB: disk baseline in cold guest memory`);
     const coldBaseline = await measureDiskCold(t.config.workDir, bytes);
+    log(`${sizeMiB} MiB: disk baseline past the page cache`);
+    const directWriteBytesPerSecond = bytes / (await measureDiskDirectWrite(t.config.workDir, bytes));
     const best = rounds.reduce((a, b) => (b.checkpointSeconds < a.checkpointSeconds ? b : a));
     const bestRestore = rounds.reduce((a, b) => (b.restoreSeconds < a.restoreSeconds ? b : a));
     return {
       sizeMiB,
       baseline,
       coldBaseline,
+      directWriteBytesPerSecond,
       rounds,
       checkpointThroughputRatio: best.imageBytes / best.checkpointSeconds / baseline.writeBytesPerSecond,
       checkpointThroughputRatioCold: best.imageBytes / best.checkpointSeconds / coldBaseline.writeBytesPerSecond,
+      checkpointThroughputRatioDirect: best.imageBytes / best.checkpointSeconds / directWriteBytesPerSecond,
       restoreThroughputRatio: bestRestore.imageBytes / bestRestore.restoreSeconds / baseline.readBytesPerSecond,
     };
   } finally {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { run } from '../../src/util/exec.js';
 
 /** Drops the page cache so reads come from the disk, as a restore after a while would. */
 export async function dropCaches(): Promise<void> {
@@ -74,4 +75,39 @@ export async function measureDisk(dir: string, bytes: number, opts: { settleMs?:
   const readSeconds = (performance.now() - r0) / 1000;
   await rm(path, { force: true });
   return { bytes, writeSeconds, readSeconds, writeBytesPerSecond: bytes / writeSeconds, readBytesPerSecond: bytes / readSeconds };
+}
+
+/**
+ * The disk's own write throughput, past the guest's page cache: `bytes`
+ * written with O_DIRECT in 16 MiB pieces from one reused, page-aligned
+ * buffer, then fdatasync. This is how the agent's page capture writes a
+ * checkpoint's memory (src/images/page-capture.ts). Node cannot align a
+ * buffer, so Python writes. Seconds.
+ */
+export async function measureDiskDirectWrite(dir: string, bytes: number): Promise<number> {
+  const path = join(dir, `baseline-direct-${process.pid}.bin`);
+  const py = `
+import mmap, os, sys, time
+path, total, piece = sys.argv[1], int(sys.argv[2]), 16 << 20
+buf = mmap.mmap(-1, piece)
+buf.write(os.urandom(piece))
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
+t = time.perf_counter()
+at = 0
+while at < total:
+    n = min(piece, total - at)
+    n -= n % 4096
+    if n == 0:
+        break
+    os.pwrite(fd, memoryview(buf)[:n], at)
+    at += n
+os.fdatasync(fd)
+print(time.perf_counter() - t)
+`;
+  try {
+    const { stdout } = await run('/usr/bin/python3', ['-I', '-S', '-c', py, path, String(bytes)], { timeoutMs: 300_000 });
+    return Number(stdout.trim());
+  } finally {
+    await rm(path, { force: true });
+  }
 }

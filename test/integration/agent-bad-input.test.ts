@@ -12,11 +12,16 @@ import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
 /**
  * A CRIU action script that, when the flag file says so, breaks the dump at
  * post-dump (tasks frozen, network locked): "kill" SIGKILLs criu itself,
- * "fail" makes the script fail so criu aborts.
+ * "fail" makes the script fail so criu aborts; or, "capture", puts a
+ * directory where the agent's page capture writes the first page image.
  */
 const FAULT_SCRIPT = (flag: string): string => `#!/bin/sh
-[ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] || exit 0
 mode=$(cat '${flag}' 2>/dev/null)
+if [ "$CRTOOLS_SCRIPT_ACTION" = "pre-dump" ] && [ "$mode" = capture ]; then
+  mkdir "$CRTOOLS_IMAGE_DIR/pages-1.img.data"
+  exit 0
+fi
+[ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] || exit 0
 [ "$mode" = fail ] && exit 1
 [ "$mode" = kill ] || exit 0
 p=$$
@@ -155,6 +160,27 @@ describe('the agent refuses bad input clearly and loses nothing', () => {
     // And a later checkpoint works.
     const ok = await t.client.checkpoint(s.id, true);
     expect(ok.bytes).toBeGreaterThan(8 * 2 ** 20);
+    await t.client.removeSession(s.id);
+  });
+
+  it('should keep the session running when its memory cannot be written, and say so', async () => {
+    const s = await t.client.startSession('dave');
+    const k = await kernelWithState(s.url, s.token, 8);
+    await writeFile(flag, 'capture');
+    try {
+      const err = await errorOf(t.client.checkpoint(s.id));
+      expect(err.upstreamCode).toBe('store_failed');
+      expect(err.message).toMatch(/failed writing its memory under .+: pages-1\.img: .*Is a directory.*; the session was resumed/);
+    } finally {
+      await unlink(flag);
+    }
+    const after = await t.client.getSession(s.id);
+    expect(after.state).toBe('running');
+    expect(after.pid).toBe(s.pid);
+    expect(await hasLockRules(netnsPath(s.id))).toBe(false);
+    expect(await strayCriu(t.config.dataDir)).toEqual([]);
+    expect((await askState(k.channel)).answer).toBe('42');
+    k.channel.close();
     await t.client.removeSession(s.id);
   });
 });
