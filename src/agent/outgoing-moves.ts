@@ -16,6 +16,12 @@ export const OutgoingMove = z.object({
   criuPid: z.number().int().positive(),
   sessionPid: z.number().int().positive(),
   target: z.string(),
+  /**
+   * The target agent's token: after a restart this agent asks the target
+   * whether it holds every page before taking back a copy that criu let run
+   * (absent from older agents' records; then the copy is taken back).
+   */
+  targetToken: z.string().optional(),
   /** The session as it was frozen, and its dump's work directory: enough to take it back after an agent restart. */
   session: Session,
   work: z.string(),

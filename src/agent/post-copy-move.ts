@@ -8,7 +8,7 @@ import { embedLazyMemory } from '../criu/pagemap.js';
 import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { sleep, waitFor } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
-import type { AgentClient } from './agent-client.js';
+import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, copyFrozenLog, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
@@ -74,15 +74,15 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       await setHostVeth(d.s.network, 'down');
     } catch (err) {
       m.out.abort(new Error('the move failed while taking the source link down'));
-      return rollBack(ctx, d, criu, target, { phase: 'taking the source link down', cause: err, linkDown: false });
+      return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending (post-copy)');
     const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, embedded: embedded ?? undefined }, { pageServer });
-    if (!h.ok) return rollBack(ctx, d, criu, target, { phase: h.phase, cause: h.cause, linkDown: true });
+    if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
     const { total, lap } = h;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     // It runs on the target now; this agent keeps only criu serving the rest of its memory.
-    await letGo(ctx, d, criu, target);
+    await letGo(ctx, d, criu, target, req.target.token);
     const seconds = (performance.now() - started) / 1000;
     ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded?.added ?? 0, ...lap }, 'session moved (post-copy); its memory follows');
     return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
@@ -90,9 +90,9 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
 }
 
 /** The target runs the session: this agent forgets it, and keeps a record of the frozen copy until criu is done with it. */
-async function letGo(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient): Promise<void> {
+async function letGo(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient, targetToken: string): Promise<void> {
   await ctx.registry.remove(d.s.id);
-  await recordOutgoing(ctx.config.dataDir, { sessionId: d.s.id, criuPid: criu.pid, sessionPid: d.s.pid as number, target: target.baseUrl, session: d.s, work: d.work });
+  await recordOutgoing(ctx.config.dataDir, { sessionId: d.s.id, criuPid: criu.pid, sessionPid: d.s.pid as number, target: target.baseUrl, targetToken, session: d.s, work: d.work });
   void settleAfterCommit(ctx, d, criu, target).finally(() => forgetOutgoing(ctx.config.dataDir, d.s.id));
 }
 
@@ -163,7 +163,13 @@ export function watchOutgoingAfterRestart(ctx: AgentContext): void {
         while (!stopping.aborted && (await isAlive(m.criuPid))) await sleep(500, stopping).catch(() => undefined);
         if (stopping.aborted) return;
         const d: DumpStart = { s: m.session, checkpoint: '', work: m.work, images: join(m.work, 'images'), side: join(m.work, SIDE_FILES_DIR), netns: null };
-        if (await isAlive(m.sessionPid)) {
+        // criu let the frozen copy run again; if it failed after the last page (see settleAfterCommit), the target's copy is the session.
+        const stale = (await isAlive(m.sessionPid)) && m.targetToken !== undefined && (await targetHasEveryPage(ctx, m.sessionId, new AgentClient(m.target, m.targetToken)));
+        if (stale) {
+          ctx.log.error({ session: m.sessionId, target: m.target }, 'criu failed after every page reached the target while this agent was down, and let the frozen copy here run again; killed it');
+          await killSession(m.sessionPid);
+        }
+        if (!stale && (await isAlive(m.sessionPid))) {
           ctx.log.error({ session: m.sessionId, target: m.target }, 'a post-copy move out of this agent broke while the agent was down; the session resumes here from the freeze');
           await resumeHere(ctx, d, true, `its post-copy move to ${m.target} broke while this agent was restarting; it resumed here as it was at the freeze`).catch((err: unknown) =>
             ctx.log.error({ session: m.sessionId, err: errorMessage(err) }, 'could not resume the session after a broken post-copy transfer'),
@@ -207,11 +213,11 @@ async function exitOrStall(ctx: AgentContext, id: string, criu: LazyDump, target
  * the transfer); if the target says it runs the session after all (the
  * commit went through, or every page had arrived), the move succeeded.
  */
-async function rollBack(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient, f: { phase: string; cause: unknown; linkDown: boolean }): Promise<never> {
+async function rollBack(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient, targetToken: string, f: { phase: string; cause: unknown; linkDown: boolean }): Promise<never> {
   const id = d.s.id;
   ctx.log.error({ session: id, target: target.baseUrl, phase: f.phase, err: errorMessage(f.cause) }, 'post-copy move failed; resuming the session here');
   const movedAfterAll = async (): Promise<never> => {
-    await letGo(ctx, d, criu, target);
+    await letGo(ctx, d, criu, target, targetToken);
     throw new UpstreamError(`the post-copy move of ${id} to ${target.baseUrl} completed there, but this agent did not hear it in time (${errorMessage(f.cause)}); the session runs on the target, ask it`, 409, 'moved');
   };
   let abortConfirmed = false;
