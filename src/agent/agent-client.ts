@@ -40,8 +40,7 @@ export class AgentClient {
   }
   /** The session, or null when this agent does not know it. `timeoutMs`: give up sooner than the client's default. */
   findSession(id: string, timeoutMs?: number): Promise<SessionView | null> {
-    const get = timeoutMs === undefined ? this.getSession(id) : new AgentClient(this.baseUrl, this.token, timeoutMs).getSession(id);
-    return get.catch((err: unknown) => {
+    return this.within(timeoutMs).getSession(id).catch((err: unknown) => {
       if (err instanceof UpstreamError && err.status === 404) return null;
       throw err;
     });
@@ -77,11 +76,17 @@ export class AgentClient {
   openPageServer(id: string, fence?: number) {
     return this.call('POST', `v1/incoming/${encodeURIComponent(id)}/pages`, PageServerAt, undefined, fence);
   }
-  commitMove(id: string, fence?: number) {
-    return this.call('POST', `v1/incoming/${encodeURIComponent(id)}/commit`, SessionView, undefined, fence);
+  /** `timeoutMs`: give up sooner than the client's default. */
+  commitMove(id: string, fence?: number, timeoutMs?: number) {
+    return this.within(timeoutMs).call('POST', `v1/incoming/${encodeURIComponent(id)}/commit`, SessionView, undefined, fence);
   }
-  abortMove(id: string) {
-    return this.call('DELETE', `v1/incoming/${encodeURIComponent(id)}`, z.null());
+  /** `timeoutMs`: give up sooner than the client's default. */
+  abortMove(id: string, timeoutMs?: number) {
+    return this.within(timeoutMs).call('DELETE', `v1/incoming/${encodeURIComponent(id)}`, z.null());
+  }
+  /** This client, or one to the same agent that gives up after `timeoutMs`. */
+  private within(timeoutMs: number | undefined): AgentClient {
+    return timeoutMs === undefined ? this : new AgentClient(this.baseUrl, this.token, timeoutMs);
   }
   listCheckpoints() {
     return this.call('GET', 'v1/checkpoints', z.object({ checkpoints: z.array(z.string()) })).then((r) => r.checkpoints);

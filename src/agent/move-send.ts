@@ -161,7 +161,8 @@ export async function handOver(
     phase = 'committing';
     await opts.beforeCommit?.();
     const t1 = performance.now();
-    await target.commitMove(d.session.id, fence);
+    // Past the target's commit timeout its guard has killed an uncommitted copy: waiting longer tells nothing.
+    await target.commitMove(d.session.id, fence, ctx.config.incomingTimeoutMs);
     lap.commit = (performance.now() - t1) / 1000;
     return { ok: true, total, pushed: received.pushedBytes ?? 0, lap };
   } catch (err) {
@@ -171,25 +172,41 @@ export async function handOver(
   }
 }
 
+/** How long one question to a move's target may take: a target silent for longer is asked again, or given up. */
+export function askTargetMs(ctx: AgentContext): number {
+  return Math.min(5_000, Math.max(1_000, ctx.config.incomingTimeoutMs / 2));
+}
+
 /**
  * A stop-and-copy move failed before the target confirmed its commit: makes
- * sure the target has no copy before the source resumes its own. A confirmed
- * abort returns at once; a target that cannot be asked has killed its
- * uncommitted copy after its commit timeout, which is waited out. A target
- * that answers 409 runs the session (the commit went through, only its
- * answer was lost): `letGo` drops the copy here and the move counts as done.
+ * sure the target has no copy before the source resumes its own. The target
+ * is asked to abort until it answers or its commit timeout (after which its
+ * guard has killed an uncommitted copy) has passed: a commit whose answer
+ * was lost shows as a 409 (the session runs there), and `letGo` drops the
+ * copy here and the move counts as done. A target silent for the whole time
+ * is taken to have no copy: it could still run one only if the commit reached
+ * it and it has been cut off from this agent ever since.
  */
 export async function clearTargetCopy(ctx: AgentContext, target: AgentClient, id: string, cause: unknown, letGo: () => Promise<void>): Promise<void> {
-  try {
-    await target.abortMove(id);
-    return;
-  } catch (err) {
-    if (err instanceof UpstreamError && err.status === 409) {
-      await letGo();
-      throw new UpstreamError(`the move of ${id} to ${target.baseUrl} was committed there, but this agent did not hear it in time (${errorMessage(cause)}); the session runs on the target, ask it`, 409, 'moved');
+  const deadline = performance.now() + ctx.config.incomingTimeoutMs + 2_000;
+  let asks = 0;
+  for (;;) {
+    asks++;
+    try {
+      await target.abortMove(id, askTargetMs(ctx));
+      return;
+    } catch (err) {
+      if (err instanceof UpstreamError && err.status === 409) {
+        await letGo();
+        throw new UpstreamError(`the move of ${id} to ${target.baseUrl} was committed there, but this agent did not hear it in time (${errorMessage(cause)}); the session runs on the target, ask it`, 409, 'moved');
+      }
+      if (performance.now() >= deadline) {
+        ctx.log.error({ session: id, target: target.baseUrl, asks, err: errorMessage(err) }, 'the target did not answer an abort within its commit timeout; its uncommitted copy is gone, so the session resumes here');
+        return;
+      }
     }
+    await sleep(Math.min(1_000, Math.max(0, deadline - performance.now())));
   }
-  await sleep(ctx.config.incomingTimeoutMs + 2_000);
 }
 
 /** The frozen (or stopped) copy here runs again: whatever criu left removed, its link up, its address announced. */

@@ -11,7 +11,7 @@ import { isAlive } from '../util/proc.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, copyFrozenLog, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
-import { handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
+import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
 import { dropMovedNetns, freePort, localAddressToward, setHostVeth } from './network.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
 import { dropSessionFiles } from './session-service.js';
@@ -223,7 +223,7 @@ async function rollBack(ctx: AgentContext, d: DumpStart, criu: LazyDump, target:
   let abortConfirmed = false;
   let claimed = false;
   try {
-    await target.abortMove(id);
+    await target.abortMove(id, askTargetMs(ctx));
     abortConfirmed = true;
   } catch (err) {
     claimed = err instanceof UpstreamError && err.status === 409;

@@ -10,7 +10,7 @@ import type { AgentContext } from './agent-context.js';
 import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { forgetStoppedCopy, recordStoppedCopy } from './stopped-copies.js';
 import { sampleProcesses } from './metrics.js';
-import { clearTargetCopy, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
+import { askTargetMs, clearTargetCopy, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
 import { setHostVeth } from './network.js';
 import { endStoppedCopy } from './session-service.js';
 
@@ -32,7 +32,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
       d = await beginDump(ctx, id, 'm-');
     } catch (err) {
       await m.cancel(`the dump could not start: ${errorMessage(err)}`);
-      await target.abortMove(id).catch(() => undefined);
+      await target.abortMove(id, askTargetMs(ctx)).catch(() => undefined);
       throw err;
     }
     // criu is about to leave the session stopped here: recorded, so a teardown finds it without the agent.
@@ -46,7 +46,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
     } catch (err) {
       watch.stop();
       await m.cancel(`the dump failed: ${errorMessage(err)}`);
-      await target.abortMove(id).catch(() => undefined);
+      await target.abortMove(id, askTargetMs(ctx)).catch(() => undefined);
       // criu resumed the tree itself; this removes what it may have left.
       await rollBackDump(ctx, d, err);
       await forgetStoppedCopy(ctx.config.dataDir, id);

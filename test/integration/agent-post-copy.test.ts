@@ -11,6 +11,7 @@ import { lazyTransferHandedOver } from '../../src/criu/lazy-pages.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
 import { run, waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
+import { hostIptables } from '../helpers/host-iptables.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 
 /** Pids of criu processes (of `command`, if given) whose command line names a path under `dir` (a host's data directory). */
@@ -21,11 +22,6 @@ async function criuUnder(dir: string, command?: 'dump' | 'lazy-pages'): Promise<
     // The binary's path then its command (the private criu runs through its own ld.so); not the agents' --criu-action-script.
     .filter((l) => /\/criu (dump|lazy-pages|page-server|restore) /.test(l) && l.includes(dir) && (command === undefined || l.includes(`/criu ${command} `)))
     .map((l) => Number(l.trim().split(/\s+/)[0]));
-}
-
-/** Runs iptables inside a test host's namespace. */
-async function hostIptables(host: HostRecord, args: string[]): Promise<void> {
-  await run('nsenter', [`--net=/run/netns/hsh-${host.name}`, 'iptables', '-w', ...args], { timeoutMs: 10_000 });
 }
 
 // New connections out of the host to an ephemeral port: the page server's (the agents listen on 7301, their answers are not

@@ -11,8 +11,9 @@ import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
 import type { HostRecord } from '../../src/core/cloud.js';
 import { Session } from '../../src/core/session.js';
-import { run, waitFor } from '../../src/util/exec.js';
+import { run, sleep, waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
+import { hostIptables } from '../helpers/host-iptables.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 
 /** Stop-and-copy moves between local test hosts, and failures in their middle (post-copy's: agent-post-copy). */
@@ -88,6 +89,52 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     await waitFor('the target to answer again', async () => ((await b.health().then(() => true, () => false)) ? true : undefined), { timeoutMs: 20_000, intervalMs: 200 });
     expect(await b.findSession(s.id)).toBeNull();
     await a.removeSession(s.id);
+  });
+
+  it('should count the move done, leaving one copy, when the answer to its commit is lost and the target stays silent a while', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('cml');
+    const k = await kernelWithState(s.url, s.token, 64);
+    const sourcePid = s.pid as number;
+    const target = hosts[1]!;
+    const { hostname, port } = new URL(target.agentUrl);
+    // In the source host: the answers to the commit, and to the aborts that follow, never arrive (a reset goes back to the target instead).
+    const toTarget = ['-p', 'tcp', '-d', hostname, '--dport', port];
+    const rules = [
+      ['OUTPUT', ...toTarget, '-m', 'string', '--algo', 'bm', '--string', '/commit', '-j', 'CONNMARK', '--set-mark', '0x77'],
+      ['OUTPUT', ...toTarget, '-m', 'string', '--algo', 'bm', '--string', 'DELETE /v1/incoming/', '-j', 'CONNMARK', '--set-mark', '0x77'],
+      ['INPUT', '-p', 'tcp', '-s', hostname, '--sport', port, '-m', 'connmark', '--mark', '0x77', '-j', 'REJECT', '--reject-with', 'tcp-reset'],
+    ];
+    for (const r of rules) await hostIptables(hosts[0]!, ['-A', ...r]);
+    let blocked = true;
+    const unblock = async (): Promise<void> => {
+      if (!blocked) return;
+      blocked = false;
+      for (const r of rules) await hostIptables(hosts[0]!, ['-D', ...r]);
+    };
+    try {
+      const moving = a.move(s.id, { url: target.agentUrl, token: (await readFile(target.tokenFile, 'utf8')).trim() }, 'stop-and-copy').then(
+        () => null,
+        (err: unknown) => err as Error,
+      );
+      // The commit reached the target, which runs the session; the source heard nothing. It hears the target again
+      // 5 s later: after its commit timed out (4 s) and its first abort went unanswered, before the target's commit
+      // timeout has passed since (4 s + 2 s), when a source that stopped asking would have resumed its own copy.
+      await waitFor('the target to run the session', async () => ((await b.findSession(s.id))?.state === 'running' ? true : undefined), { timeoutMs: 60_000, intervalMs: 50 });
+      await sleep(5_000);
+      await unblock();
+      const failure = await moving;
+      expect(failure?.message).toMatch(/was committed there, but this agent did not hear it in time/);
+    } finally {
+      await unblock();
+    }
+    expect(await isAlive(sourcePid)).toBe(false);
+    expect(await a.findSession(s.id)).toBeNull();
+    expect(await findStoppedCopy(hosts[0]!.dataDir, s.id)).toBeNull();
+    expect((await b.getSession(s.id)).state).toBe('running');
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    await b.removeSession(s.id);
   });
 
   it('should keep the session safe in the store when the source host is removed after the freeze', async () => {
