@@ -163,7 +163,10 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
     const why = await capture?.failure();
     await capture?.abort();
     await rollBackDump(ctx, d, err);
-    if (why) throw new StoreError(`checkpoint of session ${id} failed writing its memory under ${ctx.config.workDir}: ${why}; the session was resumed`, { cause: err });
+    if (why) {
+      const resumed = ctx.registry.find(id)?.state === 'running';
+      throw new StoreError(`checkpoint of session ${id} failed writing its memory under ${ctx.config.workDir}: ${why}; ${resumed ? 'the session was resumed' : 'the session could not be resumed (see its error)'}`, { cause: err });
+    }
     throw err;
   }
 }

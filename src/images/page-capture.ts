@@ -257,12 +257,13 @@ export class PageCapture {
    * After criu's dump succeeded (so the hook saw every page on disk): each
    * page image criu wrote, or that a pagemap names (`inUse`: an empty one
    * looks like a pipe criu never opened), takes its pipe's place; the other
-   * pipes are removed. Returns their digests by name;
-   * images criu wrote itself, past the pipes made, are not among them.
+   * pipes are removed. Returns their digests by name; images criu wrote
+   * itself, past the pipes made, are not among them.
    */
   async finish(inUse: ReadonlySet<string>): Promise<Map<string, FileDigest>> {
     await this.exited;
-    if (this.failed) throw new Error(`capturing the page images failed: ${this.failed}`);
+    const failed = await this.failure();
+    if (failed) throw new Error(`capturing the page images failed: ${failed}`);
     const out = new Map<string, FileDigest>();
     for (const name of this.opts.names) {
       const path = join(this.opts.imagesDir, name);
