@@ -139,14 +139,14 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
   const d = await beginDump(ctx, id, opts.prefix);
   const { checkpoint, work, images, side, s } = d;
   // The image is about the size of the session's memory: the estimate that dump progress is shown against.
-  const [estimate, tree] = await Promise.all([sampleProcesses(s.pid as number).then((m) => m.rssBytes), processTree(s.pid as number)]);
+  const { rssBytes: estimate, processes } = await sampleProcesses(s.pid as number);
   let dumped = 0;
   const onBytes = (n: number): void => progress('dumping', (dumped += n), estimate);
   progress('dumping', 0, estimate);
   let capture: PageCapture | undefined;
   let hasher: GrowingFileHasher | undefined;
   try {
-    if (opts.capturePages && opts.hashPages) capture = await startCapture(ctx, d, tree.length, onBytes);
+    if (opts.capturePages && opts.hashPages) capture = await startCapture(ctx, d, processes, onBytes);
   } catch (err) {
     await rollBackDump(ctx, d, err);
     throw err;

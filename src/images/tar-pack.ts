@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, mkdir, stat } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,7 +12,21 @@ export interface PackEntry {
   path: string;
 }
 
-/** A tar stream of local files, each streamed from disk in turn. */
+/**
+ * Files up to this size go into the archive whole: a read stream for each of
+ * criu's few dozen small images cost 2-3 ms a file (a 4 MiB read buffer each,
+ * stream set-up), 0.06-0.3 s of every checkpoint's commit.
+ */
+const SMALL_FILE_BYTES = 1 << 20;
+
+/** Adds one entry whose bytes are in memory, resolving once tar-stream has taken them. */
+function addWhole(pack: tar.Pack, header: Parameters<tar.Pack['entry']>[0], body: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    pack.entry(header, body, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** A tar stream of local files, each streamed from disk in turn (small ones read whole). */
 export function packTar(entries: readonly PackEntry[]): Readable {
   const pack = tar.pack();
   void (async () => {
@@ -20,9 +34,13 @@ export function packTar(entries: readonly PackEntry[]): Readable {
       for (const e of entries) {
         // The real mode travels: criu checks it on files a session held open.
         const st = await stat(e.path);
-        const sink = pack.entry({ name: e.name, size: st.size, mode: st.mode & 0o7777 });
+        const header = { name: e.name, size: st.size, mode: st.mode & 0o7777 };
+        if (st.size <= SMALL_FILE_BYTES) {
+          await addWhole(pack, header, await readFile(e.path));
+          continue;
+        }
         // Large reads: page images are hundreds of MiB.
-        await pipeline(createReadStream(e.path, { highWaterMark: 4 << 20 }), sink);
+        await pipeline(createReadStream(e.path, { highWaterMark: 4 << 20 }), pack.entry(header));
       }
       pack.finalize();
     } catch (err) {

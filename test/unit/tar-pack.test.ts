@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,28 @@ describe('image archive', () => {
     expect(await readFile(join(dir, 'out', 'a.img'), 'utf8')).toBe('alpha');
     expect((await stat(join(dir, 'out', 'a.img'))).mode & 0o777).toBe(0o644);
     expect((await stat(join(dir, 'out', 'files', 'server.log'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('should carry small files (read whole) and large ones (streamed) side by side', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'hubshift-tar-'));
+    const big = randomBytes((3 << 20) + 4097);
+    const small = randomBytes(5000);
+    await writeFile(join(dir, 'big'), big, { mode: 0o640 });
+    await writeFile(join(dir, 'small'), small);
+    await writeFile(join(dir, 'empty'), '');
+    const names = await unpackTar(
+      packTar([
+        { name: 'small.img', path: join(dir, 'small') },
+        { name: 'files/server.log', path: join(dir, 'big') },
+        { name: 'empty.img', path: join(dir, 'empty') },
+      ]),
+      join(dir, 'out'),
+    );
+    expect(names).toEqual(['small.img', 'files/server.log', 'empty.img']);
+    expect(Buffer.compare(await readFile(join(dir, 'out', 'small.img')), small)).toBe(0);
+    expect(Buffer.compare(await readFile(join(dir, 'out', 'files', 'server.log')), big)).toBe(0);
+    expect((await stat(join(dir, 'out', 'files', 'server.log'))).mode & 0o777).toBe(0o640);
+    expect((await stat(join(dir, 'out', 'empty.img'))).size).toBe(0);
   });
 
   it('should refuse an entry that would leave the destination', async () => {
