@@ -22,13 +22,21 @@ import { sampleProcesses } from './metrics.js';
 import { SERVER_VPID, killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
 
+/** How a dump uses the hook: it is lazy (post-copy), or its page images go through a capture (its control directory). */
+interface HookUse {
+  lazy?: boolean;
+  captureDir?: string;
+}
+
 /** The hook's environment: a dump gives its side-file directory, or says it is lazy (post-copy). */
-function hookEnv(ctx: AgentContext, s: Session, dump?: { sideDir: string; lazy: boolean }): Record<string, string> {
+function hookEnv(ctx: AgentContext, s: Session, dump?: HookUse & { sideDir: string }): Record<string, string> {
   const env: Record<string, string> = { HUBSHIFT_SESSION_LOG: sessionPaths(ctx.config.dataDir, s).log };
   // A lazy dump acts on a post-dump failure only after the last page, by resuming the source beside the target's
   // copy: its hook must not fail there (see criu-hook.ts), so the agent copies the log itself (copyFrozenLog).
   if (dump?.lazy) env.HUBSHIFT_LAZY_DUMP = '1';
   else if (dump) env.HUBSHIFT_SIDE_FILES_DIR = dump.sideDir;
+  // The hook waits at post-dump for the capture's last page (images/page-capture.ts).
+  if (dump?.captureDir) env.HUBSHIFT_PAGE_CAPTURE = dump.captureDir;
   if (ctx.config.criuActionScript) env.HUBSHIFT_USER_ACTION_SCRIPT = ctx.config.criuActionScript;
   return env;
 }
@@ -102,13 +110,13 @@ export async function beginDump(ctx: AgentContext, id: string, prefix: string): 
 }
 
 /** What every criu dump of a session is given: its images, log, hook and timeout. */
-export function dumpArgs(ctx: AgentContext, d: DumpStart, lazy = false): Omit<CriuDumpOptions, 'leaveRunning'> {
+export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}): Omit<CriuDumpOptions, 'leaveRunning'> {
   return {
     pid: d.s.pid as number,
     imagesDir: d.images,
     logFile: logPath(ctx, `${d.checkpoint}-dump.log`),
     actionScript: ctx.criuHook,
-    env: hookEnv(ctx, d.s, { sideDir: d.side, lazy }),
+    env: hookEnv(ctx, d.s, { ...use, sideDir: d.side }),
     timeoutMs: ctx.config.dumpTimeoutMs,
   };
 }
@@ -154,8 +162,7 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
   if (!capture && opts.hashPages) hasher = new GrowingFileHasher(images, { match: PAGE_IMAGE, durable: !opts.volatile, sink: opts.pageSink, onBytes }).start();
   const frozenAt = performance.now();
   try {
-    const args = dumpArgs(ctx, d);
-    const { seconds } = await dump(ctx.criu, { ...args, env: { ...args.env, ...capture?.hookEnv }, leaveRunning: opts.leaveRunning });
+    const { seconds } = await dump(ctx.criu, { ...dumpArgs(ctx, d, { captureDir: capture?.controlDir }), leaveRunning: opts.leaveRunning });
     const pageDigests = capture ? await capture.finish(await pageImagesInUse(images)) : await hasher?.finish();
     return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s };
   } catch (err) {

@@ -53,7 +53,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
     let criu: LazyDump | undefined;
     let dumpSeconds: number;
     try {
-      criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d, true), pageServer });
+      criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d, { lazy: true }), pageServer });
       dumpSeconds = await criu.ready;
       await copyFrozenLog(ctx, d);
     } catch (err) {
@@ -164,12 +164,13 @@ export function watchOutgoingAfterRestart(ctx: AgentContext): void {
         if (stopping.aborted) return;
         const d: DumpStart = { s: m.session, checkpoint: '', work: m.work, images: join(m.work, 'images'), side: join(m.work, SIDE_FILES_DIR), netns: null };
         // criu let the frozen copy run again; if it failed after the last page (see settleAfterCommit), the target's copy is the session.
-        const stale = (await isAlive(m.sessionPid)) && m.targetToken !== undefined && (await targetHasEveryPage(ctx, m.sessionId, new AgentClient(m.target, m.targetToken)));
+        const resumedHere = await isAlive(m.sessionPid);
+        const stale = resumedHere && m.targetToken !== undefined && (await targetHasEveryPage(ctx, m.sessionId, new AgentClient(m.target, m.targetToken)));
         if (stale) {
           ctx.log.error({ session: m.sessionId, target: m.target }, 'criu failed after every page reached the target while this agent was down, and let the frozen copy here run again; killed it');
           await killSession(m.sessionPid);
         }
-        if (!stale && (await isAlive(m.sessionPid))) {
+        if (resumedHere && !stale) {
           ctx.log.error({ session: m.sessionId, target: m.target }, 'a post-copy move out of this agent broke while the agent was down; the session resumes here from the freeze');
           await resumeHere(ctx, d, true, `its post-copy move to ${m.target} broke while this agent was restarting; it resumed here as it was at the freeze`).catch((err: unknown) =>
             ctx.log.error({ session: m.sessionId, err: errorMessage(err) }, 'could not resume the session after a broken post-copy transfer'),

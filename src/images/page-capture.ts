@@ -241,9 +241,9 @@ export class PageCapture {
     return this.child.pid as number;
   }
 
-  /** What criu's action script needs to wait for the capture at post-dump (criu-hook.ts). */
-  get hookEnv(): Record<string, string> {
-    return { HUBSHIFT_PAGE_CAPTURE: this.opts.controlDir };
+  /** Where criu's action script meets the helper at post-dump (criu-hook.ts waits there for its status). */
+  get controlDir(): string {
+    return this.opts.controlDir;
   }
 
   /** Why capturing failed, once it has (read after criu's dump failed). */

@@ -10,7 +10,10 @@ export const OpTimings = z
   .object({
     /** Image bytes beyond the memory the kernels hold (376 MiB image for 256 MiB held). */
     imageOverheadBytes: z.number().nonnegative().default(125e6),
-    /** Checkpoint to the store: 0.63-0.73 s for 256 MiB, 1.53-2.89 s for 1 GiB, 5.37-6.35 s for 2 GiB (2026-11-30); near the slow end. */
+    /**
+     * Checkpoint to the store: 0.63-0.73 s for 256 MiB, 1.53-2.89 s for 1 GiB, 5.37-6.35 s for 2 GiB before the page
+     * images went past the page cache (2026-11-30), near which this sits; 0.47-0.52, 0.85-0.95 and 1.32-1.54 s since.
+     */
     checkpointFixedSeconds: z.number().nonnegative().default(0.5),
     checkpointBytesPerSecond: z.number().positive().default(400e6),
     /** Restore to the first answered execute: 0.78-0.82 s for 256 MiB, 1.15-1.43 s for 1 GiB, 1.75-1.79 s for 2 GiB. */

@@ -24,6 +24,18 @@ async function criuUnder(dir: string, command?: 'dump' | 'lazy-pages'): Promise<
     .map((l) => Number(l.trim().split(/\s+/)[0]));
 }
 
+/** Runs `fn` with a host agent's own criu hook replaced by one that fails criu's post-dump stage, then puts the hook back. */
+async function withHookFailingAtPostDump<T>(host: HostRecord, fn: () => Promise<T>): Promise<T> {
+  const hook = join(host.dataDir, 'criu-hook.sh');
+  const original = await readFile(hook, 'utf8');
+  await writeFile(hook, '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && exit 1\nexit 0\n');
+  try {
+    return await fn();
+  } finally {
+    await writeFile(hook, original);
+  }
+}
+
 // New connections out of the host to an ephemeral port: the page server's (the agents listen on 7301, their answers are not
 // new, and criu's own loopback checks do not leave the host).
 const PAGE_SERVER_BLOCK = ['OUTPUT', '-o', 'hsbr0', '-p', 'tcp', '--syn', '--dport', '32768:60999', '-j', 'REJECT', '--reject-with', 'tcp-reset'];
@@ -122,14 +134,7 @@ describe('moving a session post-copy between local test hosts', () => {
       await writeFile(flag, '');
     }
     // criu itself fails after the last page (here: hubshift's own hook at post-dump) and lets the frozen copy run again.
-    const hook = join(hosts[1]!.dataDir, 'criu-hook.sh');
-    const original = await readFile(hook, 'utf8');
-    await writeFile(hook, '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && exit 1\nexit 0\n');
-    try {
-      expect(await moveAndSettle(1, 0)).toBe(true);
-    } finally {
-      await writeFile(hook, original);
-    }
+    expect(await withHookFailingAtPostDump(hosts[1]!, () => moveAndSettle(1, 0))).toBe(true);
     k.channel.close();
     await a.removeSession(s.id);
   });
@@ -254,15 +259,7 @@ describe('moving a session post-copy between local test hosts', () => {
     const sourcePid = s.pid!;
     // criu fails its post-dump stage (before its page server starts), and acts on it only after the last page:
     // it lets the frozen copy run again. The source's agent dies before that, while the gigabyte is still on its way.
-    const hook = join(hosts[0]!.dataDir, 'criu-hook.sh');
-    const original = await readFile(hook, 'utf8');
-    await writeFile(hook, '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && exit 1\nexit 0\n');
-    let r;
-    try {
-      r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy');
-    } finally {
-      await writeFile(hook, original);
-    }
+    const r = await withHookFailingAtPostDump(hosts[0]!, () => a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy'));
     expect(r.mode).toBe('post-copy');
     const dump = await criuUnder(hosts[0]!.dataDir, 'dump');
     expect(dump.length).toBe(1);
