@@ -3,6 +3,7 @@ import type { MoveManifest, PageServerAt } from '../core/checkpoint.js';
 import type { CriuBinary } from '../criu/binary.js';
 import type { RestoredLazy } from './checkpoint-service.js';
 import type { ImageStore } from '../images/image-store.js';
+import type { PageCaptureHelpers } from '../images/page-capture.js';
 import type { AgentConfig } from './config.js';
 import type { Fences } from './fences.js';
 import type { LazyTransfers } from './lazy-transfers.js';
@@ -26,6 +27,8 @@ export interface AgentContext {
   incoming: Map<string, IncomingMove>;
   /** Page servers receiving the memory of sessions being moved in stop-and-copy, before their move stream. */
   pushedPages: Map<string, PushedPages>;
+  /** A checkpoint's page capture helper, started ahead of need. */
+  captureHelpers: PageCaptureHelpers;
   /**
    * Aborted when this agent stops (close) or its node is torn down
    * (stopEverySession): background watches of moves end without acting, as

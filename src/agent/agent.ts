@@ -7,6 +7,7 @@ import { loadSelectedCriu } from '../criu/select.js';
 import { ensurePipeMaxSize } from '../criu/pipe-size.js';
 import { errorMessage } from '../core/errors.js';
 import { openStore } from '../images/open-store.js';
+import { PageCaptureHelpers } from '../images/page-capture.js';
 import type { AgentContext } from './agent-context.js';
 import type { AgentConfig } from './config.js';
 import { installCriuHook } from './criu-hook.js';
@@ -54,6 +55,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     fences,
     incoming: new Map(),
     pushedPages: new Map(),
+    captureHelpers: new PageCaptureHelpers(),
     stopping: new AbortController(),
   };
   await reconcileSessions(ctx);
@@ -68,6 +70,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const addr = server.address() as AddressInfo;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
   log.info({ url, criu: `${criu.source} ${criu.version}`, store: ctx.store.location, bridge: config.bridge }, 'agent listening');
+  ctx.captureHelpers.warm();
   const scheduler = config.scheduler ? linkToScheduler(ctx, url, config.scheduler, log) : undefined;
   let closing: Promise<void> | undefined;
   return {
@@ -76,6 +79,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     scheduler,
     close: () => {
       ctx.stopping.abort();
+      ctx.captureHelpers.close();
       for (const p of ctx.pushedPages.values()) p.server.kill();
       scheduler?.stop();
       closing ??= new Promise<void>((resolve) => {

@@ -138,10 +138,10 @@ export async function createSessionNetwork(sessionId: string, net: SessionNetwor
 
 /** Removes the namespace's name and the host side of the veth; safe when either is gone. */
 export async function removeSessionNetwork(sessionId: string, net: Pick<SessionNetwork, 'hostVeth'>): Promise<void> {
-  if (existsSync(netnsPath(sessionId))) {
-    await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
-  }
-  if (await linkExists(net.hostVeth)) await run('ip', ['link', 'del', net.hostVeth], { allowFailure: true, timeoutMs: 10_000 });
+  // One ip for both, -force going on past what is already gone (the veth goes with a namespace whose
+  // processes are gone): every ip started costs 5-10 ms, and a checkpoint waits for this one.
+  const commands = [...(existsSync(netnsPath(sessionId)) ? [`netns del ${netnsName(sessionId)}`] : []), `link del ${net.hostVeth}`];
+  await run('ip', ['-force', '-batch', '-'], { input: `${commands.join('\n')}\n`, allowFailure: true, timeoutMs: 10_000 });
 }
 
 /** A network namespace's identity (device and inode), as `ip netns identify` compares them. */

@@ -17,7 +17,14 @@ import { PIECE_BYTES } from './hashing.js';
  * disk takes 1.6 GB/s (dd oflag=direct), and on any host a checkpoint no
  * longer pushes the node's other sessions' files out of the page cache.
  *
- * The helper creates the pipes, prints "ready", then "piece NAME BYTES" as
+ * The helper is started ahead of need (PageCaptureHelpers): it loads, maps its
+ * buffers and waits for its job on stdin, {"control", "paths"}; starting
+ * Python took 0.045 s of each checkpoint. Its buffers are private anonymous
+ * memory in transparent huge pages where the kernel gives them: O_DIRECT
+ * then sends the disk 4 MiB requests instead of 0.5-1 MiB ones (one segment
+ * a page), which on this VM wrote 2.3-2.4 GB/s instead of 1.55-1.85.
+ *
+ * Given its job, the helper creates the pipes, prints "ready", then "piece NAME BYTES" as
  * each piece is written and "file NAME BYTES SHA256,..." when a pipe's
  * writer has closed and its data is flushed. criu's action script (the
  * agent's hook) makes CONTROL/criu-done at post-dump, when criu has closed
@@ -28,9 +35,9 @@ import { PIECE_BYTES } from './hashing.js';
  * reading its pipe to the end, so criu is never left blocked.
  */
 const CAPTURE_PY = `
-import errno, fcntl, hashlib, mmap, os, queue, sys, threading, time
+import errno, fcntl, hashlib, json, mmap, os, queue, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
-piece, control, paths = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+piece, parent = int(sys.argv[1]), os.getppid()
 F_SETPIPE_SZ = 1031
 try:
     with open('/proc/sys/fs/pipe-max-size') as f:
@@ -42,9 +49,16 @@ def say(*words):
     with lock:
         sys.stdout.write(' '.join(str(w) for w in words) + '\\n')
         sys.stdout.flush()
-buffers = queue.Queue()
-for _ in range(4):
-    buffers.put(mmap.mmap(-1, piece))
+buffers, BUFFERS, HUGE = queue.Queue(), 4, 2 << 20
+region = mmap.mmap(-1, BUFFERS * piece + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+try:
+    region.madvise(mmap.MADV_HUGEPAGE)
+    import ctypes
+    start = -ctypes.addressof(ctypes.c_char.from_buffer(region)) % HUGE
+except (AttributeError, ImportError, OSError):
+    start = 0
+for i in range(BUFFERS):
+    buffers.put(memoryview(region)[start + i * piece:start + (i + 1) * piece])
 pool = ThreadPoolExecutor(max_workers=3)
 errors = []
 def fill(fd, view):
@@ -60,7 +74,7 @@ def drain(fd):
     while os.readv(fd, [sink]) > 0:
         pass
 def write(out, plain, buf, n, at):
-    view = memoryview(buf)[:n]
+    view = buf[:n]
     try:
         whole = n - n % 4096
         if whole:
@@ -70,7 +84,7 @@ def write(out, plain, buf, n, at):
     finally:
         view.release()
 def digest(buf, n):
-    view = memoryview(buf)[:n]
+    view = buf[:n]
     try:
         return hashlib.sha256(view).hexdigest()
     finally:
@@ -95,9 +109,7 @@ def capture(path):
         jobs, at = [], 0
         while True:
             buf = buffers.get()
-            view = memoryview(buf)
-            n = fill(fd, view)
-            view.release()
+            n = fill(fd, buf)
             if n == 0:
                 buffers.put(buf)
                 break
@@ -128,6 +140,11 @@ def capture(path):
             if f >= 0:
                 os.close(f)
         os.close(fd)
+job = sys.stdin.readline()
+if not job:
+    sys.exit(0)  # the agent went away before it had a dump to catch
+job = json.loads(job)
+control, paths = job['control'], job['paths']
 for p in paths:
     os.mkfifo(p, 0o600)
 readers = [threading.Thread(target=capture, args=(p,)) for p in paths]
@@ -139,7 +156,6 @@ def report(status):
     os.rename(os.path.join(control, 'status.new'), os.path.join(control, 'status'))
 say('ready')
 trigger = os.path.join(control, 'criu-done')
-parent = os.getppid()
 def orphaned():
     # The agent is gone and nobody will store the images: fail the dump, so criu resumes the session.
     if os.getppid() != parent:
@@ -180,6 +196,64 @@ export interface PageCaptureOptions {
   onBytes?: (n: number) => void;
 }
 
+/** A helper process, loaded and waiting for its job on stdin. */
+interface Helper {
+  child: ChildProcess;
+  pieceBytes: number;
+  /** Set when the process could not be started (no interpreter). */
+  error?: NodeJS.ErrnoException;
+}
+
+function startHelper(pieceBytes: number): Helper {
+  const child = spawn(PYTHON, ['-I', '-S', '-c', CAPTURE_PY, String(pieceBytes)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const helper: Helper = { child, pieceBytes };
+  child.once('error', (err: NodeJS.ErrnoException) => (helper.error = err));
+  // A helper that died before its job was written: the job's write fails, and its exit says why.
+  child.stdin?.on('error', () => undefined);
+  return helper;
+}
+
+const usable = (h: Helper): boolean => !h.error && h.child.exitCode === null && h.child.signalCode === null;
+
+/**
+ * Keeps one capture helper started ahead of need, so that a checkpoint does
+ * not wait for Python to start (0.045 s). The next one starts a moment
+ * after the one taken has finished, not during the dump it serves.
+ */
+export class PageCaptureHelpers {
+  private waiting: Helper | undefined;
+  private closed = false;
+
+  constructor(readonly pieceBytes: number = PIECE_BYTES) {}
+
+  /** The waiting helper's pid, if one waits. */
+  get waitingPid(): number | undefined {
+    return this.waiting?.child.pid;
+  }
+
+  /** Starts a helper to wait for the next dump, unless one waits already. */
+  warm(): void {
+    if (!this.closed && !this.waiting) this.waiting = startHelper(this.pieceBytes);
+  }
+
+  /** The waiting helper if it is still alive, else a new one; a next one is started after it ends. */
+  take(): Helper {
+    const h = this.waiting;
+    this.waiting = undefined;
+    if (h && !usable(h)) h.child.kill('SIGKILL');
+    const got = h && usable(h) ? h : startHelper(this.pieceBytes);
+    got.child.once('close', () => setTimeout(() => this.warm(), 500).unref());
+    return got;
+  }
+
+  /** Ends the waiting helper (the agent is stopping); none is started again. */
+  close(): void {
+    this.closed = true;
+    this.waiting?.child.kill('SIGKILL');
+    this.waiting = undefined;
+  }
+}
+
 /** A running capture of one dump's page images (see CAPTURE_PY). */
 export class PageCapture {
   private readonly files = new Map<string, { bytes: number; sha256: string[] }>();
@@ -209,15 +283,21 @@ export class PageCapture {
     });
   }
 
-  /** Makes the pipes and starts the helper; resolves once criu may start. */
-  static start(opts: PageCaptureOptions): Promise<PageCapture> {
+  /**
+   * Gives a helper (`helpers`' waiting one, or a new one) its job: it makes
+   * the pipes; resolves once criu may start.
+   */
+  static start(opts: PageCaptureOptions, helpers?: PageCaptureHelpers): Promise<PageCapture> {
     const pieceBytes = opts.pieceBytes ?? PIECE_BYTES;
     return new Promise<PageCapture>((resolve, reject) => {
-      const paths = opts.names.map((n) => join(opts.imagesDir, n));
-      const child = spawn(PYTHON, ['-I', '-S', '-c', CAPTURE_PY, String(pieceBytes), opts.controlDir, ...paths], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const helper = helpers?.pieceBytes === pieceBytes ? helpers.take() : startHelper(pieceBytes);
+      const unavailable = (err: NodeJS.ErrnoException): Error => (err.code === 'ENOENT' ? new PageCaptureUnavailable(`${PYTHON} is not installed`) : err);
+      if (helper.error) return reject(unavailable(helper.error));
+      const { child } = helper;
       const capture = new PageCapture(opts, pieceBytes, child, () => resolve(capture));
-      child.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'ENOENT' ? new PageCaptureUnavailable(`${PYTHON} is not installed`) : err));
+      child.once('error', (err: NodeJS.ErrnoException) => reject(unavailable(err)));
       void capture.exited.then(() => reject(new Error(capture.failed ?? 'the page capture helper ended before it was ready')));
+      child.stdin?.end(`${JSON.stringify({ control: opts.controlDir, paths: opts.names.map((n) => join(opts.imagesDir, n)) })}\n`);
     });
   }
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UpstreamError } from '../../src/core/errors.js';
+import { hasLockRules } from '../../src/criu/network-lock.js';
 import { isAlive } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startS3, type TestS3 } from '../helpers/s3-server.js';
@@ -10,7 +11,7 @@ describe('a checkpoint whose store fails after the session was stopped', () => {
   let t: TestAgent;
   beforeAll(async () => {
     s3 = await startS3();
-    // A bucket that does not exist: every upload fails after criu has dumped and killed the session.
+    // A bucket that does not exist: every upload fails after criu has dumped and stopped the session.
     t = await startTestAgent({ storeUrl: 's3://no-such-bucket/x', s3Endpoint: s3.endpoint });
   });
   afterAll(async () => {
@@ -18,7 +19,7 @@ describe('a checkpoint whose store fails after the session was stopped', () => {
     await s3?.close();
   });
 
-  it('should bring the session back from the local images, state intact, and say why the checkpoint failed', async () => {
+  it('should resume the stopped session where it was, state intact, and say why the checkpoint failed', async () => {
     const s = await t.client.startSession('erin');
     const k = await kernelWithState(s.url, s.token, 16);
     let failure: UpstreamError | undefined;
@@ -29,12 +30,13 @@ describe('a checkpoint whose store fails after the session was stopped', () => {
     }
     expect(failure?.upstreamCode).toBe('store_failed');
     expect(failure?.message).toMatch(/uploading blob .+ to s3:\/\/no-such-bucket\/x \(user [a-z]+\) failed/);
-    expect(await isAlive(s.pid as number)).toBe(false); // criu did stop the original
-
     const after = await t.client.getSession(s.id);
     expect(after.state).toBe('running');
     expect(after.url).toBe(s.url);
+    // The same processes, running again: criu left them stopped, and they are killed only after a commit.
+    expect(after.pid).toBe(s.pid);
     expect(await isAlive(after.pid as number)).toBe(true);
+    expect(await hasLockRules(`/proc/${after.pid}/ns/net`)).toBe(false);
     expect(after.lastCheckpoint).toBeNull();
     // The kernel kept its state, and the websocket opened before still works.
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });

@@ -3,7 +3,7 @@ import { lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { hashFile } from '../../src/images/hashing.js';
-import { PageCapture } from '../../src/images/page-capture.js';
+import { PageCapture, PageCaptureHelpers } from '../../src/images/page-capture.js';
 import { run, waitFor } from '../../src/util/exec.js';
 import { isAlive } from '../../src/util/proc.js';
 import { useTempDir } from '../helpers/temp-dir.js';
@@ -52,6 +52,37 @@ describe('page capture: criu page images caught on their way to disk', () => {
     expect(digests.get('pages-1.img')).toEqual(await hashFile(join(images, 'pages-1.img'), undefined, PIECE));
     expect(digests.get('pages-2.img')).toEqual(await hashFile(join(images, 'pages-2.img'), undefined, PIECE));
     expect(reported).toBe(data.length);
+  });
+
+  it('should use a helper started ahead of need, start the next once it has finished, and replace one that died', async () => {
+    const helpers = new PageCaptureHelpers(PIECE);
+    try {
+      helpers.warm();
+      const warm = helpers.waitingPid as number;
+      expect(await isAlive(warm)).toBe(true);
+      const { images, control, source, data } = await setUp('warm');
+      const capture = await PageCapture.start({ imagesDir: images, controlDir: control, names: ['pages-1.img'], pieceBytes: PIECE }, helpers);
+      expect(capture.pid).toBe(warm);
+      expect(helpers.waitingPid).toBeUndefined();
+      await writeLikeCriu(images, source, 'pages-1.img', []);
+      expect(await postDump(control)).toBe('ok\n');
+      const digests = await capture.finish(new Set(['pages-1.img']));
+      expect(Buffer.compare(await readFile(join(images, 'pages-1.img')), data)).toBe(0);
+      expect(digests.get('pages-1.img')).toEqual(await hashFile(join(images, 'pages-1.img'), undefined, PIECE));
+      const next = await waitFor('the next helper', async () => helpers.waitingPid, { timeoutMs: 5_000, intervalMs: 20 });
+      expect(next).not.toBe(warm);
+      // A waiting helper that was killed is not handed a dump: a new one is started for it.
+      process.kill(next, 'SIGKILL');
+      await waitFor('the killed helper to be gone', async () => ((await isAlive(next)) ? undefined : true), { timeoutMs: 5_000, intervalMs: 20 });
+      const again = await setUp('after-death');
+      const replaced = await PageCapture.start({ imagesDir: again.images, controlDir: again.control, names: ['pages-1.img'], pieceBytes: PIECE }, helpers);
+      expect(replaced.pid).not.toBe(next);
+      await replaced.abort();
+    } finally {
+      const waiting = helpers.waitingPid;
+      helpers.close();
+      if (waiting) await waitFor('the waiting helper to end', async () => ((await isAlive(waiting)) ? undefined : true), { timeoutMs: 5_000, intervalMs: 20 });
+    }
   });
 
   it('should read its pipe to the end and report the failure when the image cannot be written', async () => {
