@@ -144,6 +144,16 @@ export async function removeSessionNetwork(sessionId: string, net: Pick<SessionN
   await run('ip', ['-force', '-batch', '-'], { input: `${commands.join('\n')}\n`, allowFailure: true, timeoutMs: 10_000 });
 }
 
+/**
+ * A session's processes were just killed: drops its namespace's name only.
+ * The namespace goes once they have exited, its veth with it, in the
+ * kernel's own time: deleting a veth here waits 10-20 ms for the network's
+ * grace period. A restore clears a veth still there (removeSessionNetwork).
+ */
+export async function dropNetnsNameOfKilled(sessionId: string): Promise<void> {
+  if (existsSync(netnsPath(sessionId))) await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
+}
+
 /** A network namespace's identity (device and inode), as `ip netns identify` compares them. */
 export interface NetnsId {
   dev: number;

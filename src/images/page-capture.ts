@@ -17,12 +17,14 @@ import { PIECE_BYTES } from './hashing.js';
  * disk takes 1.6 GB/s (dd oflag=direct), and on any host a checkpoint no
  * longer pushes the node's other sessions' files out of the page cache.
  *
- * The helper is started ahead of need (PageCaptureHelpers): it loads, maps its
- * buffers and waits for its job on stdin, {"control", "paths"}; starting
- * Python took 0.045 s of each checkpoint. Its buffers are private anonymous
- * memory in transparent huge pages where the kernel gives them: O_DIRECT
- * then sends the disk 4 MiB requests instead of 0.5-1 MiB ones (one segment
- * a page), which on this VM wrote 2.3-2.4 GB/s instead of 1.55-1.85.
+ * The helper is started ahead of need (PageCaptureHelpers): it loads, maps and
+ * touches its buffers and waits for its job on stdin, {"control", "paths"};
+ * starting Python took 0.045 s of each checkpoint, and faulting the buffers
+ * in during the dump slowed its first 64 MiB (the server's memory) to
+ * 0.4-0.5 GB/s. So a waiting helper holds 66 MiB. Its buffers are private
+ * anonymous memory in transparent huge pages where the kernel gives them:
+ * O_DIRECT then sends the disk 4 MiB requests instead of 0.5-1 MiB ones (one
+ * segment a page), which on this VM wrote 2.3-2.4 GB/s instead of 1.55-1.85.
  *
  * Given its job, the helper creates the pipes, prints "ready", then "piece NAME BYTES" as
  * each piece is written and "file NAME BYTES SHA256,..." when a pipe's
@@ -59,6 +61,8 @@ except (AttributeError, ImportError, OSError):
     start = 0
 for i in range(BUFFERS):
     buffers.put(memoryview(region)[start + i * piece:start + (i + 1) * piece])
+for at in range(0, len(region), 4096):
+    region[at] = 0
 pool = ThreadPoolExecutor(max_workers=3)
 errors = []
 def fill(fd, view):
