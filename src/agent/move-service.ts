@@ -5,6 +5,7 @@ import { sessionUrl } from '../core/session.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { dumpLocally, restoreFromImages, type LocalDump } from './checkpoint-service.js';
+import { dropUnusedSessionNetns } from './network.js';
 import { forgetSession } from './session-service.js';
 import { movePostCopy } from './post-copy-move.js';
 import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './move-send.js';
@@ -128,12 +129,13 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
 
 /**
  * The target runs the session: this agent lets go of its copy (criu already
- * ended the processes) and its local images. Its namespace's name is not
- * dropped here (see dropMovedNetns): the namespace died with the processes
- * unless the name pins it, so a name that now names another one cannot be
- * told from it by device and inode, which the kernel reuses.
+ * ended the processes), its local images, and its namespace's name if no
+ * process is in the namespace it names (dropUnusedSessionNetns: a name that
+ * the target's copy has taken, on test hosts, is left alone).
  */
 async function letGo(ctx: AgentContext, d: LocalDump): Promise<void> {
+  // First, so that forgetSession sees whether the session still has a namespace on this machine.
+  if (await dropUnusedSessionNetns(d.session.id, d.session.network).catch(() => false)) ctx.log.info({ session: d.session.id }, "dropped the moved session's namespace name here");
   await forgetSession(ctx, d.session.id);
   await rm(d.work, { recursive: true, force: true });
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { SandboxError } from '../core/errors.js';
 import type { SessionNetwork } from '../core/session.js';
@@ -180,6 +180,30 @@ export async function dropMovedNetns(sessionId: string, was: NetnsId | null): Pr
   const st = await stat(netnsPath(sessionId)).catch(() => null);
   if (!st || st.dev !== was.dev || st.ino !== was.ino) return;
   await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
+}
+
+/**
+ * After a move whose copy here criu killed (the streamed stop-and-copy):
+ * drops the session's namespace name, its veth with it, if no process is
+ * in the namespace it names. On a host of its own that is this session's
+ * dead namespace, pinned by the name with its address and criu's lock
+ * rules, which would stay until the session came back; on test hosts,
+ * which share /run/netns, the name is the target's now, and its running
+ * copy is in it. (The inode cannot tell them apart: the dead namespace's
+ * may have been reused for the target's.) Returns whether it dropped it.
+ */
+export async function dropUnusedSessionNetns(sessionId: string, net: Pick<SessionNetwork, 'hostVeth'>): Promise<boolean> {
+  const st = await stat(netnsPath(sessionId)).catch(() => null);
+  if (!st || (await anyProcessIn({ dev: st.dev, ino: st.ino }))) return false;
+  await removeSessionNetwork(sessionId, net);
+  return true;
+}
+
+/** Whether any process of this machine is in the network namespace `ns`. */
+async function anyProcessIn(ns: NetnsId): Promise<boolean> {
+  const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
+  const found = await Promise.all(pids.map((p) => stat(`/proc/${p}/ns/net`).then((st) => st.dev === ns.dev && st.ino === ns.ino, () => false)));
+  return found.includes(true);
 }
 
 /** After a restore criu made a new namespace: give it the session's name again. */
