@@ -14,6 +14,7 @@ import { installCriuHook } from './criu-hook.js';
 import { Fences } from './fences.js';
 import { LazyTransfers } from './lazy-transfers.js';
 import { createAgentApp } from './http-app.js';
+import { removeStaleGuards } from './page-server-guard.js';
 import { ensureBridge } from './network.js';
 import { SessionRegistry } from './session-registry.js';
 import { reconcileSessions } from './session-service.js';
@@ -58,6 +59,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     captureHelpers: new PageCaptureHelpers(),
     stopping: new AbortController(),
   };
+  const stale = await removeStaleGuards();
+  if (stale > 0) log.warn({ guards: stale }, 'removed page server guards a previous agent left');
   await reconcileSessions(ctx);
   watchOutgoingAfterRestart(ctx);
   const app = createAgentApp(ctx);

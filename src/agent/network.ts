@@ -241,11 +241,16 @@ export async function setHostVeth(net: Pick<SessionNetwork, 'hostVeth'>, state: 
 
 /** The address this node's kernel would use to reach `host` (an IPv4 address or a name): where a peer reaches this node back. */
 export async function localAddressToward(host: string): Promise<string> {
-  const { address } = await lookup(host === 'localhost' ? '127.0.0.1' : host, { family: 4 });
+  const address = await ipv4Of(host);
   const r = await run('ip', ['-4', '-o', 'route', 'get', address], { timeoutMs: 10_000 });
   const src = /\bsrc (\d{1,3}(?:\.\d{1,3}){3})\b/.exec(r.stdout)?.[1];
   if (!src) throw new SandboxError(`no route from this node to ${host} (${address}): 'ip route get' said ${JSON.stringify(r.stdout.trim())}`);
   return src;
+}
+
+/** The IPv4 address `host` names (itself, if it is one). */
+export async function ipv4Of(host: string): Promise<string> {
+  return (await lookup(host === 'localhost' ? '127.0.0.1' : host, { family: 4 })).address;
 }
 
 /** Whether `address` is one of this network namespace's own (its route is `local`): a peer on the same node and namespace. */

@@ -12,7 +12,8 @@ import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, copyFrozenLog, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
-import { dropMovedNetns, freePort, localAddressToward, setHostVeth } from './network.js';
+import { dropMovedNetns, freePort, ipv4Of, localAddressToward, setHostVeth } from './network.js';
+import { guardPageServer } from './page-server-guard.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
 import { dropSessionFiles } from './session-service.js';
 import { SERVER_VPID, killSession } from './sandbox.js';
@@ -37,14 +38,19 @@ import { SERVER_VPID, killSession } from './sandbox.js';
  */
 export async function movePostCopy(ctx: AgentContext, id: string, req: MoveRequest, target: AgentClient): Promise<MoveResult> {
   const started = performance.now();
-  const address = await localAddressToward(new URL(target.baseUrl).hostname);
+  const targetHost = new URL(target.baseUrl).hostname;
+  const address = await localAddressToward(targetHost);
+  const peer = await ipv4Of(targetHost);
   const pageServer: PageServerAt = { address, port: await freePort(address) };
   return ctx.registry.exclusive(id, 'move', async () => {
+    // Only the target's lazy-pages daemon may fetch the frozen session's memory; set up before the freeze.
+    const guard = await guardPageServer(pageServer, peer, ctx.log);
     const m = openMoveStream(ctx, id, target, req.fence);
     let d: DumpStart;
     try {
       d = await beginDump(ctx, id, 'p-');
     } catch (err) {
+      await guard.remove();
       await m.cancel(`the dump could not start: ${errorMessage(err)}`);
       throw err;
     }
@@ -54,9 +60,11 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
     let dumpSeconds: number;
     try {
       criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d, { lazy: true }), pageServer });
+      void criu.exited.finally(() => guard.remove());
       dumpSeconds = await criu.ready;
       await copyFrozenLog(ctx, d);
     } catch (err) {
+      if (!criu) await guard.remove();
       await m.cancel(`the dump failed: ${errorMessage(err)}`);
       criu?.kill();
       await criu?.exited;

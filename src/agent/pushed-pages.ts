@@ -6,6 +6,7 @@ import { startPageServer, type PageServer } from '../criu/page-server.js';
 import { sleep } from '../util/exec.js';
 import type { AgentContext } from './agent-context.js';
 import { freePort, isOwnAddress, localAddressToward } from './network.js';
+import { guardPageServer } from './page-server-guard.js';
 import { tcpBytes } from '../util/tcp.js';
 import { watchTransfer } from './transfer-watch.js';
 
@@ -24,9 +25,9 @@ export interface PushedPages {
  * stop-and-copy: the source's `criu dump --page-server` writes it straight
  * into an image directory on this node, with no agent in the path. It
  * listens on this node's address toward the source (`peer`), for one
- * connection. A transfer that receives nothing for the move's idle timeout
- * is ended; pages no move stream claims are dropped after the commit
- * timeout.
+ * connection, and admits no other address (page-server-guard.ts). A
+ * transfer that receives nothing for the move's idle timeout is ended;
+ * pages no move stream claims are dropped after the commit timeout.
  */
 export async function openPushedPages(ctx: AgentContext, id: string, peer: string): Promise<PageServerAt> {
   if (ctx.pushedPages.has(id) || ctx.incoming.has(id)) throw new ConflictError(`session ${id} is already being moved in`);
@@ -41,7 +42,15 @@ export async function openPushedPages(ctx: AgentContext, id: string, peer: strin
   const log = join(ctx.config.dataDir, 'logs', `pages-${id}-${Date.now().toString(36)}.log`);
   // Checked again: another request may have opened one while this one looked for a port.
   if (ctx.pushedPages.has(id)) throw new ConflictError(`session ${id} is already being moved in`);
-  const server = await startPageServer(ctx.criu, { imagesDir: dir, logFile: log, at });
+  const guard = await guardPageServer(at, peer, ctx.log);
+  let server: PageServer;
+  try {
+    server = await startPageServer(ctx.criu, { imagesDir: dir, logFile: log, at });
+  } catch (err) {
+    await guard.remove();
+    throw err;
+  }
+  void server.exited.finally(() => guard.remove());
   const p: PushedPages = { dir, log, at, server };
   ctx.pushedPages.set(id, p);
   // Ends the page server when its connection has received nothing for the move's idle timeout (a dead link, a source gone).

@@ -64,6 +64,9 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     k.channel.close();
     const target = hosts[1]!;
     const rootVeth = `hslf0u1`;
+    // The link to the target slowed to 50 MB/s, so that the cut lands while criu pushes (at full speed the
+    // 256 MiB could all arrive between the progress seen and the cut).
+    await run('tc', ['qdisc', 'add', 'dev', rootVeth, 'root', 'tbf', 'rate', '400mbit', 'burst', '256kb', 'latency', '100ms']);
     const moving = a.move(s.id, { url: target.agentUrl, token: (await readFile(target.tokenFile, 'utf8')).trim() }, 'stop-and-copy').then(
       () => null,
       (err: unknown) => err as Error,
@@ -81,6 +84,7 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
       expect(failure?.message).toMatch(/runs here again/);
     } finally {
       await run('ip', ['link', 'set', rootVeth, 'up']);
+      await run('tc', ['qdisc', 'del', 'dev', rootVeth, 'root'], { allowFailure: true });
     }
     const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
     expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
