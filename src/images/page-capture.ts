@@ -117,11 +117,17 @@ def capture(path):
             if n == 0:
                 buffers.put(buf)
                 break
+            # The buffer goes back once, after both its write and its hash: two callbacks that each saw
+            # both done would put it back twice, and two pieces would then be read into it at once.
+            left = [2]
+            def back(_f, buf=buf, left=left):
+                with lock:
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    buffers.put(buf)
             w = pool.submit(write, out, plain, buf, n, at)
             h = pool.submit(digest, buf, n)
-            def back(_f, buf=buf, w=w, h=h):
-                if w.done() and h.done():
-                    buffers.put(buf)
             w.add_done_callback(back)
             h.add_done_callback(back)
             jobs.append((w, h))
