@@ -17,7 +17,7 @@ import { PageCapture, PageCaptureUnavailable } from '../images/page-capture.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
-import { announce, attachSessionNetns, dropNetnsNameOfKilled, netnsOf, removeSessionNetwork, type NetnsId } from './network.js';
+import { announce, attachSessionNetns, dropNetnsName, netnsOf, removeSessionNetwork, type NetnsId } from './network.js';
 import { sampleProcesses } from './metrics.js';
 import { SERVER_VPID, killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
@@ -269,7 +269,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       // Not waited for: a SIGKILLed tree never runs again, and the kernel frees its memory (0.08-0.1 s for a
       // gigabyte), then its namespace and veth, in its own time.
       killQuietly(s.pid as number, 'SIGKILL');
-      await dropNetnsNameOfKilled(id);
+      await dropNetnsName(id);
     }
     await ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint });
     await rm(work, { recursive: true, force: true });

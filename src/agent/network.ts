@@ -145,12 +145,12 @@ export async function removeSessionNetwork(sessionId: string, net: Pick<SessionN
 }
 
 /**
- * A session's processes were just killed: drops its namespace's name only.
- * The namespace goes once they have exited, its veth with it, in the
- * kernel's own time: deleting a veth here waits 10-20 ms for the network's
- * grace period. A restore clears a veth still there (removeSessionNetwork).
+ * Drops the session's namespace name, if there is one, and nothing else: the
+ * namespace goes once no process is in it, its veth with it, in the kernel's
+ * own time (deleting a veth here waits 10-20 ms for the network's grace
+ * period; a restore clears one still there, removeSessionNetwork).
  */
-export async function dropNetnsNameOfKilled(sessionId: string): Promise<void> {
+export async function dropNetnsName(sessionId: string): Promise<void> {
   if (existsSync(netnsPath(sessionId))) await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
 }
 
@@ -179,7 +179,7 @@ export async function dropMovedNetns(sessionId: string, was: NetnsId | null): Pr
   if (was === null) return;
   const st = await stat(netnsPath(sessionId)).catch(() => null);
   if (!st || st.dev !== was.dev || st.ino !== was.ino) return;
-  await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
+  await dropNetnsName(sessionId);
 }
 
 /**
@@ -202,13 +202,13 @@ export async function dropUnusedSessionNetns(sessionId: string, net: Pick<Sessio
 /** Whether any process of this machine is in the network namespace `ns`. */
 async function anyProcessIn(ns: NetnsId): Promise<boolean> {
   const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
-  const found = await Promise.all(pids.map((p) => stat(`/proc/${p}/ns/net`).then((st) => st.dev === ns.dev && st.ino === ns.ino, () => false)));
-  return found.includes(true);
+  const found = await Promise.all(pids.map((p) => netnsOf(Number(p))));
+  return found.some((f) => f !== null && f.dev === ns.dev && f.ino === ns.ino);
 }
 
 /** After a restore criu made a new namespace: give it the session's name again. */
 export async function attachSessionNetns(sessionId: string, pid: number): Promise<void> {
-  if (existsSync(netnsPath(sessionId))) await run('ip', ['netns', 'del', netnsName(sessionId)], { allowFailure: true, timeoutMs: 10_000 });
+  await dropNetnsName(sessionId);
   await ip(['netns', 'attach', netnsName(sessionId), String(pid)]);
 }
 

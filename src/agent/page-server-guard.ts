@@ -21,6 +21,8 @@ export interface PageServerGuard {
 }
 
 const tableOf = (port: number): string => `${TABLE_PREFIX}${port}`;
+/** A guard's table as `nft list tables` names it. */
+const GUARD_TABLE = new RegExp(`^table inet (${TABLE_PREFIX}\\d+)$`);
 
 async function nft(args: string[], input?: string): Promise<void> {
   await run('nft', args, { input, timeoutMs: 10_000 });
@@ -62,7 +64,7 @@ export async function removeStaleGuards(): Promise<number> {
   if (r.code !== 0) return 0;
   const stale = r.stdout
     .split('\n')
-    .map((l) => /^table inet (hubshift_ps_\d+)$/.exec(l.trim())?.[1])
+    .map((l) => GUARD_TABLE.exec(l.trim())?.[1])
     .filter((t): t is string => t !== undefined);
   for (const t of stale) await nft(['delete', 'table', 'inet', t]).catch(() => undefined);
   return stale.length;

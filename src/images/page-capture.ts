@@ -36,6 +36,27 @@ import { PIECE_BYTES } from './hashing.js';
  * session, unless every page is on disk. On a write error the helper keeps
  * reading its pipe to the end, so criu is never left blocked.
  */
+/**
+ * Python: `huge_page_buffers(count, size)`, `count` buffers of `size` bytes in
+ * one private anonymous mapping, aligned to and advised into transparent huge
+ * pages where the kernel gives them, every page touched. The capture writes
+ * from them, and so does the bench's O_DIRECT baseline.
+ */
+export const HUGE_PAGE_BUFFERS_PY = `
+def huge_page_buffers(count, size):
+    huge = 2 << 20
+    region = mmap.mmap(-1, count * size + huge, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        region.madvise(mmap.MADV_HUGEPAGE)
+        import ctypes
+        start = -ctypes.addressof(ctypes.c_char.from_buffer(region)) % huge
+    except (AttributeError, ImportError, OSError):
+        start = 0
+    for at in range(0, len(region), 4096):
+        region[at] = 0
+    return [memoryview(region)[start + i * size:start + (i + 1) * size] for i in range(count)]
+`;
+
 const CAPTURE_PY = `
 import errno, fcntl, hashlib, json, mmap, os, queue, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,18 +72,10 @@ def say(*words):
     with lock:
         sys.stdout.write(' '.join(str(w) for w in words) + '\\n')
         sys.stdout.flush()
-buffers, BUFFERS, HUGE = queue.Queue(), 4, 2 << 20
-region = mmap.mmap(-1, BUFFERS * piece + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-try:
-    region.madvise(mmap.MADV_HUGEPAGE)
-    import ctypes
-    start = -ctypes.addressof(ctypes.c_char.from_buffer(region)) % HUGE
-except (AttributeError, ImportError, OSError):
-    start = 0
-for i in range(BUFFERS):
-    buffers.put(memoryview(region)[start + i * piece:start + (i + 1) * piece])
-for at in range(0, len(region), 4096):
-    region[at] = 0
+${HUGE_PAGE_BUFFERS_PY}
+buffers = queue.Queue()
+for b in huge_page_buffers(4, piece):
+    buffers.put(b)
 pool = ThreadPoolExecutor(max_workers=3)
 errors = []
 def fill(fd, view):
@@ -209,14 +222,13 @@ export interface PageCaptureOptions {
 /** A helper process, loaded and waiting for its job on stdin. */
 interface Helper {
   child: ChildProcess;
-  pieceBytes: number;
   /** Set when the process could not be started (no interpreter). */
   error?: NodeJS.ErrnoException;
 }
 
 function startHelper(pieceBytes: number): Helper {
   const child = spawn(PYTHON, ['-I', '-S', '-c', CAPTURE_PY, String(pieceBytes)], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const helper: Helper = { child, pieceBytes };
+  const helper: Helper = { child };
   child.once('error', (err: NodeJS.ErrnoException) => (helper.error = err));
   // A helper that died before its job was written: the job's write fails, and its exit says why.
   child.stdin?.on('error', () => undefined);
@@ -250,8 +262,9 @@ export class PageCaptureHelpers {
   take(): Helper {
     const h = this.waiting;
     this.waiting = undefined;
-    if (h && !usable(h)) h.child.kill('SIGKILL');
-    const got = h && usable(h) ? h : startHelper(this.pieceBytes);
+    const alive = h !== undefined && usable(h);
+    if (h && !alive) h.child.kill('SIGKILL');
+    const got = h && alive ? h : startHelper(this.pieceBytes);
     got.child.once('close', () => setTimeout(() => this.warm(), 500).unref());
     return got;
   }

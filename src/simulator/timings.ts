@@ -12,7 +12,7 @@ export const OpTimings = z
     imageOverheadBytes: z.number().nonnegative().default(125e6),
     /**
      * Checkpoint to the store: 0.63-0.73 s for 256 MiB, 1.53-2.89 s for 1 GiB, 5.37-6.35 s for 2 GiB before the page
-     * images went past the page cache (2026-11-30), near which this sits; 0.47-0.52, 0.85-0.95 and 1.32-1.54 s since.
+     * images went past the page cache (2026-11-30), near which this sits; 0.40-0.53, 0.80-0.84 and 1.21-1.37 s since.
      */
     checkpointFixedSeconds: z.number().nonnegative().default(0.5),
     checkpointBytesPerSecond: z.number().positive().default(400e6),

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { HUGE_PAGE_BUFFERS_PY } from '../../src/images/page-capture.js';
 import { run } from '../../src/util/exec.js';
 
 /** Drops the page cache so reads come from the disk, as a restore after a while would. */
@@ -90,11 +91,8 @@ export async function measureDiskDirectWrite(dir: string, bytes: number): Promis
   const py = `
 import mmap, os, sys, time
 path, total, piece = sys.argv[1], int(sys.argv[2]), 16 << 20
-region = mmap.mmap(-1, piece + (2 << 20), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-region.madvise(mmap.MADV_HUGEPAGE)
-import ctypes
-start = -ctypes.addressof(ctypes.c_char.from_buffer(region)) % (2 << 20)
-buf = memoryview(region)[start:start + piece]
+${HUGE_PAGE_BUFFERS_PY}
+[buf] = huge_page_buffers(1, piece)
 buf[:] = os.urandom(piece)
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
 t = time.perf_counter()
