@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { loadSelectedCriu } from '../criu/select.js';
 import { ensurePipeMaxSize } from '../criu/pipe-size.js';
+import { ensureKdatCache } from '../criu/kdat-cache.js';
 import { errorMessage } from '../core/errors.js';
 import { openStore } from '../images/open-store.js';
 import { PageCaptureHelpers } from '../images/page-capture.js';
@@ -36,6 +37,11 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     // Post-copy moves need criu's 4 MiB pipes; the sysctl is lost on reboot. Moves fall back to stop-and-copy without it.
     await ensurePipeMaxSize().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'post-copy moves will fail here'));
   }
+  // Every criu call would otherwise probe the kernel afresh (see kdat-cache.ts); without the cache criu is only slower.
+  await ensureKdatCache(criu).then(
+    (state) => log.debug({ state }, 'criu kernel cache'),
+    (err: unknown) => log.warn({ err: errorMessage(err) }, 'criu will probe the kernel on every call (0.03-0.04 s each)'),
+  );
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   await mkdir(config.workDir, { recursive: true, mode: 0o700 });
   // criu writes every dump's and restore's log here; a restore can be an agent's first operation.

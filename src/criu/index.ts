@@ -7,3 +7,4 @@ export * from './select.js';
 export * from './tcp-repair.js';
 export * from './lazy-pages.js';
 export * from './pipe-size.js';
+export * from './kdat-cache.js';

@@ -8,6 +8,7 @@ import { run } from '../util/exec.js';
 import { criuCommand, CriuBinary, privatePrefixArgv } from './binary.js';
 import { probeCriu, probePostCopy } from './probe.js';
 import { ensurePipeMaxSize } from './pipe-size.js';
+import { dropKdatCache } from './kdat-cache.js';
 
 /** Where the chosen criu is recorded, per machine. */
 export const CRIU_CACHE_FILE = process.env.HUBSHIFT_CRIU_CACHE ?? '/var/lib/hubshift/criu.json';
@@ -106,6 +107,7 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
       if (chosen.nftablesLock === undefined) chosen = { ...chosen, nftablesLock: await criuHasFeature(chosen.argv, 'nftables') };
       if (!chosen.postCopy?.ok) {
         await mkdir(opts.workDir, { recursive: true });
+        await dropKdatCache();
         opts.log(`probing post-copy (lazy migration) with criu ${chosen.version}`);
         chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir) };
       }
@@ -115,6 +117,8 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
   }
   await mkdir(opts.workDir, { recursive: true });
   await raisePipeMaxSize(opts.log);
+  // A kernel cache the agent made may be from another boot or for another criu (layouts differ); probes go without.
+  await dropKdatCache();
   const tried: CandidateReport[] = [];
   const attempt = async (c: ReturnType<typeof candidates>[number]): Promise<CriuBinary | null> => {
     const command = c.argv.join(' ');
