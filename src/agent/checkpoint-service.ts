@@ -265,14 +265,15 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
       throw err;
     }
     const committed = performance.now();
-    if (!opts.leaveRunning) {
-      // Not waited for: a SIGKILLed tree never runs again, and the kernel frees its memory (0.08-0.1 s for a
-      // gigabyte), then its namespace and veth, in its own time.
-      killQuietly(s.pid as number, 'SIGKILL');
-      await dropNetnsName(id);
-    }
-    await ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint });
-    await rm(work, { recursive: true, force: true });
+    // Not waited for: a SIGKILLed tree never runs again, and the kernel frees its memory (0.08-0.1 s for a
+    // gigabyte), then its namespace and veth, in its own time.
+    if (!opts.leaveRunning) killQuietly(s.pid as number, 'SIGKILL');
+    // Independent of each other: the namespace's name, the record, the work directory's links.
+    await Promise.all([
+      opts.leaveRunning ? undefined : dropNetnsName(id),
+      ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint }),
+      rm(work, { recursive: true, force: true }),
+    ]);
     const seconds = (performance.now() - started) / 1000;
     // Seconds of each phase after the dump, for the log.
     const commit = (committed - storing) / 1000;

@@ -59,8 +59,7 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
   const { store, imagesDir, compression } = input;
   const id = input.manifest.id;
   const names = (await readdir(imagesDir)).sort();
-  const sizes = new Map<string, number>();
-  for (const n of names) sizes.set(n, (await stat(join(imagesDir, n))).size);
+  const sizes = new Map(await Promise.all(names.map(async (n) => [n, (await stat(join(imagesDir, n))).size] as const)));
   const imageBytes = [...sizes.values()].reduce((a, b) => a + b, 0);
   let done = 0;
   const progress = (n: number): void => {
@@ -73,19 +72,26 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
   const meta = names.filter((n) => !PAGE_IMAGE.test(n)).map((n) => ({ name: n, path: join(imagesDir, n) }));
   const side = input.sideFiles.map((f) => ({ name: `${SIDE_FILES_DIR}/${f.name}`, path: f.path }));
   const suffix = compression === 'zstd' ? '.zst' : '';
-  blobs.push(await putStream(store, id, `${META_BLOB}${suffix}`, packTar([...meta, ...side]), compression, input.signal));
-  for (const n of pages) {
+  const metaBlob = putStream(store, id, `${META_BLOB}${suffix}`, packTar([...meta, ...side]), compression, input.signal);
+  // An uncompressed page image is hashed (unless that was done during the dump) and the file itself handed to the
+  // store (a link for a local directory), together with the small images: their fsyncs share the filesystem's
+  // commits. Every put is settled before a failure is thrown, so none lands after the caller has cleaned up.
+  const putFile = async (n: string): Promise<BlobEntry> => {
     const path = join(imagesDir, n);
-    if (compression === 'none') {
-      // Hash (unless done during the dump), then hand the file itself to the
-      // store (a link for a local directory).
-      const early = input.pageDigests?.get(n);
-      const digest = early && early.bytes === sizes.get(n) ? early : await hashFile(path, progress);
-      if (digest === early) progress(digest.bytes);
-      await store.putBlobFile(id, n, path, input.signal);
-      blobs.push({ name: n, ...digest });
-    } else {
-      const src = createReadStream(path, { highWaterMark: 4 << 20 });
+    const early = input.pageDigests?.get(n);
+    const digest = early && early.bytes === sizes.get(n) ? early : await hashFile(path, progress);
+    if (digest === early) progress(digest.bytes);
+    await store.putBlobFile(id, n, path, input.signal);
+    return { name: n, ...digest };
+  };
+  const settled = await Promise.allSettled([metaBlob, ...(compression === 'none' ? pages.map(putFile) : [])]);
+  for (const r of settled) {
+    if (r.status === 'rejected') throw r.reason;
+    blobs.push(r.value);
+  }
+  if (compression !== 'none') {
+    for (const n of pages) {
+      const src = createReadStream(join(imagesDir, n), { highWaterMark: 4 << 20 });
       src.on('data', (c) => progress((c as Buffer).length));
       blobs.push(await putStream(store, id, `${n}${suffix}`, src, compression, input.signal));
     }
