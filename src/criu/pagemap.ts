@@ -1,3 +1,4 @@
+import { readSync } from 'node:fs';
 import { open, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
@@ -210,27 +211,34 @@ async function* readEmbedded(entries: PagemapEntry[], pagesPath: string, memPath
   // One buffer for every chunk: a new one each time was memory never touched, and filling it cost more than
   // reading the process (70 MB read in 0.18-0.21 s in a post-copy move, where /proc/PID/mem gives 4 GB/s).
   const buf = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  // The runs are filled into it back to back, read synchronously: a server's 200-odd runs, most of a few pages,
+  // each read through the thread pool, took 0.06-0.16 s of round trips for 72 MB; a full chunk is about 1 ms
+  // of copying on this thread.
+  let filled = 0;
   try {
     let from = 0;
-    const chunks = async function* (fh: typeof src, position: number, bytes: number, what: string): AsyncGenerator<Buffer> {
-      for (let done = 0; done < bytes; ) {
-        const n = Math.min(CHUNK_BYTES, bytes - done);
-        const { bytesRead } = await fh.read(buf, 0, n, position + done);
-        if (bytesRead !== n) throw new CriuError('criu_failed', `${what}: read ${bytesRead} of ${n} bytes at ${position + done}`, 'short read', what);
-        yield buf.subarray(0, n);
-        done += n;
-      }
-    };
     for (const e of entries) {
-      const bytes = e.pages * PAGE;
       // The pagemap now says present for both; which were in the image is what the entry said before.
-      if ((e.flags & PE_PRESENT) !== 0) {
-        yield* chunks(src, from, bytes, pagesPath);
-        from += bytes;
-      } else if ((e.flags & PE_LAZY) !== 0) {
-        yield* chunks(mem, e.vaddr, bytes, memPath);
+      const inImage = (e.flags & PE_PRESENT) !== 0;
+      if (!inImage && (e.flags & PE_LAZY) === 0) continue;
+      const [fd, what] = inImage ? [src.fd, pagesPath] : [mem.fd, memPath];
+      let position = inImage ? from : e.vaddr;
+      let left = e.pages * PAGE;
+      if (inImage) from += left;
+      while (left > 0) {
+        const n = Math.min(CHUNK_BYTES - filled, left);
+        const got = readSync(fd, buf, filled, n, position);
+        if (got !== n) throw new CriuError('criu_failed', `${what}: read ${got} of ${n} bytes at ${position}`, 'short read', what);
+        filled += n;
+        position += n;
+        left -= n;
+        if (filled === CHUNK_BYTES) {
+          yield buf;
+          filled = 0;
+        }
       }
     }
+    if (filled > 0) yield buf.subarray(0, filled);
   } finally {
     await src.close().catch(() => undefined);
     await mem.close().catch(() => undefined);

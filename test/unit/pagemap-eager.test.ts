@@ -80,15 +80,30 @@ function pagemapImage(pagesId: number, entries: { vaddr: number; pages: number; 
   ]);
 }
 
+/**
+ * A Python process holding `bytes` of anonymous memory filled by `fill` (Python, on `m`), at the page-aligned
+ * address it prints. Killed by the caller.
+ */
+async function holdingMemory(bytes: number, fill: string): Promise<{ pid: number; vaddr: number; kill: () => void }> {
+  const py = spawn('/usr/bin/python3', ['-c', `import mmap, ctypes, sys, time\nm = mmap.mmap(-1, ${bytes})\n${fill}\nprint(ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)\ntime.sleep(60)`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const kill = (): void => void py.kill('SIGKILL');
+  try {
+    const [line] = (await once(py.stdout!, 'data')) as [Buffer];
+    return { pid: py.pid!, vaddr: Number(line.toString().trim()), kill };
+  } catch (err) {
+    kill();
+    throw err;
+  }
+}
+
 describe("a post-copy move's embedded server memory", () => {
   const tmp = useTempDir('hubshift-embed-');
 
   it("should read the lazy pages from the process's own memory in place in the pages image, in pagemap order, and mark them present", async () => {
-    // A process holding two pages of known bytes at a page-aligned address it prints.
-    const py = spawn('/usr/bin/python3', ['-c', "import mmap, ctypes, sys, time\nm = mmap.mmap(-1, 8192)\nm.write(b'L' * 4096 + b'M' * 4096)\nprint(ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)\ntime.sleep(60)"], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // A process holding two pages of known bytes.
+    const py = await holdingMemory(8192, "m.write(b'L' * 4096 + b'M' * 4096)");
+    const vaddr = py.vaddr;
     try {
-      const [line] = (await once(py.stdout!, 'data')) as [Buffer];
-      const vaddr = Number(line.toString().trim());
       const dir = tmp();
       await writeFile(join(dir, 'pagemap-1.img'), pagemapImage(7, [
         { vaddr: 0x10000, pages: 1, flags: 0x04 },
@@ -96,7 +111,7 @@ describe("a post-copy move's embedded server memory", () => {
         { vaddr: 0x20000, pages: 1, flags: 0x04 },
       ]));
       await writeFile(join(dir, 'pages-7.img'), Buffer.concat([Buffer.alloc(4096, 'A'), Buffer.alloc(4096, 'C')]));
-      const e = await embedLazyMemory(dir, 1, py.pid!);
+      const e = await embedLazyMemory(dir, 1, py.pid);
       expect(e).toMatchObject({ name: 'pages-7.img', bytes: 4 * 4096, added: 8192 });
       const chunks: Buffer[] = [];
       // Each chunk is valid until the next is asked for.
@@ -105,13 +120,40 @@ describe("a post-copy move's embedded server memory", () => {
       // The image on disk is left as criu wrote it: the memory goes only into the move stream.
       expect((await readFile(join(dir, 'pages-7.img'))).toString('latin1')).toBe('A'.repeat(4096) + 'C'.repeat(4096));
       // Now present and not lazy: criu restores them itself, and a second pass has nothing to add.
-      expect(await embedLazyMemory(dir, 1, py.pid!)).toBeNull();
+      expect(await embedLazyMemory(dir, 1, py.pid)).toBeNull();
       expect(await restoreEagerly(dir, 1)).toBe(0);
       const again = await readFile(join(dir, 'pagemap-1.img'));
       expect(again.length).toBe(pagemapImage(7, [{ vaddr: 0x10000, pages: 1, flags: 4 }, { vaddr, pages: 2, flags: 4 }, { vaddr: 0x20000, pages: 1, flags: 4 }]).length);
       expect(again).toEqual(pagemapImage(7, [{ vaddr: 0x10000, pages: 1, flags: 4 }, { vaddr, pages: 2, flags: 4 }, { vaddr: 0x20000, pages: 1, flags: 4 }]));
     } finally {
-      py.kill('SIGKILL');
+      py.kill();
+    }
+  });
+
+  it('should fill whole 4 MiB chunks across runs, splitting a run where a chunk ends, the bytes in pagemap order', async () => {
+    // 6 MiB whose every page holds its own number, so a byte out of place shows.
+    const mib = 1 << 20;
+    const py = await holdingMemory(6 * mib, "for i in range(1536): m[i*4096:(i+1)*4096] = i.to_bytes(4, 'little') * 1024");
+    const vaddr = py.vaddr;
+    try {
+      const dir = tmp();
+      await writeFile(join(dir, 'pagemap-1.img'), pagemapImage(3, [
+        { vaddr: 0x10000, pages: 1, flags: 0x04 },
+        { vaddr, pages: 768, flags: 0x02 },
+        { vaddr: 0x20000, pages: 1, flags: 0x04 },
+        { vaddr: vaddr + 3 * mib, pages: 768, flags: 0x02 },
+      ]));
+      await writeFile(join(dir, 'pages-3.img'), Buffer.concat([Buffer.alloc(4096, 'A'), Buffer.alloc(4096, 'C')]));
+      const e = await embedLazyMemory(dir, 1, py.pid);
+      const chunks: Buffer[] = [];
+      for await (const c of e!.read()) chunks.push(Buffer.from(c));
+      expect(chunks.map((c) => c.length)).toEqual([4 * mib, 2 * mib + 8192]);
+      const page = (i: number): Buffer => Buffer.alloc(4096, Buffer.from(new Uint32Array([i]).buffer));
+      const pages = (from: number, n: number): Buffer[] => Array.from({ length: n }, (_, k) => page(from + k));
+      const want = Buffer.concat([Buffer.alloc(4096, 'A'), ...pages(0, 768), Buffer.alloc(4096, 'C'), ...pages(768, 768)]);
+      expect(Buffer.concat(chunks).equals(want)).toBe(true);
+    } finally {
+      py.kill();
     }
   });
 
