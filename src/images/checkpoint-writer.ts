@@ -74,28 +74,30 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
   const suffix = compression === 'zstd' ? '.zst' : '';
   const metaBlob = putStream(store, id, `${META_BLOB}${suffix}`, packTar([...meta, ...side]), compression, input.signal);
   // An uncompressed page image is hashed (unless that was done during the dump) and the file itself handed to the
-  // store (a link for a local directory), together with the small images: their fsyncs share the filesystem's
-  // commits. Every put is settled before a failure is thrown, so none lands after the caller has cleaned up.
-  const putFile = async (n: string): Promise<BlobEntry> => {
+  // store; a compressed one is streamed through zstd.
+  const putPage = async (n: string): Promise<BlobEntry> => {
     const path = join(imagesDir, n);
+    if (compression !== 'none') {
+      const src = createReadStream(path, { highWaterMark: 4 << 20 });
+      src.on('data', (c) => progress((c as Buffer).length));
+      return putStream(store, id, `${n}${suffix}`, src, compression, input.signal);
+    }
     const early = input.pageDigests?.get(n);
     const digest = early && early.bytes === sizes.get(n) ? early : await hashFile(path, progress);
     if (digest === early) progress(digest.bytes);
     await store.putBlobFile(id, n, path, input.signal);
     return { name: n, ...digest };
   };
-  const settled = await Promise.allSettled([metaBlob, ...(compression === 'none' ? pages.map(putFile) : [])]);
+  // Into a local directory an uncompressed page image is a link: linked together with the small images, their
+  // fsyncs share the filesystem's commits. Elsewhere one after another: an upload holds its parts in memory.
+  // Every put is settled before a failure is thrown, so none lands after the caller has cleaned up.
+  const together = compression === 'none' && store.localBlobPath(id, META_BLOB) !== null;
+  const settled = await Promise.allSettled([metaBlob, ...(together ? pages.map(putPage) : [])]);
   for (const r of settled) {
     if (r.status === 'rejected') throw r.reason;
     blobs.push(r.value);
   }
-  if (compression !== 'none') {
-    for (const n of pages) {
-      const src = createReadStream(join(imagesDir, n), { highWaterMark: 4 << 20 });
-      src.on('data', (c) => progress((c as Buffer).length));
-      blobs.push(await putStream(store, id, `${n}${suffix}`, src, compression, input.signal));
-    }
-  }
+  if (!together) for (const n of pages) blobs.push(await putPage(n));
   const manifest: CheckpointManifest = { ...input.manifest, formatVersion: 2, compression, imageBytes, blobs };
   await store.putManifest(manifest);
   return manifest;
