@@ -77,7 +77,13 @@ async function linkBaseline(from: HostRecord, to: HostRecord, bytes: number): Pr
  * back, with the physical baseline of the same run: the same bytes copied
  * disk to disk between the same two namespaces over the same link.
  */
-export async function benchMigrate(sizes: number[], log: (m: string) => void, modes: BenchMoveMode[] = ['stop-and-copy', 'post-copy']): Promise<MigrateFigures[]> {
+/**
+ * Moves a session filled with each size between two local test hosts in each mode, `rounds` times (there and
+ * back alternately; the first is the move right after the kernel filled its memory), with the link baseline.
+ */
+export async function benchMigrate(sizes: number[], log: (m: string) => void, opts: { modes?: BenchMoveMode[]; rounds?: number } = {}): Promise<MigrateFigures[]> {
+  const modes = opts.modes ?? ['stop-and-copy', 'post-copy'];
+  const roundsWanted = opts.rounds ?? 2;
   const stateDir = await mkdtemp(join(tmpdir(), 'hubshift-bench-local-'));
   const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: 'warn' });
   const out: MigrateFigures[] = [];
@@ -93,11 +99,10 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, mo
       let baseline: { seconds: number; bytes: number } | undefined;
       for (const mode of modes) {
         const rounds: MoveRound[] = [];
-        for (const [from, to] of [
-          [0, 1],
-          [1, 0],
-        ] as const) {
-          log(`migrate ${sizeMiB} MiB (${mode}): ${hosts[from]!.name} -> ${hosts[to]!.name}`);
+        for (let i = 0; i < roundsWanted; i++) {
+          const from = i % 2;
+          const to = 1 - from;
+          log(`migrate ${sizeMiB} MiB (${mode}), round ${i + 1} of ${roundsWanted}: ${hosts[from]!.name} -> ${hosts[to]!.name}`);
           const t0 = performance.now();
           const r = await clients[from]!.move(s.id, { url: hosts[to]!.agentUrl, token: (await readFile(hosts[to]!.tokenFile, 'utf8')).trim() }, mode);
           if (r.mode !== mode) throw new Error(`asked for ${mode}, the agent moved ${r.mode}`);

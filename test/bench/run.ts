@@ -1,4 +1,5 @@
-// npm run bench -- [checkpoint] [control] [migrate] [wake] [--sizes 256,1024,2048] [--json]
+// npm run bench -- [checkpoint] [control] [migrate] [wake] [--sizes 256,1024,2048] [--rounds N] [--json]
+// --rounds: moves per size and mode in the migrate bench (default 2, there and back).
 // Measures; asserts nothing. Every figure is printed with its ratio to the
 // physical baseline measured in the same run.
 import { benchCheckpoint, type CheckpointFigures } from './checkpoint.bench.js';
@@ -6,12 +7,18 @@ import { benchEvaluation } from './control.bench.js';
 import { benchQueue } from './queue.bench.js';
 import { benchMigrate } from './migrate.bench.js';
 import { benchWake } from './wake.bench.js';
+import { percentile } from '../../src/policy/percentile.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
 const sizesArg = args[args.indexOf('--sizes') + 1];
 const sizes = args.includes('--sizes') && sizesArg ? sizesArg.split(',').map(Number) : [256, 1024, 2048];
-const names = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--sizes');
+const roundsArg = args.includes('--rounds') ? Number(args[args.indexOf('--rounds') + 1]) : 2;
+if (!Number.isInteger(roundsArg) || roundsArg < 1) {
+  process.stderr.write('bench: --rounds takes a whole number of moves, 1 or more\n');
+  process.exit(2);
+}
+const names = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--sizes' && args[i - 1] !== '--rounds');
 const which = names.length ? names : ['checkpoint'];
 const log = (m: string): void => {
   if (!json) process.stderr.write(`bench: ${m}\n`);
@@ -78,9 +85,10 @@ if (which.includes('control')) {
   }
 }
 if (which.includes('migrate')) {
-  const figures = await benchMigrate(sizes, log);
+  const figures = await benchMigrate(sizes, log, { rounds: roundsArg });
   results.migrate = figures;
   if (!json) {
+    const spread = (xs: number[]): string => `median ${percentile(xs, 50).toFixed(2)} s (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
     for (const f of figures) {
       console.log(`\nmigrate (${f.mode}), kernel holding ${f.sizeMiB} MiB (moved ${(f.baselineBytes / 2 ** 20).toFixed(0)} MiB)`);
       console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
@@ -88,6 +96,9 @@ if (which.includes('migrate')) {
         console.log(
           `  ${r.from} -> ${r.to}: downtime ${r.downtimeSeconds.toFixed(2)} s (to first execute ${r.downtimeToExecuteSeconds.toFixed(2)} s, ${(r.downtimeToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline), move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s`,
         );
+      }
+      if (f.rounds.length > 2) {
+        console.log(`  ${f.rounds.length} moves: downtime ${spread(f.rounds.map((r) => r.downtimeSeconds))}, to first execute ${spread(f.rounds.map((r) => r.downtimeToExecuteSeconds))}`);
       }
     }
   }
