@@ -62,6 +62,13 @@ export const CheckpointManifest = z.object({
   /** Bytes of the criu image directory before packing. */
   imageBytes: z.number().int().nonnegative(),
   dumpSeconds: z.number().nonnegative(),
+  /**
+   * The session's network namespace was left out of the images (criu's
+   * external namespace): the restore makes it again, from the session's
+   * address and MAC, and criu restores the processes into it. Absent in
+   * checkpoints from before: criu recreates the namespace it dumped.
+   */
+  netnsOutside: z.boolean().optional(),
   blobs: z.array(BlobEntry).min(1),
   session: Session,
 });

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { PageServerAt } from '../core/checkpoint.js';
 import { CriuError, TimeoutError } from '../core/errors.js';
@@ -25,7 +25,16 @@ export interface DumpOptions {
   /** Extra environment for criu and its action scripts. */
   env?: Record<string, string>;
   signal?: AbortSignal;
+  /**
+   * Leave the tree's network namespace (this inode) out of the images: criu
+   * neither dumps its links, addresses, routes and rules nor recreates them;
+   * a restore joins a namespace the caller made (RestoreOptions.joinNetns).
+   */
+  externalNetnsIno?: number;
 }
+
+/** The key criu's images name an external network namespace by. */
+const EXTERNAL_NETNS_KEY = 'hubshift-session-net';
 
 export interface RestoreOptions {
   imagesDir: string;
@@ -41,6 +50,8 @@ export interface RestoreOptions {
   /** Restore with pages left to a lazy-pages daemon already serving imagesDir (see startLazyPages). */
   lazyPages?: boolean;
   signal?: AbortSignal;
+  /** For images dumped with externalNetnsIno: the namespace (e.g. /run/netns/NAME) the tree is restored into. */
+  joinNetns?: string;
 }
 
 // Options every call takes: established TCP (the kernel's ZMQ and the browser's
@@ -61,11 +72,12 @@ async function runCriu(
   timeoutMs: number,
   signal?: AbortSignal,
   env?: Record<string, string>,
+  extraFds?: number[],
 ): Promise<number> {
   const { cmd, args: full } = criuCommand(bin, args);
   const started = performance.now();
   try {
-    await run(cmd, full, { timeoutMs, signal, env: env ? { ...process.env, ...env } : process.env });
+    await run(cmd, full, { timeoutMs, signal, env: env ? { ...process.env, ...env } : process.env, extraFds });
   } catch (err) {
     const d = await diagnoseCriuLogFile(logFile);
     if (err instanceof TimeoutError) {
@@ -84,6 +96,7 @@ export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ second
   await mkdir(opts.imagesDir, { recursive: true });
   const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript)];
   if (opts.leaveRunning) args.push('--leave-running');
+  if (opts.externalNetnsIno !== undefined) args.push('--external', `net[${opts.externalNetnsIno}]:${EXTERNAL_NETNS_KEY}`);
   if (opts.extraArgs) args.push(...opts.extraArgs);
   const seconds = await runCriu(bin, 'dump', args, opts.logFile, opts.timeoutMs ?? 300_000, opts.signal, opts.env);
   return { seconds };
@@ -97,7 +110,17 @@ export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ 
   for (const e of opts.externals ?? []) args.push('--external', e);
   if (opts.lazyPages) args.push('--lazy-pages');
   if (opts.extraArgs) args.push(...opts.extraArgs);
-  const seconds = await runCriu(bin, 'restore', args, opts.logFile, opts.timeoutMs ?? 120_000, opts.signal, opts.env);
+  // criu takes the namespace to join as an inherited descriptor (fd 3 of its own), named by the dump's key.
+  const netns = opts.joinNetns === undefined ? undefined : await open(opts.joinNetns, 'r').catch((err: unknown) => {
+    throw new CriuError('criu_failed', `criu restore needs the network namespace ${opts.joinNetns}, which cannot be opened: ${(err as Error).message}`, 'no namespace', opts.logFile);
+  });
+  if (netns) args.push('--inherit-fd', `fd[3]:${EXTERNAL_NETNS_KEY}`);
+  let seconds: number;
+  try {
+    seconds = await runCriu(bin, 'restore', args, opts.logFile, opts.timeoutMs ?? 120_000, opts.signal, opts.env, netns ? [netns.fd] : undefined);
+  } finally {
+    await netns?.close();
+  }
   const pid = Number((await readFile(opts.pidFile, 'utf8')).trim());
   if (!Number.isInteger(pid) || pid <= 0) {
     throw new CriuError('criu_failed', `criu restore wrote no pid to ${opts.pidFile} (log: ${opts.logFile})`, 'no pid', opts.logFile);

@@ -11,6 +11,8 @@ export interface RunOptions {
   input?: string;
   /** Treat a non-zero exit as success (the caller inspects `code`). Default false. */
   allowFailure?: boolean;
+  /** Open descriptors the command inherits as fd 3, 4, ... in this order. */
+  extraFds?: number[];
 }
 
 export interface RunResult {
@@ -37,7 +39,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const spawnOpts: SpawnOptions = {
     detached: true,
-    stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe', ...(opts.extraFds ?? [])],
     env: opts.env ?? process.env,
     cwd: opts.cwd,
   };

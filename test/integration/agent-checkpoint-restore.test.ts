@@ -1,7 +1,9 @@
+import { stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { netnsName, netnsPath } from '../../src/agent/network.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
-import { waitFor } from '../../src/util/exec.js';
+import { run, waitFor } from '../../src/util/exec.js';
 import { isAlive } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startS3, type TestS3 } from '../helpers/s3-server.js';
@@ -78,6 +80,17 @@ describe.each(stores)('a Jupyter session checkpointed and restored through the $
 
     // criu's network lock is gone from the restored namespace.
     expect(await hasLockRules(`/proc/${restored.pid}/ns/net`)).toBe(false);
+
+    // The namespace was left out of the images and made again: the restored processes are in the one the session's
+    // name pins, with its MAC and address, its bridge end up.
+    expect((await t.agent.ctx.store.getManifest(ckpt.checkpoint)).netnsOutside).toBe(true);
+    const inNs = await stat(`/proc/${restored.pid}/ns/net`);
+    const named = await stat(netnsPath(started.id));
+    expect([named.dev, named.ino]).toEqual([inNs.dev, inNs.ino]);
+    const net = t.agent.ctx.registry.get(started.id).network;
+    expect((await run('ip', ['-n', netnsName(started.id), '-br', 'link', 'show', 'eth0'])).stdout).toContain(net.mac);
+    expect((await run('ip', ['-n', netnsName(started.id), '-br', 'addr', 'show', 'eth0'])).stdout).toContain(`${net.ip}/`);
+    expect((await run('ip', ['-br', 'link', 'show', net.hostVeth])).stdout).toMatch(/\bUP\b/);
 
     // Metrics read the restored session: its memory holds the bytes, the kernel is idle.
     const m = await t.agent.ctx.registry.get(started.id);
