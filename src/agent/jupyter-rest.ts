@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { UpstreamError } from '../core/errors.js';
+import { UpstreamError, fetchFailure } from '../core/errors.js';
 
 export const JupyterStatus = z.object({
   started: z.string(),
@@ -31,11 +31,14 @@ export class JupyterRest {
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const res = await fetch(url, {
       method,
-      headers: { Authorization: `token ${this.token}`, 'Content-Type': 'application/json' },
+      // No kept-alive connection: the address may be another server's by the next request (a session checkpointed,
+      // moved or removed, and its address given to a new one), and a request sent on the old server's connection
+      // is answered with a reset (ECONNRESET) that a POST cannot safely be retried on.
+      headers: { Authorization: `token ${this.token}`, 'Content-Type': 'application/json', Connection: 'close' },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
     }).catch((err: unknown) => {
-      throw new UpstreamError(`Jupyter server at ${this.baseUrl} did not answer ${method} ${path}: ${(err as Error).message}`);
+      throw new UpstreamError(`Jupyter server at ${this.baseUrl} did not answer ${method} ${path}: ${fetchFailure(err)}`);
     });
     const text = await res.text();
     if (!res.ok) throw new UpstreamError(`Jupyter server answered ${method} ${path} with ${res.status}: ${text.slice(0, 200)}`, res.status >= 500 ? 502 : res.status);

@@ -161,3 +161,15 @@ export function describeZodIssue(err: z.ZodError, root = '(root)'): string {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * A failed fetch's message with what actually failed: Node's fetch says only
+ * "fetch failed" and keeps the socket's error (a refused connection, a reset,
+ * a closed keep-alive socket) as its cause.
+ */
+export function fetchFailure(err: unknown): string {
+  const cause = err instanceof Error ? (err.cause as { code?: unknown; message?: unknown } | undefined) : undefined;
+  if (!cause || typeof cause !== 'object') return errorMessage(err);
+  const what = [typeof cause.code === 'string' ? cause.code : null, typeof cause.message === 'string' ? cause.message : null].filter(Boolean).join(': ');
+  return what ? `${errorMessage(err)} (${what})` : errorMessage(err);
+}

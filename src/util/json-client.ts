@@ -1,7 +1,7 @@
 import { request as httpRequest, type ClientRequest } from 'node:http';
 import type { Writable } from 'node:stream';
 import type { z } from 'zod';
-import { ErrorBody, UnreachableError, UpstreamError } from '../core/errors.js';
+import { ErrorBody, UnreachableError, UpstreamError, fetchFailure } from '../core/errors.js';
 
 /**
  * JSON over HTTP with a bearer token, for hubshift's own services (agent,
@@ -49,7 +49,7 @@ export class JsonClient {
     const answer = raw.then(
       (r) => this.parse(method, path, schema, r.status, r.text),
       (err: unknown) => {
-        throw new UnreachableError(`${this.peer} at ${this.baseUrl} did not answer ${method} ${path}: ${(err as Error).message} (${this.hint})`);
+        throw new UnreachableError(`${this.peer} at ${this.baseUrl} did not answer ${method} ${path}: ${fetchFailure(err)} (${this.hint})`);
       },
     );
     return { body: req, answer };
@@ -69,7 +69,7 @@ export class JsonClient {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (err) {
-      throw new UnreachableError(`${this.peer} at ${this.baseUrl} did not answer ${method} ${path}: ${(err as Error).message} (${this.hint})`);
+      throw new UnreachableError(`${this.peer} at ${this.baseUrl} did not answer ${method} ${path}: ${fetchFailure(err)} (${this.hint})`);
     }
     return this.parse(method, path, schema, res.status, await res.text());
   }
