@@ -465,8 +465,9 @@ export async function restoreFromImages(
         env: hookEnv(ctx, s),
         timeoutMs: ctx.config.restoreTimeoutMs,
         lazyPages: lazy,
-        // A move restores stopped: it runs only once the source has let go.
-        extraArgs: opts.leaveStopped ? ['--leave-stopped'] : undefined,
+        // A move restores stopped: it runs only once the source has let go. So does a restore into a namespace made
+        // here: its tasks run only once the bridge end is up (startRestored), so their first packets are not lost.
+        extraArgs: opts.leaveStopped || opts.netnsOutside ? ['--leave-stopped'] : undefined,
         signal: daemonFailed.signal,
       });
     } catch (err) {
