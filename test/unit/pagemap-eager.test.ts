@@ -5,7 +5,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CriuError } from '../../src/core/errors.js';
-import { embedLazyMemory, restoreEagerly } from '../../src/criu/pagemap.js';
+import { embedLazyMemory, restoreEagerly, type EmbeddedPages } from '../../src/criu/pagemap.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
 // The start of a pagemap image as criu 4.2.1 wrote it here (a python process holding 1 GiB): the two
@@ -65,8 +65,11 @@ function varint(n: number): number[] {
   return out;
 }
 
+/** A pagemap entry as built here: where, how many pages, criu's flags. */
+type Entry = { vaddr: number; pages: number; flags: number };
+
 /** A pagemap image: the head (pages image id) and entries (vaddr, pages, flags), framed as criu 4.2.1 frames them. */
-function pagemapImage(pagesId: number, entries: { vaddr: number; pages: number; flags: number }[]): Buffer {
+function pagemapImage(pagesId: number, entries: Entry[]): Buffer {
   const frame = (msg: number[]): Buffer => {
     const b = Buffer.alloc(4 + msg.length);
     b.writeUInt32LE(msg.length, 0);
@@ -96,6 +99,22 @@ async function holdingMemory(bytes: number, fill: string): Promise<{ pid: number
   }
 }
 
+/**
+ * Process 1's images as a lazy dump leaves them in `dir`: its pagemap, and a
+ * pages image holding an 'A' page then a 'C' page (its present entries').
+ */
+async function lazyDumpImages(dir: string, pagesId: number, entries: Entry[]): Promise<void> {
+  await writeFile(join(dir, 'pagemap-1.img'), pagemapImage(pagesId, entries));
+  await writeFile(join(dir, `pages-${pagesId}.img`), Buffer.concat([Buffer.alloc(4096, 'A'), Buffer.alloc(4096, 'C')]));
+}
+
+/** Every chunk an embedded pages image yields, each copied: a chunk is valid until the next is asked for. */
+async function readChunks(e: EmbeddedPages): Promise<Buffer[]> {
+  const chunks: Buffer[] = [];
+  for await (const c of e.read()) chunks.push(Buffer.from(c));
+  return chunks;
+}
+
 describe("a post-copy move's embedded server memory", () => {
   const tmp = useTempDir('hubshift-embed-');
 
@@ -105,17 +124,14 @@ describe("a post-copy move's embedded server memory", () => {
     const vaddr = py.vaddr;
     try {
       const dir = tmp();
-      await writeFile(join(dir, 'pagemap-1.img'), pagemapImage(7, [
+      await lazyDumpImages(dir, 7, [
         { vaddr: 0x10000, pages: 1, flags: 0x04 },
         { vaddr, pages: 2, flags: 0x02 },
         { vaddr: 0x20000, pages: 1, flags: 0x04 },
-      ]));
-      await writeFile(join(dir, 'pages-7.img'), Buffer.concat([Buffer.alloc(4096, 'A'), Buffer.alloc(4096, 'C')]));
+      ]);
       const e = await embedLazyMemory(dir, 1, py.pid);
       expect(e).toMatchObject({ name: 'pages-7.img', bytes: 4 * 4096, added: 8192 });
-      const chunks: Buffer[] = [];
-      // Each chunk is valid until the next is asked for.
-      for await (const c of e!.read()) chunks.push(Buffer.from(c));
+      const chunks = await readChunks(e!);
       expect(Buffer.concat(chunks).toString('latin1')).toBe('A'.repeat(4096) + 'L'.repeat(4096) + 'M'.repeat(4096) + 'C'.repeat(4096));
       // The image on disk is left as criu wrote it: the memory goes only into the move stream.
       expect((await readFile(join(dir, 'pages-7.img'))).toString('latin1')).toBe('A'.repeat(4096) + 'C'.repeat(4096));
@@ -137,16 +153,13 @@ describe("a post-copy move's embedded server memory", () => {
     const vaddr = py.vaddr;
     try {
       const dir = tmp();
-      await writeFile(join(dir, 'pagemap-1.img'), pagemapImage(3, [
+      await lazyDumpImages(dir, 3, [
         { vaddr: 0x10000, pages: 1, flags: 0x04 },
         { vaddr, pages: 768, flags: 0x02 },
         { vaddr: 0x20000, pages: 1, flags: 0x04 },
         { vaddr: vaddr + 3 * mib, pages: 768, flags: 0x02 },
-      ]));
-      await writeFile(join(dir, 'pages-3.img'), Buffer.concat([Buffer.alloc(4096, 'A'), Buffer.alloc(4096, 'C')]));
-      const e = await embedLazyMemory(dir, 1, py.pid);
-      const chunks: Buffer[] = [];
-      for await (const c of e!.read()) chunks.push(Buffer.from(c));
+      ]);
+      const chunks = await readChunks((await embedLazyMemory(dir, 1, py.pid))!);
       expect(chunks.map((c) => c.length)).toEqual([4 * mib, 2 * mib + 8192]);
       const page = (i: number): Buffer => Buffer.alloc(4096, Buffer.from(new Uint32Array([i]).buffer));
       const pages = (from: number, n: number): Buffer[] => Array.from({ length: n }, (_, k) => page(from + k));
