@@ -59,6 +59,13 @@ export interface AgentConfig {
    * after its commit too (the session then runs on the source again). Default 30 s.
    */
   moveIdleTimeoutMs: number;
+  /**
+   * Post-copy: bytes of the kernels' memory sent with the images, the
+   * smallest runs first (their interpreters' working memory), so that the
+   * first execute on the target does not fault them in one by one over the
+   * network. The server's memory always goes. Default 32 MiB; 0: none.
+   */
+  postCopyEagerBytes: number;
   /** Register with a scheduler and push metrics to it; unset: the agent runs alone. */
   scheduler?: SchedulerLinkConfig;
 }
@@ -78,6 +85,7 @@ export const AGENT_DEFAULTS = {
   restoreTimeoutMs: 120_000,
   incomingTimeoutMs: 30_000,
   moveIdleTimeoutMs: 30_000,
+  postCopyEagerBytes: 32 << 20,
   networkGbps: 10,
   keepCheckpoints: 3,
 } as const satisfies Partial<AgentConfig>;

@@ -32,8 +32,8 @@ export interface DumpToSend {
   dumpSeconds: number;
   /** Stop-and-copy: page images were sent (and hashed) while criu wrote them. Unset: every file is sent now. */
   pageDigests?: Map<string, FileDigest>;
-  /** Post-copy: a pages image sent with the memory read from the frozen process in place (embedLazyMemory). */
-  embedded?: EmbeddedPages;
+  /** Post-copy: pages images sent with memory read from the frozen processes in place (embedLazyMemory). */
+  embedded?: EmbeddedPages[];
 }
 
 /** Files up to this size are read whole and queued at once (criu's images besides the pages). */
@@ -68,7 +68,7 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
     const page = d.pageDigests !== undefined && PAGE_IMAGE.test(n);
     const digest = page ? d.pageDigests?.get(n) : undefined;
     if (page && !digest) throw new IntegrityError(`criu wrote ${n} where the move did not follow it`);
-    prepared.push(prepare(`images/${n}`, join(d.images, n), digest, d.embedded?.name === n ? d.embedded : undefined));
+    prepared.push(prepare(`images/${n}`, join(d.images, n), digest, d.embedded?.find((e) => e.name === n)));
   }
   const log = join(d.side, 'server.log');
   if (await pathExists(log)) prepared.push(prepare(`${SIDE_FILES_DIR}/server.log`, log));

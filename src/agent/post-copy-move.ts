@@ -4,7 +4,6 @@ import type { MoveResult, PageServerAt } from '../core/checkpoint.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { startLazyDump, type LazyDump } from '../criu/driver.js';
-import { embedLazyMemory } from '../criu/pagemap.js';
 import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { sleep, waitFor } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
@@ -16,7 +15,8 @@ import { dropMovedNetns, freePort, ipv4Of, localAddressToward, setHostVeth } fro
 import { guardPageServer } from './page-server-guard.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
 import { dropSessionFiles } from './session-service.js';
-import { SERVER_VPID, killSession } from './sandbox.js';
+import { killSession } from './sandbox.js';
+import { embedSessionMemory } from './embedded-memory.js';
 
 /**
  * Moves a running session to another agent post-copy. criu freezes the
@@ -71,11 +71,14 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       await rollBackDump(ctx, d, err);
       throw err;
     }
-    // The server's memory goes with the images, read from the frozen server as it is sent: the target restores it
-    // eagerly, so the server's first answer does not wait on its pages fetched one by one over the network.
-    const embedded = await embedLazyMemory(d.images, SERVER_VPID, d.s.pid as number).catch((err: unknown) => {
-      ctx.log.warn({ session: id, err: errorMessage(err) }, "the server's memory stays lazy in this post-copy move");
-      return null;
+    // The server's memory and the kernels' smallest runs go with the images, read from the frozen processes as
+    // they are sent: the target restores them eagerly, so neither the server's first answer nor a kernel's first
+    // execute waits on pages fetched one by one over the network (embedSessionMemory).
+    const embedded = await embedSessionMemory(d.images, d.s.pid as number, ctx.config.postCopyEagerBytes, (vpid, err) =>
+      ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
+    ).catch((err: unknown) => {
+      ctx.log.warn({ session: id, err: errorMessage(err) }, "the session's memory stays lazy in this post-copy move");
+      return [];
     });
     // Frozen and locked, but its kernel would still answer ARP for the address the target is about to take.
     try {
@@ -85,14 +88,14 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending (post-copy)');
-    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, embedded: embedded ?? undefined }, { pageServer });
+    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, embedded }, { pageServer });
     if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
     const { total, lap } = h;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     // It runs on the target now; this agent keeps only criu serving the rest of its memory.
     await letGo(ctx, d, criu, target, req.target.token);
     const seconds = (performance.now() - started) / 1000;
-    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded?.added ?? 0, ...lap }, 'session moved (post-copy); its memory follows');
+    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded.reduce((a, e) => a + e.added, 0), ...lap }, 'session moved (post-copy); its memory follows');
     return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
   });
 }

@@ -170,27 +170,27 @@ export interface EmbeddedPages {
 }
 
 /**
- * Post-copy, on the source while criu serves the frozen tree: the memory
- * that a lazy dump left out of process `pid`'s images (its entries PE_LAZY
- * and not PE_PRESENT), to be read from the frozen process itself
- * (`hostPid`, through /proc/PID/mem) straight into the move stream, in
- * place in its pages image. Its pagemap is rewritten at once with those
- * entries present and not lazy, so the target restores that process
- * eagerly and its lazy-pages daemon never asks the source for its pages.
- * Every lazy range is checked readable first: if one is not, nothing is
- * changed and this throws. null when nothing is lazy.
+ * Post-copy, on the source while criu serves the frozen tree: memory that
+ * a lazy dump left out of process `pid`'s images (its entries PE_LAZY and
+ * not PE_PRESENT), to be read from the frozen process itself (`hostPid`,
+ * through /proc/PID/mem) straight into the move stream, in place in its
+ * pages image. Its pagemap is rewritten at once with those entries present
+ * and not lazy, so the target restores them eagerly and its lazy-pages
+ * daemon never asks the source for them. `take` chooses the entries (all
+ * lazy ones when unset). Every chosen range is checked readable first: if
+ * one is not, nothing is changed and this throws. null when nothing is chosen.
  */
-export async function embedLazyMemory(imagesDir: string, pid: number, hostPid: number): Promise<EmbeddedPages | null> {
+export async function embedLazyMemory(imagesDir: string, pid: number, hostPid: number, take?: (run: LazyRun) => boolean): Promise<EmbeddedPages | null> {
   const pm = await readPagemap(imagesDir, pid);
-  const lazy = pm.entries.filter((e) => (e.flags & PE_LAZY) !== 0 && (e.flags & PE_PRESENT) === 0);
-  if (lazy.length === 0) return null;
+  const chosen = new Set(pm.entries.filter((e) => isLazy(e) && (take?.({ pid, vaddr: e.vaddr, bytes: e.pages * PAGE }) ?? true)));
+  if (chosen.size === 0) return null;
   const name = `pages-${pm.pagesId}.img`;
   const pagesPath = join(imagesDir, name);
   const memPath = `/proc/${hostPid}/mem`;
   const probe = await open(memPath, 'r');
   try {
     const page = Buffer.alloc(PAGE);
-    for (const e of lazy) {
+    for (const e of chosen) {
       if (e.flagsAt === null) throw new CriuError('criu_failed', `a lazy entry of ${pm.path} has no one-byte flags to mark`, 'flags', pm.path);
       const bytesRead = await probe.read(page, 0, PAGE, e.vaddr).then((r) => r.bytesRead, () => 0);
       if (bytesRead !== PAGE) throw new CriuError('criu_failed', `the memory of pid ${hostPid} at 0x${e.vaddr.toString(16)} cannot be read`, 'short read', memPath);
@@ -199,13 +199,33 @@ export async function embedLazyMemory(imagesDir: string, pid: number, hostPid: n
     await probe.close();
   }
   const imageBytes = (await stat(pagesPath)).size;
-  const added = lazy.reduce((a, e) => a + e.pages * PAGE, 0);
-  for (const e of lazy) pm.buf[e.flagsAt as number] = (e.flags | PE_PRESENT) & ~PE_LAZY;
+  let added = 0;
+  for (const e of chosen) {
+    pm.buf[e.flagsAt as number] = (e.flags | PE_PRESENT) & ~PE_LAZY;
+    added += e.pages * PAGE;
+  }
   await replace(pm.path, pm.buf);
-  return { name, bytes: imageBytes + added, added, read: () => readEmbedded(pm.entries, pagesPath, memPath) };
+  return { name, bytes: imageBytes + added, added, read: () => readEmbedded(pm.entries, chosen, pagesPath, memPath) };
 }
 
-async function* readEmbedded(entries: PagemapEntry[], pagesPath: string, memPath: string): AsyncGenerator<Buffer> {
+/** A run of memory a lazy dump left to the lazy-pages daemon. */
+export interface LazyRun {
+  pid: number;
+  vaddr: number;
+  bytes: number;
+}
+
+function isLazy(e: PagemapEntry): boolean {
+  return (e.flags & PE_LAZY) !== 0 && (e.flags & PE_PRESENT) === 0;
+}
+
+/** The runs of memory a lazy dump left out of process `pid`'s images. */
+export async function lazyRuns(imagesDir: string, pid: number): Promise<LazyRun[]> {
+  const pm = await readPagemap(imagesDir, pid);
+  return pm.entries.filter(isLazy).map((e) => ({ pid, vaddr: e.vaddr, bytes: e.pages * PAGE }));
+}
+
+async function* readEmbedded(entries: PagemapEntry[], chosen: Set<PagemapEntry>, pagesPath: string, memPath: string): AsyncGenerator<Buffer> {
   const src = await open(pagesPath, 'r');
   const mem = await open(memPath, 'r');
   // One buffer for every chunk: a new one each time was memory never touched, and filling it cost more than
@@ -220,7 +240,7 @@ async function* readEmbedded(entries: PagemapEntry[], pagesPath: string, memPath
     for (const e of entries) {
       // The pagemap now says present for both; which were in the image is what the entry said before.
       const inImage = (e.flags & PE_PRESENT) !== 0;
-      if (!inImage && (e.flags & PE_LAZY) === 0) continue;
+      if (!inImage && !chosen.has(e)) continue;
       const [fd, what] = inImage ? [src.fd, pagesPath] : [mem.fd, memPath];
       let position = inImage ? from : e.vaddr;
       let left = e.pages * PAGE;

@@ -5,7 +5,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CriuError } from '../../src/core/errors.js';
-import { embedLazyMemory, restoreEagerly, type EmbeddedPages } from '../../src/criu/pagemap.js';
+import { smallestRuns } from '../../src/agent/embedded-memory.js';
+import { embedLazyMemory, lazyRuns, restoreEagerly, type EmbeddedPages } from '../../src/criu/pagemap.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
 // The start of a pagemap image as criu 4.2.1 wrote it here (a python process holding 1 GiB): the two
@@ -170,6 +171,34 @@ describe("a post-copy move's embedded server memory", () => {
     }
   });
 
+  it('should embed only the runs chosen, leaving the others lazy and out of the stream', async () => {
+    const py = await holdingMemory(3 * 4096, "m.write(b'L' * 4096 + b'M' * 4096 + b'N' * 4096)");
+    const vaddr = py.vaddr;
+    try {
+      const dir = tmp();
+      const entries = [
+        { vaddr: 0x10000, pages: 1, flags: 0x04 },
+        { vaddr, pages: 1, flags: 0x02 },
+        { vaddr: vaddr + 4096, pages: 2, flags: 0x02 },
+        { vaddr: 0x20000, pages: 1, flags: 0x04 },
+      ];
+      await lazyDumpImages(dir, 5, entries);
+      expect(await lazyRuns(dir, 1)).toEqual([
+        { pid: 1, vaddr, bytes: 4096 },
+        { pid: 1, vaddr: vaddr + 4096, bytes: 8192 },
+      ]);
+      const e = await embedLazyMemory(dir, 1, py.pid, (r) => r.bytes === 8192);
+      expect(e).toMatchObject({ name: 'pages-5.img', bytes: 4 * 4096, added: 8192 });
+      expect(Buffer.concat(await readChunks(e!)).toString('latin1')).toBe('A'.repeat(4096) + 'M'.repeat(4096) + 'N'.repeat(4096) + 'C'.repeat(4096));
+      expect(await readFile(join(dir, 'pagemap-1.img'))).toEqual(pagemapImage(5, [entries[0]!, entries[1]!, { ...entries[2]!, flags: 0x04 }, entries[3]!]));
+      expect(await lazyRuns(dir, 1)).toEqual([{ pid: 1, vaddr, bytes: 4096 }]);
+      // Nothing chosen: nothing changes.
+      expect(await embedLazyMemory(dir, 1, py.pid, () => false)).toBeNull();
+    } finally {
+      py.kill();
+    }
+  });
+
   it('should leave the images as they were when the memory cannot be read', async () => {
     const dir = tmp();
     const image = pagemapImage(9, [{ vaddr: 0x10000, pages: 1, flags: 0x02 }]);
@@ -180,5 +209,16 @@ describe("a post-copy move's embedded server memory", () => {
     expect(await readFile(join(dir, 'pagemap-2.img'))).toEqual(image);
     expect((await readFile(join(dir, 'pages-9.img'))).length).toBe(0);
     expect(existsSync(join(dir, 'pagemap-2.img.new'))).toBe(false);
+  });
+});
+
+describe("a post-copy move's share of the kernels' memory", () => {
+  it('should take the smallest runs first, across processes, up to the budget and never past it', () => {
+    const run = (pid: number, vaddr: number, kib: number) => ({ pid, vaddr, bytes: kib << 10 });
+    const runs = [run(4, 0x1000, 1 << 20), run(4, 0x2000, 8), run(7, 0x1000, 64), run(7, 0x3000, 4), run(4, 0x9000, 512)];
+    expect(smallestRuns(runs, 600 << 10)).toEqual(new Set(['7:4096', '4:8192', '7:12288', '4:36864']));
+    // The next smallest does not fit: it and every larger one stay lazy.
+    expect(smallestRuns(runs, 100 << 10)).toEqual(new Set(['7:4096', '4:8192', '7:12288']));
+    expect(smallestRuns(runs, 0)).toEqual(new Set());
   });
 });
