@@ -92,14 +92,6 @@ export interface DumpOptions {
    * hashPages and a durable dump without a pageSink.
    */
   capturePages?: boolean;
-  /**
-   * Leave the session's network namespace out of the images (criu's
-   * external namespace): dumping it took criu 0.03-0.065 s of every dump
-   * (`ip` and `iptables-save` runs and every link's sysctls). The restore
-   * makes it again (restoreFromImages' netnsOutside). Not for moves: their
-   * target gets the namespace from the images.
-   */
-  netnsOutside?: boolean;
 }
 
 /** A dump about to start: the session marked checkpointing, its work directory named. */
@@ -134,10 +126,17 @@ export async function beginDump(ctx: AgentContext, id: string, prefix: string): 
   return { s: await ctx.registry.update(id, { state: 'checkpointing' }), checkpoint, work, images: join(work, 'images'), side: join(work, SIDE_FILES_DIR), netns };
 }
 
-/** What every criu dump of a session is given: its images, log, hook and timeout. */
+/**
+ * What every criu dump of a session is given: its images, log, hook and
+ * timeout, and its network namespace left out of the images (criu's external
+ * namespace) where it is known: dumping it took criu 0.03-0.065 s of every
+ * dump (`ip` and `iptables-save` runs and every link's sysctls). The restore,
+ * here or on a move's target, makes it again (restoreFromImages' netnsOutside).
+ */
 export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}): Omit<CriuDumpOptions, 'leaveRunning'> {
   return {
     pid: d.s.pid as number,
+    externalNetnsIno: d.netns?.ino,
     imagesDir: d.images,
     logFile: logPath(ctx, `${d.checkpoint}-dump.log`),
     // A lazy dump's post-dump does nothing of hubshift's (see hookEnv).
@@ -187,16 +186,14 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
   }
   if (!capture && opts.hashPages) hasher = new GrowingFileHasher(images, { match: PAGE_IMAGE, durable: !opts.volatile, sink: opts.pageSink, onBytes }).start();
   const frozenAt = performance.now();
-  const netnsOutside = opts.netnsOutside === true && d.netns !== null;
   try {
     const { seconds } = await dump(ctx.criu, {
       ...dumpArgs(ctx, d, { captureDir: capture?.controlDir }),
       leaveRunning: opts.leaveRunning,
       extraArgs: opts.leaveStopped && !opts.leaveRunning ? ['--leave-stopped'] : undefined,
-      externalNetnsIno: netnsOutside ? d.netns?.ino : undefined,
     });
     const pageDigests = capture ? await capture.finish(await pageImagesInUse(images)) : await hasher?.finish();
-    return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s, netnsOutside };
+    return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s, netnsOutside: d.netns !== null };
   } catch (err) {
     await hasher?.abort();
     const why = await capture?.failure();
@@ -244,7 +241,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
   return ctx.registry.exclusive(id, 'checkpoint', async () => {
     // Only uncompressed images are stored as written; compressed ones are hashed after compression.
     // Stopped, not killed, by criu: killing a tree that holds a gigabyte took criu 0.08-0.1 s, which the commit need not wait for.
-    const d = await dumpLocally(ctx, id, { leaveRunning: opts.leaveRunning, leaveStopped: true, prefix: '', hashPages: ctx.config.compression === 'none', capturePages: true, netnsOutside: true });
+    const d = await dumpLocally(ctx, id, { leaveRunning: opts.leaveRunning, leaveStopped: true, prefix: '', hashPages: ctx.config.compression === 'none', capturePages: true });
     const { checkpoint, work, images, side, dumpSeconds } = d;
     const s = d.session;
     progress('storing');
@@ -529,8 +526,8 @@ export async function restoreFromImages(
 export async function startRestored(ctx: AgentContext, s: Session): Promise<Session> {
   if (s.pid === null) throw new ConflictError(`session ${s.id} has no restored processes to start`);
   for (const pid of await processTree(s.pid)) killQuietly(pid, 'SIGCONT');
-  await announce(s.pid, s.network.gateway);
-  await waitForServer(ctx, s);
+  // The announcement is for peers elsewhere (a python run, about 10 ms); this agent reaches the server over its own bridge.
+  await Promise.all([announce(s.pid, s.network.gateway), waitForServer(ctx, s)]);
   return ctx.registry.update(s.id, { state: 'running' });
 }
 

@@ -65,7 +65,7 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     const s = await ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt });
     const r0 = performance.now();
     try {
-      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer });
+      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true });
       // A post-copy restore is always lazy: its daemon fetches the memory from the page server.
       const postCopy = manifest.pageServer && restored.lazy ? { lazy: restored.lazy, pageServer: manifest.pageServer, complete: false } : undefined;
       if (postCopy) {
@@ -259,6 +259,7 @@ async function keepInStore(ctx: AgentContext, move: IncomingMove): Promise<strin
       kernel: m.kernel,
       leaveRunning: false,
       dumpSeconds: m.dumpSeconds,
+      netnsOutside: m.netnsOutside,
       session: { ...m.session, state: 'checkpointed', pid: null, lastCheckpoint: checkpoint },
     },
   });

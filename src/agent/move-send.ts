@@ -30,6 +30,8 @@ export interface DumpToSend {
   side: string;
   session: Session;
   dumpSeconds: number;
+  /** The session's network namespace was left out of the images (dumpArgs): the target makes it. */
+  netnsOutside: boolean;
   /** Stop-and-copy: page images were sent (and hashed) while criu wrote them. Unset: every file is sent now. */
   pageDigests?: Map<string, FileDigest>;
   /** Post-copy: pages images sent with memory read from the frozen processes in place (embedLazyMemory). */
@@ -87,6 +89,7 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
     files,
     ...(memory.pageServer ? { pageServer: memory.pageServer } : {}),
     ...(memory.pagesPushed ? { pagesPushed: true } : {}),
+    ...(d.netnsOutside ? { netnsOutside: true } : {}),
   });
   return files.reduce((a, f) => a + f.bytes, 0);
 }

@@ -152,7 +152,7 @@ async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, ph
   // The commit went through if the target says so; this agent then lets go, as after a move.
   await clearTargetCopy(ctx, target, id, cause, () => letGo(ctx, d));
   try {
-    await restoreFromImages(ctx, { ...d.session, state: 'restoring', pid: null }, d.images, `${d.checkpoint}-back`, { lazy: false });
+    await restoreFromImages(ctx, { ...d.session, state: 'restoring', pid: null }, d.images, `${d.checkpoint}-back`, { lazy: false, netnsOutside: d.netnsOutside });
   } catch (err) {
     await ctx.registry.update(id, { state: 'failed', pid: null, error: `move to ${target.baseUrl} failed (${errorMessage(cause)}) and resuming here failed too (${errorMessage(err)}); images kept in ${d.images}` });
     throw err;

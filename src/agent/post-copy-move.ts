@@ -88,7 +88,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending (post-copy)');
-    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, embedded }, { pageServer });
+    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: d.netns !== null, embedded }, { pageServer });
     if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
     const { total, lap } = h;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;

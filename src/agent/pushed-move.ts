@@ -63,7 +63,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
       return rollBack(ctx, d, target, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending');
-    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds }, {
+    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: d.netns !== null }, {
       pagesPushed: true,
       // From here an agent restarted before the copy here is settled kills it instead of resuming it.
       beforeCommit: () => recordStoppedCopy(ctx.config.dataDir, { ...stopped, committing: true }),

@@ -131,6 +131,8 @@ export const MoveManifest = z.object({
    * exited 0.
    */
   pagesPushed: z.boolean().optional(),
+  /** The session's network namespace is not in the images: the target makes it (as CheckpointManifest's). */
+  netnsOutside: z.boolean().optional(),
 });
 export type MoveManifest = z.infer<typeof MoveManifest>;
 

@@ -91,13 +91,19 @@ async function runCriu(
   return (performance.now() - started) / 1000;
 }
 
-/** Dumps a process tree. Resolves with the seconds criu took; throws CriuError with the cause from the log. */
-export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ seconds: number }> {
-  await mkdir(opts.imagesDir, { recursive: true });
+/** criu dump's arguments for these options, every kind of dump alike. */
+function dumpArgv(bin: CriuBinary, opts: DumpOptions): string[] {
   const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript)];
   if (opts.leaveRunning) args.push('--leave-running');
   if (opts.externalNetnsIno !== undefined) args.push('--external', `net[${opts.externalNetnsIno}]:${EXTERNAL_NETNS_KEY}`);
   if (opts.extraArgs) args.push(...opts.extraArgs);
+  return args;
+}
+
+/** Dumps a process tree. Resolves with the seconds criu took; throws CriuError with the cause from the log. */
+export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ seconds: number }> {
+  await mkdir(opts.imagesDir, { recursive: true });
+  const args = dumpArgv(bin, opts);
   const seconds = await runCriu(bin, 'dump', args, opts.logFile, opts.timeoutMs ?? 300_000, opts.signal, opts.env);
   return { seconds };
 }
@@ -155,9 +161,7 @@ export interface LazyDump {
  */
 export async function startLazyDump(bin: CriuBinary, opts: DumpOptions & { pageServer: PageServerAt }): Promise<LazyDump> {
   await mkdir(opts.imagesDir, { recursive: true });
-  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript)];
-  args.push('--lazy-pages', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port));
-  if (opts.extraArgs) args.push(...opts.extraArgs);
+  const args = [...dumpArgv(bin, opts), '--lazy-pages', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)];
   const started = performance.now();
   const c = spawnListeningCriu(bin, args, { detached: true, env: opts.env });
   const timeoutMs = opts.timeoutMs ?? 300_000;
