@@ -26,6 +26,8 @@ import { resumeAfterFailedDump, waitForServer } from './session-service.js';
 interface HookUse {
   lazy?: boolean;
   captureDir?: string;
+  /** criu leaves the tasks stopped (--leave-stopped): the hook need not wait for the capture. */
+  stopped?: boolean;
 }
 
 /** The hook's environment: a dump gives its side-file directory, or says it is lazy (post-copy). */
@@ -35,8 +37,9 @@ function hookEnv(ctx: AgentContext, s: Session, dump?: HookUse & { sideDir: stri
   // copy: its hook must not fail there (see criu-hook.ts), so the agent copies the log itself (copyFrozenLog).
   if (dump?.lazy) env.HUBSHIFT_LAZY_DUMP = '1';
   else if (dump) env.HUBSHIFT_SIDE_FILES_DIR = dump.sideDir;
-  // The hook waits at post-dump for the capture's last page (images/page-capture.ts).
+  // The hook tells the capture that criu is done with the pipes, and waits for its last page unless the tasks stay stopped.
   if (dump?.captureDir) env.HUBSHIFT_PAGE_CAPTURE = dump.captureDir;
+  if (dump?.captureDir && dump.stopped) env.HUBSHIFT_PAGE_CAPTURE_STOPPED = '1';
   if (ctx.config.criuActionScript) env.HUBSHIFT_USER_ACTION_SCRIPT = ctx.config.criuActionScript;
   return env;
 }
@@ -188,7 +191,7 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
   const frozenAt = performance.now();
   try {
     const { seconds } = await dump(ctx.criu, {
-      ...dumpArgs(ctx, d, { captureDir: capture?.controlDir }),
+      ...dumpArgs(ctx, d, { captureDir: capture?.controlDir, stopped: opts.leaveStopped && !opts.leaveRunning }),
       leaveRunning: opts.leaveRunning,
       extraArgs: opts.leaveStopped && !opts.leaveRunning ? ['--leave-stopped'] : undefined,
     });
@@ -438,19 +441,32 @@ export async function restoreFromImages(
   const attempt = async (lazy: boolean): Promise<{ pid: number; seconds: number }> => {
     const started = early;
     early = undefined;
+    // Images without the namespace: made again, the bridge's end down until criu has restored the sockets.
+    // criu recreates the veth otherwise; a stale one of the same name makes it fail.
+    // (An early daemon's start cleared the old one already.)
+    const network = opts.netnsOutside
+      ? createSessionNetwork(s.id, s.network, ctx.config.bridge, { hostSide: 'down' })
+      : started && lazy
+        ? Promise.resolve()
+        : removeSessionNetwork(s.id, s.network);
+    // Awaited below, after the daemon's start: a failure meanwhile is not unhandled.
+    void network.catch(() => undefined);
     if (started && lazy) {
       ({ daemon, log: daemonLog } = started);
     } else {
       started?.daemon.kill();
-      // criu recreates the veth; a stale one of the same name makes it fail. (Made below where it does not.)
-      if (!opts.netnsOutside) await removeSessionNetwork(s.id, s.network);
-      if (lazy) ({ daemon, log: daemonLog } = await startDaemon(ctx, images, tag, opts.pageServer));
+      // Beside the network's ip runs: each is a process or three of its own.
+      if (lazy) ({ daemon, log: daemonLog } = await startDaemon(ctx, images, tag, opts.pageServer).catch(async (err: unknown) => {
+        await network.catch(() => undefined);
+        throw err;
+      }));
     }
-    // Images without the namespace: made again, the bridge's end down until criu has restored the sockets.
-    if (opts.netnsOutside) await createSessionNetwork(s.id, s.network, ctx.config.bridge, { hostSide: 'down' });
+    await network;
     // A daemon that fails while criu restores (a page server it cannot reach) would leave criu waiting on it.
     const daemonFailed = new AbortController();
     void daemon?.exited.then((code) => code !== 0 && daemonFailed.abort());
+    // From here criu restore connects to it: its orphan guard stands down.
+    daemon?.claim();
     try {
       return await restore(ctx.criu, {
         imagesDir: images,

@@ -13,11 +13,14 @@ import { join } from 'node:path';
  * (copyFrozenLog) and the operator's script cannot veto the move.
  *
  * A checkpoint whose page images go through the agent's capture
- * (images/page-capture.ts) waits at post-dump, criu having closed every page
- * image while the tasks are still frozen, until the capture has flushed the
- * last page, and fails the dump (criu then resumes the session) unless it
- * did. A leave-running checkpoint's pages sit in the pipes until read, so the
- * tasks must not run before that either.
+ * (images/page-capture.ts) tells the capture at post-dump that criu has
+ * closed every page image. A leave-running checkpoint then waits, the tasks
+ * still frozen, until the capture has flushed the last page (their pages sit
+ * in the pipes until read, so the tasks must not run before), and fails the
+ * dump (criu then resumes the session) unless it did. A checkpoint that
+ * leaves the tasks stopped (HUBSHIFT_PAGE_CAPTURE_STOPPED) does not wait:
+ * the agent waits for the capture beside criu's last steps, and resumes the
+ * stopped tasks itself if it failed.
  */
 const HOOK = `#!/bin/sh
 # Written by the hubshift agent; see src/agent/criu-hook.ts.
@@ -26,14 +29,17 @@ if [ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] && [ -n "$HUBSHIFT_SIDE_FILES_DIR"
 fi
 if [ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] && [ -n "$HUBSHIFT_PAGE_CAPTURE" ]; then
   : > "$HUBSHIFT_PAGE_CAPTURE/criu-done" || exit 1
-  n=0
-  while [ ! -e "$HUBSHIFT_PAGE_CAPTURE/status" ]; do
-    n=$((n + 1))
-    if [ "$n" -gt 60000 ]; then echo "hubshift: the page capture did not finish" >&2; exit 1; fi
-    sleep 0.005
-  done
-  read -r status < "$HUBSHIFT_PAGE_CAPTURE/status"
-  if [ "$status" != ok ]; then echo "hubshift: page capture: $status" >&2; exit 1; fi
+  # Tasks left stopped: the agent waits for the capture itself.
+  if [ -z "$HUBSHIFT_PAGE_CAPTURE_STOPPED" ]; then
+    n=0
+    while [ ! -e "$HUBSHIFT_PAGE_CAPTURE/status" ]; do
+      n=$((n + 1))
+      if [ "$n" -gt 60000 ]; then echo "hubshift: the page capture did not finish" >&2; exit 1; fi
+      sleep 0.005
+    done
+    read -r status < "$HUBSHIFT_PAGE_CAPTURE/status"
+    if [ "$status" != ok ]; then echo "hubshift: page capture: $status" >&2; exit 1; fi
+  fi
 fi
 if [ -n "$HUBSHIFT_USER_ACTION_SCRIPT" ]; then
   if [ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] && [ -n "$HUBSHIFT_LAZY_DUMP" ]; then

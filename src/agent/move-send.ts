@@ -59,11 +59,14 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
     path: string,
     pageDigest?: FileDigest,
     embedded?: EmbeddedPages,
-  ): Promise<{ name: string; source: string | AsyncIterable<Buffer>; mode: number; pageDigest?: FileDigest; bytes?: Buffer }> => {
+  ): Promise<{ name: string; source: string | AsyncIterable<Buffer>; mode: number; sentAlready: boolean; bytes?: Buffer }> => {
     const st = await stat(path);
-    if (pageDigest && pageDigest.bytes !== st.size) throw new IntegrityError(`${name} is ${st.size} bytes but ${pageDigest.bytes} were sent while criu wrote it`);
+    // Sent while criu wrote it (the stream summed it then); hashed on the way too, for the byte count.
+    if (pageDigest && (pageDigest.bytes !== st.size || out.sent(name).bytes !== st.size)) {
+      throw new IntegrityError(`${name} is ${st.size} bytes but ${out.sent(name).bytes} were sent while criu wrote it`);
+    }
     const bytes = !pageDigest && !embedded && st.size <= SMALL_FILE_BYTES ? await readFile(path) : undefined;
-    return { name, source: embedded ? embedded.read() : path, mode: st.mode & 0o777, pageDigest, bytes };
+    return { name, source: embedded ? embedded.read() : path, mode: st.mode & 0o777, sentAlready: pageDigest !== undefined, bytes };
   };
   const prepared: ReturnType<typeof prepare>[] = [];
   for (const n of (await readdir(d.images)).sort()) {
@@ -77,11 +80,11 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
   // In order: the stream's frames follow the manifest's list. Page images went while criu wrote them.
   const files: MoveFile[] = [];
   for (const f of await Promise.all(prepared)) {
-    const digest = f.pageDigest ?? (f.bytes ? out.queueFile(f.name, f.bytes) : await out.file(f.name, f.source));
+    const digest = f.sentAlready ? out.sent(f.name) : f.bytes ? out.queueFile(f.name, f.bytes) : await out.file(f.name, f.source);
     files.push({ name: f.name, ...digest, mode: f.mode });
   }
   await out.end({
-    formatVersion: 2,
+    formatVersion: 3,
     session: { ...d.session, state: 'checkpointed', pid: null },
     criu: { version: ctx.criu.version, source: ctx.criu.source },
     kernel: release(),

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
@@ -18,6 +18,43 @@ export interface LazyPagesDaemon {
   kill(): void;
   /** Whether kill() was called: a post-copy transfer broken on purpose, whatever the log says. */
   readonly broken: boolean;
+  /**
+   * Says that criu restore is about to start and connect: call just before
+   * spawning it. A daemon never claimed is ended by its orphan guard.
+   */
+  claim(): void;
+}
+
+/**
+ * How long a daemon may wait for its restore. The daemon waits for ever for
+ * a restore to connect, and is detached (it outlives an agent restart while
+ * it serves a running session); an agent that dies between starting it and
+ * starting criu restore would leave it waiting. A restore connects within a
+ * second of its start.
+ */
+const ORPHAN_AFTER_MS = 15_000;
+const CLAIMED = 'lazy-pages.claimed';
+
+/**
+ * A detached process that ends the daemon `pid` after `afterMs`
+ * unless a restore claimed it (the file CLAIMED beside its image directory), and
+ * only if the process is still that daemon (its command line names the
+ * directory). Python: one process, no shell.
+ */
+function startOrphanGuard(pid: number, imagesDir: string, afterMs: number): number | undefined {
+  const py = `import os, signal, sys, time
+time.sleep(${afterMs / 1000})
+d = ${JSON.stringify(imagesDir)}
+if os.path.exists(os.path.join(d, '..', ${JSON.stringify(CLAIMED)})): sys.exit(0)
+try: cmd = open('/proc/${pid}/cmdline', 'rb').read().split(b'\\0')
+except OSError: sys.exit(0)
+if b'lazy-pages' in cmd and d.encode() in cmd: os.kill(${pid}, signal.SIGKILL)
+`;
+  // -I -S: no site packages to load, on the restore's two cores.
+  const child = spawn('/usr/bin/python3', ['-I', '-S', '-c', py], { detached: true, stdio: 'ignore' });
+  child.on('error', () => undefined);
+  child.unref();
+  return child.pid;
 }
 
 /**
@@ -27,7 +64,12 @@ export interface LazyPagesDaemon {
  * processes exist; their pages arrive on first touch and in the background.
  * The directory must stay until `exited` resolves.
  */
-export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile: string, opts: { timeoutMs?: number; pageServer?: PageServerAt } = {}): Promise<LazyPagesDaemon> {
+export async function startLazyPages(
+  bin: CriuBinary,
+  imagesDir: string,
+  logFile: string,
+  opts: { timeoutMs?: number; pageServer?: PageServerAt; orphanAfterMs?: number } = {},
+): Promise<LazyPagesDaemon> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   // With a page server (post-copy), pages come over the network from the source's criu dump instead of local images.
   const remote = opts.pageServer ? ['--page-server', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)] : [];
@@ -37,6 +79,7 @@ export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile
   child.unref();
   if (child.pid === undefined) throw new CriuError('criu_unavailable', 'criu lazy-pages could not start (run npm run setup)', 'spawn failed', logFile);
   const pid = child.pid;
+  const guard = startOrphanGuard(pid, imagesDir, opts.orphanAfterMs ?? ORPHAN_AFTER_MS);
   const exited = new Promise<number>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1))));
   let gone = false;
   void exited.then(() => (gone = true));
@@ -50,6 +93,7 @@ export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile
     }, { timeoutMs, intervalMs: 2 });
   } catch (err) {
     killQuietly(pid);
+    if (guard !== undefined) killQuietly(guard);
     throw err;
   }
   const pageServer = opts.pageServer;
@@ -64,6 +108,11 @@ export async function startLazyPages(bin: CriuBinary, imagesDir: string, logFile
     },
     get broken() {
       return broken;
+    },
+    claim: () => {
+      // Beside the image directory, not in it: the directory may be kept as a checkpoint.
+      writeFileSync(join(imagesDir, '..', CLAIMED), '');
+      if (guard !== undefined) killQuietly(guard);
     },
   };
 }

@@ -1,7 +1,8 @@
 import { createHash, webcrypto, type Hash } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
-import { pieceCount, type FileDigest } from '../core/checkpoint.js';
+import { crc32 } from 'node:zlib';
+import { pieceCount, type FileDigest, type StreamDigest } from '../core/checkpoint.js';
 import { MappedHashingUnavailable, hashFileMapped } from './mapped-hashing.js';
 
 /**
@@ -19,35 +20,78 @@ const LANES = 6;
 /** Files from this size are hashed through a memory map (mapped-hashing.ts); below it starting the helper costs more than it saves. */
 const MAPPED_MIN_BYTES = 64 << 20;
 
-/** sha256 of each piece of a byte stream, fed in chunks of any size. */
-export class PieceHasher {
-  private hash: Hash = createHash('sha256');
+/** One piece's running sum. */
+interface PieceSum {
+  update(bytes: Buffer): void;
+  hex(): string;
+}
+
+const SUMS = {
+  sha256: (): PieceSum => {
+    const h: Hash = createHash('sha256');
+    return { update: (b) => void h.update(b), hex: () => h.digest('hex') };
+  },
+  crc32: (): PieceSum => {
+    let value = 0;
+    return { update: (b) => void (value = crc32(b, value)), hex: () => value.toString(16).padStart(8, '0') };
+  },
+} as const;
+
+/** The sum (sha256 or crc32) of each piece of a byte stream, fed in chunks of any size. */
+class PieceSums {
+  private sum: PieceSum;
   private inPiece = 0;
   private readonly done: string[] = [];
   bytes = 0;
 
-  constructor(readonly pieceBytes: number = PIECE_BYTES) {}
+  constructor(
+    readonly pieceBytes: number,
+    private readonly algorithm: keyof typeof SUMS,
+  ) {
+    this.sum = SUMS[algorithm]();
+  }
 
   update(chunk: Buffer): void {
     let at = 0;
     while (at < chunk.length) {
       const take = Math.min(chunk.length - at, this.pieceBytes - this.inPiece);
-      this.hash.update(take === chunk.length ? chunk : chunk.subarray(at, at + take));
+      this.sum.update(take === chunk.length ? chunk : chunk.subarray(at, at + take));
       at += take;
       this.inPiece += take;
       if (this.inPiece === this.pieceBytes) {
-        this.done.push(this.hash.digest('hex'));
-        this.hash = createHash('sha256');
+        this.done.push(this.sum.hex());
+        this.sum = SUMS[this.algorithm]();
         this.inPiece = 0;
       }
     }
     this.bytes += chunk.length;
   }
 
+  /** Every piece's sum: the last, shorter piece's too, or the only one of an empty stream. */
+  sums(): string[] {
+    return this.inPiece > 0 || this.done.length === 0 ? [...this.done, this.sum.hex()] : [...this.done];
+  }
+}
+
+/** sha256 of each piece of a byte stream, fed in chunks of any size. */
+export class PieceHasher extends PieceSums {
+  constructor(pieceBytes: number = PIECE_BYTES) {
+    super(pieceBytes, 'sha256');
+  }
+
   digest(): FileDigest {
-    // The last, shorter piece; or the only one of an empty stream.
-    const sha256 = this.inPiece > 0 || this.done.length === 0 ? [...this.done, this.hash.digest('hex')] : [...this.done];
-    return { bytes: this.bytes, pieceBytes: this.pieceBytes, sha256 };
+    return { bytes: this.bytes, pieceBytes: this.pieceBytes, sha256: this.sums() };
+  }
+}
+
+/** crc32 of each piece of a byte stream (a move stream's check: StreamDigest), fed in chunks of any size. */
+export class PieceCrc32 extends PieceSums {
+  constructor(pieceBytes: number) {
+    super(pieceBytes, 'crc32');
+  }
+
+  digest(): StreamDigest {
+    return { bytes: this.bytes, pieceBytes: this.pieceBytes, crc32: this.sums() };
   }
 }
 
@@ -156,10 +200,21 @@ async function hashFileInOrder(path: string, pieceBytes: number, onBytes?: (n: n
  * when they agree. `got` must have been hashed with `want`'s piece size.
  */
 export function digestMismatch(want: FileDigest, got: FileDigest): string | undefined {
+  return sumsMismatch('sha256', { ...want, sums: want.sha256 }, { ...got, sums: got.sha256 });
+}
+
+/** digestMismatch for a move stream's crc32s. */
+export function streamDigestMismatch(want: StreamDigest, got: StreamDigest): string | undefined {
+  return sumsMismatch('crc32', { ...want, sums: want.crc32 }, { ...got, sums: got.crc32 });
+}
+
+type Sums = { bytes: number; pieceBytes: number; sums: string[] };
+
+function sumsMismatch(algorithm: keyof typeof SUMS, want: Sums, got: Sums): string | undefined {
   if (got.bytes !== want.bytes) return `is ${got.bytes} bytes, the manifest says ${want.bytes} (truncated or altered)`;
   if (got.pieceBytes !== want.pieceBytes) return `was hashed in pieces of ${got.pieceBytes} bytes, the manifest's are ${want.pieceBytes}`;
-  const at = want.sha256.findIndex((s, i) => got.sha256[i] !== s);
+  const at = want.sums.findIndex((s, i) => got.sums[i] !== s);
   if (at < 0) return undefined;
-  const where = want.sha256.length > 1 ? ` (bytes ${at * want.pieceBytes}..${Math.min(want.bytes, (at + 1) * want.pieceBytes)})` : '';
-  return `does not match its sha256 in the manifest${where} (altered or corrupt)`;
+  const where = want.sums.length > 1 ? ` (bytes ${at * want.pieceBytes}..${Math.min(want.bytes, (at + 1) * want.pieceBytes)})` : '';
+  return `does not match its ${algorithm} in the manifest${where} (altered or corrupt)`;
 }

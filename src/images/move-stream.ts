@@ -2,19 +2,21 @@ import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
-import { MOVE_FILE_NAME, MoveHeader, MoveManifest, type FileDigest } from '../core/checkpoint.js';
+import { MOVE_FILE_NAME, MoveHeader, MoveManifest, type StreamDigest } from '../core/checkpoint.js';
 import { IntegrityError, describeZodIssue } from '../core/errors.js';
-import { PieceHasher, digestMismatch } from './hashing.js';
+import { PieceCrc32, streamDigestMismatch } from './hashing.js';
 
 /**
  * The move stream, hubshift's own framing (both ends are hubshift): a magic,
  * a header (the session and the piece size), then frames. A data frame
  * carries the next bytes of one file; files may interleave, since page images
  * are sent while criu is still writing them. The end frame carries the
- * manifest, every file's size and sha256s, known only once criu is done; the
- * target checks everything it received against it before criu runs there.
+ * manifest, every file's size and crc32s (StreamDigest), known only once
+ * criu is done; the target checks everything it received against it before
+ * criu runs there. Version 03: crc32s where 02 had sha256s, and the session's
+ * network namespace left out of the images (MoveManifest.netnsOutside).
  */
-const MAGIC = Buffer.from('HSMOVE02');
+const MAGIC = Buffer.from('HSMOVE03');
 const MAX_JSON_BYTES = 4 << 20;
 const DATA = 1;
 const END = 2;
@@ -42,6 +44,8 @@ function u32(n: number): Buffer {
 export class MoveStreamWriter {
   private readonly gone: Promise<never>;
   private readonly pieceBytes: number;
+  /** Every file's crc32s, summed as its bytes are framed: what the manifest says of it. */
+  private readonly sums = new Map<string, PieceCrc32>();
 
   constructor(
     private readonly out: Writable,
@@ -67,6 +71,9 @@ export class MoveStreamWriter {
 
   /** The next bytes of `name`; resolves once they are handed on, when `chunk` may be reused. */
   data(name: string, chunk: Buffer): Promise<void> {
+    let sum = this.sums.get(name);
+    if (!sum) this.sums.set(name, (sum = new PieceCrc32(this.pieceBytes)));
+    sum.update(chunk);
     const n = Buffer.from(name);
     const head = Buffer.alloc(3);
     head.writeUInt8(DATA, 0);
@@ -77,29 +84,28 @@ export class MoveStreamWriter {
   }
 
   /**
-   * A whole file, in 4 MiB frames, hashed in the header's pieces on the way
-   * (one read for both): read from `path`, or its bytes as `source` yields them.
+   * What the stream has carried of `name` so far (its size and crc32s in the
+   * header's pieces), for the manifest; a file never framed is one of no bytes.
    */
-  async file(name: string, source: string | AsyncIterable<Buffer>): Promise<FileDigest> {
-    const hash = new PieceHasher(this.pieceBytes);
-    for await (const chunk of typeof source === 'string' ? createReadStream(source, { highWaterMark: 4 << 20 }) : source) {
-      hash.update(chunk as Buffer);
-      await this.data(name, chunk as Buffer);
-    }
+  sent(name: string): StreamDigest {
+    return (this.sums.get(name) ?? new PieceCrc32(this.pieceBytes)).digest();
+  }
+
+  /** A whole file, in 4 MiB frames: read from `path`, or its bytes as `source` yields them. */
+  async file(name: string, source: string | AsyncIterable<Buffer>): Promise<StreamDigest> {
+    for await (const chunk of typeof source === 'string' ? createReadStream(source, { highWaterMark: 4 << 20 }) : source) await this.data(name, chunk as Buffer);
     // An empty file still arrives (as no bytes).
-    if (hash.bytes === 0) await this.data(name, Buffer.alloc(0));
-    return hash.digest();
+    if (!this.sums.has(name)) await this.data(name, Buffer.alloc(0));
+    return this.sent(name);
   }
 
   /**
-   * A small file already read: hashed and queued at once, in order with
-   * every other frame. A broken stream shows at the next awaited write (end).
+   * A small file already read: queued at once, in order with every other
+   * frame. A broken stream shows at the next awaited write (end).
    */
-  queueFile(name: string, bytes: Buffer): FileDigest {
-    const hash = new PieceHasher(this.pieceBytes);
-    hash.update(bytes);
+  queueFile(name: string, bytes: Buffer): StreamDigest {
     this.data(name, bytes).catch(() => undefined);
-    return hash.digest();
+    return this.sent(name);
   }
 
   async end(manifest: MoveManifest): Promise<void> {
@@ -191,21 +197,21 @@ async function writeAll(fh: FileHandle, parts: Buffer[], position: number): Prom
 }
 
 /**
- * One received file: hashed in pieces as the bytes come; the chunks off the
+ * One received file: summed in pieces as the bytes come; the chunks off the
  * socket are written as they are (no copy), gathered into large writes.
  */
 class ReceivedFile {
   private parts: Buffer[] = [];
   private partBytes = 0;
   private offset = 0;
-  private readonly hash: PieceHasher;
+  private readonly hash: PieceCrc32;
 
   constructor(
     readonly fh: FileHandle,
     pieceBytes: number,
     private readonly writes: Writes,
   ) {
-    this.hash = new PieceHasher(pieceBytes);
+    this.hash = new PieceCrc32(pieceBytes);
   }
 
   async write(chunk: Buffer): Promise<void> {
@@ -227,7 +233,7 @@ class ReceivedFile {
   }
 
   /** What was received; the caller drains the writes before trusting the file. */
-  async finish(): Promise<FileDigest> {
+  async finish(): Promise<StreamDigest> {
     await this.flush();
     return this.hash.digest();
   }
@@ -236,8 +242,8 @@ class ReceivedFile {
 /**
  * Receives a move stream into `dest`. `onHeader` runs as soon as the header
  * has come (the target refuses there what it would refuse anyway); then
- * every file is written while hashed, and at the end checked against the
- * manifest: the same files, sizes and sha256s. Throws IntegrityError on
+ * every file is written while summed, and at the end checked against the
+ * manifest: the same files, sizes and crc32s. Throws IntegrityError on
  * anything else (a short stream, a wrong byte, a file missing or extra,
  * trailing data); nothing partial is trusted.
  */
@@ -283,7 +289,7 @@ export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: 
     const manifest = parsed.data;
     if (!(await r.atEnd())) throw new IntegrityError('move stream holds more than its manifest names');
     if (manifest.session.id !== header.data.session.id) throw new IntegrityError(`move manifest is of session ${manifest.session.id}, its header of ${header.data.session.id}`);
-    const got = new Map<string, FileDigest>();
+    const got = new Map<string, StreamDigest>();
     for (const [name, f] of files) got.set(name, await f.finish());
     await writes.drain();
     const named = new Set(manifest.files.map((f) => f.name));
@@ -292,7 +298,7 @@ export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: 
     for (const f of manifest.files) {
       const digest = got.get(f.name);
       if (!digest) throw new IntegrityError(`move stream: ${f.name} never arrived; refused before criu`);
-      const wrong = digestMismatch(f, digest);
+      const wrong = streamDigestMismatch(f, digest);
       if (wrong) throw new IntegrityError(`move stream: ${f.name} arrived but ${wrong}; refused before criu`);
       await chmod(join(dest, f.name), f.mode);
     }

@@ -186,7 +186,8 @@ def orphaned():
         os._exit(1)
 while not os.path.exists(trigger):
     orphaned()
-    time.sleep(0.005)
+    # The agent (a stopped dump) or criu (a leave-running one) waits on what follows: a short wait here.
+    time.sleep(0.001)
 for p in paths:
     try:
         os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
@@ -283,6 +284,9 @@ export class PageCapture {
   private failed: string | undefined;
   private stderr = '';
   private readonly exited: Promise<void>;
+  /** Resolves at the helper's last line (its status is written then), before the interpreter has exited. */
+  private readonly said: Promise<void>;
+  private saidDone: () => void = () => undefined;
 
   private constructor(
     private readonly opts: PageCaptureOptions,
@@ -290,6 +294,7 @@ export class PageCapture {
     private readonly child: ChildProcess,
     ready: () => void,
   ) {
+    this.said = new Promise<void>((resolve) => (this.saidDone = resolve));
     child.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-2000)));
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => this.onLine(line, ready));
     this.exited = new Promise<void>((resolve) => {
@@ -327,7 +332,7 @@ export class PageCapture {
   private onLine(line: string, ready: () => void): void {
     const words = line.split(' ');
     if (line === 'ready') return ready();
-    if (line === 'done') return;
+    if (line === 'done') return this.saidDone();
     const piece = PieceLine.safeParse(words);
     if (piece.success) return this.opts.onBytes?.(piece.data[2]);
     const file = FileLine.safeParse(words);
@@ -364,7 +369,8 @@ export class PageCapture {
    * itself, past the pipes made, are not among them.
    */
   async finish(inUse: ReadonlySet<string>): Promise<Map<string, FileDigest>> {
-    await this.exited;
+    // Its last line, or its exit (a helper that failed says nothing more).
+    await Promise.race([this.said, this.exited]);
     const failed = await this.failure();
     if (failed) throw new Error(`capturing the page images failed: ${failed}`);
     const out = new Map<string, FileDigest>();

@@ -2,9 +2,10 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FileDigest, MoveManifest } from '../../src/core/checkpoint.js';
-import { PieceHasher } from '../../src/images/hashing.js';
+import type { MoveManifest, StreamDigest } from '../../src/core/checkpoint.js';
+import { PieceCrc32 } from '../../src/images/hashing.js';
 import { MoveStreamWriter, receiveMove } from '../../src/images/move-stream.js';
 
 const session = {
@@ -21,6 +22,11 @@ const session = {
   lastCheckpoint: null,
   error: null,
 };
+
+/** crc32 as zlib computes it, in eight hex digits. */
+function crc(text: string): string {
+  return crc32(Buffer.from(text)).toString(16).padStart(8, '0');
+}
 
 async function collect(r: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -50,8 +56,8 @@ describe('the move stream', () => {
   const a = Buffer.alloc(300_000, 7);
   const b = Buffer.from('server log\n');
   // Small pieces, so that a file spans several and chunks cross their edges.
-  const digest = (x: Buffer): FileDigest => {
-    const h = new PieceHasher(65_536);
+  const digest = (x: Buffer): StreamDigest => {
+    const h = new PieceCrc32(65_536);
     h.update(x);
     return h.digest();
   };
@@ -65,7 +71,7 @@ describe('the move stream', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'hubshift-move-stream-'));
     manifest = {
-      formatVersion: 2,
+      formatVersion: 3,
       session,
       criu: { version: '4.2', source: 'sid' },
       kernel: '6.18',
@@ -94,6 +100,25 @@ describe('the move stream', () => {
     expect(await readFile(join(out, 'files/server.log'), 'utf8')).toBe('server log\n');
     expect((await stat(join(out, 'files/server.log'))).mode & 0o777).toBe(0o640);
     expect((await readFile(join(out, 'images/pages-1.img'))).equals(a)).toBe(true);
+  });
+
+  it("should sum each file in crc32 pieces as it frames it, whatever the chunks and however files interleave", async () => {
+    const sink = new PassThrough();
+    const collected = collect(sink);
+    const w = new MoveStreamWriter(sink, { session, pieceBytes: 4 });
+    // crc32 of "123456789" is cbf43926 (the standard check value); in pieces of 4: "1234", "5678", "9".
+    await w.data('images/a.img', Buffer.from('12'));
+    await w.data('files/b', Buffer.from('x'));
+    await w.data('images/a.img', Buffer.from('3456789'));
+    expect(w.sent('images/a.img')).toEqual({ bytes: 9, pieceBytes: 4, crc32: ['9be3e0a3', '7e525607', '8d076785'] });
+    expect(w.queueFile('files/c', Buffer.from('123456789'))).toEqual({ bytes: 9, pieceBytes: 4, crc32: [crc('1234'), crc('5678'), crc('9')] });
+    expect(w.sent('files/empty')).toEqual({ bytes: 0, pieceBytes: 4, crc32: ['00000000'] });
+    expect(new PieceCrc32(16).digest().crc32).toEqual(['00000000']);
+    const whole = new PieceCrc32(16);
+    whole.update(Buffer.from('123456789'));
+    expect(whole.digest().crc32).toEqual(['cbf43926']);
+    sink.end();
+    await collected;
   });
 
   it('should take many files (more than the receiver has write buffers)', async () => {
@@ -125,12 +150,12 @@ describe('the move stream', () => {
   changed.writeUInt8(0x55, 100_000);
   it.each([
     // Byte 100 000 of pages-1.img: its second piece of 65 536.
-    ['a changed byte', () => build(frames(changed)), /pages-1.img arrived but does not match its sha256 in the manifest \(bytes 65536\.\.131072\)/],
+    ['a changed byte', () => build(frames(changed)), /pages-1.img arrived but does not match its crc32 in the manifest \(bytes 65536\.\.131072\)/],
     ['a stream cut inside a file', async () => whole.subarray(0, 50_000), /ended inside images\/pages-1.img/],
     ['a stream cut inside the manifest', async () => whole.subarray(0, whole.length - 5), /ended inside manifest/],
     ['trailing bytes', async () => Buffer.concat([whole, Buffer.from('more')]), /more than its manifest/],
     ['a wrong magic', async () => Buffer.concat([Buffer.from('XXXXXXXX'), whole.subarray(8)]), /bad magic/],
-    ['an older agent', async () => Buffer.concat([Buffer.from('HSMOVE01'), whole.subarray(8)]), /version 01, this agent reads 02: run the same hubshift on both agents/],
+    ['an older agent', async () => Buffer.concat([Buffer.from('HSMOVE02'), whole.subarray(8)]), /version 02, this agent reads 03: run the same hubshift on both agents/],
     ['a file never sent', () => build([['data', 'images/pages-1.img', a], ['end', manifest]]), /files\/server.log never arrived/],
     ['a file the manifest does not name', () => build([...frames().slice(0, 3), ['data', 'images/extra.img', b], ['end', manifest]]), /carried images\/extra.img, which its manifest does not name/],
     ['a path outside the image', () => build([['data', 'images/../../etc/x', b]]), /files are images\/NAME or files\/NAME/],
