@@ -51,6 +51,9 @@ describe.each(stores)('a Jupyter session checkpointed and restored through the $
       await new Promise((r) => setTimeout(r, 20));
     }
     const ckpt = await pending;
+    // The next checkpoint's capture helper is started as this one answers, not half a second later (back-to-back
+    // checkpoints, as in an evacuation, would wait for its start).
+    await waitFor('a capture helper waiting for the next checkpoint', async () => (t.agent.ctx.captureHelpers.waitingPid !== undefined ? true : undefined), { timeoutMs: 250, intervalMs: 5 });
     expect(seen.map((x) => x.step)).toContain('dumping');
     expect(Math.max(...seen.map((x) => x.doneBytes ?? 0))).toBeGreaterThan(0);
     expect(await t.client.progress(started.id)).toBeNull();
