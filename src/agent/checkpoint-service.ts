@@ -545,7 +545,7 @@ export async function restoreFromImages(
 export async function startRestored(ctx: AgentContext, s: Session): Promise<Session> {
   if (s.pid === null) throw new ConflictError(`session ${s.id} has no restored processes to start`);
   for (const pid of await processTree(s.pid)) killQuietly(pid, 'SIGCONT');
-  // The announcement is for peers elsewhere (a python run, about 10 ms); this agent reaches the server over its own bridge.
+  // The announcement is for peers elsewhere; this agent reaches the server over its own bridge.
   await Promise.all([announce(s.pid, s.network.gateway), waitForServer(ctx, s)]);
   return ctx.registry.update(s.id, { state: 'running' });
 }

@@ -236,8 +236,9 @@ export async function attachSessionNetns(sessionId: string, pid: number): Promis
  * learns where the session's MAC is now (it may have moved to another port).
  */
 export async function announce(pid: number, gateway: string): Promise<void> {
-  const py = `import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'hubshift', ('${gateway}', 9))`;
-  await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/usr/bin/python3', '-c', py], { allowFailure: true, timeoutMs: 5_000 });
+  // bash's /dev/udp: 2 ms where a python run took 16 ms (27-80 ms during a move's commit, its longest step).
+  const send = 'printf hubshift > "/dev/udp/$1/9"';
+  await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', send, 'announce', gateway], { allowFailure: true, timeoutMs: 5_000 });
 }
 
 /**

@@ -1,5 +1,6 @@
+import { createSocket } from 'node:dgram';
 import { describe, expect, it } from 'vitest';
-import { allocateAddress, hostVethName, macFor, parseSubnet } from '../../src/agent/network.js';
+import { allocateAddress, announce, hostVethName, macFor, parseSubnet } from '../../src/agent/network.js';
 
 describe('session addressing', () => {
   it('should give the bridge the first address and sessions the lowest free ones', () => {
@@ -22,5 +23,23 @@ describe('session addressing', () => {
     expect(macFor('s1a2b3c4d')).toMatch(/^02(:[0-9a-f]{2}){5}$/);
     expect(hostVethName('s1a2b3c4d')).toBe('hsv1a2b3c4d');
     expect(hostVethName('s1a2b3c4d').length).toBeLessThanOrEqual(15);
+  });
+});
+
+describe("a restored session's announcement", () => {
+  it("should send one UDP packet to the gateway from inside the process's network namespace", async () => {
+    // This process's own namespace stands for the session's, loopback for its gateway (port 9, discard).
+    const sock = createSocket('udp4');
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(9, '127.0.0.1', () => resolve());
+    });
+    try {
+      const got = new Promise<string>((resolve) => sock.once('message', (m) => resolve(m.toString())));
+      await announce(process.pid, '127.0.0.1');
+      expect(await Promise.race([got, new Promise((resolve) => setTimeout(() => resolve('nothing within 2 s'), 2_000))])).toBe('hubshift');
+    } finally {
+      sock.close();
+    }
   });
 });
