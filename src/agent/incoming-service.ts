@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { lstat, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConflictError, NotFoundError, errorMessage } from '../core/errors.js';
@@ -12,7 +12,7 @@ import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
 import { assertRestorableHere, restoreFromImages, startRestored } from './checkpoint-service.js';
-import { bytesReceivedFrom, createSessionNetwork, netnsName, netnsPath, removeSessionNetwork, type NetnsId } from './network.js';
+import { bytesReceivedFrom, createSessionNetwork, netnsName, removeSessionNetwork } from './network.js';
 import { LAZY_HANDOVER_LINE, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { killSession } from './sandbox.js';
 import { watchTransfer } from './transfer-watch.js';
@@ -33,16 +33,14 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     if (ctx.incoming.has(session.id)) throw new ConflictError(`session ${session.id} is already being moved in`);
   };
   // Where the images leave the namespace out (the header says so), it is made while they arrive: 30-35 ms of
-  // `ip` runs off the restore. Dropped again if the move in fails before its restore (which drops its own), and
-  // only while the name is still that namespace: a restore of the session here meanwhile has made its own.
-  let premade: { id: string; network: Session['network']; made: Promise<void>; ns: Promise<NetnsId | null> } | undefined;
+  // `ip` runs off the restore. Dropped again if the move in fails before its restore (which drops its own).
+  let premade: { id: string; network: Session['network']; made: Promise<void> } | undefined;
   const dropPremade = async (): Promise<void> => {
     const p = premade;
     premade = undefined;
     if (!p) return;
-    const ns = await p.ns;
-    const now = await stat(netnsPath(p.id)).catch(() => null);
-    if (ns && now && now.dev === ns.dev && now.ino === ns.ino) await removeSessionNetwork(p.id, p.network).catch(() => undefined);
+    await p.made.catch(() => undefined);
+    await removeSessionNetwork(p.id, p.network).catch(() => undefined);
   };
   let streaming: string | undefined;
   try {
@@ -58,11 +56,7 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
         if (header.netnsOutside) {
           const made = createSessionNetwork(sid, header.session.network, ctx.config.bridge, { hostSide: 'down' });
           made.catch(() => undefined);
-          const ns = made.then(
-            () => stat(netnsPath(sid)).then((st) => ({ dev: st.dev, ino: st.ino })),
-            () => null,
-          );
-          premade = { id: sid, network: header.session.network, made, ns: ns.catch(() => null) };
+          premade = { id: sid, network: header.session.network, made };
         }
       });
       // Again: another move of it may have come in while this one streamed.
