@@ -3,13 +3,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
-import { hostVethName, macFor, netnsName, netnsPath } from '../../src/agent/network.js';
-import { newSessionId } from '../../src/core/ids.js';
-import { PIECE_BYTES } from '../../src/images/hashing.js';
-import { MoveStreamWriter } from '../../src/images/move-stream.js';
-import { run, waitFor } from '../../src/util/exec.js';
 import { UpstreamError } from '../../src/core/errors.js';
 import { runHubshift } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
@@ -85,28 +79,6 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     expect(await b.client.findSession(s.id)).toBeNull();
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
     k.channel.close();
-  });
-
-  it("should make a session's namespace while its images arrive, take one stream of it at a time, and drop the namespace when the stream breaks", async () => {
-    // A session that runs nowhere (so no agent's namespace is touched), addressed in b's pool.
-    const real = a.agent.ctx.registry.list()[0]!;
-    const id = newSessionId();
-    const session = { ...real, id, state: 'checkpointed' as const, pid: null, network: { ...real.network, ip: real.network.ip.replace(/\.\d+$/, '.190'), mac: macFor(id), hostVeth: hostVethName(id) } };
-    const first = b.client.openMove();
-    const w = new MoveStreamWriter(first.body, { session, pieceBytes: PIECE_BYTES, netnsOutside: true });
-    const settled = first.answer.then(() => 'answered', (err: unknown) => (err as Error).message);
-    await waitFor('the namespace made while the images arrive', async () => (existsSync(netnsPath(id)) ? true : undefined), { timeoutMs: 10_000, intervalMs: 20 });
-    expect((await run('ip', ['-n', netnsName(id), '-br', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(session.network.ip);
-    // A second stream of the same session is refused at its header.
-    const second = b.client.openMove();
-    new MoveStreamWriter(second.body, { session, pieceBytes: PIECE_BYTES, netnsOutside: true });
-    await expect(second.answer).rejects.toThrow(/already arriving here/);
-    expect(existsSync(netnsPath(id))).toBe(true);
-    // The first stream breaks: the namespace and its veth go.
-    w.abort(new Error('the link is cut'));
-    await settled;
-    await waitFor('the namespace dropped', async () => (existsSync(netnsPath(id)) ? undefined : true), { timeoutMs: 10_000, intervalMs: 20 });
-    expect((await run('ip', ['link', 'show', 'dev', session.network.hostVeth], { allowFailure: true })).code).not.toBe(0);
   });
 
   it('should move from the command line and print the documented JSON', async () => {
