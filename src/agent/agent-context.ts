@@ -25,8 +25,6 @@ export interface AgentContext {
   fences: Fences;
   /** Sessions moved in, restored stopped, waiting for their source's commit. */
   incoming: Map<string, IncomingMove>;
-  /** Sessions whose move stream is arriving here (from its header to its restore): one at a time each. */
-  streamingIn: Set<string>;
   /** Page servers receiving the memory of sessions being moved in stop-and-copy, before their move stream. */
   pushedPages: Map<string, PushedPages>;
   /** A checkpoint's page capture helper, started ahead of need. */

@@ -61,7 +61,6 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     lazy: new LazyTransfers(),
     fences,
     incoming: new Map(),
-    streamingIn: new Set(),
     pushedPages: new Map(),
     captureHelpers: new PageCaptureHelpers(),
     stopping: new AbortController(),

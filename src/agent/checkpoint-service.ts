@@ -434,26 +434,21 @@ export async function restoreFromImages(
   s: Session,
   images: string,
   tag: string,
-  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyLazyPages; pageServer?: PageServerAt; netnsOutside?: boolean; premadeNetwork?: Promise<void> },
+  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyLazyPages; pageServer?: PageServerAt; netnsOutside?: boolean },
 ): Promise<Restored> {
   let pid: number | null = null;
   let daemon: LazyPagesDaemon | undefined;
   let daemonLog = '';
   // Used by the first lazy attempt only; killed if nothing uses it.
   let early = opts.early;
-  // The namespace made while a move's images arrived: the first attempt's; one made before that failed is made again.
-  let premade = opts.premadeNetwork;
   const attempt = async (lazy: boolean): Promise<{ pid: number; seconds: number }> => {
     const started = early;
     early = undefined;
     // Images without the namespace: made again, the bridge's end down until criu has restored the sockets.
     // criu recreates the veth otherwise; a stale one of the same name makes it fail.
     // (An early daemon's start cleared the old one already.)
-    const make = (): Promise<void> => createSessionNetwork(s.id, s.network, ctx.config.bridge, { hostSide: 'down' });
-    const made = premade;
-    premade = undefined;
     const network = opts.netnsOutside
-      ? (made?.catch(make) ?? make())
+      ? createSessionNetwork(s.id, s.network, ctx.config.bridge, { hostSide: 'down' })
       : started && lazy
         ? Promise.resolve()
         : removeSessionNetwork(s.id, s.network);

@@ -12,7 +12,7 @@ import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
 import { assertRestorableHere, restoreFromImages, startRestored } from './checkpoint-service.js';
-import { bytesReceivedFrom, createSessionNetwork, netnsName, removeSessionNetwork } from './network.js';
+import { bytesReceivedFrom, netnsName, removeSessionNetwork } from './network.js';
 import { LAZY_HANDOVER_LINE, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { killSession } from './sandbox.js';
 import { watchTransfer } from './transfer-watch.js';
@@ -32,57 +32,20 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     await assertRestorableHere(ctx, session);
     if (ctx.incoming.has(session.id)) throw new ConflictError(`session ${session.id} is already being moved in`);
   };
-  // Where the images leave the namespace out (the header says so), it is made while they arrive: 30-35 ms of
-  // `ip` runs off the restore. Dropped again if the move in fails before its restore (which drops its own).
-  let premade: { id: string; network: Session['network']; made: Promise<void> } | undefined;
-  const dropPremade = async (): Promise<void> => {
-    const p = premade;
-    premade = undefined;
-    if (!p) return;
-    await p.made.catch(() => undefined);
-    await removeSessionNetwork(p.id, p.network).catch(() => undefined);
-  };
-  let streaming: string | undefined;
+  let manifest: MoveManifest;
   try {
-    let manifest: MoveManifest;
-    try {
-      // Refused at the header, before the source has sent its memory.
-      manifest = await receiveMove(body, work, async (header) => {
-        const sid = header.session.id;
-        await admit(sid);
-        await refuseIfBusy(header.session);
-        if (ctx.streamingIn.has(sid)) throw new ConflictError(`a move of session ${sid} is already arriving here`);
-        ctx.streamingIn.add((streaming = sid));
-        if (header.netnsOutside) {
-          const made = createSessionNetwork(sid, header.session.network, ctx.config.bridge, { hostSide: 'down' });
-          made.catch(() => undefined);
-          premade = { id: sid, network: header.session.network, made };
-        }
-      });
-      // Again: another move of it may have come in while this one streamed.
-      await refuseIfBusy(manifest.session);
-    } catch (err) {
-      await dropPremade();
-      await rm(work, { recursive: true, force: true });
-      throw err;
-    }
-    // Images that hold the namespace after all: criu makes it there.
-    if (manifest.netnsOutside !== true) await dropPremade();
-    return await moveIn(ctx, work, manifest, (performance.now() - t0) / 1000, premade?.made, dropPremade);
-  } finally {
-    if (streaming !== undefined) ctx.streamingIn.delete(streaming);
+    // Refused at the header, before the source has sent its memory.
+    manifest = await receiveMove(body, work, async (header) => {
+      await admit(header.session.id);
+      await refuseIfBusy(header.session);
+    });
+    // Again: another move of it may have come in while this one streamed.
+    await refuseIfBusy(manifest.session);
+  } catch (err) {
+    await rm(work, { recursive: true, force: true });
+    throw err;
   }
-}
-
-/** A verified move stream restored stopped, held until the commit. `premade`: its namespace, made while it arrived. */
-async function moveIn(
-  ctx: AgentContext,
-  work: string,
-  manifest: MoveManifest,
-  verifySeconds: number,
-  premade: Promise<void> | undefined,
-  dropPremade: () => Promise<void>,
-): Promise<{ session: Session; verifySeconds: number; restoreSeconds: number; pushedBytes: number }> {
+  const verifySeconds = (performance.now() - t0) / 1000;
   const manifestSession = manifest.session;
   const id = manifestSession.id;
   return ctx.registry.exclusive(id, 'move in', async () => {
@@ -92,7 +55,6 @@ async function moveIn(
       try {
         pushedBytes = await claimPushedPages(ctx, id, images);
       } catch (err) {
-        await dropPremade();
         await rm(work, { recursive: true, force: true });
         throw err;
       }
@@ -103,7 +65,7 @@ async function moveIn(
     const s = await ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt });
     const r0 = performance.now();
     try {
-      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true, premadeNetwork: premade });
+      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true });
       // A post-copy restore is always lazy: its daemon fetches the memory from the page server.
       const postCopy = manifest.pageServer && restored.lazy ? { lazy: restored.lazy, pageServer: manifest.pageServer, complete: false } : undefined;
       if (postCopy) {

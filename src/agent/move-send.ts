@@ -112,8 +112,7 @@ export interface OpenMove {
  */
 export function openMoveStream(ctx: AgentContext, id: string, target: AgentClient, fence: number | undefined): OpenMove {
   const { body, answer: sending } = target.openMove(fence, ctx.config.moveIdleTimeoutMs);
-  // Every dump leaves the namespace out where it knows it (dumpArgs); the manifest says for sure.
-  const out = new MoveStreamWriter(body, { session: { ...ctx.registry.get(id), state: 'checkpointed', pid: null }, pieceBytes: PIECE_BYTES, netnsOutside: true });
+  const out = new MoveStreamWriter(body, { session: { ...ctx.registry.get(id), state: 'checkpointed', pid: null }, pieceBytes: PIECE_BYTES });
   sending.catch((err: unknown) => out.abort(err instanceof Error ? err : new Error(errorMessage(err))));
   return {
     out,

@@ -115,12 +115,6 @@ export type MoveFile = z.infer<typeof MoveFile>;
 export const MoveHeader = z.object({
   session: Session,
   pieceBytes: z.number().int().positive().max(1 << 30),
-  /**
-   * The images will leave the session's network namespace out (as the
-   * manifest's netnsOutside will say): the target may make it while they
-   * arrive.
-   */
-  netnsOutside: z.boolean().optional(),
 });
 export type MoveHeader = z.infer<typeof MoveHeader>;
 
