@@ -34,21 +34,33 @@ export interface LazyPagesDaemon {
  */
 const ORPHAN_AFTER_MS = 15_000;
 const CLAIMED = 'lazy-pages.claimed';
+const PID_FILE = 'lazy-pages.pid';
 
 /**
- * A detached process that ends the daemon `pid` after `afterMs`
- * unless a restore claimed it (the file CLAIMED beside its image directory), and
- * only if the process is still that daemon (its command line names the
- * directory). Python: one process, no shell.
+ * A detached process that ends the daemon after `afterMs` unless a restore
+ * claimed it (the file CLAIMED beside its image directory). Started before
+ * the daemon, which may not exist yet: the agent writes the daemon's pid
+ * (PID_FILE, beside the directory) as soon as its spawn returns; an agent
+ * killed within the spawn leaves no pid, and then the guard looks for the
+ * process serving this directory (the move's or restore's own, named by no
+ * other). Only a process that is that daemon (`criu lazy-pages` with this
+ * directory among its arguments) is killed. Python: one process, no shell.
  */
-function startOrphanGuard(pid: number, imagesDir: string, afterMs: number): number | undefined {
+function startOrphanGuard(imagesDir: string, afterMs: number): number | undefined {
   const py = `import os, signal, sys, time
 time.sleep(${afterMs / 1000})
 d = ${JSON.stringify(imagesDir)}
 if os.path.exists(os.path.join(d, '..', ${JSON.stringify(CLAIMED)})): sys.exit(0)
-try: cmd = open('/proc/${pid}/cmdline', 'rb').read().split(b'\\0')
-except OSError: sys.exit(0)
-if b'lazy-pages' in cmd and d.encode() in cmd: os.kill(${pid}, signal.SIGKILL)
+def serves(pid):
+    try: cmd = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')
+    except OSError: return False
+    return b'lazy-pages' in cmd and d.encode() in cmd
+try: pids = [int(open(os.path.join(d, '..', ${JSON.stringify(PID_FILE)})).read())]
+except (OSError, ValueError):
+    # Killed while it started the daemon, before writing its pid: the daemon serving this directory, if any.
+    pids = [int(p) for p in os.listdir('/proc') if p.isdigit()]
+for pid in pids:
+    if serves(pid): os.kill(pid, signal.SIGKILL)
 `;
   // -I -S: no site packages to load, on the restore's two cores.
   const child = spawn('/usr/bin/python3', ['-I', '-S', '-c', py], { detached: true, stdio: 'ignore' });
@@ -75,11 +87,16 @@ export async function startLazyPages(
   const remote = opts.pageServer ? ['--page-server', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)] : [];
   // -v3: the line that says the daemon told the page server it is done (see lazyTransferHandedOver).
   const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, opts.pageServer ? '-v3' : '-v2', ...remote]);
+  const guard = startOrphanGuard(imagesDir, opts.orphanAfterMs ?? ORPHAN_AFTER_MS);
   const child = spawn(cmd, args, { stdio: 'ignore', detached: true });
   child.unref();
-  if (child.pid === undefined) throw new CriuError('criu_unavailable', 'criu lazy-pages could not start (run npm run setup)', 'spawn failed', logFile);
+  if (child.pid === undefined) {
+    if (guard !== undefined) killQuietly(guard);
+    throw new CriuError('criu_unavailable', 'criu lazy-pages could not start (run npm run setup)', 'spawn failed', logFile);
+  }
   const pid = child.pid;
-  const guard = startOrphanGuard(pid, imagesDir, opts.orphanAfterMs ?? ORPHAN_AFTER_MS);
+  // At once, synchronously: the guard started before the daemon finds it by this.
+  writeFileSync(join(imagesDir, '..', PID_FILE), String(pid));
   const exited = new Promise<number>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1))));
   let gone = false;
   void exited.then(() => (gone = true));

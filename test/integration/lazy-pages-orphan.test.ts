@@ -49,6 +49,19 @@ describe('a lazy-pages daemon no restore connects to', () => {
     }
   });
 
+  it("should be found and ended by its guard even when the agent died before writing the daemon's pid", async () => {
+    const dir = await images('unrecorded');
+    const d = await startLazyPages(await loadSelectedCriu(), dir, join(work, 'unrecorded.log'), { orphanAfterMs: 1_000 });
+    try {
+      // As if the agent had been killed inside the daemon's spawn: no pid beside the directory.
+      await rm(join(dir, '..', 'lazy-pages.pid'));
+      const code = await Promise.race([d.exited, sleep(8_000).then(() => 'still running')]);
+      expect(code).not.toBe('still running');
+    } finally {
+      killQuietly(d.pid);
+    }
+  });
+
   it('should be left alone once a restore has claimed it', async () => {
     const dir = await images('claimed');
     const d = await startLazyPages(await loadSelectedCriu(), dir, join(work, 'claimed.log'), { orphanAfterMs: 1_000 });
