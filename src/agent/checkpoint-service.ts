@@ -71,7 +71,7 @@ export interface LocalDump {
   frozenAt: number;
   /** The session as it was dumped. */
   session: Session;
-  /** Its network namespace was left out of the images (DumpOptions.netnsOutside). */
+  /** Its network namespace was left out of the images (netnsLeftOut). */
   netnsOutside: boolean;
 }
 
@@ -139,7 +139,7 @@ export async function beginDump(ctx: AgentContext, id: string, prefix: string): 
 export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}): Omit<CriuDumpOptions, 'leaveRunning'> {
   return {
     pid: d.s.pid as number,
-    externalNetnsIno: d.netns?.ino,
+    externalNetnsIno: netnsLeftOut(d) ? d.netns?.ino : undefined,
     imagesDir: d.images,
     logFile: logPath(ctx, `${d.checkpoint}-dump.log`),
     // A lazy dump's post-dump does nothing of hubshift's (see hookEnv).
@@ -147,6 +147,11 @@ export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}): Om
     env: hookEnv(ctx, d.s, { ...use, sideDir: d.side }),
     timeoutMs: ctx.config.dumpTimeoutMs,
   };
+}
+
+/** Whether the dump leaves the session's network namespace out of its images (dumpArgs): where it knows the namespace. */
+export function netnsLeftOut(d: DumpStart): boolean {
+  return d.netns !== null;
 }
 
 /** A lazy dump's side files, copied once its page server listens (the session stays frozen until the last page). */
@@ -196,7 +201,7 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
       extraArgs: opts.leaveStopped && !opts.leaveRunning ? ['--leave-stopped'] : undefined,
     });
     const pageDigests = capture ? await capture.finish(await pageImagesInUse(images)) : await hasher?.finish();
-    return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s, netnsOutside: d.netns !== null };
+    return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s, netnsOutside: netnsLeftOut(d) };
   } catch (err) {
     await hasher?.abort();
     const why = await capture?.failure();

@@ -9,7 +9,7 @@ import { sleep, waitFor } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
-import { beginDump, copyFrozenLog, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
+import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
 import { dropMovedNetns, freePort, ipv4Of, localAddressToward, setHostVeth } from './network.js';
 import { guardPageServer } from './page-server-guard.js';
@@ -88,7 +88,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending (post-copy)');
-    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: d.netns !== null, embedded }, { pageServer });
+    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, { pageServer });
     if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
     const { total, lap } = h;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;

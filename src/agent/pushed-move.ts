@@ -7,7 +7,7 @@ import { resetConnectionsTo, tcpBytes } from '../util/tcp.js';
 import { watchTransfer } from './transfer-watch.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
-import { beginDump, dumpArgs, rollBackDump, type DumpStart } from './checkpoint-service.js';
+import { beginDump, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { forgetStoppedCopy, recordStoppedCopy } from './stopped-copies.js';
 import { sampleProcesses } from './metrics.js';
 import { askTargetMs, clearTargetCopy, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
@@ -63,7 +63,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
       return rollBack(ctx, d, target, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending');
-    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: d.netns !== null }, {
+    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d) }, {
       pagesPushed: true,
       // From here an agent restarted before the copy here is settled kills it instead of resuming it.
       beforeCommit: () => recordStoppedCopy(ctx.config.dataDir, { ...stopped, committing: true }),
