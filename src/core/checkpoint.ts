@@ -25,8 +25,9 @@ export function pieceCount(bytes: number, pieceBytes: number): number {
   return Math.max(1, Math.ceil(bytes / pieceBytes));
 }
 
-const piecesMatchSize = (d: FileDigest): boolean => d.sha256.length === pieceCount(d.bytes, d.pieceBytes);
-const piecesMatchSizeError = { message: 'one sha256 for each piece of pieceBytes', path: ['sha256'] };
+/** A digest's check: one sum for each piece of pieceBytes (FileDigest's sha256s, StreamDigest's crc32s). */
+const onePerPiece = (sums: string[], d: { bytes: number; pieceBytes: number }): boolean => sums.length === pieceCount(d.bytes, d.pieceBytes);
+const onePerPieceError = (field: 'sha256' | 'crc32') => ({ message: `one ${field} for each piece of pieceBytes`, path: [field] });
 
 /**
  * Format 1 manifests held one sha256 over the whole file: that is one piece as
@@ -38,7 +39,7 @@ function wholeFileSha256AsOnePiece(v: unknown): unknown {
   return { ...v, pieceBytes: Math.max(1, bytes), sha256: [v.sha256] };
 }
 
-export const BlobEntry = z.preprocess(wholeFileSha256AsOnePiece, FileDigest.extend({ name: BlobName }).refine(piecesMatchSize, piecesMatchSizeError));
+export const BlobEntry = z.preprocess(wholeFileSha256AsOnePiece, FileDigest.extend({ name: BlobName }).refine((d) => onePerPiece(d.sha256, d), onePerPieceError('sha256')));
 export type BlobEntry = z.infer<typeof BlobEntry>;
 
 export const Compression = z.enum(['none', 'zstd']);
@@ -104,7 +105,7 @@ export const MoveFile = StreamDigest.extend({
   name: z.string().regex(MOVE_FILE_NAME, 'moved files are images/NAME or files/NAME'),
   /** Permission bits: criu checks them on files a session held open. */
   mode: z.number().int().min(0).max(0o777),
-}).refine((d) => d.crc32.length === pieceCount(d.bytes, d.pieceBytes), { message: 'one crc32 for each piece of pieceBytes', path: ['crc32'] });
+}).refine((d) => onePerPiece(d.crc32, d), onePerPieceError('crc32'));
 export type MoveFile = z.infer<typeof MoveFile>;
 
 /**
