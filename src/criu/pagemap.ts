@@ -182,7 +182,7 @@ export interface EmbeddedPages {
  */
 export async function embedLazyMemory(imagesDir: string, pid: number, hostPid: number, take?: (run: LazyRun) => boolean): Promise<EmbeddedPages | null> {
   const pm = await readPagemap(imagesDir, pid);
-  const chosen = new Set(pm.entries.filter((e) => isLazy(e) && (take?.({ pid, vaddr: e.vaddr, bytes: e.pages * PAGE }) ?? true)));
+  const chosen = new Set(pm.entries.filter((e) => isLazy(e) && (take?.(runOf(pid, e)) ?? true)));
   if (chosen.size === 0) return null;
   const name = `pages-${pm.pagesId}.img`;
   const pagesPath = join(imagesDir, name);
@@ -219,10 +219,14 @@ function isLazy(e: PagemapEntry): boolean {
   return (e.flags & PE_LAZY) !== 0 && (e.flags & PE_PRESENT) === 0;
 }
 
+function runOf(pid: number, e: PagemapEntry): LazyRun {
+  return { pid, vaddr: e.vaddr, bytes: e.pages * PAGE };
+}
+
 /** The runs of memory a lazy dump left out of process `pid`'s images. */
 export async function lazyRuns(imagesDir: string, pid: number): Promise<LazyRun[]> {
   const pm = await readPagemap(imagesDir, pid);
-  return pm.entries.filter(isLazy).map((e) => ({ pid, vaddr: e.vaddr, bytes: e.pages * PAGE }));
+  return pm.entries.filter(isLazy).map((e) => runOf(pid, e));
 }
 
 async function* readEmbedded(entries: PagemapEntry[], chosen: Set<PagemapEntry>, pagesPath: string, memPath: string): AsyncGenerator<Buffer> {
