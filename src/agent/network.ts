@@ -143,10 +143,10 @@ export async function createSessionNetwork(sessionId: string, net: SessionNetwor
   await ipBatch(['-n', ns], inside);
 }
 
-/** Runs `ip GLOBAL -batch` over commands; a failure is a SandboxError naming them. */
-async function ipBatch(global: string[], commands: string[]): Promise<void> {
+/** Runs `ip GLOBAL -batch` over commands; a failure is a SandboxError naming them, unless `allowFailure`. */
+async function ipBatch(global: string[], commands: string[], opts: { allowFailure?: boolean } = {}): Promise<void> {
   try {
-    await run('ip', [...global, '-batch', '-'], { input: `${commands.join('\n')}\n`, timeoutMs: 10_000 });
+    await run('ip', [...global, '-batch', '-'], { input: `${commands.join('\n')}\n`, timeoutMs: 10_000, allowFailure: opts.allowFailure });
   } catch (err) {
     throw new SandboxError(`network setup failed: ip ${[...global, '-batch'].join(' ')} (${commands.join('; ')}): ${(err as Error).message}`, { cause: err });
   }
@@ -159,8 +159,7 @@ export async function removeSessionNetwork(sessionId: string, net: Pick<SessionN
   if (!named && !(await linkExists(net.hostVeth))) return;
   // One ip for both, -force going on past what is already gone (the veth goes with a namespace whose
   // processes are gone): every ip started costs 5-10 ms, and a checkpoint waits for this one.
-  const commands = [...(named ? [`netns del ${netnsName(sessionId)}`] : []), `link del ${net.hostVeth}`];
-  await run('ip', ['-force', '-batch', '-'], { input: `${commands.join('\n')}\n`, allowFailure: true, timeoutMs: 10_000 });
+  await ipBatch(['-force'], [...(named ? [`netns del ${netnsName(sessionId)}`] : []), `link del ${net.hostVeth}`], { allowFailure: true });
 }
 
 /**
