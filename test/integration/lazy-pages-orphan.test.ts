@@ -37,29 +37,27 @@ describe('a lazy-pages daemon no restore connects to', () => {
     return dir;
   };
 
-  it('should be ended by its guard when no restore claims it', async () => {
-    const dir = await images('orphan');
-    const d = await startLazyPages(await loadSelectedCriu(), dir, join(work, 'orphan.log'), { orphanAfterMs: 1_000 });
+  /** A daemon no restore claims, over its own copy of the dump; `before` acts on it first. Ended by its guard within 8 s. */
+  const expectEndedByGuard = async (name: string, before: (dir: string) => Promise<void>): Promise<void> => {
+    const dir = await images(name);
+    const d = await startLazyPages(await loadSelectedCriu(), dir, join(work, `${name}.log`), { orphanAfterMs: 1_000 });
     try {
       expect(await isAlive(d.pid)).toBe(true);
+      await before(dir);
       const code = await Promise.race([d.exited, sleep(8_000).then(() => 'still running')]);
       expect(code).not.toBe('still running');
     } finally {
       killQuietly(d.pid);
     }
+  };
+
+  it('should be ended by its guard when no restore claims it', async () => {
+    await expectEndedByGuard('orphan', async () => undefined);
   });
 
   it("should be found and ended by its guard even when the agent died before writing the daemon's pid", async () => {
-    const dir = await images('unrecorded');
-    const d = await startLazyPages(await loadSelectedCriu(), dir, join(work, 'unrecorded.log'), { orphanAfterMs: 1_000 });
-    try {
-      // As if the agent had been killed inside the daemon's spawn: no pid beside the directory.
-      await rm(join(dir, '..', 'lazy-pages.pid'));
-      const code = await Promise.race([d.exited, sleep(8_000).then(() => 'still running')]);
-      expect(code).not.toBe('still running');
-    } finally {
-      killQuietly(d.pid);
-    }
+    // As if the agent had been killed inside the daemon's spawn: no pid beside the directory.
+    await expectEndedByGuard('unrecorded', (dir) => rm(join(dir, '..', 'lazy-pages.pid')));
   });
 
   it('should be left alone once a restore has claimed it', async () => {
