@@ -73,13 +73,11 @@ async function linkBaseline(from: HostRecord, to: HostRecord, bytes: number): Pr
 }
 
 /**
- * Moves of a kernel holding `sizeMiB` between two local test hosts, there and
- * back, with the physical baseline of the same run: the same bytes copied
- * disk to disk between the same two namespaces over the same link.
- */
-/**
- * Moves a session filled with each size between two local test hosts in each mode, `rounds` times (there and
- * back alternately; the first is the move right after the kernel filled its memory), with the link baseline.
+ * Moves a session filled with each size between two local test hosts in each
+ * mode, `rounds` times (there and back alternately; the first is the move
+ * right after the kernel filled its memory), with the physical baseline of
+ * the same run: the same bytes copied disk to disk between the same two
+ * namespaces over the same link.
  */
 export async function benchMigrate(sizes: number[], log: (m: string) => void, opts: { modes?: BenchMoveMode[]; rounds?: number } = {}): Promise<MigrateFigures[]> {
   const modes = opts.modes ?? ['stop-and-copy', 'post-copy'];
