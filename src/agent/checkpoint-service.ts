@@ -19,7 +19,7 @@ import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { announce, attachSessionNetns, createSessionNetwork, dropNetnsName, netnsOf, netnsPath, removeSessionNetwork, setHostVeth, type NetnsId } from './network.js';
 import { sampleProcesses } from './metrics.js';
-import { SERVER_VPID, killSession, prepareSessionFiles, sessionPaths } from './sandbox.js';
+import { SERVER_VPID, killSession, prepareSessionFiles, restoredPidFile, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
 
 /** How a dump uses the hook: it is lazy (post-copy), or its page images go through a capture (its control directory). */
@@ -479,7 +479,7 @@ export async function restoreFromImages(
       return await restore(ctx.criu, {
         imagesDir: images,
         logFile: logPath(ctx, `${tag}-restore-${Date.now()}.log`),
-        pidFile: join(images, '..', 'restored.pid'),
+        pidFile: restoredPidFile(images),
         externals: opts.netnsOutside ? [] : [`veth[eth0]:${s.network.hostVeth}@${ctx.config.bridge.name}`],
         joinNetns: opts.netnsOutside ? netnsPath(s.id) : undefined,
         actionScript: actionScriptFor(ctx, false),
@@ -521,9 +521,7 @@ export async function restoreFromImages(
       r = await attempt(false);
     }
     pid = r.pid;
-    if (opts.netnsOutside) await setHostVeth(s.network, 'up');
-    else await attachSessionNetns(s.id, pid);
-    const restoring = await ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
+    const restoring = await connectRestored(ctx, s, pid, opts.netnsOutside === true);
     const serving: RestoredLazy | null = daemon ? { pid: daemon.pid, log: daemonLog, outcome: lazyOutcomeOf(ctx, restoring, daemon, daemonLog, postCopy), kill: daemon.kill } : null;
     const released = serving ? watchLazyPages(ctx, restoring, pid, serving.outcome, daemonLog, postCopy) : Promise.resolve();
     ctx.lazy.track(s.id, released);
@@ -541,6 +539,17 @@ export async function restoreFromImages(
     await removeSessionNetwork(s.id, s.network).catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Joins restored processes (`pid`, still stopped) to the bridge and records
+ * them: a namespace made here (`netnsOutside`) gets its bridge end up, one
+ * criu made gets the session's name.
+ */
+export async function connectRestored(ctx: AgentContext, s: Session, pid: number, netnsOutside: boolean): Promise<Session> {
+  if (netnsOutside) await setHostVeth(s.network, 'up');
+  else await attachSessionNetns(s.id, pid);
+  return ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
 }
 
 /**

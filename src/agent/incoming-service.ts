@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -9,12 +8,15 @@ import type { Session } from '../core/session.js';
 import { SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { receiveMove } from '../images/move-stream.js';
 import { pathExists } from '../util/fs.js';
-import { isAlive, killQuietly } from '../util/proc.js';
+import { waitFor } from '../util/exec.js';
+import { isAlive, processesWithArgs } from '../util/proc.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
-import { assertRestorableHere, restoreFromImages, startRestored } from './checkpoint-service.js';
-import { bytesReceivedFrom, netnsName, removeSessionNetwork } from './network.js';
-import { LAZY_HANDOVER_LINE, lazyTransferHandedOver } from '../criu/lazy-pages.js';
-import { killSession } from './sandbox.js';
+import { assertRestorableHere, connectRestored, restoreFromImages, startRestored } from './checkpoint-service.js';
+import { bytesReceivedFrom, removeSessionNetwork } from './network.js';
+import { breakLazyTransfer, lazyDaemonServing, lazyPagesFiles, lazyTransferHandedOver } from '../criu/lazy-pages.js';
+import { forgetIncoming, incomingImages, listIncoming, recordIncoming, stopIncomingGuard } from './incoming-copies.js';
+import { startIncomingGuard } from './incoming-guard.js';
+import { killSession, restoredServerPid } from './sandbox.js';
 import { watchTransfer } from './transfer-watch.js';
 import { claimPushedPages, dropPushedPages } from './pushed-pages.js';
 
@@ -49,7 +51,7 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   const manifestSession = manifest.session;
   const id = manifestSession.id;
   return ctx.registry.exclusive(id, 'move in', async () => {
-    const images = join(work, 'images');
+    const images = incomingImages(work);
     let pushedBytes = 0;
     if (manifest.pagesPushed) {
       try {
@@ -62,9 +64,14 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     // The side files go where a restore looks for them.
     if (await pathExists(join(work, SIDE_FILES_DIR))) await rename(join(work, SIDE_FILES_DIR), join(images, SIDE_FILES_DIR));
     const previous = ctx.registry.find(id);
-    const s = await ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt });
+    // Before criu restore: an agent killed inside it leaves a copy that criu finishes without it. The guard ends it in
+    // time (a second after this agent's own timer would have: that one acts first); the record, written before the
+    // session's, lets a restarted agent settle it (settleIncoming).
+    const guardPid = startIncomingGuard(id, work, ctx.config.incomingTimeoutMs + 1_000, manifest.pageServer);
     const r0 = performance.now();
     try {
+      await recordIncoming(ctx.config.dataDir, { sessionId: id, work, manifest, guardPid, committed: false });
+      const s = await ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt });
       const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true });
       // A post-copy restore is always lazy: its daemon fetches the memory from the page server.
       const postCopy = manifest.pageServer && restored.lazy ? { lazy: restored.lazy, pageServer: manifest.pageServer, complete: false } : undefined;
@@ -72,7 +79,6 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
         void postCopy.lazy.outcome.then((o) => (postCopy.complete = o === 'complete'));
         if (restored.session.pid !== null) watchForStall(ctx, id, restored.session.pid, postCopy.lazy.kill, postCopy.pageServer, postCopy.lazy.outcome);
       }
-      const guardPid = startGuard(restored.session, ctx.config.incomingTimeoutMs, postCopy ? { pid: postCopy.lazy.pid, log: postCopy.lazy.log, pageServer: postCopy.pageServer } : null);
       const timer = setTimeout(() => {
         if (postCopy) {
           // All its memory here means the source's criu has ended its copy: this one must run. Otherwise the source resumes.
@@ -88,6 +94,8 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
       // The images stay until the commit's lazy transfer is done, or the abort has finished with them.
       return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000, pushedBytes };
     } catch (err) {
+      if (guardPid !== null) await stopIncomingGuard(guardPid, work);
+      await forgetIncoming(ctx.config.dataDir, id);
       if (previous) await ctx.registry.put(previous);
       else await ctx.registry.remove(id);
       await rm(work, { recursive: true, force: true });
@@ -124,47 +132,6 @@ function watchForStall(ctx: AgentContext, id: string, pid: number, breakTransfer
   });
 }
 
-/**
- * Starts the guard of a stopped, moved-in copy: after `ms` it kills the
- * copy's PID namespace and drops its network namespace. Detached, so it
- * outlives this agent: a target that dies mid-move never leaves a copy
- * holding the session's address. Post-copy (`daemon`): the lazy-pages
- * daemon is killed first, so the source's criu sees the transfer fail and
- * resumes its copy; a daemon already gone, or one whose log says it told
- * the source it was done (see lazyTransferHandedOver), has brought every
- * page or failed (then this agent killed the copy): the copy is left alone,
- * and a restarted agent resumes it.
- */
-function startGuard(s: Session, ms: number, daemon: { pid: number; log: string; pageServer: PageServerAt } | null): number | null {
-  if (s.pid === null) return null;
-  // Python: the daemon's liveness, the last line of its log, then the reset and kill of breakLazyTransfer.
-  const lazy = daemon === null ? '' : `d = ${daemon.pid}
-try: alive = open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'
-except OSError: alive = False
-if not alive: raise SystemExit(0)
-try:
-    with open(${JSON.stringify(daemon.log)}, 'rb') as f:
-        f.seek(0, 2); f.seek(max(0, f.tell() - 4096)); last = f.read().rstrip().split(b'\\n')[-1]
-except OSError: last = b''
-if ${JSON.stringify(LAZY_HANDOVER_LINE)}.encode() in last: raise SystemExit(0)
-subprocess.run(['ss', '-K', 'dst', '${daemon.pageServer.address}:${daemon.pageServer.port}'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-os.kill(d, signal.SIGKILL)
-time.sleep(0.2)
-`;
-  // One process (a shell would leave its sleep behind when killed).
-  const py = `import os, signal, subprocess, time\ntime.sleep(${ms / 1000})\n${lazy}try: os.kill(${s.pid}, signal.SIGKILL)\nexcept OSError: pass\nsubprocess.run(['ip', 'netns', 'del', '${netnsName(s.id)}'], stderr=subprocess.DEVNULL)\n`;
-  const child = spawn('/usr/bin/python3', ['-c', py], { detached: true, stdio: 'ignore' });
-  child.unref();
-  return child.pid ?? null;
-}
-
-/** Stops a guard before it fires; false when it had already fired (or ended). */
-async function stopGuard(pid: number): Promise<boolean> {
-  if (!(await isAlive(pid))) return false;
-  killQuietly(pid, 'SIGKILL');
-  return true;
-}
-
 /** The source has let go: the moved-in session runs. Idempotent: a running session is simply returned. */
 export async function commitIncoming(ctx: AgentContext, id: string): Promise<Session> {
   const move = ctx.incoming.get(id);
@@ -176,12 +143,16 @@ export async function commitIncoming(ctx: AgentContext, id: string): Promise<Ses
   clearTimeout(move.timer);
   ctx.incoming.delete(id);
   // The guard must be gone before the session runs, or it would kill it.
-  if (move.guardPid !== null && !(await stopGuard(move.guardPid))) {
+  if (move.guardPid !== null && !(await stopIncomingGuard(move.guardPid, move.work))) {
+    await forgetIncoming(ctx.config.dataDir, id);
     throw new NotFoundError(`the move of session ${id} timed out here before its commit; its copy was killed`);
   }
+  // From here the copy here is the session's only one: a restarted agent runs it.
+  await recordIncoming(ctx.config.dataDir, { sessionId: id, work: move.work, manifest: move.manifest, guardPid: null, committed: true });
   try {
     return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id)));
   } finally {
+    await forgetIncoming(ctx.config.dataDir, id);
     void ctx.lazy.settled(id, ctx.config.restoreTimeoutMs).finally(() => rm(move.work, { recursive: true, force: true }));
   }
 }
@@ -215,15 +186,27 @@ export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepI
   }
   clearTimeout(move.timer);
   ctx.incoming.delete(id);
-  if (move.guardPid !== null) await stopGuard(move.guardPid);
+  if (move.guardPid !== null) await stopIncomingGuard(move.guardPid, move.work);
+  await discardIncoming(ctx, id, move, opts.keepInStore === true && !move.postCopy);
+  ctx.log.warn({ session: id }, 'move in aborted');
+}
+
+/**
+ * Kills a moved-in copy (by its record's pid, else by its restore's pid
+ * file), drops its network and its record, and forgets the move.
+ * `keepInStore`: its verified image is first kept as a checkpoint (a
+ * post-copy image holds no memory: never). Its guard must be stopped first.
+ */
+async function discardIncoming(ctx: AgentContext, id: string, move: Pick<IncomingMove, 'work' | 'manifest'>, keepInStore: boolean): Promise<void> {
   const s = ctx.registry.find(id);
-  if (s?.pid) await killSession(s.pid);
-  if (s) await removeSessionNetwork(id, s.network).catch(() => undefined);
+  const pid = s?.pid ?? (await restoredServerPid(incomingImages(move.work), id));
+  if (pid !== null) await killSession(pid);
+  await removeSessionNetwork(id, (s ?? move.manifest.session).network).catch(() => undefined);
   await ctx.registry.remove(id);
-  // A post-copy image holds no memory: nothing to keep (the source holds it, and resumes).
-  if (opts.keepInStore && !move.postCopy) {
+  await forgetIncoming(ctx.config.dataDir, id);
+  if (keepInStore) {
     try {
-      const checkpoint = await keepInStore(ctx, move);
+      const checkpoint = await keepInStoreAsCheckpoint(ctx, move);
       // Listed (and pushed) as checkpointed here: the scheduler learns where it is if its source went quiet.
       await ctx.registry.put({ ...move.manifest.session, state: 'checkpointed', pid: null, lastCheckpoint: checkpoint, error: null });
     } catch (err) {
@@ -232,12 +215,61 @@ export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepI
     }
   }
   await rm(move.work, { recursive: true, force: true });
-  ctx.log.warn({ session: id }, 'move in aborted');
+}
+
+/**
+ * After an agent restart: settles every move in that the last agent left
+ * (its record, see IncomingCopy), before sessions are reconciled. A copy
+ * the source let go of runs here: one committed, or post-copy one whose
+ * lazy-pages daemon handed the transfer over (the source's criu then ended
+ * its own). Any other is killed: its source resumes its own (post-copy,
+ * once the daemon's connection is reset here), and a stop-and-copy image is
+ * kept in the store, as when no commit comes in time.
+ */
+export async function settleIncoming(ctx: AgentContext): Promise<void> {
+  for (const c of await listIncoming(ctx.config.dataDir)) {
+    const id = c.sessionId;
+    const images = incomingImages(c.work);
+    try {
+      if (c.guardPid !== null) await stopIncomingGuard(c.guardPid, c.work);
+      // criu finishes a restore whose agent died inside it: its pid file is written as it exits.
+      await waitFor('criu restore of a moved-in session to end', async () => ((await processesWithArgs(['restore', images])).length > 0 ? undefined : true), { timeoutMs: ctx.config.restoreTimeoutMs, intervalMs: 50 }).catch(() => undefined);
+      let runs = c.committed;
+      const pageServer = c.manifest.pageServer;
+      if (!c.committed && pageServer) {
+        const log = lazyPagesFiles(images).log;
+        const daemon = await lazyDaemonServing(images);
+        if (daemon !== null && !(await lazyTransferHandedOver(log))) await breakLazyTransfer(pageServer, daemon);
+        if (daemon !== null) await waitFor('the lazy-pages daemon to end', async () => ((await isAlive(daemon)) ? undefined : true), { timeoutMs: ctx.config.moveIdleTimeoutMs, intervalMs: 50 }).catch(() => undefined);
+        runs = await lazyTransferHandedOver(log);
+      }
+      const pid = await restoredServerPid(images, id);
+      const s = ctx.registry.find(id);
+      if (runs && pid !== null && s) {
+        ctx.log.warn({ session: id, pid, committed: c.committed }, 'the last agent stopped while this session moved in, after its source let go: its copy here runs');
+        await ctx.registry.exclusive(id, 'start moved in', async () => startRestored(ctx, await connectRestored(ctx, s, pid, c.manifest.netnsOutside === true)));
+        await forgetIncoming(ctx.config.dataDir, id);
+        await rm(c.work, { recursive: true, force: true });
+      } else if (runs && pageServer) {
+        // Let go of by its source, and gone here: its memory went with it.
+        ctx.log.error({ session: id }, 'the last agent stopped while this session moved in post-copy; its copy here is gone after its source let go');
+        if (s) await ctx.registry.update(id, { state: 'failed', pid: null, error: 'the agent stopped while the session moved in post-copy, and its copy exited' });
+        await forgetIncoming(ctx.config.dataDir, id);
+        await rm(c.work, { recursive: true, force: true });
+      } else {
+        // Not let go of: the source runs it. A stop-and-copy image holds all of it: kept in the store in any case.
+        ctx.log.warn({ session: id, pid, committed: c.committed }, 'the last agent stopped while this session moved in: its copy here is killed (its source runs it; a full image is kept in the store)');
+        await discardIncoming(ctx, id, c, !pageServer);
+      }
+    } catch (err) {
+      ctx.log.error({ session: id, err: errorMessage(err), work: c.work }, 'could not settle a move in the last agent left');
+    }
+  }
 }
 
 /** Commits a moved-in image, verified on arrival, to the store as a checkpoint of its session. */
-async function keepInStore(ctx: AgentContext, move: IncomingMove): Promise<string> {
-  const images = join(move.work, 'images');
+async function keepInStoreAsCheckpoint(ctx: AgentContext, move: Pick<IncomingMove, 'work' | 'manifest'>): Promise<string> {
+  const images = incomingImages(move.work);
   const side = join(move.work, SIDE_FILES_DIR);
   // The restore wanted the side files inside the image directory; the store keeps them apart.
   if (await pathExists(join(images, SIDE_FILES_DIR))) await rename(join(images, SIDE_FILES_DIR), side);

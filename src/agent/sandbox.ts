@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SandboxError } from '../core/errors.js';
 import type { Session } from '../core/session.js';
@@ -43,6 +43,24 @@ export interface SessionPaths {
 export function sessionPaths(dataDir: string, s: { id: string; filesDir?: string }): SessionPaths {
   const dir = s.filesDir ?? join(dataDir, 'sessions', s.id);
   return { dir, log: join(dir, 'server.log'), runtime: join(dir, 'runtime'), ipython: join(dir, 'ipython') };
+}
+
+/** Where criu restore writes the restored server's host pid: beside the image directory, in the restore's work directory. */
+export function restoredPidFile(imagesDir: string): string {
+  return join(imagesDir, '..', 'restored.pid');
+}
+
+/**
+ * The host pid of session `sessionId`'s server as a restore's pid file names
+ * it, if that process lives and is that server (its environment names the
+ * session: a pid read from a file may have been reused); else null.
+ */
+export async function restoredServerPid(imagesDir: string, sessionId: string): Promise<number | null> {
+  const text = await readFile(restoredPidFile(imagesDir), 'utf8').catch(() => '');
+  const pid = Number(text.trim());
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  const env = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => '');
+  return `\0${env}`.includes(`\0HUBSHIFT_SESSION_ID=${sessionId}\0`) && (await isAlive(pid)) ? pid : null;
 }
 
 export function homeDir(dataDir: string, user: string): string {

@@ -8,6 +8,8 @@ import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { killOutgoing } from './outgoing-moves.js';
+import { killIncomingCopies } from './incoming-copies.js';
+import { settleIncoming } from './incoming-service.js';
 import { findStoppedCopy, forgetStoppedCopy, killStoppedCopies } from './stopped-copies.js';
 import { JupyterRest } from './jupyter-rest.js';
 import { allocateAddress, announce, createSessionNetwork, dropMovedNetns, forgetNeighbour, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork, type NetnsId } from './network.js';
@@ -86,6 +88,7 @@ export async function stopEverySession(ctx: AgentContext): Promise<void> {
   // Post-copy moves still serving memory to their targets: their frozen copies too.
   await killOutgoing(ctx.config.dataDir);
   await killStoppedCopies(ctx.config.dataDir);
+  await killIncomingCopies(ctx.config.dataDir);
   for (const p of ctx.pushedPages.values()) p.server.kill();
   await ctx.registry.load();
   for (const s of ctx.registry.list()) {
@@ -163,6 +166,8 @@ export async function resumeAfterFailedDump(ctx: AgentContext, s: Session): Prom
  * that never answered counted as not done).
  */
 export async function reconcileSessions(ctx: AgentContext): Promise<void> {
+  // Moves in first: a copy that runs here after all must not be counted as a dead restore below.
+  await settleIncoming(ctx);
   for (const s of ctx.registry.list()) {
     const alive = s.pid !== null && (await isAlive(s.pid));
     const stopped = s.state === 'checkpointing' ? await findStoppedCopy(ctx.config.dataDir, s.id) : null;

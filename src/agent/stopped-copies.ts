@@ -1,6 +1,7 @@
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { writeJsonRecord } from '../util/fs.js';
 import { killQuietly } from '../util/proc.js';
 
 /**
@@ -26,10 +27,7 @@ const dirOf = (dataDir: string): string => join(dataDir, 'stopped');
 const pathOf = (dataDir: string, sessionId: string): string => join(dirOf(dataDir), `${sessionId}.json`);
 
 export async function recordStoppedCopy(dataDir: string, m: StoppedCopy): Promise<void> {
-  await mkdir(dirOf(dataDir), { recursive: true, mode: 0o700 });
-  // Whole or not at all: a restart must never read a record cut short.
-  await writeFile(`${pathOf(dataDir, m.sessionId)}.tmp`, JSON.stringify(m), { mode: 0o600 });
-  await rename(`${pathOf(dataDir, m.sessionId)}.tmp`, pathOf(dataDir, m.sessionId));
+  await writeJsonRecord(pathOf(dataDir, m.sessionId), m);
 }
 
 export async function forgetStoppedCopy(dataDir: string, sessionId: string): Promise<void> {

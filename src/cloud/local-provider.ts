@@ -8,6 +8,7 @@ import { AgentClient } from '../agent/agent-client.js';
 import { ensureBridge, ip, netnsName, netnsPath } from '../agent/network.js';
 import { killOutgoing } from '../agent/outgoing-moves.js';
 import { killStoppedCopies } from '../agent/stopped-copies.js';
+import { killIncomingCopies } from '../agent/incoming-copies.js';
 import { HostRecord, type HostSpec } from '../core/cloud.js';
 import { ConflictError, SandboxError } from '../core/errors.js';
 import { Session } from '../core/session.js';
@@ -303,6 +304,8 @@ export class LocalProvider implements Provider {
     await killOutgoing(host.dataDir);
     // Stop-and-copy moves out of it under way: the session's stopped processes.
     await killStoppedCopies(host.dataDir);
+    // Sessions being moved in, whose restore may have outlived the agent that started it: by the pid criu wrote.
+    await killIncomingCopies(host.dataDir);
     // Sessions its agent could not remove: by the pids their records hold.
     const dir = join(host.dataDir, 'sessions');
     for (const id of existsSync(dir) ? await readdir(dir) : []) {

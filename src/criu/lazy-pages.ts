@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 import { waitFor } from '../util/exec.js';
 import { resetConnectionsTo } from '../util/tcp.js';
-import { killQuietly } from '../util/proc.js';
+import { killQuietly, processesWithArgs } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
 import type { PageServerAt } from '../core/checkpoint.js';
@@ -35,6 +35,22 @@ export interface LazyPagesDaemon {
 const ORPHAN_AFTER_MS = 15_000;
 const CLAIMED = 'lazy-pages.claimed';
 const PID_FILE = 'lazy-pages.pid';
+const LOG_LINK = 'lazy-pages.log';
+
+/**
+ * Where the daemon serving `imagesDir` is named, beside the directory: its
+ * pid, and a link to its log. Whoever settles a restore its agent did not
+ * live to finish (an orphan guard, a move's guard, a restarted agent) finds
+ * the daemon, and whether it handed its transfer over, by these.
+ */
+export function lazyPagesFiles(imagesDir: string): { pid: string; log: string } {
+  return { pid: join(imagesDir, '..', PID_FILE), log: join(imagesDir, '..', LOG_LINK) };
+}
+
+/** The pid of the lazy-pages daemon serving `imagesDir`, if one runs (the process with those arguments). */
+export async function lazyDaemonServing(imagesDir: string): Promise<number | null> {
+  return (await processesWithArgs(['lazy-pages', imagesDir]))[0] ?? null;
+}
 
 /**
  * A detached process that ends the daemon after `afterMs` unless a restore
@@ -96,7 +112,10 @@ export async function startLazyPages(
   }
   const pid = child.pid;
   // At once, synchronously: the guard started before the daemon finds it by this.
-  writeFileSync(join(imagesDir, '..', PID_FILE), String(pid));
+  const files = lazyPagesFiles(imagesDir);
+  writeFileSync(files.pid, String(pid));
+  rmSync(files.log, { force: true });
+  symlinkSync(logFile, files.log);
   const exited = new Promise<number>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1))));
   let gone = false;
   void exited.then(() => (gone = true));

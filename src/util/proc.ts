@@ -57,3 +57,15 @@ export function killQuietly(pid: number, signal: NodeJS.Signals = 'SIGKILL'): vo
     /* already gone */
   }
 }
+
+/** Pids of the processes whose arguments include every one of `args` (each a whole argument). */
+export async function processesWithArgs(args: readonly string[]): Promise<number[]> {
+  const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
+  const found = await Promise.all(
+    pids.map(async (p) => {
+      const argv = (await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')).split('\0');
+      return args.every((a) => argv.includes(a)) ? Number(p) : null;
+    }),
+  );
+  return found.filter((p): p is number => p !== null);
+}

@@ -9,10 +9,11 @@ import type { HostRecord } from '../../src/core/cloud.js';
 import { Session } from '../../src/core/session.js';
 import { lazyTransferHandedOver } from '../../src/criu/lazy-pages.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
-import { run, waitFor } from '../../src/util/exec.js';
+import { run, sleep, waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { hostIptables } from '../helpers/host-iptables.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
+import { expectOnlyCopy, sessionProcesses } from '../helpers/session-processes.js';
 
 /** Pids of criu processes (of `command`, if given) whose command line names a path under `dir` (a host's data directory). */
 async function criuUnder(dir: string, command?: 'dump' | 'lazy-pages'): Promise<number[]> {
@@ -55,9 +56,14 @@ describe('moving a session post-copy between local test hosts', () => {
 
   beforeAll(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'hubshift-postcopy-'));
-    // The operator's action script: fails criu's post-dump stage while the flag file says so.
+    // The operator's action script: fails criu's post-dump stage while the flag file says so, and kills the process
+    // named in ${flag}.kill (an agent) at a restore's post-restore stage: inside criu restore, the tasks all there.
     flag = join(stateDir, 'post-dump-fault');
-    await writeFile(`${flag}.sh`, `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && [ "$(cat '${flag}' 2>/dev/null)" = fail ] && exit 1\nexit 0\n`);
+    await writeFile(
+      `${flag}.sh`,
+      `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && [ "$(cat '${flag}' 2>/dev/null)" = fail ] && exit 1\n` +
+        `[ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] && [ -s '${flag}.kill' ] && kill -9 "$(cat '${flag}.kill')"\nexit 0\n`,
+    );
     await chmod(`${flag}.sh`, 0o755);
     const criuActionScript = `${flag}.sh`;
     provider = new LocalProvider({ stateDir, bridge: 'hspc0', subnet: '10.251.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 5, criuActionScript, logLevel: 'warn' });
@@ -279,7 +285,34 @@ describe('moving a session post-copy between local test hosts', () => {
     await b.removeSession(s.id);
   });
 
-  it('should resume the session on the source, and leave no copy on the target, when the target agent is killed while restoring', async () => {
+  it('should run the session on the target, once its agent is back, when that agent is killed inside criu restore and the memory arrives without it', async () => {
+    const [a] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('pr');
+    const k = await kernelWithState(s.url, s.token, 64);
+    // criu finishes the restore without its agent; the daemon fetches every page, and the source's criu ends its copy.
+    await writeFile(`${flag}.kill`, String((await provider.hosts())[1]!.agentPid));
+    const failure = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy').then(
+      () => null,
+      (err: unknown) => err as Error,
+    );
+    await rm(`${flag}.kill`, { force: true });
+    expect(failure?.message).toMatch(/runs on the target/);
+    expect(await a.findSession(s.id)).toBeNull();
+    // The stopped copy is the session's only one: the agent, back, finds it by the pid file its restore wrote, and runs it.
+    await provider.restartAgent(hosts[1]!.name);
+    const b = new AgentClient(hosts[1]!.agentUrl, tokens[1]!);
+    expect((await b.getSession(s.id)).state).toBe('running');
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    expect(await readdir(join(hosts[1]!.dataDir, 'incoming')).catch(() => [])).toEqual([]);
+    // Its guard saw the transfer handed over and left it (it fired a second after the commit timeout).
+    await sleep(5_500);
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    await b.removeSession(s.id);
+    expect(await sessionProcesses(s.id)).toEqual([]);
+  });
+
+  it('should leave the session in exactly one place when the target agent is killed while restoring, and the agent back settle what it left', async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
     const s = await a.startSession('pk');
     const k = await kernelWithState(s.url, s.token, 64);
@@ -288,22 +321,31 @@ describe('moving a session post-copy between local test hosts', () => {
       (err: unknown) => err as Error,
     );
     await waitFor('the target to be restoring the session', async () => ((await b.progress(s.id).catch(() => null))?.operation === 'move in' ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
-    killQuietly(hosts[1]!.agentPid!, 'SIGKILL');
+    killQuietly((await provider.hosts())[1]!.agentPid!, 'SIGKILL');
     const failure = await moving;
-    const record = await readFile(join(hosts[1]!.dataDir, 'sessions', s.id, 'session.json'), 'utf8').then((t) => Session.parse(JSON.parse(t)), () => null);
     if (/runs on the target/.test(failure?.message ?? '')) {
       // The target had every page before its agent died: the source's criu ended its copy, the target's is the one.
       expect(await a.findSession(s.id)).toBeNull();
-      expect(record?.pid && (await isAlive(record.pid))).toBeTruthy();
-    } else {
-      // Caught before the commit: exactly one copy, the source's, on the websocket it had.
-      expect(failure?.message).toMatch(/runs here again/);
-      expect((await a.getSession(s.id)).state).toBe('running');
+      await provider.restartAgent(hosts[1]!.name);
+      expect((await b.getSession(s.id)).state).toBe('running');
       expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
-      if (record?.pid) await waitFor('the target copy to be gone', async () => ((await isAlive(record.pid!)) ? undefined : true), { timeoutMs: 10_000, intervalMs: 100 });
-      // Its lazy-pages daemon and restore ended with the page server they fetched from.
-      await waitFor('no criu left on the target', async () => ((await criuUnder(hosts[1]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 20_000, intervalMs: 100 });
+      k.channel.close();
+      await b.removeSession(s.id);
+      return;
     }
+    // Caught before the commit: exactly one copy, the source's, on the websocket it had.
+    expect(failure?.message).toMatch(/runs here again/);
+    const here = await a.getSession(s.id);
+    expect(here.state).toBe('running');
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    // The target's copy, if criu got as far as making one, goes with its guard or the agent back; nothing of it stays.
+    await provider.restartAgent(hosts[1]!.name);
+    expect(await b.findSession(s.id)).toBeNull();
+    await expectOnlyCopy(s.id, here.pid!);
+    // Its lazy-pages daemon and restore ended with the page server they fetched from.
+    await waitFor('no criu left on the target', async () => ((await criuUnder(hosts[1]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 20_000, intervalMs: 100 });
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
     k.channel.close();
+    await a.removeSession(s.id);
   });
 });

@@ -1,0 +1,60 @@
+import { spawn } from 'node:child_process';
+import type { PageServerAt } from '../core/checkpoint.js';
+import { LAZY_HANDOVER_LINE, lazyPagesFiles } from '../criu/lazy-pages.js';
+import { incomingImages } from './incoming-copies.js';
+import { netnsName } from './network.js';
+import { restoredPidFile } from './sandbox.js';
+
+/**
+ * Starts the guard of a session being moved in, before criu restore runs:
+ * after `ms` it kills the copy and drops its network namespace. Detached,
+ * so it outlives this agent: a target that dies mid-move (even inside criu
+ * restore, which finishes without it) never leaves a copy holding the
+ * session's address. It reads what to act on when it fires, from files the
+ * restore leaves in `work`: the copy's pid (restoredPidFile; killed only if
+ * that process is the session's server) and, post-copy (`pageServer`), the
+ * lazy-pages daemon's pid and log (lazyPagesFiles).
+ *
+ * Post-copy, a copy whose daemon told the source it is done (see
+ * lazyTransferHandedOver) is the session's only one: the source's criu has
+ * ended its own. It is left alone, and a restarted agent runs it
+ * (settleIncoming). Otherwise the daemon's connection is reset and the
+ * daemon killed first, so the source's criu sees the transfer fail and
+ * resumes its copy; the log is read again after, since the daemon may have
+ * handed over in between. Python: one process (a shell would leave its
+ * sleep behind when killed).
+ */
+export function startIncomingGuard(sessionId: string, work: string, ms: number, pageServer: PageServerAt | undefined): number | null {
+  const images = incomingImages(work);
+  const daemon = lazyPagesFiles(images);
+  const lazy = pageServer === undefined ? '' : `def handed_over():
+    try:
+        with open(${JSON.stringify(daemon.log)}, 'rb') as f:
+            f.seek(0, 2); f.seek(max(0, f.tell() - 4096)); last = f.read().rstrip().split(b'\\n')[-1]
+    except OSError: return False
+    return ${JSON.stringify(LAZY_HANDOVER_LINE)}.encode() in last
+if handed_over(): sys.exit(0)
+d = read(${JSON.stringify(daemon.pid)}).strip()
+if d.isdigit() and b'lazy-pages' in read(f'/proc/{int(d)}/cmdline'):
+    subprocess.run(['ss', '-K', 'dst', '${pageServer.address}:${pageServer.port}'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try: os.kill(int(d), signal.SIGKILL)
+    except OSError: pass
+    time.sleep(0.2)
+if handed_over(): sys.exit(0)
+`;
+  const py = `import os, signal, subprocess, sys, time
+time.sleep(${ms / 1000})
+def read(p):
+    try:
+        with open(p, 'rb') as f: return f.read()
+    except OSError: return b''
+${lazy}p = read(${JSON.stringify(restoredPidFile(images))}).strip()
+if p.isdigit() and b'\\0HUBSHIFT_SESSION_ID=${sessionId}\\0' in b'\\0' + read(f'/proc/{int(p)}/environ'):
+    os.kill(int(p), signal.SIGKILL)
+subprocess.run(['ip', 'netns', 'del', '${netnsName(sessionId)}'], stderr=subprocess.DEVNULL)
+`;
+  const child = spawn('/usr/bin/python3', ['-I', '-S', '-c', py], { detached: true, stdio: 'ignore' });
+  child.on('error', () => undefined);
+  child.unref();
+  return child.pid ?? null;
+}

@@ -1,0 +1,17 @@
+import { readFile, readdir } from 'node:fs/promises';
+import { waitFor } from '../../src/util/exec.js';
+import { processTree } from '../../src/util/proc.js';
+
+/** Pids of every process of session `id` on this machine (its launcher, server and kernels: their environment names it). */
+export async function sessionProcesses(id: string): Promise<number[]> {
+  const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
+  const of = await Promise.all(pids.map(async (p) => ((await readFile(`/proc/${p}/environ`, 'latin1').catch(() => '')).split('\0').includes(`HUBSHIFT_SESSION_ID=${id}`) ? Number(p) : null)));
+  return of.filter((p): p is number => p !== null);
+}
+
+/** Waits (10 s at most) until the only processes of session `id` are the copy whose server is `serverPid`, and the launcher that started it. */
+export async function expectOnlyCopy(id: string, serverPid: number): Promise<void> {
+  const launcher = Number((await readFile(`/proc/${serverPid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[1]);
+  const copy = [launcher, ...(await processTree(serverPid))];
+  await waitFor(`no process of session ${id} but its copy at pid ${serverPid}`, async () => ((await sessionProcesses(id)).every((p) => copy.includes(p)) ? true : undefined), { timeoutMs: 10_000, intervalMs: 100 });
+}

@@ -1,0 +1,97 @@
+import { spawn } from 'node:child_process';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LAZY_HANDOVER_LINE, lazyPagesFiles } from '../../src/criu/lazy-pages.js';
+import { incomingImages, stopIncomingGuard } from '../../src/agent/incoming-copies.js';
+import { startIncomingGuard } from '../../src/agent/incoming-guard.js';
+import { restoredPidFile, restoredServerPid } from '../../src/agent/sandbox.js';
+import { waitFor } from '../../src/util/exec.js';
+import { isAlive, killQuietly } from '../../src/util/proc.js';
+import { useTempDir } from '../helpers/temp-dir.js';
+
+// Nothing listens there: the guard's reset of the daemon's connection finds none.
+const PAGE_SERVER = { address: '127.0.0.1', port: 9 };
+
+/**
+ * The guard of a session being moved in, against real processes standing in
+ * for the restored copy (its environment names the session, as a restored
+ * server's does) and the lazy-pages daemon (its arguments say lazy-pages).
+ */
+describe('the guard of a moved-in copy', () => {
+  const dir = useTempDir('hubshift-guard-');
+  const started: number[] = [];
+  afterEach(() => {
+    for (const pid of started.splice(0)) killQuietly(pid, 'SIGKILL');
+  });
+
+  const spawnAs = (argv0: string, env: Record<string, string>): number => {
+    const child = spawn('/bin/bash', ['-c', `exec -a ${argv0} sleep 60`], { detached: true, stdio: 'ignore', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
+    child.unref();
+    started.push(child.pid!);
+    return child.pid!;
+  };
+
+  /** A move in's work directory whose restore wrote `copy` as the restored pid; post-copy, a daemon whose log ends with `lastLine`. */
+  const moveIn = async (name: string, copy: number, daemon?: { pid: number; lastLine: string }): Promise<string> => {
+    const work = join(dir(), name);
+    const images = incomingImages(work);
+    await mkdir(images, { recursive: true });
+    await writeFile(restoredPidFile(images), `${copy}\n`);
+    if (daemon) {
+      const files = lazyPagesFiles(images);
+      await writeFile(files.pid, String(daemon.pid));
+      await writeFile(join(work, 'daemon.log'), `(00.1) lazy-pages: started\n(00.2) ${daemon.lastLine}\n`);
+      await symlink(join(work, 'daemon.log'), files.log);
+    }
+    return work;
+  };
+
+  const gone = (pid: number): Promise<true> => waitFor(`pid ${pid} to be gone`, async () => ((await isAlive(pid)) ? undefined : true), { timeoutMs: 5_000, intervalMs: 20 });
+  const guardEnded = (pid: number | null): Promise<true> => gone(pid!);
+
+  it('should kill the copy its restore wrote, and only a process that is that session\'s', async () => {
+    const copy = spawnAs('python3', { HUBSHIFT_SESSION_ID: 'sguard1' });
+    const other = spawnAs('python3', { HUBSHIFT_SESSION_ID: 'sguard1x' });
+    const work = await moveIn('w1', copy);
+    const otherWork = await moveIn('w2', other);
+    expect(await restoredServerPid(incomingImages(work), 'sguard1')).toBe(copy);
+    expect(await restoredServerPid(incomingImages(otherWork), 'sguard1')).toBeNull();
+    // Two guards of session sguard1: one names its copy, the other a process of another session (a reused pid).
+    const guards = [startIncomingGuard('sguard1', work, 100, undefined), startIncomingGuard('sguard1', otherWork, 100, undefined)];
+    await gone(copy);
+    for (const g of guards) await guardEnded(g);
+    expect(await isAlive(other)).toBe(true);
+  });
+
+  it('should end the daemon and the copy of a post-copy move that the daemon did not hand over', async () => {
+    const copy = spawnAs('python3', { HUBSHIFT_SESSION_ID: 'sguard2' });
+    const daemon = spawnAs('lazy-pages', {});
+    const work = await moveIn('w3', copy, { pid: daemon, lastLine: 'uffd: 1234: #PF at 0x7f0000000000' });
+    const guard = startIncomingGuard('sguard2', work, 100, PAGE_SERVER);
+    await gone(daemon);
+    await gone(copy);
+    await guardEnded(guard);
+  });
+
+  it('should leave the copy of a post-copy move whose daemon handed the transfer over (the only copy left)', async () => {
+    const copy = spawnAs('python3', { HUBSHIFT_SESSION_ID: 'sguard3' });
+    const daemon = spawnAs('lazy-pages', {});
+    const work = await moveIn('w4', copy, { pid: daemon, lastLine: LAZY_HANDOVER_LINE });
+    await guardEnded(startIncomingGuard('sguard3', work, 100, PAGE_SERVER));
+    expect(await isAlive(copy)).toBe(true);
+    expect(await isAlive(daemon)).toBe(true);
+  });
+
+  it('should be stopped before it fires, by a pid whose script names the move\'s work directory only', async () => {
+    const copy = spawnAs('python3', { HUBSHIFT_SESSION_ID: 'sguard4' });
+    const work = await moveIn('w5', copy);
+    const guard = startIncomingGuard('sguard4', work, 2_000, undefined)!;
+    expect(await stopIncomingGuard(guard, join(dir(), 'elsewhere'))).toBe(false);
+    expect(await stopIncomingGuard(guard, work)).toBe(true);
+    await guardEnded(guard);
+    expect(await stopIncomingGuard(guard, work)).toBe(false);
+    await new Promise((r) => setTimeout(r, 2_300));
+    expect(await isAlive(copy)).toBe(true);
+  });
+});
