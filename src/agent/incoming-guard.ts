@@ -11,8 +11,9 @@ import { restoredPidFile } from './sandbox.js';
  * so it outlives this agent: a target that dies mid-move (even inside criu
  * restore, which finishes without it) never leaves a copy holding the
  * session's address. It reads what to act on when it fires, from files the
- * restore leaves in `work`: the copy's pid (restoredPidFile; killed only if
- * that process is the session's server) and, post-copy (`pageServer`), the
+ * restore leaves in `work`: the copy's pid (restoredPidFile, once a criu
+ * restore still running there has ended, `restoreWaitMs` at most; killed
+ * only if that process is the session's server) and, post-copy (`pageServer`), the
  * lazy-pages daemon's pid and log (lazyPagesFiles).
  *
  * Post-copy, a copy whose daemon told the source it is done (see
@@ -24,7 +25,7 @@ import { restoredPidFile } from './sandbox.js';
  * handed over in between. Python: one process (a shell would leave its
  * sleep behind when killed).
  */
-export function startIncomingGuard(sessionId: string, work: string, ms: number, pageServer: PageServerAt | undefined): number | null {
+export function startIncomingGuard(sessionId: string, work: string, ms: number, pageServer: PageServerAt | undefined, restoreWaitMs = 60_000): number | null {
   const images = incomingImages(work);
   const daemon = lazyPagesFiles(images);
   const lazy = pageServer === undefined ? '' : `def handed_over():
@@ -48,7 +49,17 @@ def read(p):
     try:
         with open(p, 'rb') as f: return f.read()
     except OSError: return b''
-${lazy}p = read(${JSON.stringify(restoredPidFile(images))}).strip()
+${lazy}# A restore still running writes the pid file as it ends (its agent gone, criu finishes it): waited for, a while.
+def restoring():
+    for q in os.listdir('/proc'):
+        if q.isdigit():
+            a = read(f'/proc/{q}/cmdline').split(b'\\0')
+            if b'restore' in a and ${JSON.stringify(images)}.encode() in a: return True
+    return False
+for _ in range(${Math.ceil(restoreWaitMs / 100)}):
+    if not restoring(): break
+    time.sleep(0.1)
+p = read(${JSON.stringify(restoredPidFile(images))}).strip()
 if p.isdigit() and b'\\0HUBSHIFT_SESSION_ID=${sessionId}\\0' in b'\\0' + read(f'/proc/{int(p)}/environ'):
     os.kill(int(p), signal.SIGKILL)
 subprocess.run(['ip', 'netns', 'del', '${netnsName(sessionId)}'], stderr=subprocess.DEVNULL)

@@ -67,7 +67,7 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     // Before criu restore: an agent killed inside it leaves a copy that criu finishes without it. The guard ends it in
     // time (a second after this agent's own timer would have: that one acts first); the record, written before the
     // session's, lets a restarted agent settle it (settleIncoming).
-    const guardPid = startIncomingGuard(id, work, ctx.config.incomingTimeoutMs + 1_000, manifest.pageServer);
+    const guardPid = startIncomingGuard(id, work, ctx.config.incomingTimeoutMs + 1_000, manifest.pageServer, ctx.config.restoreTimeoutMs);
     const r0 = performance.now();
     try {
       await recordIncoming(ctx.config.dataDir, { sessionId: id, work, manifest, guardPid, committed: false });

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LAZY_HANDOVER_LINE, lazyPagesFiles } from '../../src/criu/lazy-pages.js';
@@ -62,6 +62,19 @@ describe('the guard of a moved-in copy', () => {
     await gone(copy);
     for (const g of guards) await guardEnded(g);
     expect(await isAlive(other)).toBe(true);
+  });
+
+  it('should wait for a criu restore still running in the work directory, and kill the copy whose pid it writes as it ends', async () => {
+    const copy = spawnAs('python3', { HUBSHIFT_SESSION_ID: 'sguard5' });
+    const work = await moveIn('w6', copy);
+    const images = incomingImages(work);
+    await rm(restoredPidFile(images));
+    // A stand-in for criu restore (its arguments name the command and the images), which writes the pid file as it ends.
+    const restore = spawn('/usr/bin/python3', ['-c', `import time; time.sleep(1.2); open(${JSON.stringify(restoredPidFile(images))}, 'w').write('${copy}')`, 'restore', '-D', images], { stdio: 'ignore' });
+    started.push(restore.pid!);
+    const guard = startIncomingGuard('sguard5', work, 100, undefined, 10_000);
+    await gone(copy);
+    await guardEnded(guard);
   });
 
   it('should end the daemon and the copy of a post-copy move that the daemon did not hand over', async () => {
