@@ -1,6 +1,9 @@
+import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { describe, expect, it } from 'vitest';
 import { allocateAddress, announce, hostVethName, macFor, parseSubnet } from '../../src/agent/network.js';
+import { run, waitFor } from '../../src/util/exec.js';
+import { killQuietly } from '../../src/util/proc.js';
 
 describe('session addressing', () => {
   it('should give the bridge the first address and sessions the lowest free ones', () => {
@@ -36,10 +39,41 @@ describe("a restored session's announcement", () => {
     });
     try {
       const got = new Promise<string>((resolve) => sock.once('message', (m) => resolve(m.toString())));
-      await announce(process.pid, '127.0.0.1');
+      // lo: only this namespace's loopback entries are looked at (the machine's own eth0 is not the test's).
+      await announce(process.pid, '127.0.0.1', 'lo');
       expect(await Promise.race([got, new Promise((resolve) => setTimeout(() => resolve('nothing within 2 s'), 2_000))])).toBe('hubshift');
     } finally {
       sock.close();
+    }
+  });
+
+  it('should ask for the gateway afresh where an earlier request went unanswered (the bridge end was down), not a second later', async () => {
+    // Two namespaces of the test's own: the session's (eth0) and one standing for the bridge with the gateway address.
+    const ns = `hstest-ann-${process.pid}`;
+    const gw = `hstest-gw-${process.pid}`;
+    const inNs = (cmd: string): Promise<unknown> => run('ip', ['netns', 'exec', ns, 'bash', '-c', cmd], { timeoutMs: 5_000, allowFailure: true });
+    let sleeper: number | undefined;
+    try {
+      await run('ip', ['netns', 'add', ns], { timeoutMs: 5_000 });
+      await run('ip', ['netns', 'add', gw], { timeoutMs: 5_000 });
+      await run('ip', ['-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'gw0', 'netns', gw], { timeoutMs: 5_000 });
+      await run('ip', ['-n', ns, '-batch', '-'], { input: 'addr add 10.98.0.2/24 dev eth0\nlink set eth0 up\nlink set lo up\n', timeoutMs: 5_000 });
+      await run('ip', ['-n', gw, 'addr', 'add', '10.98.0.1/24', 'dev', 'gw0'], { timeoutMs: 5_000 });
+      // A packet to the gateway while its end is down: the entry waits unanswered.
+      await inNs('printf x > /dev/udp/10.98.0.1/9');
+      const neighbour = async (): Promise<string> => ((await run('ip', ['-n', ns, 'neigh', 'show', '10.98.0.1'], { timeoutMs: 5_000 })).stdout as string).trim();
+      expect(await neighbour()).toMatch(/INCOMPLETE|FAILED/);
+      await run('ip', ['-n', gw, 'link', 'set', 'gw0', 'up'], { timeoutMs: 5_000 });
+      const child = spawn('ip', ['netns', 'exec', ns, 'sleep', '30'], { stdio: 'ignore' });
+      sleeper = child.pid!;
+      await waitFor('the stand-in process to be in the namespace', async () => ((await run('readlink', [`/proc/${sleeper}/ns/net`], { timeoutMs: 5_000, allowFailure: true })).stdout !== (await run('readlink', ['/proc/self/ns/net'], { timeoutMs: 5_000 })).stdout ? true : undefined), { timeoutMs: 5_000, intervalMs: 10 });
+      await announce(sleeper, '10.98.0.1');
+      // Answered at once; the kernel's own retry would have come a second after the first request.
+      await waitFor('the gateway to be known', async () => (/REACHABLE|DELAY|STALE/.test(await neighbour()) ? true : undefined), { timeoutMs: 300, intervalMs: 10 });
+    } finally {
+      if (sleeper !== undefined) killQuietly(sleeper);
+      await run('ip', ['netns', 'del', ns], { timeoutMs: 5_000, allowFailure: true });
+      await run('ip', ['netns', 'del', gw], { timeoutMs: 5_000, allowFailure: true });
     }
   });
 });
