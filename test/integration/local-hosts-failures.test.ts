@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,10 +22,16 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
   let provider: LocalProvider;
   let hosts: HostRecord[];
   let clients: AgentClient[];
+  let killFile: string;
 
   beforeAll(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'hubshift-local-fail-'));
-    provider = new LocalProvider({ stateDir, bridge: 'hslf0', subnet: '10.252.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 3, logLevel: 'warn' });
+    // The operator's action script: kills the process named in the file `kill` (an agent) at a restore's post-restore
+    // stage, inside criu restore with the tasks all there, while that file exists.
+    killFile = join(stateDir, 'kill');
+    const criuActionScript = join(stateDir, 'kill-at-post-restore.sh');
+    await writeFile(criuActionScript, `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] && [ -s '${killFile}' ] && kill -9 "$(cat '${killFile}')"\nexit 0\n`, { mode: 0o755 });
+    provider = new LocalProvider({ stateDir, bridge: 'hslf0', subnet: '10.252.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 3, criuActionScript, logLevel: 'warn' });
     hosts = await provider.create(localHostSpecs(3, 0));
     clients = await Promise.all(hosts.map(async (h) => new AgentClient(h.agentUrl, (await readFile(h.tokenFile, 'utf8')).trim())));
   });
@@ -197,6 +203,39 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     await provider.restartAgent(hosts[1]!.name);
     expect((await b.findSession(s.id))?.state ?? 'gone').toMatch(/^(gone|checkpointed)$/);
     await expectOnlyCopy(s.id, (await a.getSession(s.id)).pid!);
+    await a.removeSession(s.id);
+  });
+
+  it("should resume the session on the source, and keep the target's verified image in its store, when the target agent dies inside criu restore and comes back", async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('kir');
+    const k = await kernelWithState(s.url, s.token, 32);
+    const targetAgent = (await provider.hosts())[1]!.agentPid!;
+    await writeFile(killFile, String(targetAgent));
+    const moving = a.move(s.id, { url: hosts[1]!.agentUrl, token: (await readFile(hosts[1]!.tokenFile, 'utf8')).trim() }, 'stop-and-copy').then(
+      () => null,
+      (err: unknown) => err as Error,
+    );
+    try {
+      await waitFor('the target agent to be killed inside criu restore', async () => ((await isAlive(targetAgent)) ? undefined : true), { timeoutMs: 60_000, intervalMs: 20 });
+    } finally {
+      await rm(killFile, { force: true });
+    }
+    // criu finished the restore without its agent: a stopped copy that only the pid file it wrote names. The agent,
+    // back while the source still asks it to abort, kills that copy and keeps the verified image, as when no commit comes.
+    await provider.restartAgent(hosts[1]!.name);
+    const failure = await moving;
+    expect(failure?.message).toMatch(/runs here again/);
+    const here = await a.getSession(s.id);
+    expect(here.state).toBe('running');
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    const kept = await b.getSession(s.id);
+    expect(kept).toMatchObject({ state: 'checkpointed', pid: null });
+    expect(kept.lastCheckpoint).toBeTruthy();
+    expect(await readdir(join(hosts[1]!.dataDir, 'incoming')).catch(() => [])).toEqual([]);
+    await expectOnlyCopy(s.id, here.pid!);
+    await b.removeSession(s.id);
     await a.removeSession(s.id);
   });
 
