@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { loadSelectedCriu } from '../criu/select.js';
 import { ensurePipeMaxSize } from '../criu/pipe-size.js';
+import { shrinkConntrackTable } from '../criu/conntrack-table.js';
 import { ensureKdatCache } from '../criu/kdat-cache.js';
 import { errorMessage } from '../core/errors.js';
 import { openStore } from '../images/open-store.js';
@@ -36,6 +37,11 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   if (criu.postCopy?.ok) {
     // Post-copy moves need criu's 4 MiB pipes; the sysctl is lost on reboot. Moves fall back to stop-and-copy without it.
     await ensurePipeMaxSize().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'post-copy moves will fail here'));
+  }
+  if (config.conntrackBuckets > 0) {
+    const t = await shrinkConntrackTable(config.conntrackBuckets);
+    if (t.done === 'shrunk') log.info({ before: t.before, after: t.after }, "the host's connection-tracking table shrunk: criu walks all of it twice in every dump");
+    else if (t.done === 'left' && t.before > config.conntrackBuckets) log.warn({ buckets: t.before, why: t.why }, "the host's connection-tracking table left as it is: every criu dump walks it twice");
   }
   // Every criu call would otherwise probe the kernel afresh (see kdat-cache.ts); without the cache criu is only slower.
   await ensureKdatCache(criu).then(

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { BridgeConfig } from './network.js';
 import type { SchedulerLinkConfig } from './scheduler-link.js';
 import { DEFAULT_SESSION_COMMAND, HUB_SESSION_COMMAND } from './sandbox.js';
+import { DEFAULT_CONNTRACK_BUCKETS } from '../criu/conntrack-table.js';
 
 export interface AgentConfig {
   /** Address the HTTP API binds to. Default 127.0.0.1; use 0.0.0.0 to serve a scheduler on another machine. */
@@ -66,6 +67,12 @@ export interface AgentConfig {
    * network. The server's memory always goes. Default 32 MiB; 0: none.
    */
   postCopyEagerBytes: number;
+  /**
+   * Buckets the host's connection-tracking table is shrunk to at start when it
+   * is larger and nearly unused (criu walks the whole table twice in every
+   * dump; see criu/conntrack-table.ts). 0: leave the table alone.
+   */
+  conntrackBuckets: number;
   /** Register with a scheduler and push metrics to it; unset: the agent runs alone. */
   scheduler?: SchedulerLinkConfig;
 }
@@ -86,6 +93,7 @@ export const AGENT_DEFAULTS = {
   incomingTimeoutMs: 30_000,
   moveIdleTimeoutMs: 30_000,
   postCopyEagerBytes: 32 << 20,
+  conntrackBuckets: DEFAULT_CONNTRACK_BUCKETS,
   networkGbps: 10,
   keepCheckpoints: 3,
 } as const satisfies Partial<AgentConfig>;

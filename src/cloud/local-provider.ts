@@ -9,6 +9,7 @@ import { ensureBridge, ip, netnsName, netnsPath } from '../agent/network.js';
 import { killOutgoing } from '../agent/outgoing-moves.js';
 import { killStoppedCopies } from '../agent/stopped-copies.js';
 import { killIncomingCopies } from '../agent/incoming-copies.js';
+import { shrinkConntrackTable } from '../criu/conntrack-table.js';
 import { HostRecord, type HostSpec } from '../core/cloud.js';
 import { ConflictError, SandboxError } from '../core/errors.js';
 import { Session } from '../core/session.js';
@@ -128,6 +129,9 @@ export class LocalProvider implements Provider {
     const [a, b] = octets(this.config.subnet);
     const prefix = `${a}.${b}`;
     await mkdir(this.config.stateDir, { recursive: true, mode: 0o700 });
+    // The hosts share this machine's kernel, and its connection-tracking table is written only from here (the agents,
+    // each in its own namespace, are told to leave it): criu walks all of it twice in every dump.
+    await shrinkConntrackTable();
     const storeDir = join(this.config.stateDir, 'store');
     await mkdir(storeDir, { recursive: true, mode: 0o700 });
     const state: LocalState = { version: 1, bridge: this.config.bridge, subnet: this.config.subnet, gateway: this.gateway, storeDir, metadataPid: null, hosts: [] };
@@ -206,6 +210,7 @@ export class LocalProvider implements Provider {
       '--log-level', this.config.logLevel ?? 'info',
       '--incoming-timeout', String(this.config.incomingTimeoutSeconds ?? 30),
       '--move-idle-timeout', String(this.config.moveIdleTimeoutSeconds ?? 30),
+      '--conntrack-buckets', '0',
     ];
     if (this.config.criuActionScript) args.push('--criu-action-script', this.config.criuActionScript);
     if (this.config.scheduler) {

@@ -7,4 +7,5 @@ export * from './select.js';
 export * from './tcp-repair.js';
 export * from './lazy-pages.js';
 export * from './pipe-size.js';
+export * from './conntrack-table.js';
 export * from './kdat-cache.js';

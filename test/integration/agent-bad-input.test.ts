@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { UpstreamError } from '../../src/core/errors.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
+import { DEFAULT_CONNTRACK_BUCKETS } from '../../src/criu/conntrack-table.js';
 import { netnsPath } from '../../src/agent/network.js';
 import { isAlive } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
@@ -69,6 +70,13 @@ describe('the agent refuses bad input clearly and loses nothing', () => {
     await t?.cleanup();
     await unlink(flag).catch(() => undefined);
     await unlink(`${flag}.sh`).catch(() => undefined);
+  });
+
+  it("should have shrunk the host's connection-tracking table at start, unless it tracks many connections", async () => {
+    // Every criu dump walks the whole table twice (criu/conntrack-table.ts); an agent started here shrinks it.
+    const read = async (name: string): Promise<number> => Number((await readFile(`/proc/sys/net/netfilter/${name}`, 'utf8')).trim());
+    const [buckets, count] = [await read('nf_conntrack_buckets'), await read('nf_conntrack_count')];
+    expect(buckets <= DEFAULT_CONNTRACK_BUCKETS || count > DEFAULT_CONNTRACK_BUCKETS / 2).toBe(true);
   });
 
   it('should answer 401 to a wrong or missing token, and /healthz without one', async () => {
