@@ -36,7 +36,9 @@ function hookEnv(ctx: AgentContext, s: Session, dump?: HookUse & { sideDir: stri
   // A lazy dump acts on a post-dump failure only after the last page, by resuming the source beside the target's
   // copy: its hook must not fail there (see criu-hook.ts), so the agent copies the log itself (copyFrozenLog).
   if (dump?.lazy) env.HUBSHIFT_LAZY_DUMP = '1';
-  else if (dump) env.HUBSHIFT_SIDE_FILES_DIR = dump.sideDir;
+  // Tasks left stopped cannot write their log: the agent copies it after criu exits, beside the capture's last writes,
+  // instead of two processes run (cold, after a dropped cache) inside criu's post-dump stage.
+  else if (dump && !dump.stopped) env.HUBSHIFT_SIDE_FILES_DIR = dump.sideDir;
   // The hook tells the capture that criu is done with the pipes, and waits for its last page unless the tasks stay stopped.
   if (dump?.captureDir) env.HUBSHIFT_PAGE_CAPTURE = dump.captureDir;
   if (dump?.captureDir && dump.stopped) env.HUBSHIFT_PAGE_CAPTURE_STOPPED = '1';
@@ -200,7 +202,8 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
       leaveRunning: opts.leaveRunning,
       extraArgs: opts.leaveStopped && !opts.leaveRunning ? ['--leave-stopped'] : undefined,
     });
-    const pageDigests = capture ? await capture.finish(await pageImagesInUse(images)) : await hasher?.finish();
+    const stopped = opts.leaveStopped && !opts.leaveRunning;
+    const [pageDigests] = await Promise.all([capture ? capture.finish(await pageImagesInUse(images)) : hasher?.finish(), stopped ? copyFrozenLog(ctx, d) : undefined]);
     return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s, netnsOutside: netnsLeftOut(d) };
   } catch (err) {
     await hasher?.abort();
