@@ -195,14 +195,15 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
     throw err;
   }
   if (!capture && opts.hashPages) hasher = new GrowingFileHasher(images, { match: PAGE_IMAGE, durable: !opts.volatile, sink: opts.pageSink, onBytes }).start();
+  // criu leaves the tasks stopped, not killed: the hook need not wait for the capture, nor copy the log.
+  const stopped = opts.leaveStopped === true && !opts.leaveRunning;
   const frozenAt = performance.now();
   try {
     const { seconds } = await dump(ctx.criu, {
-      ...dumpArgs(ctx, d, { captureDir: capture?.controlDir, stopped: opts.leaveStopped && !opts.leaveRunning }),
+      ...dumpArgs(ctx, d, { captureDir: capture?.controlDir, stopped }),
       leaveRunning: opts.leaveRunning,
-      extraArgs: opts.leaveStopped && !opts.leaveRunning ? ['--leave-stopped'] : undefined,
+      extraArgs: stopped ? ['--leave-stopped'] : undefined,
     });
-    const stopped = opts.leaveStopped && !opts.leaveRunning;
     const [pageDigests] = await Promise.all([capture ? capture.finish(await pageImagesInUse(images)) : hasher?.finish(), stopped ? copyFrozenLog(ctx, d) : undefined]);
     return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s, netnsOutside: netnsLeftOut(d) };
   } catch (err) {
