@@ -4,6 +4,7 @@ import { LAZY_HANDOVER_LINE, lazyPagesFiles } from '../criu/lazy-pages.js';
 import { incomingImages } from './incoming-copies.js';
 import { netnsName } from './network.js';
 import { restoredPidFile } from './sandbox.js';
+import { PY_PROCESS_HELPERS } from '../util/proc.js';
 
 /**
  * Starts the guard of a session being moved in, before criu restore runs:
@@ -36,7 +37,7 @@ export function startIncomingGuard(sessionId: string, work: string, ms: number, 
     return ${JSON.stringify(LAZY_HANDOVER_LINE)}.encode() in last
 if handed_over(): sys.exit(0)
 d = read(${JSON.stringify(daemon.pid)}).strip()
-if d.isdigit() and b'lazy-pages' in read(f'/proc/{int(d)}/cmdline'):
+if d.isdigit() and runs_with(int(d), 'lazy-pages', ${JSON.stringify(images)}):
     subprocess.run(['ss', '-K', 'dst', '${pageServer.address}:${pageServer.port}'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try: os.kill(int(d), signal.SIGKILL)
     except OSError: pass
@@ -44,20 +45,10 @@ if d.isdigit() and b'lazy-pages' in read(f'/proc/{int(d)}/cmdline'):
 if handed_over(): sys.exit(0)
 `;
   const py = `import os, signal, subprocess, sys, time
-time.sleep(${ms / 1000})
-def read(p):
-    try:
-        with open(p, 'rb') as f: return f.read()
-    except OSError: return b''
+${PY_PROCESS_HELPERS}time.sleep(${ms / 1000})
 ${lazy}# A restore still running writes the pid file as it ends (its agent gone, criu finishes it): waited for, a while.
-def restoring():
-    for q in os.listdir('/proc'):
-        if q.isdigit():
-            a = read(f'/proc/{q}/cmdline').split(b'\\0')
-            if b'restore' in a and ${JSON.stringify(images)}.encode() in a: return True
-    return False
 for _ in range(${Math.ceil(restoreWaitMs / 100)}):
-    if not restoring(): break
+    if not pids_with('restore', ${JSON.stringify(images)}): break
     time.sleep(0.1)
 p = read(${JSON.stringify(restoredPidFile(images))}).strip()
 if p.isdigit() and b'\\0HUBSHIFT_SESSION_ID=${sessionId}\\0' in b'\\0' + read(f'/proc/{int(p)}/environ'):

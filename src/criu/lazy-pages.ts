@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 import { waitFor } from '../util/exec.js';
 import { resetConnectionsTo } from '../util/tcp.js';
-import { killQuietly, processesWithArgs } from '../util/proc.js';
+import { PY_PROCESS_HELPERS, killQuietly, processesWithArgs } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
 import type { PageServerAt } from '../core/checkpoint.js';
@@ -38,13 +38,14 @@ const PID_FILE = 'lazy-pages.pid';
 const LOG_LINK = 'lazy-pages.log';
 
 /**
- * Where the daemon serving `imagesDir` is named, beside the directory: its
- * pid, and a link to its log. Whoever settles a restore its agent did not
+ * Where the daemon serving `imagesDir` is named, beside the directory (not
+ * in it: the directory may be kept as a checkpoint): its pid, a link to its
+ * log, and the mark that a restore claimed it. Whoever settles a restore its agent did not
  * live to finish (an orphan guard, a move's guard, a restarted agent) finds
  * the daemon, and whether it handed its transfer over, by these.
  */
-export function lazyPagesFiles(imagesDir: string): { pid: string; log: string } {
-  return { pid: join(imagesDir, '..', PID_FILE), log: join(imagesDir, '..', LOG_LINK) };
+export function lazyPagesFiles(imagesDir: string): { pid: string; log: string; claimed: string } {
+  return { pid: join(imagesDir, '..', PID_FILE), log: join(imagesDir, '..', LOG_LINK), claimed: join(imagesDir, '..', CLAIMED) };
 }
 
 /** The pid of the lazy-pages daemon serving `imagesDir`, if one runs (the process with those arguments). */
@@ -63,20 +64,15 @@ export async function lazyDaemonServing(imagesDir: string): Promise<number | nul
  * directory among its arguments) is killed. Python: one process, no shell.
  */
 function startOrphanGuard(imagesDir: string, afterMs: number): number | undefined {
+  const files = lazyPagesFiles(imagesDir);
+  const d = JSON.stringify(imagesDir);
   const py = `import os, signal, sys, time
-time.sleep(${afterMs / 1000})
-d = ${JSON.stringify(imagesDir)}
-if os.path.exists(os.path.join(d, '..', ${JSON.stringify(CLAIMED)})): sys.exit(0)
-def serves(pid):
-    try: cmd = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')
-    except OSError: return False
-    return b'lazy-pages' in cmd and d.encode() in cmd
-try: pids = [int(open(os.path.join(d, '..', ${JSON.stringify(PID_FILE)})).read())]
-except (OSError, ValueError):
-    # Killed while it started the daemon, before writing its pid: the daemon serving this directory, if any.
-    pids = [int(p) for p in os.listdir('/proc') if p.isdigit()]
-for pid in pids:
-    if serves(pid): os.kill(pid, signal.SIGKILL)
+${PY_PROCESS_HELPERS}time.sleep(${afterMs / 1000})
+if os.path.exists(${JSON.stringify(files.claimed)}): sys.exit(0)
+p = read(${JSON.stringify(files.pid)}).strip()
+# Killed while it started the daemon, before writing its pid: the daemon serving this directory, if any.
+for pid in ([int(p)] if p.isdigit() else pids_with('lazy-pages', ${d})):
+    if runs_with(pid, 'lazy-pages', ${d}): os.kill(pid, signal.SIGKILL)
 `;
   // -I -S: no site packages to load, on the restore's two cores.
   const child = spawn('/usr/bin/python3', ['-I', '-S', '-c', py], { detached: true, stdio: 'ignore' });
@@ -146,8 +142,7 @@ export async function startLazyPages(
       return broken;
     },
     claim: () => {
-      // Beside the image directory, not in it: the directory may be kept as a checkpoint.
-      writeFileSync(join(imagesDir, '..', CLAIMED), '');
+      writeFileSync(files.claimed, '');
       if (guard !== undefined) killQuietly(guard);
     },
   };

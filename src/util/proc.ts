@@ -69,3 +69,20 @@ export async function processesWithArgs(args: readonly string[]): Promise<number
   );
   return found.filter((p): p is number => p !== null);
 }
+
+/**
+ * processesWithArgs and its kin for the detached Python guards (they outlive
+ * the agent, so they cannot call it): `read(path)` (b'' when it cannot be
+ * read), `runs_with(pid, *args)` (every one of `args` a whole argument of
+ * the process) and `pids_with(*args)`. Needs `import os`.
+ */
+export const PY_PROCESS_HELPERS = `def read(p):
+    try:
+        with open(p, 'rb') as f: return f.read()
+    except OSError: return b''
+def runs_with(pid, *args):
+    a = read(f'/proc/{pid}/cmdline').split(b'\\0')
+    return all(x.encode() in a for x in args)
+def pids_with(*args):
+    return [int(q) for q in os.listdir('/proc') if q.isdigit() and runs_with(q, *args)]
+`;

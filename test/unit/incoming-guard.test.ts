@@ -16,7 +16,8 @@ const PAGE_SERVER = { address: '127.0.0.1', port: 9 };
 /**
  * The guard of a session being moved in, against real processes standing in
  * for the restored copy (its environment names the session, as a restored
- * server's does) and the lazy-pages daemon (its arguments say lazy-pages).
+ * server's does) and the lazy-pages daemon (its arguments say lazy-pages and
+ * its image directory).
  */
 describe('the guard of a moved-in copy', () => {
   const dir = useTempDir('hubshift-guard-');
@@ -27,6 +28,13 @@ describe('the guard of a moved-in copy', () => {
 
   const spawnAs = (argv0: string, env: Record<string, string>): number => {
     const child = spawn('/bin/bash', ['-c', `exec -a ${argv0} sleep 60`], { detached: true, stdio: 'ignore', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
+    child.unref();
+    started.push(child.pid!);
+    return child.pid!;
+  };
+  /** A stand-in for the lazy-pages daemon of move in `name`: its arguments say `lazy-pages` and its image directory, as criu's do. */
+  const daemonOf = (name: string): number => {
+    const child = spawn('/usr/bin/python3', ['-c', 'import time; time.sleep(60)', 'lazy-pages', '-D', incomingImages(join(dir(), name))], { detached: true, stdio: 'ignore' });
     child.unref();
     started.push(child.pid!);
     return child.pid!;
@@ -79,7 +87,7 @@ describe('the guard of a moved-in copy', () => {
 
   it('should end the daemon and the copy of a post-copy move that the daemon did not hand over', async () => {
     const copy = spawnAs('python3', { HUBSHIFT_SESSION_ID: 'sguard2' });
-    const daemon = spawnAs('lazy-pages', {});
+    const daemon = daemonOf('w3');
     const work = await moveIn('w3', copy, { pid: daemon, lastLine: 'uffd: 1234: #PF at 0x7f0000000000' });
     const guard = startIncomingGuard('sguard2', work, 100, PAGE_SERVER);
     await gone(daemon);
@@ -89,7 +97,7 @@ describe('the guard of a moved-in copy', () => {
 
   it('should leave the copy of a post-copy move whose daemon handed the transfer over (the only copy left)', async () => {
     const copy = spawnAs('python3', { HUBSHIFT_SESSION_ID: 'sguard3' });
-    const daemon = spawnAs('lazy-pages', {});
+    const daemon = daemonOf('w4');
     const work = await moveIn('w4', copy, { pid: daemon, lastLine: LAZY_HANDOVER_LINE });
     await guardEnded(startIncomingGuard('sguard3', work, 100, PAGE_SERVER));
     expect(await isAlive(copy)).toBe(true);
