@@ -1,8 +1,8 @@
-import { readFile, readdir, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { MoveManifest } from '../core/checkpoint.js';
-import { writeJsonRecord } from '../util/fs.js';
+import { readJsonRecords, writeJsonRecord } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import { restoredServerPid } from './sandbox.js';
 
@@ -39,17 +39,7 @@ export async function forgetIncoming(dataDir: string, sessionId: string): Promis
 
 /** The moves in recorded under `dataDir` (unreadable records are skipped). */
 export async function listIncoming(dataDir: string): Promise<IncomingCopy[]> {
-  const out: IncomingCopy[] = [];
-  for (const n of (await readdir(dirOf(dataDir)).catch(() => [] as string[])).filter((x) => x.endsWith('.json'))) {
-    const text = await readFile(join(dirOf(dataDir), n), 'utf8').catch(() => 'null');
-    try {
-      const c = IncomingCopy.safeParse(JSON.parse(text));
-      if (c.success) out.push(c.data);
-    } catch {
-      /* cut short: skipped */
-    }
-  }
-  return out;
+  return readJsonRecords(dirOf(dataDir), IncomingCopy);
 }
 
 /**

@@ -1,7 +1,8 @@
-import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { Session } from '../core/session.js';
+import { readJsonRecords, writeJsonRecord } from '../util/fs.js';
 import { killQuietly } from '../util/proc.js';
 
 /**
@@ -31,8 +32,7 @@ export type OutgoingMove = z.infer<typeof OutgoingMove>;
 const dirOf = (dataDir: string): string => join(dataDir, 'outgoing');
 
 export async function recordOutgoing(dataDir: string, m: OutgoingMove): Promise<void> {
-  await mkdir(dirOf(dataDir), { recursive: true, mode: 0o700 });
-  await writeFile(join(dirOf(dataDir), `${m.sessionId}.json`), JSON.stringify(m), { mode: 0o600 });
+  await writeJsonRecord(join(dirOf(dataDir), `${m.sessionId}.json`), m);
 }
 
 export async function forgetOutgoing(dataDir: string, sessionId: string): Promise<void> {
@@ -41,12 +41,7 @@ export async function forgetOutgoing(dataDir: string, sessionId: string): Promis
 
 /** The outgoing moves recorded under `dataDir` (unreadable records are skipped). */
 export async function listOutgoing(dataDir: string): Promise<OutgoingMove[]> {
-  const out: OutgoingMove[] = [];
-  for (const n of await readdir(dirOf(dataDir)).catch(() => [] as string[])) {
-    const m = OutgoingMove.safeParse(JSON.parse(await readFile(join(dirOf(dataDir), n), 'utf8').catch(() => 'null')));
-    if (m.success) out.push(m.data);
-  }
-  return out;
+  return readJsonRecords(dirOf(dataDir), OutgoingMove);
 }
 
 /**

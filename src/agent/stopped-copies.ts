@@ -1,7 +1,7 @@
-import { readFile, readdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { writeJsonRecord } from '../util/fs.js';
+import { readJsonRecord, readJsonRecords, writeJsonRecord } from '../util/fs.js';
 import { killQuietly } from '../util/proc.js';
 
 /**
@@ -34,32 +34,15 @@ export async function forgetStoppedCopy(dataDir: string, sessionId: string): Pro
   await rm(pathOf(dataDir, sessionId), { force: true });
 }
 
-const parse = (text: string | null): StoppedCopy | null => {
-  if (text === null) return null;
-  try {
-    const m = StoppedCopy.safeParse(JSON.parse(text));
-    return m.success ? m.data : null;
-  } catch {
-    return null;
-  }
-};
-
 /** The record of session `sessionId`'s stopped copy here, or null. */
 export async function findStoppedCopy(dataDir: string, sessionId: string): Promise<StoppedCopy | null> {
-  return parse(await readFile(pathOf(dataDir, sessionId), 'utf8').catch(() => null));
+  return readJsonRecord(pathOf(dataDir, sessionId), StoppedCopy);
 }
 
 /** For teardown only: kills every stopped copy recorded under `dataDir` by pid, and forgets them. */
 export async function killStoppedCopies(dataDir: string): Promise<number> {
-  const names = await readdir(dirOf(dataDir)).catch(() => [] as string[]);
-  let n = 0;
-  for (const name of names.filter((x) => x.endsWith('.json'))) {
-    const m = parse(await readFile(join(dirOf(dataDir), name), 'utf8').catch(() => null));
-    if (m) {
-      killQuietly(m.sessionPid, 'SIGKILL');
-      n++;
-    }
-  }
+  const copies = await readJsonRecords(dirOf(dataDir), StoppedCopy);
+  for (const m of copies) killQuietly(m.sessionPid, 'SIGKILL');
   await rm(dirOf(dataDir), { recursive: true, force: true });
-  return n;
+  return copies.length;
 }

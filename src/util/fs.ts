@@ -1,5 +1,6 @@
-import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { z } from 'zod';
 
 /** Whether anything exists at the path (false also when it cannot be looked at). */
 export async function pathExists(path: string): Promise<boolean> {
@@ -18,4 +19,23 @@ export async function writeJsonRecord(path: string, value: unknown): Promise<voi
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   await writeFile(`${path}.tmp`, JSON.stringify(value), { mode: 0o600 });
   await rename(`${path}.tmp`, path);
+}
+
+/** The record writeJsonRecord wrote at `path`, parsed with `schema`; null when it is missing, cut short or of another shape. */
+export async function readJsonRecord<T>(path: string, schema: z.ZodType<T>): Promise<T | null> {
+  const text = await readFile(path, 'utf8').catch(() => null);
+  if (text === null) return null;
+  try {
+    const r = schema.safeParse(JSON.parse(text));
+    return r.success ? r.data : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Every record (NAME.json) in `dir` that readJsonRecord can read; none when `dir` is missing. */
+export async function readJsonRecords<T>(dir: string, schema: z.ZodType<T>): Promise<T[]> {
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
+  const records = await Promise.all(names.map((n) => readJsonRecord(join(dir, n), schema)));
+  return records.filter((r): r is Awaited<T> => r !== null);
 }
