@@ -59,8 +59,13 @@ export async function restoredServerPid(imagesDir: string, sessionId: string): P
   const text = await readFile(restoredPidFile(imagesDir), 'utf8').catch(() => '');
   const pid = Number(text.trim());
   if (!Number.isInteger(pid) || pid <= 0) return null;
+  return (await isSessionProcess(pid, sessionId)) && (await isAlive(pid)) ? pid : null;
+}
+
+/** Whether process `pid` is one of session `sessionId`'s (its launcher, server or a kernel: its environment names the session). */
+export async function isSessionProcess(pid: number, sessionId: string): Promise<boolean> {
   const env = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => '');
-  return `\0${env}`.includes(`\0HUBSHIFT_SESSION_ID=${sessionId}\0`) && (await isAlive(pid)) ? pid : null;
+  return env.split('\0').includes(`HUBSHIFT_SESSION_ID=${sessionId}`);
 }
 
 export function homeDir(dataDir: string, user: string): string {

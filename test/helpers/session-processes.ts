@@ -1,11 +1,12 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { waitFor } from '../../src/util/exec.js';
 import { processTree } from '../../src/util/proc.js';
+import { isSessionProcess } from '../../src/agent/sandbox.js';
 
 /** Pids of every process of session `id` on this machine (its launcher, server and kernels: their environment names it). */
 export async function sessionProcesses(id: string): Promise<number[]> {
   const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
-  const of = await Promise.all(pids.map(async (p) => ((await readFile(`/proc/${p}/environ`, 'latin1').catch(() => '')).split('\0').includes(`HUBSHIFT_SESSION_ID=${id}`) ? Number(p) : null)));
+  const of = await Promise.all(pids.map(async (p) => ((await isSessionProcess(Number(p), id)) ? Number(p) : null)));
   return of.filter((p): p is number => p !== null);
 }
 
