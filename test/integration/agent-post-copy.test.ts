@@ -12,8 +12,9 @@ import { hasLockRules } from '../../src/criu/network-lock.js';
 import { run, sleep, waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { hostIptables } from '../helpers/host-iptables.js';
-import { askState, kernelWithState } from '../helpers/kernel.js';
+import { askState, kernelWithState, type KernelState } from '../helpers/kernel.js';
 import { expectOnlyCopy, sessionProcesses } from '../helpers/session-processes.js';
+import { killAtPostRestore } from '../helpers/action-script.js';
 
 /** Pids of criu processes (of `command`, if given) whose command line names a path under `dir` (a host's data directory). */
 async function criuUnder(dir: string, command?: 'dump' | 'lazy-pages'): Promise<number[]> {
@@ -62,7 +63,7 @@ describe('moving a session post-copy between local test hosts', () => {
     await writeFile(
       `${flag}.sh`,
       `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && [ "$(cat '${flag}' 2>/dev/null)" = fail ] && exit 1\n` +
-        `[ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] && [ -s '${flag}.kill' ] && kill -9 "$(cat '${flag}.kill')"\nexit 0\n`,
+        `${killAtPostRestore(`${flag}.kill`)}exit 0\n`,
     );
     await chmod(`${flag}.sh`, 0o755);
     const criuActionScript = `${flag}.sh`;
@@ -285,6 +286,13 @@ describe('moving a session post-copy between local test hosts', () => {
     await b.removeSession(s.id);
   });
 
+  /** The target's agent, back, finds the stopped copy its killed predecessor's restore left, and runs it: the session answers there, its state whole. */
+  const expectRunsOnTargetOnceBack = async (id: string, k: KernelState): Promise<void> => {
+    await provider.restartAgent(hosts[1]!.name);
+    expect((await clients[1]!.getSession(id)).state).toBe('running');
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+  };
+
   it('should run the session on the target, once its agent is back, when that agent is killed inside criu restore and the memory arrives without it', async () => {
     const [a] = clients as [AgentClient, AgentClient];
     const s = await a.startSession('pr');
@@ -299,16 +307,13 @@ describe('moving a session post-copy between local test hosts', () => {
     expect(failure?.message).toMatch(/runs on the target/);
     expect(await a.findSession(s.id)).toBeNull();
     // The stopped copy is the session's only one: the agent, back, finds it by the pid file its restore wrote, and runs it.
-    await provider.restartAgent(hosts[1]!.name);
-    const b = new AgentClient(hosts[1]!.agentUrl, tokens[1]!);
-    expect((await b.getSession(s.id)).state).toBe('running');
-    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    await expectRunsOnTargetOnceBack(s.id, k);
     expect(await readdir(join(hosts[1]!.dataDir, 'incoming')).catch(() => [])).toEqual([]);
     // Its guard saw the transfer handed over and left it (it fired a second after the commit timeout).
     await sleep(5_500);
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
     k.channel.close();
-    await b.removeSession(s.id);
+    await clients[1]!.removeSession(s.id);
     expect(await sessionProcesses(s.id)).toEqual([]);
   });
 
@@ -326,9 +331,7 @@ describe('moving a session post-copy between local test hosts', () => {
     if (/runs on the target/.test(failure?.message ?? '')) {
       // The target had every page before its agent died: the source's criu ended its copy, the target's is the one.
       expect(await a.findSession(s.id)).toBeNull();
-      await provider.restartAgent(hosts[1]!.name);
-      expect((await b.getSession(s.id)).state).toBe('running');
-      expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+      await expectRunsOnTargetOnceBack(s.id, k);
       k.channel.close();
       await b.removeSession(s.id);
       return;

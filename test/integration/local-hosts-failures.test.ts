@@ -15,6 +15,7 @@ import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { hostIptables } from '../helpers/host-iptables.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { expectOnlyCopy } from '../helpers/session-processes.js';
+import { killAtPostRestore } from '../helpers/action-script.js';
 
 /** Stop-and-copy moves between local test hosts, and failures in their middle (post-copy's: agent-post-copy). */
 describe('a stop-and-copy move between local test hosts (memory pushed criu to criu), and one that fails midway', () => {
@@ -30,7 +31,7 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     // stage, inside criu restore with the tasks all there, while that file exists.
     killFile = join(stateDir, 'kill');
     const criuActionScript = join(stateDir, 'kill-at-post-restore.sh');
-    await writeFile(criuActionScript, `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] && [ -s '${killFile}' ] && kill -9 "$(cat '${killFile}')"\nexit 0\n`, { mode: 0o755 });
+    await writeFile(criuActionScript, `#!/bin/sh\n${killAtPostRestore(killFile)}exit 0\n`, { mode: 0o755 });
     provider = new LocalProvider({ stateDir, bridge: 'hslf0', subnet: '10.252.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 3, criuActionScript, logLevel: 'warn' });
     hosts = await provider.create(localHostSpecs(3, 0));
     clients = await Promise.all(hosts.map(async (h) => new AgentClient(h.agentUrl, (await readFile(h.tokenFile, 'utf8')).trim())));
