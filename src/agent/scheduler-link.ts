@@ -1,11 +1,10 @@
 import type { Logger } from 'pino';
-import type { NodeRegistration, SessionReport } from '../core/control.js';
+import type { NodeRegistration } from '../core/control.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
-import { sessionUrl } from '../core/session.js';
 import { SchedulerClient } from '../scheduler/scheduler-client.js';
 import type { AgentContext } from './agent-context.js';
 import { watchInstanceMetadata, type MetadataWatcherConfig } from './metadata-watcher.js';
-import { sampleSession } from './metrics.js';
+import { SessionReporter } from './session-reports.js';
 
 export interface SchedulerLinkConfig {
   url: string;
@@ -18,12 +17,6 @@ export interface SchedulerLinkConfig {
   advertiseUrl?: string;
   /** Watch the instance metadata service for spot and rebalance notices and pass them on. */
   metadata?: MetadataWatcherConfig;
-}
-
-function isoOrNull(t: string | null): string | null {
-  if (!t) return null;
-  const ms = Date.parse(t);
-  return Number.isNaN(ms) ? null : new Date(ms).toISOString();
 }
 
 export interface SchedulerLink {
@@ -41,36 +34,10 @@ export interface SchedulerLink {
 export function linkToScheduler(ctx: AgentContext, agentUrl: string, cfg: SchedulerLinkConfig, log: Logger): SchedulerLink {
   const client = new SchedulerClient(cfg.url, cfg.token, 10_000);
   const reg: NodeRegistration = { ...cfg.node, agentUrl: cfg.advertiseUrl ?? agentUrl, agentToken: ctx.config.token };
-  const cpu = new Map<string, { at: number; seconds: number }>();
+  const reporter = new SessionReporter(ctx.registry);
   let registered = false;
   let failing = false;
   let stopped = false;
-
-  const report = async (): Promise<SessionReport[]> =>
-    Promise.all(
-      ctx.registry.list().map(async (s) => {
-        const m = await sampleSession(s);
-        // The state as it is once sampled: a move committed meanwhile must not be pushed as still restoring.
-        const state = ctx.registry.find(s.id)?.state ?? s.state;
-        const at = Date.parse(m.at);
-        const prev = cpu.get(s.id);
-        cpu.set(s.id, { at, seconds: m.cpuSeconds });
-        const cores = prev && at > prev.at ? Math.max(0, (m.cpuSeconds - prev.seconds) / ((at - prev.at) / 1000)) : 0;
-        return {
-          id: s.id,
-          user: s.user,
-          state,
-          url: sessionUrl(s),
-          token: s.token,
-          rssBytes: m.rssBytes,
-          cpuCores: cores,
-          busy: m.kernels.some((k) => k.busy),
-          connections: m.connections,
-          lastActivityAt: isoOrNull(m.lastActivity),
-          lastCheckpoint: s.lastCheckpoint,
-        };
-      }),
-    );
 
   let pushing: Promise<void> | undefined;
   const push = async (): Promise<void> => {
@@ -80,7 +47,7 @@ export function linkToScheduler(ctx: AgentContext, agentUrl: string, cfg: Schedu
         registered = true;
         log.info({ scheduler: cfg.url, node: reg.name }, 'registered with the scheduler');
       }
-      await client.pushMetrics(reg.name, { at: new Date().toISOString(), sessions: await report() });
+      await client.pushMetrics(reg.name, { at: new Date().toISOString(), sessions: await reporter.reports() });
       if (failing) log.info({ scheduler: cfg.url }, 'scheduler reachable again');
       failing = false;
     } catch (err) {
