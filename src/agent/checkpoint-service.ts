@@ -89,6 +89,12 @@ export interface DumpOptions {
   hashPages: boolean;
   /** Page images are not flushed to disk (a move's local copy, kept only for a rollback). */
   volatile?: boolean;
+  /**
+   * Drops the session's namespace name once criu has dumped it (a checkpoint
+   * that ends the session), while the page images are finished; a session
+   * resumed after a failure gets it back (resumeAfterFailedDump).
+   */
+  dropNetnsName?: boolean;
   /** Called with the page images' bytes while criu writes them (a move streams them); must not throw. */
   pageSink?: (name: string, chunk: Buffer) => Promise<void>;
   /**
@@ -198,15 +204,20 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
   // criu leaves the tasks stopped, not killed: the hook need not wait for the capture, nor copy the log.
   const stopped = opts.leaveStopped === true && !opts.leaveRunning;
   const frozenAt = performance.now();
+  let unnamed: Promise<void> | undefined;
   try {
     const { seconds } = await dump(ctx.criu, {
       ...dumpArgs(ctx, d, { captureDir: capture?.controlDir, stopped }),
       leaveRunning: opts.leaveRunning,
       extraArgs: stopped ? ['--leave-stopped'] : undefined,
     });
-    const [pageDigests] = await Promise.all([capture ? capture.finish(await pageImagesInUse(images)) : hasher?.finish(), stopped ? copyFrozenLog(ctx, d) : undefined]);
+    // An `ip` run, 10-15 ms (half of it this process forking): the capture's last writes take as long, and need no CPU here.
+    unnamed = opts.dropNetnsName ? dropNetnsName(id) : undefined;
+    const [pageDigests] = await Promise.all([capture ? capture.finish(await pageImagesInUse(images)) : hasher?.finish(), stopped ? copyFrozenLog(ctx, d) : undefined, unnamed]);
     return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s, netnsOutside: netnsLeftOut(d) };
   } catch (err) {
+    // Gone before the rollback looks for it, so that it puts it back.
+    await unnamed?.catch(() => undefined);
     await hasher?.abort();
     const why = await capture?.failure();
     await capture?.abort();
@@ -253,7 +264,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
   return ctx.registry.exclusive(id, 'checkpoint', async () => {
     // Only uncompressed images are stored as written; compressed ones are hashed after compression.
     // Stopped, not killed, by criu: killing a tree that holds a gigabyte took criu 0.08-0.1 s, which the commit need not wait for.
-    const d = await dumpLocally(ctx, id, { leaveRunning: opts.leaveRunning, leaveStopped: true, prefix: '', hashPages: ctx.config.compression === 'none', capturePages: true });
+    const d = await dumpLocally(ctx, id, { leaveRunning: opts.leaveRunning, leaveStopped: true, prefix: '', hashPages: ctx.config.compression === 'none', capturePages: true, dropNetnsName: !opts.leaveRunning });
     const { checkpoint, work, images, side, dumpSeconds } = d;
     const s = d.session;
     progress('storing');
@@ -300,9 +311,8 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     // Not waited for: a SIGKILLed tree never runs again, and the kernel frees its memory (0.08-0.1 s for a
     // gigabyte), then its namespace and veth, in its own time.
     if (!opts.leaveRunning) killQuietly(s.pid as number, 'SIGKILL');
-    // Independent of each other: the namespace's name, the record, the work directory's links.
+    // Independent of each other: the record, the work directory's links (the namespace's name went with the dump).
     await Promise.all([
-      opts.leaveRunning ? undefined : dropNetnsName(id),
       ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint }),
       rm(work, { recursive: true, force: true }),
     ]);

@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +14,7 @@ import type { AgentClient, IncomingResult } from './agent-client.js';
 import { pathExists } from '../util/fs.js';
 import type { AgentContext } from './agent-context.js';
 import { rollBackDump, type DumpStart } from './checkpoint-service.js';
-import { announce, attachSessionNetns, netnsPath, setHostVeth } from './network.js';
+import { announce, setHostVeth } from './network.js';
 
 export interface MoveRequest {
   target: { url: string; token: string };
@@ -223,8 +222,7 @@ export async function resumeHere(ctx: AgentContext, d: DumpStart, linkDown: bool
   await rollBackDump(ctx, d, new Error(error ?? 'the move failed'));
   const s = ctx.registry.get(d.s.id);
   if (s.state !== 'running' || s.pid === null) return;
+  // Its namespace has its name again (resumeAfterFailedDump), here or, on test hosts, which share /run/netns, the target's copy's.
   if (linkDown) await setHostVeth(s.network, 'up');
-  // The target's copy may have taken the namespace's name (test hosts share one /run/netns).
-  if (!existsSync(netnsPath(s.id))) await attachSessionNetns(s.id, s.pid);
   await announce(s.pid, s.network.gateway);
 }

@@ -12,7 +12,7 @@ import { killIncomingCopies } from './incoming-copies.js';
 import { settleIncoming } from './incoming-service.js';
 import { findStoppedCopy, forgetStoppedCopy, killStoppedCopies } from './stopped-copies.js';
 import { JupyterRest } from './jupyter-rest.js';
-import { allocateAddress, announce, createSessionNetwork, dropMovedNetns, forgetNeighbour, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork, type NetnsId } from './network.js';
+import { allocateAddress, announce, attachSessionNetns, createSessionNetwork, dropMovedNetns, forgetNeighbour, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork, type NetnsId } from './network.js';
 import { homeDir, killSession, launchSession, prepareSessionFiles, sessionCommand, sessionEnv, sessionPaths } from './sandbox.js';
 
 /** Waits until a session's Jupyter server answers its status API. */
@@ -143,8 +143,8 @@ export async function dropSessionFiles(ctx: AgentContext, s: Session): Promise<v
 /**
  * Makes a session that a failed dump left behind whole again: its TCP
  * sockets out of repair mode, CRIU's lock rules out of its namespace, and
- * every one of its tasks resumed. Each step is a no-op when criu already
- * cleaned up after itself.
+ * every one of its tasks resumed, its namespace named again. Each step is a
+ * no-op when criu already cleaned up after itself.
  */
 export async function resumeAfterFailedDump(ctx: AgentContext, s: Session): Promise<boolean> {
   if (s.pid === null || !(await isAlive(s.pid))) return false;
@@ -157,6 +157,8 @@ export async function resumeAfterFailedDump(ctx: AgentContext, s: Session): Prom
     ctx.log.warn({ session: s.id }, 'removed CRIU network-lock rules left by a failed dump');
   }
   for (const pid of tree) killQuietly(pid, 'SIGCONT');
+  // A checkpoint drops the name once criu is done (dumpLocally); the session's later operations find its namespace by it.
+  if (!(await pathExists(netnsPath(s.id)))) await attachSessionNetns(s.id, s.pid);
   return true;
 }
 

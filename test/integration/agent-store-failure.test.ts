@@ -1,4 +1,6 @@
+import { stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { netnsPath } from '../../src/agent/network.js';
 import { UpstreamError } from '../../src/core/errors.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
 import { isAlive } from '../../src/util/proc.js';
@@ -37,6 +39,9 @@ describe('a checkpoint whose store fails after the session was stopped', () => {
     expect(after.pid).toBe(s.pid);
     expect(await isAlive(after.pid as number)).toBe(true);
     expect(await hasLockRules(`/proc/${after.pid}/ns/net`)).toBe(false);
+    // Its namespace has its name again (a checkpoint drops it once criu is done), naming the same namespace.
+    const [named, its] = await Promise.all([stat(netnsPath(s.id)), stat(`/proc/${after.pid}/ns/net`)]);
+    expect([named.dev, named.ino]).toEqual([its.dev, its.ino]);
     expect(after.lastCheckpoint).toBeNull();
     // The kernel kept its state, and the websocket opened before still works.
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
