@@ -206,10 +206,12 @@ export class ControlState {
 
   /**
    * Takes an agent's metrics push. A running session is where its agent
-   * says; a report of a stopped or checkpointed one counts only from the
-   * node the scheduler has it on (a source that still lists a session it
-   * handed over must not pull it back), or when it brings a newer checkpoint
-   * while that node is quiet.
+   * says, unless an operation holds it (a move: its worker records where the
+   * session runs, and a push the source sampled before the freeze may land
+   * after that record); a report of a stopped or checkpointed one counts
+   * only from the node the scheduler has it on (a source that still lists a
+   * session it handed over must not pull it back), or when it brings a newer
+   * checkpoint while that node is quiet.
    */
   async applyPush(node: string, push: MetricsPush, now: Date): Promise<{ updated: number; ignored: number }> {
     let updated = 0;
@@ -219,6 +221,10 @@ export class ControlState {
         const before = await this.findSession(r.id);
         if (!before && (await this.redis.exists(keys.removed(r.id)))) {
           // Removed while this push was on its way (or by an agent that has not heard yet).
+          ignored++;
+          return;
+        }
+        if (r.state === 'running' && before?.node && before.node !== node && (await this.claimOf(r.id)) !== null) {
           ignored++;
           return;
         }

@@ -98,6 +98,33 @@ describe('the scheduler API', () => {
     expect(await c.pushMetrics('node-x', { at: new Date().toISOString(), sessions: [{ ...kept, lastCheckpoint: 'cmwty00000000abcd' }] })).toEqual({ updated: 0, ignored: 1 });
   });
 
+  it('should leave a session where it is while an operation holds it, whatever another node reports', async () => {
+    await c.register({ ...registration, name: 'node-z', instanceId: 'i-0123456789abcdef2' });
+    const report = { id: 's0000cafe', user: 'cy', state: 'running', url: 'http://10.0.0.4:8888/', token: 't'.repeat(32), rssBytes: 1000, cpuCores: 0, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint: null } as const;
+    await c.pushMetrics('node-z', { at: new Date().toISOString(), sessions: [report] });
+    const op = {
+      id: 'op-cafe',
+      kind: 'migrate',
+      sessionId: 's0000cafe',
+      source: 'node-x',
+      target: 'node-z',
+      baseCheckpoint: null,
+      decision: { action: 'migrate', sessionId: 's0000cafe', source: 'node-x', target: 'node-z', policy: 'p', reason: 'r', costPerHour: 0, deadline: null },
+      createdAt: new Date().toISOString(),
+    } as const;
+    // As a move's worker leaves it: the session recorded on its target, the operation not yet released.
+    expect(await scheduler.state.claim(op, 'node-z')).toEqual({ ok: true });
+    // The source's push, sampled before the freeze, arrives late.
+    expect(await c.pushMetrics('node-x', { at: new Date().toISOString(), sessions: [report] })).toEqual({ updated: 0, ignored: 1 });
+    expect((await c.getSession('s0000cafe')).node).toBe('node-z');
+    // Its own node is heard as ever.
+    expect(await c.pushMetrics('node-z', { at: new Date().toISOString(), sessions: [{ ...report, rssBytes: 2000 }] })).toEqual({ updated: 1, ignored: 0 });
+    // Released, the session is again where its agent says (moved by hand, say).
+    await scheduler.state.release(op);
+    expect(await c.pushMetrics('node-x', { at: new Date().toISOString(), sessions: [report] })).toEqual({ updated: 1, ignored: 0 });
+    expect((await c.getSession('s0000cafe')).node).toBe('node-x');
+  });
+
   it('should take notices in its own shape and as EventBridge events, and refuse malformed ones naming the field', async () => {
     const own = await c.notice({ node: 'node-x', action: 'rebalance' });
     expect(own.notice).toMatchObject({ node: 'node-x', kind: 'rebalance', deadline: null });
