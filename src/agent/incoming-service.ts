@@ -37,10 +37,15 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   let manifest: MoveManifest;
   try {
     // Refused at the header, before the source has sent its memory.
-    manifest = await receiveMove(body, work, async (header) => {
-      await admit(header.session.id);
-      await refuseIfBusy(header.session);
-    });
+    manifest = await receiveMove(
+      body,
+      work,
+      async (header) => {
+        await admit(header.session.id);
+        await refuseIfBusy(header.session);
+      },
+      { bulkTimeoutMs: ctx.config.moveIdleTimeoutMs },
+    );
     // Again: another move of it may have come in while this one streamed.
     await refuseIfBusy(manifest.session);
   } catch (err) {

@@ -1,12 +1,13 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import type { FileDigest, MoveFile, MoveMode, PageServerAt } from '../core/checkpoint.js';
+import type { BulkAt, FileDigest, MoveFile, MoveMode, PageServerAt, StreamDigest } from '../core/checkpoint.js';
 import { IntegrityError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sleep } from '../util/exec.js';
 import type { Session } from '../core/session.js';
 import type { EmbeddedPages } from '../criu/pagemap.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
+import type { BulkSender } from '../images/bulk-channel.js';
 import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
 import { PIECE_BYTES } from '../images/hashing.js';
 import type { z } from 'zod';
@@ -44,6 +45,8 @@ const SMALL_FILE_BYTES = 1 << 20;
 export interface MemoryElsewhere {
   pageServer?: PageServerAt;
   pagesPushed?: boolean;
+  /** The memory read from the frozen processes goes on the move's bulk channel, beside the stream. */
+  bulk?: BulkSender;
 }
 
 /**
@@ -76,24 +79,34 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
   }
   const log = join(d.side, 'server.log');
   if (await pathExists(log)) prepared.push(prepare(`${SIDE_FILES_DIR}/server.log`, log));
-  // In order: the stream's frames follow the manifest's list. Page images went while criu wrote them.
-  const files: MoveFile[] = [];
+  // In order: the stream's frames follow the manifest's list. Page images went while criu wrote them; the memory
+  // read from the frozen processes goes on the bulk channel, if there is one, while the stream carries the rest.
+  const files: Promise<MoveFile>[] = [];
+  const bulk = memory.bulk;
   for (const f of await Promise.all(prepared)) {
-    const digest = f.sentAlready ? out.sent(f.name) : f.bytes ? out.queueFile(f.name, f.bytes) : await out.file(f.name, f.source);
-    files.push({ name: f.name, ...digest, mode: f.mode });
+    const named = (digest: StreamDigest): MoveFile => ({ name: f.name, ...digest, mode: f.mode });
+    if (bulk && typeof f.source !== 'string') {
+      const sent = bulk.file(f.name, f.source).then(named);
+      // Its failure is the Promise.all's below, not an unhandled rejection while the stream sends the rest.
+      sent.catch(() => undefined);
+      files.push(sent);
+    }
+    else files.push(Promise.resolve(named(f.sentAlready ? out.sent(f.name) : f.bytes ? out.queueFile(f.name, f.bytes) : await out.file(f.name, f.source))));
   }
+  const all = await Promise.all(files);
+  await bulk?.end();
   await out.end({
     formatVersion: 3,
     session: { ...d.session, state: 'checkpointed', pid: null },
     criu: { version: ctx.criu.version, source: ctx.criu.source },
     kernel: release(),
     dumpSeconds: d.dumpSeconds,
-    files,
+    files: all,
     ...(memory.pageServer ? { pageServer: memory.pageServer } : {}),
     ...(memory.pagesPushed ? { pagesPushed: true } : {}),
     ...(d.netnsOutside ? { netnsOutside: true } : {}),
   });
-  return files.reduce((a, f) => a + f.bytes, 0);
+  return all.reduce((a, f) => a + f.bytes, 0);
 }
 
 /** A move stream open to the target: write into `out`; `sending` is the target's answer once it has restored the session stopped. */
@@ -109,9 +122,9 @@ export interface OpenMove {
  * refuse anyway, and a request that fails closes the stream, so nothing
  * waits on it.
  */
-export function openMoveStream(ctx: AgentContext, id: string, target: AgentClient, fence: number | undefined): OpenMove {
+export function openMoveStream(ctx: AgentContext, id: string, target: AgentClient, fence: number | undefined, bulk?: BulkAt): OpenMove {
   const { body, answer: sending } = target.openMove(fence, ctx.config.moveIdleTimeoutMs);
-  const out = new MoveStreamWriter(body, { session: { ...ctx.registry.get(id), state: 'checkpointed', pid: null }, pieceBytes: PIECE_BYTES });
+  const out = new MoveStreamWriter(body, { session: { ...ctx.registry.get(id), state: 'checkpointed', pid: null }, pieceBytes: PIECE_BYTES, ...(bulk ? { bulk } : {}) });
   sending.catch((err: unknown) => out.abort(err instanceof Error ? err : new Error(errorMessage(err))));
   return {
     out,

@@ -4,7 +4,9 @@ import type { MoveResult, PageServerAt } from '../core/checkpoint.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { startLazyDump, type LazyDump } from '../criu/driver.js';
+import { BulkSender } from '../images/bulk-channel.js';
 import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
+import { PIECE_BYTES } from '../images/hashing.js';
 import { sleep, waitFor } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
 import { AgentClient } from './agent-client.js';
@@ -45,58 +47,70 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
   return ctx.registry.exclusive(id, 'move', async () => {
     // Only the target's lazy-pages daemon may fetch the frozen session's memory; set up before the freeze.
     const guard = await guardPageServer(pageServer, peer, ctx.log);
-    const m = openMoveStream(ctx, id, target, req.fence);
-    let d: DumpStart;
+    // The memory read from the frozen processes goes beside the stream, on a connection of its own (bulk-channel.ts).
+    let bulk: BulkSender;
     try {
-      d = await beginDump(ctx, id, 'p-');
+      bulk = await BulkSender.open(address, peer, PIECE_BYTES, ctx.config.moveIdleTimeoutMs);
     } catch (err) {
       await guard.remove();
-      await m.cancel(`the dump could not start: ${errorMessage(err)}`);
       throw err;
     }
-    ctx.registry.report(id, 'dumping (post-copy)');
-    const frozenAt = performance.now();
-    let criu: LazyDump | undefined;
-    let dumpSeconds: number;
     try {
-      criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d, { lazy: true }), pageServer });
-      void criu.exited.finally(() => guard.remove());
-      dumpSeconds = await criu.ready;
-      await copyFrozenLog(ctx, d);
-    } catch (err) {
-      if (!criu) await guard.remove();
-      await m.cancel(`the dump failed: ${errorMessage(err)}`);
-      criu?.kill();
-      await criu?.exited;
-      await rollBackDump(ctx, d, err);
-      throw err;
+      const m = openMoveStream(ctx, id, target, req.fence, bulk.at);
+      let d: DumpStart;
+      try {
+        d = await beginDump(ctx, id, 'p-');
+      } catch (err) {
+        await guard.remove();
+        await m.cancel(`the dump could not start: ${errorMessage(err)}`);
+        throw err;
+      }
+      ctx.registry.report(id, 'dumping (post-copy)');
+      const frozenAt = performance.now();
+      let criu: LazyDump | undefined;
+      let dumpSeconds: number;
+      try {
+        criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d, { lazy: true }), pageServer });
+        void criu.exited.finally(() => guard.remove());
+        dumpSeconds = await criu.ready;
+        await copyFrozenLog(ctx, d);
+      } catch (err) {
+        if (!criu) await guard.remove();
+        await m.cancel(`the dump failed: ${errorMessage(err)}`);
+        criu?.kill();
+        await criu?.exited;
+        await rollBackDump(ctx, d, err);
+        throw err;
+      }
+      // The server's memory and the kernels' smallest runs go with the images, read from the frozen processes as
+      // they are sent: the target restores them eagerly, so neither the server's first answer nor a kernel's first
+      // execute waits on pages fetched one by one over the network (embedSessionMemory).
+      const embedded = await embedSessionMemory(d.images, d.s.pid as number, ctx.config.postCopyEagerBytes, (vpid, err) =>
+        ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
+      ).catch((err: unknown) => {
+        ctx.log.warn({ session: id, err: errorMessage(err) }, "the session's memory stays lazy in this post-copy move");
+        return [];
+      });
+      // Frozen and locked, but its kernel would still answer ARP for the address the target is about to take.
+      try {
+        await setHostVeth(d.s.network, 'down');
+      } catch (err) {
+        m.out.abort(new Error('the move failed while taking the source link down'));
+        return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: err, linkDown: false });
+      }
+      ctx.registry.report(id, 'sending (post-copy)');
+      const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, { pageServer, bulk });
+      if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
+      const { total, lap } = h;
+      const downtimeSeconds = (performance.now() - frozenAt) / 1000;
+      // It runs on the target now; this agent keeps only criu serving the rest of its memory.
+      await letGo(ctx, d, criu, target, req.target.token);
+      const seconds = (performance.now() - started) / 1000;
+      ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded.reduce((a, e) => a + e.added, 0), ...lap }, 'session moved (post-copy); its memory follows');
+      return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
+    } finally {
+      bulk.close();
     }
-    // The server's memory and the kernels' smallest runs go with the images, read from the frozen processes as
-    // they are sent: the target restores them eagerly, so neither the server's first answer nor a kernel's first
-    // execute waits on pages fetched one by one over the network (embedSessionMemory).
-    const embedded = await embedSessionMemory(d.images, d.s.pid as number, ctx.config.postCopyEagerBytes, (vpid, err) =>
-      ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
-    ).catch((err: unknown) => {
-      ctx.log.warn({ session: id, err: errorMessage(err) }, "the session's memory stays lazy in this post-copy move");
-      return [];
-    });
-    // Frozen and locked, but its kernel would still answer ARP for the address the target is about to take.
-    try {
-      await setHostVeth(d.s.network, 'down');
-    } catch (err) {
-      m.out.abort(new Error('the move failed while taking the source link down'));
-      return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: err, linkDown: false });
-    }
-    ctx.registry.report(id, 'sending (post-copy)');
-    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, { pageServer });
-    if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
-    const { total, lap } = h;
-    const downtimeSeconds = (performance.now() - frozenAt) / 1000;
-    // It runs on the target now; this agent keeps only criu serving the rest of its memory.
-    await letGo(ctx, d, criu, target, req.target.token);
-    const seconds = (performance.now() - started) / 1000;
-    ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded.reduce((a, e) => a + e.added, 0), ...lap }, 'session moved (post-copy); its memory follows');
-    return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
   });
 }
 

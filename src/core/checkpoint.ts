@@ -108,6 +108,10 @@ export const MoveFile = StreamDigest.extend({
 }).refine((d) => onePerPiece(d.crc32, d), onePerPieceError('crc32'));
 export type MoveFile = z.infer<typeof MoveFile>;
 
+/** Where a post-copy move's source listens for the target on the move's bulk channel (images/bulk-channel.ts). */
+export const BulkAt = z.object({ address: z.ipv4(), port: z.number().int().min(1).max(65_535), token: z.string().regex(/^[0-9a-f]{64}$/, 'is 32 bytes in hex') }).strict();
+export type BulkAt = z.infer<typeof BulkAt>;
+
 /**
  * What a source agent sends first when it streams a session to a target
  * agent, before the dump has ended: who is coming (so the target can refuse
@@ -116,6 +120,8 @@ export type MoveFile = z.infer<typeof MoveFile>;
 export const MoveHeader = z.object({
   session: Session,
   pieceBytes: z.number().int().positive().max(1 << 30),
+  /** Files besides the stream's (a post-copy move's memory) come on this channel; the manifest lists them all. */
+  bulk: BulkAt.optional(),
 });
 export type MoveHeader = z.infer<typeof MoveHeader>;
 

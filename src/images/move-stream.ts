@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { MOVE_FILE_NAME, MoveHeader, MoveManifest, type StreamDigest } from '../core/checkpoint.js';
 import { IntegrityError, describeZodIssue } from '../core/errors.js';
+import { receiveBulk } from './bulk-channel.js';
 import { PieceCrc32, streamDigestMismatch } from './hashing.js';
 
 /**
@@ -14,9 +15,10 @@ import { PieceCrc32, streamDigestMismatch } from './hashing.js';
  * manifest, every file's size and crc32s (StreamDigest), known only once
  * criu is done; the target checks everything it received against it before
  * criu runs there. Version 03: crc32s where 02 had sha256s, and the session's
- * network namespace left out of the images (MoveManifest.netnsOutside).
+ * network namespace left out of the images (MoveManifest.netnsOutside);
+ * 04: files may come on a bulk channel beside the stream (MoveHeader.bulk).
  */
-const MAGIC = Buffer.from('HSMOVE03');
+const MAGIC = Buffer.from('HSMOVE04');
 const MAX_JSON_BYTES = 4 << 20;
 const DATA = 1;
 const END = 2;
@@ -247,7 +249,12 @@ class ReceivedFile {
  * anything else (a short stream, a wrong byte, a file missing or extra,
  * trailing data); nothing partial is trusted.
  */
-export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: string, onHeader: (h: MoveHeader) => Promise<void> = async () => undefined): Promise<MoveManifest> {
+export async function receiveMove(
+  source: AsyncIterable<Buffer | string>,
+  dest: string,
+  onHeader: (h: MoveHeader) => Promise<void> = async () => undefined,
+  opts: { bulkTimeoutMs?: number } = {},
+): Promise<MoveManifest> {
   const r = new ByteReader(source);
   const magic = await r.take(MAGIC.length, 'its header');
   if (!magic.equals(MAGIC)) {
@@ -258,6 +265,8 @@ export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: 
   if (!header.success) throw new IntegrityError(`move header refused at ${describeZodIssue(header.error)}`);
   await onHeader(header.data);
   const { pieceBytes } = header.data;
+  // Some files may come beside the stream (a post-copy move's memory); the manifest names them with the rest.
+  const bulk = header.data.bulk ? receiveBulk(header.data.bulk, dest, pieceBytes, opts.bulkTimeoutMs ?? 30_000) : undefined;
   const files = new Map<string, ReceivedFile>();
   const writes = new Writes();
   try {
@@ -292,8 +301,12 @@ export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: 
     const got = new Map<string, StreamDigest>();
     for (const [name, f] of files) got.set(name, await f.finish());
     await writes.drain();
+    for (const [name, digest] of (await bulk?.files) ?? []) {
+      if (got.has(name)) throw new IntegrityError(`move stream: ${name} came both in the stream and on its bulk channel`);
+      got.set(name, digest);
+    }
     const named = new Set(manifest.files.map((f) => f.name));
-    const extra = [...files.keys()].find((n) => !named.has(n));
+    const extra = [...got.keys()].find((n) => !named.has(n));
     if (extra) throw new IntegrityError(`move stream carried ${extra}, which its manifest does not name`);
     for (const f of manifest.files) {
       const digest = got.get(f.name);
@@ -304,6 +317,9 @@ export async function receiveMove(source: AsyncIterable<Buffer | string>, dest: 
     }
     return manifest;
   } finally {
+    // A no-op once it has ended; otherwise the stream failed, and the channel goes with it.
+    bulk?.abort(new Error('the move stream failed'));
+    await bulk?.files.catch(() => undefined);
     await writes.drain().catch(() => undefined);
     await Promise.all([...files.values()].map((f) => f.fh.close().catch(() => undefined)));
   }

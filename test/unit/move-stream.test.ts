@@ -5,6 +5,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MoveManifest, StreamDigest } from '../../src/core/checkpoint.js';
+import { BulkSender } from '../../src/images/bulk-channel.js';
 import { PieceCrc32 } from '../../src/images/hashing.js';
 import { MoveStreamWriter, receiveMove } from '../../src/images/move-stream.js';
 
@@ -121,6 +122,37 @@ describe('the move stream', () => {
     await collected;
   });
 
+  it('should take the files that come on its bulk channel, and check them against the manifest too', async () => {
+    for (const [what, sentBytes, want] of [
+      ['whole', a, null],
+      ['altered', Buffer.concat([a.subarray(0, 1000), Buffer.from([a[1000]! ^ 1]), a.subarray(1001)]), /images\/pages-1.img arrived but/],
+    ] as const) {
+      const sender = await BulkSender.open('127.0.0.1', '127.0.0.1', 65_536, 5_000);
+      try {
+        const sink = new PassThrough();
+        const collected = collect(sink);
+        const w = new MoveStreamWriter(sink, { session, pieceBytes: 65_536, bulk: sender.at });
+        const received = (async () => receiveMove(Readable.from([await collected]), join(dir, `bulk-${what}`)))();
+        // The receiver connects once it has read the header, so the stream is handed over first.
+        await w.data('files/server.log', b);
+        await w.end(manifest);
+        const memory = (async function* () {
+          yield sentBytes;
+        })();
+        await sender.file('images/pages-1.img', memory);
+        await sender.end();
+        if (want) await expect(received).rejects.toThrow(want);
+        else {
+          expect((await received).files.map((f) => f.name)).toEqual(['images/pages-1.img', 'files/server.log']);
+          expect((await readFile(join(dir, `bulk-${what}`, 'images/pages-1.img'))).equals(a)).toBe(true);
+          expect(await readFile(join(dir, `bulk-${what}`, 'files/server.log'), 'utf8')).toBe('server log\n');
+        }
+      } finally {
+        sender.close();
+      }
+    }
+  });
+
   it('should take many files (more than the receiver has write buffers)', async () => {
     const small = Array.from({ length: 40 }, (_, i) => Buffer.from(`image ${i}\n`));
     const many: MoveManifest = { ...manifest, files: small.map((x, i) => ({ name: `images/core-${i}.img`, ...digest(x), mode: 0o600 })) };
@@ -155,7 +187,7 @@ describe('the move stream', () => {
     ['a stream cut inside the manifest', async () => whole.subarray(0, whole.length - 5), /ended inside manifest/],
     ['trailing bytes', async () => Buffer.concat([whole, Buffer.from('more')]), /more than its manifest/],
     ['a wrong magic', async () => Buffer.concat([Buffer.from('XXXXXXXX'), whole.subarray(8)]), /bad magic/],
-    ['an older agent', async () => Buffer.concat([Buffer.from('HSMOVE02'), whole.subarray(8)]), /version 02, this agent reads 03: run the same hubshift on both agents/],
+    ['an older agent', async () => Buffer.concat([Buffer.from('HSMOVE03'), whole.subarray(8)]), /version 03, this agent reads 04: run the same hubshift on both agents/],
     ['a file never sent', () => build([['data', 'images/pages-1.img', a], ['end', manifest]]), /files\/server.log never arrived/],
     ['a file the manifest does not name', () => build([...frames().slice(0, 3), ['data', 'images/extra.img', b], ['end', manifest]]), /carried images\/extra.img, which its manifest does not name/],
     ['a path outside the image', () => build([['data', 'images/../../etc/x', b]]), /files are images\/NAME or files\/NAME/],
