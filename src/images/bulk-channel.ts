@@ -28,7 +28,6 @@ const WRITES_IN_FLIGHT = 4;
 
 /** The source's end: listening until the target connects. */
 export class BulkSender {
-  private readonly sums = new Map<string, PieceCrc32>();
   private failure: Error | undefined;
 
   private constructor(
@@ -36,6 +35,8 @@ export class BulkSender {
     private readonly server: Server,
     private readonly socket: Promise<Socket>,
     private readonly pieceBytes: number,
+    private readonly waiting: NodeJS.Timeout,
+    private readonly refuse: (e: Error) => void,
   ) {}
 
   /**
@@ -82,7 +83,7 @@ export class BulkSender {
       },
       () => server.close(),
     );
-    return new BulkSender({ address, port, token: token.toString('hex') }, server, socket, pieceBytes);
+    return new BulkSender({ address, port, token: token.toString('hex') }, server, socket, pieceBytes, timer, refuse);
   }
 
   private async write(s: Socket, buf: Buffer): Promise<void> {
@@ -102,17 +103,23 @@ export class BulkSender {
   async file(name: string, source: AsyncIterable<Buffer>): Promise<StreamDigest> {
     const s = await this.socket;
     const sum = new PieceCrc32(this.pieceBytes);
-    this.sums.set(name, sum);
     const n = Buffer.from(name);
-    for await (const chunk of source) {
-      if (chunk.length === 0) continue;
-      sum.update(chunk);
+    const frame = (bytes: number): Buffer => {
       const head = Buffer.alloc(6 + n.length);
       head.writeUInt16BE(n.length, 0);
       n.copy(head, 2);
-      head.writeUInt32BE(chunk.length, 2 + n.length);
-      await Promise.all([this.write(s, head), this.write(s, chunk)]);
+      head.writeUInt32BE(bytes, 2 + n.length);
+      return head;
+    };
+    let sent = false;
+    for await (const chunk of source) {
+      if (chunk.length === 0) continue;
+      sum.update(chunk);
+      sent = true;
+      await Promise.all([this.write(s, frame(chunk.length)), this.write(s, chunk)]);
     }
+    // An empty file still arrives (as a frame of no bytes).
+    if (!sent) await this.write(s, frame(0));
     return sum.digest();
   }
 
@@ -125,6 +132,9 @@ export class BulkSender {
 
   /** Stops listening and drops the connection (after a failure, or once done). */
   close(): void {
+    clearTimeout(this.waiting);
+    // Whatever still waits for the target's connection gives up (a no-op once it came).
+    this.refuse(new Error("the move's bulk channel was closed"));
     this.server.close();
     void this.socket.then(
       (s) => s.destroy(),

@@ -81,6 +81,18 @@ describe('moving a session post-copy between local test hosts', () => {
     expect(left).toEqual([]);
   });
 
+  // The source host's end of its link to the bridge (toward the target).
+  const rootVeth = 'hspc0u1';
+  /** A session on the first host holding 256 MiB in a kernel, its host's link throttled to `rate` (`unthrottle` takes that back). */
+  async function sessionOnSlowLink(user: string, rate: string) {
+    const s = await clients[0]!.startSession(user);
+    const k = await kernelWithState(s.url, s.token, 256);
+    k.channel.close();
+    await run('tc', ['qdisc', 'add', 'dev', rootVeth, 'root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '100ms']);
+    const unthrottle = (): Promise<unknown> => run('tc', ['qdisc', 'del', 'dev', rootVeth, 'root'], { allowFailure: true });
+    return { s, k, unthrottle };
+  }
+
   it('should move a 256 MiB session with its IP, kernel state and open websocket, and leave nothing on the source once its memory has arrived', async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
     expect((await b.health()).postCopy).toBe(true);
@@ -180,13 +192,8 @@ describe('moving a session post-copy between local test hosts', () => {
 
   it('should give the session back to the source, and leave no copy on the target, when the link dies while the memory is still arriving', async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
-    const s = await a.startSession('pl');
-    const k = await kernelWithState(s.url, s.token, 256);
-    k.channel.close();
-    const rootVeth = 'hspc0u1';
     // 400 Mbit/s toward the target: its 256 MiB take seconds to arrive after the commit, however fast the machine.
-    await run('tc', ['qdisc', 'add', 'dev', rootVeth, 'root', 'tbf', 'rate', '400mbit', 'burst', '256kb', 'latency', '100ms']);
-    const unthrottle = (): Promise<unknown> => run('tc', ['qdisc', 'del', 'dev', rootVeth, 'root'], { allowFailure: true });
+    const { s, k, unthrottle } = await sessionOnSlowLink('pl', '400mbit');
     const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy').catch(async (err: unknown) => {
       await unthrottle();
       throw err;
@@ -215,6 +222,34 @@ describe('moving a session post-copy between local test hosts', () => {
     const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
     expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
     ch.close();
+    await a.removeSession(s.id);
+  });
+
+  it("should resume the session on the source, and leave no copy on the target, when the link dies while its memory goes on the bulk channel", async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    // 200 Mbit/s toward the target: the ~100 MB read from the frozen processes take seconds on the bulk channel.
+    const { s, k, unthrottle } = await sessionOnSlowLink('pb', '200mbit');
+    const moving = a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy').then(
+      () => null,
+      (err: unknown) => err as Error,
+    );
+    try {
+      await waitFor('the source to be sending', async () => ((await a.progress(s.id).catch(() => null))?.step === 'sending (post-copy)' ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
+      // Well into the memory (a second of it at this rate), before the target can have restored anything.
+      await new Promise((r) => setTimeout(r, 300));
+      await run('ip', ['link', 'set', rootVeth, 'down']);
+      const failure = await moving;
+      expect(failure?.message).toMatch(/runs here again/);
+    } finally {
+      await unthrottle();
+      await run('ip', ['link', 'set', rootVeth, 'up']);
+    }
+    expect((await a.getSession(s.id)).state).toBe('running');
+    const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
+    await waitFor('the target to let go of the move', async () => ((await b.findSession(s.id)) === null ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
+    await waitFor('no criu left on either host', async () => ((await criuUnder(hosts[0]!.dataDir)).length + (await criuUnder(hosts[1]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
     await a.removeSession(s.id);
   });
 
