@@ -1,10 +1,12 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, write as fsWrite } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { MOVE_FILE_NAME, type BulkAt, type StreamDigest } from '../core/checkpoint.js';
 import { IntegrityError, errorMessage } from '../core/errors.js';
+import { writeAt } from '../util/fs.js';
 import { PieceCrc32 } from './hashing.js';
+import { DATA, END, FrameWriter } from './move-frames.js';
 
 /**
  * A move's bulk channel: the memory a post-copy move sends with its images,
@@ -15,9 +17,9 @@ import { PieceCrc32 } from './hashing.js';
  *
  * The source listens before the freeze and names the port and a token in the
  * move's header; it takes the first connection from the target's address
- * that sends the token, and nothing else. Frames: a file's name (u16 length,
- * then the name), a byte count (u32), the bytes; a name of length 0 ends the
- * channel. The crc32s go in the move's manifest, as the stream's files' do.
+ * that sends the token, and nothing else. It carries the move stream's own
+ * frames (move-frames.ts), an END frame closing it; the crc32s go in the
+ * move's manifest, as the stream's files' do.
  */
 
 const TOKEN_BYTES = 32;
@@ -28,7 +30,7 @@ const WRITES_IN_FLIGHT = 4;
 
 /** The source's end: listening until the target connects. */
 export class BulkSender {
-  private failure: Error | undefined;
+  private writer: Promise<FrameWriter> | undefined;
 
   private constructor(
     readonly at: BulkAt,
@@ -86,48 +88,20 @@ export class BulkSender {
     return new BulkSender({ address, port, token: token.toString('hex') }, server, socket, pieceBytes, timer, refuse);
   }
 
-  private async write(s: Socket, buf: Buffer): Promise<void> {
-    if (this.failure) throw this.failure;
-    await new Promise<void>((resolve, reject) => {
-      const closed = (): void => reject((this.failure ??= new Error("the move's bulk channel closed")));
-      s.once('close', closed);
-      s.write(buf, (err) => {
-        s.off('close', closed);
-        if (err) reject((this.failure ??= err));
-        else resolve();
-      });
-    });
+  /** The connection's frames, once the target has connected. */
+  private frames(): Promise<FrameWriter> {
+    this.writer ??= this.socket.then((s) => new FrameWriter(s, this.pieceBytes, "the move's bulk channel closed"));
+    return this.writer;
   }
 
   /** A file's bytes as `source` yields them (a chunk may be reused once asked for the next); its digest. */
   async file(name: string, source: AsyncIterable<Buffer>): Promise<StreamDigest> {
-    const s = await this.socket;
-    const sum = new PieceCrc32(this.pieceBytes);
-    const n = Buffer.from(name);
-    const frame = (bytes: number): Buffer => {
-      const head = Buffer.alloc(6 + n.length);
-      head.writeUInt16BE(n.length, 0);
-      n.copy(head, 2);
-      head.writeUInt32BE(bytes, 2 + n.length);
-      return head;
-    };
-    let sent = false;
-    for await (const chunk of source) {
-      if (chunk.length === 0) continue;
-      sum.update(chunk);
-      sent = true;
-      await Promise.all([this.write(s, frame(chunk.length)), this.write(s, chunk)]);
-    }
-    // An empty file still arrives (as a frame of no bytes).
-    if (!sent) await this.write(s, frame(0));
-    return sum.digest();
+    return (await this.frames()).file(name, source);
   }
 
   /** Ends the channel once every file is sent. */
   async end(): Promise<void> {
-    const s = await this.socket;
-    await this.write(s, Buffer.alloc(2));
-    s.end();
+    await (await this.frames()).endWith(Buffer.alloc(0));
   }
 
   /** Stops listening and drops the connection (after a failure, or once done). */
@@ -148,18 +122,6 @@ interface ReceivingFile {
   sum: PieceCrc32;
   /** Where its next buffer goes. */
   offset: number;
-}
-
-function writeAt(fd: number, buf: Buffer, length: number, position: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const more = (at: number): void =>
-      fsWrite(fd, buf, at, length - at, position + at, (err, n) => {
-        if (err) reject(err);
-        else if (at + n < length) more(at + n);
-        else resolve();
-      });
-    more(0);
-  });
 }
 
 /**
@@ -277,22 +239,24 @@ export function receiveBulk(at: BulkAt, dest: string, pieceBytes: number, timeou
         if (left === 0) current = undefined;
         continue;
       }
-      // A frame's header: u16 name length (0 ends the channel), the name, u32 byte count; copied, as the read
-      // buffer is reused.
-      const want = head.length < 2 ? 2 : head.readUInt16BE(0) === 0 ? 2 : 2 + head.readUInt16BE(0) + 4;
+      // A frame's header: its type, then for DATA the name (u16 length and bytes) and a u32 byte count; copied, as
+      // the read buffer is reused.
+      const want = head.length === 0 || head[0] === END ? 1 : head.length < 3 ? 3 : 3 + head.readUInt16BE(1) + 4;
       const n = Math.min(want - head.length, chunk.length - at);
       head = Buffer.concat([head, chunk.subarray(at, at + n)]);
       at += n;
       if (head.length < want) continue;
-      const nameLen = head.readUInt16BE(0);
-      if (nameLen === 0) {
+      if (head[0] === END) {
         ended = true;
         head = Buffer.alloc(0);
         continue;
       }
-      if (head.length === 2) continue;
-      current = fileFor(head.subarray(2, 2 + nameLen).toString('utf8'));
-      left = head.readUInt32BE(2 + nameLen);
+      if (head[0] !== DATA) throw new IntegrityError(`the move's bulk channel holds a frame of unknown type ${head[0]}`);
+      // The type alone, or the name's length: the rest of the header is still to come.
+      if (head.length < 3 || head.length < 7 + head.readUInt16BE(1)) continue;
+      const nameLen = head.readUInt16BE(1);
+      current = fileFor(head.subarray(3, 3 + nameLen).toString('utf8'));
+      left = head.readUInt32BE(3 + nameLen);
       head = Buffer.alloc(0);
       if (left === 0) current = undefined;
     }

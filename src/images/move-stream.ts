@@ -1,11 +1,14 @@
-import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { MOVE_FILE_NAME, MoveHeader, MoveManifest, type StreamDigest } from '../core/checkpoint.js';
 import { IntegrityError, describeZodIssue } from '../core/errors.js';
 import { receiveBulk } from './bulk-channel.js';
+import { DATA, END, FrameWriter, u32 } from './move-frames.js';
+import { writeAt } from '../util/fs.js';
 import { PieceCrc32, streamDigestMismatch } from './hashing.js';
+
+export { MOVE_STREAM_CLOSED } from './move-frames.js';
 
 /**
  * The move stream, hubshift's own framing (both ends are hubshift): a magic,
@@ -20,10 +23,6 @@ import { PieceCrc32, streamDigestMismatch } from './hashing.js';
  */
 const MAGIC = Buffer.from('HSMOVE04');
 const MAX_JSON_BYTES = 4 << 20;
-const DATA = 1;
-const END = 2;
-/** What the writer's calls reject with once the stream is closed (the reader went, or the move was aborted). */
-export const MOVE_STREAM_CLOSED = 'the move stream was closed';
 /** What a move stream is sent as. */
 export const MOVE_CONTENT_TYPE = 'application/x-hubshift-move';
 const MAX_FILES = 10_000;
@@ -31,93 +30,20 @@ const MAX_FILES = 10_000;
 const WRITE_BYTES = 4 << 20;
 const WRITES_IN_FLIGHT = 4;
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n);
-  return b;
-}
-
 /**
- * The sending half: frames written into `out` (an HTTP request's body). Each
- * call resolves once its bytes have been handed to the socket, so the caller
- * may then reuse its buffer; that is also the flow control. Once `out` has
- * closed (the reader went, or `abort`), every call rejects.
+ * The sending half: the magic and the header, then frames written into `out`
+ * (an HTTP request's body; see FrameWriter), then the manifest.
  */
-export class MoveStreamWriter {
-  private readonly gone: Promise<never>;
-  private readonly pieceBytes: number;
-  /** Every file's crc32s, summed as its bytes are framed: what the manifest says of it. */
-  private readonly sums = new Map<string, PieceCrc32>();
-
-  constructor(
-    private readonly out: Writable,
-    header: MoveHeader,
-  ) {
-    this.pieceBytes = header.pieceBytes;
-    this.gone = new Promise<never>((_resolve, reject) => {
-      const closed = (): void => reject(new Error(MOVE_STREAM_CLOSED));
-      out.once('close', closed);
-      out.once('error', closed);
-    });
-    this.gone.catch(() => undefined);
+export class MoveStreamWriter extends FrameWriter {
+  constructor(out: Writable, header: MoveHeader) {
+    super(out, header.pieceBytes);
     const json = Buffer.from(JSON.stringify(header));
     this.write(Buffer.concat([MAGIC, u32(json.length), json])).catch(() => undefined);
   }
 
-  private write(buf: Buffer): Promise<void> {
-    if (this.out.destroyed || this.out.writableEnded) return Promise.reject(new Error(MOVE_STREAM_CLOSED));
-    const written = new Promise<void>((resolve, reject) => this.out.write(buf, (err) => (err ? reject(new Error(MOVE_STREAM_CLOSED)) : resolve())));
-    // A callback that never comes (a request destroyed before its socket) must not hang the sender.
-    return Promise.race([written, this.gone]);
-  }
-
-  /** The next bytes of `name`; resolves once they are handed on, when `chunk` may be reused. */
-  data(name: string, chunk: Buffer): Promise<void> {
-    let sum = this.sums.get(name);
-    if (!sum) this.sums.set(name, (sum = new PieceCrc32(this.pieceBytes)));
-    sum.update(chunk);
-    const n = Buffer.from(name);
-    const head = Buffer.alloc(3);
-    head.writeUInt8(DATA, 0);
-    head.writeUInt16BE(n.length, 1);
-    const framed = this.write(Buffer.concat([head, n, u32(chunk.length)]));
-    framed.catch(() => undefined);
-    return Promise.all([framed, this.write(chunk)]).then(() => undefined);
-  }
-
-  /**
-   * What the stream has carried of `name` so far (its size and crc32s in the
-   * header's pieces), for the manifest; a file never framed is one of no bytes.
-   */
-  sent(name: string): StreamDigest {
-    return (this.sums.get(name) ?? new PieceCrc32(this.pieceBytes)).digest();
-  }
-
-  /** A whole file, in 4 MiB frames: read from `path`, or its bytes as `source` yields them. */
-  async file(name: string, source: string | AsyncIterable<Buffer>): Promise<StreamDigest> {
-    for await (const chunk of typeof source === 'string' ? createReadStream(source, { highWaterMark: 4 << 20 }) : source) await this.data(name, chunk as Buffer);
-    // An empty file still arrives (as no bytes).
-    if (!this.sums.has(name)) await this.data(name, Buffer.alloc(0));
-    return this.sent(name);
-  }
-
-  /**
-   * A small file already read: queued at once, in order with every other
-   * frame. A broken stream shows at the next awaited write (end).
-   */
-  queueFile(name: string, bytes: Buffer): StreamDigest {
-    this.data(name, bytes).catch(() => undefined);
-    return this.sent(name);
-  }
-
   async end(manifest: MoveManifest): Promise<void> {
     const json = Buffer.from(JSON.stringify(manifest));
-    await this.write(Buffer.concat([Buffer.from([END]), u32(json.length), json]));
-    this.out.end();
-  }
-
-  abort(err: Error): void {
-    this.out.destroy(err);
+    await this.endWith(Buffer.concat([u32(json.length), json]));
   }
 }
 
@@ -195,7 +121,7 @@ async function writeAll(fh: FileHandle, parts: Buffer[], position: number): Prom
   if (bytesWritten === total) return;
   // A short write (rare on a regular file): the rest, plainly.
   const rest = Buffer.concat(parts).subarray(bytesWritten);
-  for (let at = 0; at < rest.length; ) at += (await fh.write(rest, at, rest.length - at, position + bytesWritten + at)).bytesWritten;
+  await writeAt(fh.fd, rest, rest.length, position + bytesWritten);
 }
 
 /**

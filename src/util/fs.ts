@@ -1,3 +1,4 @@
+import { write } from 'node:fs';
 import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { z } from 'zod';
@@ -38,4 +39,17 @@ export async function readJsonRecords<T>(dir: string, schema: z.ZodType<T>): Pro
   const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
   const records = await Promise.all(names.map((n) => readJsonRecord(join(dir, n), schema)));
   return records.filter((r): r is Awaited<T> => r !== null);
+}
+
+/** Writes `length` bytes of `buf` to `fd` at `position`, however many writes that takes. */
+export function writeAt(fd: number, buf: Buffer, length: number, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const more = (at: number): void =>
+      write(fd, buf, at, length - at, position + at, (err, n) => {
+        if (err) reject(err);
+        else if (at + n < length) more(at + n);
+        else resolve();
+      });
+    more(0);
+  });
 }
