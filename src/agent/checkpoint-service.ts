@@ -154,6 +154,7 @@ export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}): Om
     actionScript: actionScriptFor(ctx, !use.lazy),
     env: hookEnv(ctx, d.s, { ...use, sideDir: d.side }),
     timeoutMs: ctx.config.dumpTimeoutMs,
+    fileValidation: ctx.config.fileValidation,
   };
 }
 
@@ -504,6 +505,7 @@ export async function restoreFromImages(
         // here: its tasks run only once the bridge end is up (startRestored), so their first packets are not lost.
         extraArgs: opts.leaveStopped || opts.netnsOutside ? ['--leave-stopped'] : undefined,
         signal: daemonFailed.signal,
+        fileValidation: ctx.config.fileValidation,
       });
     } catch (err) {
       daemon?.kill();

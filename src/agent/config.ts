@@ -4,6 +4,7 @@ import type { BridgeConfig } from './network.js';
 import type { SchedulerLinkConfig } from './scheduler-link.js';
 import { DEFAULT_SESSION_COMMAND, HUB_SESSION_COMMAND } from './sandbox.js';
 import { DEFAULT_CONNTRACK_BUCKETS } from '../criu/conntrack-table.js';
+import type { FileValidation } from '../criu/driver.js';
 
 export interface AgentConfig {
   /** Address the HTTP API binds to. Default 127.0.0.1; use 0.0.0.0 to serve a scheduler on another machine. */
@@ -73,6 +74,14 @@ export interface AgentConfig {
    * dump; see criu/conntrack-table.ts). 0: leave the table alone.
    */
   conntrackBuckets: number;
+  /**
+   * How criu checks that a restore maps the very files the dump saw. Default
+   * `filesize` (size and mode): `buildid` also reads every mapped library's
+   * ELF build-id at dump and restore, a disk read each where its first page
+   * is not cached (20-35 ms of a checkpoint here), and catches a library
+   * replaced by a different build of the same size.
+   */
+  fileValidation: FileValidation;
   /** Register with a scheduler and push metrics to it; unset: the agent runs alone. */
   scheduler?: SchedulerLinkConfig;
 }
@@ -94,6 +103,7 @@ export const AGENT_DEFAULTS = {
   moveIdleTimeoutMs: 30_000,
   postCopyEagerBytes: 32 << 20,
   conntrackBuckets: DEFAULT_CONNTRACK_BUCKETS,
+  fileValidation: 'filesize',
   networkGbps: 10,
   keepCheckpoints: 3,
 } as const satisfies Partial<AgentConfig>;

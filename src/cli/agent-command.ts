@@ -70,6 +70,11 @@ export function registerAgentCommand(program: Command): void {
     .option('--move-idle-timeout <seconds>', 'give up a move whose connection stalls this long (a cut link); for post-copy, also a transfer after the commit that brings no page for this long', nonNegative('--move-idle-timeout'), AGENT_DEFAULTS.moveIdleTimeoutMs / 1000)
     .option('--post-copy-eager <MiB>', "post-copy: this much of the kernels' memory, their smallest runs first, goes with the images instead of being fetched page by page on first touch (the server's memory always goes)", nonNegative('--post-copy-eager'), AGENT_DEFAULTS.postCopyEagerBytes / (1 << 20))
     .option('--conntrack-buckets <n>', "shrink the host's connection-tracking table to this many buckets at start when it is larger and nearly unused: criu walks the whole table twice in every dump (0: leave it alone)", nonNegative('--conntrack-buckets'), AGENT_DEFAULTS.conntrackBuckets)
+    .addOption(
+      new Option('--file-validation <how>', "how criu checks that a restore maps the files the dump saw: filesize (size and mode) or buildid (also each library's build-id: a disk read per library at every dump and restore)")
+        .choices(['filesize', 'buildid'])
+        .default(AGENT_DEFAULTS.fileValidation),
+    )
     .option('--metadata-endpoint <url>', 'watch this instance metadata service (IMDSv2) for spot and rebalance notices and pass them to the scheduler; on EC2: http://169.254.169.254')
     .option('--metadata-interval <seconds>', 'ask the metadata service this often', nonNegative('--metadata-interval'), 5)
     .option('--log-level <level>', 'pino log level', 'info')
@@ -129,6 +134,7 @@ export function registerAgentCommand(program: Command): void {
         moveIdleTimeoutMs: Number(o.moveIdleTimeout) * 1000,
         postCopyEagerBytes: Math.round(Number(o.postCopyEager) * (1 << 20)),
         conntrackBuckets: Math.round(Number(o.conntrackBuckets)),
+        fileValidation: o.fileValidation === 'buildid' ? 'buildid' : 'filesize',
       });
       const agent = await startAgent(config, pino({ name: 'hubshift-agent', level: String(o.logLevel) }));
       process.stderr.write(`hubshift agent listening on ${agent.url}\n`);

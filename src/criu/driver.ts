@@ -31,7 +31,17 @@ export interface DumpOptions {
    * a restore joins a namespace the caller made (RestoreOptions.joinNetns).
    */
   externalNetnsIno?: number;
+  /** How criu records, and a restore checks, the files the tree maps (FileValidation). Unset: criu's default. */
+  fileValidation?: FileValidation;
 }
+
+/**
+ * How criu makes sure a restore maps the files the dump saw (`--file-validation`):
+ * `buildid` (criu's default) also reads each mapped ELF file's build-id, a
+ * disk read per library where its first page is not cached; `filesize` checks
+ * size and mode only.
+ */
+export type FileValidation = 'filesize' | 'buildid';
 
 /** The key criu's images name an external network namespace by. */
 const EXTERNAL_NETNS_KEY = 'hubshift-session-net';
@@ -52,12 +62,14 @@ export interface RestoreOptions {
   signal?: AbortSignal;
   /** For images dumped with externalNetnsIno: the namespace (e.g. /run/netns/NAME) the tree is restored into. */
   joinNetns?: string;
+  fileValidation?: FileValidation;
 }
 
 // Options every call takes: established TCP (the kernel's ZMQ and the browser's
 // websockets), file locks (sqlite), a verbose log kept for diagnosis.
-function commonArgs(bin: CriuBinary, logFile: string, actionScript?: string): string[] {
+function commonArgs(bin: CriuBinary, logFile: string, actionScript?: string, fileValidation?: FileValidation): string[] {
   const args = ['-v4', '-o', logFile, '--tcp-established', '--file-locks'];
+  if (fileValidation) args.push('--file-validation', fileValidation);
   if (bin.nftablesLock) args.push('--network-lock', 'nftables');
   if (bin.libdir) args.push('--libdir', bin.libdir);
   if (actionScript) args.push('--action-script', actionScript);
@@ -93,7 +105,7 @@ async function runCriu(
 
 /** criu dump's arguments for these options, every kind of dump alike. */
 function dumpArgv(bin: CriuBinary, opts: DumpOptions): string[] {
-  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript)];
+  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript, opts.fileValidation)];
   if (opts.leaveRunning) args.push('--leave-running');
   if (opts.externalNetnsIno !== undefined) args.push('--external', `net[${opts.externalNetnsIno}]:${EXTERNAL_NETNS_KEY}`);
   if (opts.extraArgs) args.push(...opts.extraArgs);
@@ -112,7 +124,7 @@ export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ second
 export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ pid: number; seconds: number }> {
   // criu refuses to overwrite a pidfile, and a stale one would name the wrong process.
   await rm(opts.pidFile, { force: true });
-  const args = ['restore', '-D', opts.imagesDir, '-d', '--pidfile', opts.pidFile, ...commonArgs(bin, opts.logFile, opts.actionScript)];
+  const args = ['restore', '-D', opts.imagesDir, '-d', '--pidfile', opts.pidFile, ...commonArgs(bin, opts.logFile, opts.actionScript, opts.fileValidation)];
   for (const e of opts.externals ?? []) args.push('--external', e);
   if (opts.lazyPages) args.push('--lazy-pages');
   if (opts.extraArgs) args.push(...opts.extraArgs);

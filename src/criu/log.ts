@@ -41,6 +41,12 @@ const RULES: Array<{ re: RegExp; kind: CriuDiagnosis['kind']; explain: (m: RegEx
       `file /${m[1]} changed since the dump (size ${m[2]}, expected ${m[3]}); files a session holds open must be unchanged at restore`,
   },
   {
+    // --file-validation buildid: the same size, another build (a library upgraded or rebuilt on this node).
+    re: /File (\S+) has bad build-ID/,
+    kind: 'file_changed',
+    explain: (m) => `file /${m[1]} is another build than at the dump (its build-ID differs); restore on a node with the same libraries as the one it was dumped on`,
+  },
+  {
     re: /Can't restore link: -17|Link .* already exists/,
     kind: 'link_exists',
     explain: () => 'a network interface of the session already exists on this node (remove the stale veth, or the session is already running)',

@@ -8,6 +8,7 @@ describe('criu log diagnosis', () => {
     ["(00.08)      1: Error (criu/cr-restore.c:1480): Can't fork for 412: File exists", 'pid_taken', 'pid 412 is taken on this node (run sessions in their own pid namespace)'],
     ['(00.08)      1: Error (criu/files-reg.c:2175): File tmp/exp/out.log has bad size 60 (expect 6)', 'file_changed', 'file /tmp/exp/out.log changed since the dump'],
     ['(00.10)      1: Error (criu/files-reg.c:2294): File tmp/s/server.log has bad mode 0100600 (expect 0100644)', 'file_changed', 'changed mode since the dump'],
+    ['(00.09)      1: Error (criu/files-reg.c:2214): File usr/lib/x86_64-linux-gnu/libz.so.1.2.13 has bad build-ID', 'file_changed', 'file /usr/lib/x86_64-linux-gnu/libz.so.1.2.13 is another build than at the dump'],
     ["(00.05) Error (criu/sk-inet.c:99): sockets: Can't get 1:16 opt: Operation not supported", 'tcp_unsupported', 'use criu 4.2 or newer'],
     ['(00.01) Error (criu/kerndat.c:1615): vdso: Unexpected rt vDSO area bounds', 'vdso_unsupported', "this kernel's vDSO"],
     ["(00.30) Error (criu/net.c:1800): Can't restore link: -17", 'link_exists', 'already exists on this node'],
