@@ -7,7 +7,7 @@ import { startLazyDump, type LazyDump } from '../criu/driver.js';
 import { BulkSender } from '../images/bulk-channel.js';
 import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { PIECE_BYTES } from '../images/hashing.js';
-import { sleep, waitFor } from '../util/exec.js';
+import { isoTimeOf, sleep, waitFor } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
@@ -107,7 +107,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       await letGo(ctx, d, criu, target, req.target.token);
       const seconds = (performance.now() - started) / 1000;
       ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded.reduce((a, e) => a + e.added, 0), ...lap }, 'session moved (post-copy); its memory follows');
-      return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, seconds, bytes: total, target: target.baseUrl };
+      return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), seconds, bytes: total, target: target.baseUrl };
     } finally {
       bulk.close();
     }

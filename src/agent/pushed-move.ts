@@ -1,3 +1,4 @@
+import { isoTimeOf } from '../util/exec.js';
 import { rm } from 'node:fs/promises';
 import type { MoveResult, PageServerAt } from '../core/checkpoint.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
@@ -73,7 +74,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
     await letGo(ctx, d);
     const seconds = (performance.now() - started) / 1000;
     ctx.log.info({ session: id, target: target.baseUrl, bytes: h.total, pushedBytes: h.pushed, seconds, downtimeSeconds, dumpSeconds, ...h.lap }, 'session moved (stop-and-copy, memory pushed)');
-    return { id, url: sessionUrl(d.s), mode: 'stop-and-copy', downtimeSeconds, seconds, bytes: h.total + h.pushed, target: target.baseUrl };
+    return { id, url: sessionUrl(d.s), mode: 'stop-and-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), seconds, bytes: h.total + h.pushed, target: target.baseUrl };
   });
 }
 

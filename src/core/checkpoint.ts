@@ -168,6 +168,12 @@ export const MoveResult = z.object({
   mode: MoveMode.exclude(['auto']),
   /** From the freeze on the source to the server answering on the target. */
   downtimeSeconds: z.number().nonnegative(),
+  /**
+   * When the source froze the session (ISO 8601, to the millisecond): a client
+   * on a clock shared with the source (this machine, or synchronized) times
+   * the downtime it sees, freeze to its own first answer.
+   */
+  frozenAt: z.string().datetime(),
   seconds: z.number().nonnegative(),
   bytes: z.number().int().nonnegative(),
   target: z.string(),

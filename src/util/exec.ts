@@ -2,6 +2,11 @@ import { spawn, type SpawnOptions } from 'node:child_process';
 import { TimeoutError } from '../core/errors.js';
 import { killQuietly, processTree } from './proc.js';
 
+/** An instant of this process's performance.now() as an ISO 8601 time. */
+export function isoTimeOf(perfNow: number): string {
+  return new Date(performance.timeOrigin + perfNow).toISOString();
+}
+
 export interface RunOptions {
   /** Kill the command (its whole process group) after this long. Default 60 s. */
   timeoutMs?: number;

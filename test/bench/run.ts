@@ -94,11 +94,13 @@ if (which.includes('migrate')) {
       console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
       for (const r of f.rounds) {
         console.log(
-          `  ${r.from} -> ${r.to}: downtime ${r.downtimeSeconds.toFixed(2)} s (to first execute ${r.downtimeToExecuteSeconds.toFixed(2)} s, ${(r.downtimeToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline), move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s`,
+          `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline; freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s`,
         );
       }
       if (f.rounds.length > 2) {
-        console.log(`  ${f.rounds.length} moves: downtime ${spread(f.rounds.map((r) => r.downtimeSeconds))}, to first execute ${spread(f.rounds.map((r) => r.downtimeToExecuteSeconds))}`);
+        console.log(
+          `  ${f.rounds.length} moves: downtime (freeze to first execute) ${spread(f.rounds.map((r) => r.frozenToExecuteSeconds))}, freeze to the server answering ${spread(f.rounds.map((r) => r.downtimeSeconds))}, request to first execute ${spread(f.rounds.map((r) => r.requestToExecuteSeconds))}`,
+        );
       }
     }
   }

@@ -8,6 +8,7 @@ import { UpstreamError } from '../../src/core/errors.js';
 import { runHubshift } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
+import { expectFrozenWithin } from '../helpers/move-result.js';
 
 /** Fails criu's restore at its first stage while the flag file says "fail". */
 const RESTORE_FAULT = (flag: string): string => `#!/bin/sh
@@ -44,9 +45,11 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
   it('should keep the IP, the kernel state and an open websocket, and leave the source with nothing', async () => {
     const s = await a.client.startSession('mo');
     const k = await kernelWithState(s.url, s.token, 64);
+    const requestedAt = Date.now();
     const r = await a.client.move(s.id, { url: b.agent.url, token: b.token }, 'stop-and-copy');
     expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'stop-and-copy', target: b.agent.url });
     expect(r.downtimeSeconds).toBeGreaterThan(0);
+    expectFrozenWithin(r, requestedAt, Date.now());
     expect(r.bytes).toBeGreaterThan(64 * 2 ** 20);
     // The websocket opened before the move still answers: its TCP connection moved with the session.
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });

@@ -15,6 +15,7 @@ import { hostIptables } from '../helpers/host-iptables.js';
 import { askState, kernelWithState, type KernelState } from '../helpers/kernel.js';
 import { expectOnlyCopy, sessionProcesses } from '../helpers/session-processes.js';
 import { killAtPostRestore } from '../helpers/action-script.js';
+import { expectFrozenWithin } from '../helpers/move-result.js';
 
 /** Pids of criu processes (of `command`, if given) whose command line names a path under `dir` (a host's data directory). */
 async function criuUnder(dir: string, command?: 'dump' | 'lazy-pages'): Promise<number[]> {
@@ -99,8 +100,10 @@ describe('moving a session post-copy between local test hosts', () => {
     const s = await a.startSession('pc');
     const k = await kernelWithState(s.url, s.token, 256);
     // auto: both hosts can, so post-copy is chosen.
+    const requestedAt = Date.now();
     const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! });
     expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'post-copy', target: hosts[1]!.agentUrl });
+    expectFrozenWithin(r, requestedAt, Date.now());
     // The stream carried the images and the server's memory (tens of MB), not the kernel's 256 MiB.
     expect(r.bytes).toBeGreaterThan(16 * 2 ** 20);
     expect(r.bytes).toBeLessThan(160 * 2 ** 20);
