@@ -1,8 +1,8 @@
-import { isoTimeOf } from '../util/exec.js';
 import { rm } from 'node:fs/promises';
 import type { MoveMode, MoveResult, PageServerAt } from '../core/checkpoint.js';
 import { InputError, UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
+import { isoTimeOf } from '../util/exec.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { dumpLocally, restoreFromImages, type LocalDump } from './checkpoint-service.js';

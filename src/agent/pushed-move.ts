@@ -1,9 +1,9 @@
-import { isoTimeOf } from '../util/exec.js';
 import { rm } from 'node:fs/promises';
 import type { MoveResult, PageServerAt } from '../core/checkpoint.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { dump } from '../criu/driver.js';
+import { isoTimeOf } from '../util/exec.js';
 import { resetConnectionsTo, tcpBytes } from '../util/tcp.js';
 import { watchTransfer } from './transfer-watch.js';
 import type { AgentClient } from './agent-client.js';
