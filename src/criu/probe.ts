@@ -34,23 +34,34 @@ interface ProbeProcess {
   result: string;
 }
 
-/** Starts the probe process in its own net and pid namespaces and waits until it holds its connection. */
-async function startProbeProcess(dir: string): Promise<ProbeProcess> {
-  await writeFile(join(dir, 'probe.py'), PROBE_PY);
-  const log = join(dir, 'probe.log');
-  const result = join(dir, 'result');
-  const child = spawn(
-    'unshare',
-    ['--net', '--pid', '--fork', 'setsid', 'sh', '-c', `exec >>'${log}' 2>&1 </dev/null; ip link set lo up; exec /usr/bin/python3 '${join(dir, 'probe.py')}' '${result}'`],
-    { detached: true, stdio: 'ignore' },
-  );
+/**
+ * Runs the Python `script` (written to DIR/NAME.py) with `args`, in net and
+ * pid namespaces of its own, and waits until it prints "ready" (its output
+ * goes to DIR/NAME.log). `init` is its pid here, the namespace's init: the
+ * tree criu dumps. `pids`: what to kill when done, launcher first.
+ */
+export async function startIsolatedPython(dir: string, name: string, script: string, args: string[]): Promise<{ init: number; pids: number[] }> {
+  const py = join(dir, `${name}.py`);
+  await writeFile(py, script);
+  const log = join(dir, `${name}.log`);
+  const argv = [py, ...args].map((a) => `'${a}'`).join(' ');
+  const child = spawn('unshare', ['--net', '--pid', '--fork', 'setsid', 'sh', '-c', `exec >>'${log}' 2>&1 </dev/null; ip link set lo up; exec /usr/bin/python3 ${argv}`], {
+    detached: true,
+    stdio: 'ignore',
+  });
   child.unref();
   if (child.pid === undefined) throw new Error('could not start unshare');
   const pids = [child.pid];
-  const init = await waitFor('probe process start', async () => (await childrenOf(child.pid as number))[0], { timeoutMs: 10_000 });
+  const init = await waitFor(`${name} to start`, async () => (await childrenOf(child.pid as number))[0], { timeoutMs: 10_000 });
   pids.push(init);
-  await waitFor('probe ready', async () => ((await readFile(log, 'utf8').catch(() => '')).includes('ready') ? true : undefined), { timeoutMs: 10_000 });
-  return { init, pids, result };
+  await waitFor(`${name} ready`, async () => ((await readFile(log, 'utf8').catch(() => '')).includes('ready') ? true : undefined), { timeoutMs: 10_000 });
+  return { init, pids };
+}
+
+/** Starts the probe process and waits until it holds its connection. */
+async function startProbeProcess(dir: string): Promise<ProbeProcess> {
+  const result = join(dir, 'result');
+  return { ...(await startIsolatedPython(dir, 'probe', PROBE_PY, [result])), result };
 }
 
 /** Asks a restored probe to use its connection; true when the ping came back. */
@@ -62,11 +73,16 @@ async function pingThroughRestored(pid: number, result: string): Promise<string>
   }, { timeoutMs: 5_000 });
 }
 
-async function cleanUp(pids: number[], dir: string, ok: boolean): Promise<void> {
+/** Kills `pids` (in reverse: a launcher's children first), waiting up to a second for each to go. */
+export async function stopProcesses(pids: number[]): Promise<void> {
   for (const p of [...pids].reverse()) killQuietly(p);
   for (const p of pids) {
     for (let i = 0; i < 40 && (await isAlive(p)); i++) await sleep(25);
   }
+}
+
+async function cleanUp(pids: number[], dir: string, ok: boolean): Promise<void> {
+  await stopProcesses(pids);
   // A failed probe keeps its directory: the error names the logs in it.
   if (ok) await rm(dir, { recursive: true, force: true });
 }

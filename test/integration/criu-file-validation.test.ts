@@ -1,13 +1,12 @@
-import { spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CriuError } from '../../src/core/errors.js';
 import { dump, restore, type FileValidation } from '../../src/criu/driver.js';
+import { startIsolatedPython, stopProcesses } from '../../src/criu/probe.js';
 import { loadSelectedCriu } from '../../src/criu/select.js';
-import { waitFor } from '../../src/util/exec.js';
-import { childrenOf, isAlive, killQuietly } from '../../src/util/proc.js';
+import { isAlive } from '../../src/util/proc.js';
 
 /** The byte offset of an ELF64 file's GNU build-id (the NT_GNU_BUILD_ID note's descriptor). */
 function buildIdOffset(elf: Buffer): number {
@@ -41,17 +40,11 @@ describe('criu file validation', () => {
     dir = await mkdtemp(join(tmpdir(), 'hubshift-filevalidation-'));
     const lib = join(dir, 'libz-copy.so');
     await copyFile('/usr/lib/x86_64-linux-gnu/libz.so.1.2.13', lib);
-    const log = join(dir, 'process.log');
-    await writeFile(join(dir, 'hold.py'), `import ctypes, sys, time\nctypes.CDLL(sys.argv[1])\nprint('ready', flush=True)\nwhile True: time.sleep(3600)\n`);
-    const child = spawn('unshare', ['--net', '--pid', '--fork', 'setsid', 'sh', '-c', `exec >>'${log}' 2>&1 </dev/null; exec /usr/bin/python3 '${join(dir, 'hold.py')}' '${lib}'`], { detached: true, stdio: 'ignore' });
-    child.unref();
-    pids.push(child.pid as number);
-    const init = await waitFor('the process to start', async () => (await childrenOf(child.pid as number))[0], { timeoutMs: 10_000 });
-    pids.push(init);
-    await waitFor('the library loaded', async () => ((await readFile(log, 'utf8').catch(() => '')).includes('ready') ? true : undefined), { timeoutMs: 10_000 });
+    const p = await startIsolatedPython(dir, 'hold', `import ctypes, sys, time\nctypes.CDLL(sys.argv[1])\nprint('ready', flush=True)\nwhile True: time.sleep(3600)\n`, [lib]);
+    pids.push(...p.pids);
     images = join(dir, 'images');
     // Build-ids are recorded only when dumped with buildid; a restore checks whatever was recorded.
-    await dump(await loadSelectedCriu(), { pid: init, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000, fileValidation: 'buildid' });
+    await dump(await loadSelectedCriu(), { pid: p.init, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000, fileValidation: 'buildid' });
     const bytes = await readFile(lib);
     const at = buildIdOffset(bytes);
     bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at);
@@ -59,8 +52,7 @@ describe('criu file validation', () => {
   });
 
   afterAll(async () => {
-    for (const p of [...pids].reverse()) killQuietly(p);
-    for (const p of pids) await waitFor(`pid ${p} to exit`, async () => ((await isAlive(p)) ? undefined : true), { timeoutMs: 5_000 }).catch(() => undefined);
+    await stopProcesses(pids);
     await rm(dir, { recursive: true, force: true });
   });
 
