@@ -421,7 +421,8 @@ const lazyRestoreHere = (ctx: AgentContext): boolean => ctx.config.lazyRestore &
 
 async function startDaemon(ctx: AgentContext, images: string, tag: string, pageServer?: PageServerAt): Promise<EarlyLazyPages> {
   const log = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
-  return { daemon: await startLazyPages(ctx.criu, images, log, { pageServer }), log };
+  // Post-copy is a move in, whose guard (armIncomingGuard) ends the daemon if the restore never comes.
+  return { daemon: await startLazyPages(ctx.criu, images, log, { pageServer, guardedElsewhere: pageServer !== undefined }), log };
 }
 
 /**

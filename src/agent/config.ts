@@ -65,7 +65,7 @@ export interface AgentConfig {
    * Post-copy: bytes of the kernels' memory sent with the images, the
    * smallest runs first (their interpreters' working memory), so that the
    * first execute on the target does not fault them in one by one over the
-   * network. The server's memory always goes. Default 32 MiB; 0: none.
+   * network. The server's memory always goes. Default 64 MiB; 0: none.
    */
   postCopyEagerBytes: number;
   /**
@@ -101,7 +101,7 @@ export const AGENT_DEFAULTS = {
   restoreTimeoutMs: 120_000,
   incomingTimeoutMs: 30_000,
   moveIdleTimeoutMs: 30_000,
-  postCopyEagerBytes: 32 << 20,
+  postCopyEagerBytes: 64 << 20,
   conntrackBuckets: DEFAULT_CONNTRACK_BUCKETS,
   fileValidation: 'filesize',
   networkGbps: 10,

@@ -1,13 +1,22 @@
-import { spawn } from 'node:child_process';
 import type { PageServerAt } from '../core/checkpoint.js';
 import { LAZY_HANDOVER_LINE, lazyPagesFiles } from '../criu/lazy-pages.js';
 import { incomingImages } from './incoming-copies.js';
 import { netnsName } from './network.js';
 import { restoredPidFile } from './sandbox.js';
 import { PY_PROCESS_HELPERS } from '../util/proc.js';
+import { startIdleGuard, type IdleGuard } from '../util/idle-guard.js';
 
 /**
- * Starts the guard of a session being moved in, before criu restore runs:
+ * The guard of a move in, started as its stream opens (while the source
+ * still dumps: its interpreter's start stays out of the downtime) and armed
+ * by armIncomingGuard. Its command line names `work` (stopIncomingGuard).
+ */
+export function prestartIncomingGuard(work: string): IdleGuard {
+  return startIdleGuard(`hubshift-incoming-guard=${work}`);
+}
+
+/**
+ * Arms the guard of a session being moved in, before criu restore runs:
  * after `ms` it kills the copy and drops its network namespace. Detached,
  * so it outlives this agent: a target that dies mid-move (even inside criu
  * restore, which finishes without it) never leaves a copy holding the
@@ -24,9 +33,9 @@ import { PY_PROCESS_HELPERS } from '../util/proc.js';
  * daemon killed first, so the source's criu sees the transfer fail and
  * resumes its copy; the log is read again after, since the daemon may have
  * handed over in between. Python: one process (a shell would leave its
- * sleep behind when killed).
+ * sleep behind when killed). Returns its pid.
  */
-export function startIncomingGuard(sessionId: string, work: string, ms: number, pageServer: PageServerAt | undefined, restoreWaitMs = 60_000): number | null {
+export function armIncomingGuard(guard: IdleGuard, sessionId: string, work: string, ms: number, pageServer: PageServerAt | undefined, restoreWaitMs = 60_000): number | null {
   const images = incomingImages(work);
   const daemon = lazyPagesFiles(images);
   const lazy = pageServer === undefined ? '' : `def handed_over():
@@ -55,8 +64,6 @@ if p.isdigit() and b'\\0HUBSHIFT_SESSION_ID=${sessionId}\\0' in b'\\0' + read(f'
     os.kill(int(p), signal.SIGKILL)
 subprocess.run(['ip', 'netns', 'del', '${netnsName(sessionId)}'], stderr=subprocess.DEVNULL)
 `;
-  const child = spawn('/usr/bin/python3', ['-I', '-S', '-c', py], { detached: true, stdio: 'ignore' });
-  child.on('error', () => undefined);
-  child.unref();
-  return child.pid ?? null;
+  guard.arm(py);
+  return guard.pid;
 }

@@ -10,12 +10,13 @@ import { receiveMove } from '../images/move-stream.js';
 import { pathExists } from '../util/fs.js';
 import { waitFor } from '../util/exec.js';
 import { isAlive, processesWithArgs } from '../util/proc.js';
+import type { IdleGuard } from '../util/idle-guard.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
 import { assertRestorableHere, connectRestored, restoreFromImages, startRestored } from './checkpoint-service.js';
 import { bytesReceivedFrom, removeSessionNetwork } from './network.js';
 import { breakLazyTransfer, lazyDaemonServing, lazyPagesFiles, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { forgetIncoming, incomingImages, listIncoming, recordIncoming, stopIncomingGuard } from './incoming-copies.js';
-import { startIncomingGuard } from './incoming-guard.js';
+import { armIncomingGuard, prestartIncomingGuard } from './incoming-guard.js';
 import { killSession, restoredServerPid } from './sandbox.js';
 import { watchTransfer } from './transfer-watch.js';
 import { claimPushedPages, dropPushedPages } from './pushed-pages.js';
@@ -30,6 +31,23 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
   const t0 = performance.now();
   const work = join(ctx.config.workDir, `in-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`);
   await mkdir(work, { recursive: true, mode: 0o700 });
+  // Its interpreter starts while the source dumps; armed before criu restore, cancelled on every other way out.
+  const guard = prestartIncomingGuard(work);
+  try {
+    return await receiveAndRestore(ctx, body, admit, work, guard, t0);
+  } finally {
+    guard.cancel();
+  }
+}
+
+async function receiveAndRestore(
+  ctx: AgentContext,
+  body: Readable,
+  admit: (sessionId: string) => Promise<void>,
+  work: string,
+  guard: IdleGuard,
+  t0: number,
+): Promise<{ session: Session; verifySeconds: number; restoreSeconds: number; pushedBytes: number }> {
   const refuseIfBusy = async (session: Session): Promise<void> => {
     await assertRestorableHere(ctx, session);
     if (ctx.incoming.has(session.id)) throw new ConflictError(`session ${session.id} is already being moved in`);
@@ -72,7 +90,7 @@ export async function receiveIncoming(ctx: AgentContext, body: Readable, admit: 
     // Before criu restore: an agent killed inside it leaves a copy that criu finishes without it. The guard ends it in
     // time (a second after this agent's own timer would have: that one acts first); the record, written before the
     // session's, lets a restarted agent settle it (settleIncoming).
-    const guardPid = startIncomingGuard(id, work, ctx.config.incomingTimeoutMs + 1_000, manifest.pageServer, ctx.config.restoreTimeoutMs);
+    const guardPid = armIncomingGuard(guard, id, work, ctx.config.incomingTimeoutMs + 1_000, manifest.pageServer, ctx.config.restoreTimeoutMs);
     const r0 = performance.now();
     try {
       await recordIncoming(ctx.config.dataDir, { sessionId: id, work, manifest, guardPid, committed: false });

@@ -86,20 +86,23 @@ for pid in ([int(p)] if p.isdigit() else pids_with('lazy-pages', ${d})):
  * directory, and waits until its socket is there (a restore that connects
  * earlier fails). A restore with --lazy-pages then returns as soon as the
  * processes exist; their pages arrive on first touch and in the background.
- * The directory must stay until `exited` resolves.
+ * The directory must stay until `exited` resolves. `guardedElsewhere`: a
+ * guard of the caller's own ends the daemon if no restore claims it, and
+ * the orphan guard is not started.
  */
 export async function startLazyPages(
   bin: CriuBinary,
   imagesDir: string,
   logFile: string,
-  opts: { timeoutMs?: number; pageServer?: PageServerAt; orphanAfterMs?: number } = {},
+  opts: { timeoutMs?: number; pageServer?: PageServerAt; orphanAfterMs?: number; guardedElsewhere?: boolean } = {},
 ): Promise<LazyPagesDaemon> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   // With a page server (post-copy), pages come over the network from the source's criu dump instead of local images.
   const remote = opts.pageServer ? ['--page-server', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)] : [];
   // -v3: the line that says the daemon told the page server it is done (see lazyTransferHandedOver).
   const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, opts.pageServer ? '-v3' : '-v2', ...remote]);
-  const guard = startOrphanGuard(imagesDir, opts.orphanAfterMs ?? ORPHAN_AFTER_MS);
+  // A move's own guard (armIncomingGuard) ends a daemon no restore claimed: a second interpreter would start on its restore's path.
+  const guard = opts.guardedElsewhere ? undefined : startOrphanGuard(imagesDir, opts.orphanAfterMs ?? ORPHAN_AFTER_MS);
   const child = spawn(cmd, args, { stdio: 'ignore', detached: true });
   child.unref();
   if (child.pid === undefined) {

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LAZY_HANDOVER_LINE, lazyPagesFiles } from '../../src/criu/lazy-pages.js';
 import { incomingImages, stopIncomingGuard } from '../../src/agent/incoming-copies.js';
-import { startIncomingGuard } from '../../src/agent/incoming-guard.js';
+import { armIncomingGuard, prestartIncomingGuard } from '../../src/agent/incoming-guard.js';
+import type { PageServerAt } from '../../src/core/checkpoint.js';
 import { restoredPidFile, restoredServerPid } from '../../src/agent/sandbox.js';
 import { waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
@@ -55,6 +56,10 @@ describe('the guard of a moved-in copy', () => {
     return work;
   };
 
+  /** Started ahead and armed at once, as a move in does (prestarted as its stream opens, armed before criu restore). */
+  const startIncomingGuard = (sessionId: string, work: string, ms: number, pageServer: PageServerAt | undefined, restoreWaitMs?: number): number | null =>
+    armIncomingGuard(prestartIncomingGuard(work), sessionId, work, ms, pageServer, restoreWaitMs);
+
   const gone = (pid: number): Promise<true> => waitFor(`pid ${pid} to be gone`, async () => ((await isAlive(pid)) ? undefined : true), { timeoutMs: 5_000, intervalMs: 20 });
   const guardEnded = (pid: number | null): Promise<true> => gone(pid!);
 
@@ -92,6 +97,15 @@ describe('the guard of a moved-in copy', () => {
     const guard = startIncomingGuard('sguard2', work, 100, PAGE_SERVER);
     await gone(daemon);
     await gone(copy);
+    await guardEnded(guard);
+  });
+
+  it('should end the lazy-pages daemon of a post-copy move whose restore never ran (its agent died before criu restore)', async () => {
+    const daemon = daemonOf('w7');
+    const work = await moveIn('w7', 0, { pid: daemon, lastLine: 'lazy-pages: Waiting for restore to connect' });
+    await rm(restoredPidFile(incomingImages(work)));
+    const guard = startIncomingGuard('sguard6', work, 100, PAGE_SERVER);
+    await gone(daemon);
     await guardEnded(guard);
   });
 
