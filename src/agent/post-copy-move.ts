@@ -85,18 +85,23 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       // The server's memory and the kernels' smallest runs go with the images, read from the frozen processes as
       // they are sent: the target restores them eagerly, so neither the server's first answer nor a kernel's first
       // execute waits on pages fetched one by one over the network (embedSessionMemory).
-      const embedded = await embedSessionMemory(d.images, d.s.pid as number, ctx.config.postCopyEagerBytes, (vpid, err) =>
-        ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
-      ).catch((err: unknown) => {
-        ctx.log.warn({ session: id, err: errorMessage(err) }, "the session's memory stays lazy in this post-copy move");
-        return [];
-      });
-      // Frozen and locked, but its kernel would still answer ARP for the address the target is about to take.
-      try {
-        await setHostVeth(d.s.network, 'down');
-      } catch (err) {
+      // Beside it, the source link down (an `ip` run, ~10 ms): frozen and locked, its kernel would still answer ARP
+      // for the address the target is about to take.
+      const [embedded, linkFailed] = await Promise.all([
+        embedSessionMemory(d.images, d.s.pid as number, ctx.config.postCopyEagerBytes, (vpid, err) =>
+          ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
+        ).catch((err: unknown) => {
+          ctx.log.warn({ session: id, err: errorMessage(err) }, "the session's memory stays lazy in this post-copy move");
+          return [];
+        }),
+        setHostVeth(d.s.network, 'down').then(
+          () => null,
+          (err: unknown) => ({ err }),
+        ),
+      ]);
+      if (linkFailed) {
         m.out.abort(new Error('the move failed while taking the source link down'));
-        return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: err, linkDown: false });
+        return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: linkFailed.err, linkDown: false });
       }
       ctx.registry.report(id, 'sending (post-copy)');
       const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, { pageServer, bulk });
