@@ -7,8 +7,8 @@ import { sleep } from '../util/exec.js';
 import type { Session } from '../core/session.js';
 import type { EmbeddedPages } from '../criu/pagemap.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
-import type { BulkSender } from '../images/bulk-channel.js';
 import { MOVE_STREAM_CLOSED, MoveStreamWriter } from '../images/move-stream.js';
+import { BULK_CHANNEL_CLOSED, type BulkSender } from '../images/bulk-channel.js';
 import { PIECE_BYTES } from '../images/hashing.js';
 import type { z } from 'zod';
 import type { AgentClient, IncomingResult } from './agent-client.js';
@@ -185,7 +185,9 @@ export async function handOver(
     return { ok: true, total, pushed: received.pushedBytes ?? 0, lap };
   } catch (err) {
     m.out.abort(new Error(`the move failed while ${phase}`));
-    const cause = err instanceof Error && err.message === MOVE_STREAM_CLOSED ? await m.sending.then(() => err, (e: unknown) => e) : err;
+    // Either connection closed under us: the target closed it, and its answer says why.
+    const closedUnderUs = err instanceof Error && (err.message === MOVE_STREAM_CLOSED || err.message === BULK_CHANNEL_CLOSED);
+    const cause = closedUnderUs ? await m.sending.then(() => err, (e: unknown) => e) : err;
     return { ok: false, phase, cause };
   }
 }

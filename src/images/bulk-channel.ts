@@ -8,6 +8,9 @@ import { writeAt } from '../util/fs.js';
 import { PieceCrc32 } from './hashing.js';
 import { DATA, END, FrameWriter } from './move-frames.js';
 
+/** What a write on a bulk channel the target closed fails with: the target's own answer says why (handOver asks it). */
+export const BULK_CHANNEL_CLOSED = "the move's bulk channel closed";
+
 /**
  * A move's bulk channel: the memory a post-copy move sends with its images,
  * on a TCP connection of its own beside the move stream. The agents' HTTP
@@ -90,7 +93,7 @@ export class BulkSender {
 
   /** The connection's frames, once the target has connected. */
   private frames(): Promise<FrameWriter> {
-    this.writer ??= this.socket.then((s) => new FrameWriter(s, this.pieceBytes, "the move's bulk channel closed"));
+    this.writer ??= this.socket.then((s) => new FrameWriter(s, this.pieceBytes, BULK_CHANNEL_CLOSED));
     return this.writer;
   }
 
