@@ -21,7 +21,7 @@ export interface IdleGuard {
   cancel(): void;
 }
 
-// The modules both guards use, imported while idle; -I -S: no site packages.
+// The modules the move's guard uses (incoming-guard.ts), imported while idle; -I -S: no site packages.
 const BOOT = 'import os, signal, subprocess, sys, time\ns = sys.stdin.buffer.read()\nif s: exec(compile(s, "guard", "exec"))\n';
 
 export function startIdleGuard(tag: string): IdleGuard {
