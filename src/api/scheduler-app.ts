@@ -190,10 +190,9 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
   app.post('/v1/notices', async (req, res) => {
     const now = new Date();
     const notice = await parseNotice(req.body, { byInstance: (id) => state.nodeByInstance(id), exists: async (n) => (await state.findNode(n)) !== null }, now);
-    await state.addNotice(notice);
     ctx.log.warn({ notice }, 'notice received');
     // Evaluated at once: under a spot notice every second counts.
-    const pass = await ctx.loop.kick();
+    const pass = await ctx.loop.kickAfter(() => state.addNotice(notice));
     res.status(202).json({ notice, planned: pass.planned.map((p) => p.op) });
   });
 

@@ -7,6 +7,11 @@ import { duePolicies } from '../policy/schedule.js';
 import type { Planned, Planner } from './planner.js';
 import type { ControlState } from './state.js';
 
+/** What a pass reads and writes: the state's snapshot and run times, the planner, the policies. */
+export type LoopState = Pick<ControlState, 'lastRuns' | 'snapshot' | 'setLastRun'>;
+export type LoopPlanner = Pick<Planner, 'plan'>;
+export type LoopPolicies = Pick<PolicyHolder, 'policies' | 'reload'>;
+
 export interface PassResult {
   at: string;
   decisions: Decision[];
@@ -20,14 +25,15 @@ export interface PassResult {
  */
 export class ControlLoop {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<PassResult> | undefined;
+  /** The passes under way: the first of them, and the last (kicks during a pass add one more). */
+  private running: Promise<{ first: PassResult; last: PassResult }> | undefined;
   private again = false;
   private lastReloadError: string | null = null;
 
   constructor(
-    private readonly state: ControlState,
-    private readonly planner: Planner,
-    readonly policies: PolicyHolder,
+    private readonly state: LoopState,
+    private readonly planner: LoopPlanner,
+    readonly policies: LoopPolicies,
     private readonly log: Logger,
     private readonly intervalMs: number,
   ) {}
@@ -52,21 +58,40 @@ export class ControlLoop {
   async kick(): Promise<PassResult> {
     if (this.running) {
       this.again = true;
-      return this.running;
+      return (await this.running).last;
     }
-    this.running = (async () => {
+    return (await this.runPasses(undefined)).last;
+  }
+
+  /**
+   * Runs `change` between passes, then a pass: the result is what that pass,
+   * the first to see the change, planned. A notice's answer names the moves
+   * it led to; added while a pass ran, the notice could be acted on by that
+   * pass, and the pass after it would find nothing left to plan.
+   */
+  async kickAfter(change: () => Promise<void>): Promise<PassResult> {
+    // No await between the check and runPasses setting `running`: of callers woken together, one starts, the rest wait again.
+    while (this.running) await this.running.catch(() => undefined);
+    return (await this.runPasses(change)).first;
+  }
+
+  private runPasses(change: (() => Promise<void>) | undefined): Promise<{ first: PassResult; last: PassResult }> {
+    const running = (async () => {
       try {
-        let r = await this.pass();
+        await change?.();
+        const first = await this.pass();
+        let last = first;
         while (this.again) {
           this.again = false;
-          r = await this.pass();
+          last = await this.pass();
         }
-        return r;
+        return { first, last };
       } finally {
         this.running = undefined;
       }
     })();
-    return this.running;
+    this.running = running;
+    return running;
   }
 
   /** What the policies would decide now, without acting (the dry run behind `hubshift plan`). */

@@ -31,6 +31,9 @@ export interface StateOptions {
 
 export const STATE_DEFAULTS: StateOptions = { sampleRetention: 720, actionRetention: 10_000, staleAfterMs: 30_000 };
 
+/** What a session's start gave it, stored beside its record (see putSession). */
+const SessionOrigin = SessionRecord.pick({ hub: true, group: true, requestedBytes: true });
+
 function parseJson<T>(schema: z.ZodType<T>, text: string | null | undefined, what: string): T | null {
   if (text === null || text === undefined) return null;
   const r = schema.safeParse(JSON.parse(text));
@@ -132,18 +135,25 @@ export class ControlState {
    * Writes a session's record. When hubshift last disrupted it is also kept
    * in a field of its own, written only by the steps that disrupt: a metrics
    * push that read the record just before a step wrote cannot set it back.
+   * What the start gave it (its hub route, group, requested memory) is kept
+   * apart too, written once known and never cleared: an agent's first push
+   * can read the record before the start writes it, and write after.
    */
   async putSession(rec: SessionRecord): Promise<void> {
     const parsed = SessionRecord.parse(rec);
     const fields = ['json', JSON.stringify(parsed), 'node', rec.node ?? ''];
+    const origin = SessionOrigin.parse(parsed);
+    if (origin.hub !== null || origin.group !== null || origin.requestedBytes !== null) fields.push('origin', JSON.stringify(origin));
     await Promise.all([this.redis.hset(keys.session(rec.id), ...fields), this.redis.sadd(keys.sessions, rec.id)]);
   }
 
   async findSession(id: string): Promise<SessionRecord | null> {
-    const [json, disrupted] = await this.redis.hmget(keys.session(id), 'json', 'disruptedAt');
+    const [json, disrupted, originJson] = await this.redis.hmget(keys.session(id), 'json', 'disruptedAt', 'origin');
     const rec = parseJson(SessionRecord, json, `session ${id}`);
-    if (rec && disrupted && (rec.lastDisruptionAt === null || disrupted > rec.lastDisruptionAt)) rec.lastDisruptionAt = disrupted;
-    return rec;
+    if (!rec) return null;
+    if (disrupted && (rec.lastDisruptionAt === null || disrupted > rec.lastDisruptionAt)) rec.lastDisruptionAt = disrupted;
+    const origin = parseJson(SessionOrigin, originJson, `start of session ${id}`);
+    return origin ? { ...rec, hub: origin.hub ?? rec.hub, group: origin.group ?? rec.group, requestedBytes: origin.requestedBytes ?? rec.requestedBytes } : rec;
   }
 
   async getSession(id: string): Promise<SessionRecord> {

@@ -125,6 +125,21 @@ describe('the scheduler API', () => {
     expect((await c.getSession('s0000cafe')).node).toBe('node-x');
   });
 
+  it("should keep what a session's start gave it when the agent's first push crosses the start's write", async () => {
+    const report = { id: 's0000d00d', user: 'di', state: 'running', url: 'http://10.0.0.5:8888/', token: 't'.repeat(32), rssBytes: 1000, cpuCores: 0, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint: null } as const;
+    const now = new Date();
+    const started = { ...report, node: 'node-x', lastActivityAt: now.toISOString(), lastDisruptionAt: null, updatedAt: now.toISOString(), hub: { user: 'di', server: '', prefix: '/user/di/' }, group: 'physics', requestedBytes: 2 ** 30 };
+    // Commands on one connection run in the order sent: the push reads the record (none yet), the start writes it, the push writes what it read.
+    const push = scheduler.state.applyPush('node-x', { at: now.toISOString(), sessions: [{ ...report, rssBytes: 5000 }] }, now);
+    const start = scheduler.state.putSession(started);
+    await Promise.all([push, start]);
+    expect(await scheduler.state.getSession('s0000d00d')).toMatchObject({ hub: started.hub, group: 'physics', requestedBytes: 2 ** 30, rssBytes: 5000 });
+    // Later pushes and steps keep it too.
+    await c.pushMetrics('node-x', { at: new Date().toISOString(), sessions: [{ ...report, rssBytes: 6000 }] });
+    await scheduler.state.updateSession('s0000d00d', { state: 'checkpointed', node: null }, new Date());
+    expect(await scheduler.state.getSession('s0000d00d')).toMatchObject({ state: 'checkpointed', hub: started.hub, group: 'physics', requestedBytes: 2 ** 30, rssBytes: 6000 });
+  });
+
   it('should take notices in its own shape and as EventBridge events, and refuse malformed ones naming the field', async () => {
     const own = await c.notice({ node: 'node-x', action: 'rebalance' });
     expect(own.notice).toMatchObject({ node: 'node-x', kind: 'rebalance', deadline: null });
