@@ -98,16 +98,23 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-      },
-      { once: true },
-    );
+    if (signal?.aborted) return reject(abortReason(signal));
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(abortReason(signal as AbortSignal));
+    };
+    // The listener goes when the time is up: a long-lived signal (the agent's own) polled every few hundred ms
+    // otherwise gathered one a sleep, for as long as the agent ran.
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('aborted');
 }
 
 /** Polls `check` until it returns a value other than undefined, or throws TimeoutError naming `what`. */
