@@ -176,7 +176,11 @@ export async function commitIncoming(ctx: AgentContext, id: string): Promise<Ses
     return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id)));
   } finally {
     await forgetIncoming(ctx.config.dataDir, id);
-    void ctx.lazy.settled(id, ctx.config.restoreTimeoutMs).finally(() => rm(move.work, { recursive: true, force: true }));
+    // Once its memory has all arrived, however long that takes: a timeout here, unhandled, once ended the agent.
+    void ctx.lazy
+      .ended(id)
+      .then(() => rm(move.work, { recursive: true, force: true }))
+      .catch((err: unknown) => ctx.log.warn({ session: id, work: move.work, err: errorMessage(err) }, "a moved-in session's work directory could not be removed"));
   }
 }
 

@@ -12,12 +12,24 @@ export class LazyTransfers {
     const done = released.finally(() => {
       if (this.inFlight.get(sessionId) === done) this.inFlight.delete(sessionId);
     });
+    // Those who wait on it see a failure; nobody waiting is no unhandled rejection (which would end the agent).
+    done.catch(() => undefined);
     this.inFlight.set(sessionId, done);
   }
 
   /** Whether a lazy restore of the session is still bringing its memory in. */
   isArriving(sessionId: string): boolean {
     return this.inFlight.has(sessionId);
+  }
+
+  /** Resolves once the session's memory is all in place, or its transfer has failed: however long that takes, never rejecting. */
+  ended(sessionId: string): Promise<void> {
+    const p = this.inFlight.get(sessionId);
+    if (!p) return Promise.resolve();
+    return p.then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   /** Resolves once the session's memory is all in place; ConflictError if that takes longer than timeoutMs. */

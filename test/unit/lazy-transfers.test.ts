@@ -22,4 +22,18 @@ describe('waiting for a lazy restore to complete', () => {
     lazy.track('s00000001', new Promise<void>(() => undefined));
     await expect(lazy.settled('s00000001', 30)).rejects.toMatchObject({ code: 'conflict', message: expect.stringContaining('still arriving') });
   });
+
+  it('should tell when a transfer has ended, however long it takes and however it ends, never rejecting', async () => {
+    const lazy = new LazyTransfers();
+    let fail!: (err: Error) => void;
+    lazy.track('s00000001', new Promise<void>((_, reject) => (fail = reject)));
+    let ended = false;
+    const end = lazy.ended('s00000001').then(() => (ended = true));
+    await new Promise((r) => setTimeout(r, 40));
+    expect(ended).toBe(false);
+    fail(new Error('the lazy-pages daemon failed'));
+    await end;
+    expect(ended).toBe(true);
+    await lazy.ended('s00000002'); // nothing in flight: at once
+  });
 });
