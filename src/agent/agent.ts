@@ -1,3 +1,4 @@
+import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -85,6 +86,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const addr = server.address() as AddressInfo;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
   log.info({ url, criu: `${criu.source} ${criu.version}`, store: ctx.store.location, bridge: config.bridge }, 'agent listening');
+  const thp = lazyRestoreBlocker(config.transparentHugePagesFile);
+  if (thp) log.warn({ why: thp }, 'no post-copy moves or lazy restores here while this lasts: moves go stop-and-copy, restores read all memory first');
   ctx.captureHelpers.warm();
   const scheduler = config.scheduler ? linkToScheduler(ctx, url, config.scheduler, log) : undefined;
   let closing: Promise<void> | undefined;

@@ -21,6 +21,7 @@ import { announce, attachSessionNetns, createSessionNetwork, dropNetnsName, netn
 import { sampleProcesses } from './metrics.js';
 import { SERVER_VPID, killSession, prepareSessionFiles, restoredPidFile, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
+import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
 
 /** How a dump uses the hook: it is lazy (post-copy), or its page images go through a capture (its control directory). */
 interface HookUse {
@@ -417,7 +418,7 @@ export interface EarlyLazyPages {
 }
 
 /** Whether this agent restores lazily: allowed by its config and possible with its criu and kernel. */
-const lazyRestoreHere = (ctx: AgentContext): boolean => ctx.config.lazyRestore && ctx.criu.lazyPages;
+const lazyRestoreHere = (ctx: AgentContext): boolean => ctx.config.lazyRestore && ctx.criu.lazyPages && lazyRestoreBlocker(ctx.config.transparentHugePagesFile) === null;
 
 async function startDaemon(ctx: AgentContext, images: string, tag: string, pageServer?: PageServerAt): Promise<EarlyLazyPages> {
   const log = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);

@@ -5,6 +5,7 @@ import type { SchedulerLinkConfig } from './scheduler-link.js';
 import { DEFAULT_SESSION_COMMAND, HUB_SESSION_COMMAND } from './sandbox.js';
 import { DEFAULT_CONNTRACK_BUCKETS } from '../criu/conntrack-table.js';
 import type { FileValidation } from '../criu/driver.js';
+import { THP_ENABLED_FILE } from '../criu/transparent-huge-pages.js';
 
 export interface AgentConfig {
   /** Address the HTTP API binds to. Default 127.0.0.1; use 0.0.0.0 to serve a scheduler on another machine. */
@@ -68,6 +69,8 @@ export interface AgentConfig {
    * network. The server's memory always goes. Default 64 MiB; 0: none.
    */
   postCopyEagerBytes: number;
+  /** The kernel's transparent huge page setting, read before each lazy restore (see transparent-huge-pages.ts). */
+  transparentHugePagesFile: string;
   /**
    * Buckets the host's connection-tracking table is shrunk to at start when it
    * is larger and nearly unused (criu walks the whole table twice in every
@@ -102,6 +105,7 @@ export const AGENT_DEFAULTS = {
   incomingTimeoutMs: 30_000,
   moveIdleTimeoutMs: 30_000,
   postCopyEagerBytes: 64 << 20,
+  transparentHugePagesFile: THP_ENABLED_FILE,
   conntrackBuckets: DEFAULT_CONNTRACK_BUCKETS,
   fileValidation: 'filesize',
   networkGbps: 10,

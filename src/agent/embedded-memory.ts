@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { embedLazyMemory, lazyRuns, type EmbeddedPages, type LazyRun } from '../criu/pagemap.js';
 import { processTree } from '../util/proc.js';
@@ -8,10 +9,15 @@ import { SERVER_VPID } from './sandbox.js';
  * session's memory goes with the images instead of being fetched on the
  * target page by page. The server's, all of it (its first answer would
  * otherwise fault behind chunks of the kernels' memory). Of the kernels',
- * the smallest runs first, up to `kernelBudget` bytes: an interpreter's own
- * working memory (its object arenas, thread stacks, libraries' data) lies in
- * many small runs that its first execute touches here and there, a
- * session's data in a few large ones that it may never touch again.
+ * whole mappings, those with the least lazy memory first, up to
+ * `kernelBudget` bytes: an interpreter's own working memory (its object
+ * arenas, thread stacks, libraries' data) lies in many small mappings that
+ * its first execute touches here and there, a session's data in a few large
+ * ones that it may never touch again. Whole mappings, never part of one:
+ * where the target's transparent huge pages are "always", criu's restore
+ * of a page into a mapping faults in a huge page around it, and lazy pages
+ * beside it then read as zeros (a moved kernel segfaulted so, when the
+ * smallest runs were taken wherever they lay).
  * A process whose memory cannot be read keeps it lazy, its images
  * untouched (embedLazyMemory changes nothing then); `skipped` says why.
  */
@@ -25,7 +31,8 @@ export async function embedSessionMemory(
   hostPids.set(SERVER_VPID, serverHostPid);
   const others = [...hostPids.keys()].filter((v) => v !== SERVER_VPID);
   const runs = (await Promise.all(others.map((v) => lazyRuns(imagesDir, v).catch(() => [])))).flat();
-  const chosen = smallestRuns(runs, kernelBudget);
+  const mappings = new Map(others.map((v) => [v, mappingsOf(hostPids.get(v) as number)]));
+  const chosen = smallestMappings(runs, mappings, kernelBudget);
   const out: EmbeddedPages[] = [];
   for (const [vpid, hostPid] of hostPids) {
     const take = vpid === SERVER_VPID ? undefined : (r: LazyRun): boolean => chosen.has(runKey(r));
@@ -43,16 +50,65 @@ function runKey(r: LazyRun): string {
   return `${r.pid}:${r.vaddr}`;
 }
 
-/** The smallest runs whose bytes add up to at most `budget`. */
-export function smallestRuns(runs: LazyRun[], budget: number): Set<string> {
-  const out = new Set<string>();
-  let left = budget;
-  for (const r of [...runs].sort((a, b) => a.bytes - b.bytes)) {
-    if (r.bytes > left) break;
-    out.add(runKey(r));
-    left -= r.bytes;
+/** A mapping of a process's memory: [start, end). */
+export interface Mapping {
+  start: number;
+  end: number;
+}
+
+/** A process's mappings, from /proc/PID/maps (read synchronously: the session is frozen meanwhile); none when it cannot be read. */
+export function mappingsOf(pid: number): Mapping[] {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/maps`, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: Mapping[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+    if (m) out.push({ start: parseInt(m[1] as string, 16), end: parseInt(m[2] as string, 16) });
   }
   return out;
+}
+
+/**
+ * Every run of the mappings with the least lazy memory, mapping by mapping,
+ * up to `budget` bytes: a mapping is taken whole or not at all. Runs in no
+ * known mapping stay lazy.
+ */
+export function smallestMappings(runs: LazyRun[], mappings: ReadonlyMap<number, Mapping[]>, budget: number): Set<string> {
+  const groups = new Map<string, { bytes: number; runs: LazyRun[] }>();
+  for (const r of runs) {
+    const m = mappingAt(mappings.get(r.pid) ?? [], r.vaddr);
+    if (!m) continue;
+    const key = `${r.pid}:${m.start}`;
+    const g = groups.get(key) ?? { bytes: 0, runs: [] };
+    g.bytes += r.bytes;
+    g.runs.push(r);
+    groups.set(key, g);
+  }
+  const out = new Set<string>();
+  let left = budget;
+  for (const g of [...groups.values()].sort((a, b) => a.bytes - b.bytes)) {
+    if (g.bytes > left) break;
+    for (const r of g.runs) out.add(runKey(r));
+    left -= g.bytes;
+  }
+  return out;
+}
+
+/** The mapping holding `addr`, of mappings in ascending order (as /proc/PID/maps lists them). */
+function mappingAt(sorted: Mapping[], addr: number): Mapping | undefined {
+  let [lo, hi] = [0, sorted.length - 1];
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const m = sorted[mid] as Mapping;
+    if (addr < m.start) hi = mid - 1;
+    else if (addr >= m.end) lo = mid + 1;
+    else return m;
+  }
+  return undefined;
 }
 
 /** The session's processes by their pid in its namespace (criu names their images by it), to their pid here. */

@@ -11,16 +11,20 @@ import { forgetSession } from './session-service.js';
 import { movePostCopy } from './post-copy-move.js';
 import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './move-send.js';
 import { movePushed } from './pushed-move.js';
+import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
 
 export type { MoveRequest } from './move-send.js';
 
-/** Whether this agent's criu can move sessions post-copy (its setup probe passed). */
+/** Whether this agent's criu can move sessions post-copy (its setup probe passed, and the host's memory settings allow it now). */
 export function postCopyHere(ctx: AgentContext): boolean {
-  return ctx.criu.postCopy?.ok === true && ctx.criu.lazyPages;
+  return ctx.criu.postCopy?.ok === true && ctx.criu.lazyPages && lazyRestoreBlocker(ctx.config.transparentHugePagesFile) === null;
 }
 
-/** Why post-copy is refused here: the setup probe's finding (see README, "Moving sessions"). */
-export function postCopyBlocker(criu: AgentContext['criu']): string {
+/** Why post-copy is refused here: the host's memory settings, or the setup probe's finding (see README, "Moving sessions"). */
+export function postCopyBlocker(ctx: AgentContext): string {
+  const criu = ctx.criu;
+  const thp = lazyRestoreBlocker(ctx.config.transparentHugePagesFile);
+  if (thp) return `post-copy between agents is not available on this machine now: ${thp}`;
   if (!criu.postCopy) return 'post-copy between agents is not available: it has not been probed with this criu (run npm run setup)';
   if (!criu.postCopy.ok) return `post-copy between agents is not available on this machine (criu ${criu.version}, kernel ${criu.kernel}): ${criu.postCopy.reason}`;
   return `post-copy between agents is not available on this machine: the kernel has no userfaultfd for criu ${criu.version}`;
@@ -34,7 +38,7 @@ export function postCopyBlocker(criu: AgentContext['criu']): string {
 async function chooseMode(ctx: AgentContext, wanted: MoveMode, target: AgentClient): Promise<'stop-and-copy' | 'post-copy'> {
   if (wanted === 'stop-and-copy') return wanted;
   if (!postCopyHere(ctx)) {
-    if (wanted === 'post-copy') throw new InputError(postCopyBlocker(ctx.criu));
+    if (wanted === 'post-copy') throw new InputError(postCopyBlocker(ctx));
     return 'stop-and-copy';
   }
   const there = await target.health().catch((err: unknown) => {
@@ -42,7 +46,7 @@ async function chooseMode(ctx: AgentContext, wanted: MoveMode, target: AgentClie
     return null;
   });
   if (there?.postCopy === true) return 'post-copy';
-  if (wanted === 'post-copy') throw new InputError(`post-copy is not available on the target ${target.baseUrl} (its criu failed the lazy-migration probe, or it is older than this agent); move with --mode stop-and-copy`);
+  if (wanted === 'post-copy') throw new InputError(`post-copy is not available on the target ${target.baseUrl} (its criu failed the lazy-migration probe, its transparent huge pages are "always", or it is older than this agent; its log says which); move with --mode stop-and-copy`);
   return 'stop-and-copy';
 }
 

@@ -116,4 +116,25 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     }
     expect((await b.client.getSession(s.id)).state).toBe('running');
   });
+
+  it('should move stop-and-copy, and refuse post-copy saying why, while a host has transparent huge pages "always"', async () => {
+    const s = (await b.client.listSessions())[0]!;
+    // As the kernel shows the setting; an operator may change it at any time, so each move reads it.
+    const thp = join(dir, 'thp-enabled');
+    await writeFile(thp, '[always] madvise never\n');
+    const original = a.agent.ctx.config.transparentHugePagesFile;
+    a.agent.ctx.config.transparentHugePagesFile = thp;
+    try {
+      expect((await a.client.health()).postCopy).toBe(false);
+      await expect(b.client.move(s.id, { url: a.agent.url, token: a.token }, 'post-copy')).rejects.toThrow(/post-copy is not available on the target/);
+      expect((await b.client.move(s.id, { url: a.agent.url, token: a.token })).mode).toBe('stop-and-copy');
+      await expect(a.client.move(s.id, { url: b.agent.url, token: b.token }, 'post-copy')).rejects.toThrow(/transparent huge pages are "always"/);
+      await writeFile(thp, 'always [madvise] never\n');
+      expect((await a.client.health()).postCopy).toBe(true);
+      expect((await a.client.move(s.id, { url: b.agent.url, token: b.token })).mode).toBe('post-copy');
+    } finally {
+      a.agent.ctx.config.transparentHugePagesFile = original;
+    }
+    expect((await b.client.getSession(s.id)).state).toBe('running');
+  });
 });

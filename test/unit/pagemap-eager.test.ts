@@ -5,7 +5,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CriuError } from '../../src/core/errors.js';
-import { smallestRuns } from '../../src/agent/embedded-memory.js';
+import { mappingsOf, smallestMappings } from '../../src/agent/embedded-memory.js';
 import { embedLazyMemory, lazyRuns, restoreEagerly, type EmbeddedPages } from '../../src/criu/pagemap.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
@@ -213,12 +213,25 @@ describe("a post-copy move's embedded server memory", () => {
 });
 
 describe("a post-copy move's share of the kernels' memory", () => {
-  it('should take the smallest runs first, across processes, up to the budget and never past it', () => {
+  it('should take whole mappings, those with the least lazy memory first, across processes, up to the budget and never past it', () => {
     const run = (pid: number, vaddr: number, kib: number) => ({ pid, vaddr, bytes: kib << 10 });
-    const runs = [run(4, 0x1000, 1 << 20), run(4, 0x2000, 8), run(7, 0x1000, 64), run(7, 0x3000, 4), run(4, 0x9000, 512)];
-    expect(smallestRuns(runs, 600 << 10)).toEqual(new Set(['7:4096', '4:8192', '7:12288', '4:36864']));
+    const mappings = new Map([
+      [4, [{ start: 0x1000, end: 0x5000 }, { start: 0x9000, end: 0x100000 }]],
+      [7, [{ start: 0x1000, end: 0x2000 }, { start: 0x3000, end: 0x4000 }]],
+    ]);
+    // Process 4's first mapping holds a large run and a small one: 1032 KiB in all, taken with both or not at all.
+    const runs = [run(4, 0x1000, 1 << 10), run(4, 0x2000, 8), run(7, 0x1000, 64), run(7, 0x3000, 4), run(4, 0x9000, 512), run(4, 0x200000, 4)];
+    expect(smallestMappings(runs, mappings, 600 << 10)).toEqual(new Set(['7:4096', '7:12288', '4:36864']));
+    expect(smallestMappings(runs, mappings, 2 << 20)).toEqual(new Set(['7:4096', '7:12288', '4:36864', '4:4096', '4:8192']));
     // The next smallest does not fit: it and every larger one stay lazy.
-    expect(smallestRuns(runs, 100 << 10)).toEqual(new Set(['7:4096', '4:8192', '7:12288']));
-    expect(smallestRuns(runs, 0)).toEqual(new Set());
+    expect(smallestMappings(runs, mappings, 100 << 10)).toEqual(new Set(['7:4096', '7:12288']));
+    expect(smallestMappings(runs, mappings, 0)).toEqual(new Set());
+  });
+
+  it("should read a process's mappings in order, none for a process that is gone", () => {
+    const own = mappingsOf(process.pid);
+    expect(own.length).toBeGreaterThan(5);
+    expect(own.every((m, i) => m.start < m.end && (i === 0 || (own[i - 1] as { end: number }).end <= m.start))).toBe(true);
+    expect(mappingsOf(2 ** 22 + 1)).toEqual([]);
   });
 });
