@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { embedLazyMemory, lazyRuns, type EmbeddedPages, type LazyRun } from '../criu/pagemap.js';
 import { processTree } from '../util/proc.js';
 import { SERVER_VPID } from './sandbox.js';
@@ -115,7 +114,12 @@ function mappingAt(sorted: Mapping[], addr: number): Mapping | undefined {
 async function hostPidsByVpid(serverHostPid: number): Promise<Map<number, number>> {
   const out = new Map<number, number>();
   for (const pid of await processTree(serverHostPid)) {
-    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    let status = '';
+    try {
+      status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    } catch {
+      /* gone: not the session's any more */
+    }
     const ns = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/);
     const vpid = Number(ns?.at(-1));
     if (Number.isInteger(vpid) && vpid > 0) out.set(vpid, pid);
