@@ -1,3 +1,4 @@
+import type { PreparedAnnounce } from './network.js';
 import type { Logger } from 'pino';
 import type { MoveManifest, PageServerAt } from '../core/checkpoint.js';
 import type { CriuBinary } from '../criu/binary.js';
@@ -53,4 +54,6 @@ export interface IncomingMove {
    * once the daemon has brought it all (the source's criu then ended its copy).
    */
   postCopy?: { lazy: RestoredLazy; pageServer: PageServerAt; complete: boolean };
+  /** The session's announcement, ready for its commit (prepareAnnounce); cancelled when the move does not happen. */
+  announcer?: PreparedAnnounce;
 }

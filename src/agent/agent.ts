@@ -99,6 +99,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
       ctx.stopping.abort();
       ctx.captureHelpers.close();
       for (const p of ctx.pushedPages.values()) p.server.kill();
+      // A move in waiting for its commit: its ready announcement ends (its guard and record stay for the next agent).
+      for (const m of ctx.incoming.values()) m.announcer?.cancel();
       scheduler?.stop();
       closing ??= new Promise<void>((resolve) => {
         server.closeAllConnections();

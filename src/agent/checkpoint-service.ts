@@ -17,7 +17,7 @@ import { PageCapture, PageCaptureUnavailable } from '../images/page-capture.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
-import { announce, attachSessionNetns, createSessionNetwork, dropNetnsName, netnsOf, netnsPath, removeSessionNetwork, setHostVeth, type NetnsId } from './network.js';
+import { announce, type PreparedAnnounce, attachSessionNetns, createSessionNetwork, dropNetnsName, netnsOf, netnsPath, removeSessionNetwork, setHostVeth, type NetnsId } from './network.js';
 import { sampleProcesses } from './metrics.js';
 import { SERVER_VPID, killSession, prepareSessionFiles, restoredPidFile, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
@@ -574,13 +574,13 @@ export async function connectRestored(ctx: AgentContext, s: Session, pid: number
  * Lets a restored session run: its tasks continued (a move restores them
  * stopped), the bridge taught where its MAC is, and the server answering.
  */
-export async function startRestored(ctx: AgentContext, s: Session): Promise<Session> {
+export async function startRestored(ctx: AgentContext, s: Session, announcer?: PreparedAnnounce): Promise<Session> {
   if (s.pid === null) throw new ConflictError(`session ${s.id} has no restored processes to start`);
   for (const pid of await processTree(s.pid)) killQuietly(pid, 'SIGCONT');
   // The announcement first (19-30 ms at a post-copy commit, beside the lazy transfer's start): until it, this node's bridge may still send the session's MAC out toward the
   // host it came from, where the server's first connection request is lost and TCP tries again only after 1 s
   // (moves' commits took 1.04 s now and then while the two ran side by side).
-  await announce(s.pid, s.network.gateway);
+  await (announcer ? announcer.fire() : announce(s.pid, s.network.gateway));
   await waitForServer(ctx, s);
   return ctx.registry.update(s.id, { state: 'running' });
 }

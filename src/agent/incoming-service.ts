@@ -13,7 +13,7 @@ import { isAlive, processesWithArgs } from '../util/proc.js';
 import type { IdleGuard } from '../util/idle-guard.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
 import { assertRestorableHere, connectRestored, restoreFromImages, startRestored } from './checkpoint-service.js';
-import { bytesReceivedFrom, removeSessionNetwork } from './network.js';
+import { bytesReceivedFrom, prepareAnnounce, removeSessionNetwork } from './network.js';
 import { breakLazyTransfer, lazyDaemonServing, lazyPagesFiles, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { forgetIncoming, incomingImages, listIncoming, recordIncoming, stopIncomingGuard } from './incoming-copies.js';
 import { armIncomingGuard, prestartIncomingGuard } from './incoming-guard.js';
@@ -113,7 +113,9 @@ async function receiveAndRestore(
         void abortIncoming(ctx, id, { keepInStore: true }).catch((err: unknown) => ctx.log.error({ session: id, err: errorMessage(err) }, 'could not abort a move in'));
       }, ctx.config.incomingTimeoutMs);
       timer.unref();
-      ctx.incoming.set(id, { work, manifest, timer, guardPid, postCopy });
+      const pid = restored.session.pid;
+      const announcer = pid !== null ? prepareAnnounce(pid, restored.session.network.gateway) : undefined;
+      ctx.incoming.set(id, { work, manifest, timer, guardPid, postCopy, announcer });
       // The images stay until the commit's lazy transfer is done, or the abort has finished with them.
       return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000, pushedBytes };
     } catch (err) {
@@ -167,13 +169,14 @@ export async function commitIncoming(ctx: AgentContext, id: string): Promise<Ses
   ctx.incoming.delete(id);
   // The guard must be gone before the session runs, or it would kill it.
   if (move.guardPid !== null && !(await stopIncomingGuard(move.guardPid, move.work))) {
+    move.announcer?.cancel();
     await forgetIncoming(ctx.config.dataDir, id);
     throw new NotFoundError(`the move of session ${id} timed out here before its commit; its copy was killed`);
   }
   // From here the copy here is the session's only one: a restarted agent runs it.
   await recordIncoming(ctx.config.dataDir, { sessionId: id, work: move.work, manifest: move.manifest, guardPid: null, committed: true });
   try {
-    return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id)));
+    return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id), move.announcer));
   } finally {
     await forgetIncoming(ctx.config.dataDir, id);
     // Once its memory has all arrived, however long that takes: a timeout here, unhandled, once ended the agent.
@@ -213,6 +216,7 @@ export async function abortIncoming(ctx: AgentContext, id: string, opts: { keepI
   }
   clearTimeout(move.timer);
   ctx.incoming.delete(id);
+  move.announcer?.cancel();
   if (move.guardPid !== null) await stopIncomingGuard(move.guardPid, move.work);
   await discardIncoming(ctx, id, move, opts.keepInStore === true && !move.postCopy);
   ctx.log.warn({ session: id }, 'move in aborted');

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { existsSync } from 'node:fs';
@@ -235,12 +236,59 @@ export async function attachSessionNetns(sessionId: string, pid: number): Promis
  * learns where the session's MAC is now (it may have moved to another port).
  */
 export async function announce(pid: number, gateway: string, dev = 'eth0'): Promise<void> {
-  // Unanswered neighbour entries first: the restored sockets' first packets (ACKs as criu ends their repair) asked
-  // for the gateway while the bridge's end was still down; the entry then waits 1 s to ask again, and holds every
-  // packet to the gateway, this one and the replies to a client connected through it (a kept websocket's first
-  // execute after a move waited the full second). bash's /dev/udp: 2 ms on an idle node where a python run took 16 ms (19-30 ms at a post-copy commit).
-  const send = 'ip neigh flush dev "$2" nud incomplete nud failed 2>/dev/null; printf hubshift > "/dev/udp/$1/9"';
-  await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', send, 'announce', gateway, dev], { allowFailure: true, timeoutMs: 5_000 });
+  await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', `${FLUSH_UNANSWERED}; ${SEND_ANNOUNCEMENT}`, 'announce', gateway, dev, String(ANNOUNCE_PORT)], { allowFailure: true, timeoutMs: 5_000 });
+}
+
+// Unanswered neighbour entries first: the restored sockets' first packets (ACKs as criu ends their repair) asked
+// for the gateway while the bridge's end was still down; the entry then waits 1 s to ask again, and holds every
+// packet to the gateway, this one and the replies to a client connected through it (a kept websocket's first
+// execute after a move waited the full second). bash's /dev/udp: 2 ms on an idle node where a python run took 16 ms.
+const FLUSH_UNANSWERED = 'ip neigh flush dev "$2" nud incomplete nud failed 2>/dev/null';
+const SEND_ANNOUNCEMENT = 'printf hubshift > "/dev/udp/$1/$3"';
+/** The discard port: nobody need listen. */
+const ANNOUNCE_PORT = 9;
+
+/** An announcement made ready ahead of the moment it must go out (prepareAnnounce). */
+export interface PreparedAnnounce {
+  /** Sends it now (or, were the ready process gone, as announce does). */
+  fire(): Promise<void>;
+  /** It never goes; the waiting process ends. */
+  cancel(): void;
+}
+
+/**
+ * A moved-in session's announcement, ready while the move waits for its
+ * commit: a shell inside the namespace (its link already up) flushes the
+ * unanswered neighbour entries at once, then waits on its stdin; `fire` has
+ * it send the packet, a millisecond where entering the namespace and
+ * starting the shell at the commit took 19-30 ms of the downtime. Anything
+ * but "go" on its stdin, or its end (this agent gone), ends it silently.
+ */
+export function prepareAnnounce(pid: number, gateway: string, dev = 'eth0', port = ANNOUNCE_PORT): PreparedAnnounce {
+  const script = `${FLUSH_UNANSWERED}; read -r go || exit 0; [ "$go" = go ] || exit 0; ${SEND_ANNOUNCEMENT}`;
+  const child = spawn('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', script, 'announce', gateway, dev, String(port)], { stdio: ['pipe', 'ignore', 'ignore'] });
+  const exited = new Promise<void>((resolve) => {
+    child.on('exit', () => resolve());
+    child.on('error', () => resolve());
+  });
+  child.stdin?.on('error', () => undefined);
+  let used = false;
+  return {
+    async fire() {
+      if (used) return;
+      used = true;
+      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return announce(pid, gateway, dev);
+      child.stdin?.end('go\n');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(timer);
+    },
+    cancel() {
+      if (used) return;
+      used = true;
+      child.stdin?.end();
+    },
+  };
 }
 
 /**
