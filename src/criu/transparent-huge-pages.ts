@@ -13,13 +13,12 @@ export function transparentHugePages(file = THP_ENABLED_FILE): string | null {
 
 /**
  * Why criu's lazy restores (post-copy moves, lazy restores from the store)
- * must not run here, or null. With transparent huge pages "always", a page
- * criu restores eagerly into a mapping it also serves lazily (a thread's
- * stack, which criu never leaves lazy) faults in a huge page around it, and
- * the lazy pages that huge page covers can no longer be filled: on this
- * VM's kernel (6.18) the lazy-pages daemon of a post-copy move then retried
- * one range forever, and another moved kernel segfaulted. Read at each
- * decision, as an operator may change the mode at any time.
+ * must not run here, or null. With transparent huge pages "always", on
+ * this VM's kernel (6.18), the lazy-pages daemon of a post-copy move
+ * retried one range forever, and another moved kernel segfaulted; likely
+ * (not proven) a page restored eagerly into a mapping also served lazily
+ * faults in a huge page around it, whose lazy pages can then not be filled.
+ * Read at each decision, as an operator may change the mode at any time.
  */
 export function lazyRestoreBlocker(file = THP_ENABLED_FILE): string | null {
   if (transparentHugePages(file) !== 'always') return null;
