@@ -12,11 +12,10 @@ import { SERVER_VPID } from './sandbox.js';
  * `kernelBudget` bytes: an interpreter's own working memory (its object
  * arenas, thread stacks, libraries' data) lies in many small mappings that
  * its first execute touches here and there, a session's data in a few large
- * ones that it may never touch again. Whole mappings, never part of one:
- * where the target's transparent huge pages are "always", criu's restore
- * of a page into a mapping faults in a huge page around it, and lazy pages
- * beside it then read as zeros (a moved kernel segfaulted so, when the
- * smallest runs were taken wherever they lay).
+ * ones that it may never touch again. Whole mappings, never part of one,
+ * as a precaution: no restored page shares a mapping with lazy ones (see
+ * transparent-huge-pages.ts for what went wrong here with huge pages
+ * "always", under either choice).
  * A process whose memory cannot be read keeps it lazy, its images
  * untouched (embedLazyMemory changes nothing then); `skipped` says why.
  */
