@@ -235,8 +235,8 @@ export async function attachSessionNetns(sessionId: string, pid: number): Promis
  * One packet from inside the restored namespace to its gateway, so the bridge
  * learns where the session's MAC is now (it may have moved to another port).
  */
-export async function announce(pid: number, gateway: string, dev = 'eth0'): Promise<void> {
-  await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', `${FLUSH_UNANSWERED}; ${SEND_ANNOUNCEMENT}`, 'announce', gateway, dev, String(ANNOUNCE_PORT)], { allowFailure: true, timeoutMs: 5_000 });
+export async function announce(pid: number, gateway: string, dev = 'eth0', port = ANNOUNCE_PORT): Promise<void> {
+  await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', `${FLUSH_UNANSWERED}; ${SEND_ANNOUNCEMENT}`, 'announce', gateway, dev, String(port)], { allowFailure: true, timeoutMs: 5_000 });
 }
 
 // Unanswered neighbour entries first: the restored sockets' first packets (ACKs as criu ends their repair) asked
@@ -277,7 +277,7 @@ export function prepareAnnounce(pid: number, gateway: string, dev = 'eth0', port
     async fire() {
       if (used) return;
       used = true;
-      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return announce(pid, gateway, dev);
+      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return announce(pid, gateway, dev, port);
       child.stdin?.end('go\n');
       const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
       await exited;

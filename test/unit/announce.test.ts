@@ -1,6 +1,6 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { prepareAnnounce } from '../../src/agent/network.js';
+import { announce, prepareAnnounce } from '../../src/agent/network.js';
 
 /**
  * The announcement made ready ahead of a move's commit, run in this test's
@@ -54,5 +54,12 @@ describe("a moved-in session's announcement, made ready before its commit", () =
     await new Promise((r) => setTimeout(r, 200));
     await expect(gone.fire()).resolves.toBeUndefined();
     expect(got).toEqual([]);
+  });
+
+  it('should send the plain announcement to the port it is given', async () => {
+    got.length = 0;
+    await announce(process.pid, '127.0.0.1', 'lo', port);
+    await arrived(1);
+    expect(got).toEqual(['hubshift']);
   });
 });
