@@ -4,7 +4,9 @@ import { sessionShareCostPerHour, storeCostPerHour } from '../pricing/session-co
 
 export const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(bytes < 2 ** 30 ? 2 : 1)} GiB`;
 export const usd = (perHour: number): string => `$${Math.abs(perHour).toFixed(4)}/h`;
-export const mins = (ms: number): string => `${Math.round(ms / 60_000)} min`;
+/** A duration in words a reader takes in at once: seconds under two minutes, minutes under two hours, then hours. */
+export const span = (ms: number): string =>
+  ms < 120_000 ? `${Math.round(ms / 1000)} s` : ms < 7_200_000 ? `${Math.round(ms / 60_000)} min` : `${(ms / 3_600_000).toFixed(1)} h`;
 
 /** A decision with the fields most methods leave at their defaults. */
 export function decision(d: Pick<Decision, 'action' | 'policy' | 'reason' | 'costPerHour'> & Partial<Decision>): Decision {

@@ -9,10 +9,17 @@ describe('idle', () => {
   it('should checkpoint a session idle long enough, with its saving', () => {
     const d = evaluate(snapshot({ nodes: [node('n1')], sessions: [idleSession('a', 'n1', { rssBytes: 4 * GiB })] }), idlePolicy, NOW);
     expect(d).toEqual([
-      expect.objectContaining({ action: 'checkpoint', sessionId: 'a', source: 'n1', target: null, policy: 'idle-0', reason: expect.stringMatching(/^idle for 120 min/) }),
+      expect.objectContaining({ action: 'checkpoint', sessionId: 'a', source: 'n1', target: null, policy: 'idle-0', reason: expect.stringMatching(/^idle for 2\.0 h /) }),
     ]);
     // 4 of the node's 32 GiB: an eighth of $0.252/h saved, less a little for the store.
     expect(d[0]?.costPerHour).toBeCloseTo(-0.0315 + (4 * GiB * 0.023) / 1e9 / 730, 6);
+  });
+
+  it('should say how long a session was idle in the unit that reads best', () => {
+    const reason = (idleMs: number): string | undefined =>
+      evaluate(snapshot({ nodes: [node('n1')], sessions: [idleSession('a', 'n1', { lastActivityAt: ago(idleMs) })] }), policies([{ kind: 'idle', idleFor: '15s' }]), NOW)[0]?.reason;
+    expect(reason(20_000)).toMatch(/^idle for 20 s /);
+    expect(reason(45 * 60_000)).toMatch(/^idle for 45 min /);
   });
 
   it.each([

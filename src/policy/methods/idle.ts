@@ -1,5 +1,5 @@
 import type { Decision } from '../../core/decision.js';
-import { checkpointDecision, gib, mins } from '../describe.js';
+import { checkpointDecision, gib, span } from '../describe.js';
 import type { EvaluationContext } from '../evaluation-context.js';
 import type { Policy } from '../policy-schema.js';
 
@@ -21,7 +21,7 @@ export function idle(ctx: EvaluationContext, p: Idle): Decision[] {
         policy: p.name,
         s,
         source: node,
-        reason: `idle for ${mins(idleMs)} (no kernel busy, no connection, ${s.cpuCores.toFixed(3)} cores): checkpointing ${gib(s.rssBytes)} to the store until it is next used`,
+        reason: `idle for ${span(idleMs)} (no kernel busy, no connection, ${s.cpuCores.toFixed(3)} cores): checkpointing ${gib(s.rssBytes)} to the store until it is next used`,
       }),
     );
   }

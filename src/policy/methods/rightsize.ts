@@ -1,7 +1,7 @@
 import type { SessionSnapshot } from '../../core/cluster.js';
 import type { Decision } from '../../core/decision.js';
 import { pricePerGbHour, sessionShareCostPerHour } from '../../pricing/session-cost.js';
-import { gib, migrateDecision, mins, usd } from '../describe.js';
+import { gib, migrateDecision, span, usd } from '../describe.js';
 import type { EvaluationContext } from '../evaluation-context.js';
 import { percentile } from '../percentile.js';
 import type { Policy } from '../policy-schema.js';
@@ -46,7 +46,7 @@ export function rightsize(ctx: EvaluationContext, p: Rightsize): Decision[] {
     if (list) list.push(n);
     else needs.set(s.node, [n]);
   }
-  const describeNeed = (n: Need): string => `p${p.percentile} over ${mins(p.window)}: ${gib(n.memory / p.headroom)}, ${(n.cpu / p.headroom).toFixed(2)} cores`;
+  const describeNeed = (n: Need): string => `p${p.percentile} over ${span(p.window)}: ${gib(n.memory / p.headroom)}, ${(n.cpu / p.headroom).toFixed(2)} cores`;
   for (const [nodeName, list] of needs) {
     const node = ctx.nodes.get(nodeName);
     if (!node) continue;
