@@ -2,7 +2,6 @@ import { cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { pino } from 'pino';
-import { startAgent } from '../agent/agent.js';
 import { AGENT_DEFAULTS, agentConfig } from '../agent/config.js';
 import { InputError } from '../core/errors.js';
 import { parseSubnet } from '../agent/network.js';
@@ -136,6 +135,8 @@ export function registerAgentCommand(program: Command): void {
         conntrackBuckets: Math.round(Number(o.conntrackBuckets)),
         fileValidation: o.fileValidation === 'buildid' ? 'buildid' : 'filesize',
       });
+      // The agent's code (criu, stores, AWS SDK) loads only for this command (see main.ts).
+      const { startAgent } = await import('../agent/agent.js');
       const agent = await startAgent(config, pino({ name: 'hubshift-agent', level: String(o.logLevel) }));
       process.stderr.write(`hubshift agent listening on ${agent.url}\n`);
       stopOnSignal(() => agent.close());

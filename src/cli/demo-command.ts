@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { runDemo } from '../demo/demo.js';
 
 export function registerDemoCommand(program: Command): void {
   program
@@ -21,6 +20,8 @@ export function registerDemoCommand(program: Command): void {
       };
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
+      // Everything hubshift has loads only for this command (see main.ts).
+      const { runDemo } = await import('../demo/demo.js');
       const r = await runDemo({ headless: o.headless, say, onTeardown: (stop) => (teardown = stop) });
       // Interrupted: the signal handler is stopping everything and exits when done.
       if (interrupted) return new Promise<never>(() => undefined);

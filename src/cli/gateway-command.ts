@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { InputError } from '../core/errors.js';
-import { GATEWAY_DEFAULTS, type GatewayConfig } from '../hub/gateway.js';
+import { GATEWAY_DEFAULTS, HUB_ACTIVITY_DEFAULT_MS, type GatewayConfig } from '../hub/gateway-config.js';
 import type { HubActivityConfig } from '../hub/hub-activity.js';
-import { HUB_ACTIVITY_DEFAULT_MS, startGateway } from '../hub/start-gateway.js';
 import { port, positiveNumber, stopOnSignal } from './args.js';
 import { readTokenFile } from './token-file.js';
 
@@ -50,6 +49,8 @@ export function registerGatewayCommand(program: Command): void {
       .option('--host <address>', 'address to listen on (where the hub\'s proxy reaches it)', GATEWAY_DEFAULTS.host)
       .option('--log-level <level>', 'pino log level', 'info'),
   ).action(async (o: GatewayCliOpts & { scheduler: string; tokenFile: string; port: number; host: string; logLevel: string }) => {
+    // Loaded here, not at the top: every other command starts without it (see main.ts).
+    const { startGateway } = await import('../hub/start-gateway.js');
     const g = await startGateway(
       { config: gatewayConfig(o, o.host, o.port), scheduler: { url: o.scheduler, token: await readTokenFile(o.tokenFile) }, hub: await hubActivityConfig(o, o.tokenFile) },
       pino({ name: 'hubshift-gateway', level: o.logLevel }),

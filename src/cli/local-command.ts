@@ -1,7 +1,7 @@
 import { rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
-import { startMetadataServer, type MetadataServer } from '../cloud/metadata-server.js';
+import type { MetadataServer } from '../cloud/metadata-server.js';
 import { LOCAL_DEFAULTS, LocalProvider, localHostSpecs, localInstanceId, readLocalHosts } from '../cloud/local-provider.js';
 import { InputError } from '../core/errors.js';
 import { nonNegative, positiveNumber, stopOnSignal } from './args.js';
@@ -76,6 +76,7 @@ export function registerLocalCommands(program: Command): void {
     .requiredOption('--state-dir <dir>', 'the local hosts\' state directory')
     .action(async (o: { stateDir: string }) => {
       const { gateway, hosts } = await readLocalHosts(o.stateDir);
+      const { startMetadataServer } = await import('../cloud/metadata-server.js');
       const servers: MetadataServer[] = [];
       const urls: Record<string, string> = {};
       for (const h of hosts) {

@@ -1,17 +1,10 @@
-import { Ec2Provider } from '../cloud/ec2/ec2-provider.js';
-import { loadEc2Config } from '../cloud/ec2/ec2-config.js';
-import { instanceTypesOf } from '../pricing/catalog.js';
 import { DEFAULT_CULL_AFTER_MS } from '../pricing/ledger.js';
 import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { pino } from 'pino';
-import { closeRedis, connectRedis } from '../scheduler/redis.js';
-import { QUEUE_DEFAULTS } from '../scheduler/queue.js';
-import { SCHEDULER_DEFAULTS, startScheduler } from '../scheduler/scheduler.js';
-import { ControlState, STATE_DEFAULTS } from '../scheduler/state.js';
-import { startWorker, WORKER_DEFAULTS } from '../scheduler/worker.js';
+import { QUEUE_DEFAULTS, SCHEDULER_DEFAULTS, STATE_DEFAULTS, WORKER_DEFAULTS } from '../scheduler/defaults.js';
 import { port, positiveNumber, stopOnSignal } from './args.js';
-import { GATEWAY_DEFAULTS } from '../hub/gateway.js';
+import { GATEWAY_DEFAULTS } from '../hub/gateway-config.js';
 import { InputError } from '../core/errors.js';
 import { gatewayConfig, hubActivityConfig, withGatewayOptions, type GatewayCliOpts } from './gateway-command.js';
 import { Progress, printResult } from './output.js';
@@ -46,6 +39,13 @@ export function registerSchedulerCommands(program: Command): void {
       .option('--cull-after <seconds>', "the cost ledger's idle-culling baseline: sessions killed after this long idle", positiveNumber('--cull-after'), DEFAULT_CULL_AFTER_MS / 1000),
   )).action(async (o: GatewayCliOpts & { ec2Config?: string; cullAfter: number; tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; concurrency: number; lockSeconds: number; logLevel: string; gatewayPort?: number; gatewayHost: string; gatewayUrl?: string }) => {
     if (o.gatewayPort === undefined && (o.gatewayUrl || o.hubApiUrl)) throw new InputError('--gateway-url and --hub-api-url are options of the gateway: give --gateway-port too');
+    // The scheduler's code and EC2's SDK load only for this command (see main.ts).
+    const [{ startScheduler }, { Ec2Provider }, { loadEc2Config }, { instanceTypesOf }] = await Promise.all([
+      import('../scheduler/scheduler.js'),
+      import('../cloud/ec2/ec2-provider.js'),
+      import('../cloud/ec2/ec2-config.js'),
+      import('../pricing/catalog.js'),
+    ]);
     const ec2 = o.ec2Config ? await Ec2Provider.open(await loadEc2Config(resolve(o.ec2Config))) : undefined;
     const s = await startScheduler(
       {
@@ -75,6 +75,7 @@ export function registerSchedulerCommands(program: Command): void {
       .description('run workers only: they take steps off the scheduler\'s queue in Redis and carry them out through the agents')
       .option('--redis <url>', 'redis://host:port, or redis-cluster://host:port,host:port', SCHEDULER_DEFAULTS.redisUrl),
   ).action(async (o: { redis: string; concurrency: number; lockSeconds: number; logLevel: string }) => {
+    const [{ closeRedis, connectRedis }, { ControlState }, { startWorker }] = await Promise.all([import('../scheduler/redis.js'), import('../scheduler/state.js'), import('../scheduler/worker.js')]);
     const log = pino({ name: 'hubshift-worker', level: o.logLevel });
     const redis = connectRedis(o.redis, 'hubshift-worker-state');
     const w = startWorker(o.redis, new ControlState(redis), log, { concurrency: o.concurrency, lockMs: o.lockSeconds * 1000 });

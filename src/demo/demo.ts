@@ -9,7 +9,7 @@ import { askState, kernelWithState } from '../agent/kernel-state.js';
 import { LocalProvider } from '../cloud/local-provider.js';
 import type { HostSpec } from '../core/cloud.js';
 import type { ActionRecord } from '../core/control.js';
-import { GATEWAY_DEFAULTS } from '../hub/gateway.js';
+import { GATEWAY_DEFAULTS } from '../hub/gateway-config.js';
 import { spawnThroughHub, startHub, type TestHub } from '../hub/local-hub.js';
 import { SchedulerClient } from '../scheduler/scheduler-client.js';
 import { startScheduler, type RunningScheduler } from '../scheduler/scheduler.js';

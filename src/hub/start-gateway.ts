@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { SchedulerClient } from '../scheduler/scheduler-client.js';
-import { SessionGateway, type GatewayConfig } from './gateway.js';
+import { SessionGateway } from './gateway.js';
+import type { GatewayConfig } from './gateway-config.js';
 import { HubActivityReporter, type HubActivityConfig } from './hub-activity.js';
 import { SchedulerDirectory } from './session-directory.js';
 
@@ -18,8 +19,6 @@ export interface RunningGateway {
   activity: HubActivityReporter | null;
   close(): Promise<void>;
 }
-
-export const HUB_ACTIVITY_DEFAULT_MS = 60_000;
 
 /** A session gateway serving one scheduler's hub sessions, listening. */
 export async function startGateway(opts: GatewayOptions, log: Logger): Promise<RunningGateway> {

@@ -1,16 +1,9 @@
 import { FlowProducer, Queue, type FlowJob, type Job, type JobsOptions } from 'bullmq';
 import { JobData, JobView, type JobStep, type Operation } from '../core/control.js';
 import { OPS_QUEUE, QUEUE_PREFIX } from './keys.js';
+import { QUEUE_DEFAULTS, type QueueOptions } from './defaults.js';
 import type { RedisConnection } from './redis.js';
 
-export interface QueueOptions {
-  /** Tries of each step before its operation fails (default 5). */
-  attempts: number;
-  /** First retry delay; doubles each time (default 1 s). */
-  backoffMs: number;
-}
-
-export const QUEUE_DEFAULTS: QueueOptions = { attempts: 5, backoffMs: 1_000 };
 
 /** The steps of each kind of operation, first to last. */
 export function stepsOf(op: Operation): JobStep[] {

@@ -5,15 +5,16 @@ import { createSchedulerApp } from '../api/scheduler-app.js';
 import { PolicyHolder } from '../policy/load-policies.js';
 import { ControlLoop } from './control-loop.js';
 import { Planner } from './planner.js';
-import { OpsQueue, QUEUE_DEFAULTS, type QueueOptions } from './queue.js';
+import { QUEUE_DEFAULTS, WORKER_DEFAULTS, type QueueOptions, type StateOptions, type WorkerOptions } from './defaults.js';
+import { OpsQueue } from './queue.js';
 import { closeRedis, connectRedis } from './redis.js';
 import { SessionLocks } from './session-lock.js';
-import { ControlState, type StateOptions } from './state.js';
+import { ControlState } from './state.js';
 import { LedgerRecorder, type LedgerRecorderOptions } from './ledger-recorder.js';
 import { LedgerStore } from './ledger-store.js';
 import { DEFAULT_CULL_AFTER_MS } from '../pricing/ledger.js';
 import { startGateway, type GatewayOptions, type RunningGateway } from '../hub/start-gateway.js';
-import { startWorker, WORKER_DEFAULTS, type RunningWorker, type WorkerOptions } from './worker.js';
+import { startWorker, type RunningWorker } from './worker.js';
 
 export interface SchedulerConfig {
   host: string;
@@ -36,15 +37,6 @@ export interface SchedulerConfig {
     advertiseUrl?: string;
   };
 }
-
-export const SCHEDULER_DEFAULTS = {
-  host: '127.0.0.1',
-  port: 7300,
-  redisUrl: 'redis://127.0.0.1:6379',
-  policiesDir: 'policies',
-  intervalMs: 5_000,
-  workers: true,
-} as const;
 
 export interface RunningScheduler {
   url: string;

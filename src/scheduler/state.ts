@@ -18,18 +18,8 @@ import {
 import { NotFoundError } from '../core/errors.js';
 import { typesFromNodes } from '../pricing/instance-types.js';
 import { keys } from './keys.js';
+import { STATE_DEFAULTS, type StateOptions } from './defaults.js';
 import type { RedisConnection } from './redis.js';
-
-export interface StateOptions {
-  /** Usage samples kept per session (default 720: an hour at one push per 5 s). */
-  sampleRetention: number;
-  /** Action log entries kept (default 10 000). */
-  actionRetention: number;
-  /** A session's record not refreshed for this long has an owner that went quiet (default 30 s). */
-  staleAfterMs: number;
-}
-
-export const STATE_DEFAULTS: StateOptions = { sampleRetention: 720, actionRetention: 10_000, staleAfterMs: 30_000 };
 
 /** What a session's start gave it, stored beside its record (see putSession). */
 const SessionOrigin = SessionRecord.pick({ hub: true, group: true, requestedBytes: true });

@@ -1,32 +1,14 @@
-import type { NodeFleet } from '../cloud/provider.js';
 import { Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { JobData, type Operation } from '../core/control.js';
 import { errorMessage } from '../core/errors.js';
 import { actionRecord } from './action-record.js';
 import { OPS_QUEUE, QUEUE_PREFIX } from './keys.js';
+import { WORKER_DEFAULTS, type WorkerOptions } from './defaults.js';
 import { closeRedis, connectRedis } from './redis.js';
 import { SessionLocks } from './session-lock.js';
 import { runStep, type StepContext } from './steps.js';
 import type { ControlState } from './state.js';
-
-export interface WorkerOptions {
-  /** Steps run at once by this worker (default 4). */
-  concurrency: number;
-  /**
-   * How long a job's lock (BullMQ) and a session's lock (hubshift) last
-   * without renewal: a dead worker's job is taken over after about this long
-   * (default 30 s).
-   */
-  lockMs: number;
-  /** How long a step waits for an agent still busy with an earlier attempt's call (default 10 min). */
-  busyWaitMs: number;
-  /** The cloud's side of moves and releases (EC2); unset: local hosts, where addresses need no moving. */
-  fleet?: NodeFleet;
-}
-
-export const WORKER_DEFAULTS: WorkerOptions = { concurrency: 4, lockMs: 30_000, busyWaitMs: 600_000 };
-
 
 /** Settles an operation whose last step finished or which failed for good: its claim ends, the log says how. */
 async function settle(state: ControlState, op: Operation, outcome: 'done' | 'failed', detail: string | null): Promise<void> {

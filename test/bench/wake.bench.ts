@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { parseSubnet } from '../../src/agent/network.js';
-import { GATEWAY_DEFAULTS } from '../../src/hub/gateway.js';
+import { GATEWAY_DEFAULTS } from '../../src/hub/gateway-config.js';
 import { sleep, waitFor } from '../../src/util/exec.js';
 import { operationEnd, startControlPlane, TEST_GUARDS } from '../helpers/control-plane.js';
 import { HubUser, spawnThroughHub, startHub, type TestHub } from '../helpers/hub.js';

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { parseSubnet } from '../../src/agent/network.js';
-import { GATEWAY_DEFAULTS } from '../../src/hub/gateway.js';
+import { GATEWAY_DEFAULTS } from '../../src/hub/gateway-config.js';
 import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { run, sleep, waitFor } from '../../src/util/exec.js';
 import { operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
