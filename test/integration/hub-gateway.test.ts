@@ -18,6 +18,9 @@ import { pino } from 'pino';
 import { startGateway } from '../../src/hub/start-gateway.js';
 import { freePort } from '../helpers/redis.js';
 
+/** The hub's last-activity interval, and so how often it checks its proxy's routes (15 s by default here). */
+const ROUTE_CHECK_SECONDS = 5;
+
 /**
  * hubshift inside a stock JupyterHub: the hub spawns through HubshiftSpawner,
  * its proxy points every user at the session gateway, and the gateway follows
@@ -50,7 +53,7 @@ describe('JupyterHub with hubshift', () => {
     const tokenFile = join(tmp, 'token');
     await writeFile(tokenFile, cp.token, { mode: 0o600 });
     // Servers the hub stops are checkpointed into the store first; the test's own teardown removes the rest.
-    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile, port: hubPort, env: { HUBSHIFT_CHECKPOINT_ON_STOP: 'true' }, cleanupServers: false });
+    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile, port: hubPort, env: { HUBSHIFT_CHECKPOINT_ON_STOP: 'true' }, cleanupServers: false, lastActivityInterval: ROUTE_CHECK_SECONDS });
   });
 
   afterAll(async () => {
@@ -143,8 +146,8 @@ describe('JupyterHub with hubshift', () => {
     }
     expect((await c.getSession(s!.id)).node).toBe(to);
 
-    // The hub checks its routes every 15 s: after two checks, nothing was reverted and requests still arrive.
-    await sleep(32_000);
+    // The hub checks its routes with each last-activity update: after two checks, nothing was reverted and requests still arrive.
+    await sleep((2 * ROUTE_CHECK_SECONDS + 1) * 1000);
     expect((await proxyRoutes(hub))['/user/bob']).toBe(cp.scheduler.gateway?.url);
     const r = await fetch(`${base}api/kernels/${k.kernelId}`, { headers: { Authorization: `token ${token}` } });
     expect(r.status).toBe(200);
