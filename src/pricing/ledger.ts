@@ -65,6 +65,22 @@ export function addCosts(into: Costs, from: Costs, factor = 1): Costs {
   return into;
 }
 
+/**
+ * Date.parse, remembered: every minute the ledger reads each session's last
+ * activity, mostly the strings it read the minute before, and Date.parse
+ * costs about 0.36 µs here (4 s of a simulated month of 300 users).
+ */
+const parsedTimes = new Map<string, number>();
+function timeOf(iso: string): number {
+  let t = parsedTimes.get(iso);
+  if (t === undefined) {
+    if (parsedTimes.size >= 100_000) parsedTimes.clear();
+    t = Date.parse(iso);
+    parsedTimes.set(iso, t);
+  }
+  return t;
+}
+
 const RUNS_ON_NODE: ReadonlySet<SessionState> = new Set(['starting', 'running', 'checkpointing', 'restoring']);
 
 /**
@@ -102,7 +118,7 @@ export function ledgerMinute(input: LedgerInput): { minute: LedgerMinute; sessio
       totals.storeUsd += actualUsd;
     }
     const onDemandUsd = (bytes * rate) / 60;
-    const idleMs = at - Date.parse(s.lastActivityAt);
+    const idleMs = at - timeOf(s.lastActivityAt);
     const alive = idleMs < input.cullAfterMs;
     // Culled in the minute its idle time crosses the limit.
     if (!alive && idleMs < input.cullAfterMs + 60_000) totals.culled++;
