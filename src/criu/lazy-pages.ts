@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 import { waitFor } from '../util/exec.js';
 import { resetConnectionsTo } from '../util/tcp.js';
+import { startIdleGuard } from '../util/idle-guard.js';
 import { PY_PROCESS_HELPERS, killQuietly, processesWithArgs } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
@@ -66,19 +67,17 @@ export async function lazyDaemonServing(imagesDir: string): Promise<number | nul
 function startOrphanGuard(imagesDir: string, afterMs: number): number | undefined {
   const files = lazyPagesFiles(imagesDir);
   const d = JSON.stringify(imagesDir);
-  const py = `import os, signal, sys, time
-${PY_PROCESS_HELPERS}time.sleep(${afterMs / 1000})
+  const py = `${PY_PROCESS_HELPERS}time.sleep(${afterMs / 1000})
 if os.path.exists(${JSON.stringify(files.claimed)}): sys.exit(0)
 p = read(${JSON.stringify(files.pid)}).strip()
 # Killed while it started the daemon, before writing its pid: the daemon serving this directory, if any.
 for pid in ([int(p)] if p.isdigit() else pids_with('lazy-pages', ${d})):
     if runs_with(pid, 'lazy-pages', ${d}): os.kill(pid, signal.SIGKILL)
 `;
-  // -I -S: no site packages to load, on the restore's two cores.
-  const child = spawn('/usr/bin/python3', ['-I', '-S', '-c', py], { detached: true, stdio: 'ignore' });
-  child.on('error', () => undefined);
-  child.unref();
-  return child.pid;
+  // Tagged with its directory, as a move's guard is with its work directory.
+  const guard = startIdleGuard(`hubshift-orphan-guard=${imagesDir}`);
+  guard.arm(py);
+  return guard.pid ?? undefined;
 }
 
 /**
