@@ -36,11 +36,13 @@ export interface WorkerOptions {
   lockMs: number;
   /** How long a step waits for an agent still busy with an earlier attempt's call (default 10 min). */
   busyWaitMs: number;
+  /** Sessions moved or checkpointed off one node at once, across all workers (default 1: see node-lanes.ts). */
+  movesPerNode: number;
   /** The cloud's side of moves and releases (EC2); unset: local hosts, where addresses need no moving. */
   fleet?: NodeFleet;
 }
 
-export const WORKER_DEFAULTS: WorkerOptions = { concurrency: 4, lockMs: 30_000, busyWaitMs: 600_000 };
+export const WORKER_DEFAULTS: WorkerOptions = { concurrency: 4, lockMs: 30_000, busyWaitMs: 600_000, movesPerNode: 1 };
 
 export interface StateOptions {
   /** Usage samples kept per session (default 720: an hour at one push per 5 s). */

@@ -10,6 +10,12 @@ export const keys = {
   node: (name: string) => `hs:{n:${name}}:node`,
   /** Claim on a node (release): the operation id. */
   nodeOp: (name: string) => `hs:{n:${name}}:op`,
+  /** Sorted set: the steps moving or checkpointing a session off the node now, each scored by its lease's end (ms). */
+  nodeLanes: (name: string) => `hs:{n:${name}}:lanes`,
+  /** Sorted set: the steps waiting for a lane off the node, scored by their turn; a hash of when each last asked; the turn counter. */
+  nodeLaneQueue: (name: string) => `hs:{n:${name}}:lanequeue`,
+  nodeLaneSeen: (name: string) => `hs:{n:${name}}:laneseen`,
+  nodeLaneTurn: (name: string) => `hs:{n:${name}}:laneturn`,
   /** Hash: EC2 instance id to node name (EventBridge notices name instances). */
   instances: 'hs:instances',
   /** Set of known session ids. */

@@ -6,6 +6,7 @@ import type { JobData, NodeRecord, Operation } from '../core/control.js';
 import { StaleFenceError, UnreachableError } from '../core/errors.js';
 import type { SessionView } from '../core/session.js';
 import { sleep } from '../util/exec.js';
+import type { NodeLanes } from './node-lanes.js';
 import type { HeldLock, SessionLocks } from './session-lock.js';
 import type { NodeFleet } from '../cloud/provider.js';
 import type { ControlState } from './state.js';
@@ -13,6 +14,8 @@ import type { ControlState } from './state.js';
 export interface StepContext {
   state: ControlState;
   locks: SessionLocks;
+  /** How many sessions leave a node at once. */
+  lanes: NodeLanes;
   log: Logger;
   /** How long a step waits for an agent still busy with an earlier attempt's call. */
   busyWaitMs: number;
@@ -57,6 +60,19 @@ async function withLock<T>(ctx: StepContext, sessionId: string, fn: (lock: HeldL
   }
 }
 
+/** Runs `fn` holding one of the source node's lanes (taken before the session's lock, which is not held while waiting). */
+async function offNode<T>(ctx: StepContext, op: Operation, step: string, fn: () => Promise<T>): Promise<T> {
+  if (!op.source) return fn();
+  const lane = await ctx.lanes.take(op.source, `${op.id}:${step}`, () =>
+    ctx.log.info({ operation: op.id, session: op.sessionId, node: op.source }, 'waiting for a lane off the node (its other sessions are leaving)'),
+  );
+  try {
+    return await fn();
+  } finally {
+    await lane.release().catch(() => undefined);
+  }
+}
+
 /**
  * A session an earlier attempt left mid-call on an agent (the worker died,
  * the agent carried on): waits until the agent is done with it.
@@ -87,7 +103,7 @@ async function checkpointStep(ctx: StepContext, op: Operation): Promise<z.infer<
   const id = sessionOf(op);
   const leaveRunning = op.kind === 'snapshot';
   const source = await agentOf(ctx, op.source);
-  return withLock(ctx, id, async (lock) => {
+  return offNode(ctx, op, 'checkpoint', () => withLock(ctx, id, async (lock) => {
     const s = await settled(ctx, source, id);
     let checkpoint: string;
     let bytes: number | null = null;
@@ -105,7 +121,7 @@ async function checkpointStep(ctx: StepContext, op: Operation): Promise<z.infer<
     // A snapshot freezes the session briefly too: it starts the cooldown (so a rebalance notice snapshots once).
     await ctx.state.updateSession(id, leaveRunning ? { lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() } : { state: 'checkpointed', node: null, lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() }, now);
     return { checkpoint, bytes };
-  });
+  }));
 }
 
 async function restoreOn(ctx: StepContext, agent: AgentClient, node: string, id: string, checkpoint: string, lock: HeldLock): Promise<RestoreDone> {
@@ -156,7 +172,7 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
   const id = sessionOf(op);
   const source = await agentOf(ctx, op.source);
   const { node: targetNode, agent: target } = await nodeOf(ctx, op.target);
-  return withLock(ctx, id, async (lock) => {
+  return offNode(ctx, op, 'move', () => withLock(ctx, id, async (lock) => {
     const onTarget = async (): Promise<MoveDone | null> => {
       const t = await settled(ctx, target, id);
       return t?.state === 'running' ? { node: targetNode.name, url: t.url, token: t.token, downtimeSeconds: null, bytes: null } : null;
@@ -176,7 +192,7 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
     const now = new Date();
     await ctx.state.updateSession(id, { state: 'running', node: r.node, url: r.url, token: r.token, lastDisruptionAt: now.toISOString() }, now);
     return r;
-  });
+  }));
 }
 
 /**

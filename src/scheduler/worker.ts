@@ -6,6 +6,7 @@ import { actionRecord } from './action-record.js';
 import { OPS_QUEUE, QUEUE_PREFIX } from './keys.js';
 import { WORKER_DEFAULTS, type WorkerOptions } from './defaults.js';
 import { closeRedis, connectRedis } from './redis.js';
+import { NodeLanes } from './node-lanes.js';
 import { SessionLocks } from './session-lock.js';
 import { runStep, type StepContext } from './steps.js';
 import type { ControlState } from './state.js';
@@ -30,7 +31,7 @@ export interface RunningWorker {
 export function startWorker(redisUrl: string, state: ControlState, log: Logger, options: Partial<WorkerOptions> = {}): RunningWorker {
   const o = { ...WORKER_DEFAULTS, ...options };
   const connection = connectRedis(redisUrl, 'hubshift-worker');
-  const ctx: StepContext = { state, locks: new SessionLocks(connection, o.lockMs), log, busyWaitMs: o.busyWaitMs, fleet: o.fleet };
+  const ctx: StepContext = { state, locks: new SessionLocks(connection, o.lockMs), lanes: new NodeLanes(connection, o.movesPerNode, o.lockMs), log, busyWaitMs: o.busyWaitMs, fleet: o.fleet };
   const worker = new Worker(
     OPS_QUEUE,
     async (job: Job) => {
