@@ -62,7 +62,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     config,
     registry,
     criu,
-    store: openStore({ url: config.storeUrl, s3Endpoint: config.s3Endpoint, kmsKeyId: config.s3KmsKey, networkGbps: config.networkGbps }),
+    store: await openStore({ url: config.storeUrl, s3Endpoint: config.s3Endpoint, kmsKeyId: config.s3KmsKey, networkGbps: config.networkGbps }),
     criuHook: await installCriuHook(config.dataDir),
     log,
     lazy: new LazyTransfers(),

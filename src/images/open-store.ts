@@ -2,7 +2,6 @@ import { resolve } from 'node:path';
 import { DirImageStore } from './dir-store.js';
 import type { ImageStore } from './image-store.js';
 import { multipartPlan } from './s3-keys.js';
-import { S3ImageStore, parseS3Url, s3ClientFor } from './s3-store.js';
 
 export interface StoreSpec {
   /** A directory path, dir:PATH, or s3://bucket/prefix. */
@@ -15,8 +14,10 @@ export interface StoreSpec {
   networkGbps?: number;
 }
 
-export function openStore(spec: StoreSpec): ImageStore {
+/** The store a URL names. S3's SDK is loaded only for an S3 store: an agent with a directory starts without it. */
+export async function openStore(spec: StoreSpec): Promise<ImageStore> {
   if (spec.url.startsWith('s3://')) {
+    const { S3ImageStore, parseS3Url, s3ClientFor } = await import('./s3-store.js');
     return new S3ImageStore(s3ClientFor({ endpoint: spec.s3Endpoint }), parseS3Url(spec.url), { ...multipartPlan(spec.networkGbps ?? 10), kmsKeyId: spec.kmsKeyId });
   }
   return new DirImageStore(resolve(spec.url.replace(/^dir:/, '')));
