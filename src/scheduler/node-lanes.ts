@@ -5,7 +5,8 @@ import type { RedisConnection } from './redis.js';
 // A node's lanes: a sorted set, a member per step holding one, scored by its lease's end on Redis's own clock (the
 // workers' clocks may disagree); expired leases (a worker that died) are dropped before counting. Steps waiting take
 // turns in the order they first asked (the planner's order: smallest session first), in a second sorted set; a waiter
-// that stopped asking (its worker died) loses its turn. A holder asking again (its step retried) keeps its lane.
+// that stopped asking for 3 s (its worker died; a live one asks every 100 ms) loses its turn. A holder asking again
+// (its step retried) keeps its lane.
 // KEYS: lanes, queue, seen, turn counter. ARGV: owner, lanes, lease ms, stale ms.
 const TAKE = `
 local t = redis.call('TIME')
@@ -70,7 +71,7 @@ export class NodeLanes {
     const key = keys.nodeLanes(node);
     const ask = async (): Promise<boolean> =>
       Number(
-        await this.redis.eval(TAKE, 4, key, keys.nodeLaneQueue(node), keys.nodeLaneSeen(node), keys.nodeLaneTurn(node), owner, String(this.lanes), String(this.ttlMs), String(Math.max(1_000, this.pollMs * 10))),
+        await this.redis.eval(TAKE, 4, key, keys.nodeLaneQueue(node), keys.nodeLaneSeen(node), keys.nodeLaneTurn(node), owner, String(this.lanes), String(this.ttlMs), String(Math.max(3_000, this.pollMs * 20))),
       ) === 1;
     let waited = false;
     while (!(await ask())) {

@@ -67,7 +67,7 @@ describe('lanes off a node', () => {
   it('should give the lane to the waiting steps in the order they first asked, past one whose worker died while waiting', async () => {
     const lanes = new NodeLanes(conn, 1, 5_000, 20);
     const first = await lanes.take('n4', 'op0:move');
-    // A waiter that asked once and died: its turn lapses after 1 s without asking.
+    // A waiter that asked once and died: its turn lapses after 3 s without asking.
     const [sec = 0, usec = 0] = (await conn.time()).map(Number);
     const now = sec * 1000 + Math.floor(usec / 1000);
     await conn.zadd(keys.nodeLaneQueue('n4'), 0, 'dead:move');
