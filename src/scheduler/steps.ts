@@ -156,7 +156,15 @@ async function restoreStep(ctx: StepContext, op: Operation): Promise<RestoreDone
   });
 }
 
-const MoveDone = z.object({ node: z.string(), url: z.string(), token: z.string(), downtimeSeconds: z.number().nullable(), bytes: z.number().int().nonnegative().nullable().default(null) });
+/** `frozenAt`: when the source froze the session (null when an earlier attempt's move was found done). */
+const MoveDone = z.object({
+  node: z.string(),
+  url: z.string(),
+  token: z.string(),
+  downtimeSeconds: z.number().nullable(),
+  bytes: z.number().int().nonnegative().nullable().default(null),
+  frozenAt: z.string().nullable().default(null),
+});
 type MoveDone = z.infer<typeof MoveDone>;
 
 /**
@@ -175,7 +183,7 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
   return offNode(ctx, op, 'move', () => withLock(ctx, id, async (lock) => {
     const onTarget = async (): Promise<MoveDone | null> => {
       const t = await settled(ctx, target, id);
-      return t?.state === 'running' ? { node: targetNode.name, url: t.url, token: t.token, downtimeSeconds: null, bytes: null } : null;
+      return t?.state === 'running' ? { node: targetNode.name, url: t.url, token: t.token, downtimeSeconds: null, bytes: null, frozenAt: null } : null;
     };
     // Already there (an earlier attempt's move, carried on by the agents), or there once the source has settled.
     let r = await onTarget();
@@ -184,7 +192,7 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
     if (!r) {
       if (s?.state !== 'running') giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source} and not running on ${op.target}; nothing to move`);
       const m = await source.move(id, { url: targetNode.agentUrl, token: targetNode.agentToken }, 'auto', lock.token);
-      r = { node: targetNode.name, url: m.url, token: s.token, downtimeSeconds: m.downtimeSeconds, bytes: m.bytes };
+      r = { node: targetNode.name, url: m.url, token: s.token, downtimeSeconds: m.downtimeSeconds, bytes: m.bytes, frozenAt: m.frozenAt };
     }
     // On EC2 the session's address is a secondary private IP: it follows the session to its new node (idempotent on a retry).
     if (ctx.fleet) await ctx.fleet.moveAddress(new URL(r.url).hostname, { name: targetNode.name, instanceId: targetNode.instanceId });

@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { z } from 'zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../../src/agent/agent-client.js';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
@@ -107,5 +108,16 @@ describe('a spot notice on a local test host, end to end', () => {
     expect(report.sessions.map((x) => [x.sessionId, x.outcome]).sort()).toEqual(started.map((s) => [s.id, 'done']).sort());
     expect(report.sessions.every((x) => (x.marginSeconds ?? -1) > 0)).toBe(true);
     expect(report.left).toEqual([]);
+    // One at a time off the node (--moves-per-node 1): each session froze only once the one before ran on its target.
+    const moves = (await c.actions(100)).filter((a) => a.action === 'migrate' && a.source === spot.name && a.outcome === 'done');
+    expect(moves).toHaveLength(started.length);
+    const frozen = [];
+    for (const a of moves) {
+      const step = (await c.operation(a.operation)).steps.find((x) => x.step === 'move');
+      const r = z.object({ frozenAt: z.string(), downtimeSeconds: z.number() }).parse(step?.result);
+      frozen.push({ at: Date.parse(r.frozenAt), downtimeMs: r.downtimeSeconds * 1000 });
+    }
+    frozen.sort((a, b) => a.at - b.at);
+    for (let i = 1; i < frozen.length; i++) expect(frozen[i]!.at).toBeGreaterThanOrEqual(frozen[i - 1]!.at + frozen[i - 1]!.downtimeMs);
   });
 });
