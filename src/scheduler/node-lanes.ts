@@ -59,6 +59,9 @@ export interface HeldLane {
  * `ttlMs`.
  */
 export class NodeLanes {
+  /** This process's waiters by node, woken at once when a lane of that node is released here (others poll). */
+  private readonly waiting = new Map<string, Set<() => void>>();
+
   constructor(
     private readonly redis: RedisConnection,
     private readonly lanes: number,
@@ -77,7 +80,7 @@ export class NodeLanes {
     while (!(await ask())) {
       if (!waited) onWait?.();
       waited = true;
-      await sleep(this.pollMs);
+      await this.nap(node);
     }
     const renew = setInterval(() => {
       // A failed renewal (Redis restarting) costs at most a lane held one lease too few.
@@ -88,7 +91,25 @@ export class NodeLanes {
       release: async () => {
         clearInterval(renew);
         await this.redis.zrem(key, owner);
+        for (const wake of this.waiting.get(node) ?? []) wake();
       },
     };
+  }
+
+  /** Until the next poll, or sooner when this process frees one of the node's lanes (a handoff within one worker then costs no poll). */
+  private async nap(node: string): Promise<void> {
+    const set = this.waiting.get(node) ?? new Set<() => void>();
+    this.waiting.set(node, set);
+    let wake!: () => void;
+    const woken = new Promise<void>((resolve) => (wake = resolve));
+    set.add(wake);
+    const timer = new AbortController();
+    try {
+      await Promise.race([woken, sleep(this.pollMs, timer.signal).catch(() => undefined)]);
+    } finally {
+      timer.abort();
+      set.delete(wake);
+      if (set.size === 0) this.waiting.delete(node);
+    }
   }
 }

@@ -91,6 +91,18 @@ describe('lanes off a node', () => {
     expect(await conn.zcard(keys.nodeLaneQueue('n4'))).toBe(0);
   });
 
+  it('should hand a lane freed in this process to its waiter at once, without waiting for the next poll', async () => {
+    const lanes = new NodeLanes(conn, 1, 5_000, 5_000);
+    const first = await lanes.take('n5', 'op1:checkpoint');
+    const pending = lanes.take('n5', 'op2:checkpoint');
+    await sleep(100);
+    const freedAt = performance.now();
+    await first.release();
+    const second = await pending;
+    expect(performance.now() - freedAt).toBeLessThan(1_000);
+    await second.release();
+  });
+
   it('should give a retried step its own lane back at once', async () => {
     const lanes = new NodeLanes(conn, 1, 5_000, 20);
     const first = await lanes.take('n1', 'op9:move');
