@@ -2,8 +2,8 @@ import { DEFAULT_CULL_AFTER_MS } from '../pricing/ledger.js';
 import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { pino } from 'pino';
-import { QUEUE_DEFAULTS, SCHEDULER_DEFAULTS, STATE_DEFAULTS, WORKER_DEFAULTS } from '../scheduler/defaults.js';
-import { port, positiveNumber, stopOnSignal } from './args.js';
+import { QUEUE_DEFAULTS, SCHEDULER_DEFAULTS, STATE_DEFAULTS, WORKER_DEFAULTS, type WorkerOptions } from '../scheduler/defaults.js';
+import { integer, port, positiveNumber, stopOnSignal } from './args.js';
 import { GATEWAY_DEFAULTS } from '../hub/gateway-config.js';
 import { InputError } from '../core/errors.js';
 import { gatewayConfig, hubActivityConfig, withGatewayOptions, type GatewayCliOpts } from './gateway-command.js';
@@ -16,8 +16,17 @@ const workerOptions = (cmd: Command): Command =>
   cmd
     .option('--concurrency <n>', 'steps run at once', positiveNumber('--concurrency'), WORKER_DEFAULTS.concurrency)
     .option('--lock-seconds <s>', "how long a job's and a session's lock last without renewal: a dead worker's job is taken over after about this long", positiveNumber('--lock-seconds'), WORKER_DEFAULTS.lockMs / 1000)
-    .option('--moves-per-node <n>', 'sessions moved or checkpointed off one node at once, across all workers (more share its CPU and link, and each stays frozen longer)', positiveNumber('--moves-per-node'), WORKER_DEFAULTS.movesPerNode)
+    .option('--moves-per-node <n>', 'sessions moved or checkpointed off one node at once, across all workers (more share its CPU and link, and each stays frozen longer)', integer('--moves-per-node', 1), WORKER_DEFAULTS.movesPerNode)
     .option('--log-level <level>', 'pino log level', 'info');
+
+interface WorkerCliOpts {
+  concurrency: number;
+  lockSeconds: number;
+  movesPerNode: number;
+}
+
+/** The worker options both `scheduler` and `worker` take (workerOptions), as the workers want them. */
+const workerConfig = (o: WorkerCliOpts): Pick<WorkerOptions, 'concurrency' | 'lockMs' | 'movesPerNode'> => ({ concurrency: o.concurrency, lockMs: o.lockSeconds * 1000, movesPerNode: o.movesPerNode });
 
 export function registerSchedulerCommands(program: Command): void {
   workerOptions(withGatewayOptions(
@@ -38,7 +47,7 @@ export function registerSchedulerCommands(program: Command): void {
       .option('--gateway-url <url>', "the gateway's address as the hub's proxy reaches it, told to the spawner (default: where it listens)")
       .option('--ec2-config <file>', 'nodes come from EC2 (YAML: region, cluster, launch template, subnets, instance types, price table; `terraform output -raw ec2_config` writes it): released nodes are terminated, moved sessions take their private IP along, the ledger prices baselines from the catalog')
       .option('--cull-after <seconds>', "the cost ledger's idle-culling baseline: sessions killed after this long idle", positiveNumber('--cull-after'), DEFAULT_CULL_AFTER_MS / 1000),
-  )).action(async (o: GatewayCliOpts & { ec2Config?: string; cullAfter: number; tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; concurrency: number; lockSeconds: number; movesPerNode: number; logLevel: string; gatewayPort?: number; gatewayHost: string; gatewayUrl?: string }) => {
+  )).action(async (o: GatewayCliOpts & WorkerCliOpts & { ec2Config?: string; cullAfter: number; tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; logLevel: string; gatewayPort?: number; gatewayHost: string; gatewayUrl?: string }) => {
     if (o.gatewayPort === undefined && (o.gatewayUrl || o.hubApiUrl)) throw new InputError('--gateway-url and --hub-api-url are options of the gateway: give --gateway-port too');
     // The scheduler's code and EC2's SDK load only for this command (see main.ts).
     const [{ startScheduler }, { Ec2Provider }, { loadEc2Config }, { instanceTypesOf }] = await Promise.all([
@@ -58,7 +67,7 @@ export function registerSchedulerCommands(program: Command): void {
         policiesDir: resolve(o.policies),
         intervalMs: o.interval * 1000,
         workers: o.workers !== '0',
-        worker: { concurrency: o.concurrency, lockMs: o.lockSeconds * 1000, movesPerNode: Math.round(o.movesPerNode), fleet: ec2 },
+        worker: { ...workerConfig(o), fleet: ec2 },
         queue: { ...QUEUE_DEFAULTS, attempts: Math.round(o.attempts) },
         state: { sampleRetention: Math.round(o.sampleRetention) },
         gateway: o.gatewayPort === undefined ? undefined : { config: gatewayConfig(o, o.gatewayHost, o.gatewayPort), hub: await hubActivityConfig(o, o.tokenFile), advertiseUrl: o.gatewayUrl },
@@ -75,11 +84,11 @@ export function registerSchedulerCommands(program: Command): void {
       .command('worker')
       .description('run workers only: they take steps off the scheduler\'s queue in Redis and carry them out through the agents')
       .option('--redis <url>', 'redis://host:port, or redis-cluster://host:port,host:port', SCHEDULER_DEFAULTS.redisUrl),
-  ).action(async (o: { redis: string; concurrency: number; lockSeconds: number; movesPerNode: number; logLevel: string }) => {
+  ).action(async (o: WorkerCliOpts & { redis: string; logLevel: string }) => {
     const [{ closeRedis, connectRedis }, { ControlState }, { startWorker }] = await Promise.all([import('../scheduler/redis.js'), import('../scheduler/state.js'), import('../scheduler/worker.js')]);
     const log = pino({ name: 'hubshift-worker', level: o.logLevel });
     const redis = connectRedis(o.redis, 'hubshift-worker-state');
-    const w = startWorker(o.redis, new ControlState(redis), log, { concurrency: o.concurrency, lockMs: o.lockSeconds * 1000, movesPerNode: Math.round(o.movesPerNode) });
+    const w = startWorker(o.redis, new ControlState(redis), log, workerConfig(o));
     await w.worker.waitUntilReady();
     process.stderr.write(`hubshift worker taking jobs from ${o.redis}\n`);
     stopOnSignal(async () => {

@@ -1,3 +1,4 @@
+import { InputError } from '../core/errors.js';
 import { sleep } from '../util/exec.js';
 import { keys } from './keys.js';
 import type { RedisConnection } from './redis.js';
@@ -8,9 +9,12 @@ import type { RedisConnection } from './redis.js';
 // that stopped asking for 3 s (its worker died; a live one asks every 100 ms) loses its turn. A holder asking again
 // (its step retried) keeps its lane.
 // KEYS: lanes, queue, seen, turn counter. ARGV: owner, lanes, lease ms, stale ms.
+// Milliseconds on Redis's clock, as `now`.
+const NOW_MS = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
 const TAKE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${NOW_MS}
 local ttl = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local function take()
@@ -38,8 +42,8 @@ return 0
 
 const RENEW = `
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]), ARGV[1])
+${NOW_MS}
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 4)
 return 1
 `;
@@ -67,7 +71,10 @@ export class NodeLanes {
     private readonly lanes: number,
     private readonly ttlMs: number,
     private readonly pollMs = 100,
-  ) {}
+  ) {
+    // No lane at all would hold every step off a node forever.
+    if (!Number.isInteger(lanes) || lanes < 1) throw new InputError(`a node needs at least one lane (moves at once), got ${lanes}`);
+  }
 
   /** Takes one of the node's lanes for `owner` (a step: the same owner again keeps its lane), waiting its turn. */
   async take(node: string, owner: string, onWait?: () => void): Promise<HeldLane> {

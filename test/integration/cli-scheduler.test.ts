@@ -112,6 +112,10 @@ describe('the hubshift command against a scheduler', () => {
     expect(noTarget.stderr).toMatch(/--agent URL .* or --scheduler URL/);
     const both = await hubshift(['session', 'ls', '--agent', 'http://127.0.0.1:1', ...conn]);
     expect(both.stderr).toMatch(/not both/);
+    // Less than one lane off a node would hold every move off it forever.
+    const noLane = await hubshift(['worker', '--moves-per-node', '0.4']);
+    expect(noLane.code).not.toBe(0);
+    expect(noLane.stderr).toMatch(/--moves-per-node 0.4 is not a whole number of at least 1/);
   });
 
   it('should run the session gateway on its own, and in the scheduler with --gateway-port', async () => {

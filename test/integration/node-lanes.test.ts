@@ -103,6 +103,11 @@ describe('lanes off a node', () => {
     await second.release();
   });
 
+  it('should refuse fewer than one lane', () => {
+    expect(() => new NodeLanes(conn, 0, 5_000)).toThrow(/at least one lane/);
+    expect(() => new NodeLanes(conn, 1.5, 5_000)).toThrow(/at least one lane/);
+  });
+
   it('should give a retried step its own lane back at once', async () => {
     const lanes = new NodeLanes(conn, 1, 5_000, 20);
     const first = await lanes.take('n1', 'op9:move');
