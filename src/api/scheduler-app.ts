@@ -10,6 +10,7 @@ import { EvaluationContext } from '../policy/evaluation-context.js';
 import { DEFAULT_GUARDS } from '../policy/policy-schema.js';
 import type { ControlLoop } from '../scheduler/control-loop.js';
 import { evacuationReport } from '../scheduler/evacuation-report.js';
+import { nodeLaneState } from '../scheduler/node-lanes.js';
 import { parseNotice } from '../scheduler/notices.js';
 import type { Planner } from '../scheduler/planner.js';
 import type { OpsQueue } from '../scheduler/queue.js';
@@ -204,7 +205,7 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
     const id = param(z.string().min(1).max(200), req.params.id, 'notice');
     const notice = (await state.listNotices(new Date())).find((n) => n.id === id);
     if (!notice) throw new NotFoundError(`no notice ${id} in force (GET /v1/notices lists them)`);
-    res.json(evacuationReport(notice, await state.actions(10_000), await state.listSessions()));
+    res.json(evacuationReport(notice, await state.actions(10_000), await state.listSessions(), await nodeLaneState(state.redis, notice.node)));
   });
 
   // ---- sessions

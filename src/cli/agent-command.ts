@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { AGENT_DEFAULTS, agentConfig } from '../agent/config.js';
 import { InputError } from '../core/errors.js';
 import { parseSubnet } from '../agent/network.js';
-import { nonNegative, port, stopOnSignal } from './args.js';
+import { integer, nonNegative, port, stopOnSignal } from './args.js';
 import { readOrCreateTokenFile, readTokenFile } from './token-file.js';
 
 function parseCommand(value: string): string[] {
@@ -40,7 +40,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--s3-endpoint <url>', 'S3-compatible endpoint for the store (MinIO, tests); unset for AWS')
     .option('--s3-kms-key <key>', 'encrypt S3 objects with SSE-KMS under this key: id, ARN, alias/NAME, or aws/s3 for the AWS-managed key')
     .option('--network-gbps <gbps>', "the node's network bandwidth: sizes S3's parallel part transfers", nonNegative('--network-gbps'), AGENT_DEFAULTS.networkGbps)
-    .option('--keep-checkpoints <n>', 'checkpoints kept per session; older ones are deleted after each new one (0 keeps all)', nonNegative('--keep-checkpoints'), AGENT_DEFAULTS.keepCheckpoints)
+    .option('--keep-checkpoints <n>', 'checkpoints kept per session; older ones are deleted after each new one (0 keeps all)', integer('--keep-checkpoints', 0), AGENT_DEFAULTS.keepCheckpoints)
     .option('--work-dir <dir>', 'where criu writes images before storing (default DATA_DIR/work)')
     .option('--bridge <name>', 'bridge the sessions attach to', AGENT_DEFAULTS.bridge.name)
     .option('--subnet <cidr>', "sessions' addresses; the bridge takes the first", AGENT_DEFAULTS.bridge.subnet)
@@ -68,7 +68,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--incoming-timeout <seconds>', 'a session moved in runs only once its source commits; without a commit in this time its copy is killed', nonNegative('--incoming-timeout'), AGENT_DEFAULTS.incomingTimeoutMs / 1000)
     .option('--move-idle-timeout <seconds>', 'give up a move whose connection stalls this long (a cut link); for post-copy, also a transfer after the commit that brings no page for this long', nonNegative('--move-idle-timeout'), AGENT_DEFAULTS.moveIdleTimeoutMs / 1000)
     .option('--post-copy-eager <MiB>', "post-copy: this much of the kernels' memory, their smallest runs first, goes with the images instead of being fetched page by page on first touch (the server's memory always goes)", nonNegative('--post-copy-eager'), AGENT_DEFAULTS.postCopyEagerBytes / (1 << 20))
-    .option('--conntrack-buckets <n>', "shrink the host's connection-tracking table to this many buckets at start when it is larger and nearly unused: criu walks the whole table twice in every dump (0: leave it alone)", nonNegative('--conntrack-buckets'), AGENT_DEFAULTS.conntrackBuckets)
+    .option('--conntrack-buckets <n>', "shrink the host's connection-tracking table to this many buckets at start when it is larger and nearly unused: criu walks the whole table twice in every dump (0: leave it alone)", integer('--conntrack-buckets', 0), AGENT_DEFAULTS.conntrackBuckets)
     .addOption(
       new Option('--file-validation <how>', "how criu checks that a restore maps the files the dump saw: filesize (size and mode) or buildid (also each library's build-id: a disk read per library at every dump and restore)")
         .choices(['filesize', 'buildid'])

@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { InputError } from '../core/errors.js';
 import { GATEWAY_DEFAULTS, HUB_ACTIVITY_DEFAULT_MS, type GatewayConfig } from '../hub/gateway-config.js';
 import type { HubActivityConfig } from '../hub/hub-activity.js';
-import { port, positiveNumber, stopOnSignal } from './args.js';
+import { integer, port, positiveNumber, stopOnSignal } from './args.js';
 import { readTokenFile } from './token-file.js';
 
 export interface GatewayCliOpts {
@@ -18,7 +18,7 @@ export interface GatewayCliOpts {
 export function withGatewayOptions(cmd: Command): Command {
   return cmd
     .option('--hold-timeout <seconds>', 'how long a request or websocket waits for a moving or waking session', positiveNumber('--hold-timeout'), GATEWAY_DEFAULTS.holdTimeoutMs / 1000)
-    .option('--max-held <n>', 'requests waiting at once; past it new ones get 503', positiveNumber('--max-held'), GATEWAY_DEFAULTS.maxHeld)
+    .option('--max-held <n>', 'requests waiting at once; past it new ones get 503', integer('--max-held', 1), GATEWAY_DEFAULTS.maxHeld)
     .option('--hub-api-url <url>', "JupyterHub's API (e.g. http://127.0.0.1:8081/hub/api): users' activity seen by the gateway is reported there")
     .option('--hub-token-file <file>', "a hub token with the users:activity scope (jupyterhub_config.py gives hubshift's service the scheduler's token)")
     .option('--activity-interval <seconds>', 'how often activity is reported to the hub', positiveNumber('--activity-interval'), HUB_ACTIVITY_DEFAULT_MS / 1000);

@@ -4,7 +4,7 @@ import { type Command, Option } from 'commander';
 import type { MetadataServer } from '../cloud/metadata-server.js';
 import { LOCAL_DEFAULTS, LocalProvider, localHostSpecs, localInstanceId, readLocalHosts } from '../cloud/local-provider.js';
 import { InputError } from '../core/errors.js';
-import { nonNegative, positiveNumber, stopOnSignal } from './args.js';
+import { integer, nonNegative, positiveNumber, stopOnSignal } from './args.js';
 import { Progress, printResult } from './output.js';
 
 interface LocalOpts {
@@ -38,8 +38,8 @@ export function registerLocalCommands(program: Command): void {
   const local = program.command('local').description('test hosts on this machine: network namespaces on one bridge, each with its own agent and metadata endpoint');
 
   withLocal(local.command('up').description('create test hosts, each with its agent, and return when all answer; prints {"hosts":[{"name","agent","tokenFile"}]}'))
-    .option('--hosts <n>', 'how many', positiveNumber('--hosts'), 3)
-    .option('--spot <n>', 'how many of them are spot (the first ones)', nonNegative('--spot'), 1)
+    .option('--hosts <n>', 'how many', integer('--hosts', 1), 3)
+    .option('--spot <n>', 'how many of them are spot (the first ones)', integer('--spot', 0), 1)
     .option('--scheduler <url>', 'the agents register with this scheduler (it must listen where the hosts reach it: the bridge\'s address, .0.1)')
     .option('--scheduler-token-file <file>', "the scheduler's token")
     .option('--push-interval <seconds>', 'agents push metrics this often', positiveNumber('--push-interval'), 5)

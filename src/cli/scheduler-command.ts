@@ -11,10 +11,11 @@ import { Progress, printResult } from './output.js';
 import { sleep } from '../util/exec.js';
 import { schedulerClient, withSchedulerConn, type SchedulerConnOpts } from './scheduler-client-options.js';
 import { readOrCreateTokenFile } from './token-file.js';
+import { describeLane, evacuationProgress } from '../scheduler/evacuation-report.js';
 
 const workerOptions = (cmd: Command): Command =>
   cmd
-    .option('--concurrency <n>', 'steps run at once', positiveNumber('--concurrency'), WORKER_DEFAULTS.concurrency)
+    .option('--concurrency <n>', 'steps run at once', integer('--concurrency', 1), WORKER_DEFAULTS.concurrency)
     .option('--lock-seconds <s>', "how long a job's and a session's lock last without renewal: a dead worker's job is taken over after about this long", positiveNumber('--lock-seconds'), WORKER_DEFAULTS.lockMs / 1000)
     .option('--moves-per-node <n>', 'sessions moved or checkpointed off one node at once, across all workers (more share its CPU and link, and each stays frozen longer)', integer('--moves-per-node', 1), WORKER_DEFAULTS.movesPerNode)
     .option('--log-level <level>', 'pino log level', 'info');
@@ -40,8 +41,8 @@ export function registerSchedulerCommands(program: Command): void {
       .option('--policies <dir>', 'policy files (*.yaml)', SCHEDULER_DEFAULTS.policiesDir)
       .option('--interval <seconds>', 'evaluate the policies this often (notices trigger a pass at once)', positiveNumber('--interval'), SCHEDULER_DEFAULTS.intervalMs / 1000)
       .addOption(new Option('--workers <n>', 'run workers in this process: 1 (default) or 0 (run hubshift worker elsewhere)').choices(['0', '1']).default('1'))
-      .option('--attempts <n>', 'tries of each step before its operation fails', positiveNumber('--attempts'), QUEUE_DEFAULTS.attempts)
-      .option('--sample-retention <n>', 'usage samples kept per session', positiveNumber('--sample-retention'), STATE_DEFAULTS.sampleRetention)
+      .option('--attempts <n>', 'tries of each step before its operation fails', integer('--attempts', 1), QUEUE_DEFAULTS.attempts)
+      .option('--sample-retention <n>', 'usage samples kept per session', integer('--sample-retention', 1), STATE_DEFAULTS.sampleRetention)
       .option('--gateway-port <port>', 'also run the session gateway for JupyterHub on this port (0 picks a free one)', port)
       .option('--gateway-host <address>', 'address the gateway listens on', GATEWAY_DEFAULTS.host)
       .option('--gateway-url <url>', "the gateway's address as the hub's proxy reaches it, told to the spawner (default: where it listens)")
@@ -109,7 +110,7 @@ export function registerSchedulerCommands(program: Command): void {
         const deadline = r.notice.deadline ? Date.parse(r.notice.deadline) : Date.now() + 600_000;
         let report = await c.evacuation(r.notice.id);
         while (report.sessions.some((x) => x.outcome === 'planned') && Date.now() < deadline + 60_000) {
-          p.step(`${report.sessions.filter((x) => x.outcome !== 'planned').length} of ${report.sessions.length} done`);
+          p.step(evacuationProgress(report));
           await sleep(500);
           report = await c.evacuation(r.notice.id);
         }
@@ -117,7 +118,7 @@ export function registerSchedulerCommands(program: Command): void {
         return printResult(o.json, report, () =>
           [
             `notice ${r.notice.id}: ${r.notice.kind} of ${node}${r.notice.deadline ? ` at ${r.notice.deadline}` : ''}`,
-            ...report.sessions.map((x) => `  ${x.sessionId} ${x.action} ${x.outcome}${x.target ? ` -> ${x.target}` : ''}${x.marginSeconds !== null ? ` (${x.marginSeconds.toFixed(0)} s before the deadline)` : ''}${x.detail ? `: ${x.detail}` : ''}`),
+            ...report.sessions.map((x) => `  ${x.sessionId} ${x.action} ${x.outcome}${x.lane ? ` (${describeLane(x.lane)})` : ''}${x.target ? ` -> ${x.target}` : ''}${x.marginSeconds !== null ? ` (${x.marginSeconds.toFixed(0)} s before the deadline)` : ''}${x.detail ? `: ${x.detail}` : ''}`),
             ...(report.left.length ? [`  left on ${node}: ${report.left.join(', ')}`] : []),
           ].join('\n'),
         );
@@ -135,7 +136,7 @@ export function registerSchedulerCommands(program: Command): void {
 
   withSchedulerConn(program.command('jobs').description('the queue\'s recent jobs (a step of an operation each), newest first; failed ones with their reason'))
     .addOption(new Option('--state <state>', 'only jobs in this state').choices(['active', 'waiting', 'waiting-children', 'delayed', 'prioritized', 'completed', 'failed']))
-    .option('--limit <n>', 'at most this many', positiveNumber('--limit'), 50)
+    .option('--limit <n>', 'at most this many', integer('--limit', 1), 50)
     .option('--actions', 'the action log instead: every operation planned, done or failed, with its reason', false)
     .action(async (o: SchedulerConnOpts & { state?: string; limit: number; actions: boolean }) => {
       const c = await schedulerClient(o);

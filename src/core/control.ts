@@ -220,6 +220,13 @@ export const EvacuationReport = z.object({
       action: z.string(),
       /** planned: still under way; done; failed (see detail). */
       outcome: z.enum(['planned', 'done', 'failed']),
+      /**
+       * Where a planned one stands at the node's lanes (sessions leave a node a
+       * few at a time): leaving (it holds a lane: moving or checkpointing now),
+       * waiting (`turn` 1 is next); null when its step has not asked for a lane
+       * yet (its job is queued) or it is no longer planned.
+       */
+      lane: z.object({ state: z.enum(['leaving', 'waiting']), turn: z.number().int().positive().nullable() }).nullable(),
       target: z.string().nullable(),
       at: IsoTime,
       /** Seconds before the deadline it was done (negative: after). */

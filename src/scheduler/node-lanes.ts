@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { InputError } from '../core/errors.js';
 import { sleep } from '../util/exec.js';
 import { keys } from './keys.js';
@@ -48,6 +49,33 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 4)
 return 1
 `;
 
+// Who holds the node's lanes (leases not run out) and who waits for one, in turn (waiters that still ask).
+// KEYS: lanes, queue, seen. ARGV: stale ms.
+const STATE = `
+${NOW_MS}
+local waiting = {}
+for _, w in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if now - tonumber(redis.call('HGET', KEYS[3], w) or '0') <= tonumber(ARGV[1]) then table.insert(waiting, w) end
+end
+return { redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf'), waiting }
+`;
+
+/** A waiter that has not asked for this long (its worker died; a live one asks every poll) loses its turn. */
+const STALE_WAITER_MS = 3_000;
+
+const LaneStateReply = z.tuple([z.array(z.string()), z.array(z.string())]);
+
+/** The steps (`OPERATION:STEP`) holding a node's lanes now, and those waiting for one, next first. */
+export interface NodeLaneState {
+  leaving: string[];
+  waiting: string[];
+}
+
+export async function nodeLaneState(redis: RedisConnection, node: string): Promise<NodeLaneState> {
+  const [leaving, waiting] = LaneStateReply.parse(await redis.eval(STATE, 3, keys.nodeLanes(node), keys.nodeLaneQueue(node), keys.nodeLaneSeen(node), String(STALE_WAITER_MS)));
+  return { leaving, waiting };
+}
+
 export interface HeldLane {
   release(): Promise<void>;
 }
@@ -81,7 +109,7 @@ export class NodeLanes {
     const key = keys.nodeLanes(node);
     const ask = async (): Promise<boolean> =>
       Number(
-        await this.redis.eval(TAKE, 4, key, keys.nodeLaneQueue(node), keys.nodeLaneSeen(node), keys.nodeLaneTurn(node), owner, String(this.lanes), String(this.ttlMs), String(Math.max(3_000, this.pollMs * 20))),
+        await this.redis.eval(TAKE, 4, key, keys.nodeLaneQueue(node), keys.nodeLaneSeen(node), keys.nodeLaneTurn(node), owner, String(this.lanes), String(this.ttlMs), String(Math.max(STALE_WAITER_MS, this.pollMs * 20))),
       ) === 1;
     let waited = false;
     while (!(await ask())) {

@@ -116,6 +116,12 @@ describe('the hubshift command against a scheduler', () => {
     const noLane = await hubshift(['worker', '--moves-per-node', '0.4']);
     expect(noLane.code).not.toBe(0);
     expect(noLane.stderr).toMatch(/--moves-per-node 0.4 is not a whole number of at least 1/);
+    // Counts are whole numbers: 2.5 steps at once, or hosts, are refused rather than rounded somewhere.
+    const half = await hubshift(['worker', '--concurrency', '2.5']);
+    expect(half.stderr).toMatch(/--concurrency 2.5 is not a whole number of at least 1/);
+    const hosts = await hubshift(['local', 'up', '--hosts', '1.5']);
+    expect(hosts.code).not.toBe(0);
+    expect(hosts.stderr).toMatch(/--hosts 1.5 is not a whole number of at least 1/);
   });
 
   it('should run the session gateway on its own, and in the scheduler with --gateway-port', async () => {

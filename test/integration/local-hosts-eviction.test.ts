@@ -80,15 +80,28 @@ describe('a spot notice on a local test host, end to end', () => {
 
     const scheduled = (await provider.notice(spot.name, 'terminate', 120)) as { time: string };
     const deadline = Date.parse(scheduled.time);
+    // Meanwhile the evacuation's report says who is leaving the node and who waits for its lane.
+    let noticeId: string | undefined;
+    const seen = { leaving: 0, waiting: 0, twoLeaving: false };
     const moved = await waitFor(
       'every session to run on another host',
       async () => {
+        noticeId ??= (await c.notices()).find((n) => n.node === spot.name && n.kind === 'interruption')?.id;
+        if (noticeId) {
+          const lanes = (await c.evacuation(noticeId)).sessions.map((x) => x.lane?.state);
+          const leaving = lanes.filter((x) => x === 'leaving').length;
+          seen.leaving = Math.max(seen.leaving, leaving);
+          seen.waiting = Math.max(seen.waiting, lanes.filter((x) => x === 'waiting').length);
+          seen.twoLeaving ||= leaving > 1;
+        }
         const all = await c.listSessions();
         return all.every((s) => s.node !== spot.name && s.state === 'running' && s.operation === null) ? all : undefined;
       },
       { timeoutMs: 110_000, intervalMs: 200 },
     );
     expect(Date.now()).toBeLessThan(deadline);
+    expect(seen).toEqual({ leaving: 1, waiting: expect.any(Number), twoLeaving: false });
+    expect(seen.waiting).toBeGreaterThan(0);
     for (const [i, s] of started.entries()) {
       const now = moved.find((x) => x.id === s.id)!;
       expect(now.url).toBe(s.url);

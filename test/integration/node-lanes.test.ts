@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keys } from '../../src/scheduler/keys.js';
-import { NodeLanes } from '../../src/scheduler/node-lanes.js';
+import { NodeLanes, nodeLaneState } from '../../src/scheduler/node-lanes.js';
 import { closeRedis, connectRedis, type RedisConnection } from '../../src/scheduler/redis.js';
 import { sleep } from '../../src/util/exec.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -101,6 +101,30 @@ describe('lanes off a node', () => {
     const second = await pending;
     expect(performance.now() - freedAt).toBeLessThan(1_000);
     await second.release();
+  });
+
+  it("should say who holds a node's lanes and who waits, in turn, leaving out run-out leases and waiters that stopped asking", async () => {
+    const [sec = 0, usec = 0] = (await conn.time()).map(Number);
+    const now = sec * 1000 + Math.floor(usec / 1000);
+    expect(await nodeLaneState(conn, 'n6')).toEqual({ leaving: [], waiting: [] });
+    const first = await new NodeLanes(conn, 1, 5_000, 20).take('n6', 'op1:move');
+    // Waiters in another worker, in this order.
+    const slow = new NodeLanes(other, 1, 5_000, 300);
+    const second = slow.take('n6', 'op2:checkpoint');
+    await sleep(50);
+    const third = slow.take('n6', 'op3:move');
+    await sleep(50);
+    // A dead worker's: a lease run out, and a waiter silent for 4 s (the waiters above, polling every 300 ms, drop it after 6).
+    await conn.zadd(keys.nodeLanes('n6'), now - 1_000, 'dead:move');
+    await conn.zadd(keys.nodeLaneQueue('n6'), 0, 'gone:move');
+    await conn.hset(keys.nodeLaneSeen('n6'), 'gone:move', String(now - 4_000));
+    expect(await nodeLaneState(conn, 'n6')).toEqual({ leaving: ['op1:move'], waiting: ['op2:checkpoint', 'op3:move'] });
+    await conn.zrem(keys.nodeLaneQueue('n6'), 'gone:move');
+    await first.release();
+    const held = await second;
+    expect((await nodeLaneState(conn, 'n6')).leaving).toEqual(['op2:checkpoint']);
+    await held.release();
+    await (await third).release();
   });
 
   it('should refuse fewer than one lane', () => {

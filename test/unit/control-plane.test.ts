@@ -4,7 +4,7 @@ import { routePrefixes, type Operation } from '../../src/core/control.js';
 import { duePolicies } from '../../src/policy/schedule.js';
 import { typesFromNodes } from '../../src/pricing/instance-types.js';
 import { parseNotice } from '../../src/scheduler/notices.js';
-import { evacuationReport } from '../../src/scheduler/evacuation-report.js';
+import { describeLane, evacuationProgress, evacuationReport } from '../../src/scheduler/evacuation-report.js';
 import { jobId, stepsOf } from '../../src/scheduler/queue.js';
 
 const nodes = {
@@ -154,6 +154,28 @@ describe('the evacuation report', () => {
       ['s00000002', 'failed', null],
     ]);
     expect(r.left).toEqual(['s00000003']);
+    expect(r.sessions.every((x) => x.lane === null)).toBe(true);
+  });
+
+  it("should say where each planned session stands at the node's lanes, and count them in the progress line", () => {
+    const planned = ['s00000001', 's00000002', 's00000003', 's00000004'].map((id) => act(id, 'planned', '2026-11-23T12:00:01.000Z'));
+    const actions = [act('s00000005', 'done', '2026-11-23T12:00:30.000Z'), ...planned, act('s00000005', 'planned', '2026-11-23T12:00:01.000Z')];
+    // s1 moves now, s3 then s2 wait (in that order), s4's job has not reached a lane; a lane of another operation's step is not theirs.
+    const lanes = { leaving: ['op-s00000001:move', 'op-elsewhere:move'], waiting: ['op-s00000003:checkpoint', 'op-s00000002:move'] };
+    const r = evacuationReport(notice, actions, [], lanes);
+    expect(r.sessions.map((x) => [x.sessionId, x.outcome, x.lane])).toEqual([
+      ['s00000001', 'planned', { state: 'leaving', turn: null }],
+      ['s00000002', 'planned', { state: 'waiting', turn: 2 }],
+      ['s00000003', 'planned', { state: 'waiting', turn: 1 }],
+      ['s00000004', 'planned', null],
+      ['s00000005', 'done', null],
+    ]);
+    expect(evacuationProgress(r)).toBe('1 of 5 done; 1 leaving, 2 waiting for a lane, 1 queued');
+    expect(describeLane({ state: 'waiting', turn: 2 })).toBe('waiting for a lane off the node, turn 2');
+    // A session done while its step still shows at a lane (the report read between the two) is done.
+    const after = evacuationReport(notice, [act('s00000001', 'done', '2026-11-23T12:00:40.000Z'), ...actions], [], lanes);
+    expect(after.sessions.find((x) => x.sessionId === 's00000001')?.lane).toBeNull();
+    expect(evacuationProgress(after)).toBe('2 of 5 done; 2 waiting for a lane, 1 queued');
   });
 });
 
