@@ -60,8 +60,8 @@ export class AgentClient {
     return this.call('POST', `v1/sessions/${encodeURIComponent(id)}/checkpoint`, CheckpointResult, { leaveRunning }, fence);
   }
   /** Asks this (source) agent to move a session to another agent. */
-  move(id: string, target: { url: string; token: string }, mode: MoveMode = 'auto', fence?: number) {
-    return this.call('POST', `v1/sessions/${encodeURIComponent(id)}/move`, MoveResult, { target, mode }, fence);
+  move(id: string, target: { url: string; token: string }, mode: MoveMode = 'auto', fence?: number, opts: { precopy?: boolean } = {}) {
+    return this.call('POST', `v1/sessions/${encodeURIComponent(id)}/move`, MoveResult, { target, mode, ...opts }, fence);
   }
   /**
    * Streams a dumped session in (this agent is the target); it is restored

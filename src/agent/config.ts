@@ -69,6 +69,12 @@ export interface AgentConfig {
    * network. The server's memory always goes. Default 64 MiB; 0: none.
    */
   postCopyEagerBytes: number;
+  /**
+   * Post-copy: copy that eager memory while the session still runs and send
+   * it ahead (memory-precopy.ts), so that after the freeze only the pages
+   * that changed since go. Default on.
+   */
+  postCopyPrecopy: boolean;
   /** The kernel's transparent huge page setting, read before each lazy restore (see transparent-huge-pages.ts). */
   transparentHugePagesFile: string;
   /**
@@ -105,6 +111,7 @@ export const AGENT_DEFAULTS = {
   incomingTimeoutMs: 30_000,
   moveIdleTimeoutMs: 30_000,
   postCopyEagerBytes: 64 << 20,
+  postCopyPrecopy: true,
   transparentHugePagesFile: THP_ENABLED_FILE,
   conntrackBuckets: DEFAULT_CONNTRACK_BUCKETS,
   fileValidation: 'filesize',

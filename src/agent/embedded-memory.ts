@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { embedLazyMemory, lazyRuns, type EmbeddedPages, type LazyRun } from '../criu/pagemap.js';
+import { embedLazyMemory, lazyRuns, type EmbeddedPages, type LazyRun, type PrecopiedRun } from '../criu/pagemap.js';
 import { processTree } from '../util/proc.js';
 import { SERVER_VPID } from './sandbox.js';
 
@@ -18,12 +18,15 @@ import { SERVER_VPID } from './sandbox.js';
  * "always", under either choice).
  * A process whose memory cannot be read keeps it lazy, its images
  * untouched (embedLazyMemory changes nothing then); `skipped` says why.
+ * `parent`: the memory copied before the freeze and sent ahead (memory-precopy.ts),
+ * by pid in the session: what is unchanged of it is not sent again.
  */
 export async function embedSessionMemory(
   imagesDir: string,
   serverHostPid: number,
   kernelBudget: number,
   skipped: (vpid: number, err: unknown) => void,
+  parent: ReadonlyMap<number, PrecopiedRun[]> = new Map(),
 ): Promise<EmbeddedPages[]> {
   const hostPids = await hostPidsByVpid(serverHostPid);
   hostPids.set(SERVER_VPID, serverHostPid);
@@ -35,7 +38,7 @@ export async function embedSessionMemory(
   for (const [vpid, hostPid] of hostPids) {
     const take = vpid === SERVER_VPID ? undefined : (r: LazyRun): boolean => chosen.has(runKey(r));
     try {
-      const e = await embedLazyMemory(imagesDir, vpid, hostPid, take);
+      const e = await embedLazyMemory(imagesDir, vpid, hostPid, take, parent.get(vpid));
       if (e) out.push(e);
     } catch (err) {
       skipped(vpid, err);
@@ -110,7 +113,7 @@ function mappingAt(sorted: Mapping[], addr: number): Mapping | undefined {
 }
 
 /** The session's processes by their pid in its namespace (criu names their images by it), to their pid here. */
-async function hostPidsByVpid(serverHostPid: number): Promise<Map<number, number>> {
+export async function hostPidsByVpid(serverHostPid: number): Promise<Map<number, number>> {
   const out = new Map<number, number>();
   for (const pid of await processTree(serverHostPid)) {
     let status = '';

@@ -19,6 +19,8 @@ const MoveRequest = z
   .object({
     target: z.object({ url: z.string().url(), token: z.string().min(16) }).strict(),
     mode: MoveMode.default('auto'),
+    /** Post-copy: send the eager memory ahead while the session runs (default: the agent's --no-post-copy-precopy decides). */
+    precopy: z.boolean().optional(),
   })
   .strict();
 

@@ -20,6 +20,8 @@ import { announce, setHostVeth } from './network.js';
 export interface MoveRequest {
   target: { url: string; token: string };
   mode: MoveMode;
+  /** Post-copy: whether the eager memory goes ahead before the freeze (memory-precopy.ts); unset, the agent's setting. */
+  precopy?: boolean;
   /** The scheduler's fencing token, passed on to the target. */
   fence?: number;
 }
@@ -47,6 +49,8 @@ export interface MemoryElsewhere {
   pagesPushed?: boolean;
   /** The memory read from the frozen processes goes on the move's bulk channel, beside the stream. */
   bulk?: BulkSender;
+  /** Files sent on the bulk channel before the freeze (a post-copy's pre-copied memory), for the manifest. */
+  precopied?: MoveFile[];
 }
 
 /**
@@ -93,7 +97,7 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
     }
     else files.push(Promise.resolve(named(f.sentAlready ? out.sent(f.name) : f.bytes ? out.queueFile(f.name, f.bytes) : await out.file(f.name, f.source))));
   }
-  const all = await Promise.all(files);
+  const all = [...(memory.precopied ?? []), ...(await Promise.all(files))];
   await bulk?.end();
   await out.end({
     formatVersion: 3,

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
-import type { MoveResult, PageServerAt } from '../core/checkpoint.js';
+import type { MoveFile, MoveResult, PageServerAt } from '../core/checkpoint.js';
 import { UpstreamError, errorMessage } from '../core/errors.js';
 import { sessionUrl } from '../core/session.js';
 import { startLazyDump, type LazyDump } from '../criu/driver.js';
@@ -12,7 +12,8 @@ import { isAlive } from '../util/proc.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './checkpoint-service.js';
-import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
+import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest, type OpenMove } from './move-send.js';
+import { precopySessionMemory, sendPrecopy, type Precopy } from './memory-precopy.js';
 import { dropMovedNetns, freePort, ipv4Of, localAddressToward, setHostVeth } from './network.js';
 import { guardPageServer } from './page-server-guard.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
@@ -57,6 +58,16 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
     }
     try {
       const m = openMoveStream(ctx, id, target, req.fence, bulk.at);
+      // Before the freeze, the memory it will send eagerly goes ahead: after it, only what changed since (memory-precopy.ts).
+      let precopied: Precopied;
+      try {
+        precopied = await precopy(ctx, id, bulk, m, req.precopy ?? ctx.config.postCopyPrecopy);
+      } catch (err) {
+        await guard.remove();
+        await m.cancel(`the pre-copy failed: ${errorMessage(err)}`);
+        // Before the freeze: the session never stopped running here.
+        throw new UpstreamError(`moving ${id} to ${target.baseUrl} (post-copy) failed while copying its memory ahead, before the freeze: ${errorMessage(err)}; the session runs here as before`, err instanceof UpstreamError ? err.status : 502, 'move_failed');
+      }
       let d: DumpStart;
       try {
         d = await beginDump(ctx, id, 'p-');
@@ -88,8 +99,12 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       // Beside it, the source link down (an `ip` run, ~10 ms): frozen and locked, its kernel would still answer ARP
       // for the address the target is about to take.
       const [embedded, linkFailed] = await Promise.all([
-        embedSessionMemory(d.images, d.s.pid as number, ctx.config.postCopyEagerBytes, (vpid, err) =>
-          ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
+        embedSessionMemory(
+          d.images,
+          d.s.pid as number,
+          ctx.config.postCopyEagerBytes,
+          (vpid, err) => ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
+          precopied.runs,
         ).catch((err: unknown) => {
           ctx.log.warn({ session: id, err: errorMessage(err) }, "the session's memory stays lazy in this post-copy move");
           return [];
@@ -104,19 +119,55 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: linkFailed.err, linkDown: false });
       }
       ctx.registry.report(id, 'sending (post-copy)');
-      const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, { pageServer, bulk });
+      const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, { pageServer, bulk, precopied: precopied.files });
       if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
       const { total, lap } = h;
       const downtimeSeconds = (performance.now() - frozenAt) / 1000;
       // It runs on the target now; this agent keeps only criu serving the rest of its memory.
       await letGo(ctx, d, criu, target, req.target.token);
       const seconds = (performance.now() - started) / 1000;
-      ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded.reduce((a, e) => a + e.added, 0), ...lap }, 'session moved (post-copy); its memory follows');
-      return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), seconds, bytes: total, target: target.baseUrl };
+      ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded.reduce((a, e) => a + e.added, 0), inParent: embedded.reduce((a, e) => a + e.inParent, 0), precopied: precopied.bytes, precopySeconds: precopied.seconds, ...lap }, 'session moved (post-copy); its memory follows');
+      const bytesAhead = precopied.files.reduce((a, f) => a + f.bytes, 0);
+      return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), seconds, bytes: total, bytesAhead, target: target.baseUrl };
     } finally {
       bulk.close();
     }
   });
+}
+
+interface Precopied {
+  runs: Precopy['runs'];
+  files: MoveFile[];
+  bytes: number;
+  seconds: number;
+}
+
+/**
+ * Copies the memory the move will send eagerly while the session still runs,
+ * and sends it ahead on the bulk channel. A copy that cannot be taken costs
+ * only the time: the move sends everything after the freeze, as without it.
+ * A target that refuses the move (or fails) meanwhile fails it here, before
+ * the freeze.
+ */
+async function precopy(ctx: AgentContext, id: string, bulk: BulkSender, m: OpenMove, wanted: boolean): Promise<Precopied> {
+  const started = performance.now();
+  const pid = ctx.registry.get(id).pid;
+  let p: Precopy = { runs: new Map(), bytes: 0 };
+  if (pid !== null && wanted) {
+    ctx.registry.report(id, 'copying memory ahead (post-copy)');
+    try {
+      p = await precopySessionMemory(pid, ctx.config.postCopyEagerBytes);
+    } catch (err) {
+      ctx.log.warn({ session: id, err: errorMessage(err) }, 'the pre-copy could not be taken; the move sends all its eager memory after the freeze');
+    }
+  }
+  const refused = m.sending.then(
+    () => Promise.reject(new Error('the target answered before the move was sent')),
+    (err: unknown) => Promise.reject(err instanceof Error ? err : new Error(errorMessage(err))),
+  );
+  refused.catch(() => undefined);
+  const files = await Promise.race([sendPrecopy(bulk, p), refused]);
+  return { runs: p.runs, files, bytes: p.bytes, seconds: (performance.now() - started) / 1000 };
 }
 
 /** The target runs the session: this agent forgets it, and keeps a record of the frozen copy until criu is done with it. */

@@ -167,12 +167,13 @@ export function registerSessionCommands(program: Command): void {
     .option('--target-token-file <file>', "with --agent: the target agent's token (default: --token-file's)")
     .addOption(new Option('--mode <mode>', 'with --agent: how to move').choices(['auto', 'stop-and-copy', 'post-copy']).default('auto'))
     .option('--no-wait', 'with --scheduler: print the queued operation and return')
-    .action(async (id: string, o: ConnOpts & { to: string; targetTokenFile?: string; mode: MoveMode }) => {
+    .option('--no-precopy', "with --agent, post-copy: send the memory restored eagerly after the freeze, instead of copying it ahead while the session runs (the agent's default, unless it runs with --no-post-copy-precopy)")
+    .action(async (id: string, o: ConnOpts & { to: string; targetTokenFile?: string; mode: MoveMode; precopy: boolean }) => {
       const sc = await viaScheduler(o);
       if (sc) return runOperation(sc, o, () => sc.migrate(id, o.to));
       const c = await agentClient(o);
       const target = { url: o.to, token: await readTokenFile(o.targetTokenFile ?? o.tokenFile) };
-      const r = await withTicker(`moving ${id} to ${o.to}`, o.json, () => c.move(id, target, o.mode), { client: c, sessionId: id });
+      const r = await withTicker(`moving ${id} to ${o.to}`, o.json, () => c.move(id, target, o.mode, undefined, o.precopy ? {} : { precopy: false }), { client: c, sessionId: id });
       printResult(o.json, { id: r.id, url: r.url, mode: r.mode, downtimeSeconds: r.downtimeSeconds, seconds: r.seconds }, () => `${r.id} runs at ${r.target} now, same url ${r.url} (${r.mode}: ${r.downtimeSeconds.toFixed(2)} s down, ${r.seconds.toFixed(2)} s in all)`);
     });
 

@@ -37,6 +37,8 @@ export interface LocalProviderConfig {
   /** Every agent's extra CRIU action script (tests inject failures with it). */
   criuActionScript?: string;
   logLevel?: string;
+  /** More options for every host's agent (`hubshift agent --help`), after the provider's own. */
+  agentArgs?: string[];
 }
 
 export const LOCAL_DEFAULTS = { stateDir: '/var/lib/hubshift/local', bridge: 'hsseg0', subnet: '10.230.0.0/16' } as const;
@@ -213,6 +215,7 @@ export class LocalProvider implements Provider {
       '--conntrack-buckets', '0',
     ];
     if (this.config.criuActionScript) args.push('--criu-action-script', this.config.criuActionScript);
+    args.push(...(this.config.agentArgs ?? []));
     if (this.config.scheduler) {
       args.push(
         '--node', host.name,

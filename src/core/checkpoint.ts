@@ -82,8 +82,8 @@ export const CheckpointResult = z.object({
 });
 export type CheckpointResult = z.infer<typeof CheckpointResult>;
 
-/** Names of a session's files on the move: criu's images under images/, side files under files/. */
-export const MOVE_FILE_NAME = /^(images|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Names of a session's files on the move: criu's images under images/ (a post-copy's pre-copied memory in images/parent/), side files under files/. */
+export const MOVE_FILE_NAME = /^(images|images\/parent|files)\/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /**
  * How a move stream checks a file: its size and the crc32 of each piece
@@ -102,7 +102,7 @@ export type StreamDigest = z.infer<typeof StreamDigest>;
 
 /** A file of a session on the move. */
 export const MoveFile = StreamDigest.extend({
-  name: z.string().regex(MOVE_FILE_NAME, 'moved files are images/NAME or files/NAME'),
+  name: z.string().regex(MOVE_FILE_NAME, 'moved files are images/NAME, images/parent/NAME or files/NAME'),
   /** Permission bits: criu checks them on files a session held open. */
   mode: z.number().int().min(0).max(0o777),
 }).refine((d) => onePerPiece(d.crc32, d), onePerPieceError('crc32'));
@@ -176,6 +176,8 @@ export const MoveResult = z.object({
   frozenAt: z.string().datetime(),
   seconds: z.number().nonnegative(),
   bytes: z.number().int().nonnegative(),
+  /** Of `bytes`, those sent before the freeze (a post-copy's memory copied ahead); the rest went while it was frozen. */
+  bytesAhead: z.number().int().nonnegative().default(0),
   target: z.string(),
 });
 export type MoveResult = z.infer<typeof MoveResult>;

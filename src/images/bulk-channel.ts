@@ -218,7 +218,7 @@ export function receiveBulk(at: BulkAt, dest: string, pieceBytes: number, timeou
   const fileFor = (name: string): ReceivingFile => {
     const known = files.get(name);
     if (known) return known;
-    if (!MOVE_FILE_NAME.test(name)) throw new IntegrityError(`the move's bulk channel names a file ${JSON.stringify(name)}; files are images/NAME or files/NAME`);
+    if (!MOVE_FILE_NAME.test(name)) throw new IntegrityError(`the move's bulk channel names a file ${JSON.stringify(name)}; files are images/NAME, images/parent/NAME or files/NAME`);
     const path = join(dest, name);
     mkdirSync(dirname(path), { recursive: true });
     const f: ReceivingFile = { fd: openSync(path, 'w', 0o600), sum: new PieceCrc32(pieceBytes), offset: 0 };

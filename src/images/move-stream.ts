@@ -19,9 +19,10 @@ export { MOVE_STREAM_CLOSED } from './move-frames.js';
  * criu is done; the target checks everything it received against it before
  * criu runs there. Version 03: crc32s where 02 had sha256s, and the session's
  * network namespace left out of the images (MoveManifest.netnsOutside);
- * 04: files may come on a bulk channel beside the stream (MoveHeader.bulk).
+ * 04: files may come on a bulk channel beside the stream (MoveHeader.bulk);
+ * 05: a post-copy's memory copied ahead comes as a parent image (images/parent/).
  */
-const MAGIC = Buffer.from('HSMOVE04');
+const MAGIC = Buffer.from('HSMOVE05');
 const MAX_JSON_BYTES = 4 << 20;
 /** What a move stream is sent as. */
 export const MOVE_CONTENT_TYPE = 'application/x-hubshift-move';
@@ -51,11 +52,18 @@ export class MoveStreamWriter extends FrameWriter {
 class ByteReader {
   private pending: Buffer = Buffer.alloc(0);
   private readonly it: AsyncIterator<Buffer | string>;
+  private readonly failed: Promise<never>;
+  /** Makes the current and every later read throw `err` (something beside the stream failed). */
+  readonly fail: (err: Error) => void;
   constructor(source: AsyncIterable<Buffer | string>) {
     this.it = source[Symbol.asyncIterator]();
+    let fail!: (err: Error) => void;
+    this.failed = new Promise<never>((_resolve, reject) => (fail = reject));
+    this.failed.catch(() => undefined);
+    this.fail = fail;
   }
   async more(): Promise<boolean> {
-    const r = await this.it.next();
+    const r = await Promise.race([this.it.next(), this.failed]);
     if (r.done) return false;
     const c = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
     this.pending = this.pending.length ? Buffer.concat([this.pending, c]) : c;
@@ -193,6 +201,8 @@ export async function receiveMove(
   const { pieceBytes } = header.data;
   // Some files may come beside the stream (a post-copy move's memory); the manifest names them with the rest.
   const bulk = header.data.bulk ? receiveBulk(header.data.bulk, dest, pieceBytes, opts.bulkTimeoutMs ?? 30_000) : undefined;
+  // A bulk channel that fails fails the move at once: its source may be waiting on it before it sends the rest.
+  bulk?.files.catch((err: unknown) => r.fail(err instanceof Error ? err : new Error(String(err))));
   const files = new Map<string, ReceivedFile>();
   const writes = new Writes();
   try {
@@ -202,7 +212,7 @@ export async function receiveMove(
       if (type !== DATA) throw new IntegrityError(`move stream holds a frame of unknown type ${type}`);
       const nameLen = (await r.take(2, 'a frame')).readUInt16BE(0);
       const name = (await r.take(nameLen, 'a frame')).toString('utf8');
-      if (!MOVE_FILE_NAME.test(name)) throw new IntegrityError(`move stream names a file ${JSON.stringify(name)}; files are images/NAME or files/NAME`);
+      if (!MOVE_FILE_NAME.test(name)) throw new IntegrityError(`move stream names a file ${JSON.stringify(name)}; files are images/NAME, images/parent/NAME or files/NAME`);
       let left = (await r.take(4, 'a frame')).readUInt32BE(0);
       let file = files.get(name);
       if (!file) {

@@ -12,6 +12,8 @@ export interface MoveRound {
   from: string;
   to: string;
   bytes: number;
+  /** Of `bytes`, those sent before the freeze (post-copy's memory copied ahead). */
+  bytesAhead: number;
   /** The source agent's own figure: freeze to the server answering on the target. */
   downtimeSeconds: number;
   /**
@@ -27,7 +29,8 @@ export interface MoveRound {
   memoryCompleteSeconds: number;
 }
 
-export type BenchMoveMode = 'stop-and-copy' | 'post-copy';
+/** The agent's modes; 'post-copy-nothing-ahead': post-copy with no memory copied ahead (`--no-precopy`), for comparison. */
+export type BenchMoveMode = 'stop-and-copy' | 'post-copy' | 'post-copy-nothing-ahead';
 
 export interface MigrateFigures {
   sizeMiB: number;
@@ -85,7 +88,7 @@ async function linkBaseline(from: HostRecord, to: HostRecord, bytes: number): Pr
  * namespaces over the same link.
  */
 export async function benchMigrate(sizes: number[], log: (m: string) => void, opts: { modes?: BenchMoveMode[]; rounds?: number } = {}): Promise<MigrateFigures[]> {
-  const modes = opts.modes ?? ['stop-and-copy', 'post-copy'];
+  const modes = opts.modes ?? ['stop-and-copy', 'post-copy', 'post-copy-nothing-ahead'];
   const roundsWanted = opts.rounds ?? 2;
   const stateDir = await mkdtemp(join(tmpdir(), 'hubshift-bench-local-'));
   const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: 'warn' });
@@ -108,8 +111,10 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
           const to = 1 - from;
           log(`migrate ${sizeMiB} MiB (${mode}), round ${i + 1} of ${roundsWanted}: ${hosts[from]!.name} -> ${hosts[to]!.name}`);
           const t0 = performance.now();
-          const r = await clients[from]!.move(s.id, { url: hosts[to]!.agentUrl, token: (await readFile(hosts[to]!.tokenFile, 'utf8')).trim() }, mode);
-          if (r.mode !== mode) throw new Error(`asked for ${mode}, the agent moved ${r.mode}`);
+          const agentMode = mode === 'stop-and-copy' ? mode : 'post-copy';
+          const target = { url: hosts[to]!.agentUrl, token: (await readFile(hosts[to]!.tokenFile, 'utf8')).trim() };
+          const r = await clients[from]!.move(s.id, target, agentMode, undefined, mode === 'post-copy-nothing-ahead' ? { precopy: false } : {});
+          if (r.mode !== agentMode) throw new Error(`asked for ${agentMode}, the agent moved ${r.mode}`);
           const answer = await k.channel.execute('x + 1');
           const answeredAt = performance.now();
           const requestToExecuteSeconds = (answeredAt - t0) / 1000;
@@ -119,7 +124,7 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
           const memoryCompleteSeconds = (performance.now() - t0) / 1000;
           const full = await askState(k.channel);
           if (full.hash !== k.hash) throw new Error('moved kernel holds different bytes');
-          rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, downtimeSeconds: r.downtimeSeconds, frozenToExecuteSeconds, requestToExecuteSeconds, totalSeconds: r.seconds, memoryCompleteSeconds });
+          rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, bytesAhead: r.bytesAhead, downtimeSeconds: r.downtimeSeconds, frozenToExecuteSeconds, requestToExecuteSeconds, totalSeconds: r.seconds, memoryCompleteSeconds });
         }
         if (!baseline) {
           // The bytes a stop-and-copy move carries; post-copy moves the same memory, mostly after the commit.

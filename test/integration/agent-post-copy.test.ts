@@ -107,6 +107,9 @@ describe('moving a session post-copy between local test hosts', () => {
     // The stream carried the images and the server's memory (tens of MB), not the kernel's 256 MiB.
     expect(r.bytes).toBeGreaterThan(16 * 2 ** 20);
     expect(r.bytes).toBeLessThan(160 * 2 ** 20);
+    // That memory went ahead, before the freeze; while frozen, only the images and what changed since.
+    expect(r.bytesAhead).toBeGreaterThan(16 * 2 ** 20);
+    expect(r.bytes - r.bytesAhead).toBeLessThan(24 * 2 ** 20);
     expect(await a.findSession(s.id)).toBeNull();
     // The websocket opened before the move answers from the target, with every byte the kernel held.
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
@@ -118,6 +121,7 @@ describe('moving a session post-copy between local test hosts', () => {
     // And back again.
     const back = await b.move(s.id, { url: hosts[0]!.agentUrl, token: tokens[0]! }, 'post-copy');
     expect(back).toMatchObject({ url: s.url, mode: 'post-copy' });
+    expect(back.bytesAhead).toBeGreaterThan(16 * 2 ** 20);
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
     k.channel.close();
     await waitFor('the memory to have arrived back', async () => ((await a.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
@@ -167,7 +171,8 @@ describe('moving a session post-copy between local test hosts', () => {
     const k = await kernelWithState(s.url, s.token, 32);
     await hostIptables(hosts[1]!, ['-A', ...PAGE_SERVER_BLOCK]);
     try {
-      const failure = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy').then(
+      // Nothing copied ahead: it fails once frozen, and the frozen copy runs again.
+      const failure = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy', undefined, { precopy: false }).then(
         () => null,
         (err: unknown) => err as Error,
       );
@@ -180,7 +185,8 @@ describe('moving a session post-copy between local test hosts', () => {
       expect(await hasLockRules(`/proc/${here.pid}/ns/net`)).toBe(false);
       expect(await criuUnder(hosts[0]!.dataDir)).toEqual([]);
       expect(await criuUnder(hosts[1]!.dataDir)).toEqual([]);
-      // auto: post-copy fails the same way, the session runs here again, and stop-and-copy moves it.
+      // auto: post-copy fails (now before the freeze: the memory it copies ahead goes on the same blocked kind of
+      // port), the session runs here as before, and stop-and-copy moves it.
       const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! });
       expect(r.mode).toBe('stop-and-copy');
     } finally {
@@ -228,21 +234,24 @@ describe('moving a session post-copy between local test hosts', () => {
     await a.removeSession(s.id);
   });
 
-  it("should resume the session on the source, and leave no copy on the target, when the link dies while its memory goes on the bulk channel", async () => {
+  /**
+   * A post-copy move of a session on a 200 Mbit/s link (its ~100 MB of eager memory then take seconds on the bulk
+   * channel), the source's link cut 0.3 s into `step`: the move fails with `failure`, the session runs on the
+   * source with its state, the target lets go and no criu is left on either host.
+   */
+  async function cutLinkDuring(user: string, step: string, precopy: boolean, failure: RegExp): Promise<void> {
     const [a, b] = clients as [AgentClient, AgentClient];
-    // 200 Mbit/s toward the target: the ~100 MB read from the frozen processes take seconds on the bulk channel.
-    const { s, k, unthrottle } = await sessionOnSlowLink('pb', '200mbit');
-    const moving = a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy').then(
+    const { s, k, unthrottle } = await sessionOnSlowLink(user, '200mbit');
+    const moving = a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy', undefined, { precopy }).then(
       () => null,
       (err: unknown) => err as Error,
     );
     try {
-      await waitFor('the source to be sending', async () => ((await a.progress(s.id).catch(() => null))?.step === 'sending (post-copy)' ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
+      await waitFor(`the source to be at ${step}`, async () => ((await a.progress(s.id).catch(() => null))?.step === step ? true : undefined), { timeoutMs: 60_000, intervalMs: 2 });
       // Well into the memory (a second of it at this rate), before the target can have restored anything.
       await new Promise((r) => setTimeout(r, 300));
       await run('ip', ['link', 'set', rootVeth, 'down']);
-      const failure = await moving;
-      expect(failure?.message).toMatch(/runs here again/);
+      expect((await moving)?.message).toMatch(failure);
     } finally {
       await unthrottle();
       await run('ip', ['link', 'set', rootVeth, 'up']);
@@ -254,6 +263,15 @@ describe('moving a session post-copy between local test hosts', () => {
     await waitFor('the target to let go of the move', async () => ((await b.findSession(s.id)) === null ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
     await waitFor('no criu left on either host', async () => ((await criuUnder(hosts[0]!.dataDir)).length + (await criuUnder(hosts[1]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
     await a.removeSession(s.id);
+  }
+
+  it('should leave the session running on the source, never frozen, and no copy on the target, when the link dies while its memory is copied ahead', async () => {
+    await cutLinkDuring('pa', 'copying memory ahead (post-copy)', true, /copying its memory ahead, before the freeze.*runs here as before/);
+  });
+
+  it('should resume the session on the source, and leave no copy on the target, when the link dies while its memory goes on the bulk channel', async () => {
+    // All of it after the freeze: nothing copied ahead.
+    await cutLinkDuring('pb', 'sending (post-copy)', false, /runs here again/);
   });
 
   it('should take the session back when its post-copy transfer breaks while the source agent is down', async () => {

@@ -187,10 +187,11 @@ describe('the move stream', () => {
     ['a stream cut inside the manifest', async () => whole.subarray(0, whole.length - 5), /ended inside manifest/],
     ['trailing bytes', async () => Buffer.concat([whole, Buffer.from('more')]), /more than its manifest/],
     ['a wrong magic', async () => Buffer.concat([Buffer.from('XXXXXXXX'), whole.subarray(8)]), /bad magic/],
-    ['an older agent', async () => Buffer.concat([Buffer.from('HSMOVE03'), whole.subarray(8)]), /version 03, this agent reads 04: run the same hubshift on both agents/],
+    ['an older agent', async () => Buffer.concat([Buffer.from('HSMOVE04'), whole.subarray(8)]), /version 04, this agent reads 05: run the same hubshift on both agents/],
     ['a file never sent', () => build([['data', 'images/pages-1.img', a], ['end', manifest]]), /files\/server.log never arrived/],
     ['a file the manifest does not name', () => build([...frames().slice(0, 3), ['data', 'images/extra.img', b], ['end', manifest]]), /carried images\/extra.img, which its manifest does not name/],
-    ['a path outside the image', () => build([['data', 'images/../../etc/x', b]]), /files are images\/NAME or files\/NAME/],
+    ['a path outside the image', () => build([['data', 'images/../../etc/x', b]]), /files are images\/NAME, images\/parent\/NAME or files\/NAME/],
+    ['a parent path outside the image', () => build([['data', 'images/parent/../../x', b]]), /files are images\/NAME, images\/parent\/NAME or files\/NAME/],
     ['a manifest of another session', () => build(frames(), 's00000002'), /manifest is of session s00000001, its header of s00000002/],
   ])('should refuse %s', async (_what, make, msg) => {
     await expect(receiveMove(Readable.from([await make()]), join(dir, `bad-${Math.random()}`))).rejects.toThrow(msg);
