@@ -290,6 +290,11 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
     o.say(`  wake of dee through the hub: ${wakeSeconds.toFixed(2)} s`);
     o.say(`  ledger, ${l.minutes} minute(s) of ${l.date}: hubshift $${l.totals.actualUsd.toFixed(5)}, always-on on-demand $${l.totals.onDemandUsd.toFixed(5)}, idle culling $${l.totals.cullingUsd.toFixed(5)}`);
     o.say(`  saved against always-on on-demand, by cause: ${Object.entries(l.savingsByPolicy).map(([k, v]) => `${k} $${v.toFixed(5)}`).join(', ')}`);
+    if (l.totals.actualUsd > l.totals.onDemandUsd) {
+      // A FinOps reader's first question: the demo's hosts are mostly empty, and the baseline prices only the sessions.
+      o.say('  (hubshift costs more here: four small sessions on three whole hosts, mostly empty, against their bytes alone at');
+      o.say('  on-demand rates. A month of a 300-user platform: hubshift simulate --trace traces/sample-month-300-users.jsonl)');
+    }
     o.say('  checks:');
     for (const ch of checks) o.say(`  ${ch.ok ? 'ok  ' : 'FAIL'} ${ch.what}`);
   } catch (err) {
