@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { embedLazyMemory, lazyRuns, type EmbeddedPages, type LazyRun, type PrecopiedRun } from '../criu/pagemap.js';
+import { embedLazyMemory, lazyRuns, type EmbeddedPages, type LazyRun, type MemoryRun } from '../criu/pagemap.js';
 import { processTree } from '../util/proc.js';
 import { SERVER_VPID } from './sandbox.js';
 
@@ -18,15 +18,16 @@ import { SERVER_VPID } from './sandbox.js';
  * "always", under either choice).
  * A process whose memory cannot be read keeps it lazy, its images
  * untouched (embedLazyMemory changes nothing then); `skipped` says why.
- * `parent`: the memory copied before the freeze and sent ahead (memory-precopy.ts),
- * by pid in the session: what is unchanged of it is not sent again.
+ * `parent`: the memory copied before the freeze and sent ahead, by pid in
+ * the session, and its pages found changed since (memory-precopy.ts): what
+ * is unchanged of it is not sent again.
  */
 export async function embedSessionMemory(
   imagesDir: string,
   serverHostPid: number,
   kernelBudget: number,
   skipped: (vpid: number, err: unknown) => void,
-  parent: ReadonlyMap<number, PrecopiedRun[]> = new Map(),
+  parent: { runs: ReadonlyMap<number, readonly MemoryRun[]>; changed: ReadonlyMap<number, ReadonlySet<number>> } = { runs: new Map(), changed: new Map() },
 ): Promise<EmbeddedPages[]> {
   const hostPids = await hostPidsByVpid(serverHostPid);
   hostPids.set(SERVER_VPID, serverHostPid);
@@ -38,7 +39,9 @@ export async function embedSessionMemory(
   for (const [vpid, hostPid] of hostPids) {
     const take = vpid === SERVER_VPID ? undefined : (r: LazyRun): boolean => chosen.has(runKey(r));
     try {
-      const e = await embedLazyMemory(imagesDir, vpid, hostPid, take, parent.get(vpid));
+      const runs = parent.runs.get(vpid);
+      const changed = parent.changed.get(vpid);
+      const e = await embedLazyMemory(imagesDir, vpid, hostPid, take, runs && changed ? { runs, changed } : undefined);
       if (e) out.push(e);
     } catch (err) {
       skipped(vpid, err);

@@ -1,47 +1,53 @@
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync, writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import type { MoveFile } from '../core/checkpoint.js';
-import { parentPagemap, type PrecopiedRun } from '../criu/pagemap.js';
+import type { MoveFile, StreamDigest } from '../core/checkpoint.js';
+import { parentPagemap, type MemoryRun } from '../criu/pagemap.js';
 import type { BulkSender } from '../images/bulk-channel.js';
 import { hostPidsByVpid, mappingsOf, smallestMappings } from './embedded-memory.js';
 import { SERVER_VPID } from './sandbox.js';
 
 const PAGE = 4096;
-/** Frames of this many bytes at most on the bulk channel. */
-const FRAME_BYTES = 4 << 20;
+/** Memory is read, kept and compared in pieces of this many bytes, through one reused buffer each. */
+const CHUNK_BYTES = 4 << 20;
 
-/** The session's memory as copied before a post-copy move's freeze: each process's runs by its pid in the session. */
-export interface Precopy {
-  runs: Map<number, PrecopiedRun[]>;
-  bytes: number;
+/** A run copied ahead, and where its bytes are in the move's snapshot file. */
+export interface CopiedRun extends MemoryRun {
+  offset: number;
 }
 
 /**
- * Post-copy, on the source before the freeze: a copy of the memory the move
- * sends eagerly, chosen as embedSessionMemory will choose it after the
- * freeze but from the live processes: the server's anonymous memory, and of
- * the kernels' the mappings with the least of it present, whole, up to
- * `kernelBudget`. The session runs meanwhile: a page that changes after it
- * was read differs at the freeze and is sent again then (embedLazyMemory
- * compares every page). A run that cannot be read is left out.
+ * The session's memory as a post-copy move copies it ahead of the freeze:
+ * each process's runs by its pid in the session, their bytes in `snapshot`
+ * (a file: kept in the page cache, not in this agent's heap, where 120 MB
+ * of buffers made V8 collect for 20-30 ms in the frozen window and made
+ * every `fork` of an `ip` or criu run 15 ms longer).
  */
-export async function precopySessionMemory(serverHostPid: number, kernelBudget: number): Promise<Precopy> {
+export interface Precopy {
+  runs: Map<number, CopiedRun[]>;
+  bytes: number;
+  snapshot: string | null;
+}
+
+/**
+ * Post-copy, on the source before the freeze: which memory to copy ahead,
+ * chosen as embedSessionMemory will choose it after the freeze but from the
+ * live processes: the server's anonymous memory, and of the kernels' the
+ * mappings with the least of it present, whole, up to `kernelBudget`. By pid
+ * in the session; nothing is read yet.
+ */
+export async function precopyChoice(serverHostPid: number, kernelBudget: number): Promise<{ hostPids: Map<number, number>; runs: Map<number, MemoryRun[]> }> {
   const hostPids = await hostPidsByVpid(serverHostPid);
   hostPids.set(SERVER_VPID, serverHostPid);
   const present = new Map([...hostPids].map(([vpid, hostPid]) => [vpid, presentAnonymousRuns(hostPid)]));
   const kernels = [...hostPids.keys()].filter((v) => v !== SERVER_VPID);
   const kernelRuns = kernels.flatMap((v) => (present.get(v) ?? []).map((r) => ({ pid: v, vaddr: r.vaddr, bytes: r.bytes })));
   const chosen = smallestMappings(kernelRuns, new Map(kernels.map((v) => [v, mappingsOf(hostPids.get(v) as number)])), kernelBudget);
-  const runs = new Map<number, PrecopiedRun[]>();
-  let bytes = 0;
-  for (const [vpid, hostPid] of hostPids) {
-    const take = (present.get(vpid) ?? []).filter((r) => vpid === SERVER_VPID || chosen.has(`${vpid}:${r.vaddr}`));
-    const copied = await copyRuns(hostPid, take);
-    if (copied.length === 0) continue;
-    runs.set(vpid, copied);
-    bytes += copied.reduce((a, r) => a + r.data.length, 0);
+  const runs = new Map<number, MemoryRun[]>();
+  for (const [vpid, all] of present) {
+    const take = all.filter((r) => vpid === SERVER_VPID || chosen.has(`${vpid}:${r.vaddr}`));
+    if (take.length > 0) runs.set(vpid, take);
   }
-  return { runs, bytes };
+  return { hostPids, runs };
 }
 
 /**
@@ -49,7 +55,7 @@ export async function precopySessionMemory(serverHostPid: number, kernelBudget: 
  * mappings (those a lazy dump leaves lazy), from /proc/PID/maps and
  * /proc/PID/pagemap (bit 63: present). None when they cannot be read.
  */
-function presentAnonymousRuns(pid: number): { vaddr: number; bytes: number }[] {
+function presentAnonymousRuns(pid: number): MemoryRun[] {
   let maps: string;
   let fd: number;
   try {
@@ -58,7 +64,7 @@ function presentAnonymousRuns(pid: number): { vaddr: number; bytes: number }[] {
   } catch {
     return [];
   }
-  const out: { vaddr: number; bytes: number }[] = [];
+  const out: MemoryRun[] = [];
   try {
     for (const line of maps.split('\n')) {
       const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)/.exec(line);
@@ -86,62 +92,180 @@ function presentAnonymousRuns(pid: number): { vaddr: number; bytes: number }[] {
 }
 
 /**
- * The runs' bytes read from the process's memory; a run that cannot be read
- * whole is left out. Through the thread pool: the session still runs, and
- * 100 MB read on the agent's own thread held its API up for 0.1 s.
+ * Copies the chosen runs of each process (`hostPids`: by pid in the session)
+ * while the session runs: read through the thread pool (100 MB on the
+ * agent's own thread held its API up for 0.1 s), kept in `snapshot`, and
+ * handed to `send` (one pages image per process, its bytes in pagemap
+ * order; a chunk may be reused once the next is asked for). A run that
+ * cannot be read whole (unmapped meanwhile) is kept with zeros for what
+ * could not be read. Resolves with what was copied, once `send` has had
+ * every byte.
  */
-async function copyRuns(pid: number, runs: { vaddr: number; bytes: number }[]): Promise<PrecopiedRun[]> {
-  if (runs.length === 0) return [];
-  let mem: FileHandle;
+export async function copyAhead(
+  hostPids: ReadonlyMap<number, number>,
+  chosen: ReadonlyMap<number, MemoryRun[]>,
+  snapshot: string,
+  send: (vpid: number, pages: AsyncIterable<Buffer>) => Promise<void>,
+): Promise<Precopy> {
+  const out: Precopy = { runs: new Map(), bytes: 0, snapshot };
+  const file = openSync(snapshot, 'w', 0o600);
+  const buf = Buffer.allocUnsafeSlow(CHUNK_BYTES);
   try {
-    mem = await open(`/proc/${pid}/mem`, 'r');
-  } catch {
-    return [];
-  }
-  const out: PrecopiedRun[] = [];
-  try {
-    for (const r of runs) {
-      const data = Buffer.allocUnsafeSlow(r.bytes);
-      let got = 0;
+    for (const [vpid, runs] of chosen) {
+      const hostPid = hostPids.get(vpid);
+      if (hostPid === undefined) continue;
+      let mem: FileHandle;
       try {
-        while (got < r.bytes) {
-          const { bytesRead } = await mem.read(data, got, r.bytes - got, r.vaddr + got);
-          if (bytesRead <= 0) break;
-          got += bytesRead;
-        }
+        mem = await open(`/proc/${hostPid}/mem`, 'r');
       } catch {
-        /* unmapped meanwhile */
+        continue;
       }
-      if (got === r.bytes) out.push({ vaddr: r.vaddr, data });
+      const copied: CopiedRun[] = [];
+      // The pages image in pagemap order: each run read into the buffer, the buffer sent (and kept) when full.
+      async function* pages(): AsyncGenerator<Buffer> {
+        let filled = 0;
+        const flush = (): Buffer => {
+          writeSync(file, buf, 0, filled, out.bytes);
+          out.bytes += filled;
+          const chunk = buf.subarray(0, filled);
+          filled = 0;
+          return chunk;
+        };
+        for (const r of runs) {
+          copied.push({ vaddr: r.vaddr, bytes: r.bytes, offset: out.bytes + filled });
+          let readable = true;
+          for (let got = 0; got < r.bytes; ) {
+            const n = Math.min(CHUNK_BYTES - filled, r.bytes - got);
+            // Unmapped while it was copied: the rest of the run is zeros here, and differs from the frozen memory
+            // (or cannot be read there, and nothing is taken from the copy).
+            if (readable) readable = (await mem.read(buf, filled, n, r.vaddr + got).catch(() => ({ bytesRead: 0 }))).bytesRead === n;
+            if (!readable) buf.fill(0, filled, filled + n);
+            filled += n;
+            got += n;
+            if (filled === CHUNK_BYTES) yield flush();
+          }
+        }
+        if (filled > 0) yield flush();
+      }
+      try {
+        await send(vpid, pages());
+      } finally {
+        await mem.close().catch(() => undefined);
+      }
+      if (copied.length > 0) out.runs.set(vpid, copied);
     }
   } finally {
-    await mem.close().catch(() => undefined);
+    closeSync(file);
   }
   return out;
 }
 
 /**
- * Sends the copy on the move's bulk channel as a parent image directory
- * (images/parent/: per process, pagemap-PID.img and pages-PID.img), which
- * criu restore reads the PE_PARENT entries from. Resolves once every byte
- * is handed to the socket, with the files for the manifest.
+ * Sends the session's memory ahead on the move's bulk channel as a parent
+ * image directory (images/parent/: per process, pages-PID.img and then
+ * pagemap-PID.img naming what was copied), which criu restore reads the
+ * PE_PARENT entries from. Resolves, once every byte is handed to the
+ * socket, with what was copied and the files for the manifest.
  */
-export async function sendPrecopy(bulk: BulkSender, p: Precopy): Promise<MoveFile[]> {
-  const files: Promise<MoveFile>[] = [];
-  for (const [vpid, runs] of p.runs) {
-    const named = (name: string) => (digest: Awaited<ReturnType<BulkSender['file']>>): MoveFile => ({ name, ...digest, mode: 0o600 });
-    const pagemap = `images/parent/pagemap-${vpid}.img`;
-    const pages = `images/parent/pages-${vpid}.img`;
-    files.push(bulk.file(pagemap, once(parentPagemap(vpid, runs))).then(named(pagemap)));
-    files.push(bulk.file(pages, framed(runs)).then(named(pages)));
+export async function sendAhead(bulk: BulkSender, hostPids: ReadonlyMap<number, number>, chosen: ReadonlyMap<number, MemoryRun[]>, snapshot: string): Promise<{ precopy: Precopy; files: MoveFile[] }> {
+  const files: MoveFile[] = [];
+  const named = (name: string, digest: StreamDigest): MoveFile => ({ name, ...digest, mode: 0o600 });
+  const precopy = await copyAhead(hostPids, chosen, snapshot, async (vpid, pages) => {
+    files.push(named(`images/parent/pages-${vpid}.img`, await bulk.file(`images/parent/pages-${vpid}.img`, pages)));
+  });
+  for (const vpid of chosen.keys()) {
+    const name = `images/parent/pagemap-${vpid}.img`;
+    files.push(named(name, await bulk.file(name, once(parentPagemap(vpid, precopy.runs.get(vpid) ?? [])))));
   }
-  return Promise.all(files);
+  return { precopy, files };
 }
 
 async function* once(b: Buffer): AsyncGenerator<Buffer> {
   yield b;
 }
 
-async function* framed(runs: readonly PrecopiedRun[]): AsyncGenerator<Buffer> {
-  for (const r of runs) for (let at = 0; at < r.data.length; at += FRAME_BYTES) yield r.data.subarray(at, at + FRAME_BYTES);
+/** Pages of the copy ahead that the frozen session has changed since, by pid in the session: their addresses. */
+export type ChangedPages = Map<number, Set<number>>;
+
+/**
+ * The pages of the copy ahead that differ from the session's memory now,
+ * read from its processes and from the snapshot chunk by chunk. Only once
+ * the session is frozen: a page compared equal and written after would be
+ * restored stale. With `frozenBy` it waits for that itself, so that it can
+ * run while criu dumps (0.1 s for 120 MB beside criu's 0.15 s, where it
+ * took 0.1 s after the dump): until every thread of each process copied is
+ * in a ptrace stop under criu. null when that is not seen within
+ * `timeoutMs` or before `stop` settles, or when a process or the snapshot
+ * cannot be read (the move then sends all that memory after the freeze).
+ */
+export async function changedSinceCopy(p: Precopy, hostPids: ReadonlyMap<number, number>, frozenBy?: { criuPid: number; stop: Promise<unknown>; timeoutMs: number }): Promise<ChangedPages | null> {
+  if (p.runs.size === 0 || p.snapshot === null) return new Map();
+  const pids = [...p.runs.keys()].map((v) => hostPids.get(v));
+  if (pids.some((x) => x === undefined)) return null;
+  if (frozenBy) {
+    let settled = false;
+    void frozenBy.stop.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    const deadline = performance.now() + frozenBy.timeoutMs;
+    while (!pids.every((x) => stoppedBy(x as number, frozenBy.criuPid))) {
+      if (settled || performance.now() > deadline) return null;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+  const out: ChangedPages = new Map();
+  const now = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  const then = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  let snapshot: number;
+  try {
+    snapshot = openSync(p.snapshot, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    for (const [vpid, runs] of p.runs) {
+      const changed = new Set<number>();
+      let mem: number;
+      try {
+        mem = openSync(`/proc/${hostPids.get(vpid) as number}/mem`, 'r');
+      } catch {
+        return null;
+      }
+      try {
+        for (const r of runs) {
+          for (let off = 0; off < r.bytes; off += CHUNK_BYTES) {
+            const n = Math.min(CHUNK_BYTES, r.bytes - off);
+            if (readSync(mem, now, 0, n, r.vaddr + off) !== n || readSync(snapshot, then, 0, n, r.offset + off) !== n) return null;
+            if (!now.subarray(0, n).equals(then.subarray(0, n))) {
+              for (let k = 0; k < n; k += PAGE) if (!now.subarray(k, k + PAGE).equals(then.subarray(k, k + PAGE))) changed.add(r.vaddr + off + k);
+            }
+            // criu's answer and the agent's API are not held up behind 100 MB of comparing.
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+        }
+      } catch {
+        return null;
+      } finally {
+        closeSync(mem);
+      }
+      out.set(vpid, changed);
+    }
+  } finally {
+    closeSync(snapshot);
+  }
+  return out;
+}
+
+/** Whether every thread of `pid` is in a ptrace stop under `tracer`. */
+function stoppedBy(pid: number, tracer: number): boolean {
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      if (!/^State:\s+t\b/m.test(status) || Number(/^TracerPid:\s+(\d+)/m.exec(status)?.[1]) !== tracer) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
 }

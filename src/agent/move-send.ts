@@ -166,20 +166,31 @@ export async function handOver(
   target: AgentClient,
   fence: number | undefined,
   d: DumpToSend,
-  opts: MemoryElsewhere & { failedWhileDumping?: unknown; beforeCommit?: () => Promise<void> } = {},
+  opts: MemoryElsewhere & { failedWhileDumping?: unknown; beforeCommit?: () => Promise<void>; whileTargetRestores?: { phase: string; run: () => Promise<void> } } = {},
 ): Promise<HandOver> {
   const lap: HandOverLaps = { rest: 0, send: 0, verify: 0, restore: 0, commit: 0 };
   let phase = 'sending the images';
+  let alongside: Promise<{ err: unknown } | null> | undefined;
   try {
     // Stop-and-copy: sending the pages may have failed while criu wrote them.
     if (opts.failedWhileDumping !== undefined) throw opts.failedWhileDumping;
     const t0 = performance.now();
     const total = await sendRest(ctx, m.out, d, opts);
     lap.rest = (performance.now() - t0) / 1000;
+    // Work that must be done before the commit but not before the target has it all: beside its restore.
+    alongside = opts.whileTargetRestores?.run().then(
+      () => null,
+      (err: unknown) => ({ err }),
+    );
     const received = await m.sending;
     lap.send = (performance.now() - t0) / 1000;
     lap.verify = received.verifySeconds;
     lap.restore = received.restoreSeconds;
+    const failed = await alongside;
+    if (failed && opts.whileTargetRestores) {
+      phase = opts.whileTargetRestores.phase;
+      throw failed.err;
+    }
     phase = 'committing';
     await opts.beforeCommit?.();
     const t1 = performance.now();
@@ -189,6 +200,8 @@ export async function handOver(
     return { ok: true, total, pushed: received.pushedBytes ?? 0, lap };
   } catch (err) {
     m.out.abort(new Error(`the move failed while ${phase}`));
+    // Settled before the caller rolls back (a link taken down after the rollback brought it up would stay down).
+    await alongside;
     // Either connection closed under us: the target closed it, and its answer says why.
     const closedUnderUs = err instanceof Error && (err.message === MOVE_STREAM_CLOSED || err.message === BULK_CHANNEL_CLOSED);
     const cause = closedUnderUs ? await m.sending.then(() => err, (e: unknown) => e) : err;

@@ -13,7 +13,7 @@ import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest, type OpenMove } from './move-send.js';
-import { precopySessionMemory, sendPrecopy, type Precopy } from './memory-precopy.js';
+import { changedSinceCopy, precopyChoice, sendAhead, type ChangedPages, type Precopy } from './memory-precopy.js';
 import { dropMovedNetns, freePort, ipv4Of, localAddressToward, setHostVeth } from './network.js';
 import { guardPageServer } from './page-server-guard.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
@@ -56,10 +56,10 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       await guard.remove();
       throw err;
     }
+    let precopied: Precopied | undefined;
     try {
       const m = openMoveStream(ctx, id, target, req.fence, bulk.at);
       // Before the freeze, the memory it will send eagerly goes ahead: after it, only what changed since (memory-precopy.ts).
-      let precopied: Precopied;
       try {
         precopied = await precopy(ctx, id, bulk, m, req.precopy ?? ctx.config.postCopyPrecopy);
       } catch (err) {
@@ -80,9 +80,13 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       const frozenAt = performance.now();
       let criu: LazyDump | undefined;
       let dumpSeconds: number;
+      let changed: Promise<ChangedPages | null> = Promise.resolve(null);
       try {
         criu = await startLazyDump(ctx.criu, { ...dumpArgs(ctx, d, { lazy: true }), pageServer });
         void criu.exited.finally(() => guard.remove());
+        // Beside criu's dump, once it has stopped the session: the copy ahead compared with the frozen memory.
+        const ahead = precopied;
+        changed = changedSinceCopy(ahead.precopy, ahead.hostPids, { criuPid: criu.pid, stop: criu.ready, timeoutMs: 2_000 }).catch(() => null);
         dumpSeconds = await criu.ready;
         await copyFrozenLog(ctx, d);
       } catch (err) {
@@ -96,49 +100,53 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       // The server's memory and the kernels' smallest runs go with the images, read from the frozen processes as
       // they are sent: the target restores them eagerly, so neither the server's first answer nor a kernel's first
       // execute waits on pages fetched one by one over the network (embedSessionMemory).
-      // Beside it, the source link down (an `ip` run, ~10 ms): frozen and locked, its kernel would still answer ARP
-      // for the address the target is about to take.
-      const [embedded, linkFailed] = await Promise.all([
-        embedSessionMemory(
-          d.images,
-          d.s.pid as number,
-          ctx.config.postCopyEagerBytes,
-          (vpid, err) => ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
-          precopied.runs,
-        ).catch((err: unknown) => {
-          ctx.log.warn({ session: id, err: errorMessage(err) }, "the session's memory stays lazy in this post-copy move");
-          return [];
-        }),
-        setHostVeth(d.s.network, 'down').then(
-          () => null,
-          (err: unknown) => ({ err }),
-        ),
-      ]);
-      if (linkFailed) {
-        m.out.abort(new Error('the move failed while taking the source link down'));
-        return rollBack(ctx, d, criu, target, req.target.token, { phase: 'taking the source link down', cause: linkFailed.err, linkDown: false });
+      // Not seen frozen while criu dumped (it is now): compared here; failing that, nothing is taken from the copy.
+      let changedPages = await changed;
+      if (!changedPages) {
+        ctx.log.warn({ session: id }, 'the memory copied ahead is compared after the dump: the session was not seen stopped by criu while it dumped');
+        changedPages = await changedSinceCopy(precopied.precopy, precopied.hostPids).catch(() => null);
       }
+      const embedded = await embedSessionMemory(
+        d.images,
+        d.s.pid as number,
+        ctx.config.postCopyEagerBytes,
+        (vpid, err) => ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
+        changedPages ? { runs: precopied.precopy.runs, changed: changedPages } : undefined,
+      ).catch((err: unknown) => {
+        ctx.log.warn({ session: id, err: errorMessage(err) }, "the session's memory stays lazy in this post-copy move");
+        return [];
+      });
       ctx.registry.report(id, 'sending (post-copy)');
-      const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, { pageServer, bulk, precopied: precopied.files });
+      const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, {
+        pageServer,
+        bulk,
+        precopied: precopied.files,
+        // The source link down before the commit: frozen and locked, its kernel would still answer ARP for the
+        // address the target is about to take. Beside the target's restore, not before the images go: an `ip` run
+        // forked from this agent, which holds the memory copied ahead, kept its thread 15-30 ms.
+        whileTargetRestores: { phase: 'taking the source link down', run: () => setHostVeth(d.s.network, 'down') },
+      });
       if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
       const { total, lap } = h;
       const downtimeSeconds = (performance.now() - frozenAt) / 1000;
       // It runs on the target now; this agent keeps only criu serving the rest of its memory.
       await letGo(ctx, d, criu, target, req.target.token);
       const seconds = (performance.now() - started) / 1000;
-      ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded.reduce((a, e) => a + e.added, 0), inParent: embedded.reduce((a, e) => a + e.inParent, 0), precopied: precopied.bytes, precopySeconds: precopied.seconds, ...lap }, 'session moved (post-copy); its memory follows');
+      ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded.reduce((a, e) => a + e.added, 0), inParent: embedded.reduce((a, e) => a + e.inParent, 0), precopied: precopied.precopy.bytes, precopySeconds: precopied.seconds, ...lap }, 'session moved (post-copy); its memory follows');
       const bytesAhead = precopied.files.reduce((a, f) => a + f.bytes, 0);
       return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), seconds, bytes: total, bytesAhead, target: target.baseUrl };
     } finally {
       bulk.close();
+      if (precopied?.precopy.snapshot) await rm(precopied.precopy.snapshot, { force: true });
     }
   });
 }
 
 interface Precopied {
-  runs: Precopy['runs'];
+  precopy: Precopy;
+  /** The session's processes, by pid in the session, when the copy was chosen. */
+  hostPids: Map<number, number>;
   files: MoveFile[];
-  bytes: number;
   seconds: number;
 }
 
@@ -152,22 +160,29 @@ interface Precopied {
 async function precopy(ctx: AgentContext, id: string, bulk: BulkSender, m: OpenMove, wanted: boolean): Promise<Precopied> {
   const started = performance.now();
   const pid = ctx.registry.get(id).pid;
-  let p: Precopy = { runs: new Map(), bytes: 0 };
-  if (pid !== null && wanted) {
-    ctx.registry.report(id, 'copying memory ahead (post-copy)');
-    try {
-      p = await precopySessionMemory(pid, ctx.config.postCopyEagerBytes);
-    } catch (err) {
-      ctx.log.warn({ session: id, err: errorMessage(err) }, 'the pre-copy could not be taken; the move sends all its eager memory after the freeze');
-    }
+  const none: Precopied = { precopy: { runs: new Map(), bytes: 0, snapshot: null }, hostPids: new Map(), files: [], seconds: 0 };
+  if (pid === null || !wanted) return none;
+  ctx.registry.report(id, 'copying memory ahead (post-copy)');
+  let choice: Awaited<ReturnType<typeof precopyChoice>>;
+  try {
+    choice = await precopyChoice(pid, ctx.config.postCopyEagerBytes);
+  } catch (err) {
+    ctx.log.warn({ session: id, err: errorMessage(err) }, 'the memory to copy ahead could not be chosen; the move sends all its eager memory after the freeze');
+    return none;
   }
   const refused = m.sending.then(
     () => Promise.reject(new Error('the target answered before the move was sent')),
     (err: unknown) => Promise.reject(err instanceof Error ? err : new Error(errorMessage(err))),
   );
   refused.catch(() => undefined);
-  const files = await Promise.race([sendPrecopy(bulk, p), refused]);
-  return { runs: p.runs, files, bytes: p.bytes, seconds: (performance.now() - started) / 1000 };
+  const snapshot = join(ctx.config.workDir, `ahead-${id}-${Date.now().toString(36)}.bin`);
+  try {
+    const { precopy: p, files } = await Promise.race([sendAhead(bulk, choice.hostPids, choice.runs, snapshot), refused]);
+    return { precopy: p, hostPids: choice.hostPids, files, seconds: (performance.now() - started) / 1000 };
+  } catch (err) {
+    await rm(snapshot, { force: true });
+    throw err;
+  }
 }
 
 /** The target runs the session: this agent forgets it, and keeps a record of the frozen copy until criu is done with it. */

@@ -179,10 +179,10 @@ export interface EmbeddedPages {
   read(): AsyncGenerator<Buffer>;
 }
 
-/** A run of a process's memory copied before the freeze (a post-copy move's pre-copy): whole pages from `vaddr`. */
-export interface PrecopiedRun {
+/** A run of a process's memory, whole pages: a post-copy move's memory copied ahead, as its parent image holds it. */
+export interface MemoryRun {
   vaddr: number;
-  data: Buffer;
+  bytes: number;
 }
 
 /** Part of a chosen entry: pages the parent image holds as they are now, or pages to read from the process. */
@@ -210,10 +210,10 @@ interface Piece {
  * lazy ones when unset).
  *
  * `parent`: the process's memory as copied before the freeze and sent ahead
- * as its parent image (sorted by address). Pages it holds unchanged become
- * PE_PARENT entries, which criu restores from ./parent, and are not sent
- * again; the comparison reads them from the frozen process here (about
- * 10 ms for 100 MB), instead of sending them (0.1-0.4 s on this VM).
+ * as its parent image (its runs, sorted by address), and the addresses of
+ * the pages found changed since (memory-precopy.ts compares them). The
+ * pages it holds unchanged become PE_PARENT entries, which criu restores
+ * from ./parent, and are not sent again.
  *
  * Every chosen range is checked readable first: if one is not, nothing is
  * changed and this throws. null when nothing is chosen.
@@ -223,7 +223,7 @@ export async function embedLazyMemory(
   pid: number,
   hostPid: number,
   take?: (run: LazyRun) => boolean,
-  parent: readonly PrecopiedRun[] = [],
+  parent: { runs: readonly MemoryRun[]; changed: ReadonlySet<number> } = { runs: [], changed: new Set() },
 ): Promise<EmbeddedPages | null> {
   const pm = await readPagemap(imagesDir, pid);
   const chosen = new Set(pm.entries.filter((e) => isLazy(e) && (take?.(runOf(pid, e)) ?? true)));
@@ -236,10 +236,9 @@ export async function embedLazyMemory(
   const spans = new Map<PagemapEntry, Span[]>();
   const mem = openSync(memPath, 'r');
   try {
-    const buf = Buffer.allocUnsafeSlow(CHUNK_BYTES);
     for (const e of chosen) {
       if (e.flagsAt === null) throw new CriuError('criu_failed', `a lazy entry of ${pm.path} has no one-byte flags to mark`, 'flags', pm.path);
-      spans.set(e, spansOf(mem, memPath, e, parent, buf));
+      spans.set(e, spansOf(mem, memPath, e, parent.runs, parent.changed));
     }
   } finally {
     closeSync(mem);
@@ -279,61 +278,45 @@ export async function embedLazyMemory(
 }
 
 /**
- * A chosen entry's pages in order, as spans: those `parent` holds with the
- * same bytes as the frozen process now, and the rest. Reads every page the
- * parent holds (into `buf`), and otherwise the entry's first page, to know
- * it readable.
+ * A chosen entry's pages in order, as spans: those the parent holds (`runs`)
+ * and `changed` does not name, and the rest. The first page of each span is
+ * read, to know the entry readable.
  */
-function spansOf(fd: number, memPath: string, e: PagemapEntry, parent: readonly PrecopiedRun[], buf: Buffer): Span[] {
+function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly MemoryRun[], changed: ReadonlySet<number>): Span[] {
+  const page = Buffer.allocUnsafe(PAGE);
   const out: Span[] = [];
-  const push = (vaddr: number, bytes: number, inParent: boolean): void => {
+  const push = (vaddr: number, inParent: boolean): void => {
     const last = out.at(-1);
-    if (last && last.inParent === inParent && last.vaddr + last.pages * PAGE === vaddr) last.pages += bytes / PAGE;
-    else out.push({ vaddr, pages: bytes / PAGE, inParent });
-  };
-  const read = (at: number, n: number): Buffer => {
+    if (last && last.inParent === inParent && last.vaddr + last.pages * PAGE === vaddr) {
+      last.pages++;
+      return;
+    }
     let got = 0;
     try {
-      got = readSync(fd, buf, 0, n, at);
+      got = readSync(fd, page, 0, PAGE, vaddr);
     } catch {
       /* unreadable: said below */
     }
-    if (got !== n) throw new CriuError('criu_failed', `the memory at 0x${at.toString(16)} cannot be read (${memPath})`, 'short read', memPath);
-    return buf.subarray(0, n);
+    if (got !== PAGE) throw new CriuError('criu_failed', `the memory at 0x${vaddr.toString(16)} cannot be read (${memPath})`, 'short read', memPath);
+    out.push({ vaddr, pages: 1, inParent });
   };
   const end = e.vaddr + e.pages * PAGE;
-  let at = e.vaddr;
-  for (let i = firstEndingAfter(parent, at); at < end; i++) {
-    const r = parent[i];
-    if (!r || r.vaddr >= end) {
-      read(at, PAGE);
-      push(at, end - at, false);
-      break;
-    }
-    if (r.vaddr > at) {
-      read(at, PAGE);
-      push(at, r.vaddr - at, false);
-      at = r.vaddr;
-    }
-    for (const stop = Math.min(r.vaddr + r.data.length, end); at < stop; ) {
-      const n = Math.min(CHUNK_BYTES, stop - at);
-      const now = read(at, n);
-      const then = r.data.subarray(at - r.vaddr, at - r.vaddr + n);
-      if (now.equals(then)) push(at, n, true);
-      else for (let k = 0; k < n; k += PAGE) push(at + k, PAGE, now.subarray(k, k + PAGE).equals(then.subarray(k, k + PAGE)));
-      at += n;
-    }
+  let i = firstEndingAfter(runs, e.vaddr);
+  for (let at = e.vaddr; at < end; at += PAGE) {
+    while (i < runs.length && (runs[i] as MemoryRun).vaddr + (runs[i] as MemoryRun).bytes <= at) i++;
+    const r = runs[i];
+    push(at, r !== undefined && r.vaddr <= at && !changed.has(at));
   }
   return out;
 }
 
 /** The index of the first run (sorted, not overlapping) that ends after `addr`. */
-function firstEndingAfter(runs: readonly PrecopiedRun[], addr: number): number {
+function firstEndingAfter(runs: readonly MemoryRun[], addr: number): number {
   let [lo, hi] = [0, runs.length];
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    const r = runs[mid] as PrecopiedRun;
-    if (r.vaddr + r.data.length <= addr) lo = mid + 1;
+    const r = runs[mid] as MemoryRun;
+    if (r.vaddr + r.bytes <= addr) lo = mid + 1;
     else hi = mid;
   }
   return lo;
@@ -367,12 +350,12 @@ function encodeEntry(vaddr: number, pages: number, flags: number): Buffer {
  * (`pages-ID.img`, ID the process's pid: one directory holds every
  * process's). The runs must be sorted and apart.
  */
-export function parentPagemap(pid: number, runs: readonly PrecopiedRun[]): Buffer {
+export function parentPagemap(pid: number, runs: readonly MemoryRun[]): Buffer {
   const head: number[] = [0x08];
   encodeVarint(pid, head);
   const frame = Buffer.alloc(4);
   frame.writeUInt32LE(head.length, 0);
-  return Buffer.concat([u32le(IMG_COMMON_MAGIC), u32le(PAGEMAP_MAGIC), frame, Buffer.from(head), ...runs.map((r) => encodeEntry(r.vaddr, r.data.length / PAGE, PE_PRESENT))]);
+  return Buffer.concat([u32le(IMG_COMMON_MAGIC), u32le(PAGEMAP_MAGIC), frame, Buffer.from(head), ...runs.map((r) => encodeEntry(r.vaddr, r.bytes / PAGE, PE_PRESENT))]);
 }
 
 function u32le(n: number): Buffer {

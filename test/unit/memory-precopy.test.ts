@@ -1,16 +1,19 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { precopySessionMemory } from '../../src/agent/memory-precopy.js';
+import { changedSinceCopy, copyAhead, precopyChoice } from '../../src/agent/memory-precopy.js';
 import { processTree } from '../../src/util/proc.js';
+import { useTempDir } from '../helpers/temp-dir.js';
 
 /**
  * A session's process tree in a pid namespace of its own, as the agent runs
- * one: its first process (pid 1, the "server") holding 2 private pages of 'S', and a
- * child (a "kernel") holding 3 pages of 'a' and, apart, 64 of 'b'. Prints
- * the three addresses; killed by the caller.
+ * one: its first process (pid 1, the "server") holding 2 private pages of
+ * 'S', and a child (a "kernel") holding 3 of 'a' and, apart, 64 of 'b'; a
+ * line on its stdin makes the child write 'T' over the second page of 'a'.
+ * Prints the three addresses; killed by the caller.
  */
-async function sessionTree(): Promise<{ server: number; addresses: number[]; kill: () => void }> {
+async function sessionTree(): Promise<{ server: number; addresses: number[]; touch: () => Promise<void>; kill: () => void }> {
   const py = [
     'import mmap, ctypes, os, sys, time',
     'def hold(n, c):',
@@ -23,43 +26,102 @@ async function sessionTree(): Promise<{ server: number; addresses: number[]; kil
     'if os.fork() == 0:',
     "    a, b = hold(3, b'a'), hold(64, b'b')",
     "    os.write(w, f'{addr(a)} {addr(b)}'.encode())",
+    '    sys.stdin.readline()',
+    "    a[4096:8192] = b'T' * 4096",
+    "    os.write(w, b'done')",
     '    time.sleep(60)',
+    'os.close(0)',
     "print(addr(s), os.read(r, 100).decode(), flush=True)",
+    "print(os.read(r, 100).decode(), flush=True)",
     'time.sleep(60)',
   ].join('\n');
-  const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '/usr/bin/python3', '-c', py], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '/usr/bin/python3', '-c', py], { stdio: ['pipe', 'pipe', 'ignore'] });
   const kill = (): void => void child.kill('SIGKILL');
   try {
     const [line] = (await once(child.stdout!, 'data')) as [Buffer];
     const [server] = (await processTree(child.pid!)).slice(1);
-    return { server: server!, addresses: line.toString().trim().split(/\s+/).map(Number), kill };
+    const touch = async (): Promise<void> => {
+      child.stdin!.write('\n');
+      await once(child.stdout!, 'data');
+    };
+    return { server: server!, addresses: line.toString().trim().split(/\s+/).map(Number), touch, kill };
   } catch (err) {
     kill();
     throw err;
   }
 }
 
-describe("a post-copy move's pre-copy", () => {
-  it("should copy the server's anonymous memory and, of the kernels', the mappings with the least of it up to the budget", async () => {
+describe("a post-copy move's memory copied ahead", () => {
+  const tmp = useTempDir('hubshift-ahead-');
+
+  it("should choose the server's anonymous memory and, of the kernels', the mappings with the least of it up to the budget", async () => {
     const t = await sessionTree();
     try {
       const [s, a, b] = t.addresses as [number, number, number];
-      const holds = (runs: { vaddr: number; data: Buffer }[] | undefined, at: number, pages: number, c: string): boolean =>
-        (runs ?? []).some((r) => r.vaddr <= at && at + pages * 4096 <= r.vaddr + r.data.length && r.data.subarray(at - r.vaddr, at - r.vaddr + pages * 4096).equals(Buffer.alloc(pages * 4096, c)));
-      // No budget: the server's memory only, every run of it by its pid in the namespace.
-      const none = await precopySessionMemory(t.server, 0);
+      const holds = (runs: { vaddr: number; bytes: number }[] | undefined, at: number, bytes: number): boolean => (runs ?? []).some((r) => r.vaddr <= at && at + bytes <= r.vaddr + r.bytes);
+      // No budget: the server's memory only, by its pid in the namespace.
+      const none = await precopyChoice(t.server, 0);
       expect([...none.runs.keys()]).toEqual([1]);
-      expect(holds(none.runs.get(1), s, 2, 'S')).toBe(true);
-      expect(none.bytes).toBe([...none.runs.values()].flat().reduce((n, r) => n + r.data.length, 0));
+      expect(holds(none.runs.get(1), s, 8192)).toBe(true);
+      expect(none.hostPids.get(1)).toBe(t.server);
       // A budget the kernel's 64-page mapping does not fit in (with its smaller ones taken first): the 3 pages go, not the 64.
-      const some = await precopySessionMemory(t.server, 60 * 4096);
-      expect(holds(some.runs.get(2), a, 3, 'a')).toBe(true);
-      expect(holds(some.runs.get(2), b, 1, 'b')).toBe(false);
-      // Room for all of it.
-      const all = await precopySessionMemory(t.server, 1 << 30);
-      expect(holds(all.runs.get(2), a, 3, 'a') && holds(all.runs.get(2), b, 64, 'b')).toBe(true);
-      // Each process's runs sorted and apart, as a parent pagemap needs them.
-      for (const runs of all.runs.values()) for (let i = 1; i < runs.length; i++) expect(runs[i]!.vaddr).toBeGreaterThanOrEqual(runs[i - 1]!.vaddr + runs[i - 1]!.data.length);
+      const some = await precopyChoice(t.server, 60 * 4096);
+      expect(holds(some.runs.get(2), a, 3 * 4096)).toBe(true);
+      expect(holds(some.runs.get(2), b, 4096)).toBe(false);
+      const all = await precopyChoice(t.server, 1 << 30);
+      expect(holds(all.runs.get(2), a, 3 * 4096) && holds(all.runs.get(2), b, 64 * 4096)).toBe(true);
+      // Sorted and apart, as a parent pagemap needs them.
+      for (const runs of all.runs.values()) for (let i = 1; i < runs.length; i++) expect(runs[i]!.vaddr).toBeGreaterThanOrEqual(runs[i - 1]!.vaddr + runs[i - 1]!.bytes);
+    } finally {
+      t.kill();
+    }
+  });
+
+  it('should send and keep each process its memory in pagemap order, then find the pages changed since, and only those', async () => {
+    const t = await sessionTree();
+    try {
+      const [s, a, b] = t.addresses as [number, number, number];
+      const choice = await precopyChoice(t.server, 1 << 30);
+      const sent = new Map<number, Buffer>();
+      const p = await copyAhead(choice.hostPids, choice.runs, join(tmp(), 'ahead.bin'), async (vpid, pages) => {
+        const chunks: Buffer[] = [];
+        for await (const c of pages) chunks.push(Buffer.from(c));
+        sent.set(vpid, Buffer.concat(chunks));
+      });
+      expect(p.bytes).toBe([...sent.values()].reduce((n, x) => n + x.length, 0));
+      const at = (vpid: number, addr: number, n: number): string => {
+        const r = p.runs.get(vpid)!.find((x) => x.vaddr <= addr && addr + n <= x.vaddr + x.bytes)!;
+        const first = p.runs.get(vpid)![0]!.offset;
+        return sent.get(vpid)!.subarray(r.offset - first + addr - r.vaddr, r.offset - first + addr - r.vaddr + n).toString('latin1');
+      };
+      expect(at(1, s, 8192)).toBe('S'.repeat(8192));
+      expect(at(2, a, 3 * 4096)).toBe('a'.repeat(3 * 4096));
+      expect(at(2, b, 64 * 4096)).toBe('b'.repeat(64 * 4096));
+      // Nothing written since: nothing changed.
+      const before = await changedSinceCopy(p, choice.hostPids);
+      expect(before?.get(2)?.size).toBe(0);
+      await t.touch();
+      // The page written, not its neighbours (the interpreter's own heap changed too, reading the line).
+      const after = (await changedSinceCopy(p, choice.hostPids))?.get(2) ?? new Set<number>();
+      expect(after.has(a + 4096)).toBe(true);
+      expect(after.has(a) || after.has(a + 8192) || [...after].some((x) => x >= b && x < b + 64 * 4096)).toBe(false);
+      expect([...((await changedSinceCopy(p, choice.hostPids))?.get(1) ?? [])].some((x) => x >= s && x < s + 8192)).toBe(false);
+    } finally {
+      t.kill();
+    }
+  });
+
+  it('should not compare while the session runs: waiting for criu to stop it, it gives up when that does not come', async () => {
+    const t = await sessionTree();
+    try {
+      const choice = await precopyChoice(t.server, 1 << 30);
+      const p = await copyAhead(choice.hostPids, choice.runs, join(tmp(), 'ahead.bin'), async (_vpid, pages) => {
+        for await (const _ of pages);
+      });
+      // No criu traces it (pid 1 is not a tracer here).
+      expect(await changedSinceCopy(p, choice.hostPids, { criuPid: 1, stop: new Promise(() => undefined), timeoutMs: 100 })).toBeNull();
+      // Nor when criu is done (or failed) first.
+      expect(await changedSinceCopy(p, choice.hostPids, { criuPid: 1, stop: Promise.resolve(), timeoutMs: 10_000 })).toBeNull();
     } finally {
       t.kill();
     }

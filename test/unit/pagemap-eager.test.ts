@@ -216,7 +216,7 @@ describe("a post-copy move's memory sent ahead (its parent image)", () => {
   const tmp = useTempDir('hubshift-parent-');
 
   it('should leave to the parent the pages it holds unchanged, and send the changed ones and those it lacks', async () => {
-    // Five pages: L M N O P. The parent holds the first three as L X N (M changed since) and not O or P.
+    // Five pages: L M N O P. The parent holds the first three, the second changed since, and not O or P.
     const py = await holdingMemory(5 * 4096, "m.write(b'L' * 4096 + b'M' * 4096 + b'N' * 4096 + b'O' * 4096 + b'P' * 4096)");
     const vaddr = py.vaddr;
     try {
@@ -226,8 +226,7 @@ describe("a post-copy move's memory sent ahead (its parent image)", () => {
         { vaddr, pages: 5, flags: 0x02 },
         { vaddr: 0x7f0000000000, pages: 1, flags: 0x04 },
       ]);
-      const parent = [{ vaddr, data: Buffer.from('L'.repeat(4096) + 'X'.repeat(4096) + 'N'.repeat(4096), 'latin1') }];
-      const e = await embedLazyMemory(dir, 1, py.pid, undefined, parent);
+      const e = await embedLazyMemory(dir, 1, py.pid, undefined, { runs: [{ vaddr, bytes: 3 * 4096 }], changed: new Set([vaddr + 4096]) });
       expect(e).toMatchObject({ name: 'pages-6.img', added: 3 * 4096, inParent: 2 * 4096, bytes: 5 * 4096 });
       // criu's own pages, then the changed page and those the parent lacks, in pagemap order.
       expect(Buffer.concat(await readChunks(e!)).toString('latin1')).toBe('A'.repeat(4096) + 'M'.repeat(4096) + 'O'.repeat(4096) + 'P'.repeat(4096) + 'C'.repeat(4096));
@@ -248,7 +247,7 @@ describe("a post-copy move's memory sent ahead (its parent image)", () => {
     }
   });
 
-  it('should compare a parent run that starts before the entry, across whole chunks, and write its pagemap as criu reads one', async () => {
+  it('should take a parent run that starts before the entry, split the entry around a changed page, and write its pagemap as criu reads one', async () => {
     // 5 MiB, every page its own number; the parent holds them all from a page before the entry, one page changed since.
     const mib = 1 << 20;
     const py = await holdingMemory(5 * mib, "for i in range(1280): m[i*4096:(i+1)*4096] = i.to_bytes(4, 'little') * 1024");
@@ -257,8 +256,7 @@ describe("a post-copy move's memory sent ahead (its parent image)", () => {
       const dir = tmp();
       await lazyDumpImages(dir, 2, [{ vaddr: vaddr + 4096, pages: 1279, flags: 0x02 }]);
       const page = (i: number): Buffer => Buffer.alloc(4096, Buffer.from(new Uint32Array([i]).buffer));
-      const before = Buffer.concat(Array.from({ length: 1280 }, (_, i) => (i === 1100 ? Buffer.alloc(4096, 'z') : page(i))));
-      const e = await embedLazyMemory(dir, 1, py.pid, undefined, [{ vaddr, data: before }]);
+      const e = await embedLazyMemory(dir, 1, py.pid, undefined, { runs: [{ vaddr, bytes: 5 * mib }], changed: new Set([vaddr + 1100 * 4096]) });
       expect(e).toMatchObject({ added: 4096, inParent: 1278 * 4096 });
       // criu wrote no page of this process itself: the changed page is all the stream carries.
       expect(Buffer.concat(await readChunks(e!)).equals(page(1100))).toBe(true);
@@ -274,12 +272,19 @@ describe("a post-copy move's memory sent ahead (its parent image)", () => {
     }
   });
 
+  it('should refuse to embed a process whose memory cannot be read where the parent does not hold it', async () => {
+    const dir = tmp();
+    await lazyDumpImages(dir, 8, [{ vaddr: 0x10000, pages: 2, flags: 0x02 }]);
+    // The first page is the parent's and unchanged, the second must be read from a process that has nothing there.
+    await expect(embedLazyMemory(dir, 1, process.pid, undefined, { runs: [{ vaddr: 0x10000, bytes: 4096 }], changed: new Set() })).rejects.toThrow(/cannot be read/);
+  });
+
   it("should write each process's parent pagemap: its runs, all present, in a pages image named after the process", async () => {
     const dir = join(tmp(), 'parent');
     await mkdir(dir);
     const pagemap = parentPagemap(4, [
-      { vaddr: 0x10000, data: Buffer.alloc(8192) },
-      { vaddr: 0x7f0000001000, data: Buffer.alloc(4096) },
+      { vaddr: 0x10000, bytes: 8192 },
+      { vaddr: 0x7f0000001000, bytes: 4096 },
     ]);
     expect(pagemap).toEqual(pagemapImage(4, [{ vaddr: 0x10000, pages: 2, flags: 0x04 }, { vaddr: 0x7f0000001000, pages: 1, flags: 0x04 }]));
     await writeFile(join(dir, 'pagemap-4.img'), pagemap);
