@@ -1,3 +1,4 @@
+import { removeLeftCopies } from './memory-precopy.js';
 import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
@@ -51,6 +52,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   );
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   await mkdir(config.workDir, { recursive: true, mode: 0o700 });
+  // A post-copy move's copy ahead lives only as long as the move's request: an agent that died in one left it.
+  await removeLeftCopies(config.workDir);
   // criu writes every dump's and restore's log here; a restore can be an agent's first operation.
   await mkdir(join(config.dataDir, 'logs'), { recursive: true, mode: 0o700 });
   await ensureBridge(config.bridge);

@@ -1,5 +1,6 @@
 import { closeSync, openSync, readFileSync, readSync, readdirSync, writeSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { MoveFile, StreamDigest } from '../core/checkpoint.js';
 import { parentPagemap, type MemoryRun } from '../criu/pagemap.js';
 import type { BulkSender } from '../images/bulk-channel.js';
@@ -182,6 +183,18 @@ export async function sendAhead(bulk: BulkSender, hostPids: ReadonlyMap<number, 
 
 async function* once(b: Buffer): AsyncGenerator<Buffer> {
   yield b;
+}
+
+/** Where a move keeps its copy ahead: in the agent's work directory, removed when the move ends. */
+export function snapshotPath(workDir: string, sessionId: string): string {
+  return join(workDir, `ahead-${sessionId}-${Date.now().toString(36)}.bin`);
+}
+
+/** Removes the copies ahead a dead agent's moves left in `workDir` (none can still be in use at the agent's start). */
+export async function removeLeftCopies(workDir: string): Promise<string[]> {
+  const left = (await readdir(workDir).catch(() => [])).filter((n) => /^ahead-.*\.bin$/.test(n));
+  await Promise.all(left.map((n) => rm(join(workDir, n), { force: true })));
+  return left;
 }
 
 /** Pages of the copy ahead that the frozen session has changed since, by pid in the session: their addresses. */

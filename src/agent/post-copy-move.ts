@@ -13,7 +13,7 @@ import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest, type OpenMove } from './move-send.js';
-import { changedSinceCopy, precopyChoice, sendAhead, type ChangedPages, type Precopy } from './memory-precopy.js';
+import { changedSinceCopy, precopyChoice, sendAhead, snapshotPath, type ChangedPages, type Precopy } from './memory-precopy.js';
 import { dropMovedNetns, freePort, ipv4Of, localAddressToward, setHostVeth } from './network.js';
 import { guardPageServer } from './page-server-guard.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
@@ -175,7 +175,7 @@ async function precopy(ctx: AgentContext, id: string, bulk: BulkSender, m: OpenM
     (err: unknown) => Promise.reject(err instanceof Error ? err : new Error(errorMessage(err))),
   );
   refused.catch(() => undefined);
-  const snapshot = join(ctx.config.workDir, `ahead-${id}-${Date.now().toString(36)}.bin`);
+  const snapshot = snapshotPath(ctx.config.workDir, id);
   try {
     const { precopy: p, files } = await Promise.race([sendAhead(bulk, choice.hostPids, choice.runs, snapshot), refused]);
     return { precopy: p, hostPids: choice.hostPids, files, seconds: (performance.now() - started) / 1000 };

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { join } from 'node:path';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { changedSinceCopy, copyAhead, precopyChoice } from '../../src/agent/memory-precopy.js';
+import { changedSinceCopy, copyAhead, precopyChoice, removeLeftCopies, snapshotPath } from '../../src/agent/memory-precopy.js';
 import { processTree } from '../../src/util/proc.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
@@ -125,5 +126,17 @@ describe("a post-copy move's memory copied ahead", () => {
     } finally {
       t.kill();
     }
+  });
+
+  it("should remove, at an agent's start, the copies ahead a dead agent's moves left, and nothing else", async () => {
+    const work = join(tmp(), 'work');
+    await mkdir(work);
+    const left = snapshotPath(work, 's00000001');
+    await writeFile(left, 'x');
+    await writeFile(join(work, 'ahead-notes.txt'), 'x');
+    await mkdir(join(work, 'in-abc'));
+    expect(await removeLeftCopies(work)).toEqual([basename(left)]);
+    expect((await readdir(work)).sort()).toEqual(['ahead-notes.txt', 'in-abc']);
+    expect(await removeLeftCopies(join(work, 'missing'))).toEqual([]);
   });
 });
