@@ -174,9 +174,10 @@ export async function sendAhead(bulk: BulkSender, hostPids: ReadonlyMap<number, 
   const precopy = await copyAhead(hostPids, chosen, snapshot, async (vpid, pages) => {
     files.push(named(`images/parent/pages-${vpid}.img`, await bulk.file(`images/parent/pages-${vpid}.img`, pages)));
   });
-  for (const vpid of chosen.keys()) {
+  // Only for the processes copied: a pagemap naming a pages image that never came would fail criu restore.
+  for (const [vpid, runs] of precopy.runs) {
     const name = `images/parent/pagemap-${vpid}.img`;
-    files.push(named(name, await bulk.file(name, once(parentPagemap(vpid, precopy.runs.get(vpid) ?? [])))));
+    files.push(named(name, await bulk.file(name, once(parentPagemap(vpid, runs)))));
   }
   return { precopy, files };
 }
