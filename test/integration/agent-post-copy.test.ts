@@ -375,6 +375,45 @@ describe('moving a session post-copy between local test hosts', () => {
     expect(await sessionProcesses(s.id)).toEqual([]);
   });
 
+  it('should restore no page as it was copied ahead when the kernel wrote it since: a thread writing every page of a buffer across two moves finds each as it left it', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('pw');
+    const k = await kernelWithState(s.url, s.token, 64);
+    // A thread that writes the next value into the first byte of each of 256 pages, round after round, and counts
+    // every page that does not hold what it last wrote there: a page restored from the copy ahead after it changed
+    // (or any other stale byte) shows as bad.
+    const spin = [
+      'import threading',
+      'spun = bytearray(4096 * 256)',
+      "spin = {'k': 0, 'bad': 0, 'rounds': 0}",
+      'def spinner():',
+      '    while True:',
+      "        k = spin['k']",
+      '        for p in range(256):',
+      "            if spun[p * 4096] != k: spin['bad'] += 1",
+      '            spun[p * 4096] = (k + 1) % 251',
+      "        spin['k'] = (k + 1) % 251",
+      "        spin['rounds'] += 1",
+      'threading.Thread(target=spinner, daemon=True).start()',
+    ].join('\n');
+    expect((await k.channel.execute(spin)).status).toBe('ok');
+    const counts = async (): Promise<[number, number]> => JSON.parse((await k.channel.execute("[spin['bad'], spin['rounds']]")).result ?? '[]') as [number, number];
+    const there = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy');
+    expect(there.bytesAhead).toBeGreaterThan(16 * 2 ** 20);
+    const [, roundsThere] = await counts();
+    const back = await b.move(s.id, { url: hosts[0]!.agentUrl, token: tokens[0]! }, 'post-copy');
+    expect(back.bytesAhead).toBeGreaterThan(16 * 2 ** 20);
+    await new Promise((r) => setTimeout(r, 500));
+    const [bad, rounds] = await counts();
+    // It kept running across both moves, and never found a page other than it left it.
+    expect(rounds).toBeGreaterThan(roundsThere);
+    expect(bad).toBe(0);
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    await waitFor('the memory to have arrived back', async () => ((await a.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
+    await a.removeSession(s.id);
+  });
+
   it('should leave the session in exactly one place when the target agent is killed while restoring, and the agent back settle what it left', async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
     const s = await a.startSession('pk');
