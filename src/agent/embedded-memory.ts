@@ -60,18 +60,26 @@ export interface Mapping {
   end: number;
 }
 
+/** A mapping as /proc/PID/maps lists it: also whether it is private, anonymous and writable (what a lazy dump leaves lazy). */
+export interface ListedMapping extends Mapping {
+  anonymousPrivateWritable: boolean;
+}
+
 /** A process's mappings, from /proc/PID/maps (read synchronously: the session is frozen meanwhile); none when it cannot be read. */
-export function mappingsOf(pid: number): Mapping[] {
+export function mappingsOf(pid: number): ListedMapping[] {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/maps`, 'utf8');
   } catch {
     return [];
   }
-  const out: Mapping[] = [];
+  const out: ListedMapping[] = [];
   for (const line of text.split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
-    if (m) out.push({ start: parseInt(m[1] as string, 16), end: parseInt(m[2] as string, 16) });
+    // start-end perms offset dev inode [path]
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)/.exec(line);
+    if (!m) continue;
+    const perms = m[3] as string;
+    out.push({ start: parseInt(m[1] as string, 16), end: parseInt(m[2] as string, 16), anonymousPrivateWritable: perms.startsWith('rw') && perms[3] === 'p' && m[4] === '0' });
   }
   return out;
 }

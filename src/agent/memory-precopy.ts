@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { MoveFile, StreamDigest } from '../core/checkpoint.js';
 import { parentPagemap, type MemoryRun } from '../criu/pagemap.js';
 import type { BulkSender } from '../images/bulk-channel.js';
-import { hostPidsByVpid, mappingsOf, smallestMappings } from './embedded-memory.js';
+import { hostPidsByVpid, mappingsOf, smallestMappings, type ListedMapping } from './embedded-memory.js';
 import { SERVER_VPID } from './sandbox.js';
 
 const PAGE = 4096;
@@ -39,10 +39,11 @@ export interface Precopy {
 export async function precopyChoice(serverHostPid: number, kernelBudget: number): Promise<{ hostPids: Map<number, number>; runs: Map<number, MemoryRun[]> }> {
   const hostPids = await hostPidsByVpid(serverHostPid);
   hostPids.set(SERVER_VPID, serverHostPid);
-  const present = new Map([...hostPids].map(([vpid, hostPid]) => [vpid, presentAnonymousRuns(hostPid)]));
+  const mappings = new Map([...hostPids].map(([vpid, hostPid]) => [vpid, mappingsOf(hostPid)]));
+  const present = new Map([...hostPids].map(([vpid, hostPid]) => [vpid, presentAnonymousRuns(hostPid, mappings.get(vpid) ?? [])]));
   const kernels = [...hostPids.keys()].filter((v) => v !== SERVER_VPID);
   const kernelRuns = kernels.flatMap((v) => (present.get(v) ?? []).map((r) => ({ pid: v, vaddr: r.vaddr, bytes: r.bytes })));
-  const chosen = smallestMappings(kernelRuns, new Map(kernels.map((v) => [v, mappingsOf(hostPids.get(v) as number)])), kernelBudget);
+  const chosen = smallestMappings(kernelRuns, mappings, kernelBudget);
   const runs = new Map<number, MemoryRun[]>();
   for (const [vpid, all] of present) {
     const take = all.filter((r) => vpid === SERVER_VPID || chosen.has(`${vpid}:${r.vaddr}`));
@@ -53,25 +54,21 @@ export async function precopyChoice(serverHostPid: number, kernelBudget: number)
 
 /**
  * The runs of present pages in a process's private anonymous writable
- * mappings (those a lazy dump leaves lazy), from /proc/PID/maps and
+ * mappings (those a lazy dump leaves lazy), from its `mappings` and
  * /proc/PID/pagemap (bit 63: present). None when they cannot be read.
  */
-function presentAnonymousRuns(pid: number): MemoryRun[] {
-  let maps: string;
+function presentAnonymousRuns(pid: number, mappings: readonly ListedMapping[]): MemoryRun[] {
   let fd: number;
   try {
-    maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
     fd = openSync(`/proc/${pid}/pagemap`, 'r');
   } catch {
     return [];
   }
   const out: MemoryRun[] = [];
   try {
-    for (const line of maps.split('\n')) {
-      const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)/.exec(line);
-      if (!m || !(m[3] as string).startsWith('rw') || (m[3] as string)[3] !== 'p' || m[4] !== '0') continue;
-      const start = parseInt(m[1] as string, 16);
-      const pages = (parseInt(m[2] as string, 16) - start) / PAGE;
+    for (const { start, end, anonymousPrivateWritable } of mappings) {
+      if (!anonymousPrivateWritable) continue;
+      const pages = (end - start) / PAGE;
       const entries = Buffer.allocUnsafe(pages * 8);
       if (readSync(fd, entries, 0, entries.length, (start / PAGE) * 8) !== entries.length) continue;
       let runStart = -1;
