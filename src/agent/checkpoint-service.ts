@@ -9,6 +9,7 @@ import { dump, restore, type DumpOptions as CriuDumpOptions } from '../criu/driv
 import { lazyTransferHandedOver, startLazyPages, type LazyPagesDaemon } from '../criu/lazy-pages.js';
 import { diagnoseCriuLogFile } from '../criu/log.js';
 import { pageImagesInUse, restoreEagerly } from '../criu/pagemap.js';
+import { skipNetworkUnlock } from '../criu/inventory.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { expireCheckpoints } from '../images/retention.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
@@ -522,6 +523,8 @@ export async function restoreFromImages(
   };
   try {
     await placeSideFiles(ctx, s, images);
+    // A namespace made here is locked by its bridge end, down while criu restores, not by criu.
+    if (opts.netnsOutside) await skipNetworkUnlock(images);
     const postCopy = opts.pageServer !== undefined;
     const lazy = postCopy || (opts.lazy && lazyRestoreHere(ctx));
     // The server (PID 1 of the session) answers first, so its memory comes back eagerly: its faults would

@@ -1,9 +1,10 @@
 import { closeSync, openSync, readSync } from 'node:fs';
-import { open, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
+import { fields, replaceImage as replace } from './image-proto.js';
 
-// criu's image framing: two magics, then entries, each a little-endian u32 size and a protobuf message.
+// criu's image framing: two magics, then entries, each a little-endian u32 size and a protobuf message (image-proto.ts).
 const IMG_COMMON_MAGIC = 0x54564319;
 const PAGEMAP_MAGIC = 0x56084025;
 // pagemap_head: pages_id = 1. pagemap_entry: vaddr = 1, compat_nr_pages = 2, flags = 4, nr_pages = 5 (criu 4).
@@ -19,51 +20,6 @@ const PE_PRESENT = 1 << 2;
 const PAGE = 4096;
 /** Memory is read and sent in runs of this many bytes. */
 const CHUNK_BYTES = 4 << 20;
-
-function varint(buf: Buffer, at: number, end: number): { value: number; next: number } {
-  let value = 0;
-  let mul = 1;
-  for (let i = at; i < end && i < at + 10; i++) {
-    const b = buf[i] as number;
-    value += (b & 0x7f) * mul;
-    mul *= 128;
-    if ((b & 0x80) === 0) return { value, next: i + 1 };
-  }
-  throw new Error(`a truncated varint at byte ${at}`);
-}
-
-/** The varint fields of one protobuf message (criu's pagemap messages have no others that matter), by number. */
-function fields(buf: Buffer, start: number, end: number): Map<number, { value: number; at: number; width: number }> {
-  const out = new Map<number, { value: number; at: number; width: number }>();
-  let at = start;
-  while (at < end) {
-    const tag = varint(buf, at, end);
-    at = tag.next;
-    switch (tag.value & 7) {
-      case 0: {
-        const v = varint(buf, at, end);
-        out.set(Math.floor(tag.value / 8), { value: v.value, at, width: v.next - at });
-        at = v.next;
-        break;
-      }
-      case 1:
-        at += 8;
-        break;
-      case 2: {
-        const len = varint(buf, at, end);
-        at = len.next + len.value;
-        break;
-      }
-      case 5:
-        at += 4;
-        break;
-      default:
-        throw new Error(`an unknown protobuf wire type ${tag.value & 7} at byte ${at}`);
-    }
-  }
-  if (at !== end) throw new Error(`a message overruns its entry at byte ${end}`);
-  return out;
-}
 
 interface PagemapEntry {
   vaddr: number;
@@ -134,12 +90,6 @@ export async function pageImagesInUse(imagesDir: string): Promise<Set<string>> {
     out.add(`pages-${(await readPagemapFile(join(imagesDir, n))).pagesId}.img`);
   }
   return out;
-}
-
-/** Writes a pagemap's edited bytes through a new file (never in place: the directory may hold links into a store). */
-async function replace(path: string, bytes: Buffer): Promise<void> {
-  await writeFile(`${path}.new`, bytes, { mode: 0o600 });
-  await rename(`${path}.new`, path);
 }
 
 /**
