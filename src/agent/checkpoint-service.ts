@@ -18,7 +18,7 @@ import { PageCapture, PageCaptureUnavailable } from '../images/page-capture.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
-import { announce, type PreparedAnnounce, attachSessionNetns, createSessionNetwork, dropNetnsName, netnsOf, netnsPath, removeSessionNetwork, setHostVeth, type NetnsId } from './network.js';
+import { announce, type PreparedAnnounce, attachSessionNetns, claimSessionNetns, createSessionNetwork, dropNetnsName, netnsFile, netnsOf, ownNetworkNames, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, type NetnsId, type NetworkNames } from './network.js';
 import { sampleProcesses } from './metrics.js';
 import { SERVER_VPID, killSession, prepareSessionFiles, restoredPidFile, sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump, waitForServer } from './session-service.js';
@@ -418,6 +418,12 @@ export interface EarlyLazyPages {
   log: string;
 }
 
+/** What a restore's first attempt finds ready: a lazy-pages daemon, and the session's network made ahead (its names). */
+export interface EarlyRestore {
+  lazy?: EarlyLazyPages;
+  netns?: NetworkNames;
+}
+
 /** Whether this agent restores lazily: allowed by its config and possible with its criu and kernel. */
 const lazyRestoreHere = (ctx: AgentContext): boolean => ctx.config.lazyRestore && ctx.criu.lazyPages && lazyRestoreBlocker(ctx.config.transparentHugePagesFile) === null;
 
@@ -428,20 +434,34 @@ async function startDaemon(ctx: AgentContext, images: string, tag: string, pageS
 }
 
 /**
- * Starts the lazy-pages daemon and clears the session's old network names
- * while the page images are still being verified: the daemon reads only the
- * small, already verified images until criu restore connects to it, which is
- * after verification. Never rejects (undefined: the restore starts its own).
- * The caller kills the daemon if the restore does not happen.
+ * Starts the lazy-pages daemon, clears the session's old network names and,
+ * for images without the namespace (`netnsOutside`), makes it, while the
+ * page images are still being verified: the daemon reads only the small,
+ * already verified images until criu restore connects to it, which is after
+ * verification. Never rejects (what failed, the restore does itself). The
+ * caller kills the daemon and removes the namespace if the restore does not
+ * happen.
  */
-export async function startEarly(ctx: AgentContext, s: Session, images: string, tag: string): Promise<EarlyLazyPages | undefined> {
+export async function startEarly(ctx: AgentContext, s: Session, images: string, tag: string, netnsOutside: boolean): Promise<EarlyRestore> {
+  const out: EarlyRestore = {};
   try {
     await removeSessionNetwork(s.id, s.network);
-    return lazyRestoreHere(ctx) ? await startDaemon(ctx, images, tag) : undefined;
+    if (netnsOutside) {
+      const own = ownNetworkNames(s.id, s.network);
+      await prepareSessionNetwork(own, s.network, ctx.config.bridge);
+      out.netns = own;
+    }
+    if (lazyRestoreHere(ctx)) out.lazy = await startDaemon(ctx, images, tag);
   } catch (err) {
-    ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'starting the lazy-pages daemon early failed; the restore starts it');
-    return undefined;
+    ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'preparing the restore early failed; the restore does it');
   }
+  return out;
+}
+
+/** Undoes what was made early for a restore that will not run. */
+export async function dropEarly(early: EarlyRestore | undefined): Promise<void> {
+  early?.lazy?.daemon.kill();
+  if (early?.netns) await removeNamedNetwork(early.netns).catch(() => undefined);
 }
 
 /**
@@ -457,30 +477,41 @@ export async function restoreFromImages(
   s: Session,
   images: string,
   tag: string,
-  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyLazyPages; pageServer?: PageServerAt; netnsOutside?: boolean },
+  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyRestore; pageServer?: PageServerAt; netnsOutside?: boolean },
 ): Promise<Restored> {
   let pid: number | null = null;
   let daemon: LazyPagesDaemon | undefined;
   let daemonLog = '';
-  // Used by the first lazy attempt only; killed if nothing uses it.
+  // Used by the first attempt only (its daemon by a lazy one); killed or dropped if nothing uses it.
   let early = opts.early;
+  // The network the restore runs in, when made here: under the session's own names, or its staging ones.
+  let netns: NetworkNames | undefined;
+  const own = ownNetworkNames(s.id, s.network);
+  const isOwn = (n: NetworkNames): boolean => n.netns === own.netns && n.hostVeth === own.hostVeth;
   const attempt = async (lazy: boolean): Promise<{ pid: number; seconds: number }> => {
     const started = early;
     early = undefined;
-    // Images without the namespace: made again, the bridge's end down until criu has restored the sockets.
-    // criu recreates the veth otherwise; a stale one of the same name makes it fail.
+    const ahead = opts.netnsOutside ? started?.netns : undefined;
+    if (started?.netns && !ahead) await removeNamedNetwork(started.netns);
+    // A retry's network is made afresh, under the session's own names.
+    if (netns !== undefined && !isOwn(netns)) await removeNamedNetwork(netns);
+    netns = opts.netnsOutside ? (ahead ?? own) : undefined;
+    // Images without the namespace: made again (unless made ahead), the bridge's end down until criu has restored the
+    // sockets. criu recreates the veth otherwise; a stale one of the same name makes it fail.
     // (An early daemon's start cleared the old one already.)
     const network = opts.netnsOutside
-      ? createSessionNetwork(s.id, s.network, ctx.config.bridge, { hostSide: 'down' })
-      : started && lazy
+      ? ahead
+        ? Promise.resolve()
+        : createSessionNetwork(s.id, s.network, ctx.config.bridge, { hostSide: 'down' })
+      : started?.lazy && lazy
         ? Promise.resolve()
         : removeSessionNetwork(s.id, s.network);
     // Awaited below, after the daemon's start: a failure meanwhile is not unhandled.
     void network.catch(() => undefined);
-    if (started && lazy) {
-      ({ daemon, log: daemonLog } = started);
+    if (started?.lazy && lazy) {
+      ({ daemon, log: daemonLog } = started.lazy);
     } else {
-      started?.daemon.kill();
+      started?.lazy?.daemon.kill();
       // Beside the network's ip runs: each is a process or three of its own.
       if (lazy) ({ daemon, log: daemonLog } = await startDaemon(ctx, images, tag, opts.pageServer).catch(async (err: unknown) => {
         await network.catch(() => undefined);
@@ -499,7 +530,7 @@ export async function restoreFromImages(
         logFile: logPath(ctx, `${tag}-restore-${Date.now()}.log`),
         pidFile: restoredPidFile(images),
         externals: opts.netnsOutside ? [] : [`veth[eth0]:${s.network.hostVeth}@${ctx.config.bridge.name}`],
-        joinNetns: opts.netnsOutside ? netnsPath(s.id) : undefined,
+        joinNetns: netns !== undefined ? netnsFile(netns.netns) : undefined,
         actionScript: actionScriptFor(ctx, false),
         env: hookEnv(ctx, s),
         timeoutMs: ctx.config.restoreTimeoutMs,
@@ -543,6 +574,7 @@ export async function restoreFromImages(
     }
     pid = r.pid;
     const restoring = await connectRestored(ctx, s, pid, opts.netnsOutside === true);
+    if (netns) netns = own;
     const serving: RestoredLazy | null = daemon ? { pid: daemon.pid, log: daemonLog, outcome: lazyOutcomeOf(ctx, restoring, daemon, daemonLog, postCopy), kill: daemon.kill } : null;
     const released = serving ? watchLazyPages(ctx, restoring, pid, serving.outcome, daemonLog, postCopy) : Promise.resolve();
     ctx.lazy.track(s.id, released);
@@ -554,10 +586,11 @@ export async function restoreFromImages(
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
     return { session, released, lazy: serving };
   } catch (err) {
-    early?.daemon.kill();
+    early?.lazy?.daemon.kill();
     daemon?.kill();
     if (pid !== null) await killSession(pid);
-    await removeSessionNetwork(s.id, s.network).catch(() => undefined);
+    // A network staged and not yet claimed leaves the session's own names alone (on test hosts, the source's namespace).
+    await removeNamedNetwork(netns ?? early?.netns ?? own).catch(() => undefined);
     throw err;
   }
 }
@@ -568,7 +601,7 @@ export async function restoreFromImages(
  * criu made gets the session's name.
  */
 export async function connectRestored(ctx: AgentContext, s: Session, pid: number, netnsOutside: boolean): Promise<Session> {
-  if (netnsOutside) await setHostVeth(s.network, 'up');
+  if (netnsOutside) await claimSessionNetns(s.id, s.network, pid);
   else await attachSessionNetns(s.id, pid);
   return ctx.registry.put({ ...s, state: 'restoring', pid, error: null });
 }
@@ -623,7 +656,7 @@ export async function restoreCheckpoint(
     const work = join(ctx.config.workDir, `r-${checkpoint}-${Date.now().toString(36)}`);
     const images = join(work, 'images');
     let released: Promise<void> = Promise.resolve();
-    let early: Promise<EarlyLazyPages | undefined> = Promise.resolve(undefined);
+    let early: Promise<EarlyRestore | undefined> = Promise.resolve(undefined);
     try {
       progress('fetching and verifying');
       const t0 = performance.now();
@@ -632,9 +665,9 @@ export async function restoreCheckpoint(
         checkpointId: checkpoint,
         destDir: images,
         onProgress: (d, t) => progress('fetching and verifying', d, t),
-        onMetaReady: () => (early = startEarly(ctx, s, images, checkpoint)),
+        onMetaReady: () => (early = startEarly(ctx, s, images, checkpoint, manifest.netnsOutside === true)),
       }).catch(async (err: unknown) => {
-        (await early)?.daemon.kill();
+        await dropEarly(await early);
         throw err;
       });
       progress('restoring');

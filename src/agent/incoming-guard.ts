@@ -1,7 +1,7 @@
 import type { PageServerAt } from '../core/checkpoint.js';
 import { LAZY_HANDOVER_LINE, lazyPagesFiles } from '../criu/lazy-pages.js';
 import { incomingImages } from './incoming-copies.js';
-import { netnsName } from './network.js';
+import { netnsName, stagingNetworkNames } from './network.js';
 import { restoredPidFile } from './sandbox.js';
 import { PY_PROCESS_HELPERS } from '../util/proc.js';
 import { startIdleGuard, type IdleGuard } from '../util/idle-guard.js';
@@ -62,7 +62,8 @@ for _ in range(${Math.ceil(restoreWaitMs / 100)}):
 p = read(${JSON.stringify(restoredPidFile(images))}).strip()
 if p.isdigit() and b'\\0HUBSHIFT_SESSION_ID=${sessionId}\\0' in b'\\0' + read(f'/proc/{int(p)}/environ'):
     os.kill(int(p), signal.SIGKILL)
-subprocess.run(['ip', 'netns', 'del', '${netnsName(sessionId)}'], stderr=subprocess.DEVNULL)
+for name in ('${netnsName(sessionId)}', '${stagingNetworkNames(sessionId).netns}'):
+    subprocess.run(['ip', 'netns', 'del', name], stderr=subprocess.DEVNULL)
 `;
   guard.arm(py);
   return guard.pid;

@@ -12,8 +12,8 @@ import { waitFor } from '../util/exec.js';
 import { isAlive, processesWithArgs } from '../util/proc.js';
 import type { IdleGuard } from '../util/idle-guard.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
-import { assertRestorableHere, connectRestored, restoreFromImages, startRestored } from './checkpoint-service.js';
-import { bytesReceivedFrom, prepareAnnounce, removeSessionNetwork } from './network.js';
+import { assertRestorableHere, connectRestored, dropEarly, restoreFromImages, startRestored } from './checkpoint-service.js';
+import { bytesReceivedFrom, prepareAnnounce, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, removeStagedNetworks, stagingNetworkNames, stagingOwner, type NetworkNames } from './network.js';
 import { breakLazyTransfer, lazyDaemonServing, lazyPagesFiles, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { forgetIncoming, incomingImages, listIncoming, recordIncoming, stopIncomingGuard } from './incoming-copies.js';
 import { armIncomingGuard, prestartIncomingGuard } from './incoming-guard.js';
@@ -53,6 +53,12 @@ async function receiveAndRestore(
     if (ctx.incoming.has(session.id)) throw new ConflictError(`session ${session.id} is already being moved in`);
   };
   let manifest: MoveManifest;
+  // The session's network, made while the move streams (under its staging names) instead of in the frozen window.
+  let staged: Promise<NetworkNames | undefined> | undefined;
+  const dropStaged = async (): Promise<void> => {
+    if (staged) await dropEarly({ netns: await staged });
+    staged = undefined;
+  };
   try {
     // Refused at the header, before the source has sent its memory.
     manifest = await receiveMove(
@@ -61,12 +67,14 @@ async function receiveAndRestore(
       async (header) => {
         await admit(header.session.id);
         await refuseIfBusy(header.session);
+        staged = stageNetwork(ctx, header.session);
       },
       { bulkTimeoutMs: ctx.config.moveIdleTimeoutMs },
     );
     // Again: another move of it may have come in while this one streamed.
     await refuseIfBusy(manifest.session);
   } catch (err) {
+    await dropStaged();
     await rm(work, { recursive: true, force: true });
     throw err;
   }
@@ -80,6 +88,7 @@ async function receiveAndRestore(
       try {
         pushedBytes = await claimPushedPages(ctx, id, images);
       } catch (err) {
+        await dropStaged();
         await rm(work, { recursive: true, force: true });
         throw err;
       }
@@ -95,7 +104,10 @@ async function receiveAndRestore(
     try {
       await recordIncoming(ctx.config.dataDir, { sessionId: id, work, manifest, guardPid, committed: false });
       const s = await ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt });
-      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true });
+      // From here the restore removes what it does not use.
+      const netns = await staged;
+      staged = undefined;
+      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true, early: { netns } });
       // A post-copy restore is always lazy: its daemon fetches the memory from the page server.
       const postCopy = manifest.pageServer && restored.lazy ? { lazy: restored.lazy, pageServer: manifest.pageServer, complete: false } : undefined;
       if (postCopy) {
@@ -119,6 +131,7 @@ async function receiveAndRestore(
       // The images stay until the commit's lazy transfer is done, or the abort has finished with them.
       return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000, pushedBytes };
     } catch (err) {
+      await dropStaged();
       if (guardPid !== null) await stopIncomingGuard(guardPid, work);
       await forgetIncoming(ctx.config.dataDir, id);
       if (previous) await ctx.registry.put(previous);
@@ -127,6 +140,23 @@ async function receiveAndRestore(
       throw err;
     }
   });
+}
+
+/**
+ * Makes a moved-in session's namespace under its staging name while the move
+ * streams (before the source freezes it). undefined if that failed: the
+ * restore then makes it in the frozen window, as before.
+ */
+async function stageNetwork(ctx: AgentContext, s: Session): Promise<NetworkNames | undefined> {
+  const names = stagingNetworkNames(s.id);
+  try {
+    await prepareSessionNetwork(names, s.network, ctx.config.bridge, stagingOwner(ctx.config.dataDir));
+    return names;
+  } catch (err) {
+    ctx.log.warn({ session: s.id, err: errorMessage(err) }, "the moved-in session's network could not be made ahead; the restore makes it");
+    await removeNamedNetwork(names).catch(() => undefined);
+    return undefined;
+  }
 }
 
 /**
@@ -233,6 +263,8 @@ async function discardIncoming(ctx: AgentContext, id: string, move: Pick<Incomin
   const pid = s?.pid ?? (await restoredServerPid(incomingImages(move.work), id));
   if (pid !== null) await killSession(pid);
   await removeSessionNetwork(id, (s ?? move.manifest.session).network).catch(() => undefined);
+  // Killed before its processes had the session's names.
+  await removeNamedNetwork(stagingNetworkNames(id)).catch(() => undefined);
   await ctx.registry.remove(id);
   await forgetIncoming(ctx.config.dataDir, id);
   if (keepInStore) {
@@ -296,6 +328,9 @@ export async function settleIncoming(ctx: AgentContext): Promise<void> {
       ctx.log.error({ session: id, err: errorMessage(err), work: c.work }, 'could not settle a move in the last agent left');
     }
   }
+  // Networks made ahead for moves the last agent never got to restore (those it did are settled above).
+  const staged = await removeStagedNetworks(stagingOwner(ctx.config.dataDir)).catch(() => []);
+  if (staged.length > 0) ctx.log.warn({ sessions: staged }, 'removed the networks made ahead for moves in that the last agent left');
 }
 
 /** Commits a moved-in image, verified on arrival, to the store as a checkpoint of its session. */

@@ -80,7 +80,12 @@ export function netnsName(sessionId: string): string {
 }
 
 export function netnsPath(sessionId: string): string {
-  return `/run/netns/${netnsName(sessionId)}`;
+  return netnsFile(netnsName(sessionId));
+}
+
+/** Where `ip netns` keeps the namespace named `name`. */
+export function netnsFile(name: string): string {
+  return `/run/netns/${name}`;
 }
 
 /** Host-side veth name: at most 15 characters. */
@@ -135,10 +140,90 @@ export async function removeBridge(name: string): Promise<void> {
  * peer's packet meets the namespace before, to be answered with a reset).
  */
 export async function createSessionNetwork(sessionId: string, net: SessionNetwork, bridge: BridgeConfig, opts: { hostSide?: 'up' | 'down' } = {}): Promise<void> {
-  const ns = netnsName(sessionId);
   await removeSessionNetwork(sessionId, net);
+  await makeNetwork(netnsName(sessionId), net, bridge, opts.hostSide ?? 'up');
+}
+
+/** A session's network on this node by its names: the namespace's and its veth's end on the bridge. */
+export interface NetworkNames {
+  netns: string;
+  hostVeth: string;
+}
+
+/** The names a session's network has once it runs here. */
+export function ownNetworkNames(sessionId: string, net: Pick<SessionNetwork, 'hostVeth'>): NetworkNames {
+  return { netns: netnsName(sessionId), hostVeth: net.hostVeth };
+}
+
+/**
+ * The names a moved-in session's network is made under while the move
+ * streams, before the source has frozen it: on test hosts, which share
+ * /run/netns, the namespace's own name is still the source's, and on any
+ * node an older copy's veth may still be going (a session moved away and
+ * straight back).
+ */
+export function stagingNetworkNames(sessionId: string): NetworkNames {
+  return { netns: `hs-in-${sessionId}`, hostVeth: `hsw${sessionId.slice(1)}` };
+}
+
+/** Marks the staging networks one agent makes (its data directory's hash), so that it removes only its own. */
+export function stagingOwner(dataDir: string): string {
+  return createHash('sha256').update(dataDir).digest('hex').slice(0, 12);
+}
+
+/**
+ * Removes the staging networks `owner` made whose veth is on this node (an
+ * agent that stopped while a move streamed in left them): after a restart,
+ * once the moves it recorded are settled. Returns the sessions' ids.
+ */
+export async function removeStagedNetworks(owner: string): Promise<string[]> {
+  const links = await run('ip', ['-o', 'link', 'show'], { timeoutMs: 10_000 });
+  const ids = [...links.stdout.matchAll(/^\d+: hsw([0-9a-f]{8})[@:].*\\\s+alias (\S+)$/gm)].flatMap((m) => (m[2] === `${STAGED_ALIAS}${owner}` ? [`s${m[1] as string}`] : []));
+  for (const id of ids) await removeNamedNetwork(stagingNetworkNames(id));
+  return ids;
+}
+
+const STAGED_ALIAS = 'hubshift-staged:';
+
+/**
+ * Makes a session's network ahead of its restore, its bridge end down,
+ * under `names` (its own, or its staging names): 40-80 ms of `ip` runs that
+ * then are not in the restore's critical path. A staging namespace a
+ * killed agent left is replaced; anything else in the way fails it, and the
+ * restore makes the network itself as before.
+ */
+export async function prepareSessionNetwork(names: NetworkNames, net: SessionNetwork, bridge: BridgeConfig, owner?: string): Promise<void> {
+  // Its veth explicitly: one whose namespace lost its name goes only in the kernel's own time.
+  if (existsSync(netnsFile(names.netns))) await removeNamedNetwork(names);
+  await makeNetwork(names.netns, { ...net, hostVeth: names.hostVeth }, bridge, 'down', owner === undefined ? undefined : `${STAGED_ALIAS}${owner}`);
+}
+
+/**
+ * Restored processes (`pid`, in a namespace made here) join the bridge: its
+ * end comes up. If they run in the session's staging namespace, its names
+ * become the session's own in the same ip run: the namespace's (taken from
+ * the source's copy, on test hosts) and the veth's (an older copy's, still
+ * going, deleted first).
+ */
+export async function claimSessionNetns(sessionId: string, net: Pick<SessionNetwork, 'hostVeth'>, pid: number): Promise<void> {
+  const [own, staged] = [ownNetworkNames(sessionId, net), stagingNetworkNames(sessionId)];
+  const [runsIn, stagedNs] = await Promise.all([netnsOf(pid), stat(netnsFile(staged.netns)).catch(() => null)]);
+  const isStaged = runsIn !== null && stagedNs !== null && runsIn.dev === stagedNs.dev && runsIn.ino === stagedNs.ino;
+  // An older copy's veth, apart: it may vanish by itself meanwhile (its namespace going), which is no failure.
+  if (isStaged && (await linkExists(own.hostVeth))) await ipBatch(['-force'], [`link del ${own.hostVeth}`], { allowFailure: true });
+  const rename = isStaged
+    ? [...(existsSync(netnsFile(own.netns)) ? [`netns del ${own.netns}`] : []), `netns attach ${own.netns} ${pid}`, `netns del ${staged.netns}`, `link set dev ${staged.hostVeth} name ${own.hostVeth}`]
+    : [];
+  await ipBatch([], [...rename, `link set dev ${own.hostVeth} up`]);
+}
+
+async function makeNetwork(ns: string, net: SessionNetwork, bridge: BridgeConfig, hostSide: 'up' | 'down', alias?: string): Promise<void> {
   // Two ip runs, one each side, not eight: each costs 3-10 ms.
-  const host = [`netns add ${ns}`, `link add ${net.hostVeth} type veth peer name eth0 netns ${ns}`, `link set ${net.hostVeth} master ${bridge.name}${opts.hostSide === 'down' ? '' : ' up'}`];
+  const host = [
+    `netns add ${ns}`,
+    `link add ${net.hostVeth} type veth peer name eth0 netns ${ns}`,
+    `link set ${net.hostVeth} master ${bridge.name}${hostSide === 'down' ? '' : ' up'}${alias === undefined ? '' : ` alias ${alias}`}`,
+  ];
   const inside = ['link set eth0 address ' + net.mac, `addr add ${net.ip}/${net.prefixLength} dev eth0`, 'link set eth0 up', 'link set lo up', `route add default via ${net.gateway}`];
   await ipBatch([], host);
   await ipBatch(['-n', ns], inside);
@@ -155,12 +240,17 @@ async function ipBatch(global: string[], commands: string[], opts: { allowFailur
 
 /** Removes the namespace's name and the host side of the veth; safe when either is gone. */
 export async function removeSessionNetwork(sessionId: string, net: Pick<SessionNetwork, 'hostVeth'>): Promise<void> {
-  const named = existsSync(netnsPath(sessionId));
+  await removeNamedNetwork(ownNetworkNames(sessionId, net));
+}
+
+/** removeSessionNetwork for a network under other names (a staging one). */
+export async function removeNamedNetwork(names: NetworkNames): Promise<void> {
+  const named = existsSync(netnsFile(names.netns));
   // Nothing to remove (a session made or moved in afresh): no ip run at all.
-  if (!named && !(await linkExists(net.hostVeth))) return;
+  if (!named && !(await linkExists(names.hostVeth))) return;
   // One ip for both, -force going on past what is already gone (the veth goes with a namespace whose
   // processes are gone): every ip started costs 5-10 ms, and a checkpoint waits for this one.
-  await ipBatch(['-force'], [...(named ? [`netns del ${netnsName(sessionId)}`] : []), `link del ${net.hostVeth}`], { allowFailure: true });
+  await ipBatch(['-force'], [...(named ? [`netns del ${names.netns}`] : []), `link del ${names.hostVeth}`], { allowFailure: true });
 }
 
 /**

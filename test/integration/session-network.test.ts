@@ -1,9 +1,13 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JupyterRest } from '../../src/agent/jupyter-rest.js';
-import { createSessionNetwork, hostVethName, macFor, netnsName, removeSessionNetwork } from '../../src/agent/network.js';
+import { claimSessionNetns, createSessionNetwork, hostVethName, macFor, netnsFile, netnsName, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, removeStagedNetworks, stagingNetworkNames, stagingOwner } from '../../src/agent/network.js';
+import { killQuietly } from '../../src/util/proc.js';
 import { run } from '../../src/util/exec.js';
 
 describe("a session's network", () => {
@@ -18,6 +22,7 @@ describe("a session's network", () => {
   });
   afterAll(async () => {
     await removeSessionNetwork(id, net);
+    await removeNamedNetwork(stagingNetworkNames(id));
     await run('ip', ['link', 'del', bridge.name], { allowFailure: true });
   });
 
@@ -28,6 +33,53 @@ describe("a session's network", () => {
     expect((await run('ip', ['-n', netnsName(id), 'route', 'show', 'default'])).stdout).toContain(`via ${net.gateway}`);
     expect((await run('ip', ['-br', 'link', 'show', net.hostVeth])).stdout).toMatch(/\bDOWN\b/);
     expect((await run('ip', ['-d', 'link', 'show', net.hostVeth])).stdout).toContain(`master ${bridge.name}`);
+  });
+
+  it("should be made ahead under staging names, and take the session's own once its processes run in it", async () => {
+    // The session's own names are taken (as on test hosts, by the source's copy; here the test above's network).
+    expect(existsSync(netnsFile(netnsName(id)))).toBe(true);
+    const staged = stagingNetworkNames(id);
+    expect(staged.hostVeth.length).toBeLessThanOrEqual(15);
+    await prepareSessionNetwork(staged, net, bridge);
+    // One a killed agent left is made again.
+    await prepareSessionNetwork(staged, net, bridge);
+    expect((await run('ip', ['-n', staged.netns, '-br', 'addr', 'show', 'eth0'])).stdout).toContain(`${net.ip}/24`);
+    expect((await run('ip', ['-n', staged.netns, '-br', 'link', 'show', 'eth0'])).stdout).toContain(net.mac);
+    expect((await run('ip', ['-br', 'link', 'show', staged.hostVeth])).stdout).toMatch(/\bDOWN\b/);
+    // A process restored into it.
+    const inside = spawn('ip', ['netns', 'exec', staged.netns, 'sleep', '60'], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const pid = inside.pid as number;
+      const [runsIn, stagedNs] = await Promise.all([stat(`/proc/${pid}/ns/net`), stat(netnsFile(staged.netns))]);
+      expect(runsIn.ino).toBe(stagedNs.ino);
+      await claimSessionNetns(id, net, pid);
+      const own = await stat(netnsFile(netnsName(id)));
+      expect([own.dev, own.ino]).toEqual([runsIn.dev, runsIn.ino]);
+      expect(existsSync(netnsFile(staged.netns))).toBe(false);
+      expect((await run('ip', ['link', 'show', staged.hostVeth], { allowFailure: true })).stdout).toBe('');
+      // Its bridge end, under the session's veth name (the older one deleted), is up.
+      expect((await run('ip', ['-d', 'link', 'show', net.hostVeth])).stdout).toContain(`master ${bridge.name}`);
+      expect((await run('ip', ['-br', 'link', 'show', net.hostVeth])).stdout).not.toMatch(/\bDOWN\b/);
+    } finally {
+      if (inside.pid !== undefined) killQuietly(inside.pid, 'SIGKILL');
+    }
+  });
+
+  it('should be removed, once its agent is back, when its agent stopped while the move streamed in; and not by another agent', async () => {
+    const other = `s${randomBytes(4).toString('hex')}`;
+    const staged = stagingNetworkNames(other);
+    const [mine, theirs] = [stagingOwner('/var/lib/hubshift-a'), stagingOwner('/var/lib/hubshift-b')];
+    try {
+      await prepareSessionNetwork(staged, { ...net, ip: '10.233.7.3', mac: macFor(other), hostVeth: hostVethName(other) }, bridge, mine);
+      expect(await removeStagedNetworks(theirs)).not.toContain(other);
+      expect(existsSync(netnsFile(staged.netns))).toBe(true);
+      expect(await removeStagedNetworks(mine)).toContain(other);
+      expect(existsSync(netnsFile(staged.netns))).toBe(false);
+      expect((await run('ip', ['link', 'show', staged.hostVeth], { allowFailure: true })).stdout).toBe('');
+    } finally {
+      await removeNamedNetwork(staged);
+    }
   });
 });
 
