@@ -15,37 +15,45 @@ import { useTempDir } from '../helpers/temp-dir.js';
  * Prints the three addresses; killed by the caller.
  */
 async function sessionTree(): Promise<{ server: number; addresses: number[]; touch: () => Promise<void>; kill: () => void }> {
+  // Each held between two PROT_NONE pages: a mapping of its own, never merged by the kernel with a neighbour (which
+  // made the choice by mapping, and the runs, depend on where the interpreter's own memory happened to lie).
   const py = [
     'import mmap, ctypes, os, sys, time',
-    'def hold(n, c):',
-    '    m = mmap.mmap(-1, n * 4096, flags=mmap.MAP_PRIVATE)',
-    '    m.write(c * (n * 4096))',
-    '    return m',
+    "libc = ctypes.CDLL(None, use_errno=True)",
+    'libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]',
     'addr = lambda m: ctypes.addressof(ctypes.c_char.from_buffer(m))',
+    'def hold(n, c):',
+    '    m = mmap.mmap(-1, (n + 2) * 4096, flags=mmap.MAP_PRIVATE)',
+    '    for at in (0, (n + 1) * 4096): assert libc.mprotect(addr(m) + at, 4096, 0) == 0',
+    '    m[4096:(n + 1) * 4096] = c * (n * 4096)',
+    '    return m',
+    'start = lambda m: addr(m) + 4096',
     "s = hold(2, b'S')",
     'r, w = os.pipe()',
     'if os.fork() == 0:',
     "    a, b = hold(3, b'a'), hold(64, b'b')",
-    "    os.write(w, f'{addr(a)} {addr(b)}'.encode())",
+    "    os.write(w, f'{start(a)} {start(b)}'.encode())",
     '    sys.stdin.readline()',
-    "    a[4096:8192] = b'T' * 4096",
+    "    a[8192:12288] = b'T' * 4096",
     "    os.write(w, b'done')",
     '    time.sleep(60)',
     'os.close(0)',
-    "print(addr(s), os.read(r, 100).decode(), flush=True)",
+    "print(start(s), os.read(r, 100).decode(), flush=True)",
     "print(os.read(r, 100).decode(), flush=True)",
     'time.sleep(60)',
   ].join('\n');
   const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '/usr/bin/python3', '-c', py], { stdio: ['pipe', 'pipe', 'ignore'] });
   const kill = (): void => void child.kill('SIGKILL');
   try {
-    const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+    // A line may come in more than one chunk (seen: the first address alone).
+    let line = '';
+    while (!line.includes('\n')) line += ((await once(child.stdout!, 'data')) as [Buffer])[0].toString();
     const [server] = (await processTree(child.pid!)).slice(1);
     const touch = async (): Promise<void> => {
       child.stdin!.write('\n');
       await once(child.stdout!, 'data');
     };
-    return { server: server!, addresses: line.toString().trim().split(/\s+/).map(Number), touch, kill };
+    return { server: server!, addresses: line.trim().split(/\s+/).map(Number), touch, kill };
   } catch (err) {
     kill();
     throw err;
