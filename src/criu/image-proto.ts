@@ -1,4 +1,4 @@
-import { rename, writeFile } from 'node:fs/promises';
+import { renameSync, writeFileSync } from 'node:fs';
 
 // criu's images: one or two magics (u32, little-endian), then entries, each a u32 size and a protobuf message.
 // hubshift reads and edits only varint fields of them, in place where the width stays.
@@ -48,8 +48,11 @@ export function fields(buf: Buffer, start: number, end: number): Map<number, { v
   return out;
 }
 
-/** Writes an image's edited bytes through a new file (never in place: the directory may hold links into a store). */
-export async function replaceImage(path: string, bytes: Buffer): Promise<void> {
-  await writeFile(`${path}.new`, bytes, { mode: 0o600 });
-  await rename(`${path}.new`, path);
+/**
+ * Writes an image's edited bytes through a new file (never in place: the directory may hold links into a store).
+ * Synchronously, as the images are read: a few KB each, edited in a move's frozen window or just before a restore.
+ */
+export function replaceImage(path: string, bytes: Buffer): void {
+  writeFileSync(`${path}.new`, bytes, { mode: 0o600 });
+  renameSync(`${path}.new`, path);
 }

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 import { fields, replaceImage } from './image-proto.js';
@@ -20,7 +20,7 @@ const NETWORK_LOCK_SKIP = 2;
  */
 export async function skipNetworkUnlock(imagesDir: string): Promise<boolean> {
   const path = join(imagesDir, 'inventory.img');
-  const buf = await readFile(path);
+  const buf = readFileSync(path);
   let method: { value: number; at: number; width: number } | undefined;
   try {
     if (buf.length < 8 || buf.readUInt32LE(0) !== INVENTORY_MAGIC) throw new Error('not a criu inventory image');
@@ -32,6 +32,6 @@ export async function skipNetworkUnlock(imagesDir: string): Promise<boolean> {
   }
   if (!method || method.value === NETWORK_LOCK_SKIP || method.width !== 1) return false;
   buf[method.at] = NETWORK_LOCK_SKIP;
-  await replaceImage(path, buf);
+  replaceImage(path, buf);
   return true;
 }

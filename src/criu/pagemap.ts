@@ -1,5 +1,5 @@
-import { closeSync, openSync, readSync } from 'node:fs';
-import { open, readFile, readdir, stat } from 'node:fs/promises';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 import { fields, replaceImage as replace } from './image-proto.js';
@@ -39,12 +39,12 @@ interface Pagemap {
   entries: PagemapEntry[];
 }
 
-async function readPagemap(imagesDir: string, pid: number): Promise<Pagemap> {
+function readPagemap(imagesDir: string, pid: number): Pagemap {
   return readPagemapFile(join(imagesDir, `pagemap-${pid}.img`));
 }
 
-async function readPagemapFile(path: string): Promise<Pagemap> {
-  const buf = await readFile(path);
+function readPagemapFile(path: string): Pagemap {
+  const buf = readFileSync(path);
   try {
     if (buf.length < 8 || buf.readUInt32LE(0) !== IMG_COMMON_MAGIC || buf.readUInt32LE(4) !== PAGEMAP_MAGIC) throw new Error('not a criu pagemap image');
     let at = 8;
@@ -87,7 +87,7 @@ export async function pageImagesInUse(imagesDir: string): Promise<Set<string>> {
   const out = new Set<string>();
   for (const n of await readdir(imagesDir)) {
     if (!/^pagemap-.*\.img$/.test(n)) continue;
-    out.add(`pages-${(await readPagemapFile(join(imagesDir, n))).pagesId}.img`);
+    out.add(`pages-${readPagemapFile(join(imagesDir, n)).pagesId}.img`);
   }
   return out;
 }
@@ -101,14 +101,14 @@ export async function pageImagesInUse(imagesDir: string): Promise<Set<string>> {
  * many entries changed.
  */
 export async function restoreEagerly(imagesDir: string, pid: number): Promise<number> {
-  const pm = await readPagemap(imagesDir, pid);
+  const pm = readPagemap(imagesDir, pid);
   let changed = 0;
   for (const e of pm.entries) {
     if ((e.flags & PE_LAZY) === 0 || (e.flags & PE_PRESENT) === 0 || e.flagsAt === null) continue;
     pm.buf[e.flagsAt] = e.flags & ~PE_LAZY;
     changed++;
   }
-  if (changed > 0) await replace(pm.path, pm.buf);
+  if (changed > 0) replace(pm.path, pm.buf);
   return changed;
 }
 
@@ -175,7 +175,7 @@ export async function embedLazyMemory(
   take?: (run: LazyRun) => boolean,
   parent: { runs: readonly MemoryRun[]; changed: ReadonlySet<number> } = { runs: [], changed: new Set() },
 ): Promise<EmbeddedPages | null> {
-  const pm = await readPagemap(imagesDir, pid);
+  const pm = readPagemap(imagesDir, pid);
   const chosen = new Set(pm.entries.filter((e) => isLazy(e) && (take?.(runOf(pid, e)) ?? true)));
   if (chosen.size === 0) return null;
   const name = `pages-${pm.pagesId}.img`;
@@ -184,16 +184,17 @@ export async function embedLazyMemory(
   // Synchronously: a few microseconds a page, where a server's 200-odd runs read through the thread pool took
   // 25-40 ms of round trips while the session was frozen.
   const spans = new Map<PagemapEntry, Span[]>();
+  const changed = [...parent.changed].sort((a, b) => a - b);
   const mem = openSync(memPath, 'r');
   try {
     for (const e of chosen) {
       if (e.flagsAt === null) throw new CriuError('criu_failed', `a lazy entry of ${pm.path} has no one-byte flags to mark`, 'flags', pm.path);
-      spans.set(e, spansOf(mem, memPath, e, parent.runs, parent.changed));
+      spans.set(e, spansOf(mem, memPath, e, parent.runs, changed));
     }
   } finally {
     closeSync(mem);
   }
-  const imageBytes = (await stat(pagesPath)).size;
+  const imageBytes = statSync(pagesPath).size;
   // The pagemap as criu wrote it, its chosen entries present (or split into parent and present parts).
   const parts: Buffer[] = [pm.buf.subarray(0, pm.entries[0]?.start ?? pm.buf.length)];
   const pieces: Piece[] = [];
@@ -223,22 +224,25 @@ export async function embedLazyMemory(
       }
     }
   }
-  await replace(pm.path, Buffer.concat(parts));
+  replace(pm.path, Buffer.concat(parts));
   return { name, bytes: imageBytes + added, added, inParent, read: () => readPieces(pieces, pagesPath, memPath) };
 }
 
 /**
  * A chosen entry's pages in order, as spans: those the parent holds (`runs`)
- * and `changed` does not name, and the rest. The first page of each span is
- * read, to know the entry readable.
+ * and `changed` (page addresses, ascending) does not name, and the rest,
+ * run by run rather than page by page (tens of thousands of pages a move,
+ * in the frozen window). The first page of each span is read, to know the
+ * entry readable.
  */
-function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly MemoryRun[], changed: ReadonlySet<number>): Span[] {
+function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly MemoryRun[], changed: readonly number[]): Span[] {
   const page = Buffer.allocUnsafe(PAGE);
   const out: Span[] = [];
-  const push = (vaddr: number, inParent: boolean): void => {
+  const add = (vaddr: number, pages: number, inParent: boolean): void => {
+    if (pages <= 0) return;
     const last = out.at(-1);
     if (last && last.inParent === inParent && last.vaddr + last.pages * PAGE === vaddr) {
-      last.pages++;
+      last.pages += pages;
       return;
     }
     let got = 0;
@@ -248,16 +252,39 @@ function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly Me
       /* unreadable: said below */
     }
     if (got !== PAGE) throw new CriuError('criu_failed', `the memory at 0x${vaddr.toString(16)} cannot be read (${memPath})`, 'short read', memPath);
-    out.push({ vaddr, pages: 1, inParent });
+    out.push({ vaddr, pages, inParent });
   };
   const end = e.vaddr + e.pages * PAGE;
-  let i = firstEndingAfter(runs, e.vaddr);
-  for (let at = e.vaddr; at < end; at += PAGE) {
-    while (i < runs.length && (runs[i] as MemoryRun).vaddr + (runs[i] as MemoryRun).bytes <= at) i++;
-    const r = runs[i];
-    push(at, r !== undefined && r.vaddr <= at && !changed.has(at));
+  let at = e.vaddr;
+  for (let i = firstEndingAfter(runs, at); i < runs.length && at < end; i++) {
+    const r = runs[i] as MemoryRun;
+    const [from, to] = [Math.max(r.vaddr, at), Math.min(r.vaddr + r.bytes, end)];
+    if (from >= end) break;
+    add(at, (from - at) / PAGE, false);
+    // The run's pages, but for those changed since the copy.
+    let p = from;
+    for (let c = firstAtOrAfter(changed, from); c < changed.length && (changed[c] as number) < to; c++) {
+      const addr = changed[c] as number;
+      add(p, (addr - p) / PAGE, true);
+      add(addr, 1, false);
+      p = addr + PAGE;
+    }
+    add(p, (to - p) / PAGE, true);
+    at = to;
   }
+  add(at, (end - at) / PAGE, false);
   return out;
+}
+
+/** The index of the first of `sorted` (ascending) at or after `addr`. */
+function firstAtOrAfter(sorted: readonly number[], addr: number): number {
+  let [lo, hi] = [0, sorted.length];
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if ((sorted[mid] as number) < addr) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** The index of the first run (sorted, not overlapping) that ends after `addr`. */
@@ -331,7 +358,7 @@ function runOf(pid: number, e: PagemapEntry): LazyRun {
 
 /** The runs of memory a lazy dump left out of process `pid`'s images. */
 export async function lazyRuns(imagesDir: string, pid: number): Promise<LazyRun[]> {
-  const pm = await readPagemap(imagesDir, pid);
+  const pm = readPagemap(imagesDir, pid);
   return pm.entries.filter(isLazy).map((e) => runOf(pid, e));
 }
 
