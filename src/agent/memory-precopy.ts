@@ -2,14 +2,11 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync, writeSync } f
 import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MoveFile, StreamDigest } from '../core/checkpoint.js';
-import { parentPagemap, type MemoryRun } from '../criu/pagemap.js';
+import { CHUNK_BYTES, PAGE, parentPagemap, type MemoryRun } from '../criu/pagemap.js';
 import type { BulkSender } from '../images/bulk-channel.js';
 import { hostPidsByVpid, mappingsOf, smallestMappings, type ListedMapping } from './embedded-memory.js';
 import { SERVER_VPID } from './sandbox.js';
 
-const PAGE = 4096;
-/** Memory is read, kept and compared in pieces of this many bytes, through one reused buffer each. */
-const CHUNK_BYTES = 4 << 20;
 
 /** A run copied ahead, and where its bytes are in the move's snapshot file. */
 export interface CopiedRun extends MemoryRun {

@@ -17,9 +17,10 @@ const FIELD_NR_PAGES = 5;
 const PE_PARENT = 1 << 0;
 const PE_LAZY = 1 << 1;
 const PE_PRESENT = 1 << 2;
-const PAGE = 4096;
-/** Memory is read and sent in runs of this many bytes. */
-const CHUNK_BYTES = 4 << 20;
+/** A page of the memory criu dumps (x86-64). */
+export const PAGE = 4096;
+/** Memory read from a process (or its pages image) is read, sent, kept and compared in runs of this many bytes. */
+export const CHUNK_BYTES = 4 << 20;
 
 interface PagemapEntry {
   vaddr: number;

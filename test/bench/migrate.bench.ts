@@ -104,10 +104,12 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
       // asked on it (a new connection would hide what a connected client waits for, such as a retransmission).
       const k = await kernelWithState(s.url, s.token, sizeMiB);
       let baseline: { seconds: number; bytes: number } | undefined;
+      // Where the session is: it goes back and forth, and an odd number of rounds leaves it on the other host.
+      let at = 0;
       for (const mode of modes) {
         const rounds: MoveRound[] = [];
         for (let i = 0; i < roundsWanted; i++) {
-          const from = i % 2;
+          const from = at;
           const to = 1 - from;
           log(`migrate ${sizeMiB} MiB (${mode}), round ${i + 1} of ${roundsWanted}: ${hosts[from]!.name} -> ${hosts[to]!.name}`);
           const t0 = performance.now();
@@ -124,18 +126,19 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
           const memoryCompleteSeconds = (performance.now() - t0) / 1000;
           const full = await askState(k.channel);
           if (full.hash !== k.hash) throw new Error('moved kernel holds different bytes');
+          at = to;
           rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, bytesAhead: r.bytesAhead, downtimeSeconds: r.downtimeSeconds, frozenToExecuteSeconds, requestToExecuteSeconds, totalSeconds: r.seconds, memoryCompleteSeconds });
         }
         if (!baseline) {
           // The bytes a stop-and-copy move carries; post-copy moves the same memory, mostly after the commit.
-          const bytes = mode === 'stop-and-copy' ? rounds[0]!.bytes : (await clients[0]!.metrics(s.id).then((m) => Number(m.rssBytes))) || sizeMiB * 2 ** 20;
+          const bytes = mode === 'stop-and-copy' ? rounds[0]!.bytes : (await clients[at]!.metrics(s.id).then((m) => Number(m.rssBytes))) || sizeMiB * 2 ** 20;
           log(`migrate ${sizeMiB} MiB: link baseline`);
           baseline = { seconds: await linkBaseline(hosts[0]!, hosts[1]!, bytes), bytes };
         }
         out.push({ sizeMiB, mode, rounds, baselineSeconds: baseline.seconds, baselineBytes: baseline.bytes });
       }
       k.channel.close();
-      await clients[0]!.removeSession(s.id);
+      await clients[at]!.removeSession(s.id);
     }
   } finally {
     await provider.removeAll();
