@@ -7,7 +7,6 @@ import type { BulkSender } from '../images/bulk-channel.js';
 import { hostPidsByVpid, mappingsOf, smallestMappings, type ListedMapping } from './embedded-memory.js';
 import { SERVER_VPID } from './sandbox.js';
 
-
 /** A run copied ahead, and where its bytes are in the move's snapshot file. */
 export interface CopiedRun extends MemoryRun {
   offset: number;
