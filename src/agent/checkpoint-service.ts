@@ -486,6 +486,8 @@ export async function restoreFromImages(
   let early = opts.early;
   // The network the restore runs in, when made here: under the session's own names, or its staging ones.
   let netns: NetworkNames | undefined;
+  // The side files in place and the images edited for criu (below).
+  let prepared: Promise<void> = Promise.resolve();
   const own = ownNetworkNames(s.id, s.network);
   const isOwn = (n: NetworkNames): boolean => n.netns === own.netns && n.hostVeth === own.hostVeth;
   const attempt = async (lazy: boolean): Promise<{ pid: number; seconds: number }> => {
@@ -519,6 +521,7 @@ export async function restoreFromImages(
       }));
     }
     await network;
+    await prepared;
     // A daemon that fails while criu restores (a page server it cannot reach) would leave criu waiting on it.
     const daemonFailed = new AbortController();
     void daemon?.exited.then((code) => code !== 0 && daemonFailed.abort());
@@ -553,9 +556,13 @@ export async function restoreFromImages(
     }
   };
   try {
-    await placeSideFiles(ctx, s, images);
-    // A namespace made here is locked by its bridge end, down while criu restores, not by criu.
-    if (opts.netnsOutside) await skipNetworkUnlock(images);
+    // Beside the daemon's start and the network's (processes of their own), awaited before criu restore.
+    prepared = (async () => {
+      await placeSideFiles(ctx, s, images);
+      // A namespace made here is locked by its bridge end, down while criu restores, not by criu.
+      if (opts.netnsOutside) await skipNetworkUnlock(images);
+    })();
+    void prepared.catch(() => undefined);
     const postCopy = opts.pageServer !== undefined;
     const lazy = postCopy || (opts.lazy && lazyRestoreHere(ctx));
     // The server (PID 1 of the session) answers first, so its memory comes back eagerly: its faults would

@@ -102,8 +102,14 @@ async function receiveAndRestore(
     const guardPid = armIncomingGuard(guard, id, work, ctx.config.incomingTimeoutMs + 1_000, manifest.pageServer, ctx.config.restoreTimeoutMs);
     const r0 = performance.now();
     try {
-      await recordIncoming(ctx.config.dataDir, { sessionId: id, work, manifest, guardPid, committed: false });
-      const s = await ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt });
+      // Both settled before any failure is handled: a record written after its removal would outlive the move.
+      const [recorded, put] = await Promise.allSettled([
+        recordIncoming(ctx.config.dataDir, { sessionId: id, work, manifest, guardPid, committed: false }),
+        ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt }),
+      ]);
+      if (recorded.status === 'rejected') throw recorded.reason;
+      if (put.status === 'rejected') throw put.reason;
+      const s = put.value;
       // From here the restore removes what it does not use.
       const netns = await staged;
       staged = undefined;
