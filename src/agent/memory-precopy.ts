@@ -1,6 +1,7 @@
-import { closeSync, openSync, readFileSync, readSync, readdirSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync } from 'node:fs';
 import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeAtSync } from '../util/fs.js';
 import type { MoveFile, StreamDigest } from '../core/checkpoint.js';
 import { CHUNK_BYTES, PAGE, parentPagemap, type MemoryRun } from '../criu/pagemap.js';
 import type { BulkSender } from '../images/bulk-channel.js';
@@ -119,7 +120,7 @@ export async function copyAhead(
       async function* pages(): AsyncGenerator<Buffer> {
         let filled = 0;
         const flush = (): Buffer => {
-          writeSync(file, buf, 0, filled, out.bytes);
+          writeAtSync(file, buf.subarray(0, filled), out.bytes);
           out.bytes += filled;
           const chunk = buf.subarray(0, filled);
           filled = 0;

@@ -177,10 +177,19 @@ export function stagingOwner(dataDir: string): string {
  * once the moves it recorded are settled. Returns the sessions' ids.
  */
 export async function removeStagedNetworks(owner: string): Promise<string[]> {
-  const links = await run('ip', ['-o', 'link', 'show'], { timeoutMs: 10_000 });
-  const ids = [...links.stdout.matchAll(/^\d+: hsw([0-9a-f]{8})[@:].*\\\s+alias (\S+)$/gm)].flatMap((m) => (m[2] === `${STAGED_ALIAS}${owner}` ? [`s${m[1] as string}`] : []));
+  const ids = stagedSessions((await run('ip', ['-o', 'link', 'show'], { timeoutMs: 10_000 })).stdout, owner);
   for (const id of ids) await removeNamedNetwork(stagingNetworkNames(id));
   return ids;
+}
+
+/**
+ * The sessions whose staging veth `ip -o link show` lists (stagingNetworkNames): those `owner` made, or
+ * every one when no owner is given.
+ */
+export function stagedSessions(ipLinks: string, owner?: string): string[] {
+  return [...ipLinks.matchAll(/^\d+: hsw([0-9a-f]{8})[@:](?:.*\\\s+alias (\S+))?/gm)].flatMap((m) =>
+    owner === undefined || m[2] === `${STAGED_ALIAS}${owner}` ? [`s${m[1] as string}`] : [],
+  );
 }
 
 const STAGED_ALIAS = 'hubshift-staged:';
@@ -207,8 +216,7 @@ export async function prepareSessionNetwork(names: NetworkNames, net: SessionNet
  */
 export async function claimSessionNetns(sessionId: string, net: Pick<SessionNetwork, 'hostVeth'>, pid: number): Promise<void> {
   const [own, staged] = [ownNetworkNames(sessionId, net), stagingNetworkNames(sessionId)];
-  const [runsIn, stagedNs] = await Promise.all([netnsOf(pid), stat(netnsFile(staged.netns)).catch(() => null)]);
-  const isStaged = runsIn !== null && stagedNs !== null && runsIn.dev === stagedNs.dev && runsIn.ino === stagedNs.ino;
+  const isStaged = sameNetns(...(await Promise.all([netnsOf(pid), netnsAt(netnsFile(staged.netns))])));
   // An older copy's veth, apart: it may vanish by itself meanwhile (its namespace going), which is no failure.
   if (isStaged && (await linkExists(own.hostVeth))) await ipBatch(['-force'], [`link del ${own.hostVeth}`], { allowFailure: true });
   const rename = isStaged
@@ -271,8 +279,18 @@ export interface NetnsId {
 
 /** The identity of process `pid`'s network namespace; null when the process is gone. */
 export async function netnsOf(pid: number): Promise<NetnsId | null> {
-  const st = await stat(`/proc/${pid}/ns/net`).catch(() => null);
+  return netnsAt(`/proc/${pid}/ns/net`);
+}
+
+/** The identity of the network namespace a file stands for (/proc/PID/ns/net, a name under /run/netns); null when it is gone. */
+async function netnsAt(path: string): Promise<NetnsId | null> {
+  const st = await stat(path).catch(() => null);
   return st ? { dev: st.dev, ino: st.ino } : null;
+}
+
+/** Whether two identities are of one namespace (false when either is unknown). */
+function sameNetns(a: NetnsId | null, b: NetnsId | null): boolean {
+  return a !== null && b !== null && a.dev === b.dev && a.ino === b.ino;
 }
 
 /**
@@ -286,8 +304,7 @@ export async function netnsOf(pid: number): Promise<NetnsId | null> {
  */
 export async function dropMovedNetns(sessionId: string, was: NetnsId | null): Promise<void> {
   if (was === null) return;
-  const st = await stat(netnsPath(sessionId)).catch(() => null);
-  if (!st || st.dev !== was.dev || st.ino !== was.ino) return;
+  if (!sameNetns(await netnsAt(netnsPath(sessionId)), was)) return;
   await dropNetnsName(sessionId);
 }
 
@@ -302,8 +319,8 @@ export async function dropMovedNetns(sessionId: string, was: NetnsId | null): Pr
  * may have been reused for the target's.) Returns whether it dropped it.
  */
 export async function dropUnusedSessionNetns(sessionId: string, net: Pick<SessionNetwork, 'hostVeth'>): Promise<boolean> {
-  const st = await stat(netnsPath(sessionId)).catch(() => null);
-  if (!st || (await anyProcessIn({ dev: st.dev, ino: st.ino }))) return false;
+  const named = await netnsAt(netnsPath(sessionId));
+  if (!named || (await anyProcessIn(named))) return false;
   await removeSessionNetwork(sessionId, net);
   return true;
 }
@@ -312,7 +329,7 @@ export async function dropUnusedSessionNetns(sessionId: string, net: Pick<Sessio
 async function anyProcessIn(ns: NetnsId): Promise<boolean> {
   const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
   const found = await Promise.all(pids.map((p) => netnsOf(Number(p))));
-  return found.some((f) => f !== null && f.dev === ns.dev && f.ino === ns.ino);
+  return found.some((f) => sameNetns(f, ns));
 }
 
 /** After a restore criu made a new namespace: give it the session's name again. */

@@ -5,7 +5,7 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
-import { ensureBridge, ip, netnsName, netnsPath, stagingNetworkNames } from '../agent/network.js';
+import { ensureBridge, ip, netnsFile, netnsName, netnsPath, stagedSessions, stagingNetworkNames } from '../agent/network.js';
 import { killOutgoing } from '../agent/outgoing-moves.js';
 import { killStoppedCopies } from '../agent/stopped-copies.js';
 import { killIncomingCopies } from '../agent/incoming-copies.js';
@@ -328,9 +328,9 @@ export class LocalProvider implements Provider {
       for (const pid of left.stdout.split(/\s+/).filter((p) => /^\d+$/.test(p))) killQuietly(Number(pid), 'SIGKILL');
       // Networks made ahead for moves in under way (their veths are on this host): their namespaces' names.
       const links = await run('ip', ['-n', host.netns, '-o', 'link', 'show'], { allowFailure: true, timeoutMs: 10_000 });
-      for (const m of links.stdout.matchAll(/^\d+: hsw([0-9a-f]{8})[@:]/gm)) {
-        const staged = stagingNetworkNames(`s${m[1] as string}`).netns;
-        if (existsSync(`/run/netns/${staged}`)) await run('ip', ['netns', 'del', staged], { allowFailure: true, timeoutMs: 10_000 });
+      for (const id of stagedSessions(links.stdout)) {
+        const staged = stagingNetworkNames(id).netns;
+        if (existsSync(netnsFile(staged))) await run('ip', ['netns', 'del', staged], { allowFailure: true, timeoutMs: 10_000 });
       }
       await run('ip', ['netns', 'del', host.netns], { allowFailure: true, timeoutMs: 10_000 });
     }

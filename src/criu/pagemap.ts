@@ -277,27 +277,25 @@ function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly Me
   return out;
 }
 
-/** The index of the first of `sorted` (ascending) at or after `addr`. */
-function firstAtOrAfter(sorted: readonly number[], addr: number): number {
-  let [lo, hi] = [0, sorted.length];
+/** The first index below `length` where `reached` holds, for a `reached` false up to some index and true from it on. */
+function firstReached(length: number, reached: (i: number) => boolean): number {
+  let [lo, hi] = [0, length];
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if ((sorted[mid] as number) < addr) lo = mid + 1;
-    else hi = mid;
+    if (reached(mid)) hi = mid;
+    else lo = mid + 1;
   }
   return lo;
 }
 
+/** The index of the first of `sorted` (ascending) at or after `addr`. */
+function firstAtOrAfter(sorted: readonly number[], addr: number): number {
+  return firstReached(sorted.length, (i) => (sorted[i] as number) >= addr);
+}
+
 /** The index of the first run (sorted, not overlapping) that ends after `addr`. */
 function firstEndingAfter(runs: readonly MemoryRun[], addr: number): number {
-  let [lo, hi] = [0, runs.length];
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    const r = runs[mid] as MemoryRun;
-    if (r.vaddr + r.bytes <= addr) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
+  return firstReached(runs.length, (i) => (runs[i] as MemoryRun).vaddr + (runs[i] as MemoryRun).bytes > addr);
 }
 
 function encodeVarint(n: number, out: number[]): void {

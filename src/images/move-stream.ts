@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, mkdirSync, openSync, writev, writevSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, writev } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Writable } from 'node:stream';
@@ -6,7 +6,7 @@ import { MOVE_FILE_NAME, MoveHeader, MoveManifest, type StreamDigest } from '../
 import { IntegrityError, describeZodIssue } from '../core/errors.js';
 import { receiveBulk } from './bulk-channel.js';
 import { DATA, END, FrameWriter, u32 } from './move-frames.js';
-import { writeAt } from '../util/fs.js';
+import { writeAt, writeAtSync } from '../util/fs.js';
 import { PieceCrc32, streamDigestMismatch } from './hashing.js';
 
 export { MOVE_STREAM_CLOSED } from './move-frames.js';
@@ -139,15 +139,6 @@ async function writeAll(fd: number, parts: Buffer[], position: number): Promise<
   await writeAt(fd, rest, rest.length, position + bytesWritten);
 }
 
-function writeAllSync(fd: number, parts: Buffer[], position: number): void {
-  let buf = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
-  while (buf.length > 0) {
-    const n = writevSync(fd, [buf], position);
-    buf = buf.subarray(n);
-    position += n;
-  }
-}
-
 /**
  * One received file: summed in pieces as the bytes come; the chunks off the
  * socket are written as they are (no copy), gathered into large writes.
@@ -182,7 +173,7 @@ class ReceivedFile {
     const bytes = this.partBytes;
     this.parts = [];
     this.partBytes = 0;
-    if (bytes <= SYNC_WRITE_BYTES) writeAllSync(this.fd, parts, position);
+    if (bytes <= SYNC_WRITE_BYTES) writeAtSync(this.fd, parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts), position);
     else await this.writes.add(writeAll(this.fd, parts, position));
   }
 

@@ -1,4 +1,4 @@
-import { write } from 'node:fs';
+import { write, writeSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { z } from 'zod';
@@ -39,6 +39,11 @@ export async function readJsonRecords<T>(dir: string, schema: z.ZodType<T>): Pro
   const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
   const records = await Promise.all(names.map((n) => readJsonRecord(join(dir, n), schema)));
   return records.filter((r): r is Awaited<T> => r !== null);
+}
+
+/** writeAt, synchronously: all of `buf` to `fd` at `position`, however many writes that takes. */
+export function writeAtSync(fd: number, buf: Buffer, position: number): void {
+  for (let at = 0; at < buf.length; ) at += writeSync(fd, buf, at, buf.length - at, position + at);
 }
 
 /** Writes `length` bytes of `buf` to `fd` at `position`, however many writes that takes. */
