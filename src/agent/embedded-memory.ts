@@ -60,9 +60,15 @@ export interface Mapping {
   end: number;
 }
 
-/** A mapping as /proc/PID/maps lists it: also whether it is private, anonymous and writable (what a lazy dump leaves lazy). */
+/** A mapping as /proc/PID/maps lists it, and which of the kinds a dump treats apart it is. */
 export interface ListedMapping extends Mapping {
+  /** Private, anonymous and writable: what a lazy dump leaves lazy. */
   anonymousPrivateWritable: boolean;
+  /**
+   * Private, of a file, readable: its pages written since it was mapped (copied on write, no longer the file's)
+   * are dumped into the images, never lazy: a library's data, an interpreter's own.
+   */
+  privateFileReadable: boolean;
 }
 
 /** A process's mappings, from /proc/PID/maps (read synchronously: the session is frozen meanwhile); none when it cannot be read. */
@@ -79,7 +85,13 @@ export function mappingsOf(pid: number): ListedMapping[] {
     const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)/.exec(line);
     if (!m) continue;
     const perms = m[3] as string;
-    out.push({ start: parseInt(m[1] as string, 16), end: parseInt(m[2] as string, 16), anonymousPrivateWritable: perms.startsWith('rw') && perms[3] === 'p' && m[4] === '0' });
+    const [priv, file] = [perms[3] === 'p', m[4] !== '0'];
+    out.push({
+      start: parseInt(m[1] as string, 16),
+      end: parseInt(m[2] as string, 16),
+      anonymousPrivateWritable: perms.startsWith('rw') && priv && !file,
+      privateFileReadable: perms.startsWith('r') && priv && file,
+    });
   }
   return out;
 }

@@ -30,50 +30,66 @@ export interface Precopy {
  * Post-copy, on the source before the freeze: which memory to copy ahead,
  * chosen as embedSessionMemory will choose it after the freeze but from the
  * live processes: the server's anonymous memory, and of the kernels' the
- * mappings with the least of it present, whole, up to `kernelBudget`. By pid
- * in the session; nothing is read yet.
+ * mappings with the least of it present, whole, up to `kernelBudget`; and
+ * of every process the pages of its private file mappings written since
+ * they were mapped, which criu dumps into the images itself and the move
+ * would otherwise send after the freeze (5-6 MB of a session here: its
+ * libraries' and interpreters' data). By pid in the session, each process's
+ * runs sorted by address; nothing is read yet.
  */
 export async function precopyChoice(serverHostPid: number, kernelBudget: number): Promise<{ hostPids: Map<number, number>; runs: Map<number, MemoryRun[]> }> {
   const hostPids = await hostPidsByVpid(serverHostPid);
   hostPids.set(SERVER_VPID, serverHostPid);
   const mappings = new Map([...hostPids].map(([vpid, hostPid]) => [vpid, mappingsOf(hostPid)]));
-  const present = new Map([...hostPids].map(([vpid, hostPid]) => [vpid, presentAnonymousRuns(hostPid, mappings.get(vpid) ?? [])]));
+  const present = new Map([...hostPids].map(([vpid, hostPid]) => [vpid, presentRuns(hostPid, mappings.get(vpid) ?? [])]));
   const kernels = [...hostPids.keys()].filter((v) => v !== SERVER_VPID);
-  const kernelRuns = kernels.flatMap((v) => (present.get(v) ?? []).map((r) => ({ pid: v, vaddr: r.vaddr, bytes: r.bytes })));
+  const kernelRuns = kernels.flatMap((v) => (present.get(v) ?? []).filter((r) => r.kind === 'anonymous').map((r) => ({ pid: v, vaddr: r.vaddr, bytes: r.bytes })));
   const chosen = smallestMappings(kernelRuns, mappings, kernelBudget);
   const runs = new Map<number, MemoryRun[]>();
   for (const [vpid, all] of present) {
-    const take = all.filter((r) => vpid === SERVER_VPID || chosen.has(`${vpid}:${r.vaddr}`));
+    const take = all.filter((r) => vpid === SERVER_VPID || r.kind === 'written file' || chosen.has(`${vpid}:${r.vaddr}`)).map(({ vaddr, bytes }) => ({ vaddr, bytes }));
     if (take.length > 0) runs.set(vpid, take);
   }
   return { hostPids, runs };
 }
 
+/** A run of present pages, and which kind of mapping it lies in (ListedMapping). */
+interface PresentRun extends MemoryRun {
+  kind: 'anonymous' | 'written file';
+}
+
+// /proc/PID/pagemap, each page a little-endian u64; in its last byte: bit 63 present, bit 61 a file's page
+// (or shared): clear for a private file mapping's page once written (criu's PME_FILE test).
+const PM_PRESENT = 0x80;
+const PM_FILE = 0x20;
+
 /**
  * The runs of present pages in a process's private anonymous writable
- * mappings (those a lazy dump leaves lazy), from its `mappings` and
- * /proc/PID/pagemap (bit 63: present). None when they cannot be read.
+ * mappings (those a lazy dump leaves lazy) and of written pages in its
+ * private file mappings (those it dumps into the images), in address order,
+ * from its `mappings` and /proc/PID/pagemap. None when they cannot be read.
  */
-function presentAnonymousRuns(pid: number, mappings: readonly ListedMapping[]): MemoryRun[] {
+function presentRuns(pid: number, mappings: readonly ListedMapping[]): PresentRun[] {
   let fd: number;
   try {
     fd = openSync(`/proc/${pid}/pagemap`, 'r');
   } catch {
     return [];
   }
-  const out: MemoryRun[] = [];
+  const out: PresentRun[] = [];
   try {
-    for (const { start, end, anonymousPrivateWritable } of mappings) {
-      if (!anonymousPrivateWritable) continue;
+    for (const { start, end, anonymousPrivateWritable, privateFileReadable } of mappings) {
+      if (!anonymousPrivateWritable && !privateFileReadable) continue;
+      const [kind, mask, want] = anonymousPrivateWritable ? (['anonymous', PM_PRESENT, PM_PRESENT] as const) : (['written file', PM_PRESENT | PM_FILE, PM_PRESENT] as const);
       const pages = (end - start) / PAGE;
       const entries = Buffer.allocUnsafe(pages * 8);
       if (readSync(fd, entries, 0, entries.length, (start / PAGE) * 8) !== entries.length) continue;
       let runStart = -1;
       for (let i = 0; i <= pages; i++) {
-        const isPresent = i < pages && ((entries[i * 8 + 7] as number) & 0x80) !== 0;
-        if (isPresent && runStart < 0) runStart = i;
-        if (!isPresent && runStart >= 0) {
-          out.push({ vaddr: start + runStart * PAGE, bytes: (i - runStart) * PAGE });
+        const taken = i < pages && ((entries[i * 8 + 7] as number) & mask) === want;
+        if (taken && runStart < 0) runStart = i;
+        if (!taken && runStart >= 0) {
+          out.push({ vaddr: start + runStart * PAGE, bytes: (i - runStart) * PAGE, kind });
           runStart = -1;
         }
       }
@@ -223,6 +239,7 @@ export async function changedSinceCopy(p: Precopy, hostPids: ReadonlyMap<number,
     }
   }
   const out: ChangedPages = new Map();
+  let sinceTurn = 0;
   const now = Buffer.allocUnsafeSlow(CHUNK_BYTES);
   const then = Buffer.allocUnsafeSlow(CHUNK_BYTES);
   let snapshot: number;
@@ -248,8 +265,13 @@ export async function changedSinceCopy(p: Precopy, hostPids: ReadonlyMap<number,
             if (!now.subarray(0, n).equals(then.subarray(0, n))) {
               for (let k = 0; k < n; k += PAGE) if (!now.subarray(k, k + PAGE).equals(then.subarray(k, k + PAGE))) changed.add(r.vaddr + off + k);
             }
-            // criu's answer and the agent's API are not held up behind 100 MB of comparing.
-            await new Promise((resolve) => setImmediate(resolve));
+            // criu's answer and the agent's API are not held up behind 100 MB of comparing; but not a turn of the
+            // event loop a run either: a process's written file pages lie in hundreds of runs of a page or two.
+            sinceTurn += n;
+            if (sinceTurn >= CHUNK_BYTES) {
+              sinceTurn = 0;
+              await new Promise((resolve) => setImmediate(resolve));
+            }
           }
         }
       } catch {

@@ -164,10 +164,11 @@ interface Piece {
  * as its parent image (its runs, sorted by address), and the addresses of
  * the pages found changed since (memory-precopy.ts compares them). The
  * pages it holds unchanged become PE_PARENT entries, which criu restores
- * from ./parent, and are not sent again.
+ * from ./parent, and are not sent again: of the lazy entries, and of criu's
+ * own present ones (the rest of those is sent from its image, as it is).
  *
  * Every chosen range is checked readable first: if one is not, nothing is
- * changed and this throws. null when nothing is chosen.
+ * changed and this throws. null when nothing is chosen and the parent holds none of the present entries.
  */
 export async function embedLazyMemory(
   imagesDir: string,
@@ -178,7 +179,9 @@ export async function embedLazyMemory(
 ): Promise<EmbeddedPages | null> {
   const pm = readPagemap(imagesDir, pid);
   const chosen = new Set(pm.entries.filter((e) => isLazy(e) && (take?.(runOf(pid, e)) ?? true)));
-  if (chosen.size === 0) return null;
+  // criu's own present entries (a private file mapping's written pages, a thread's stack page) the parent holds part of.
+  const ownInParent = new Set(pm.entries.filter((e) => (e.flags & PE_PRESENT) !== 0 && overlapsRun(parent.runs, e)));
+  if (chosen.size === 0 && ownInParent.size === 0) return null;
   const name = `pages-${pm.pagesId}.img`;
   const pagesPath = join(imagesDir, name);
   const memPath = `/proc/${hostPid}/mem`;
@@ -190,8 +193,10 @@ export async function embedLazyMemory(
   try {
     for (const e of chosen) {
       if (e.flagsAt === null) throw new CriuError('criu_failed', `a lazy entry of ${pm.path} has no one-byte flags to mark`, 'flags', pm.path);
-      spans.set(e, spansOf(mem, memPath, e, parent.runs, changed));
+      spans.set(e, spansOf(mem, memPath, e, parent.runs, changed, true));
     }
+    // Their pages not left to the parent are in criu's image: nothing of them is read from the process.
+    for (const e of ownInParent) spans.set(e, spansOf(mem, memPath, e, parent.runs, changed, false));
   } finally {
     closeSync(mem);
   }
@@ -199,7 +204,8 @@ export async function embedLazyMemory(
   // The pagemap as criu wrote it, its chosen entries present (or split into parent and present parts).
   const parts: Buffer[] = [pm.buf.subarray(0, pm.entries[0]?.start ?? pm.buf.length)];
   const pieces: Piece[] = [];
-  let [fromImage, added, inParent] = [0, 0, 0];
+  // fromParent: of criu's own pages, those left to the parent.
+  let [fromImage, added, inParent, fromParent] = [0, 0, 0, 0];
   for (const e of pm.entries) {
     const split = spans.get(e);
     if (!split) {
@@ -210,33 +216,39 @@ export async function embedLazyMemory(
       }
       continue;
     }
+    const own = (e.flags & PE_PRESENT) !== 0;
     if (split.length === 1 && !(split[0] as Span).inParent) {
       const entry = Buffer.from(pm.buf.subarray(e.start, e.end));
-      entry[(e.flagsAt as number) - e.start] = (e.flags | PE_PRESENT) & ~PE_LAZY;
+      if (!own) entry[(e.flagsAt as number) - e.start] = (e.flags | PE_PRESENT) & ~PE_LAZY;
       parts.push(entry);
     } else {
-      for (const x of split) parts.push(encodeEntry(x.vaddr, x.pages, x.inParent ? PE_PARENT : PE_PRESENT));
+      for (const x of split) parts.push(encodeEntry(x.vaddr, x.pages, x.inParent ? PE_PARENT : own ? e.flags : PE_PRESENT));
     }
     for (const x of split) {
-      if (x.inParent) inParent += x.pages * PAGE;
+      if (x.inParent) {
+        inParent += x.pages * PAGE;
+        if (own) fromParent += x.pages * PAGE;
+      } else if (own) pieces.push({ from: 'image', position: fromImage + (x.vaddr - e.vaddr), bytes: x.pages * PAGE });
       else {
         pieces.push({ from: 'memory', position: x.vaddr, bytes: x.pages * PAGE });
         added += x.pages * PAGE;
       }
     }
+    if (own) fromImage += e.pages * PAGE;
   }
   replace(pm.path, Buffer.concat(parts));
-  return { name, bytes: imageBytes + added, added, inParent, read: () => readPieces(pieces, pagesPath, memPath) };
+  return { name, bytes: imageBytes - fromParent + added, added, inParent, read: () => readPieces(pieces, pagesPath, memPath) };
 }
 
 /**
  * A chosen entry's pages in order, as spans: those the parent holds (`runs`)
  * and `changed` (page addresses, ascending) does not name, and the rest,
  * run by run rather than page by page (tens of thousands of pages a move,
- * in the frozen window). The first page of each span is read, to know the
- * entry readable.
+ * in the frozen window). With `checkReadable` (the spans not in the parent
+ * are read from the process) the first page of each span is read, to know
+ * the entry readable.
  */
-function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly MemoryRun[], changed: readonly number[]): Span[] {
+function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly MemoryRun[], changed: readonly number[], checkReadable: boolean): Span[] {
   const page = Buffer.allocUnsafe(PAGE);
   const out: Span[] = [];
   const add = (vaddr: number, pages: number, inParent: boolean): void => {
@@ -246,6 +258,7 @@ function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly Me
       last.pages += pages;
       return;
     }
+    if (!checkReadable) return void out.push({ vaddr, pages, inParent });
     let got = 0;
     try {
       got = readSync(fd, page, 0, PAGE, vaddr);
@@ -275,6 +288,12 @@ function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly Me
   }
   add(at, (end - at) / PAGE, false);
   return out;
+}
+
+/** Whether any of `runs` (sorted, not overlapping) holds a page of entry `e`. */
+function overlapsRun(runs: readonly MemoryRun[], e: PagemapEntry): boolean {
+  const r = runs[firstEndingAfter(runs, e.vaddr)];
+  return r !== undefined && r.vaddr < e.vaddr + e.pages * PAGE;
 }
 
 /** The first index below `length` where `reached` holds, for a `reached` false up to some index and true from it on. */

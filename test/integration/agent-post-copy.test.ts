@@ -375,16 +375,19 @@ describe('moving a session post-copy between local test hosts', () => {
     expect(await sessionProcesses(s.id)).toEqual([]);
   });
 
-  it('should restore no page as it was copied ahead when the kernel wrote it since: a thread writing every page of a buffer across two moves finds each as it left it', async () => {
+  it('should restore no page as it was copied ahead when the kernel wrote it since: a thread writing every page of a buffer and of a private file mapping across two moves finds each as it left it', async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
     const s = await a.startSession('pw');
     const k = await kernelWithState(s.url, s.token, 64);
     // A thread that writes the next value into the first byte of each of 256 pages, round after round, and counts
     // every page that does not hold what it last wrote there: a page restored from the copy ahead after it changed
-    // (or any other stale byte) shows as bad.
+    // (or any other stale byte) shows as bad. The same for 16 pages of a file mapped privately (its written pages
+    // are criu's own, dumped into the images, and copied ahead too); the file, one of Python's own, is not changed.
     const spin = [
-      'import threading',
+      'import mmap, threading, typing',
       'spun = bytearray(4096 * 256)',
+      "with open(typing.__file__, 'rb') as f: cow = mmap.mmap(f.fileno(), 4096 * 16, access=mmap.ACCESS_COPY)",
+      'for p in range(16): cow[p * 4096] = 0',
       "spin = {'k': 0, 'bad': 0, 'rounds': 0}",
       'def spinner():',
       '    while True:',
@@ -392,6 +395,9 @@ describe('moving a session post-copy between local test hosts', () => {
       '        for p in range(256):',
       "            if spun[p * 4096] != k: spin['bad'] += 1",
       '            spun[p * 4096] = (k + 1) % 251',
+      '        for p in range(16):',
+      "            if cow[p * 4096] != k: spin['bad'] += 1",
+      '            cow[p * 4096] = (k + 1) % 251',
       "        spin['k'] = (k + 1) % 251",
       "        spin['rounds'] += 1",
       'threading.Thread(target=spinner, daemon=True).start()',

@@ -272,6 +272,35 @@ describe("a post-copy move's memory sent ahead (its parent image)", () => {
     }
   });
 
+  it("should leave to the parent criu's own present pages it holds unchanged, send the rest of them from criu's image, and read nothing from the process", async () => {
+    const dir = tmp();
+    // criu's pages image: A B C for the first entry, D for the last; the lazy entry between is not taken.
+    await writeFile(join(dir, 'pagemap-1.img'), pagemapImage(3, [
+      { vaddr: 0x10000, pages: 3, flags: 0x04 },
+      { vaddr: 0x20000, pages: 1, flags: 0x02 },
+      { vaddr: 0x30000, pages: 1, flags: 0x04 },
+    ]));
+    await writeFile(join(dir, 'pages-3.img'), Buffer.concat(['A', 'B', 'C', 'D'].map((c) => Buffer.alloc(4096, c))));
+    // The parent holds A and B as they are, and D changed since. This process has nothing mapped at these addresses:
+    // a read of it would fail.
+    const e = await embedLazyMemory(dir, 1, process.pid, () => false, { runs: [{ vaddr: 0x10000, bytes: 8192 }, { vaddr: 0x30000, bytes: 4096 }], changed: new Set([0x30000]) });
+    expect(e).toMatchObject({ name: 'pages-3.img', added: 0, inParent: 8192, bytes: 8192 });
+    expect(Buffer.concat(await readChunks(e!)).toString('latin1')).toBe('C'.repeat(4096) + 'D'.repeat(4096));
+    expect(await readFile(join(dir, 'pagemap-1.img'))).toEqual(
+      pagemapImage(3, [
+        { vaddr: 0x10000, pages: 2, flags: 0x01 },
+        { vaddr: 0x12000, pages: 1, flags: 0x04 },
+        { vaddr: 0x20000, pages: 1, flags: 0x02 },
+        { vaddr: 0x30000, pages: 1, flags: 0x04 },
+      ]),
+    );
+    // Nothing chosen and no present page in the parent: nothing to change.
+    const untouched = join(tmp(), 'untouched');
+    await mkdir(untouched);
+    await lazyDumpImages(untouched, 5, [{ vaddr: 0x10000, pages: 1, flags: 0x04 }, { vaddr: 0x20000, pages: 1, flags: 0x02 }]);
+    expect(await embedLazyMemory(untouched, 1, process.pid, () => false, { runs: [{ vaddr: 0x11000, bytes: 4096 }], changed: new Set() })).toBeNull();
+  });
+
   it('should refuse to embed a process whose memory cannot be read where the parent does not hold it', async () => {
     const dir = tmp();
     await lazyDumpImages(dir, 8, [{ vaddr: 0x10000, pages: 2, flags: 0x02 }]);
