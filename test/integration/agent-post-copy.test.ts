@@ -319,17 +319,22 @@ describe('moving a session post-copy between local test hosts', () => {
 
   it("should leave exactly one copy, the target's, when criu fails after the last page while the source agent is down", async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
-    const s = await a.startSession('pf');
-    const k = await kernelWithState(s.url, s.token, 1024);
+    // 400 Mbit/s toward the target: its 256 MiB take seconds to arrive after the commit, however fast the machine (a
+    // gigabyte on the open link once arrived, now and then, before the agent was killed).
+    const { s, k: filled, unthrottle } = await sessionOnSlowLink('pf', '400mbit');
     const sourcePid = s.pid!;
-    // criu fails its post-dump stage (before its page server starts), and acts on it only after the last page:
-    // it lets the frozen copy run again. The source's agent dies before that, while the gigabyte is still on its way.
-    const r = await withHookFailingAtPostDump(hosts[0]!, () => a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy'));
-    expect(r.mode).toBe('post-copy');
-    const dump = await criuUnder(hosts[0]!.dataDir, 'dump');
-    expect(dump.length).toBe(1);
-    killQuietly((await provider.hosts())[0]!.agentPid!, 'SIGKILL');
-    await waitFor('the source criu to exit', async () => ((await isAlive(dump[0]!)) ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
+    try {
+      // criu fails its post-dump stage (before its page server starts), and acts on it only after the last page:
+      // it lets the frozen copy run again. The source's agent dies before that, while the memory is still on its way.
+      const r = await withHookFailingAtPostDump(hosts[0]!, () => a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy'));
+      expect(r.mode).toBe('post-copy');
+      const dump = await criuUnder(hosts[0]!.dataDir, 'dump');
+      expect(dump.length).toBe(1);
+      killQuietly((await provider.hosts())[0]!.agentPid!, 'SIGKILL');
+      await waitFor('the source criu to exit', async () => ((await isAlive(dump[0]!)) ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
+    } finally {
+      await unthrottle();
+    }
     await provider.restartAgent(hosts[0]!.name);
     // The restarted agent finds the copy criu let run, asks the target, and ends the copy here.
     await waitFor('the source copy to be gone', async () => ((await isAlive(sourcePid)) ? undefined : true), { timeoutMs: 30_000, intervalMs: 200 });
@@ -337,8 +342,9 @@ describe('moving a session post-copy between local test hosts', () => {
     const there = await b.getSession(s.id);
     expect(there.state).toBe('running');
     expect(there.memoryArriving).toBeFalsy();
-    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
-    k.channel.close();
+    const ch = await KernelChannel.connect(s.url, s.token, filled.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: filled.hash });
+    ch.close();
     const log = await readFile(join(hosts[0]!.dataDir, 'agent.log'), 'utf8');
     expect(log.split('\n').some((l) => l.includes(s.id) && l.includes('while this agent was down'))).toBe(true);
     await b.removeSession(s.id);
