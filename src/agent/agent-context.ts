@@ -54,6 +54,8 @@ export interface IncomingMove {
    * once the daemon has brought it all (the source's criu then ended its copy).
    */
   postCopy?: { lazy: RestoredLazy; pageServer: PageServerAt; complete: boolean };
+  /** The restore's lazy-pages daemon, held stopped with the copy until the commit (RestoredLazy.resume); null when it restored plainly. */
+  lazy: RestoredLazy | null;
   /** The session's announcement, ready for its commit (prepareAnnounce); cancelled when the move does not happen. */
   announcer?: PreparedAnnounce;
 }

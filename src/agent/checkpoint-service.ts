@@ -370,6 +370,8 @@ export interface RestoredLazy {
   outcome: Promise<LazyOutcome>;
   /** Ends the daemon (post-copy: breaking the transfer so that the source resumes). */
   kill: () => void;
+  /** Lets a daemon held stopped while the restored tasks were (a move in's, until its commit) go on; a no-op otherwise. */
+  resume: () => void;
 }
 
 /** A daemon's end as LazyOutcome (see RestoredLazy.outcome). */
@@ -580,9 +582,17 @@ export async function restoreFromImages(
       r = await attempt(false);
     }
     pid = r.pid;
+    // A move's copy stays stopped until its source commits, so no page can be asked for until then; but the daemon
+    // starts bringing the whole memory in at once, and took the CPU from the claim, the answer and the commit on
+    // both hosts (post-copy: the source's criu serves it). Held stopped with the tasks, and let go just before them
+    // (startRestored); an agent that dies meanwhile leaves it to its successor (settleIncoming) or to the move's guard.
+    const held = daemon !== undefined && opts.leaveStopped === true;
+    if (held) killQuietly(daemon!.pid, 'SIGSTOP');
     const restoring = await connectRestored(ctx, s, pid, opts.netnsOutside === true);
     if (netns) netns = own;
-    const serving: RestoredLazy | null = daemon ? { pid: daemon.pid, log: daemonLog, outcome: lazyOutcomeOf(ctx, restoring, daemon, daemonLog, postCopy), kill: daemon.kill } : null;
+    const serving: RestoredLazy | null = daemon
+      ? { pid: daemon.pid, log: daemonLog, outcome: lazyOutcomeOf(ctx, restoring, daemon, daemonLog, postCopy), kill: daemon.kill, resume: held ? () => killQuietly(daemon!.pid, 'SIGCONT') : () => undefined }
+      : null;
     const released = serving ? watchLazyPages(ctx, restoring, pid, serving.outcome, daemonLog, postCopy) : Promise.resolve();
     ctx.lazy.track(s.id, released);
     if (opts.leaveStopped) return { session: restoring, released, lazy: serving };
@@ -617,8 +627,10 @@ export async function connectRestored(ctx: AgentContext, s: Session, pid: number
  * Lets a restored session run: its tasks continued (a move restores them
  * stopped), the bridge taught where its MAC is, and the server answering.
  */
-export async function startRestored(ctx: AgentContext, s: Session, announcer?: PreparedAnnounce): Promise<Session> {
+export async function startRestored(ctx: AgentContext, s: Session, announcer?: PreparedAnnounce, lazy?: Pick<RestoredLazy, 'resume'>): Promise<Session> {
   if (s.pid === null) throw new ConflictError(`session ${s.id} has no restored processes to start`);
+  // The daemon first: the tasks' first fault would wait on a daemon held stopped.
+  lazy?.resume();
   for (const pid of await processTree(s.pid)) killQuietly(pid, 'SIGCONT');
   // The announcement first (19-30 ms at a post-copy commit, beside the lazy transfer's start): until it, this node's bridge may still send the session's MAC out toward the
   // host it came from, where the server's first connection request is lost and TCP tries again only after 1 s

@@ -9,7 +9,7 @@ import { SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js'
 import { receiveMove } from '../images/move-stream.js';
 import { pathExists } from '../util/fs.js';
 import { waitFor } from '../util/exec.js';
-import { isAlive, processesWithArgs } from '../util/proc.js';
+import { isAlive, killQuietly, processesWithArgs } from '../util/proc.js';
 import type { IdleGuard } from '../util/idle-guard.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
 import { assertRestorableHere, connectRestored, dropEarly, restoreFromImages, startRestored } from './checkpoint-service.js';
@@ -133,7 +133,7 @@ async function receiveAndRestore(
       timer.unref();
       const pid = restored.session.pid;
       const announcer = pid !== null ? prepareAnnounce(pid, restored.session.network.gateway) : undefined;
-      ctx.incoming.set(id, { work, manifest, timer, guardPid, postCopy, announcer });
+      ctx.incoming.set(id, { work, manifest, timer, guardPid, postCopy, announcer, lazy: restored.lazy });
       // The images stay until the commit's lazy transfer is done, or the abort has finished with them.
       return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000, pushedBytes };
     } catch (err) {
@@ -212,7 +212,7 @@ export async function commitIncoming(ctx: AgentContext, id: string): Promise<Ses
   // From here the copy here is the session's only one: a restarted agent runs it.
   await recordIncoming(ctx.config.dataDir, { sessionId: id, work: move.work, manifest: move.manifest, guardPid: null, committed: true });
   try {
-    return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id), move.announcer));
+    return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id), move.announcer, move.lazy ?? undefined));
   } finally {
     await forgetIncoming(ctx.config.dataDir, id);
     // Once its memory has all arrived, however long that takes: a timeout here, unhandled, once ended the agent.
@@ -303,6 +303,10 @@ export async function settleIncoming(ctx: AgentContext): Promise<void> {
       if (c.guardPid !== null) await stopIncomingGuard(c.guardPid, c.work);
       // criu finishes a restore whose agent died inside it: its pid file is written as it exits.
       await waitFor('criu restore of a moved-in session to end', async () => ((await processesWithArgs(['restore', images])).length > 0 ? undefined : true), { timeoutMs: ctx.config.restoreTimeoutMs, intervalMs: 50 }).catch(() => undefined);
+      // The last agent held its daemon stopped until the commit (restoreFromImages): from here it goes on as it
+      // would have (bringing the memory in, or noticing its copy gone), whatever is decided below.
+      const held = await lazyDaemonServing(images);
+      if (held !== null) killQuietly(held, 'SIGCONT');
       let runs = c.committed;
       const pageServer = c.manifest.pageServer;
       if (!c.committed && pageServer) {

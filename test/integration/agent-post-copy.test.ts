@@ -426,6 +426,44 @@ describe('moving a session post-copy between local test hosts', () => {
     await a.removeSession(s.id);
   });
 
+  it('should hold the lazy-pages daemon stopped while the copy waits for its commit, and let it bring the memory in once the session runs', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('ph');
+    const k = await kernelWithState(s.url, s.token, 256);
+    const { hostname, port } = new URL(hosts[1]!.agentUrl);
+    // The source's commit request is dropped on its way out for a second: TCP sends it again later, within the
+    // target's commit timeout (4 s here).
+    const rule = ['OUTPUT', '-p', 'tcp', '-d', hostname, '--dport', port, '-m', 'string', '--algo', 'bm', '--string', '/commit', '-j', 'DROP'];
+    await hostIptables(hosts[0]!, ['-A', ...rule]);
+    let blocked = true;
+    const unblock = async (): Promise<void> => {
+      if (blocked) await hostIptables(hosts[0]!, ['-D', ...rule]);
+      blocked = false;
+    };
+    try {
+      const moving = a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy');
+      moving.catch(() => undefined);
+      // The copy restored and waiting: its daemon stopped (state T), not fetching the memory ahead of the commit.
+      const state = async (pid: number): Promise<string> => (await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).replace(/^.*\) /s, '').slice(0, 1);
+      const daemon = await waitFor('the target to hold its restored copy and daemon stopped', async () => {
+        if ((await b.findSession(s.id))?.state !== 'restoring') return undefined;
+        const [d] = await criuUnder(hosts[1]!.dataDir, 'lazy-pages');
+        return d !== undefined && (await state(d)) === 'T' ? d : undefined;
+      }, { timeoutMs: 30_000, intervalMs: 10 });
+      await sleep(300);
+      expect(await state(daemon)).toBe('T');
+      expect((await b.getSession(s.id)).memoryArriving).toBe(true);
+      await unblock();
+      expect((await moving).mode).toBe('post-copy');
+      await waitFor('the memory to have arrived', async () => ((await b.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
+    } finally {
+      await unblock();
+    }
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    await b.removeSession(s.id);
+  });
+
   it('should leave the session in exactly one place when the target agent is killed while restoring, and the agent back settle what it left', async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
     const s = await a.startSession('pk');
