@@ -586,12 +586,13 @@ export async function restoreFromImages(
     // starts bringing the whole memory in at once, and took the CPU from the claim, the answer and the commit on
     // both hosts (post-copy: the source's criu serves it). Held stopped with the tasks, and let go just before them
     // (startRestored); an agent that dies meanwhile leaves it to its successor (settleIncoming) or to the move's guard.
-    const held = daemon !== undefined && opts.leaveStopped === true;
-    if (held) killQuietly(daemon!.pid, 'SIGSTOP');
+    const d = daemon;
+    const held = d !== undefined && opts.leaveStopped === true;
+    if (held) killQuietly(d.pid, 'SIGSTOP');
     const restoring = await connectRestored(ctx, s, pid, opts.netnsOutside === true);
     if (netns) netns = own;
-    const serving: RestoredLazy | null = daemon
-      ? { pid: daemon.pid, log: daemonLog, outcome: lazyOutcomeOf(ctx, restoring, daemon, daemonLog, postCopy), kill: daemon.kill, resume: held ? () => killQuietly(daemon!.pid, 'SIGCONT') : () => undefined }
+    const serving: RestoredLazy | null = d
+      ? { pid: d.pid, log: daemonLog, outcome: lazyOutcomeOf(ctx, restoring, d, daemonLog, postCopy), kill: d.kill, resume: held ? () => killQuietly(d.pid, 'SIGCONT') : () => undefined }
       : null;
     const released = serving ? watchLazyPages(ctx, restoring, pid, serving.outcome, daemonLog, postCopy) : Promise.resolve();
     ctx.lazy.track(s.id, released);
