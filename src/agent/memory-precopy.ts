@@ -47,7 +47,7 @@ export async function precopyChoice(serverHostPid: number, kernelBudget: number)
   const chosen = smallestMappings(kernelRuns, mappings, kernelBudget);
   const runs = new Map<number, MemoryRun[]>();
   for (const [vpid, all] of present) {
-    const take = all.filter((r) => vpid === SERVER_VPID || r.kind === 'written file' || chosen.has(`${vpid}:${r.vaddr}`)).map(({ vaddr, bytes }) => ({ vaddr, bytes }));
+    const take = all.filter((r) => vpid === SERVER_VPID || r.kind === 'written file' || chosen.has(`${vpid}:${r.vaddr}`));
     if (take.length > 0) runs.set(vpid, take);
   }
   return { hostPids, runs };

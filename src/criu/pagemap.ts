@@ -168,7 +168,8 @@ interface Piece {
  * own present ones (the rest of those is sent from its image, as it is).
  *
  * Every chosen range is checked readable first: if one is not, nothing is
- * changed and this throws. null when nothing is chosen and the parent holds none of the present entries.
+ * changed and this throws. null when nothing is chosen and the parent holds
+ * none of the present entries.
  */
 export async function embedLazyMemory(
   imagesDir: string,
