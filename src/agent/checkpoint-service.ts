@@ -157,6 +157,7 @@ export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}): Om
     env: hookEnv(ctx, d.s, { ...use, sideDir: d.side }),
     timeoutMs: ctx.config.dumpTimeoutMs,
     fileValidation: ctx.config.fileValidation,
+    logLevel: ctx.config.criuLogLevel,
   };
 }
 
@@ -545,6 +546,7 @@ export async function restoreFromImages(
         extraArgs: opts.leaveStopped || opts.netnsOutside ? ['--leave-stopped'] : undefined,
         signal: daemonFailed.signal,
         fileValidation: ctx.config.fileValidation,
+        logLevel: ctx.config.criuLogLevel,
       });
     } catch (err) {
       daemon?.kill();

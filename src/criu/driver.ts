@@ -33,6 +33,8 @@ export interface DumpOptions {
   externalNetnsIno?: number;
   /** How criu records, and a restore checks, the files the tree maps (FileValidation). Unset: criu's default. */
   fileValidation?: FileValidation;
+  /** How much criu writes to logFile (CriuLogLevel). Default 4. */
+  logLevel?: CriuLogLevel;
 }
 
 /**
@@ -42,6 +44,14 @@ export interface DumpOptions {
  * size and mode only.
  */
 export type FileValidation = 'filesize' | 'buildid';
+
+/**
+ * criu's `-v`: 0 nothing, 1 errors, 2 also warnings, 3 also what it does,
+ * 4 every step (a line per memory area, page pipe and socket: 13 000 lines
+ * and 20-45 ms of a 1 GiB session's dump here, 9 000 lines of its restore).
+ * The errors that diagnoseCriuLogFile explains are all printed from 1 up.
+ */
+export type CriuLogLevel = 0 | 1 | 2 | 3 | 4;
 
 /** The key criu's images name an external network namespace by. */
 const EXTERNAL_NETNS_KEY = 'hubshift-session-net';
@@ -63,12 +73,14 @@ export interface RestoreOptions {
   /** For images dumped with externalNetnsIno: the namespace (e.g. /run/netns/NAME) the tree is restored into. */
   joinNetns?: string;
   fileValidation?: FileValidation;
+  /** How much criu writes to logFile (CriuLogLevel). Default 4. */
+  logLevel?: CriuLogLevel;
 }
 
 // Options every call takes: established TCP (the kernel's ZMQ and the browser's
-// websockets), file locks (sqlite), a verbose log kept for diagnosis.
-function commonArgs(bin: CriuBinary, logFile: string, actionScript?: string, fileValidation?: FileValidation): string[] {
-  const args = ['-v4', '-o', logFile, '--tcp-established', '--file-locks'];
+// websockets), file locks (sqlite), a log kept for diagnosis.
+function commonArgs(bin: CriuBinary, logFile: string, actionScript?: string, fileValidation?: FileValidation, logLevel: CriuLogLevel = 4): string[] {
+  const args = [`-v${logLevel}`, '-o', logFile, '--tcp-established', '--file-locks'];
   if (fileValidation) args.push('--file-validation', fileValidation);
   if (bin.nftablesLock) args.push('--network-lock', 'nftables');
   if (bin.libdir) args.push('--libdir', bin.libdir);
@@ -95,6 +107,11 @@ async function runCriu(
     if (err instanceof TimeoutError) {
       throw new CriuError('criu_timeout', `criu ${op} did not finish within ${timeoutMs / 1000} s and was killed (log: ${logFile}; last error: ${d.explanation})`, d.explanation, logFile);
     }
+    if (err instanceof CommandError && err.result.signal !== null) {
+      // Its log just stops: what it says last is where criu was, not why it ended.
+      const why = `criu was killed by ${err.result.signal}`;
+      throw new CriuError('criu_failed', `criu ${op} failed: ${why} (the last its log says: ${d.explanation}; log: ${logFile})`, why, logFile);
+    }
     if (err instanceof CommandError) {
       throw new CriuError('criu_failed', `criu ${op} failed: ${d.explanation} (log: ${logFile})`, d.explanation, logFile);
     }
@@ -105,7 +122,7 @@ async function runCriu(
 
 /** criu dump's arguments for these options, every kind of dump alike. */
 function dumpArgv(bin: CriuBinary, opts: DumpOptions): string[] {
-  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript, opts.fileValidation)];
+  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript, opts.fileValidation, opts.logLevel)];
   if (opts.leaveRunning) args.push('--leave-running');
   if (opts.externalNetnsIno !== undefined) args.push('--external', `net[${opts.externalNetnsIno}]:${EXTERNAL_NETNS_KEY}`);
   if (opts.extraArgs) args.push(...opts.extraArgs);
@@ -124,7 +141,7 @@ export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ second
 export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ pid: number; seconds: number }> {
   // criu refuses to overwrite a pidfile, and a stale one would name the wrong process.
   await rm(opts.pidFile, { force: true });
-  const args = ['restore', '-D', opts.imagesDir, '-d', '--pidfile', opts.pidFile, ...commonArgs(bin, opts.logFile, opts.actionScript, opts.fileValidation)];
+  const args = ['restore', '-D', opts.imagesDir, '-d', '--pidfile', opts.pidFile, ...commonArgs(bin, opts.logFile, opts.actionScript, opts.fileValidation, opts.logLevel)];
   for (const e of opts.externals ?? []) args.push('--external', e);
   if (opts.lazyPages) args.push('--lazy-pages');
   if (opts.extraArgs) args.push(...opts.extraArgs);

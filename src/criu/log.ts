@@ -13,6 +13,7 @@ export interface CriuDiagnosis {
     | 'address_in_use'
     | 'permission'
     | 'pipe_too_small'
+    | 'action_script'
     | 'unknown';
   /** The log line that says it. */
   line: string;
@@ -78,6 +79,12 @@ const RULES: Array<{ re: RegExp; kind: CriuDiagnosis['kind']; explain: (m: RegEx
     kind: 'pipe_too_small',
     explain: (m) =>
       `criu's lazy page server could copy only ${m[1]} bytes of a page pipe: its pipes cannot grow past fs.pipe-max-size without CAP_SYS_RESOURCE; run 'sysctl fs.pipe-max-size=4194304' (npm run setup and the agent do it)`,
+  },
+  {
+    // criu's own words come after the script's ("exited, status=1"), and name neither the script nor the stage.
+    re: /Script (\S+) exited with/,
+    kind: 'action_script',
+    explain: (m) => `the action script ${m[1]} failed, and criu gave up (its output, if any, is in the log just before)`,
   },
   {
     re: /Operation not permitted.*(seize|ptrace)|Can't seize/,

@@ -22,6 +22,8 @@ export interface RunOptions {
 
 export interface RunResult {
   code: number;
+  /** The signal that ended the command, if one did (code is then 128). */
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
 }
@@ -89,7 +91,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
         reject(opts.signal.reason instanceof Error ? opts.signal.reason : new Error(`${command} aborted`));
         return;
       }
-      const result = { code: code ?? (sig ? 128 : 1), stdout, stderr };
+      const result = { code: code ?? (sig ? 128 : 1), signal: sig, stdout, stderr };
       if (result.code !== 0 && !opts.allowFailure) reject(new CommandError(command, result));
       else resolve(result);
     });

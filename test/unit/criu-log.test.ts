@@ -32,6 +32,21 @@ describe('criu log diagnosis', () => {
     expect(d.explanation).toBe('Unable to open fd=1 id=0x4e');
   });
 
+  it('should name the action script that failed, from a log without timestamps (criu -v2)', () => {
+    // What criu 4.2.1 wrote at -v2 when a post-dump script exited 1.
+    const log = [
+      "Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted",
+      'Warn  (compel/arch/x86/src/lib/infect.c:419): Will restore 17635 with interrupted system call',
+      'Error (criu/util.c:657): exited, status=1',
+      'Error (criu/action-scripts.c:94): Script /tmp/v2t/hook.sh exited with -1',
+      'Error (criu/action-scripts.c:156): One of more action scripts failed',
+      'Error (criu/cr-dump.c:1975): Dumping FAILED.',
+    ].join('\n');
+    const d = diagnoseCriuLog(log);
+    expect(d.kind).toBe('action_script');
+    expect(d.explanation).toBe('the action script /tmp/v2t/hook.sh failed, and criu gave up (its output, if any, is in the log just before)');
+  });
+
   it('should say so when the log holds no error', () => {
     expect(diagnoseCriuLog(RLIMIT).explanation).toBe('no error in the log');
   });
