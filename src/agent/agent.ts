@@ -24,6 +24,7 @@ import { SessionRegistry } from './session-registry.js';
 import { reconcileSessions } from './session-service.js';
 import { watchOutgoingAfterRestart } from './post-copy-move.js';
 import { linkToScheduler, type SchedulerLink } from './scheduler-link.js';
+import { useSpawnHelper } from '../util/exec.js';
 
 export interface RunningAgent {
   url: string;
@@ -35,6 +36,8 @@ export interface RunningAgent {
 }
 
 export async function startAgent(config: AgentConfig, log: Logger = pino({ name: 'hubshift-agent' })): Promise<RunningAgent> {
+  // First, while this process is small: its one fork (see spawn-helper.ts).
+  if (config.spawnHelper) useSpawnHelper();
   const criu = await loadSelectedCriu();
   if (criu.postCopy?.ok) {
     // Post-copy moves need criu's 4 MiB pipes; the sysctl is lost on reboot. Moves fall back to stop-and-copy without it.

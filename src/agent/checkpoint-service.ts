@@ -425,10 +425,21 @@ export interface EarlyLazyPages {
 export interface EarlyRestore {
   lazy?: EarlyLazyPages;
   netns?: NetworkNames;
+  /** The session's old network (its veth, its namespace's name) is gone already: startEarly removed it. */
+  cleared?: boolean;
 }
 
 /** Whether this agent restores lazily: allowed by its config and possible with its criu and kernel. */
 const lazyRestoreHere = (ctx: AgentContext): boolean => ctx.config.lazyRestore && ctx.criu.lazyPages && lazyRestoreBlocker(ctx.config.transparentHugePagesFile) === null;
+
+/**
+ * A move's lazy-pages daemon, started before restoreFromImages where the move
+ * in is guarded already (receiveAndRestore); undefined where the restore
+ * will not be lazy. Pass it as `early.lazy`; kill it if no restore follows.
+ */
+export async function startIncomingDaemon(ctx: AgentContext, images: string, tag: string, pageServer?: PageServerAt): Promise<EarlyLazyPages | undefined> {
+  return pageServer !== undefined || lazyRestoreHere(ctx) ? startDaemon(ctx, images, tag, pageServer) : undefined;
+}
 
 async function startDaemon(ctx: AgentContext, images: string, tag: string, pageServer?: PageServerAt): Promise<EarlyLazyPages> {
   const log = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
@@ -449,6 +460,7 @@ export async function startEarly(ctx: AgentContext, s: Session, images: string, 
   const out: EarlyRestore = {};
   try {
     await removeSessionNetwork(s.id, s.network);
+    out.cleared = true;
     if (netnsOutside) {
       const own = ownNetworkNames(s.id, s.network);
       await prepareSessionNetwork(own, s.network, ctx.config.bridge);
@@ -503,12 +515,12 @@ export async function restoreFromImages(
     netns = opts.netnsOutside ? (ahead ?? own) : undefined;
     // Images without the namespace: made again (unless made ahead), the bridge's end down until criu has restored the
     // sockets. criu recreates the veth otherwise; a stale one of the same name makes it fail.
-    // (An early daemon's start cleared the old one already.)
+    // (Unless startEarly cleared the old one already.)
     const network = opts.netnsOutside
       ? ahead
         ? Promise.resolve()
         : createSessionNetwork(s.id, s.network, ctx.config.bridge, { hostSide: 'down' })
-      : started?.lazy && lazy
+      : started?.cleared
         ? Promise.resolve()
         : removeSessionNetwork(s.id, s.network);
     // Awaited below, after the daemon's start: a failure meanwhile is not unhandled.

@@ -12,7 +12,7 @@ import { waitFor } from '../util/exec.js';
 import { isAlive, killQuietly, processesWithArgs } from '../util/proc.js';
 import type { IdleGuard } from '../util/idle-guard.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
-import { assertRestorableHere, connectRestored, dropEarly, restoreFromImages, startRestored } from './checkpoint-service.js';
+import { assertRestorableHere, connectRestored, dropEarly, restoreFromImages, startIncomingDaemon, startRestored, type EarlyLazyPages } from './checkpoint-service.js';
 import { bytesReceivedFrom, prepareAnnounce, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, removeStagedNetworks, stagingNetworkNames, stagingOwner, type NetworkNames } from './network.js';
 import { breakLazyTransfer, lazyDaemonServing, lazyPagesFiles, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { forgetIncoming, incomingImages, listIncoming, recordIncoming, stopIncomingGuard } from './incoming-copies.js';
@@ -101,19 +101,27 @@ async function receiveAndRestore(
     // session's, lets a restarted agent settle it (settleIncoming).
     const guardPid = armIncomingGuard(guard, id, work, ctx.config.incomingTimeoutMs + 1_000, manifest.pageServer, ctx.config.restoreTimeoutMs);
     const r0 = performance.now();
+    // The lazy-pages daemon starts beside the records (each took 10-20 ms of the frozen window here, one after the
+    // other): the guard armed above ends it if this agent dies before criu restore claims it.
+    let daemon: EarlyLazyPages | undefined;
     try {
-      // Both settled before any failure is handled: a record written after its removal would outlive the move.
-      const [recorded, put] = await Promise.allSettled([
+      // All settled before any failure is handled: a record written after its removal would outlive the move.
+      const [recorded, put, started] = await Promise.allSettled([
         recordIncoming(ctx.config.dataDir, { sessionId: id, work, manifest, guardPid, committed: false }),
         ctx.registry.put({ ...manifestSession, state: 'restoring', pid: null, error: null, createdAt: previous?.createdAt ?? manifestSession.createdAt }),
+        startIncomingDaemon(ctx, images, `in-${id}`, manifest.pageServer),
       ]);
+      if (started.status === 'fulfilled') daemon = started.value;
       if (recorded.status === 'rejected') throw recorded.reason;
       if (put.status === 'rejected') throw put.reason;
+      if (started.status === 'rejected') throw started.reason;
       const s = put.value;
       // From here the restore removes what it does not use.
       const netns = await staged;
       staged = undefined;
-      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true, early: { netns } });
+      const lazy = daemon;
+      daemon = undefined;
+      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true, early: { netns, lazy } });
       // A post-copy restore is always lazy: its daemon fetches the memory from the page server.
       const postCopy = manifest.pageServer && restored.lazy ? { lazy: restored.lazy, pageServer: manifest.pageServer, complete: false } : undefined;
       if (postCopy) {
@@ -132,11 +140,15 @@ async function receiveAndRestore(
       }, ctx.config.incomingTimeoutMs);
       timer.unref();
       const pid = restored.session.pid;
-      const announcer = pid !== null ? prepareAnnounce(pid, restored.session.network.gateway) : undefined;
+      const announcer = pid !== null ? await prepareAnnounce(pid, restored.session.network.gateway) : undefined;
       ctx.incoming.set(id, { work, manifest, timer, guardPid, postCopy, announcer, lazy: restored.lazy });
       // The images stay until the commit's lazy transfer is done, or the abort has finished with them.
       return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000, pushedBytes };
     } catch (err) {
+      if (daemon) {
+        daemon.daemon.kill();
+        await daemon.daemon.exited;
+      }
       await dropStaged();
       if (guardPid !== null) await stopIncomingGuard(guardPid, work);
       await forgetIncoming(ctx.config.dataDir, id);

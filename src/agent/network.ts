@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { existsSync } from 'node:fs';
@@ -6,7 +5,8 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { SandboxError } from '../core/errors.js';
 import type { SessionNetwork } from '../core/session.js';
-import { run } from '../util/exec.js';
+import { run, startDetached } from '../util/exec.js';
+import { killQuietly } from '../util/proc.js';
 import { tcpBytes } from '../util/tcp.js';
 
 /** The agent's bridge and the subnet its sessions take addresses from. */
@@ -371,29 +371,26 @@ export interface PreparedAnnounce {
  * starting the shell at the commit took 19-30 ms of the downtime. Anything
  * but "go" on its stdin, or its end (this agent gone), ends it silently.
  */
-export function prepareAnnounce(pid: number, gateway: string, dev = 'eth0', port = ANNOUNCE_PORT): PreparedAnnounce {
+export async function prepareAnnounce(pid: number, gateway: string, dev = 'eth0', port = ANNOUNCE_PORT): Promise<PreparedAnnounce> {
   const script = `${FLUSH_UNANSWERED}; read -r go || exit 0; [ "$go" = go ] || exit 0; ${SEND_ANNOUNCEMENT}`;
-  const child = spawn('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', script, 'announce', gateway, dev, String(port)], { stdio: ['pipe', 'ignore', 'ignore'] });
-  const exited = new Promise<void>((resolve) => {
-    child.on('exit', () => resolve());
-    child.on('error', () => resolve());
-  });
-  child.stdin?.on('error', () => undefined);
+  const ready = await startDetached('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', script, 'announce', gateway, dev, String(port)], { inputLater: true }).catch(() => null);
+  let ended = ready === null;
+  void ready?.exited.then(() => (ended = true));
   let used = false;
   return {
     async fire() {
       if (used) return;
       used = true;
-      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return announce(pid, gateway, dev, port);
-      child.stdin?.end('go\n');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await exited;
+      if (ready === null || ended) return announce(pid, gateway, dev, port);
+      ready.end('go\n');
+      const timer = setTimeout(() => killQuietly(ready.pid, 'SIGKILL'), 5_000);
+      await ready.exited;
       clearTimeout(timer);
     },
     cancel() {
       if (used) return;
       used = true;
-      child.stdin?.end();
+      ready?.end('');
     },
   };
 }

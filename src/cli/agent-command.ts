@@ -77,6 +77,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--incoming-timeout <seconds>', 'a session moved in runs only once its source commits; without a commit in this time its copy is killed', nonNegative('--incoming-timeout'), AGENT_DEFAULTS.incomingTimeoutMs / 1000)
     .option('--move-idle-timeout <seconds>', 'give up a move whose connection stalls this long (a cut link); for post-copy, also a transfer after the commit that brings no page for this long', nonNegative('--move-idle-timeout'), AGENT_DEFAULTS.moveIdleTimeoutMs / 1000)
     .option('--post-copy-eager <MiB>', "post-copy: this much of the kernels' memory, their smallest runs first, goes with the images instead of being fetched page by page on first touch (the server's memory always goes)", nonNegative('--post-copy-eager'), AGENT_DEFAULTS.postCopyEagerBytes / (1 << 20))
+    .option('--no-spawn-helper', "start commands (criu restore, ip, nft, ...) by forking the agent itself, instead of from a small helper process (a fork of the agent costs it more the more memory it holds)")
     .option('--no-post-copy-precopy', "post-copy: send all the eager memory after the freeze, instead of copying it while the session runs and sending after the freeze only the pages that changed")
     .option('--conntrack-buckets <n>', "shrink the host's connection-tracking table to this many buckets at start when it is larger and nearly unused: criu walks the whole table twice in every dump (0: leave it alone)", integer('--conntrack-buckets', 0), AGENT_DEFAULTS.conntrackBuckets)
     .addOption(
@@ -148,6 +149,7 @@ export function registerAgentCommand(program: Command): void {
         moveIdleTimeoutMs: Number(o.moveIdleTimeout) * 1000,
         postCopyEagerBytes: Math.round(Number(o.postCopyEager) * (1 << 20)),
         postCopyPrecopy: o.postCopyPrecopy !== false,
+        spawnHelper: o.spawnHelper !== false,
         conntrackBuckets: Math.round(Number(o.conntrackBuckets)),
         fileValidation: o.fileValidation === 'buildid' ? 'buildid' : 'filesize',
         criuLogLevel: criuLogLevelOf(String(o.criuLogLevel)),

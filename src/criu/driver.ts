@@ -1,9 +1,7 @@
-import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
 import type { PageServerAt } from '../core/checkpoint.js';
 import { CriuError, TimeoutError } from '../core/errors.js';
-import { CommandError, run } from '../util/exec.js';
+import { CommandError, run, startDetached, type Detached } from '../util/exec.js';
 import { killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
@@ -192,7 +190,7 @@ export async function startLazyDump(bin: CriuBinary, opts: DumpOptions & { pageS
   await mkdir(opts.imagesDir, { recursive: true });
   const args = [...dumpArgv(bin, opts), '--lazy-pages', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)];
   const started = performance.now();
-  const c = spawnListeningCriu(bin, args, { detached: true, env: opts.env });
+  const c = await spawnListeningCriu(bin, args, { env: opts.env });
   const timeoutMs = opts.timeoutMs ?? 300_000;
   const ready = c.listening(timeoutMs).then(async (how) => {
     if (how === 'listening') return (performance.now() - started) / 1000;
@@ -216,30 +214,35 @@ export interface ListeningCriu {
   listening(timeoutMs: number): Promise<'listening' | 'exit' | 'timeout'>;
 }
 
-/** Starts criu with `--status-fd 3` appended, fd 3 a pipe read for the byte criu writes once it listens. */
-export function spawnListeningCriu(bin: CriuBinary, args: string[], opts: { detached?: boolean; env?: Record<string, string> } = {}): ListeningCriu {
+/**
+ * Starts criu with `--status-fd 3` appended, fd 3 a pipe read for the byte
+ * criu writes once it listens. In a session of its own, so that a transfer
+ * under way outlives an agent restart. A criu that cannot start at all
+ * (spawn failed) reports 'exit' with exit code 127.
+ */
+export async function spawnListeningCriu(bin: CriuBinary, args: string[], opts: { env?: Record<string, string> } = {}): Promise<ListeningCriu> {
   const { cmd, args: full } = criuCommand(bin, [...args, '--status-fd', '3']);
-  const child = spawn(cmd, full, { detached: opts.detached, stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: opts.env ? { ...process.env, ...opts.env } : process.env });
-  if (opts.detached) child.unref();
-  const exited = new Promise<number>((resolve) => {
-    child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
-    child.on('error', () => resolve(127));
-  });
+  let c: Detached;
+  try {
+    c = await startDetached(cmd, full, { env: opts.env ? { ...process.env, ...opts.env } : process.env, statusFd: true });
+  } catch {
+    return { pid: -1, exited: Promise.resolve(127), kill: () => undefined, listening: () => Promise.resolve('exit') };
+  }
+  let ended = false;
+  void c.exited.then(() => (ended = true));
   const kill = (): void => {
-    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) killQuietly(child.pid);
+    if (!ended) killQuietly(c.pid);
   };
-  const status = child.stdio[3] as Readable | null;
   const listening = async (timeoutMs: number): Promise<'listening' | 'exit' | 'timeout'> => {
     let timer: NodeJS.Timeout | undefined;
     const how = await Promise.race([
-      new Promise<'listening'>((resolve) => status?.once('data', () => resolve('listening'))),
-      exited.then(() => 'exit' as const),
+      c.status.then(() => 'listening' as const),
+      c.exited.then(() => 'exit' as const),
       new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs))),
     ]);
     clearTimeout(timer);
-    status?.destroy();
     if (how === 'timeout') kill();
     return how;
   };
-  return { pid: child.pid ?? -1, exited, kill, listening };
+  return { pid: c.pid, exited: c.exited, kill, listening };
 }

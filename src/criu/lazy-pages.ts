@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
 import { existsSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CriuError } from '../core/errors.js';
-import { waitFor } from '../util/exec.js';
+import { CriuError, errorMessage } from '../core/errors.js';
+import { startDetached, waitFor, type Detached } from '../util/exec.js';
 import { resetConnectionsTo } from '../util/tcp.js';
 import { startIdleGuard } from '../util/idle-guard.js';
 import { PY_PROCESS_HELPERS, killQuietly, processesWithArgs } from '../util/proc.js';
@@ -102,19 +101,19 @@ export async function startLazyPages(
   const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, opts.pageServer ? '-v3' : '-v2', ...remote]);
   // A move's own guard (armIncomingGuard) ends a daemon no restore claimed: a second interpreter would start on its restore's path.
   const guard = opts.guardedElsewhere ? undefined : startOrphanGuard(imagesDir, opts.orphanAfterMs ?? ORPHAN_AFTER_MS);
-  const child = spawn(cmd, args, { stdio: 'ignore', detached: true });
-  child.unref();
-  if (child.pid === undefined) {
+  let d: Detached;
+  try {
+    d = await startDetached(cmd, args);
+  } catch (err) {
     if (guard !== undefined) killQuietly(guard);
-    throw new CriuError('criu_unavailable', 'criu lazy-pages could not start (run npm run setup)', 'spawn failed', logFile);
+    throw new CriuError('criu_unavailable', `criu lazy-pages could not start: ${errorMessage(err)} (run npm run setup)`, 'spawn failed', logFile);
   }
-  const pid = child.pid;
+  const { pid, exited } = d;
   // At once, synchronously: the guard started before the daemon finds it by this.
   const files = lazyPagesFiles(imagesDir);
   writeFileSync(files.pid, String(pid));
   rmSync(files.log, { force: true });
   symlinkSync(logFile, files.log);
-  const exited = new Promise<number>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1))));
   let gone = false;
   void exited.then(() => (gone = true));
   try {

@@ -21,7 +21,7 @@ export interface PageServer {
  */
 export async function startPageServer(bin: CriuBinary, opts: { imagesDir: string; logFile: string; at: PageServerAt; timeoutMs?: number }): Promise<PageServer> {
   await mkdir(opts.imagesDir, { recursive: true, mode: 0o700 });
-  const c = spawnListeningCriu(bin, ['page-server', '-D', opts.imagesDir, '--address', opts.at.address, '--port', String(opts.at.port), '-o', opts.logFile, '-v2']);
+  const c = await spawnListeningCriu(bin, ['page-server', '-D', opts.imagesDir, '--address', opts.at.address, '--port', String(opts.at.port), '-o', opts.logFile, '-v2']);
   if ((await c.listening(opts.timeoutMs ?? 10_000)) !== 'listening') {
     c.kill();
     await c.exited;

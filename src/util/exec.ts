@@ -1,6 +1,8 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { TimeoutError } from '../core/errors.js';
 import { killQuietly, processTree } from './proc.js';
+import { SpawnHelper } from './spawn-helper.js';
 
 /** An instant of this process's performance.now() as an ISO 8601 time. */
 export function isoTimeOf(perfNow: number): string {
@@ -38,11 +40,117 @@ export class CommandError extends Error {
   }
 }
 
+let helper: SpawnHelper | null = null;
+
+/**
+ * From now on run() starts commands from a spawn helper (spawn-helper.ts:
+ * a fork of this process costs it more the more memory it holds), started
+ * here, once. Where the helper is gone, run() spawns them itself again.
+ */
+export function useSpawnHelper(): void {
+  helper ??= SpawnHelper.start();
+}
+
+/** The spawn helper's pid, if run() uses one. */
+export function spawnHelperPid(): number | undefined {
+  return helper?.alive ? helper.pid : undefined;
+}
+
 /**
  * Runs a command from an argument list (never through a shell), with a timeout
  * that kills its whole process group, so a hung child cannot outlive the call.
  */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return helper?.alive ? runFromHelper(helper, cmd, args, opts) : runHere(cmd, args, opts);
+}
+
+/** A long-lived command started by startDetached. */
+export interface Detached {
+  pid: number;
+  /** Its exit code: 128 when a signal ended it; 127 when its starter (the spawn helper) went away first. */
+  exited: Promise<number>;
+  /** With statusFd: resolves once it wrote to its fd 3 (criu's --status-fd); pending otherwise. */
+  status: Promise<void>;
+  /** With inputLater: writes `data` to its stdin and closes it; once, nothing after it ended. */
+  end(data: string): void;
+}
+
+/**
+ * Starts a long-lived command (a daemon: criu's lazy dump, its lazy-pages
+ * daemon) in a session of its own, its output to /dev/null, from the spawn
+ * helper where run() uses one. Rejects if it could not start.
+ */
+export async function startDetached(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; statusFd?: boolean; inputLater?: boolean } = {}): Promise<Detached> {
+  const env = opts.env ?? process.env;
+  if (helper?.alive) {
+    const c = helper.run({ argv: [cmd, ...args], env, capture: false, statusFd: opts.statusFd, inputLater: opts.inputLater });
+    const pid = await c.pid;
+    const exited = c.exit.then(
+      (e) => e.code ?? 128,
+      () => 127,
+    );
+    return { pid, exited, status: c.status, end: c.end };
+  }
+  const child = spawn(cmd, args, { detached: true, stdio: [opts.inputLater ? 'pipe' : 'ignore', 'ignore', 'ignore', ...(opts.statusFd ? (['pipe'] as const) : [])], env });
+  child.unref();
+  // A command gone before its input breaks the pipe: nothing to tell it then.
+  child.stdin?.on('error', () => undefined);
+  const exited = new Promise<number>((resolve) => {
+    child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
+    child.on('error', () => resolve(127));
+  });
+  const pid = await new Promise<number>((resolve, reject) => {
+    child.once('spawn', () => resolve(child.pid as number));
+    child.once('error', reject);
+  });
+  const fd3 = child.stdio[3] as Readable | null | undefined;
+  const status = new Promise<void>((resolve) => fd3?.once('data', () => resolve()));
+  // Read once, then let go: it must not keep this process alive.
+  void status.then(() => fd3?.destroy());
+  void exited.then(() => fd3?.destroy());
+  return { pid, exited, status, end: (data) => child.stdin?.end(data) };
+}
+
+/** Kills a command's process group and every descendant: criu's restored tasks take their own session and group. */
+function killCommand(pid: number): void {
+  void processTree(pid).then((tree) => {
+    for (const p of tree.reverse()) killQuietly(p);
+    killQuietly(-pid);
+  });
+}
+
+/** How run() ends, whoever started the command. */
+function settle(cmd: string, args: readonly string[], opts: RunOptions, timedOut: boolean, timeoutMs: number, code: number | null, sig: NodeJS.Signals | null, stdout: string, stderr: string): RunResult {
+  const command = [cmd, ...args].join(' ');
+  if (timedOut) throw new TimeoutError(`${command} did not finish within ${timeoutMs} ms and was killed`);
+  if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error(`${command} aborted`);
+  const result = { code: code ?? (sig ? 128 : 1), signal: sig, stdout, stderr };
+  if (result.code !== 0 && !opts.allowFailure) throw new CommandError(command, result);
+  return result;
+}
+
+async function runFromHelper(h: SpawnHelper, cmd: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  // The helper opens what this process holds open through /proc, as the same files.
+  const fdPaths = opts.extraFds?.map((fd) => `/proc/${process.pid}/fd/${fd}`);
+  const c = h.run({ argv: [cmd, ...args], env: opts.env ?? process.env, cwd: opts.cwd, input: opts.input, fdPaths });
+  let timedOut = false;
+  const kill = (): void => void c.pid.then(killCommand, () => undefined);
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, timeoutMs);
+  opts.signal?.addEventListener('abort', kill, { once: true });
+  try {
+    const e = await c.exit;
+    return settle(cmd, args, opts, timedOut, timeoutMs, e.code, e.signal, e.stdout, e.stderr);
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', kill);
+  }
+}
+
+function runHere(cmd: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const spawnOpts: SpawnOptions = {
     detached: true,
@@ -55,15 +163,8 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     let stdout = '';
     let stderr = '';
     let timedOut = false;
-    // Kill the group and every descendant: criu's restored tasks take their own
-    // session and group, so the group alone would miss them.
     const killGroup = (): void => {
-      const pid = child.pid;
-      if (pid === undefined) return;
-      void processTree(pid).then((tree) => {
-        for (const p of tree.reverse()) killQuietly(p);
-        killQuietly(-pid);
-      });
+      if (child.pid !== undefined) killCommand(child.pid);
     };
     const timer = setTimeout(() => {
       timedOut = true;
@@ -82,18 +183,11 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     child.on('close', (code, sig) => {
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
-      const command = [cmd, ...args].join(' ');
-      if (timedOut) {
-        reject(new TimeoutError(`${command} did not finish within ${timeoutMs} ms and was killed`));
-        return;
+      try {
+        resolve(settle(cmd, args, opts, timedOut, timeoutMs, code, sig, stdout, stderr));
+      } catch (err) {
+        reject(err as Error);
       }
-      if (opts.signal?.aborted) {
-        reject(opts.signal.reason instanceof Error ? opts.signal.reason : new Error(`${command} aborted`));
-        return;
-      }
-      const result = { code: code ?? (sig ? 128 : 1), signal: sig, stdout, stderr };
-      if (result.code !== 0 && !opts.allowFailure) reject(new CommandError(command, result));
-      else resolve(result);
     });
   });
 }
