@@ -1,7 +1,7 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { TimeoutError } from '../core/errors.js';
-import { killQuietly, processTree } from './proc.js';
+import { isAlive, killQuietly, processTree } from './proc.js';
 import { SpawnHelper } from './spawn-helper.js';
 
 /** An instant of this process's performance.now() as an ISO 8601 time. */
@@ -67,7 +67,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
 /** A long-lived command started by startDetached. */
 export interface Detached {
   pid: number;
-  /** Its exit code: 128 when a signal ended it; 127 when its starter (the spawn helper) went away first. */
+  /** Its exit code: 128 when a signal ended it; 127 when it could not be known (its starter, the spawn helper, went away first). */
   exited: Promise<number>;
   /** With statusFd: resolves once it wrote to its fd 3 (criu's --status-fd); pending otherwise. */
   status: Promise<void>;
@@ -87,7 +87,11 @@ export async function startDetached(cmd: string, args: readonly string[], opts: 
     const pid = await c.pid;
     const exited = c.exit.then(
       (e) => e.code ?? 128,
-      () => 127,
+      // The helper gone, its exit code is lost with it: not before the command itself is (a daemon still serving pages).
+      async () => {
+        while (await isAlive(pid)) await sleep(200);
+        return 127;
+      },
     );
     return { pid, exited, status: c.status, end: c.end };
   }

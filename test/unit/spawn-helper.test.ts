@@ -121,3 +121,24 @@ describe('a spawn helper that is gone', () => {
     process.kill(sleeper, 'SIGKILL');
   });
 });
+
+// Last: it kills this process's own helper.
+describe("this process's spawn helper gone", () => {
+  it('should keep a daemon it started counted as running until the daemon ends, and fork commands here again', async () => {
+    const helper = spawnHelperPid() as number;
+    expect(helper).toBeGreaterThan(0);
+    const d = await startDetached('/bin/sleep', ['30']);
+    process.kill(helper, 'SIGKILL');
+    let ended: number | undefined;
+    void d.exited.then((code) => (ended = code));
+    await new Promise((r) => setTimeout(r, 500));
+    // Its exit code went with the helper, but it still runs: not reported ended.
+    expect(await isAlive(d.pid)).toBe(true);
+    expect(ended).toBeUndefined();
+    process.kill(d.pid, 'SIGKILL');
+    expect(await d.exited).toBe(127);
+    expect(spawnHelperPid()).toBeUndefined();
+    const r = await run('/bin/sh', ['-c', 'echo $PPID']);
+    expect(Number(r.stdout.trim())).toBe(process.pid);
+  });
+});
