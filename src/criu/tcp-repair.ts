@@ -1,4 +1,5 @@
 import { run } from '../util/exec.js';
+import { PYTHON } from '../util/proc.js';
 
 /**
  * With --tcp-established, criu puts every established TCP socket of the tree
@@ -54,6 +55,6 @@ print(released)
 /** Switches TCP repair mode off on every socket of these processes that has it on; returns how many. */
 export async function releaseTcpRepair(pids: readonly number[]): Promise<number> {
   if (pids.length === 0) return 0;
-  const r = await run('/usr/bin/python3', ['-c', RELEASE_PY, ...pids.map(String)], { timeoutMs: 20_000 });
+  const r = await run(PYTHON, ['-c', RELEASE_PY, ...pids.map(String)], { timeoutMs: 20_000 });
   return Number(r.stdout.trim()) || 0;
 }

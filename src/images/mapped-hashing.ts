@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { Sha256, pieceCount, type FileDigest } from '../core/checkpoint.js';
+import { PYTHON } from '../util/proc.js';
 
 /**
  * Hashes a large file's pieces where they lie in the page cache: Python maps
@@ -57,7 +58,6 @@ if state['error']:
     sys.exit(state['error'])
 `;
 
-const PYTHON = '/usr/bin/python3';
 /** Threads hashing at once: four kept a cold read and both cores busy here (two left the disk idle between pieces). */
 const THREADS = 4;
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { Sha256, pieceCount, type FileDigest } from '../core/checkpoint.js';
+import { PYTHON } from '../util/proc.js';
 import { PIECE_BYTES } from './hashing.js';
 
 /**
@@ -200,7 +201,6 @@ report('ok' if not errors else 'error ' + '; '.join(errors))
 say('done')
 `;
 
-const PYTHON = '/usr/bin/python3';
 
 const PieceLine = z.tuple([z.literal('piece'), z.string(), z.coerce.number().int().nonnegative()]);
 const FileLine = z.tuple([z.literal('file'), z.string(), z.coerce.number().int().nonnegative(), z.string()]);

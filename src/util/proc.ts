@@ -5,6 +5,9 @@ import { readFile, readdir } from 'node:fs/promises';
 // through the thread pool costs a round trip of 0.1-1 ms; a session's tree (a dozen threads to look at) took
 // 4-5 ms so, on the path of a post-copy move while the session is frozen.
 
+/** The interpreter hubshift's own Python helpers run under (Debian's; `npm run setup` installs it). */
+export const PYTHON = '/usr/bin/python3';
+
 /** Whether a pid exists and is not a zombie. */
 export async function isAlive(pid: number): Promise<boolean> {
   return isAliveNow(pid);

@@ -1,7 +1,9 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { constants } from 'node:os';
+import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { z } from 'zod';
+import { PYTHON } from './proc.js';
 
 /**
  * Starts commands for this process from a small Python process of its own.
@@ -183,14 +185,7 @@ export class SpawnHelper {
   private gone: Error | null = null;
 
   private constructor(private readonly child: ChildProcessByStdio<Writable, Readable, null>) {
-    let pending = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      pending += chunk;
-      for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-        this.receive(pending.slice(0, nl));
-        pending = pending.slice(nl + 1);
-      }
-    });
+    createInterface({ input: child.stdout }).on('line', (line) => this.receive(line));
     child.stdin.on('error', () => undefined);
     child.on('error', (err) => this.end(new Error(`the spawn helper could not run: ${err.message}`)));
     child.on('exit', (code, sig) => this.end(new Error(`the spawn helper exited (${sig ?? code}); the commands it was running are left as they are`)));
@@ -200,8 +195,8 @@ export class SpawnHelper {
   }
 
   /** Starts the helper (one fork of this process, best done while it is small). */
-  static start(python = '/usr/bin/python3'): SpawnHelper {
-    return new SpawnHelper(spawn(python, ['-I', '-S', '-c', HELPER_PY, 'hubshift-spawn-helper'], { stdio: ['pipe', 'pipe', 'ignore'] }));
+  static start(): SpawnHelper {
+    return new SpawnHelper(spawn(PYTHON, ['-I', '-S', '-c', HELPER_PY, 'hubshift-spawn-helper'], { stdio: ['pipe', 'pipe', 'ignore'] }));
   }
 
   /** Whether it still takes commands (else run() of util/exec.ts spawns them itself). */
@@ -230,11 +225,6 @@ export class SpawnHelper {
 
   private send(request: object): void {
     if (!this.gone) this.child.stdin.write(`${JSON.stringify(request)}\n`);
-  }
-
-  /** Ends the helper once the commands under way have ended (it reads no more). */
-  close(): void {
-    this.child.stdin.end();
   }
 
   private receive(line: string): void {
