@@ -78,8 +78,8 @@ export interface AgentConfig {
   /**
    * Start commands (criu restore, ip, nft, ...) from a small helper process
    * instead of forking this one (util/spawn-helper.ts): a fork of the agent
-   * took 6-9 ms and made every page it wrote next fault once; 39 ms of a
-   * 1 GiB post-copy move's downtime here. Default true.
+   * took 6-9 ms and made every page it wrote next fault once; 40-80 ms of a
+   * 1 GiB post-copy move's downtime here (runs alternated). Default true.
    */
   spawnHelper: boolean;
   /** The kernel's transparent huge page setting, read before each lazy restore (see transparent-huge-pages.ts). */

@@ -87,7 +87,7 @@ export function registerAgentCommand(program: Command): void {
     )
     .addOption(
       new Option('--criu-log-level <n>', "how much criu logs of each dump and restore into DATA_DIR/logs: 0 nothing, 1 errors, 2 also warnings, 3 also its steps, 4 every memory area and socket (20-45 ms more of a 1 GiB session's dump and of its restore)")
-        .choices(['0', '1', '2', '3', '4'])
+        .choices(CRIU_LOG_LEVELS.map(String))
         .default(String(AGENT_DEFAULTS.criuLogLevel)),
     )
     .option('--metadata-endpoint <url>', 'watch this instance metadata service (IMDSv2) for spot and rebalance notices and pass them to the scheduler; on EC2: http://169.254.169.254')
