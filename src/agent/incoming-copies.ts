@@ -2,7 +2,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { MoveManifest } from '../core/checkpoint.js';
-import { readJsonRecords, writeJsonRecord } from '../util/fs.js';
+import { readJsonRecords, removeJsonRecord, writeJsonRecord } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import { restoredServerPid } from './sandbox.js';
 
@@ -34,7 +34,7 @@ export async function recordIncoming(dataDir: string, c: IncomingCopy): Promise<
 }
 
 export async function forgetIncoming(dataDir: string, sessionId: string): Promise<void> {
-  await rm(pathOf(dataDir, sessionId), { force: true });
+  await removeJsonRecord(pathOf(dataDir, sessionId));
 }
 
 /** The moves in recorded under `dataDir` (unreadable records are skipped). */

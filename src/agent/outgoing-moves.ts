@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { Session } from '../core/session.js';
-import { readJsonRecords, writeJsonRecord } from '../util/fs.js';
+import { readJsonRecords, removeJsonRecord, writeJsonRecord } from '../util/fs.js';
 import { killQuietly } from '../util/proc.js';
 
 /**
@@ -36,7 +36,7 @@ export async function recordOutgoing(dataDir: string, m: OutgoingMove): Promise<
 }
 
 export async function forgetOutgoing(dataDir: string, sessionId: string): Promise<void> {
-  await rm(join(dirOf(dataDir), `${sessionId}.json`), { force: true });
+  await removeJsonRecord(join(dirOf(dataDir), `${sessionId}.json`));
 }
 
 /** The outgoing moves recorded under `dataDir` (unreadable records are skipped). */

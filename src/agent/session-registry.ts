@@ -1,7 +1,9 @@
-import { mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { rmdirSync } from 'node:fs';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConflictError, NotFoundError, SessionId } from '../core/index.js';
 import { Session, type OperationProgress } from '../core/session.js';
+import { removeJsonRecord, writeJsonRecord } from '../util/fs.js';
 
 /**
  * The agent's sessions, one JSON file each under DATA_DIR/sessions/<id>/, so
@@ -47,13 +49,10 @@ export class SessionRegistry {
     return s;
   }
 
-  /** Records a session's new state durably (write to a temp file, then rename). */
+  /** Records a session's new state durably (writeJsonRecord: a temp file, then renamed). */
   async put(s: Session): Promise<Session> {
     const next = Session.parse({ ...s, updatedAt: new Date().toISOString() });
-    await mkdir(join(this.dataDir, 'sessions', s.id), { recursive: true, mode: 0o700 });
-    const tmp = `${this.file(s.id)}.tmp`;
-    await writeFile(tmp, JSON.stringify(next, null, 2), { mode: 0o600 });
-    await rename(tmp, this.file(s.id));
+    await writeJsonRecord(this.file(s.id), next, 2);
     this.sessions.set(s.id, next);
     return next;
   }
@@ -65,8 +64,12 @@ export class SessionRegistry {
   /** Forgets a session: its record goes (the directory too, once empty); its files are the caller's to remove. */
   async remove(id: string): Promise<void> {
     this.sessions.delete(id);
-    await rm(this.file(id), { force: true });
-    await rmdir(join(this.dataDir, 'sessions', id)).catch(() => undefined);
+    await removeJsonRecord(this.file(id));
+    try {
+      rmdirSync(join(this.dataDir, 'sessions', id));
+    } catch {
+      /* not empty: the session's files are still there, the caller's to remove */
+    }
   }
 
   /** Runs `fn` as the only operation on the session; a second one at once is refused. */

@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { readJsonRecord, readJsonRecords, writeJsonRecord } from '../util/fs.js';
+import { readJsonRecord, readJsonRecords, removeJsonRecord, writeJsonRecord } from '../util/fs.js';
 import { killQuietly } from '../util/proc.js';
 
 /**
@@ -31,7 +31,7 @@ export async function recordStoppedCopy(dataDir: string, m: StoppedCopy): Promis
 }
 
 export async function forgetStoppedCopy(dataDir: string, sessionId: string): Promise<void> {
-  await rm(pathOf(dataDir, sessionId), { force: true });
+  await removeJsonRecord(pathOf(dataDir, sessionId));
 }
 
 /** The record of session `sessionId`'s stopped copy here, or null. */
