@@ -1,4 +1,5 @@
-import { copyFile, mkdir, rename, rm } from 'node:fs/promises';
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { ConflictError, StoreError, errorMessage, newCheckpointId } from '../core/index.js';
@@ -15,7 +16,6 @@ import { expireCheckpoints } from '../images/retention.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { GrowingFileHasher } from '../images/growing-file-hasher.js';
 import { PageCapture, PageCaptureUnavailable } from '../images/page-capture.js';
-import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { announce, type PreparedAnnounce, attachSessionNetns, claimSessionNetns, createSessionNetwork, dropNetnsName, netnsFile, netnsOf, ownNetworkNames, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, type NetnsId, type NetworkNames } from './network.js';
@@ -168,8 +168,9 @@ export function netnsLeftOut(d: DumpStart): boolean {
 
 /** A lazy dump's side files, copied once its page server listens (the session stays frozen until the last page). */
 export async function copyFrozenLog(ctx: AgentContext, d: DumpStart): Promise<void> {
-  await mkdir(d.side, { recursive: true });
-  await copyFile(sessionPaths(ctx.config.dataDir, d.s).log, join(d.side, 'server.log'));
+  // Synchronously, in the frozen window, as placeSideFiles.
+  mkdirSync(d.side, { recursive: true });
+  copyFileSync(sessionPaths(ctx.config.dataDir, d.s).log, join(d.side, 'server.log'));
 }
 
 /** A dump failed: criu leaves a live tree, perhaps locked; make it whole (or mark it failed), drop the work directory. */
@@ -337,17 +338,26 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
   });
 }
 
-/** Puts a checkpoint's side files back where the session had them open. */
+/**
+ * Puts a checkpoint's side files back where the session had them open.
+ * Synchronously: a few small files in the page cache, which through libuv's
+ * pool (a dozen steps, each waiting for a thread) took 2-20 ms of a move's
+ * frozen window here with both cores busy.
+ */
 async function placeSideFiles(ctx: AgentContext, s: Session, images: string): Promise<void> {
   const paths = sessionPaths(ctx.config.dataDir, s);
   await prepareSessionFiles(paths, s.home);
   const saved = join(images, SIDE_FILES_DIR, 'server.log');
-  if (await pathExists(saved)) {
+  if (existsSync(saved)) {
     // Keep what the old log had beyond the dump, for the record.
-    await rename(paths.log, `${paths.log}.before-restore`).catch(() => undefined);
-    await copyFile(saved, paths.log);
+    try {
+      renameSync(paths.log, `${paths.log}.before-restore`);
+    } catch {
+      /* no log before: nothing to keep */
+    }
+    copyFileSync(saved, paths.log);
   }
-  await rm(join(images, SIDE_FILES_DIR), { recursive: true, force: true });
+  rmSync(join(images, SIDE_FILES_DIR), { recursive: true, force: true });
 }
 
 interface Restored {

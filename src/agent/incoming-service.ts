@@ -1,3 +1,4 @@
+import { existsSync, renameSync } from 'node:fs';
 import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -93,8 +94,8 @@ async function receiveAndRestore(
         throw err;
       }
     }
-    // The side files go where a restore looks for them.
-    if (await pathExists(join(work, SIDE_FILES_DIR))) await rename(join(work, SIDE_FILES_DIR), join(images, SIDE_FILES_DIR));
+    // The side files go where a restore looks for them (synchronously, frozen: see placeSideFiles).
+    if (existsSync(join(work, SIDE_FILES_DIR))) renameSync(join(work, SIDE_FILES_DIR), join(images, SIDE_FILES_DIR));
     const previous = ctx.registry.find(id);
     // Before criu restore: an agent killed inside it leaves a copy that criu finishes without it. The guard ends it in
     // time (a second after this agent's own timer would have: that one acts first); the record, written before the

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SandboxError } from '../core/errors.js';
 import type { Session } from '../core/session.js';
@@ -72,13 +73,14 @@ export function homeDir(dataDir: string, user: string): string {
   return join(dataDir, 'homes', user);
 }
 
+/** The directories and files a session's server needs. Synchronously: a restore does this in a move's frozen window (see placeSideFiles). */
 export async function prepareSessionFiles(paths: SessionPaths, home: string): Promise<void> {
-  await mkdir(paths.runtime, { recursive: true, mode: 0o700 });
-  await mkdir(join(paths.ipython, 'profile_default'), { recursive: true, mode: 0o700 });
-  await mkdir(home, { recursive: true, mode: 0o700 });
-  await writeFile(join(paths.ipython, 'profile_default', 'ipython_config.py'), "c.HistoryManager.hist_file = ':memory:'\n");
+  mkdirSync(paths.runtime, { recursive: true, mode: 0o700 });
+  mkdirSync(join(paths.ipython, 'profile_default'), { recursive: true, mode: 0o700 });
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  writeFileSync(join(paths.ipython, 'profile_default', 'ipython_config.py'), "c.HistoryManager.hist_file = ':memory:'\n");
   // The log can hold the server's token: owner-only, created before the server opens it.
-  await writeFile(paths.log, '', { flag: 'a', mode: 0o600 });
+  writeFileSync(paths.log, '', { flag: 'a', mode: 0o600 });
 }
 
 export function sessionCommand(template: readonly string[], session: Pick<Session, 'home' | 'network'>): string[] {
