@@ -83,19 +83,23 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
   }
   const log = join(d.side, 'server.log');
   if (existsSync(log)) prepared.push(prepare(`${SIDE_FILES_DIR}/server.log`, log));
-  // In order: the stream's frames follow the manifest's list. Page images went while criu wrote them; the memory
-  // read from the frozen processes goes on the bulk channel, if there is one, while the stream carries the rest.
+  // The manifest lists the files in this order. Page images went while criu wrote them; the memory read from the
+  // frozen processes goes on the bulk channel, if there is one, while the stream carries the rest: the small files
+  // first, all in one write, then the larger ones.
   const files: Promise<MoveFile>[] = [];
   const bulk = memory.bulk;
+  const onBulk = (f: (typeof prepared)[number]): boolean => bulk !== undefined && typeof f.source !== 'string';
+  const queued = out.queueFiles(prepared.flatMap((f) => (f.bytes && !f.sentAlready && !onBulk(f) ? [{ name: f.name, bytes: f.bytes }] : [])));
   for (const f of prepared) {
     const named = (digest: StreamDigest): MoveFile => ({ name: f.name, ...digest, mode: f.mode });
+    const small = queued.get(f.name);
     if (bulk && typeof f.source !== 'string') {
       const sent = bulk.file(f.name, f.source).then(named);
       // Its failure is the Promise.all's below, not an unhandled rejection while the stream sends the rest.
       sent.catch(() => undefined);
       files.push(sent);
     }
-    else files.push(Promise.resolve(named(f.sentAlready ? out.sent(f.name) : f.bytes ? out.queueFile(f.name, f.bytes) : await out.file(f.name, f.source))));
+    else files.push(Promise.resolve(named(f.sentAlready ? out.sent(f.name) : small ?? (await out.file(f.name, f.source)))));
   }
   const all = [...(memory.precopied ?? []), ...(await Promise.all(files))];
   await bulk?.end();

@@ -52,8 +52,8 @@ export class FrameWriter {
     return Promise.race([written, this.gone]);
   }
 
-  /** The next bytes of `name`; resolves once they are handed on, when `chunk` may be reused. */
-  data(name: string, chunk: Buffer): Promise<void> {
+  /** A data frame's head for `chunk` of `name`, summing the chunk into the file's crc32s. */
+  private frameHead(name: string, chunk: Buffer): Buffer {
     let sum = this.sums.get(name);
     if (!sum) this.sums.set(name, (sum = new PieceCrc32(this.pieceBytes)));
     sum.update(chunk);
@@ -61,7 +61,12 @@ export class FrameWriter {
     const head = Buffer.alloc(3);
     head.writeUInt8(DATA, 0);
     head.writeUInt16BE(n.length, 1);
-    const framed = this.write(Buffer.concat([head, n, u32(chunk.length)]));
+    return Buffer.concat([head, n, u32(chunk.length)]);
+  }
+
+  /** The next bytes of `name`; resolves once they are handed on, when `chunk` may be reused. */
+  data(name: string, chunk: Buffer): Promise<void> {
+    const framed = this.write(this.frameHead(name, chunk));
     framed.catch(() => undefined);
     return Promise.all([framed, this.write(chunk)]).then(() => undefined);
   }
@@ -83,12 +88,15 @@ export class FrameWriter {
   }
 
   /**
-   * A small file already read: queued at once, in order with every other
-   * frame. A broken output shows at the next awaited write (the end).
+   * Small files already read, queued at once in one write: each is one
+   * frame. Written frame by frame, each became an HTTP chunk of its own,
+   * which the target's parser handed on one at a time: a hundred of criu's
+   * images took 30-50 ms of a move's frozen window here, in one write
+   * 1-3 ms. A broken output shows at the next awaited write (the end).
    */
-  queueFile(name: string, bytes: Buffer): StreamDigest {
-    this.data(name, bytes).catch(() => undefined);
-    return this.sent(name);
+  queueFiles(files: readonly { name: string; bytes: Buffer }[]): Map<string, StreamDigest> {
+    if (files.length > 0) this.write(Buffer.concat(files.flatMap((f) => [this.frameHead(f.name, f.bytes), f.bytes]))).catch(() => undefined);
+    return new Map(files.map((f) => [f.name, this.sent(f.name)]));
   }
 
   /** The END frame, then `trailer`; the output ends. */

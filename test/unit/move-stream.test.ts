@@ -112,7 +112,12 @@ describe('the move stream', () => {
     await w.data('files/b', Buffer.from('x'));
     await w.data('images/a.img', Buffer.from('3456789'));
     expect(w.sent('images/a.img')).toEqual({ bytes: 9, pieceBytes: 4, crc32: ['9be3e0a3', '7e525607', '8d076785'] });
-    expect(w.queueFile('files/c', Buffer.from('123456789'))).toEqual({ bytes: 9, pieceBytes: 4, crc32: [crc('1234'), crc('5678'), crc('9')] });
+    expect(w.queueFiles([{ name: 'files/c', bytes: Buffer.from('123456789') }, { name: 'files/d', bytes: Buffer.from('12') }])).toEqual(
+      new Map([
+        ['files/c', { bytes: 9, pieceBytes: 4, crc32: [crc('1234'), crc('5678'), crc('9')] }],
+        ['files/d', { bytes: 2, pieceBytes: 4, crc32: [crc('12')] }],
+      ]),
+    );
     expect(w.sent('files/empty')).toEqual({ bytes: 0, pieceBytes: 4, crc32: ['00000000'] });
     expect(new PieceCrc32(16).digest().crc32).toEqual(['00000000']);
     const whole = new PieceCrc32(16);
