@@ -16,6 +16,7 @@ import { Session } from '../core/session.js';
 import { run, sleep, waitFor } from '../util/exec.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import type { NodeFleet, Provider } from './provider.js';
+import { AGENT_NODE_OPTIONS } from '../agent/node-options.js';
 
 const BIN = join(import.meta.dirname, '../../bin/hubshift.js');
 
@@ -197,6 +198,7 @@ export class LocalProvider implements Provider {
     const args = [
       `--net=/run/netns/${host.netns}`,
       process.execPath,
+      ...AGENT_NODE_OPTIONS,
       BIN,
       'agent',
       '--host', host.address,

@@ -6,6 +6,7 @@ import { parse } from '@cdktf/hcl2json';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { Ec2Config } from '../../src/cloud/ec2/ec2-config.js';
+import { AGENT_NODE_OPTIONS } from '../../src/agent/node-options.js';
 
 const INFRA = join(import.meta.dirname, '../../infra');
 const TF = join(INFRA, 'terraform');
@@ -96,8 +97,9 @@ describe('infra/', () => {
       expect(text).toMatch(/^\[Unit\]$/m);
       expect(text).toMatch(/^\[Service\]$/m);
       expect(text).toMatch(/^\[Install\]$/m);
-      const exec = /^ExecStart=(.+)$/m.exec(text)![1]!;
-      for (const flag of exec.match(/--[a-z-]+/g) ?? []) expect(usage, `${unit}: ${flag}`).toContain(flag);
+      const [node, command] = /^ExecStart=(.+?) \/opt\/hubshift\/bin\/hubshift\.js (.+)$/m.exec(text)!.slice(1) as [string, string];
+      for (const flag of command.match(/--[a-z-]+/g) ?? []) expect(usage, `${unit}: ${flag}`).toContain(flag);
+      if (unit === 'hubshift-agent.service') expect(node.split(' ').slice(1)).toEqual([...AGENT_NODE_OPTIONS]);
     }
     const userData = readFileSync(join(TF, 'user-data.sh.tftpl'), 'utf8');
     for (const flag of userData.match(/ --[a-z][a-z0-9-]+/g) ?? []) if (!['--depth', '--branch', '--now'].includes(flag.trim())) expect(help, `user data: ${flag}`).toContain(flag.trim());
