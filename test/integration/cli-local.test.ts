@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../../src/agent/agent-client.js';
+import { AGENT_NODE_OPTIONS } from '../../src/agent/node-options.js';
+import { readLocalHosts } from '../../src/cloud/local-provider.js';
 import { runHubshift as hubshift } from '../helpers/control-plane.js';
 
 describe('hubshift local', () => {
@@ -30,6 +32,11 @@ describe('hubshift local', () => {
     for (const h of hosts) {
       const health = await new AgentClient(h.agent, (await readFile(h.tokenFile, 'utf8')).trim()).health();
       expect(health.ok).toBe(true);
+    }
+    // Each agent runs under node with the agent's options (src/agent/node-options.ts), so it does not warn of them.
+    for (const r of (await readLocalHosts(stateDir)).hosts) {
+      expect((await readFile(`/proc/${r.agentPid}/cmdline`, 'utf8')).split('\0')).toEqual(expect.arrayContaining([...AGENT_NODE_OPTIONS]));
+      expect(await readFile(join(r.dataDir, 'agent.log'), 'utf8')).not.toMatch(/runs this agent without/);
     }
     const again = await hubshift(['local', 'up', '--hosts', '1', ...local]);
     expect(again.code).toBe(1);
