@@ -1,4 +1,5 @@
-import { readFile, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { MoveManifest } from '../core/checkpoint.js';
@@ -65,7 +66,13 @@ export async function killIncomingCopies(dataDir: string): Promise<number> {
  */
 export async function stopIncomingGuard(pid: number, work: string): Promise<boolean> {
   if (!(await isAlive(pid))) return false;
-  const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  // Synchronously: a commit does this before the moved-in copy may run (see writeJsonRecord).
+  let cmd = '';
+  try {
+    cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    /* gone meanwhile */
+  }
   if (!cmd.includes(work)) return false;
   killQuietly(pid, 'SIGKILL');
   return true;
