@@ -102,8 +102,8 @@ async function receiveAndRestore(
     // session's, lets a restarted agent settle it (settleIncoming).
     const guardPid = armIncomingGuard(guard, id, work, ctx.config.incomingTimeoutMs + 1_000, manifest.pageServer, ctx.config.restoreTimeoutMs);
     const r0 = performance.now();
-    // The lazy-pages daemon starts beside the records (each took 10-20 ms of the frozen window here, one after the
-    // other): the guard armed above ends it if this agent dies before criu restore claims it.
+    // The lazy-pages daemon starts with the records, not after the session's network is staged: the guard armed above
+    // ends it if this agent dies before criu restore claims it.
     let daemon: EarlyLazyPages | undefined;
     try {
       // All settled before any failure is handled: a record written after its removal would outlive the move.

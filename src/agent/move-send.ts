@@ -88,12 +88,13 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
   // first, all in one write, then the larger ones.
   const files: Promise<MoveFile>[] = [];
   const bulk = memory.bulk;
-  const onBulk = (f: (typeof prepared)[number]): boolean => bulk !== undefined && typeof f.source !== 'string';
+  type Prepared = (typeof prepared)[number];
+  const onBulk = (f: Prepared): f is Prepared & { source: AsyncIterable<Buffer> } => bulk !== undefined && typeof f.source !== 'string';
   const queued = out.queueFiles(prepared.flatMap((f) => (f.bytes && !f.sentAlready && !onBulk(f) ? [{ name: f.name, bytes: f.bytes }] : [])));
   for (const f of prepared) {
     const named = (digest: StreamDigest): MoveFile => ({ name: f.name, ...digest, mode: f.mode });
     const small = queued.get(f.name);
-    if (bulk && typeof f.source !== 'string') {
+    if (bulk && onBulk(f)) {
       const sent = bulk.file(f.name, f.source).then(named);
       // Its failure is the Promise.all's below, not an unhandled rejection while the stream sends the rest.
       sent.catch(() => undefined);
