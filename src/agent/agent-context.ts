@@ -7,6 +7,7 @@ import type { ImageStore } from '../images/image-store.js';
 import type { PageCaptureHelpers } from '../images/page-capture.js';
 import type { AgentConfig } from './config.js';
 import type { Fences } from './fences.js';
+import type { HugePageCollapses } from './huge-page-collapse.js';
 import type { LazyTransfers } from './lazy-transfers.js';
 import type { PushedPages } from './pushed-pages.js';
 import type { SessionRegistry } from './session-registry.js';
@@ -22,6 +23,8 @@ export interface AgentContext {
   log: Logger;
   /** Lazy restores whose pages are still arriving; dumps wait for them. */
   lazy: LazyTransfers;
+  /** Sessions whose memory is being put back into huge pages after a lazy restore; dumps stop them. */
+  hugePages: HugePageCollapses;
   /** Highest fencing token seen per session: stale workers are refused. */
   fences: Fences;
   /** Sessions moved in, restored stopped, waiting for their source's commit. */

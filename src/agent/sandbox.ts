@@ -6,6 +6,7 @@ import { SandboxError } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import { sleep, waitFor } from '../util/exec.js';
 import { childrenOf, isAlive, killQuietly } from '../util/proc.js';
+import { withHugePageMalloc } from './huge-page-collapse.js';
 import { netnsPath } from './network.js';
 
 /**
@@ -87,11 +88,12 @@ export function sessionCommand(template: readonly string[], session: Pick<Sessio
   return template.map((a) => a.replaceAll('{port}', String(session.network.port)).replaceAll('{home}', session.home));
 }
 
-export function sessionEnv(session: Pick<Session, 'id' | 'user' | 'home' | 'token' | 'env'>, paths: SessionPaths): Record<string, string> {
+export function sessionEnv(session: Pick<Session, 'id' | 'user' | 'home' | 'token' | 'env'>, paths: SessionPaths, opts: { hugePages: boolean }): Record<string, string> {
   return {
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     LANG: 'C.UTF-8',
     ...session.env,
+    ...(opts.hugePages ? { GLIBC_TUNABLES: withHugePageMalloc(session.env.GLIBC_TUNABLES) } : {}),
     HOME: session.home,
     USER: session.user,
     JUPYTER_TOKEN: session.token,

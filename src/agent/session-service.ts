@@ -59,7 +59,7 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
       const paths = sessionPaths(ctx.config.dataDir, s);
       await prepareSessionFiles(paths, s.home);
       await createSessionNetwork(id, s.network, ctx.config.bridge);
-      const pid = await launchSession(sessionCommand(isHubSession(s) ? ctx.config.hubSessionCommand : ctx.config.sessionCommand, s), sessionEnv(s, paths), s.home, id);
+      const pid = await launchSession(sessionCommand(isHubSession(s) ? ctx.config.hubSessionCommand : ctx.config.sessionCommand, s), sessionEnv(s, paths, { hugePages: ctx.config.sessionHugePages }), s.home, id);
       s = await ctx.registry.update(id, { pid });
       // Its address may have been another session's a moment ago: neighbours learn the new MAC from this, and this
       // node asks for it afresh.
@@ -85,6 +85,7 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
  */
 export async function stopEverySession(ctx: AgentContext): Promise<void> {
   ctx.stopping.abort();
+  await ctx.hugePages.stopAll();
   // Post-copy moves still serving memory to their targets: their frozen copies too.
   await killOutgoing(ctx.config.dataDir);
   await killStoppedCopies(ctx.config.dataDir);
@@ -101,6 +102,7 @@ export async function stopEverySession(ctx: AgentContext): Promise<void> {
 export async function removeSession(ctx: AgentContext, id: string): Promise<void> {
   const s = ctx.registry.get(id);
   await ctx.registry.exclusive(id, 'remove', async () => {
+    await ctx.hugePages.stop(id);
     // A post-copy move's source ends its frozen copy only once every page is here; killed earlier, it would run again there.
     if (ctx.lazy.isArriving(id)) await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
     if (s.pid !== null) await killSession(s.pid);

@@ -80,6 +80,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--post-copy-eager <MiB>', "post-copy: this much of the kernels' memory, their smallest runs first, goes with the images instead of being fetched page by page on first touch (the server's memory always goes)", nonNegative('--post-copy-eager'), AGENT_DEFAULTS.postCopyEagerBytes / (1 << 20))
     .option('--no-spawn-helper', "start commands (criu restore, ip, nft, ...) by forking the agent itself, instead of from a small helper process (a fork of the agent costs it more the more memory it holds)")
     .option('--no-post-copy-precopy', "post-copy: send all the eager memory after the freeze, instead of copying it while the session runs and sending after the freeze only the pages that changed")
+    .option('--no-session-huge-pages', "start sessions without GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (their large allocations in transparent huge pages, which criu dumps faster), and leave a lazily restored session's memory in 4 KiB pages instead of collapsing it back into huge pages")
     .option('--conntrack-buckets <n>', "shrink the host's connection-tracking table to this many buckets at start when it is larger and nearly unused: criu walks the whole table twice in every dump (0: leave it alone)", integer('--conntrack-buckets', 0), AGENT_DEFAULTS.conntrackBuckets)
     .addOption(
       new Option('--file-validation <how>', "how criu checks that a restore maps the files the dump saw: filesize (size and mode) or buildid (also each library's build-id: a disk read per library at every dump and restore)")
@@ -151,6 +152,7 @@ export function registerAgentCommand(program: Command): void {
         postCopyEagerBytes: Math.round(Number(o.postCopyEager) * (1 << 20)),
         postCopyPrecopy: o.postCopyPrecopy !== false,
         spawnHelper: o.spawnHelper !== false,
+        sessionHugePages: o.sessionHugePages !== false,
         conntrackBuckets: Math.round(Number(o.conntrackBuckets)),
         fileValidation: o.fileValidation === 'buildid' ? 'buildid' : 'filesize',
         criuLogLevel: criuLogLevelOf(String(o.criuLogLevel)),

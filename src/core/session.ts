@@ -93,10 +93,12 @@ export const SessionView = z.object({
   error: z.string().nullable(),
   /** After a lazy restore: pages are still arriving (the session runs meanwhile). */
   memoryArriving: z.boolean(),
+  /** After it has all arrived: the agent is putting its memory back into huge pages (the session runs meanwhile). */
+  memoryCollapsing: z.boolean(),
 });
 export type SessionView = z.infer<typeof SessionView>;
 
-export function sessionView(s: Session, live: { memoryArriving: boolean } = { memoryArriving: false }): SessionView {
+export function sessionView(s: Session, live: { memoryArriving: boolean; memoryCollapsing: boolean } = { memoryArriving: false, memoryCollapsing: false }): SessionView {
   return {
     id: s.id,
     user: s.user,
@@ -107,6 +109,7 @@ export function sessionView(s: Session, live: { memoryArriving: boolean } = { me
     lastCheckpoint: s.lastCheckpoint,
     error: s.error,
     memoryArriving: live.memoryArriving,
+    memoryCollapsing: live.memoryCollapsing,
   };
 }
 

@@ -27,6 +27,8 @@ export interface MoveRound {
   totalSeconds: number;
   /** From the move request until the target holds all the session's memory (post-copy pulls it after the commit). */
   memoryCompleteSeconds: number;
+  /** From the move request until the target has put that memory back into huge pages (HugePageCollapses). */
+  hugePagesSeconds: number;
 }
 
 /** The agent's modes; 'post-copy-nothing-ahead': post-copy with no memory copied ahead (`--no-precopy`), for comparison. */
@@ -124,10 +126,14 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
           if (answer.result !== '42') throw new Error(`moved kernel answered ${JSON.stringify(answer)}`);
           await waitFor('the moved memory to be complete', async () => ((await clients[to]!.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 300_000, intervalMs: 20 });
           const memoryCompleteSeconds = (performance.now() - t0) / 1000;
+          // And back in huge pages (the target collapses what the lazy-pages daemon filled 4 KiB at a time): a session
+          // moved again at once would be dumped from 4 KiB pages; the next round starts as a session settled there.
+          await waitFor('the moved memory to be back in huge pages', async () => ((await clients[to]!.getSession(s.id)).memoryCollapsing ? undefined : true), { timeoutMs: 300_000, intervalMs: 20 });
+          const hugePagesSeconds = (performance.now() - t0) / 1000;
           const full = await askState(k.channel);
           if (full.hash !== k.hash) throw new Error('moved kernel holds different bytes');
           at = to;
-          rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, bytesAhead: r.bytesAhead, downtimeSeconds: r.downtimeSeconds, frozenToExecuteSeconds, requestToExecuteSeconds, totalSeconds: r.seconds, memoryCompleteSeconds });
+          rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, bytesAhead: r.bytesAhead, downtimeSeconds: r.downtimeSeconds, frozenToExecuteSeconds, requestToExecuteSeconds, totalSeconds: r.seconds, memoryCompleteSeconds, hugePagesSeconds });
         }
         if (!baseline) {
           // The bytes a stop-and-copy move carries; post-copy moves the same memory, mostly after the commit.

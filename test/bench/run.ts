@@ -94,7 +94,7 @@ if (which.includes('migrate')) {
       console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
       for (const r of f.rounds) {
         console.log(
-          `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline; freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s; ${((r.bytes - r.bytesAhead) / 2 ** 20).toFixed(0)} MiB sent while frozen${r.bytesAhead ? `, ${(r.bytesAhead / 2 ** 20).toFixed(0)} MiB ahead` : ''}`,
+          `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline; freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s, back in huge pages ${r.hugePagesSeconds.toFixed(2)} s; ${((r.bytes - r.bytesAhead) / 2 ** 20).toFixed(0)} MiB sent while frozen${r.bytesAhead ? `, ${(r.bytesAhead / 2 ** 20).toFixed(0)} MiB ahead` : ''}`,
         );
       }
       if (f.rounds.length > 2) {

@@ -32,7 +32,7 @@ export async function startNoopAgent(token = 'noop-agent-token-0123456789'): Pro
     token,
     onChange: undefined,
     add(id, user) {
-      sessions.set(id, { id, user, state: 'running', url: `http://10.0.0.2:8888/`, token: 'x'.repeat(32), pid: 1, lastCheckpoint: null, error: null, memoryArriving: false });
+      sessions.set(id, { id, user, state: 'running', url: `http://10.0.0.2:8888/`, token: 'x'.repeat(32), pid: 1, lastCheckpoint: null, error: null, memoryArriving: false, memoryCollapsing: false });
     },
     close: async () => undefined,
   };
