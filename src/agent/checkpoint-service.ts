@@ -644,12 +644,15 @@ export async function restoreFromImages(
  * Once a lazy restore has brought all its memory, puts the session's
  * huge-page memory back into huge pages (HugePageCollapses): the lazy-pages
  * daemon filled it 4 KiB at a time. Only if the session still runs as
- * restored (a move in aborted, or the session since removed, is left alone).
+ * restored (a move in aborted, or the session since removed, is left alone)
+ * and no operation is under way on it: a dump stops a collapse in its
+ * beginDump, so one must not start after that.
  */
 async function collapseOnceSettled(ctx: AgentContext, id: string, pid: number): Promise<void> {
+  const pids = await processTree(pid);
   const s = ctx.registry.find(id);
-  if (!s || s.state !== 'running' || s.pid !== pid || ctx.stopping.signal.aborted) return;
-  ctx.hugePages.start(id, await processTree(pid));
+  if (!s || s.state !== 'running' || s.pid !== pid || ctx.registry.progress(id) !== null || ctx.stopping.signal.aborted) return;
+  ctx.hugePages.start(id, pids);
 }
 
 /**
