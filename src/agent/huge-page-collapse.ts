@@ -9,10 +9,11 @@ import { PYTHON } from '../util/proc.js';
  * huge pages (madvise MADV_HUGEPAGE) for the memory it maps for large
  * allocations and its heap: a kernel's arrays and big objects then lie in
  * 2 MiB pages where the kernel's mode is `madvise`. criu reads a session's
- * mappings (/proc/PID/smaps), its page map and splices its pages per page
- * table entry: on this VM, for 1 GiB in 4 KiB pages, 20-25 ms, 15-35 ms and
- * 30-45 ms of every post-copy move's frozen window, against 3, 4 and 11 ms
- * in huge pages (a dump of the same session went from 207 to 135 ms).
+ * mappings (/proc/PID/smaps) and its page map, and splices its pages into
+ * pipes, a page table entry at a time: for a 1 GiB kernel here 25, 35 and
+ * 45 ms of a post-copy move's frozen window in 4 KiB pages, 8, 15 and 27 ms
+ * in huge pages (criu's log timestamps; ready 135 ms after its start
+ * instead of 207).
  */
 export const HUGE_PAGE_MALLOC_TUNABLE = 'glibc.malloc.hugetlb=1';
 
