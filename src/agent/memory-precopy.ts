@@ -212,32 +212,48 @@ export async function removeLeftCopies(workDir: string): Promise<string[]> {
 export type ChangedPages = Map<number, Set<number>>;
 
 /**
+ * Watches a dump that criu has just started freeze the session: polls every
+ * 2 ms until every thread of every process in `pids` (those gone are left
+ * out) is in a ptrace stop under `criuPid`. Resolves with the time
+ * (performance.now()) of the last poll that found none of them stopped: the
+ * session ran until then, and criu seizes them all within a millisecond or
+ * two of each other. `since` (criu's start) when the first poll already
+ * found one stopped; null when the freeze is not seen within `timeoutMs` or
+ * before `stop` settles.
+ */
+export async function frozenBy(pids: readonly number[], criuPid: number, opts: { since: number; stop: Promise<unknown>; timeoutMs: number }): Promise<number | null> {
+  let settled = false;
+  void opts.stop.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  const deadline = performance.now() + opts.timeoutMs;
+  let running = opts.since;
+  for (;;) {
+    const polled = performance.now();
+    const seen = pids.map((pid) => threadsStoppedBy(pid, criuPid)).filter((s) => s !== null);
+    if (seen.every((s) => s.all)) return running;
+    if (seen.every((s) => s.none)) running = polled;
+    if (settled || performance.now() > deadline) return null;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/**
  * The pages of the copy ahead that differ from the session's memory now,
  * read from its processes and from the snapshot chunk by chunk. Only once
  * the session is frozen: a page compared equal and written after would be
- * restored stale. With `frozenBy` it waits for that itself, so that it can
- * run while criu dumps (0.1 s for 120 MB beside criu's 0.15 s, where it
- * took 0.1 s after the dump): until every thread of each process copied is
- * in a ptrace stop under criu. null when that is not seen within
- * `timeoutMs` or before `stop` settles, or when a process or the snapshot
- * cannot be read (the move then sends all that memory after the freeze).
+ * restored stale. Given `frozen` (frozenBy's watch of the dump) it waits for
+ * that, so that it can run while criu dumps (0.1 s for 120 MB beside criu's
+ * 0.15 s, where it took 0.1 s after the dump). null when the freeze was not
+ * seen, or when a process or the snapshot cannot be read (the move then
+ * sends all that memory after the freeze).
  */
-export async function changedSinceCopy(p: Precopy, hostPids: ReadonlyMap<number, number>, frozenBy?: { criuPid: number; stop: Promise<unknown>; timeoutMs: number }): Promise<ChangedPages | null> {
+export async function changedSinceCopy(p: Precopy, hostPids: ReadonlyMap<number, number>, frozen?: Promise<number | null>): Promise<ChangedPages | null> {
   if (p.runs.size === 0 || p.snapshot === null) return new Map();
   const pids = [...p.runs.keys()].map((v) => hostPids.get(v));
   if (pids.some((x) => x === undefined)) return null;
-  if (frozenBy) {
-    let settled = false;
-    void frozenBy.stop.then(
-      () => (settled = true),
-      () => (settled = true),
-    );
-    const deadline = performance.now() + frozenBy.timeoutMs;
-    while (!pids.every((x) => stoppedBy(x as number, frozenBy.criuPid))) {
-      if (settled || performance.now() > deadline) return null;
-      await new Promise((r) => setTimeout(r, 2));
-    }
-  }
+  if (frozen && (await frozen) === null) return null;
   const out: ChangedPages = new Map();
   let sinceTurn = 0;
   const now = Buffer.allocUnsafeSlow(CHUNK_BYTES);
@@ -287,15 +303,23 @@ export async function changedSinceCopy(p: Precopy, hostPids: ReadonlyMap<number,
   return out;
 }
 
-/** Whether every thread of `pid` is in a ptrace stop under `tracer`. */
-function stoppedBy(pid: number, tracer: number): boolean {
+/** Whether all, or none, of the threads of `pid` are in a ptrace stop under `tracer`; null when the process is gone. */
+function threadsStoppedBy(pid: number, tracer: number): { all: boolean; none: boolean } | null {
+  let tids: string[];
   try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-      if (!/^State:\s+t\b/m.test(status) || Number(/^TracerPid:\s+(\d+)/m.exec(status)?.[1]) !== tracer) return false;
-    }
-    return true;
+    tids = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return false;
+    return null;
   }
+  let stopped = 0;
+  for (const tid of tids) {
+    let status = '';
+    try {
+      status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+    } catch {
+      /* a thread that ended meanwhile: not stopped */
+    }
+    if (/^State:\s+t\b/m.test(status) && Number(/^TracerPid:\s+(\d+)/m.exec(status)?.[1]) === tracer) stopped++;
+  }
+  return { all: stopped === tids.length, none: stopped === 0 };
 }

@@ -128,7 +128,7 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
     const seconds = (performance.now() - started) / 1000;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     ctx.log.info({ session: id, target: req.target.url, bytes: total, seconds, downtimeSeconds, dumpSeconds: d.dumpSeconds, tail, ...lap }, 'session moved');
-    return { id, url: sessionUrl(d.session), mode, downtimeSeconds, frozenAt: isoTimeOf(frozenAt), seconds, bytes: total, bytesAhead: 0, target: req.target.url };
+    return { id, url: sessionUrl(d.session), mode, downtimeSeconds, frozenAt: isoTimeOf(frozenAt), dumpStartedAt: isoTimeOf(frozenAt), seconds, bytes: total, bytesAhead: 0, target: req.target.url };
   });
 }
 

@@ -13,7 +13,7 @@ import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
 import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './checkpoint-service.js';
 import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest, type OpenMove } from './move-send.js';
-import { changedSinceCopy, precopyChoice, sendAhead, snapshotPath, type ChangedPages, type Precopy } from './memory-precopy.js';
+import { changedSinceCopy, frozenBy, precopyChoice, sendAhead, snapshotPath, type ChangedPages, type Precopy } from './memory-precopy.js';
 import { dropMovedNetns, freePort, ipv4Of, localAddressToward, setHostVeth } from './network.js';
 import { guardPageServer } from './page-server-guard.js';
 import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.js';
@@ -77,7 +77,10 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         throw err;
       }
       ctx.registry.report(id, 'dumping (post-copy)');
-      const frozenAt = performance.now();
+      // The session runs until criu has it in ptrace stops, 10-20 ms after criu's start here: that is the freeze
+      // (frozenBy); from criu's start where it is not seen (nothing copied ahead: no processes listed).
+      const dumpStartedAt = performance.now();
+      let frozen: Promise<number | null> = Promise.resolve(null);
       let criu: LazyDump | undefined;
       let dumpSeconds: number;
       let changed: Promise<ChangedPages | null> = Promise.resolve(null);
@@ -86,7 +89,8 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         void criu.exited.finally(() => guard.remove());
         // Beside criu's dump, once it has stopped the session: the copy ahead compared with the frozen memory.
         const ahead = precopied;
-        changed = changedSinceCopy(ahead.precopy, ahead.hostPids, { criuPid: criu.pid, stop: criu.ready, timeoutMs: 2_000 }).catch(() => null);
+        if (ahead.hostPids.size > 0) frozen = frozenBy([...ahead.hostPids.values()], criu.pid, { since: dumpStartedAt, stop: criu.ready, timeoutMs: 2_000 }).catch(() => null);
+        changed = changedSinceCopy(ahead.precopy, ahead.hostPids, frozen).catch(() => null);
         dumpSeconds = await criu.ready;
         await copyFrozenLog(ctx, d);
       } catch (err) {
@@ -128,13 +132,14 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       });
       if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
       const { total, lap } = h;
+      const frozenAt = (await frozen) ?? dumpStartedAt;
       const downtimeSeconds = (performance.now() - frozenAt) / 1000;
       // It runs on the target now; this agent keeps only criu serving the rest of its memory.
       await letGo(ctx, d, criu, target, req.target.token);
       const seconds = (performance.now() - started) / 1000;
       ctx.log.info({ session: id, target: target.baseUrl, bytes: total, seconds, downtimeSeconds, pageServer, ready: dumpSeconds, embedded: embedded.reduce((a, e) => a + e.added, 0), inParent: embedded.reduce((a, e) => a + e.inParent, 0), precopied: precopied.precopy.bytes, precopySeconds: precopied.seconds, ...lap }, 'session moved (post-copy); its memory follows');
       const bytesAhead = precopied.files.reduce((a, f) => a + f.bytes, 0);
-      return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), seconds, bytes: total, bytesAhead, target: target.baseUrl };
+      return { id, url: sessionUrl(d.s), mode: 'post-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), dumpStartedAt: isoTimeOf(dumpStartedAt), seconds, bytes: total, bytesAhead, target: target.baseUrl };
     } finally {
       bulk.close();
       // After the answer, not before it: dropping 120 MB of page cache took 10-25 ms here. An agent stopped

@@ -74,7 +74,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
     await letGo(ctx, d);
     const seconds = (performance.now() - started) / 1000;
     ctx.log.info({ session: id, target: target.baseUrl, bytes: h.total, pushedBytes: h.pushed, seconds, downtimeSeconds, dumpSeconds, ...h.lap }, 'session moved (stop-and-copy, memory pushed)');
-    return { id, url: sessionUrl(d.s), mode: 'stop-and-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), seconds, bytes: h.total + h.pushed, bytesAhead: 0, target: target.baseUrl };
+    return { id, url: sessionUrl(d.s), mode: 'stop-and-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), dumpStartedAt: isoTimeOf(frozenAt), seconds, bytes: h.total + h.pushed, bytesAhead: 0, target: target.baseUrl };
   });
 }
 

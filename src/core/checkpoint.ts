@@ -171,9 +171,13 @@ export const MoveResult = z.object({
   /**
    * When the source froze the session (ISO 8601, to the millisecond): a client
    * on a clock shared with the source (this machine, or synchronized) times
-   * the downtime it sees, freeze to its own first answer.
+   * the downtime it sees, freeze to its own first answer. Post-copy: the
+   * last moment the source saw the session's processes running before criu
+   * had them all stopped (polled every 2 ms); otherwise criu's start.
    */
   frozenAt: z.string().datetime(),
+  /** When the source started criu's dump (the session runs on until criu has stopped it, frozenAt). */
+  dumpStartedAt: z.string().datetime(),
   seconds: z.number().nonnegative(),
   bytes: z.number().int().nonnegative(),
   /** Of `bytes`, those sent before the freeze (a post-copy's memory copied ahead); the rest went while it was frozen. */

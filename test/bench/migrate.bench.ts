@@ -22,6 +22,8 @@ export interface MoveRound {
    * across the move.
    */
   frozenToExecuteSeconds: number;
+  /** The same from criu's start (dumpStartedAt): post-copy's freeze comes when criu has stopped the session, 10-20 ms later. */
+  dumpToExecuteSeconds: number;
   /** The same execute timed from the move request (the session runs until the freeze, while the move is set up). */
   requestToExecuteSeconds: number;
   totalSeconds: number;
@@ -123,6 +125,7 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
           const answeredAt = performance.now();
           const requestToExecuteSeconds = (answeredAt - t0) / 1000;
           const frozenToExecuteSeconds = (performance.timeOrigin + answeredAt - Date.parse(r.frozenAt)) / 1000;
+          const dumpToExecuteSeconds = (performance.timeOrigin + answeredAt - Date.parse(r.dumpStartedAt)) / 1000;
           if (answer.result !== '42') throw new Error(`moved kernel answered ${JSON.stringify(answer)}`);
           await waitFor('the moved memory to be complete', async () => ((await clients[to]!.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 300_000, intervalMs: 20 });
           const memoryCompleteSeconds = (performance.now() - t0) / 1000;
@@ -133,7 +136,7 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
           const full = await askState(k.channel);
           if (full.hash !== k.hash) throw new Error('moved kernel holds different bytes');
           at = to;
-          rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, bytesAhead: r.bytesAhead, downtimeSeconds: r.downtimeSeconds, frozenToExecuteSeconds, requestToExecuteSeconds, totalSeconds: r.seconds, memoryCompleteSeconds, hugePagesSeconds });
+          rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, bytesAhead: r.bytesAhead, downtimeSeconds: r.downtimeSeconds, frozenToExecuteSeconds, dumpToExecuteSeconds, requestToExecuteSeconds, totalSeconds: r.seconds, memoryCompleteSeconds, hugePagesSeconds });
         }
         if (!baseline) {
           // The bytes a stop-and-copy move carries; post-copy moves the same memory, mostly after the commit.

@@ -94,12 +94,12 @@ if (which.includes('migrate')) {
       console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
       for (const r of f.rounds) {
         console.log(
-          `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline; freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s, back in huge pages ${r.hugePagesSeconds.toFixed(2)} s; ${((r.bytes - r.bytesAhead) / 2 ** 20).toFixed(0)} MiB sent while frozen${r.bytesAhead ? `, ${(r.bytesAhead / 2 ** 20).toFixed(0)} MiB ahead` : ''}`,
+          `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline (${r.dumpToExecuteSeconds.toFixed(2)} s from criu's start); freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s, back in huge pages ${r.hugePagesSeconds.toFixed(2)} s; ${((r.bytes - r.bytesAhead) / 2 ** 20).toFixed(0)} MiB sent while frozen${r.bytesAhead ? `, ${(r.bytesAhead / 2 ** 20).toFixed(0)} MiB ahead` : ''}`,
         );
       }
       if (f.rounds.length > 2) {
         console.log(
-          `  ${f.rounds.length} moves: downtime (freeze to first execute) ${spread(f.rounds.map((r) => r.frozenToExecuteSeconds))}, freeze to the server answering ${spread(f.rounds.map((r) => r.downtimeSeconds))}, request to first execute ${spread(f.rounds.map((r) => r.requestToExecuteSeconds))}`,
+          `  ${f.rounds.length} moves: downtime (freeze to first execute) ${spread(f.rounds.map((r) => r.frozenToExecuteSeconds))}, from criu's start ${spread(f.rounds.map((r) => r.dumpToExecuteSeconds))}, freeze to the server answering ${spread(f.rounds.map((r) => r.downtimeSeconds))}, request to first execute ${spread(f.rounds.map((r) => r.requestToExecuteSeconds))}`,
         );
       }
     }

@@ -63,7 +63,7 @@ export async function startNoopAgent(token = 'noop-agent-token-0123456789'): Pro
     if (!target) return void res.status(502).json({ error: { code: 'unreachable', message: 'no no-op agent at the target url' } });
     sessions.delete(s.id);
     target.add(s.id, s.user);
-    res.json({ id: s.id, url: s.url, mode: 'stop-and-copy', downtimeSeconds: 0, frozenAt: new Date().toISOString(), seconds: 0, bytes: 0, target: target.url });
+    res.json({ id: s.id, url: s.url, mode: 'stop-and-copy', downtimeSeconds: 0, frozenAt: new Date().toISOString(), dumpStartedAt: new Date().toISOString(), seconds: 0, bytes: 0, target: target.url });
   });
   app.delete('/v1/sessions/:id', (req, res) => {
     agent.onChange?.(`remove ${req.params.id}`);

@@ -137,6 +137,12 @@ describe('moving a session post-copy between local test hosts', () => {
     const back = await b.move(s.id, { url: hosts[0]!.agentUrl, token: tokens[0]! }, 'post-copy');
     expect(back).toMatchObject({ url: s.url, mode: 'post-copy' });
     expect(back.bytesAhead).toBeGreaterThan(16 * 2 ** 20);
+    // The freeze is when criu had the session's processes stopped, some ms after criu's start (10-20 here): seen
+    // after it in at least one of the two moves (the first poll may come late), never before it nor long after.
+    const gaps = [r, back].map((m) => Date.parse(m.frozenAt) - Date.parse(m.dumpStartedAt));
+    for (const g of gaps) expect(g).toBeGreaterThanOrEqual(0);
+    for (const g of gaps) expect(g).toBeLessThan(1_000);
+    expect(Math.max(...gaps)).toBeGreaterThan(0);
     // Both times compared with the frozen memory while criu dumped, not after it.
     for (const h of hosts) expect(await readFile(join(h.dataDir, 'agent.log'), 'utf8')).not.toMatch(/compared after the dump/);
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { changedSinceCopy, copyAhead, precopyChoice, removeLeftCopies, snapshotPath } from '../../src/agent/memory-precopy.js';
+import { changedSinceCopy, copyAhead, frozenBy, precopyChoice, removeLeftCopies, snapshotPath } from '../../src/agent/memory-precopy.js';
 import { processTree } from '../../src/util/proc.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
@@ -138,10 +138,13 @@ describe("a post-copy move's memory copied ahead", () => {
       const p = await copyAhead(choice.hostPids, choice.runs, join(tmp(), 'ahead.bin'), async (_vpid, pages) => {
         for await (const _ of pages);
       });
+      const pids = [...choice.hostPids.values()];
       // No criu traces it (pid 1 is not a tracer here).
-      expect(await changedSinceCopy(p, choice.hostPids, { criuPid: 1, stop: new Promise(() => undefined), timeoutMs: 100 })).toBeNull();
+      const watch = frozenBy(pids, 1, { since: performance.now(), stop: new Promise(() => undefined), timeoutMs: 100 });
+      expect(await watch).toBeNull();
+      expect(await changedSinceCopy(p, choice.hostPids, watch)).toBeNull();
       // Nor when criu is done (or failed) first.
-      expect(await changedSinceCopy(p, choice.hostPids, { criuPid: 1, stop: Promise.resolve(), timeoutMs: 10_000 })).toBeNull();
+      expect(await frozenBy(pids, 1, { since: performance.now(), stop: Promise.resolve(), timeoutMs: 10_000 })).toBeNull();
     } finally {
       t.kill();
     }
