@@ -16,3 +16,14 @@ export async function expectOnlyCopy(id: string, serverPid: number): Promise<voi
   const copy = [launcher, ...(await processTree(serverPid))];
   await waitFor(`no process of session ${id} but its copy at pid ${serverPid}`, async () => ((await sessionProcesses(id)).every((p) => copy.includes(p)) ? true : undefined), { timeoutMs: 10_000, intervalMs: 100 });
 }
+
+/** KiB of process `pid`'s anonymous memory in transparent huge pages (its smaps_rollup). */
+export async function anonHugePagesKiB(pid: number): Promise<number> {
+  return Number(/^AnonHugePages:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+}
+
+/** The same over the process tree of a session's server (a process gone meanwhile counts 0). */
+export async function treeAnonHugePagesKiB(serverPid: number): Promise<number> {
+  const each = await Promise.all((await processTree(serverPid)).map((pid) => anonHugePagesKiB(pid).catch(() => 0)));
+  return each.reduce((a, b) => a + b, 0);
+}

@@ -10,10 +10,10 @@ import { Session } from '../../src/core/session.js';
 import { lazyTransferHandedOver } from '../../src/criu/lazy-pages.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
 import { run, sleep, waitFor } from '../../src/util/exec.js';
-import { isAlive, killQuietly, processTree } from '../../src/util/proc.js';
+import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { hostIptables } from '../helpers/host-iptables.js';
 import { askState, kernelWithState, type KernelState } from '../helpers/kernel.js';
-import { expectOnlyCopy, sessionProcesses } from '../helpers/session-processes.js';
+import { expectOnlyCopy, sessionProcesses, treeAnonHugePagesKiB } from '../helpers/session-processes.js';
 import { killAtPostRestore } from '../helpers/action-script.js';
 import { expectFrozenWithin } from '../helpers/move-result.js';
 
@@ -37,16 +37,6 @@ async function withHookFailingAtPostDump<T>(host: HostRecord, fn: () => Promise<
   } finally {
     await writeFile(hook, original);
   }
-}
-
-/** KiB of anonymous memory in transparent huge pages, over the process tree of a session's server. */
-async function hugePagesKiB(serverPid: number): Promise<number> {
-  let kib = 0;
-  for (const pid of await processTree(serverPid)) {
-    const rollup = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8').catch(() => '');
-    kib += Number(/^AnonHugePages:\s+(\d+)/m.exec(rollup)?.[1] ?? 0);
-  }
-  return kib;
 }
 
 // New connections out of the host to an ephemeral port: the page server's (the agents listen on 7301, their answers are not
@@ -110,7 +100,7 @@ describe('moving a session post-copy between local test hosts', () => {
     const s = await a.startSession('pc');
     const k = await kernelWithState(s.url, s.token, 256);
     // The session's glibc put the kernel's bytes in huge pages (GLIBC_TUNABLES from the agent).
-    expect(await hugePagesKiB(s.pid as number)).toBeGreaterThan(200 * 1024);
+    expect(await treeAnonHugePagesKiB(s.pid as number)).toBeGreaterThan(200 * 1024);
     // auto: both hosts can, so post-copy is chosen.
     const requestedAt = Date.now();
     const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! });
@@ -129,7 +119,7 @@ describe('moving a session post-copy between local test hosts', () => {
     expect((await b.getSession(s.id)).state).toBe('running');
     // The lazy-pages daemon filled them 4 KiB at a time; the target agent put them back into huge pages.
     await waitFor('the memory to be back in huge pages', async () => ((await b.getSession(s.id)).memoryCollapsing ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
-    expect(await hugePagesKiB((await b.getSession(s.id)).pid as number)).toBeGreaterThan(200 * 1024);
+    expect(await treeAnonHugePagesKiB((await b.getSession(s.id)).pid as number)).toBeGreaterThan(200 * 1024);
     // The source's criu served the last page and ended its frozen copy.
     await waitFor('the source criu to exit', async () => ((await criuUnder(hosts[0]!.dataDir)).length === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });

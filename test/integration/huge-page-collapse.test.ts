@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HUGE_PAGE_MALLOC_TUNABLE, HugePageCollapses, collapseHugePages, withHugePageMalloc } from '../../src/agent/huge-page-collapse.js';
 import { sessionEnv, sessionPaths } from '../../src/agent/sandbox.js';
 import { sleep, waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
+import { anonHugePagesKiB } from '../helpers/session-processes.js';
 
 /**
  * A process holding `mib` MiB of private anonymous memory in 4 KiB pages (advised no huge pages while touched),
@@ -30,10 +30,6 @@ time.sleep(120)
   return child;
 }
 
-async function hugeKiB(pid: number): Promise<number> {
-  return Number(/^AnonHugePages:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
-}
-
 describe("a session's memory in transparent huge pages", () => {
   const started: ChildProcess[] = [];
   afterEach(() => {
@@ -53,11 +49,11 @@ describe("a session's memory in transparent huge pages", () => {
   it('should collapse the mappings a process advised into huge pages, and skip a process that is gone', async () => {
     const p = await holder(64);
     started.push(p);
-    expect(await hugeKiB(p.pid as number)).toBe(0);
+    expect(await anonHugePagesKiB(p.pid as number)).toBe(0);
     const r = await collapseHugePages([p.pid as number, 2 ** 22 + 1]);
     expect(r.bytes).toBeGreaterThanOrEqual(62 << 20);
     expect(r.failed).toEqual({});
-    expect(await hugeKiB(p.pid as number)).toBeGreaterThanOrEqual(62 * 1024);
+    expect(await anonHugePagesKiB(p.pid as number)).toBeGreaterThanOrEqual(62 * 1024);
   });
 
   it('should end a collapse under way when stopped (a dump of the session begins), leaving the rest in 4 KiB pages', async () => {
@@ -66,15 +62,15 @@ describe("a session's memory in transparent huge pages", () => {
     const collapses = new HugePageCollapses(pino({ level: 'silent' }));
     collapses.start('s1', [p.pid as number]);
     expect(collapses.isCollapsing('s1')).toBe(true);
-    await waitFor('the collapse to begin', async () => ((await hugeKiB(p.pid as number)) > 0 ? true : undefined), { timeoutMs: 10_000, intervalMs: 5 });
+    await waitFor('the collapse to begin', async () => ((await anonHugePagesKiB(p.pid as number)) > 0 ? true : undefined), { timeoutMs: 10_000, intervalMs: 5 });
     const t0 = performance.now();
     await collapses.stop('s1');
     // Within one 64 MiB call of the helper.
     expect(performance.now() - t0).toBeLessThan(1_000);
     expect(collapses.isCollapsing('s1')).toBe(false);
-    const atStop = await hugeKiB(p.pid as number);
+    const atStop = await anonHugePagesKiB(p.pid as number);
     await sleep(300);
-    expect(await hugeKiB(p.pid as number)).toBe(atStop);
+    expect(await anonHugePagesKiB(p.pid as number)).toBe(atStop);
     expect(atStop).toBeLessThan(1000 * 1024);
     expect(await isAlive(p.pid as number)).toBe(true);
   });
