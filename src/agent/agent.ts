@@ -26,6 +26,7 @@ import { reconcileSessions } from './session-service.js';
 import { watchOutgoingAfterRestart } from './post-copy-move.js';
 import { linkToScheduler, type SchedulerLink } from './scheduler-link.js';
 import { useSpawnHelper } from '../util/exec.js';
+import { chunkBuffers } from '../criu/pagemap.js';
 
 export interface RunningAgent {
   url: string;
@@ -93,10 +94,12 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   server.requestTimeout = 0;
   const addr = server.address() as AddressInfo;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
+  await warmFetch(url);
   log.info({ url, criu: `${criu.source} ${criu.version}`, store: ctx.store.location, bridge: config.bridge }, 'agent listening');
   const thp = lazyRestoreBlocker(config.transparentHugePagesFile);
   if (thp) log.warn({ why: thp }, 'no post-copy moves or lazy restores here while this lasts: moves go stop-and-copy, restores read all memory first');
   ctx.captureHelpers.warm();
+  chunkBuffers.warm(2);
   const scheduler = config.scheduler ? linkToScheduler(ctx, url, config.scheduler, log) : undefined;
   let closing: Promise<void> | undefined;
   return {
@@ -119,3 +122,17 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     },
   };
 }
+
+/**
+ * Node loads fetch's HTTP client (undici and its parser) at the first call:
+ * 60-70 ms here, which an agent's first restore or move in paid inside the
+ * session's downtime, waiting for the restored server to answer. One request
+ * to our own /healthz pays it at start instead.
+ */
+async function warmFetch(url: string): Promise<void> {
+  await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5_000) }).then(
+    (res) => res.arrayBuffer(),
+    () => undefined,
+  );
+}
+

@@ -3,7 +3,7 @@ import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeAtSync } from '../util/fs.js';
 import type { MoveFile, StreamDigest } from '../core/checkpoint.js';
-import { CHUNK_BYTES, PAGE, parentPagemap, type MemoryRun } from '../criu/pagemap.js';
+import { CHUNK_BYTES, PAGE, chunkBuffers, parentPagemap, type MemoryRun } from '../criu/pagemap.js';
 import type { BulkSender } from '../images/bulk-channel.js';
 import { hostPidsByVpid, mappingsOf, smallestMappings, type ListedMapping } from './embedded-memory.js';
 import { SERVER_VPID } from './sandbox.js';
@@ -120,7 +120,7 @@ export async function copyAhead(
 ): Promise<Precopy> {
   const out: Precopy = { runs: new Map(), bytes: 0, snapshot };
   const file = openSync(snapshot, 'w', 0o600);
-  const buf = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  const buf = chunkBuffers.take();
   try {
     for (const [vpid, runs] of chosen) {
       const hostPid = hostPids.get(vpid);
@@ -167,6 +167,7 @@ export async function copyAhead(
     }
   } finally {
     closeSync(file);
+    chunkBuffers.giveBack(buf);
   }
   return out;
 }
@@ -256,14 +257,14 @@ export async function changedSinceCopy(p: Precopy, hostPids: ReadonlyMap<number,
   if (frozen && (await frozen) === null) return null;
   const out: ChangedPages = new Map();
   let sinceTurn = 0;
-  const now = Buffer.allocUnsafeSlow(CHUNK_BYTES);
-  const then = Buffer.allocUnsafeSlow(CHUNK_BYTES);
   let snapshot: number;
   try {
     snapshot = openSync(p.snapshot, 'r');
   } catch {
     return null;
   }
+  const now = chunkBuffers.take();
+  const then = chunkBuffers.take();
   try {
     for (const [vpid, runs] of p.runs) {
       const changed = new Set<number>();
@@ -299,6 +300,7 @@ export async function changedSinceCopy(p: Precopy, hostPids: ReadonlyMap<number,
     }
   } finally {
     closeSync(snapshot);
+    chunkBuffers.giveBack(now, then);
   }
   return out;
 }

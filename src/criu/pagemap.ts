@@ -3,6 +3,7 @@ import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 import { fields, replaceImage as replace } from './image-proto.js';
+import { KeptBuffers } from '../util/kept-buffers.js';
 
 // criu's image framing: two magics, then entries, each a little-endian u32 size and a protobuf message (image-proto.ts).
 const IMG_COMMON_MAGIC = 0x54564319;
@@ -21,6 +22,9 @@ const PE_PRESENT = 1 << 2;
 export const PAGE = 4096;
 /** Memory read from a process (or its pages image) is read, sent, kept and compared in runs of this many bytes. */
 export const CHUNK_BYTES = 4 << 20;
+
+/** CHUNK_BYTES buffers for reads of a session's memory and its copies, kept from one move to the next (a move takes two at most at a time); warmed at the agent's start. */
+export const chunkBuffers = new KeptBuffers(CHUNK_BYTES, 6);
 
 interface PagemapEntry {
   vaddr: number;
@@ -386,7 +390,7 @@ async function* readPieces(pieces: readonly Piece[], pagesPath: string, memPath:
   const mem = await open(memPath, 'r');
   // One buffer for every chunk: a new one each time was memory never touched, and filling it cost more than
   // reading the process (70 MB read in 0.18-0.21 s in a post-copy move, where /proc/PID/mem gives 4 GB/s).
-  const buf = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  const buf = chunkBuffers.take();
   // The runs are filled into it back to back, read synchronously: a server's 200-odd runs, most of a few pages,
   // each read through the thread pool, took 0.06-0.16 s of round trips for 72 MB; a full chunk is about 1 ms
   // of copying on this thread.
@@ -413,5 +417,6 @@ async function* readPieces(pieces: readonly Piece[], pagesPath: string, memPath:
   } finally {
     await src.close().catch(() => undefined);
     await mem.close().catch(() => undefined);
+    chunkBuffers.giveBack(buf);
   }
 }

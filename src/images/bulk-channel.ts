@@ -7,6 +7,7 @@ import { IntegrityError, errorMessage } from '../core/errors.js';
 import { writeAt } from '../util/fs.js';
 import { PieceCrc32 } from './hashing.js';
 import { DATA, END, FrameWriter } from './move-frames.js';
+import { pageAlignedBuffer } from '../util/aligned-buffer.js';
 
 /** What a write on a bulk channel the target closed fails with: the target's own answer says why (handOver asks it). */
 export const BULK_CHANNEL_CLOSED = "the move's bulk channel closed";
@@ -208,7 +209,7 @@ export function receiveBulk(at: BulkAt, dest: string, pieceBytes: number, timeou
     if (bufFile !== f) flush();
     bufFile = f;
     for (let at = 0; at < chunk.length; ) {
-      buf ??= free.pop() ?? Buffer.allocUnsafe(WRITE_BYTES);
+      buf ??= free.pop() ?? pageAlignedBuffer(WRITE_BYTES);
       const n = chunk.copy(buf, filled, at);
       filled += n;
       at += n;
@@ -273,7 +274,7 @@ export function receiveBulk(at: BulkAt, dest: string, pieceBytes: number, timeou
     host: at.address,
     port: at.port,
     onread: {
-      buffer: Buffer.allocUnsafe(READ_BYTES),
+      buffer: pageAlignedBuffer(READ_BYTES),
       callback: (n: number, b: Uint8Array): boolean => {
         if (failure || settled) return false;
         try {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { FileDigest } from '../core/checkpoint.js';
 import { sleep } from '../util/exec.js';
 import { PieceHasher } from './hashing.js';
+import { pageAlignedBuffer } from '../util/aligned-buffer.js';
 
 export interface GrowingFileHasherOptions {
   /** Which files to follow. */
@@ -80,7 +81,7 @@ export class GrowingFileHasher {
     const { sink } = this.opts;
     const durable = this.opts.durable ?? true;
     // With a sink, a ring of buffers: one is read into while the others are on their way.
-    const ring = Array.from({ length: sink ? 4 : 1 }, () => ({ buf: Buffer.allocUnsafe(4 << 20), released: Promise.resolve() }));
+    const ring = Array.from({ length: sink ? 4 : 1 }, () => ({ buf: pageAlignedBuffer(4 << 20), released: Promise.resolve() }));
     let turn = 0;
     let pos = 0;
     let unsynced = 0;

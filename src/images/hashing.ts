@@ -4,6 +4,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { pieceCount, type FileDigest, type StreamDigest } from '../core/checkpoint.js';
 import { MappedHashingUnavailable, hashFileMapped } from './mapped-hashing.js';
+import { pageAlignedBuffer } from '../util/aligned-buffer.js';
 
 /**
  * Pieces hubshift hashes files in. Small enough that several are read and
@@ -155,7 +156,7 @@ export async function hashFileInProcess(path: string, onBytes?: (n: number) => v
       }
     };
     const lanes = Math.min(LANES, count);
-    await Promise.all(Array.from({ length: lanes }, () => lane(Buffer.allocUnsafe(pieceBytes))));
+    await Promise.all(Array.from({ length: lanes }, () => lane(pageAlignedBuffer(pieceBytes))));
     // A file that changed size while read is reported by what was read.
     return { bytes: read, pieceBytes, sha256 };
   } finally {
@@ -170,7 +171,7 @@ async function hashFileInOrder(path: string, pieceBytes: number, onBytes?: (n: n
   const fh = await open(path, 'r');
   try {
     const h = new PieceHasher(pieceBytes);
-    const pool = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
+    const pool = Array.from({ length: DEPTH }, () => pageAlignedBuffer(CHUNK));
     let pos = 0;
     let issued = 0;
     const next = (): Promise<Buffer> => {
