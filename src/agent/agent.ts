@@ -135,4 +135,3 @@ async function warmFetch(url: string): Promise<void> {
     () => undefined,
   );
 }
-

@@ -1,13 +1,11 @@
 import { pageAlignedBuffer } from './aligned-buffer.js';
 
 /**
- * Page-aligned buffers (aligned-buffer.ts) of one size kept for reuse, already written to. On a VM whose
- * balloon takes back the memory a guest frees (free page reporting, as on
- * the machine hubshift is measured on), the first write to each page a
- * process has not touched yet faults on the host: two fresh 4 MiB buffers
- * made a move's first memory comparison, inside its frozen window, three
- * times slower (230 ms of system time against 90). Kept and touched at
- * start, they stay backed.
+ * Page-aligned buffers (aligned-buffer.ts) of one size, kept for reuse and
+ * written once when made. A page's first write costs a page fault (about
+ * 5 us a page on the VM hubshift is measured on: 10 ms for two 4 MiB
+ * buffers, which a move's comparison used to pay inside its frozen window);
+ * kept and warmed at the agent's start, they cost nothing after.
  */
 export class KeptBuffers {
   private readonly spare: Buffer[] = [];
