@@ -34,7 +34,8 @@ export interface MoveRound {
 }
 
 /** The agent's modes; 'post-copy-nothing-ahead': post-copy with no memory copied ahead (`--no-precopy`), for comparison. */
-export type BenchMoveMode = 'stop-and-copy' | 'post-copy' | 'post-copy-nothing-ahead';
+export const BENCH_MOVE_MODES = ['stop-and-copy', 'post-copy', 'post-copy-nothing-ahead'] as const;
+export type BenchMoveMode = (typeof BENCH_MOVE_MODES)[number];
 
 export interface MigrateFigures {
   sizeMiB: number;
@@ -92,7 +93,7 @@ async function linkBaseline(from: HostRecord, to: HostRecord, bytes: number): Pr
  * namespaces over the same link.
  */
 export async function benchMigrate(sizes: number[], log: (m: string) => void, opts: { modes?: BenchMoveMode[]; rounds?: number } = {}): Promise<MigrateFigures[]> {
-  const modes = opts.modes ?? ['stop-and-copy', 'post-copy', 'post-copy-nothing-ahead'];
+  const modes = opts.modes ?? BENCH_MOVE_MODES;
   const roundsWanted = opts.rounds ?? 2;
   const stateDir = await mkdtemp(join(tmpdir(), 'hubshift-bench-local-'));
   const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: 'warn' });

@@ -1,11 +1,12 @@
-// npm run bench -- [checkpoint] [control] [migrate] [wake] [--sizes 256,1024,2048] [--rounds N] [--json]
+// npm run bench -- [checkpoint] [control] [migrate] [wake] [--sizes 256,1024,2048] [--rounds N] [--modes a,b] [--json]
 // --rounds: moves per size and mode in the migrate bench (default 2, there and back).
+// --modes: the migrate bench's modes, in this order (default stop-and-copy,post-copy,post-copy-nothing-ahead).
 // Measures; asserts nothing. Every figure is printed with its ratio to the
 // physical baseline measured in the same run.
 import { benchCheckpoint, type CheckpointFigures } from './checkpoint.bench.js';
 import { benchEvaluation } from './control.bench.js';
 import { benchQueue } from './queue.bench.js';
-import { benchMigrate } from './migrate.bench.js';
+import { BENCH_MOVE_MODES, benchMigrate, type BenchMoveMode } from './migrate.bench.js';
 import { benchWake } from './wake.bench.js';
 import { percentile } from '../../src/policy/percentile.js';
 
@@ -18,7 +19,15 @@ if (!Number.isInteger(roundsArg) || roundsArg < 1) {
   process.stderr.write('bench: --rounds takes a whole number of moves, 1 or more\n');
   process.exit(2);
 }
-const names = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--sizes' && args[i - 1] !== '--rounds');
+const modesArg = args.includes('--modes') ? (args[args.indexOf('--modes') + 1] ?? '').split(',') : [...BENCH_MOVE_MODES];
+const isMode = (m: string): m is BenchMoveMode => (BENCH_MOVE_MODES as readonly string[]).includes(m);
+const unknownMode = modesArg.find((m) => !isMode(m));
+if (unknownMode !== undefined || modesArg.length === 0) {
+  process.stderr.write(`bench: --modes takes a comma-separated list of ${BENCH_MOVE_MODES.join(', ')}${unknownMode !== undefined ? `; got ${JSON.stringify(unknownMode)}` : ''}\n`);
+  process.exit(2);
+}
+const modes = modesArg.filter(isMode);
+const names = args.filter((a, i) => !a.startsWith('--') && !['--sizes', '--rounds', '--modes'].includes(args[i - 1] ?? ''));
 const which = names.length ? names : ['checkpoint'];
 const log = (m: string): void => {
   if (!json) process.stderr.write(`bench: ${m}\n`);
@@ -85,7 +94,7 @@ if (which.includes('control')) {
   }
 }
 if (which.includes('migrate')) {
-  const figures = await benchMigrate(sizes, log, { rounds: roundsArg });
+  const figures = await benchMigrate(sizes, log, { rounds: roundsArg, modes });
   results.migrate = figures;
   if (!json) {
     const spread = (xs: number[]): string => `median ${percentile(xs, 50).toFixed(2)} s (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
