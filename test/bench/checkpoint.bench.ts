@@ -2,6 +2,7 @@ import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent } from '../helpers/test-agent.js';
 import { dropCaches, measureDiskBest, measureDiskCold, measureDiskDirectWrite, type DiskBaseline } from './disk-baseline.js';
+import { measureFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 
 export interface CheckpointRound {
   checkpointSeconds: number;
@@ -24,6 +25,11 @@ export interface CheckpointFigures {
   checkpointThroughputRatioCold: number;
   checkpointThroughputRatioDirect: number;
   restoreThroughputRatio: number;
+  /**
+   * The first touch of fresh memory right before the rounds and right after them (memory-baseline.ts): a restore
+   * fills the server's memory at that rate before the server answers, and the daemon the rest.
+   */
+  firstTouch: { before: MemoryBaseline; after: MemoryBaseline };
 }
 
 /** Checkpoint and restore of a kernel holding `sizeMiB` of random bytes, twice, with the disk baseline of the same bytes. */
@@ -35,6 +41,7 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void)
     const k = await kernelWithState(s.url, s.token, sizeMiB);
     k.channel.close();
     const rounds: CheckpointRound[] = [];
+    const touchBefore = await measureFirstTouch();
     for (let i = 0; i < 2; i++) {
       await dropCaches();
       log(`${sizeMiB} MiB: checkpoint ${i + 1}`);
@@ -52,6 +59,7 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void)
       ch.close();
       rounds.push({ checkpointSeconds: ck.seconds, imageBytes: ck.bytes, restoreSeconds: r.seconds, firstExecuteSeconds });
     }
+    const touchAfter = await measureFirstTouch();
     const bytes = rounds[0]!.imageBytes;
     log(`${sizeMiB} MiB: disk baseline`);
     const baseline = await measureDiskBest(t.config.workDir, bytes);
@@ -71,6 +79,7 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void)
       checkpointThroughputRatioCold: best.imageBytes / best.checkpointSeconds / coldBaseline.writeBytesPerSecond,
       checkpointThroughputRatioDirect: best.imageBytes / best.checkpointSeconds / directWriteBytesPerSecond,
       restoreThroughputRatio: bestRestore.imageBytes / bestRestore.restoreSeconds / baseline.readBytesPerSecond,
+      firstTouch: { before: touchBefore, after: touchAfter },
     };
   } finally {
     await t.cleanup();

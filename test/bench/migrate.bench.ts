@@ -7,6 +7,7 @@ import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js
 import type { HostRecord } from '../../src/core/cloud.js';
 import { run, waitFor } from '../../src/util/exec.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
+import { measureFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 
 export interface MoveRound {
   from: string;
@@ -44,6 +45,8 @@ export interface MigrateFigures {
   /** Copying the same bytes from one host's disk to the other's over the same link, fsynced. */
   baselineSeconds: number;
   baselineBytes: number;
+  /** The first touch of fresh memory, measured right before the rounds and right after them (memory-baseline.ts). */
+  firstTouch: { before: MemoryBaseline; after: MemoryBaseline };
 }
 
 // Sends a file over TCP from one namespace and writes it, fsynced, in another.
@@ -113,6 +116,7 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
       let at = 0;
       for (const mode of modes) {
         const rounds: MoveRound[] = [];
+        const touchBefore = await measureFirstTouch();
         for (let i = 0; i < roundsWanted; i++) {
           const from = at;
           const to = 1 - from;
@@ -139,13 +143,14 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
           at = to;
           rounds.push({ from: hosts[from]!.name, to: hosts[to]!.name, bytes: r.bytes, bytesAhead: r.bytesAhead, downtimeSeconds: r.downtimeSeconds, frozenToExecuteSeconds, dumpToExecuteSeconds, requestToExecuteSeconds, totalSeconds: r.seconds, memoryCompleteSeconds, hugePagesSeconds });
         }
+        const touchAfter = await measureFirstTouch();
         if (!baseline) {
           // The bytes a stop-and-copy move carries; post-copy moves the same memory, mostly after the commit.
           const bytes = mode === 'stop-and-copy' ? rounds[0]!.bytes : (await clients[at]!.metrics(s.id).then((m) => Number(m.rssBytes))) || sizeMiB * 2 ** 20;
           log(`migrate ${sizeMiB} MiB: link baseline`);
           baseline = { seconds: await linkBaseline(hosts[0]!, hosts[1]!, bytes), bytes };
         }
-        out.push({ sizeMiB, mode, rounds, baselineSeconds: baseline.seconds, baselineBytes: baseline.bytes });
+        out.push({ sizeMiB, mode, rounds, baselineSeconds: baseline.seconds, baselineBytes: baseline.bytes, firstTouch: { before: touchBefore, after: touchAfter } });
       }
       k.channel.close();
       await clients[at]!.removeSession(s.id);

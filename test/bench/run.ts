@@ -8,6 +8,7 @@ import { benchEvaluation } from './control.bench.js';
 import { benchQueue } from './queue.bench.js';
 import { BENCH_MOVE_MODES, benchMigrate, type BenchMoveMode } from './migrate.bench.js';
 import { benchWake } from './wake.bench.js';
+import { describeFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 import { percentile } from '../../src/policy/percentile.js';
 
 const args = process.argv.slice(2);
@@ -43,6 +44,11 @@ for (const w of which) {
 
 const mbps = (bytesPerSecond: number): string => `${(bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s`;
 
+/** The machine's memory speed in this run, before and after the rounds (what criu's fill of a restore runs at). */
+function firstTouchLine(t: { before: MemoryBaseline; after: MemoryBaseline }): string {
+  return `baseline first touch of fresh memory: ${describeFirstTouch(t.before)} before the rounds, ${describeFirstTouch(t.after)} after`;
+}
+
 function printCheckpoint(f: CheckpointFigures): void {
   const b = f.baseline;
   console.log(`\ncheckpoint, kernel holding ${f.sizeMiB} MiB (image ${(f.rounds[0]!.imageBytes / 2 ** 20).toFixed(0)} MiB)`);
@@ -51,6 +57,7 @@ function printCheckpoint(f: CheckpointFigures): void {
   console.log(`  baseline in cold guest memory: write+fsync ${c.writeSeconds.toFixed(2)} s (${mbps(c.writeBytesPerSecond)}), read ${c.readSeconds.toFixed(2)} s (${mbps(c.readBytesPerSecond)})`);
   const d = f.directWriteBytesPerSecond;
   console.log(`  baseline past the page cache (O_DIRECT, as the checkpoint writes memory): write+fdatasync ${(f.rounds[0]!.imageBytes / d).toFixed(2)} s (${mbps(d)})`);
+  console.log(`  ${firstTouchLine(f.firstTouch)}`);
   f.rounds.forEach((r, i) => {
     const ck = r.imageBytes / r.checkpointSeconds;
     const rs = r.imageBytes / r.restoreSeconds;
@@ -101,9 +108,13 @@ if (which.includes('migrate')) {
     for (const f of figures) {
       console.log(`\nmigrate (${f.mode}), kernel holding ${f.sizeMiB} MiB (moved ${(f.baselineBytes / 2 ** 20).toFixed(0)} MiB)`);
       console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
+      console.log(`  ${firstTouchLine(f.firstTouch)}`);
+      const perPage = (f.firstTouch.before.secondsPerPage + f.firstTouch.after.secondsPerPage) / 2;
       for (const r of f.rounds) {
+        // The memory sent ahead is what the target's criu fills before the session runs: its first touch alone, at this run's rate.
+        const fill = r.bytesAhead ? `; the memory sent ahead, touched fresh, alone ${((r.bytesAhead / 4096) * perPage).toFixed(2)} s` : '';
         console.log(
-          `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline (${r.dumpToExecuteSeconds.toFixed(2)} s from criu's start); freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s, back in huge pages ${r.hugePagesSeconds.toFixed(2)} s; ${((r.bytes - r.bytesAhead) / 2 ** 20).toFixed(0)} MiB sent while frozen${r.bytesAhead ? `, ${(r.bytesAhead / 2 ** 20).toFixed(0)} MiB ahead` : ''}`,
+          `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline (${r.dumpToExecuteSeconds.toFixed(2)} s from criu's start); freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s, back in huge pages ${r.hugePagesSeconds.toFixed(2)} s; ${((r.bytes - r.bytesAhead) / 2 ** 20).toFixed(0)} MiB sent while frozen${r.bytesAhead ? `, ${(r.bytesAhead / 2 ** 20).toFixed(0)} MiB ahead` : ''}${fill}`,
         );
       }
       if (f.rounds.length > 2) {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlobEntry, CheckpointManifest, type FileDigest } from '../../src/core/checkpoint.js';
 import { GrowingFileHasher } from '../../src/images/growing-file-hasher.js';
 import { PIECE_BYTES, PieceHasher, digestMismatch, hashFile, hashFileInProcess } from '../../src/images/hashing.js';
-import { hashFileMapped } from '../../src/images/mapped-hashing.js';
+import { hashFileInHelper } from '../../src/images/helper-hashing.js';
 import { sleep } from '../../src/util/exec.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -59,27 +59,34 @@ describe('hashing files in pieces', () => {
     expect(await hashFile(join(dir, 'empty'))).toEqual(slices(Buffer.alloc(0), PIECE_BYTES));
   });
 
-  it('should hash a large file through the memory-mapped helper to the same pieces as in-process', async () => {
+  it('should hash a large file through the helper to the same pieces as in-process', async () => {
     // Past the size from which hashFile uses the helper (64 MiB).
     const big = randomBytes(4 * PIECE_BYTES + 4_321);
     const path = join(dir, 'large');
     await writeFile(path, big);
     let reported = 0;
     const want = slices(big, PIECE_BYTES);
-    expect(await hashFileMapped(path, PIECE_BYTES, (n) => (reported += n))).toEqual(want);
+    expect(await hashFileInHelper(path, PIECE_BYTES, (n) => (reported += n))).toEqual(want);
     expect(reported).toBe(big.length);
     expect(await hashFile(path)).toEqual(want);
     expect(await hashFileInProcess(path)).toEqual(want);
     // Any piece size, the whole file as one piece too.
-    expect(await hashFileMapped(path, 1 << 20)).toEqual(slices(big, 1 << 20));
-    expect(await hashFileMapped(path, big.length)).toEqual({ bytes: big.length, pieceBytes: big.length, sha256: [sha(big)] });
-    await writeFile(join(dir, 'empty-mapped'), '');
-    expect(await hashFileMapped(join(dir, 'empty-mapped'), PIECE_BYTES)).toEqual(slices(Buffer.alloc(0), PIECE_BYTES));
+    expect(await hashFileInHelper(path, 1 << 20)).toEqual(slices(big, 1 << 20));
+    expect(await hashFileInHelper(path, big.length)).toEqual({ bytes: big.length, pieceBytes: big.length, sha256: [sha(big)] });
+    // The helper reads 1 MiB at a time: pieces that end inside a read, and pieces smaller than one.
+    expect(await hashFileInHelper(path, (3 << 19) + 123)).toEqual(slices(big, (3 << 19) + 123));
+    const small = big.subarray(0, (1 << 20) + 5);
+    await writeFile(join(dir, 'small'), small);
+    expect(await hashFileInHelper(join(dir, 'small'), 4097)).toEqual(slices(small, 4097));
+    await writeFile(join(dir, 'empty-helper'), '');
+    expect(await hashFileInHelper(join(dir, 'empty-helper'), PIECE_BYTES)).toEqual(slices(Buffer.alloc(0), PIECE_BYTES));
   });
 
   it('should fail with the file named when the helper cannot hash it', async () => {
-    await expect(hashFileMapped(dir, PIECE_BYTES)).rejects.toThrow(`hashing ${dir} failed: OSError: [Errno 19] No such device`);
-    await expect(hashFileMapped(join(dir, 'nothing-here'), PIECE_BYTES)).rejects.toThrow(/failed: FileNotFoundError: \[Errno 2\] No such file or directory/);
+    await expect(hashFileInHelper(dir, PIECE_BYTES)).rejects.toThrow(`hashing ${dir} failed: IsADirectoryError: [Errno 21] Is a directory`);
+    // A file shorter than its size said when it was opened (one that shrank while read): sysfs's say 4096 bytes.
+    await expect(hashFileInHelper('/sys/kernel/uevent_seqnum', PIECE_BYTES)).rejects.toThrow(/failed: EOFError: the file ended at byte \d+ of 4096: it shrank while it was read$/);
+    await expect(hashFileInHelper(join(dir, 'nothing-here'), PIECE_BYTES)).rejects.toThrow(/failed: FileNotFoundError: \[Errno 2\] No such file or directory/);
   });
 
   it('should follow a file while it is written and hash it to the same pieces', async () => {
