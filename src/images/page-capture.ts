@@ -12,7 +12,8 @@ import { PIECE_BYTES } from './hashing.js';
  * with O_CREAT and splices the memory into it; where a named pipe already
  * sits at that name, criu splices into the pipe instead (it does the same in
  * its --stream mode), and this helper reads it into a few reused, page-aligned
- * buffers, hashes each piece and writes it with O_DIRECT to pages-N.img.data.
+ * buffers, hashes each piece and writes it with O_DIRECT to pages-N.img.data,
+ * flushing the disk's cache as it goes (SYNC_EVERY_BYTES).
  * The page cache is never touched: on this VM, whose balloon takes back freed
  * memory, criu's own writes into fresh page cache ran at 0.5 GB/s where the
  * disk takes 1.6 GB/s (dd oflag=direct), and on any host a checkpoint no
@@ -58,8 +59,21 @@ def huge_page_buffers(count, size):
     return [memoryview(region)[start + i * size:start + (i + 1) * size] for i in range(count)]
 `;
 
+/**
+ * The helper flushes the disk's cache (fdatasync) each time this many more
+ * bytes of a file have gone to it, one flush at a time on a thread of its
+ * own, beside the writes. O_DIRECT writes can wait in a write cache until a
+ * flush (this VM's host holds them in its own page cache): with one flush at
+ * the end, the last piece was read 0.45-0.53 s before a 1 GiB file was
+ * durable; flushing every 64 MiB, 1 GiB checkpoints took 1.04-1.09 s
+ * against 1.21-1.49 s (32 MiB 1.00-1.26, 128 MiB 1.06-1.39, 256 MiB
+ * 1.07-1.26; 2026-12-02, alternated). On a disk without such a cache
+ * (EBS) a flush costs next to nothing.
+ */
+const SYNC_EVERY_BYTES = 64 << 20;
+
 const CAPTURE_PY = `
-import errno, fcntl, hashlib, json, mmap, os, queue, sys, threading, time
+import concurrent.futures, errno, fcntl, hashlib, json, mmap, os, queue, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 piece, parent = int(sys.argv[1]), os.getppid()
 F_SETPIPE_SZ = 1031
@@ -78,6 +92,8 @@ buffers = queue.Queue()
 for b in huge_page_buffers(4, piece):
     buffers.put(b)
 pool = ThreadPoolExecutor(max_workers=3)
+# One flush at a time, beside the writes (see SYNC_EVERY_BYTES).
+syncer = ThreadPoolExecutor(max_workers=1)
 errors = []
 def fill(fd, view):
     n = 0
@@ -111,6 +127,7 @@ def capture(path):
     name = os.path.basename(path)
     fd = os.open(path, os.O_RDONLY)
     out = plain = -1
+    syncing = None
     try:
         try:
             fcntl.fcntl(fd, F_SETPIPE_SZ, pipe_max)
@@ -124,7 +141,7 @@ def capture(path):
                 raise
             out = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         plain = os.open(data, os.O_WRONLY)
-        jobs, at = [], 0
+        jobs, at, synced = [], 0, 0
         while True:
             buf = buffers.get()
             n = fill(fd, buf)
@@ -146,6 +163,10 @@ def capture(path):
             h.add_done_callback(back)
             jobs.append((w, h))
             at += n
+            if at - synced >= sync_every and (syncing is None or syncing.done()):
+                if syncing is not None:
+                    syncing.result()
+                syncing, synced = syncer.submit(os.fdatasync, out), at
             say('piece', name, n)
             if n < piece:
                 break
@@ -153,6 +174,8 @@ def capture(path):
         for w, h in jobs:
             w.result()
             sums.append(h.result())
+        if syncing is not None:
+            syncing.result()
         os.fdatasync(out)
         say('file', name, at, ','.join(sums) or '-')
     except BaseException as e:
@@ -160,6 +183,9 @@ def capture(path):
             errors.append(f'{name}: {e}')
         drain(fd)
     finally:
+        # A flush still queued must not run on a closed (or reused) descriptor.
+        if syncing is not None:
+            concurrent.futures.wait([syncing])
         for f in (out, plain):
             if f >= 0:
                 os.close(f)
@@ -168,7 +194,7 @@ job = sys.stdin.readline()
 if not job:
     sys.exit(0)  # the agent went away before it had a dump to catch
 job = json.loads(job)
-control, paths = job['control'], job['paths']
+control, paths, sync_every = job['control'], job['paths'], job['syncEvery']
 for p in paths:
     os.mkfifo(p, 0o600)
 readers = [threading.Thread(target=capture, args=(p,)) for p in paths]
@@ -216,6 +242,8 @@ export interface PageCaptureOptions {
   /** Page images to catch: criu numbers them pages-1.img, pages-2.img, ... in the order it dumps. */
   names: readonly string[];
   pieceBytes?: number;
+  /** Flush the disk's cache each time this many more bytes of a file are written (0: after every piece); default SYNC_EVERY_BYTES. */
+  syncEveryBytes?: number;
   /** Called with each piece's bytes once written (progress). */
   onBytes?: (n: number) => void;
 }
@@ -325,7 +353,7 @@ export class PageCapture {
       const capture = new PageCapture(opts, pieceBytes, child, () => resolve(capture));
       child.once('error', (err: NodeJS.ErrnoException) => reject(unavailable(err)));
       void capture.exited.then(() => reject(new Error(capture.failed ?? 'the page capture helper ended before it was ready')));
-      child.stdin?.end(`${JSON.stringify({ control: opts.controlDir, paths: opts.names.map((n) => join(opts.imagesDir, n)) })}\n`);
+      child.stdin?.end(`${JSON.stringify({ control: opts.controlDir, paths: opts.names.map((n) => join(opts.imagesDir, n)), syncEvery: opts.syncEveryBytes ?? SYNC_EVERY_BYTES })}\n`);
     });
   }
 

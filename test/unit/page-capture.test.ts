@@ -54,6 +54,21 @@ describe('page capture: criu page images caught on their way to disk', () => {
     expect(reported).toBe(data.length);
   });
 
+  it('should flush the disk as it writes, and still write and hash every image whole', async () => {
+    for (const syncEveryBytes of [0, 2 * PIECE]) {
+      const { images, control, source, data } = await setUp(`flushing-${syncEveryBytes}`);
+      const capture = await PageCapture.start({ imagesDir: images, controlDir: control, names: ['pages-1.img', 'pages-2.img'], pieceBytes: PIECE, syncEveryBytes });
+      // Two images at once, as criu writes the server's and a kernel's: each has flushes of its own in flight.
+      await Promise.all([writeLikeCriu(images, source, 'pages-1.img', []), writeLikeCriu(images, source, 'pages-2.img', [])]);
+      expect(await postDump(control)).toBe('ok\n');
+      const digests = await capture.finish(new Set(['pages-1.img', 'pages-2.img']));
+      for (const n of ['pages-1.img', 'pages-2.img']) {
+        expect(Buffer.compare(await readFile(join(images, n)), data)).toBe(0);
+        expect(digests.get(n)).toEqual(await hashFile(join(images, n), undefined, PIECE));
+      }
+    }
+  });
+
   it('should use a helper started ahead of need, start the next once it has finished, and replace one that died', async () => {
     const helpers = new PageCaptureHelpers(PIECE);
     try {
