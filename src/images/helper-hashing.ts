@@ -9,7 +9,7 @@ import { PYTHON } from '../util/proc.js';
  * (hashlib lets go of the GIL): each thread reads its piece 1 MiB at a time
  * into one buffer it keeps and hashes that while it is still in the CPU's
  * cache. Side by side on this 2-core VM, a cold 1.1 GiB file (page cache
- * dropped) took 0.57-0.82 s so, 0.81-1.13 s read a 16 MiB piece at a time,
+ * dropped) took 0.57-0.82 s this way, 0.81-1.13 s read a 16 MiB piece at a time,
  * 0.93-1.14 s hashed through a memory map (the previous helper), warm
  * 0.40-0.44 s against 0.73-0.76 s mapped; in the agent, a 1 GiB restore's
  * verification 1.08-1.33 s against 1.51-1.84 s mapped, alternated

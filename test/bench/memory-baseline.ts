@@ -1,17 +1,18 @@
 import { z } from 'zod';
 import { run } from '../../src/util/exec.js';
 import { PYTHON } from '../../src/util/proc.js';
+import { percentile } from '../../src/policy/percentile.js';
 
 /**
  * What a first touch of fresh memory costs on this machine now: criu fills a
  * restore's eager memory page by page into pages nobody has touched, and a
  * lazy restore's daemon does the same with the rest, so both run at this rate.
- * On this VM it is the host's work (its balloon takes back freed memory) and
- * it varies: ~5 µs a page on 2026-12-01 evening, ~13 µs at 01:00 the next
- * night. The benches print it beside their figures.
+ * On this VM it is each 4 KiB page's allocation (as slow right after
+ * MADV_DONTNEED as fresh) and it varies: ~5 µs a page on 2026-12-01 evening,
+ * 12-18 µs the next night. The benches print it beside their figures.
  */
 export interface MemoryBaseline {
-  /** Median of the runs: seconds per 4 KiB page touched for the first time. */
+  /** Median of the runs (nearest rank): seconds per 4 KiB page touched for the first time. */
   secondsPerPage: number;
   /** Bytes touched in each run. */
   bytes: number;
@@ -41,9 +42,7 @@ const Runs = z.array(z.number().positive()).min(1);
 export async function measureFirstTouch(bytes = 128 << 20, runs = 3): Promise<MemoryBaseline> {
   const { stdout } = await run(PYTHON, ['-I', '-S', '-c', FIRST_TOUCH_PY, String(bytes), String(runs)], { timeoutMs: 120_000 });
   const seconds = Runs.parse(JSON.parse(stdout));
-  const sorted = [...seconds].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)] as number;
-  return { secondsPerPage: median / (bytes / 4096), bytes, runs: seconds };
+  return { secondsPerPage: percentile(seconds, 50) / (bytes / 4096), bytes, runs: seconds };
 }
 
 /** "4.9 µs a page (128 MiB in 160 ms)" */
