@@ -5,6 +5,7 @@ import type { CriuBinary } from '../criu/binary.js';
 import type { RestoredLazy } from './checkpoint-service.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { PageCaptureHelpers } from '../images/page-capture.js';
+import type { HashingHelpers } from '../images/helper-hashing.js';
 import type { AgentConfig } from './config.js';
 import type { Fences } from './fences.js';
 import type { HugePageCollapses } from './huge-page-collapse.js';
@@ -33,6 +34,8 @@ export interface AgentContext {
   pushedPages: Map<string, PushedPages>;
   /** A checkpoint's page capture helper, started ahead of need. */
   captureHelpers: PageCaptureHelpers;
+  /** A restore's verification helpers, started ahead of need. */
+  hashingHelpers: HashingHelpers;
   /**
    * Aborted when this agent stops (close) or its node is torn down
    * (stopEverySession): background watches of moves end without acting, as

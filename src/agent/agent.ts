@@ -12,6 +12,7 @@ import { ensureKdatCache } from '../criu/kdat-cache.js';
 import { errorMessage } from '../core/errors.js';
 import { openStore } from '../images/open-store.js';
 import { PageCaptureHelpers } from '../images/page-capture.js';
+import { HashingHelpers } from '../images/helper-hashing.js';
 import type { AgentContext } from './agent-context.js';
 import type { AgentConfig } from './config.js';
 import { installCriuHook } from './criu-hook.js';
@@ -79,6 +80,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     incoming: new Map(),
     pushedPages: new Map(),
     captureHelpers: new PageCaptureHelpers(),
+    hashingHelpers: new HashingHelpers(),
     stopping: new AbortController(),
   };
   const stale = await removeStaleGuards();
@@ -99,6 +101,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const thp = lazyRestoreBlocker(config.transparentHugePagesFile);
   if (thp) log.warn({ why: thp }, 'no post-copy moves or lazy restores here while this lasts: moves go stop-and-copy, restores read all memory first');
   ctx.captureHelpers.warm();
+  ctx.hashingHelpers.warm();
   chunkBuffers.warm(2);
   const scheduler = config.scheduler ? linkToScheduler(ctx, url, config.scheduler, log) : undefined;
   let closing: Promise<void> | undefined;
@@ -109,6 +112,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     close: () => {
       ctx.stopping.abort();
       ctx.captureHelpers.close();
+      ctx.hashingHelpers.close();
       void ctx.hugePages.stopAll();
       for (const p of ctx.pushedPages.values()) p.server.kill();
       // A move in waiting for its commit: its ready announcement ends (its guard and record stay for the next agent).

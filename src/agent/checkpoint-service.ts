@@ -726,6 +726,7 @@ export async function restoreCheckpoint(
         store: ctx.store,
         checkpointId: checkpoint,
         destDir: images,
+        hashingHelpers: ctx.hashingHelpers,
         onProgress: (d, t) => progress('fetching and verifying', d, t),
         onMetaReady: () => (early = startEarly(ctx, s, images, checkpoint, manifest.netnsOutside === true)),
       }).catch(async (err: unknown) => {

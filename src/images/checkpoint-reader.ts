@@ -6,6 +6,7 @@ import type { BlobEntry, CheckpointManifest, FileDigest } from '../core/checkpoi
 import { IntegrityError } from '../core/errors.js';
 import { META_BLOB } from './checkpoint-writer.js';
 import { HashingStream, digestMismatch, hashFile } from './hashing.js';
+import type { HashingHelpers } from './helper-hashing.js';
 import type { ImageStore } from './image-store.js';
 import { unpackTar } from './tar-pack.js';
 import { zstdStream } from './zstd.js';
@@ -16,6 +17,8 @@ export interface ReadCheckpointInput {
   /** Emptied, then filled with the criu image directory (side files under files/). */
   destDir: string;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Helpers started ahead of need for large blobs' verification (the agent's). */
+  hashingHelpers?: HashingHelpers;
   /**
    * Started once every image but the page images is verified and in destDir,
    * while those may still be verified; awaited before this returns or fails.
@@ -29,8 +32,8 @@ function check(id: string, blob: BlobEntry, got: FileDigest): void {
   if (wrong) throw new IntegrityError(`checkpoint ${id}: blob ${blob.name} ${wrong}; it cannot be restored`);
 }
 
-async function verifyLocalBlob(id: string, location: string, blob: BlobEntry, path: string, dest: string, progress: (n: number) => void): Promise<void> {
-  const got = await hashFile(path, progress, blob.pieceBytes).catch((err: NodeJS.ErrnoException) => {
+async function verifyLocalBlob(id: string, location: string, blob: BlobEntry, path: string, dest: string, progress: (n: number) => void, helpers?: HashingHelpers): Promise<void> {
+  const got = await hashFile(path, progress, blob.pieceBytes, helpers).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') throw new IntegrityError(`checkpoint ${id} is missing its blob ${blob.name} in ${location}`);
     throw err;
   });
@@ -62,7 +65,7 @@ export async function readCheckpoint(input: ReadCheckpointInput): Promise<Checkp
   const local = Promise.allSettled(
     manifest.blobs.flatMap((b) => {
       const path = localPath(b);
-      return path ? [verifyLocalBlob(id, store.location, b, path, join(destDir, b.name), progress)] : [];
+      return path ? [verifyLocalBlob(id, store.location, b, path, join(destDir, b.name), progress, input.hashingHelpers)] : [];
     }),
   );
   let metaReady: Promise<unknown> = Promise.resolve();

@@ -3,7 +3,7 @@ import { open, stat } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { pieceCount, type FileDigest, type StreamDigest } from '../core/checkpoint.js';
-import { HashingHelperUnavailable, hashFileInHelper } from './helper-hashing.js';
+import { HashingHelperUnavailable, hashFileInHelper, type HashingHelpers } from './helper-hashing.js';
 import { pageAlignedBuffer } from '../util/aligned-buffer.js';
 
 /**
@@ -122,10 +122,10 @@ export class HashingStream extends Transform {
  * CPU's cache, at about half the time of reading them here; the rest, or
  * all where the helper cannot run, in-process.
  */
-export async function hashFile(path: string, onBytes?: (n: number) => void, pieceBytes = PIECE_BYTES): Promise<FileDigest> {
+export async function hashFile(path: string, onBytes?: (n: number) => void, pieceBytes = PIECE_BYTES, helpers?: HashingHelpers): Promise<FileDigest> {
   if ((await stat(path)).size >= HELPER_MIN_BYTES) {
     try {
-      return await hashFileInHelper(path, pieceBytes, onBytes);
+      return await hashFileInHelper(path, pieceBytes, onBytes, helpers);
     } catch (err) {
       if (!(err instanceof HashingHelperUnavailable)) throw err;
     }

@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { Sha256, pieceCount, type FileDigest } from '../core/checkpoint.js';
 import { PYTHON } from '../util/proc.js';
+import { PythonHelper, WaitingHelpers, interpreterMissing } from '../util/python-helper.js';
 
 /**
  * Hashes a large file's pieces in a Python helper, on several threads
@@ -18,13 +18,19 @@ import { PYTHON } from '../util/proc.js';
  * this before criu runs (ARCHITECTURE invariant 3).
  *
  * The interpreter is the one the sessions' Jupyter servers already need.
- * Prints "size N", then "INDEX SHA256 BYTES" for each piece as it is done,
+ * It reads its job from stdin, {"piece", "threads", "path"} (so that it can
+ * be started ahead of need: HashingHelpers), and ends quietly if stdin closes
+ * first. Prints "size N", then "INDEX SHA256 BYTES" for each piece as it is done,
  * in any order; exits 1 with the reason on stderr (its last line is the
  * exception).
  */
-const HASH_PIECES_PY = `
-import hashlib, os, sys, threading
-piece, threads, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+export const HASH_PIECES_PY = `
+import hashlib, json, os, sys, threading
+line = sys.stdin.buffer.readline()
+if not line:
+    sys.exit(0)
+job = json.loads(line)
+piece, threads, path = int(job['piece']), int(job['threads']), job['path']
 chunk = 1 << 20
 fd = os.open(path, os.O_RDONLY)
 size = os.fstat(fd).st_size
@@ -71,6 +77,19 @@ const THREADS = 4;
 const SizeLine = z.tuple([z.literal('size'), z.coerce.number().int().nonnegative()]);
 const PieceLine = z.tuple([z.coerce.number().int().nonnegative(), Sha256, z.coerce.number().int().nonnegative()]);
 
+const startHelper = (): PythonHelper => new PythonHelper(HASH_PIECES_PY);
+
+/**
+ * Hashing helpers started ahead of need; the agent keeps two waiting: a
+ * restore verifies its server's and its kernel's page images at once, and
+ * starting Python took 0.03-0.05 s of each here.
+ */
+export class HashingHelpers extends WaitingHelpers {
+  constructor() {
+    super(startHelper, 2);
+  }
+}
+
 /** Why the helper could not be used at all (no interpreter): the caller hashes in-process instead. */
 export class HashingHelperUnavailable extends Error {}
 
@@ -79,17 +98,18 @@ export class HashingHelperUnavailable extends Error {}
  * Rejects with HashingHelperUnavailable when the helper cannot start, and
  * with an Error naming the file when hashing fails.
  */
-export function hashFileInHelper(path: string, pieceBytes: number, onBytes?: (n: number) => void): Promise<FileDigest> {
+export function hashFileInHelper(path: string, pieceBytes: number, onBytes?: (n: number) => void, helpers?: HashingHelpers): Promise<FileDigest> {
   return new Promise<FileDigest>((resolve, reject) => {
-    const child = spawn(PYTHON, ['-I', '-S', '-c', HASH_PIECES_PY, String(pieceBytes), String(THREADS), path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const helper = helpers ? helpers.take() : startHelper();
+    const { child } = helper;
+    const unavailable = (err: NodeJS.ErrnoException): Error => (interpreterMissing(err) ? new HashingHelperUnavailable(`${PYTHON} is not installed`) : err);
+    if (helper.error) return reject(unavailable(helper.error));
     let size: number | undefined;
     let sha256: string[] = [];
     let got = 0;
     let pieces = 0;
     let bad: string | undefined;
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-2000)));
-    createInterface({ input: child.stdout }).on('line', (line) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
       const words = line.split(' ');
       if (size === undefined) {
         const s = SizeLine.safeParse(words);
@@ -106,16 +126,15 @@ export function hashFileInHelper(path: string, pieceBytes: number, onBytes?: (n:
       got += n;
       onBytes?.(n);
     });
-    child.once('error', (err: NodeJS.ErrnoException) => {
-      reject(err.code === 'ENOENT' ? new HashingHelperUnavailable(`${PYTHON} is not installed`) : err);
-    });
+    child.once('error', (err: NodeJS.ErrnoException) => reject(unavailable(err)));
     child.once('close', (code, signal) => {
       if (code !== 0 || bad || size === undefined || pieces !== sha256.length) {
-        const why = signal ? `killed by ${signal}` : bad ?? (stderr.trim().split('\n').pop() || `exit ${code}`);
+        const why = signal ? `killed by ${signal}` : bad ?? (helper.lastWords || `exit ${code}`);
         reject(new Error(`hashing ${path} failed: ${why}`));
         return;
       }
       resolve({ bytes: got, pieceBytes, sha256 });
     });
+    child.stdin?.end(`${JSON.stringify({ piece: pieceBytes, threads: THREADS, path })}\n`);
   });
 }

@@ -1,10 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { Sha256, pieceCount, type FileDigest } from '../core/checkpoint.js';
 import { PYTHON } from '../util/proc.js';
+import { PythonHelper, WaitingHelpers, interpreterMissing } from '../util/python-helper.js';
 import { PIECE_BYTES } from './hashing.js';
 
 /**
@@ -248,69 +248,28 @@ export interface PageCaptureOptions {
   onBytes?: (n: number) => void;
 }
 
-/** A helper process, loaded and waiting for its job on stdin. */
-interface Helper {
-  child: ChildProcess;
-  /** Set when the process could not be started (no interpreter). */
-  error?: NodeJS.ErrnoException;
-}
-
-function startHelper(pieceBytes: number): Helper {
-  const child = spawn(PYTHON, ['-I', '-S', '-c', CAPTURE_PY, String(pieceBytes)], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const helper: Helper = { child };
-  child.once('error', (err: NodeJS.ErrnoException) => (helper.error = err));
-  // A helper that died before its job was written: the job's write fails, and its exit says why.
-  child.stdin?.on('error', () => undefined);
-  return helper;
-}
-
-const usable = (h: Helper): boolean => !h.error && h.child.exitCode === null && h.child.signalCode === null;
-
 /**
  * Keeps one capture helper started ahead of need, so that a checkpoint does
  * not wait for Python to start (0.045 s). The next one starts a moment
  * after the one taken has finished, not during the dump it serves.
  */
-export class PageCaptureHelpers {
-  private waiting: Helper | undefined;
-  private closed = false;
-
-  constructor(readonly pieceBytes: number = PIECE_BYTES) {}
+export class PageCaptureHelpers extends WaitingHelpers {
+  constructor(readonly pieceBytes: number = PIECE_BYTES) {
+    super(() => startHelper(pieceBytes), 1);
+  }
 
   /** The waiting helper's pid, if one waits. */
   get waitingPid(): number | undefined {
-    return this.waiting?.child.pid;
-  }
-
-  /** Starts a helper to wait for the next dump, unless one waits already. */
-  warm(): void {
-    if (!this.closed && !this.waiting) this.waiting = startHelper(this.pieceBytes);
-  }
-
-  /** The waiting helper if it is still alive, else a new one; a next one is started after it ends. */
-  take(): Helper {
-    const h = this.waiting;
-    this.waiting = undefined;
-    const alive = h !== undefined && usable(h);
-    if (h && !alive) h.child.kill('SIGKILL');
-    const got = h && alive ? h : startHelper(this.pieceBytes);
-    got.child.once('close', () => setTimeout(() => this.warm(), 500).unref());
-    return got;
-  }
-
-  /** Ends the waiting helper (the agent is stopping); none is started again. */
-  close(): void {
-    this.closed = true;
-    this.waiting?.child.kill('SIGKILL');
-    this.waiting = undefined;
+    return this.waitingPids[0];
   }
 }
+
+const startHelper = (pieceBytes: number): PythonHelper => new PythonHelper(CAPTURE_PY, [String(pieceBytes)]);
 
 /** A running capture of one dump's page images (see CAPTURE_PY). */
 export class PageCapture {
   private readonly files = new Map<string, { bytes: number; sha256: string[] }>();
   private failed: string | undefined;
-  private stderr = '';
   private readonly exited: Promise<void>;
   /** Resolves at the helper's last line (its status is written then), before the interpreter has exited. */
   private readonly said: Promise<void>;
@@ -319,17 +278,18 @@ export class PageCapture {
   private constructor(
     private readonly opts: PageCaptureOptions,
     private readonly pieceBytes: number,
-    private readonly child: ChildProcess,
+    private readonly helper: PythonHelper,
     ready: () => void,
   ) {
+    const { child } = helper;
     this.said = new Promise<void>((resolve) => (this.saidDone = resolve));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-2000)));
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => this.onLine(line, ready));
     this.exited = new Promise<void>((resolve) => {
       child.once('close', (code, signal) => {
         const status = join(opts.controlDir, 'status');
         if (code === 0 && !this.failed) return resolve();
-        this.failed ??= `the page capture helper ${signal ? `was killed by ${signal}` : `exited ${code}`}${this.stderr ? `: ${this.stderr.trim().split('\n').pop()}` : ''}`;
+        const said = helper.lastWords;
+        this.failed ??= `the page capture helper ${signal ? `was killed by ${signal}` : `exited ${code}`}${said ? `: ${said}` : ''}`;
         // The hook may be waiting for a status that the helper never wrote.
         void writeFile(`${status}.agent`, `error ${this.failed}\n`)
           .then(() => rename(`${status}.agent`, status))
@@ -347,10 +307,10 @@ export class PageCapture {
     const pieceBytes = opts.pieceBytes ?? PIECE_BYTES;
     return new Promise<PageCapture>((resolve, reject) => {
       const helper = helpers?.pieceBytes === pieceBytes ? helpers.take() : startHelper(pieceBytes);
-      const unavailable = (err: NodeJS.ErrnoException): Error => (err.code === 'ENOENT' ? new PageCaptureUnavailable(`${PYTHON} is not installed`) : err);
+      const unavailable = (err: NodeJS.ErrnoException): Error => (interpreterMissing(err) ? new PageCaptureUnavailable(`${PYTHON} is not installed`) : err);
       if (helper.error) return reject(unavailable(helper.error));
       const { child } = helper;
-      const capture = new PageCapture(opts, pieceBytes, child, () => resolve(capture));
+      const capture = new PageCapture(opts, pieceBytes, helper, () => resolve(capture));
       child.once('error', (err: NodeJS.ErrnoException) => reject(unavailable(err)));
       void capture.exited.then(() => reject(new Error(capture.failed ?? 'the page capture helper ended before it was ready')));
       child.stdin?.end(`${JSON.stringify({ control: opts.controlDir, paths: opts.names.map((n) => join(opts.imagesDir, n)), syncEvery: opts.syncEveryBytes ?? SYNC_EVERY_BYTES })}\n`);
@@ -374,7 +334,7 @@ export class PageCapture {
 
   /** The helper's pid. */
   get pid(): number {
-    return this.child.pid as number;
+    return this.helper.child.pid as number;
   }
 
   /** Where criu's action script meets the helper at post-dump (criu-hook.ts waits there for its status). */
@@ -420,7 +380,7 @@ export class PageCapture {
 
   /** The dump failed or never ran: ends the helper (the caller removes the directories). */
   async abort(): Promise<void> {
-    this.child.kill('SIGKILL');
+    this.helper.child.kill('SIGKILL');
     await this.exited;
   }
 }

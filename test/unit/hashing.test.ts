@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { appendFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,8 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlobEntry, CheckpointManifest, type FileDigest } from '../../src/core/checkpoint.js';
 import { GrowingFileHasher } from '../../src/images/growing-file-hasher.js';
 import { PIECE_BYTES, PieceHasher, digestMismatch, hashFile, hashFileInProcess } from '../../src/images/hashing.js';
-import { hashFileInHelper } from '../../src/images/helper-hashing.js';
-import { sleep } from '../../src/util/exec.js';
+import { HASH_PIECES_PY, HashingHelpers, hashFileInHelper } from '../../src/images/helper-hashing.js';
+import { sleep, waitFor } from '../../src/util/exec.js';
+import { isAlive } from '../../src/util/proc.js';
+import { PythonHelper } from '../../src/util/python-helper.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 /** The digest by definition: sha256 of each slice. */
@@ -80,6 +83,52 @@ describe('hashing files in pieces', () => {
     expect(await hashFileInHelper(join(dir, 'small'), 4097)).toEqual(slices(small, 4097));
     await writeFile(join(dir, 'empty-helper'), '');
     expect(await hashFileInHelper(join(dir, 'empty-helper'), PIECE_BYTES)).toEqual(slices(Buffer.alloc(0), PIECE_BYTES));
+  });
+
+  it('should hash with helpers started ahead of need, start the next ones after, and replace one that died', async () => {
+    const path = join(dir, 'warm');
+    const data = randomBytes(3 * (1 << 20) + 11);
+    await writeFile(path, data);
+    const helpers = new HashingHelpers();
+    const alive = async (pid: number): Promise<true | undefined> => ((await isAlive(pid)) ? true : undefined);
+    const gone = async (pid: number): Promise<true | undefined> => ((await isAlive(pid)) ? undefined : true);
+    try {
+      // Not warmed: each is started when asked, and none is left waiting.
+      expect(await hashFileInHelper(path, 1 << 20, undefined, helpers)).toEqual(slices(data, 1 << 20));
+      await sleep(700);
+      expect(helpers.waitingPids).toEqual([]);
+      helpers.warm();
+      const warm = helpers.waitingPids;
+      expect(warm).toHaveLength(2);
+      for (const pid of warm) await waitFor('a waiting helper', () => alive(pid), { timeoutMs: 5_000, intervalMs: 10 });
+      // Two at once, as a restore verifies its server's and its kernel's page images: both are the waiting ones.
+      const both = await Promise.all([hashFileInHelper(path, 1 << 20, undefined, helpers), hashFileInHelper(path, 4097, undefined, helpers)]);
+      expect(both).toEqual([slices(data, 1 << 20), slices(data, 4097)]);
+      for (const pid of warm) expect(await isAlive(pid)).toBe(false);
+      const next = await waitFor('the next two helpers', async () => (helpers.waitingPids.length === 2 ? helpers.waitingPids : undefined), { timeoutMs: 5_000, intervalMs: 20 });
+      expect(next.some((pid) => warm.includes(pid))).toBe(false);
+      // A waiting helper that was killed is not given a file: a new one hashes it, with the same result.
+      for (const pid of next) process.kill(pid, 'SIGKILL');
+      for (const pid of next) await waitFor('the killed helper to be gone', () => gone(pid), { timeoutMs: 5_000, intervalMs: 10 });
+      // A zombie already counts as gone above; its exit reaches this process a moment later.
+      await sleep(100);
+      expect(await hashFileInHelper(path, 1 << 20, undefined, helpers)).toEqual(slices(data, 1 << 20));
+    } finally {
+      const waiting = helpers.waitingPids;
+      helpers.close();
+      for (const pid of waiting) await waitFor('the waiting helper to end', () => gone(pid), { timeoutMs: 5_000, intervalMs: 20 });
+    }
+    // Closed: no helper is started again once the last one taken has ended.
+    await sleep(700);
+    expect(helpers.waitingPids).toEqual([]);
+  });
+
+  it('should end a waiting helper quietly when its parent goes before giving it a file', async () => {
+    const helper = new PythonHelper(HASH_PIECES_PY);
+    helper.child.stdin?.end();
+    const [code] = (await once(helper.child, 'close')) as [number | null];
+    expect(code).toBe(0);
+    expect(helper.lastWords).toBe('');
   });
 
   it('should fail with the file named when the helper cannot hash it', async () => {
