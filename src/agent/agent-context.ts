@@ -2,7 +2,7 @@ import type { PreparedAnnounce } from './network.js';
 import type { Logger } from 'pino';
 import type { MoveManifest, PageServerAt } from '../core/checkpoint.js';
 import type { CriuBinary } from '../criu/binary.js';
-import type { RestoredLazy } from './checkpoint-service.js';
+import type { RestoredLazy } from './restore-service.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { PageCaptureHelpers } from '../images/page-capture.js';
 import type { HashingHelpers } from '../images/helper-hashing.js';

@@ -13,7 +13,7 @@ import { waitFor } from '../util/exec.js';
 import { isAlive, killQuietly, processesWithArgs } from '../util/proc.js';
 import type { IdleGuard } from '../util/idle-guard.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
-import { assertRestorableHere, connectRestored, dropEarly, restoreFromImages, startIncomingDaemon, startRestored, type EarlyLazyPages } from './checkpoint-service.js';
+import { assertRestorableHere, connectRestored, dropEarly, restoreFromImages, startIncomingDaemon, startRestored, type EarlyLazyPages } from './restore-service.js';
 import { bytesReceivedFrom, prepareAnnounce, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, removeStagedNetworks, stagingNetworkNames, stagingOwner, type NetworkNames } from './network.js';
 import { breakLazyTransfer, lazyDaemonServing, lazyPagesFiles, lazyTransferHandedOver } from '../criu/lazy-pages.js';
 import { forgetIncoming, incomingImages, listIncoming, recordIncoming, stopIncomingGuard } from './incoming-copies.js';

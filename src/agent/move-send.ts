@@ -13,7 +13,7 @@ import { PIECE_BYTES } from '../images/hashing.js';
 import type { z } from 'zod';
 import type { AgentClient, IncomingResult } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
-import { rollBackDump, type DumpStart } from './checkpoint-service.js';
+import { rollBackDump, type DumpStart } from './dump-service.js';
 import { announce, setHostVeth } from './network.js';
 
 export interface MoveRequest {

@@ -11,7 +11,7 @@ import { isoTimeOf, sleep, waitFor } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
-import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './checkpoint-service.js';
+import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './dump-service.js';
 import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest, type OpenMove } from './move-send.js';
 import { changedSinceCopy, frozenBy, precopyChoice, sendAhead, snapshotPath, type ChangedPages, type Precopy } from './memory-precopy.js';
 import { dropMovedNetns, freePort, ipv4Of, localAddressToward, setHostVeth } from './network.js';

@@ -8,7 +8,7 @@ import { resetConnectionsTo, tcpBytes } from '../util/tcp.js';
 import { watchTransfer } from './transfer-watch.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
-import { beginDump, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './checkpoint-service.js';
+import { beginDump, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './dump-service.js';
 import { forgetStoppedCopy, recordStoppedCopy } from './stopped-copies.js';
 import { sampleProcesses } from './metrics.js';
 import { askTargetMs, clearTargetCopy, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
