@@ -7,9 +7,11 @@ import { percentile } from '../../src/policy/percentile.js';
  * What a first touch of fresh memory costs on this machine now: criu fills a
  * restore's eager memory page by page into pages nobody has touched, and a
  * lazy restore's daemon does the same with the rest, so both run at this rate.
- * On this VM it is each 4 KiB page's allocation (as slow right after
- * MADV_DONTNEED as fresh) and it varies: ~5 µs a page on 2026-12-01 evening,
- * 12-18 µs the next night. The benches print it beside their figures.
+ * On this VM it is the host backing each 4 KiB page at its first access
+ * (the guest hands freed memory back at once; memory populated with
+ * MADV_POPULATE_WRITE is as slow at its first access), and it varies: ~5 µs a
+ * page on 2026-12-01 evening, 12-18 µs the next night. The benches print it
+ * beside their figures.
  */
 export interface MemoryBaseline {
   /** Median of the runs (nearest rank): seconds per 4 KiB page touched for the first time. */
