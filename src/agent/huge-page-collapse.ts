@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { errorMessage } from '../core/errors.js';
 import { run } from '../util/exec.js';
-import { PYTHON } from '../util/proc.js';
+import { PYTHON, pythonScriptArgs } from '../util/proc.js';
 
 /**
  * The environment setting that makes a session's glibc ask for transparent
@@ -105,7 +105,7 @@ export type CollapseReport = z.infer<typeof CollapseReport>;
 
 /** Collapses, once, the huge-page mappings of the given processes (COLLAPSE_PY); aborted through `signal`. */
 export async function collapseHugePages(pids: readonly number[], signal?: AbortSignal): Promise<CollapseReport> {
-  const r = await run(PYTHON, ['-I', '-S', '-c', COLLAPSE_PY, ...pids.map(String)], { signal, timeoutMs: 600_000 });
+  const r = await run(PYTHON, pythonScriptArgs(COLLAPSE_PY, ...pids.map(String)), { signal, timeoutMs: 600_000 });
   return CollapseReport.parse(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? ''));
 }
 

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { PYTHON } from './proc.js';
+import { PYTHON, pythonScriptArgs } from './proc.js';
 
 /**
  * A detached Python guard started before it is needed, idle until it is
@@ -26,7 +26,7 @@ export interface IdleGuard {
 const BOOT = 'import os, signal, subprocess, sys, time\ns = sys.stdin.buffer.read()\nif s: exec(compile(s, "guard", "exec"))\n';
 
 export function startIdleGuard(tag: string): IdleGuard {
-  const child = spawn(PYTHON, ['-I', '-S', '-c', BOOT, tag], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+  const child = spawn(PYTHON, pythonScriptArgs(BOOT, tag), { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
   child.on('error', () => undefined);
   // A guard that died (or never started) breaks the pipe: that guard is gone either way.
   child.stdin.on('error', () => undefined);

@@ -8,6 +8,11 @@ import { readFile, readdir } from 'node:fs/promises';
 /** The interpreter hubshift's own Python helpers run under (Debian's; `npm run setup` installs it). */
 export const PYTHON = '/usr/bin/python3';
 
+/** The arguments that run `script` as one of those helpers: isolated (-I) from the user's site and environment, without site (-S), which starts it faster. */
+export function pythonScriptArgs(script: string, ...args: string[]): string[] {
+  return ['-I', '-S', '-c', script, ...args];
+}
+
 /** Whether a pid exists and is not a zombie. */
 export async function isAlive(pid: number): Promise<boolean> {
   return isAliveNow(pid);

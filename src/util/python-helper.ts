@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { PYTHON } from './proc.js';
+import { PYTHON, pythonScriptArgs } from './proc.js';
 
 /** stderr kept to explain a helper's failure: a Python traceback ends with the exception. */
 const STDERR_TAIL = 2000;
@@ -17,7 +17,7 @@ export class PythonHelper {
   private stderr = '';
 
   constructor(script: string, args: readonly string[] = []) {
-    this.child = spawn(PYTHON, ['-I', '-S', '-c', script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn(PYTHON, pythonScriptArgs(script, ...args), { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.once('error', (err: NodeJS.ErrnoException) => (this.error = err));
     // A helper that died before its job was written: the job's write fails, and its exit says why.
     this.child.stdin?.on('error', () => undefined);

@@ -3,7 +3,7 @@ import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { z } from 'zod';
-import { PYTHON } from './proc.js';
+import { PYTHON, pythonScriptArgs } from './proc.js';
 
 /**
  * Starts commands for this process from a small Python process of its own.
@@ -196,7 +196,7 @@ export class SpawnHelper {
 
   /** Starts the helper (one fork of this process, best done while it is small). */
   static start(): SpawnHelper {
-    return new SpawnHelper(spawn(PYTHON, ['-I', '-S', '-c', HELPER_PY, 'hubshift-spawn-helper'], { stdio: ['pipe', 'pipe', 'ignore'] }));
+    return new SpawnHelper(spawn(PYTHON, pythonScriptArgs(HELPER_PY, 'hubshift-spawn-helper'), { stdio: ['pipe', 'pipe', 'ignore'] }));
   }
 
   /** Whether it still takes commands (else run() of util/exec.ts spawns them itself). */
