@@ -3,6 +3,7 @@ import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent } from '../helpers/test-agent.js';
 import { dropCaches, measureDiskBest, measureDiskCold, measureDiskDirectWrite, type DiskBaseline } from './disk-baseline.js';
 import { measureFirstTouch, type MemoryBaseline } from './memory-baseline.js';
+import { stopOnInterrupt } from './interrupt.js';
 
 export interface CheckpointRound {
   checkpointSeconds: number;
@@ -35,6 +36,7 @@ export interface CheckpointFigures {
 /** Checkpoint and restore of a kernel holding `sizeMiB` of random bytes, twice, with the disk baseline of the same bytes. */
 export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void): Promise<CheckpointFigures> {
   const t = await startTestAgent();
+  const stop = stopOnInterrupt(() => t.cleanup());
   try {
     const s = await t.client.startSession('bench');
     log(`${sizeMiB} MiB: filling the kernel`);
@@ -82,6 +84,6 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void)
       firstTouch: { before: touchBefore, after: touchAfter },
     };
   } finally {
-    await t.cleanup();
+    await stop();
   }
 }

@@ -7,6 +7,7 @@ import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js
 import type { HostRecord } from '../../src/core/cloud.js';
 import { run, waitFor } from '../../src/util/exec.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
+import { stopOnInterrupt } from './interrupt.js';
 import { measureFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 
 export interface MoveRound {
@@ -101,6 +102,10 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
   const stateDir = await mkdtemp(join(tmpdir(), 'hubshift-bench-local-'));
   const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: 'warn' });
   const out: MigrateFigures[] = [];
+  const stop = stopOnInterrupt(async () => {
+    await provider.removeAll();
+    await rm(stateDir, { recursive: true, force: true });
+  });
   try {
     log('migrate: two local test hosts');
     const hosts = await provider.create(localHostSpecs(2, 1));
@@ -156,8 +161,7 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
       await clients[at]!.removeSession(s.id);
     }
   } finally {
-    await provider.removeAll();
-    await rm(stateDir, { recursive: true, force: true });
+    await stop();
   }
   return out;
 }

@@ -13,6 +13,7 @@ import { waitFor } from '../../src/util/exec.js';
 import { startNoopAgent } from '../helpers/noop-agent.js';
 import { policyDir, TEST_GUARDS, TEST_SPOT_EVICTION } from '../helpers/control-plane.js';
 import { startRedis } from '../helpers/redis.js';
+import { stopOnInterrupt } from './interrupt.js';
 
 export interface NoticeFigures {
   runs: number;
@@ -40,15 +41,20 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
  */
 export async function benchQueue(log: (m: string) => void, opts: { noticeRuns: number; operations: number }): Promise<{ notice: NoticeFigures; queue: QueueFigures }> {
   const redis = await startRedis();
+  const stopRedis = stopOnInterrupt(() => redis.close());
   const policies = await policyDir({ 'guards.yaml': TEST_GUARDS.replace('total: 50', 'total: 100000').replace('perNode: 10', 'perNode: 100000'), 'spot-eviction.yaml': TEST_SPOT_EVICTION });
+  const stopPolicies = stopOnInterrupt(() => policies.close());
   // Spot nodes' sessions live on one no-op agent, the target node on another: a move hands them over.
   const agent = await startNoopAgent();
+  const stopAgent = stopOnInterrupt(() => agent.close());
   const targetAgent = await startNoopAgent();
+  const stopTargetAgent = stopOnInterrupt(() => targetAgent.close());
   const token = randomBytes(24).toString('hex');
   const scheduler = await startScheduler(
     { host: '127.0.0.1', port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 3_600_000, workers: true, worker: { concurrency: 16 }, queue: { attempts: 3, backoffMs: 200 }, state: {} },
     pino({ level: 'silent' }),
   );
+  const stopScheduler = stopOnInterrupt(() => scheduler.close());
   const c = new SchedulerClient(scheduler.url, token);
   try {
     // ---- baseline for the notice: one HTTP round trip and one Redis round trip on loopback
@@ -140,11 +146,11 @@ export async function benchQueue(log: (m: string) => void, opts: { noticeRuns: n
     if (err instanceof UpstreamError) throw new Error(`bench: the scheduler refused: ${err.message}`);
     throw err;
   } finally {
-    await scheduler.close();
-    await agent.close();
-    await targetAgent.close();
-    await redis.close();
-    await policies.close();
+    await stopScheduler();
+    await stopAgent();
+    await stopTargetAgent();
+    await stopRedis();
+    await stopPolicies();
   }
 }
 

@@ -1,46 +1,64 @@
-// npm run bench -- [checkpoint] [control] [migrate] [wake] [--sizes 256,1024,2048] [--rounds N] [--modes a,b] [--json]
-// --rounds: moves per size and mode in the migrate bench (default 2, there and back).
-// --modes: the migrate bench's modes, in this order (default stop-and-copy,post-copy,post-copy-nothing-ahead).
+// npm run bench -- [checkpoint] [control] [migrate] [wake] [options]; --help says what each does.
 // Measures; asserts nothing. Every figure is printed with its ratio to the
 // physical baseline measured in the same run.
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { benchCheckpoint, type CheckpointFigures } from './checkpoint.bench.js';
 import { benchEvaluation } from './control.bench.js';
+import { handleInterrupts, interruptedBy } from './interrupt.js';
 import { benchQueue } from './queue.bench.js';
 import { BENCH_MOVE_MODES, benchMigrate, type BenchMoveMode } from './migrate.bench.js';
 import { benchWake } from './wake.bench.js';
 import { describeFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 import { percentile } from '../../src/policy/percentile.js';
 
-const args = process.argv.slice(2);
-const json = args.includes('--json');
-const sizesArg = args[args.indexOf('--sizes') + 1];
-const sizes = args.includes('--sizes') && sizesArg ? sizesArg.split(',').map(Number) : [256, 1024, 2048];
-const roundsArg = args.includes('--rounds') ? Number(args[args.indexOf('--rounds') + 1]) : 2;
-if (!Number.isInteger(roundsArg) || roundsArg < 1) {
-  process.stderr.write('bench: --rounds takes a whole number of moves, 1 or more\n');
-  process.exit(2);
-}
-const modesArg = args.includes('--modes') ? (args[args.indexOf('--modes') + 1] ?? '').split(',') : [...BENCH_MOVE_MODES];
+const BENCHES = ['checkpoint', 'control', 'migrate', 'wake'] as const;
 const isMode = (m: string): m is BenchMoveMode => (BENCH_MOVE_MODES as readonly string[]).includes(m);
-const unknownMode = modesArg.find((m) => !isMode(m));
-if (unknownMode !== undefined || modesArg.length === 0) {
-  process.stderr.write(`bench: --modes takes a comma-separated list of ${BENCH_MOVE_MODES.join(', ')}${unknownMode !== undefined ? `; got ${JSON.stringify(unknownMode)}` : ''}\n`);
-  process.exit(2);
+
+function sizeList(value: string): number[] {
+  const sizes = value.split(',').map(Number);
+  if (!sizes.length || sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new InvalidArgumentError('a comma-separated list of whole MiB, such as 256,1024');
+  return sizes;
 }
-const modes = modesArg.filter(isMode);
-const names = args.filter((a, i) => !a.startsWith('--') && !['--sizes', '--rounds', '--modes'].includes(args[i - 1] ?? ''));
-const which = names.length ? names : ['checkpoint'];
+
+function roundCount(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('a whole number of moves, 1 or more');
+  return n;
+}
+
+function modeList(value: string): BenchMoveMode[] {
+  const modes = value.split(',');
+  const unknown = modes.find((m) => !isMode(m));
+  if (unknown !== undefined) throw new InvalidArgumentError(`a comma-separated list of ${BENCH_MOVE_MODES.join(', ')}; got ${JSON.stringify(unknown)}`);
+  return modes.filter(isMode);
+}
+
+const program = new Command('npm run bench --')
+  .description(
+    'Measure hubshift against the physical baselines of this machine, taken in the same run; prints each figure and its ratio, asserts nothing. ' +
+      'Benches: checkpoint (checkpoint and restore of a kernel holding each size, against a disk write and read of the same bytes), ' +
+      'control (policy evaluation over synthetic clusters; spot notice to the first agent call and queue throughput against a real Redis), ' +
+      'migrate (moves between two local test hosts in each mode, against the same bytes copied over the same link), ' +
+      'wake (a checkpointed session woken through a real hub, against a cold start). Ctrl-C stops everything the bench started.',
+  )
+  .argument('[benches...]', `which to run, of ${BENCHES.join(', ')}`, ['checkpoint'])
+  .option('--sizes <MiB,...>', 'kernel sizes for checkpoint and migrate (default 256,1024,2048) and wake (default 256,1024)', sizeList)
+  .option('--rounds <n>', 'migrate: moves per size and mode, alternately there and back; median and range printed past two', roundCount, 2)
+  .addOption(new Option('--modes <mode,...>', `migrate: the modes, in this order, of ${BENCH_MOVE_MODES.join(', ')}`).argParser(modeList).default([...BENCH_MOVE_MODES], BENCH_MOVE_MODES.join(',')))
+  .option('--json', 'print one JSON object of every figure on stdout, and no progress', false)
+  .action((benches: string[]) => {
+    const unknown = benches.find((b) => !(BENCHES as readonly string[]).includes(b));
+    if (unknown !== undefined) program.error(`error: unknown bench ${JSON.stringify(unknown)}; known: ${BENCHES.join(', ')}`, { exitCode: 2 });
+  });
+program.parse();
+const opts = program.opts<{ sizes?: number[]; rounds: number; modes: BenchMoveMode[]; json: boolean }>();
+const which: string[] = program.processedArgs[0] as string[];
+const json = opts.json;
+const sizes = opts.sizes ?? [256, 1024, 2048];
 const log = (m: string): void => {
   if (!json) process.stderr.write(`bench: ${m}\n`);
 };
-
-const KNOWN = ['checkpoint', 'control', 'migrate', 'wake'];
-for (const w of which) {
-  if (!KNOWN.includes(w)) {
-    process.stderr.write(`bench: unknown benchmark ${w}; known: ${KNOWN.join(', ')}\n`);
-    process.exit(2);
-  }
-}
+handleInterrupts((m) => process.stderr.write(`bench: ${m}\n`));
 
 const mbps = (bytesPerSecond: number): string => `${(bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s`;
 
@@ -69,72 +87,82 @@ function printCheckpoint(f: CheckpointFigures): void {
   });
 }
 
-const results: Record<string, unknown> = {};
-if (which.includes('checkpoint')) {
-  const figures: CheckpointFigures[] = [];
-  for (const size of sizes) {
-    const f = await benchCheckpoint(size, log);
-    figures.push(f);
-    if (!json) printCheckpoint(f);
-  }
-  results.checkpoint = figures;
-}
-if (which.includes('control')) {
-  log('control: evaluating the shipped policies over synthetic clusters');
-  const figures = await benchEvaluation([
-    [1_000, 100],
-    [10_000, 1_000],
-    [50_000, 5_000],
-  ]);
-  log('control: notice latency and queue throughput against a real Redis and scheduler, with no-op agents');
-  const { notice, queue } = await benchQueue(log, { noticeRuns: 20, operations: 500 });
-  results.control = { evaluation: figures, notice, queue };
-  if (!json) {
-    console.log('\ncontrol: evaluation of the shipped policies (nightly: rightsize due as well)');
-    for (const f of figures) {
-      console.log(`  ${f.pass.padEnd(7)} ${f.sessions} sessions on ${f.nodes} nodes: median ${f.medianMs.toFixed(1)} ms, slowest ${f.maxMs.toFixed(1)} ms, ${f.decisions} decisions`);
+async function main(): Promise<void> {
+  const results: Record<string, unknown> = {};
+  if (which.includes('checkpoint')) {
+    const figures: CheckpointFigures[] = [];
+    for (const size of sizes) {
+      const f = await benchCheckpoint(size, log);
+      figures.push(f);
+      if (!json) printCheckpoint(f);
     }
-    console.log(`\ncontrol: notice on the API to the first agent call (${notice.runs} runs)`);
-    console.log(`  median ${notice.medianMs.toFixed(1)} ms, slowest ${notice.maxMs.toFixed(1)} ms; baseline (HTTP + Redis round trip) ${notice.baselineMs.toFixed(2)} ms: ${(notice.medianMs / notice.baselineMs).toFixed(0)}x the baseline`);
-    console.log(`\ncontrol: ${queue.operations} checkpoint operations (2 steps each) with no-op agents`);
-    console.log(`  ${queue.operationsPerSecond.toFixed(0)} operations/s = ${queue.jobsPerSecond.toFixed(0)} jobs/s; baseline bare BullMQ ${queue.baselineJobsPerSecond.toFixed(0)} jobs/s: ${(queue.jobsPerSecond / queue.baselineJobsPerSecond).toFixed(2)} of the baseline`);
+    results.checkpoint = figures;
   }
-}
-if (which.includes('migrate')) {
-  const figures = await benchMigrate(sizes, log, { rounds: roundsArg, modes });
-  results.migrate = figures;
-  if (!json) {
-    const spread = (xs: number[]): string => `median ${percentile(xs, 50).toFixed(2)} s (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
-    for (const f of figures) {
-      console.log(`\nmigrate (${f.mode}), kernel holding ${f.sizeMiB} MiB (moved ${(f.baselineBytes / 2 ** 20).toFixed(0)} MiB)`);
-      console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
-      console.log(`  ${firstTouchLine(f.firstTouch)}`);
-      const perPage = (f.firstTouch.before.secondsPerPage + f.firstTouch.after.secondsPerPage) / 2;
-      for (const r of f.rounds) {
-        // The memory sent ahead is what the target's criu fills before the session runs: its first touch alone, at this run's rate.
-        const fill = r.bytesAhead ? `; the memory sent ahead, touched fresh, alone ${((r.bytesAhead / 4096) * perPage).toFixed(2)} s` : '';
+  if (which.includes('control')) {
+    log('control: evaluating the shipped policies over synthetic clusters');
+    const figures = await benchEvaluation([
+      [1_000, 100],
+      [10_000, 1_000],
+      [50_000, 5_000],
+    ]);
+    log('control: notice latency and queue throughput against a real Redis and scheduler, with no-op agents');
+    const { notice, queue } = await benchQueue(log, { noticeRuns: 20, operations: 500 });
+    results.control = { evaluation: figures, notice, queue };
+    if (!json) {
+      console.log('\ncontrol: evaluation of the shipped policies (nightly: rightsize due as well)');
+      for (const f of figures) {
+        console.log(`  ${f.pass.padEnd(7)} ${f.sessions} sessions on ${f.nodes} nodes: median ${f.medianMs.toFixed(1)} ms, slowest ${f.maxMs.toFixed(1)} ms, ${f.decisions} decisions`);
+      }
+      console.log(`\ncontrol: notice on the API to the first agent call (${notice.runs} runs)`);
+      console.log(`  median ${notice.medianMs.toFixed(1)} ms, slowest ${notice.maxMs.toFixed(1)} ms; baseline (HTTP + Redis round trip) ${notice.baselineMs.toFixed(2)} ms: ${(notice.medianMs / notice.baselineMs).toFixed(0)}x the baseline`);
+      console.log(`\ncontrol: ${queue.operations} checkpoint operations (2 steps each) with no-op agents`);
+      console.log(`  ${queue.operationsPerSecond.toFixed(0)} operations/s = ${queue.jobsPerSecond.toFixed(0)} jobs/s; baseline bare BullMQ ${queue.baselineJobsPerSecond.toFixed(0)} jobs/s: ${(queue.jobsPerSecond / queue.baselineJobsPerSecond).toFixed(2)} of the baseline`);
+    }
+  }
+  if (which.includes('migrate')) {
+    const figures = await benchMigrate(sizes, log, { rounds: opts.rounds, modes: opts.modes });
+    results.migrate = figures;
+    if (!json) {
+      const spread = (xs: number[]): string => `median ${percentile(xs, 50).toFixed(2)} s (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
+      for (const f of figures) {
+        console.log(`\nmigrate (${f.mode}), kernel holding ${f.sizeMiB} MiB (moved ${(f.baselineBytes / 2 ** 20).toFixed(0)} MiB)`);
+        console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
+        console.log(`  ${firstTouchLine(f.firstTouch)}`);
+        const perPage = (f.firstTouch.before.secondsPerPage + f.firstTouch.after.secondsPerPage) / 2;
+        for (const r of f.rounds) {
+          // The memory sent ahead is what the target's criu fills before the session runs: its first touch alone, at this run's rate.
+          const fill = r.bytesAhead ? `; the memory sent ahead, touched fresh, alone ${((r.bytesAhead / 4096) * perPage).toFixed(2)} s` : '';
+          console.log(
+            `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline (${r.dumpToExecuteSeconds.toFixed(2)} s from criu's start); freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s, back in huge pages ${r.hugePagesSeconds.toFixed(2)} s; ${((r.bytes - r.bytesAhead) / 2 ** 20).toFixed(0)} MiB sent while frozen${r.bytesAhead ? `, ${(r.bytesAhead / 2 ** 20).toFixed(0)} MiB ahead` : ''}${fill}`,
+          );
+        }
+        if (f.rounds.length > 2) {
+          console.log(
+            `  ${f.rounds.length} moves: downtime (freeze to first execute) ${spread(f.rounds.map((r) => r.frozenToExecuteSeconds))}, from criu's start ${spread(f.rounds.map((r) => r.dumpToExecuteSeconds))}, freeze to the server answering ${spread(f.rounds.map((r) => r.downtimeSeconds))}, request to first execute ${spread(f.rounds.map((r) => r.requestToExecuteSeconds))}`,
+          );
+        }
+      }
+    }
+  }
+  if (which.includes('wake')) {
+    const figures = await benchWake(opts.sizes ?? [256, 1024], log);
+    results.wake = figures;
+    if (!json) {
+      console.log('\nwake: a checkpointed hub session, first request for its notebook page (through the hub proxy and the gateway) to the page loaded');
+      for (const f of figures) {
         console.log(
-          `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline (${r.dumpToExecuteSeconds.toFixed(2)} s from criu's start); freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s, back in huge pages ${r.hugePagesSeconds.toFixed(2)} s; ${((r.bytes - r.bytesAhead) / 2 ** 20).toFixed(0)} MiB sent while frozen${r.bytesAhead ? `, ${(r.bytesAhead / 2 ** 20).toFixed(0)} MiB ahead` : ''}${fill}`,
+          `  ${f.sizeMiB} MiB: page ${f.wakeToPageSeconds.toFixed(2)} s, first execute on the old kernel ${f.wakeToExecuteSeconds.toFixed(2)} s; baseline cold start of a new server ${f.coldStartSeconds.toFixed(2)} s: ${(f.wakeToPageSeconds / f.coldStartSeconds).toFixed(2)}x the cold start`,
         );
       }
-      if (f.rounds.length > 2) {
-        console.log(
-          `  ${f.rounds.length} moves: downtime (freeze to first execute) ${spread(f.rounds.map((r) => r.frozenToExecuteSeconds))}, from criu's start ${spread(f.rounds.map((r) => r.dumpToExecuteSeconds))}, freeze to the server answering ${spread(f.rounds.map((r) => r.downtimeSeconds))}, request to first execute ${spread(f.rounds.map((r) => r.requestToExecuteSeconds))}`,
-        );
-      }
     }
   }
+  if (json) process.stdout.write(`${JSON.stringify(results)}\n`);
 }
-if (which.includes('wake')) {
-  const figures = await benchWake(args.includes('--sizes') ? sizes : [256, 1024], log);
-  results.wake = figures;
-  if (!json) {
-    console.log('\nwake: a checkpointed hub session, first request for its notebook page (through the hub proxy and the gateway) to the page loaded');
-    for (const f of figures) {
-      console.log(
-        `  ${f.sizeMiB} MiB: page ${f.wakeToPageSeconds.toFixed(2)} s, first execute on the old kernel ${f.wakeToExecuteSeconds.toFixed(2)} s; baseline cold start of a new server ${f.coldStartSeconds.toFixed(2)} s: ${(f.wakeToPageSeconds / f.coldStartSeconds).toFixed(2)}x the cold start`,
-      );
-    }
-  }
+
+try {
+  await main();
+} catch (err) {
+  // Interrupted: what failed is the bench's own processes going away; the handler is stopping the rest, then exits.
+  if (interruptedBy()) await new Promise<never>(() => undefined);
+  throw err;
 }
-if (json) process.stdout.write(`${JSON.stringify(results)}\n`);

@@ -10,6 +10,7 @@ import { sleep, waitFor } from '../../src/util/exec.js';
 import { operationEnd, startControlPlane, TEST_GUARDS } from '../helpers/control-plane.js';
 import { HubUser, spawnThroughHub, startHub, type TestHub } from '../helpers/hub.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
+import { stopOnInterrupt } from './interrupt.js';
 
 export interface WakeFigures {
   sizeMiB: number;
@@ -56,6 +57,11 @@ export async function benchWake(sizes: number[], log: (m: string) => void): Prom
   });
   let hub: TestHub | undefined;
   const figures: WakeFigures[] = [];
+  const stop = stopOnInterrupt(async () => {
+    await hub?.close();
+    await cp.close();
+    await rm(tmp, { recursive: true, force: true });
+  });
   try {
     const tokenFile = join(tmp, 'token');
     await writeFile(tokenFile, token, { mode: 0o600 });
@@ -95,9 +101,7 @@ export async function benchWake(sizes: number[], log: (m: string) => void): Prom
       await hub.api('DELETE', `/users/cold${i}/server`, z.unknown()).catch(() => undefined);
     }
   } finally {
-    await hub?.close();
-    await cp.close();
-    await rm(tmp, { recursive: true, force: true });
+    await stop();
   }
   return figures;
 }

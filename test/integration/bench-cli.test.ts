@@ -1,0 +1,77 @@
+import { execFile, spawn } from 'node:child_process';
+import { readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../../src/util/exec.js';
+import { isAlive, processTree } from '../../src/util/proc.js';
+
+const exec = promisify(execFile);
+const ROOT = join(import.meta.dirname, '../..');
+const TSX = join(ROOT, 'node_modules/.bin/tsx');
+const RUN = join(ROOT, 'test/bench/run.ts');
+
+async function bench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return exec(TSX, [RUN, ...args], { cwd: ROOT, timeout: 60_000 }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (err: { code?: number; stdout?: string; stderr?: string }) => ({ code: err.code ?? -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' }),
+  );
+}
+
+describe('npm run bench --', () => {
+  it('should say what it runs with --help, and refuse unknown benches and options before running anything', async () => {
+    const help = await bench(['--help']);
+    expect(help.code).toBe(0);
+    for (const what of ['checkpoint', 'control', 'migrate', 'wake', '--sizes', '--rounds', '--modes', '--json']) expect(help.stdout).toContain(what);
+    expect(help.stderr).not.toMatch(/bench: /);
+
+    const option = await bench(['--bogus']);
+    expect(option.code).not.toBe(0);
+    expect(option.stderr).toMatch(/unknown option '--bogus'/);
+    const name = await bench(['nope']);
+    expect(name.code).toBe(2);
+    expect(name.stderr).toMatch(/unknown bench "nope"; known: checkpoint, control, migrate, wake/);
+    const modes = await bench(['migrate', '--modes', 'teleport']);
+    expect(modes.stderr).toMatch(/--modes.*got "teleport"/);
+    const sizes = await bench(['--sizes', '256,big']);
+    expect(sizes.stderr).toMatch(/--sizes.*whole MiB/);
+    for (const r of [option, name, modes, sizes]) expect(r.stderr).not.toMatch(/bench: .*filling/);
+  });
+
+  it('should stop the agent and the session it started when interrupted mid-run, and exit 143', async () => {
+    const before = new Set((await readdir(tmpdir())).filter((n) => n.startsWith('hubshift-')));
+    const linksBefore = (await exec('ip', ['-o', 'link', 'show'])).stdout.match(/^\d+: (hs[tv][0-9a-f]+)/gm)?.map((l) => l.split(': ')[1]!) ?? [];
+    const child = spawn(TSX, [RUN, 'checkpoint', '--sizes', '64'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    let started: number[] = [];
+    try {
+      // Mid-way: the agent runs the session, whose kernel holds its bytes, and the first checkpoint is under way.
+      await waitFor('the bench to checkpoint', async () => (/checkpoint 1/.test(err) ? true : undefined), { timeoutMs: 120_000, intervalMs: 100 });
+      started = await processTree(child.pid!);
+      expect(started.length).toBeGreaterThan(3);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(143);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    try {
+      expect(err).toContain('interrupted (SIGTERM): stopping what the bench started');
+      // Its processes (the agent's helpers, the session's server and kernel) were stopped, not left to the next run.
+      await waitFor('every process the bench started to end', async () => ((await Promise.all(started.map(isAlive))).some(Boolean) ? undefined : true), { timeoutMs: 10_000, intervalMs: 100 });
+      expect((await exec('ip', ['netns', 'list'])).stdout).not.toMatch(/^hs-s/m);
+      expect((await readdir(tmpdir())).filter((n) => n.startsWith('hubshift-') && !before.has(n))).toEqual([]);
+    } finally {
+      // Had the bench left anything, this test removes it: by pid, and by the names the bench's agent made.
+      for (const pid of started) if (await isAlive(pid)) process.kill(pid, 'SIGKILL');
+      for (const ns of (await exec('ip', ['netns', 'list'])).stdout.match(/^hs-s\S+/gm) ?? []) await exec('ip', ['netns', 'del', ns]).catch(() => undefined);
+      for (const link of (await exec('ip', ['-o', 'link', 'show'])).stdout.match(/^\d+: (hs[tv][0-9a-f]+)/gm) ?? []) {
+        const name = link.split(': ')[1]!;
+        if (!linksBefore.includes(name)) await exec('ip', ['link', 'del', name]).catch(() => undefined);
+      }
+      for (const n of (await readdir(tmpdir())).filter((n) => n.startsWith('hubshift-') && !before.has(n))) await rm(join(tmpdir(), n), { recursive: true, force: true });
+    }
+  });
+});
