@@ -24,6 +24,7 @@ import { removeStaleGuards } from './page-server-guard.js';
 import { ensureBridge } from './network.js';
 import { SessionRegistry } from './session-registry.js';
 import { reconcileSessions } from './session-service.js';
+import { removeAbandonedDumps } from './dump-service.js';
 import { watchOutgoingAfterRestart } from './post-copy-move.js';
 import { linkToScheduler, type SchedulerLink } from './scheduler-link.js';
 import { useSpawnHelper } from '../util/exec.js';
@@ -86,6 +87,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const stale = await removeStaleGuards();
   if (stale > 0) log.warn({ guards: stale }, 'removed page server guards a previous agent left');
   await reconcileSessions(ctx);
+  const abandoned = await removeAbandonedDumps(config.workDir);
+  if (abandoned.length) log.warn({ dumps: abandoned }, 'removed the images of dumps a previous agent left uncommitted (its sessions were resumed or settled above)');
   watchOutgoingAfterRestart(ctx);
   const app = createAgentApp(ctx);
   const server: Server = await new Promise((resolve, reject) => {

@@ -1,6 +1,6 @@
 // Dumps: a session frozen into local images (a checkpoint's, or a move's first step), stored, or rolled back.
 import { copyFileSync, mkdirSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { ConflictError, StoreError, errorMessage, newCheckpointId } from '../core/index.js';
@@ -99,6 +99,21 @@ export async function beginDump(ctx: AgentContext, id: string, prefix: string): 
   const work = join(ctx.config.workDir, `${prefix}${checkpoint}`);
   const netns = await netnsOf(s.pid);
   return { s: await ctx.registry.update(id, { state: 'checkpointing' }), checkpoint, work, images: join(work, 'images'), side: join(work, SIDE_FILES_DIR), netns };
+}
+
+/**
+ * Removes the work directories of dumps that a dead agent left: a
+ * checkpoint's (no prefix) or a stop-and-copy move's (`m-`), never
+ * committed, which hold the session's memory (ARCHITECTURE invariant 4:
+ * images are secrets). An agent killed inside criu dump leaves one; the
+ * session itself is resumed by reconcileSessions. A post-copy source's
+ * (`p-`) is left alone: its criu may still be serving the move's pages.
+ * Call at the agent's start, when none of its own dumps can be running.
+ */
+export async function removeAbandonedDumps(workDir: string): Promise<string[]> {
+  const left = (await readdir(workDir, { withFileTypes: true }).catch(() => [])).filter((e) => e.isDirectory() && /^(m-)?c[0-9a-z]+$/.test(e.name)).map((e) => e.name);
+  await Promise.all(left.map((n) => rm(join(workDir, n), { recursive: true, force: true })));
+  return left;
 }
 
 /**
