@@ -19,6 +19,7 @@ import { sampleProcesses } from './metrics.js';
 import { sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump } from './session-service.js';
 import { actionScriptFor, hookEnv, logPath, type HookUse } from './criu-run.js';
+import { dumpDirName, dumpKindOf, type DumpKind } from './dump-dirs.js';
 import { restoreFromImages } from './restore-service.js';
 
 /** A session dumped into a local work directory, not yet stored or sent anywhere. */
@@ -47,7 +48,8 @@ export interface DumpOptions {
    * safe, or resumes it (resumeAfterFailedDump) if it is not.
    */
   leaveStopped?: boolean;
-  prefix: string;
+  /** What the dump serves: it names its work directory (dump-dirs.ts). */
+  kind: DumpKind;
   hashPages: boolean;
   /** Page images are not flushed to disk (a move's local copy, kept only for a rollback). */
   volatile?: boolean;
@@ -83,7 +85,7 @@ export interface DumpStart {
  * its last lazy restore, and marks it checkpointing. Call inside the
  * session's exclusive operation.
  */
-export async function beginDump(ctx: AgentContext, id: string, prefix: string): Promise<DumpStart> {
+export async function beginDump(ctx: AgentContext, id: string, kind: DumpKind): Promise<DumpStart> {
   const s = ctx.registry.get(id);
   if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
     throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be dumped`);
@@ -96,7 +98,7 @@ export async function beginDump(ctx: AgentContext, id: string, prefix: string): 
     await ctx.lazy.settled(id, ctx.config.restoreTimeoutMs);
   }
   const checkpoint = newCheckpointId();
-  const work = join(ctx.config.workDir, `${prefix}${checkpoint}`);
+  const work = join(ctx.config.workDir, dumpDirName(kind, checkpoint));
   const netns = await netnsOf(s.pid);
   return { s: await ctx.registry.update(id, { state: 'checkpointing' }), checkpoint, work, images: join(work, 'images'), side: join(work, SIDE_FILES_DIR), netns };
 }
@@ -111,7 +113,9 @@ export async function beginDump(ctx: AgentContext, id: string, prefix: string): 
  * Call at the agent's start, when none of its own dumps can be running.
  */
 export async function removeAbandonedDumps(workDir: string): Promise<string[]> {
-  const left = (await readdir(workDir, { withFileTypes: true }).catch(() => [])).filter((e) => e.isDirectory() && /^(m-)?c[0-9a-z]+$/.test(e.name)).map((e) => e.name);
+  const left = (await readdir(workDir, { withFileTypes: true }).catch(() => []))
+    .filter((e) => e.isDirectory() && (dumpKindOf(e.name) === 'checkpoint' || dumpKindOf(e.name) === 'stopAndCopy'))
+    .map((e) => e.name);
   await Promise.all(left.map((n) => rm(join(workDir, n), { recursive: true, force: true })));
   return left;
 }
@@ -167,7 +171,7 @@ export async function rollBackDump(ctx: AgentContext, d: DumpStart, err: unknown
  */
 export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptions): Promise<LocalDump> {
   const progress = (step: string, done?: number, total?: number): void => ctx.registry.report(id, step, done, total);
-  const d = await beginDump(ctx, id, opts.prefix);
+  const d = await beginDump(ctx, id, opts.kind);
   const { checkpoint, work, images, side, s } = d;
   // The image is about the size of the session's memory: the estimate that dump progress is shown against.
   const { rssBytes: estimate, processes } = await sampleProcesses(s.pid as number);
@@ -246,7 +250,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
   return ctx.registry.exclusive(id, 'checkpoint', async () => {
     // Only uncompressed images are stored as written; compressed ones are hashed after compression.
     // Stopped, not killed, by criu: killing a tree that holds a gigabyte took criu 0.08-0.1 s, which the commit need not wait for.
-    const d = await dumpLocally(ctx, id, { leaveRunning: opts.leaveRunning, leaveStopped: true, prefix: '', hashPages: ctx.config.compression === 'none', capturePages: true, dropNetnsName: !opts.leaveRunning });
+    const d = await dumpLocally(ctx, id, { leaveRunning: opts.leaveRunning, leaveStopped: true, kind: 'checkpoint', hashPages: ctx.config.compression === 'none', capturePages: true, dropNetnsName: !opts.leaveRunning });
     const { checkpoint, work, images, side, dumpSeconds } = d;
     const s = d.session;
     progress('storing');

@@ -2,6 +2,7 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync } from 'node:f
 import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeAtSync } from '../util/fs.js';
+import { tracerPid } from '../util/proc.js';
 import type { MoveFile, StreamDigest } from '../core/checkpoint.js';
 import { CHUNK_BYTES, PAGE, chunkBuffers, parentPagemap, type MemoryRun } from '../criu/pagemap.js';
 import type { BulkSender } from '../images/bulk-channel.js';
@@ -321,7 +322,7 @@ function threadsStoppedBy(pid: number, tracer: number): { all: boolean; none: bo
     } catch {
       /* a thread that ended meanwhile: not stopped */
     }
-    if (/^State:\s+t\b/m.test(status) && Number(/^TracerPid:\s+(\d+)/m.exec(status)?.[1]) === tracer) stopped++;
+    if (/^State:\s+t\b/m.test(status) && tracerPid(status) === tracer) stopped++;
   }
   return { all: stopped === tids.length, none: stopped === 0 };
 }

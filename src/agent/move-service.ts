@@ -113,7 +113,7 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
     };
     let d: LocalDump;
     try {
-      d = await dumpLocally(ctx, id, { leaveRunning: false, prefix: 'm-', hashPages: true, volatile: true, pageSink });
+      d = await dumpLocally(ctx, id, { leaveRunning: false, kind: 'stopAndCopy', hashPages: true, volatile: true, pageSink });
     } catch (err) {
       await m.cancel(`the dump failed: ${errorMessage(err)}`);
       throw err;

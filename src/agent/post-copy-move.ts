@@ -70,7 +70,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       }
       let d: DumpStart;
       try {
-        d = await beginDump(ctx, id, 'p-');
+        d = await beginDump(ctx, id, 'postCopy');
       } catch (err) {
         await guard.remove();
         await m.cancel(`the dump could not start: ${errorMessage(err)}`);

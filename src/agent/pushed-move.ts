@@ -30,7 +30,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
     const m = openMoveStream(ctx, id, target, req.fence);
     let d: DumpStart;
     try {
-      d = await beginDump(ctx, id, 'm-');
+      d = await beginDump(ctx, id, 'stopAndCopy');
     } catch (err) {
       await m.cancel(`the dump could not start: ${errorMessage(err)}`);
       await target.abortMove(id, askTargetMs(ctx)).catch(() => undefined);

@@ -6,8 +6,9 @@ import { hasLockRules, removeLockRules } from '../criu/network-lock.js';
 import { releaseTcpRepair } from '../criu/tcp-repair.js';
 import { waitFor } from '../util/exec.js';
 import { pathExists } from '../util/fs.js';
-import { isAlive, killQuietly, processTree } from '../util/proc.js';
+import { isAlive, killQuietly, processTree, tracerPid } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
+import { dumpKindOf } from './dump-dirs.js';
 import { killOutgoing } from './outgoing-moves.js';
 import { killIncomingCopies } from './incoming-copies.js';
 import { settleIncoming } from './incoming-service.js';
@@ -178,11 +179,11 @@ export async function resumeAfterFailedDump(ctx: AgentContext, s: Session): Prom
 async function endLeftCheckpointDump(ctx: AgentContext, s: Session): Promise<void> {
   if (s.pid === null) return;
   const status = await readFile(`/proc/${s.pid}/status`, 'utf8').catch(() => '');
-  const tracer = Number(/^TracerPid:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  const tracer = tracerPid(status);
   if (!tracer) return;
   const argv = (await readFile(`/proc/${tracer}/cmdline`, 'utf8').catch(() => '')).split('\0');
   const images = argv.includes('dump') ? argv[argv.indexOf('-D') + 1] : undefined;
-  if (!images || dirname(dirname(images)) !== ctx.config.workDir || !/^c[0-9a-z]+$/.test(basename(dirname(images)))) return;
+  if (!images || dirname(dirname(images)) !== ctx.config.workDir || dumpKindOf(basename(dirname(images))) !== 'checkpoint') return;
   ctx.log.warn({ session: s.id, criuPid: tracer, images }, 'a checkpoint\'s criu dump outlived the agent that started it; ending it before the session resumes');
   killQuietly(tracer, 'SIGKILL');
   await waitFor(`criu (pid ${tracer}) to end`, async () => ((await isAlive(tracer)) ? undefined : true), { timeoutMs: 10_000, intervalMs: 50 });

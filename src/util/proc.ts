@@ -13,6 +13,11 @@ export function pythonScriptArgs(script: string, ...args: string[]): string[] {
   return ['-I', '-S', '-c', script, ...args];
 }
 
+/** The pid of the process tracing the one whose /proc/PID/status this is (criu, while it dumps it), or 0. */
+export function tracerPid(status: string): number {
+  return Number(/^TracerPid:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+}
+
 /** Whether a pid exists and is not a zombie. */
 export async function isAlive(pid: number): Promise<boolean> {
   return isAliveNow(pid);
