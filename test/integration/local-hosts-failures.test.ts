@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../../src/agent/agent-client.js';
 import { findStoppedCopy } from '../../src/agent/stopped-copies.js';
 import { netnsPath } from '../../src/agent/network.js';
@@ -16,6 +16,7 @@ import { hostIptables } from '../helpers/host-iptables.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { expectOnlyCopy } from '../helpers/session-processes.js';
 import { killAtPostRestore } from '../helpers/action-script.js';
+import { removeLeftSessions } from '../helpers/left-sessions.js';
 
 /** Stop-and-copy moves between local test hosts, and failures in their middle (post-copy's: agent-post-copy). */
 describe('a stop-and-copy move between local test hosts (memory pushed criu to criu), and one that fails midway', () => {
@@ -40,6 +41,11 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
   afterAll(async () => {
     await provider?.removeAll();
     await rm(stateDir, { recursive: true, force: true });
+  });
+
+  // A test that failed midway leaves its session wherever it got to: not the next test's problem.
+  afterEach(async () => {
+    await removeLeftSessions(clients ?? []);
   });
 
   it("should move a session with criu pushing its memory to the target's page server, and keep its websocket", async () => {
