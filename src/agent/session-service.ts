@@ -167,24 +167,28 @@ export async function resumeAfterFailedDump(ctx: AgentContext, s: Session): Prom
 }
 
 /**
- * Ends the criu dump of a checkpoint that still holds session `s` after
- * its agent died inside it: criu outlived a killed agent by up to a second
- * here, and a session resumed meanwhile would be left stopped when criu
- * finished (`--leave-stopped`). The dump is found by pid, the tracer the
- * kernel names for the session's init, and only if its command is a dump
- * into a checkpoint's work directory of this agent (a post-copy source's
- * lazy dump is left to watchOutgoingAfterRestart). The rollback that
- * follows is the one for a criu killed mid-dump.
+ * Ends the criu dump of a checkpoint, or of a stop-and-copy move, that
+ * still holds session `s` after its agent died inside it: criu outlived a
+ * killed agent by up to a second here, and a session resumed meanwhile
+ * would be left stopped when criu finished (`--leave-stopped`). The dump is
+ * found by pid, the tracer the kernel names for the session's init, and
+ * only if its command is a dump into such a work directory of this agent.
+ * A stop-and-copy move commits only after its dump, so the target has no
+ * copy to run yet (its guard drops the uncommitted one); a post-copy
+ * source's lazy dump is left to watchOutgoingAfterRestart, as the target
+ * may run the session already. The rollback that follows is the one for a
+ * criu killed mid-dump.
  */
-async function endLeftCheckpointDump(ctx: AgentContext, s: Session): Promise<void> {
+async function endLeftDump(ctx: AgentContext, s: Session): Promise<void> {
   if (s.pid === null) return;
   const status = await readFile(`/proc/${s.pid}/status`, 'utf8').catch(() => '');
   const tracer = tracerPid(status);
   if (!tracer) return;
   const argv = (await readFile(`/proc/${tracer}/cmdline`, 'utf8').catch(() => '')).split('\0');
   const images = argv.includes('dump') ? argv[argv.indexOf('-D') + 1] : undefined;
-  if (!images || dirname(dirname(images)) !== ctx.config.workDir || dumpKindOf(basename(dirname(images))) !== 'checkpoint') return;
-  ctx.log.warn({ session: s.id, criuPid: tracer, images }, 'a checkpoint\'s criu dump outlived the agent that started it; ending it before the session resumes');
+  const kind = images && dirname(dirname(images)) === ctx.config.workDir ? dumpKindOf(basename(dirname(images))) : null;
+  if (kind !== 'checkpoint' && kind !== 'stopAndCopy') return;
+  ctx.log.warn({ session: s.id, criuPid: tracer, images, kind }, 'a criu dump outlived the agent that started it; ending it before the session resumes');
   killQuietly(tracer, 'SIGKILL');
   await waitFor(`criu (pid ${tracer}) to end`, async () => ((await isAlive(tracer)) ? undefined : true), { timeoutMs: 10_000, intervalMs: 50 });
 }
@@ -210,7 +214,7 @@ export async function reconcileSessions(ctx: AgentContext): Promise<void> {
     // Not yet committing: the copy here is the session, and is resumed below.
     if (stopped) await forgetStoppedCopy(ctx.config.dataDir, s.id);
     if (s.state === 'checkpointing' || s.state === 'restoring' || s.state === 'starting') {
-      if (alive && s.state === 'checkpointing') await endLeftCheckpointDump(ctx, s);
+      if (alive && s.state === 'checkpointing') await endLeftDump(ctx, s);
       if (alive && (await resumeAfterFailedDump(ctx, s))) {
         await ctx.registry.update(s.id, { state: 'running' });
       } else if (s.lastCheckpoint) {

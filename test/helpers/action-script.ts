@@ -7,3 +7,14 @@
 export function killAtPostRestore(killFile: string): string {
   return `[ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] && [ -s '${killFile}' ] && kill -9 "$(cat '${killFile}')"\n`;
 }
+
+/**
+ * A line of an operator's criu action script that SIGKILLs the process whose
+ * pid the file `killFile` holds (an agent), while it holds one, at a dump's
+ * post-dump stage (every page written or pushed, the session frozen and
+ * locked, nothing committed), then holds criu `lingerSeconds` more: criu
+ * outlives the agent that started it, as it did by up to a second here.
+ */
+export function killAtPostDump(killFile: string, lingerSeconds: number): string {
+  return `[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && [ -s '${killFile}' ] && { kill -9 "$(cat '${killFile}')"; sleep ${lingerSeconds}; }\n`;
+}

@@ -15,8 +15,12 @@ import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { hostIptables } from '../helpers/host-iptables.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { expectOnlyCopy } from '../helpers/session-processes.js';
-import { killAtPostRestore } from '../helpers/action-script.js';
+import { killAtPostDump, killAtPostRestore } from '../helpers/action-script.js';
+import { hasLockRules } from '../../src/criu/network-lock.js';
 import { removeLeftSessions } from '../helpers/left-sessions.js';
+
+/** How long the action script holds criu after killing a source agent inside its dump. */
+const CRIU_LINGERS_SECONDS = 4;
 
 /** Stop-and-copy moves between local test hosts, and failures in their middle (post-copy's: agent-post-copy). */
 describe('a stop-and-copy move between local test hosts (memory pushed criu to criu), and one that fails midway', () => {
@@ -25,14 +29,17 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
   let hosts: HostRecord[];
   let clients: AgentClient[];
   let killFile: string;
+  let killInDumpFile: string;
 
   beforeAll(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'hubshift-local-fail-'));
     // The operator's action script: kills the process named in the file `kill` (an agent) at a restore's post-restore
     // stage, inside criu restore with the tasks all there, while that file exists.
     killFile = join(stateDir, 'kill');
+    // And kills the one named in `kill-in-dump` at a dump's post-dump stage, holding criu after it.
+    killInDumpFile = join(stateDir, 'kill-in-dump');
     const criuActionScript = join(stateDir, 'kill-at-post-restore.sh');
-    await writeFile(criuActionScript, `#!/bin/sh\n${killAtPostRestore(killFile)}exit 0\n`, { mode: 0o755 });
+    await writeFile(criuActionScript, `#!/bin/sh\n${killAtPostRestore(killFile)}${killAtPostDump(killInDumpFile, CRIU_LINGERS_SECONDS)}exit 0\n`, { mode: 0o755 });
     provider = new LocalProvider({ stateDir, bridge: 'hslf0', subnet: '10.252.0.0/16', incomingTimeoutSeconds: 4, moveIdleTimeoutSeconds: 3, criuActionScript, logLevel: 'warn' });
     hosts = await provider.create(localHostSpecs(3, 0));
     clients = await Promise.all(hosts.map(async (h) => new AgentClient(h.agentUrl, (await readFile(h.tokenFile, 'utf8')).trim())));
@@ -68,6 +75,32 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     // Test hosts share /run/netns: the name is the target's copy's now, and the source left it alone.
     expect(existsSync(netnsPath(s.id))).toBe(true);
     await b.removeSession(s.id);
+  });
+
+  it('should resume the session on the source, unlocked, and leave no copy on the target, when the source agent is killed inside the dump and criu outlives it', async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const s = await a.startSession('kid');
+    const k = await kernelWithState(s.url, s.token, 32);
+    await writeFile(killInDumpFile, String((await provider.hosts())[0]!.agentPid));
+    try {
+      await expect(a.move(s.id, { url: hosts[1]!.agentUrl, token: (await readFile(hosts[1]!.tokenFile, 'utf8')).trim() }, 'stop-and-copy')).rejects.toThrow();
+    } finally {
+      await rm(killInDumpFile, { force: true });
+    }
+    // criu still holds the session (frozen, locked) when the next agent starts.
+    await provider.restartAgent(hosts[0]!.name);
+    expect(await a.getSession(s.id)).toMatchObject({ state: 'running', pid: s.pid });
+    // Past criu's linger: a criu left running would by then have left the session stopped (--leave-stopped).
+    await sleep(CRIU_LINGERS_SECONDS * 1000);
+    const state = await Promise.race([askState(k.channel), sleep(15_000).then(() => 'no answer in 15 s')]);
+    expect(state).toEqual({ answer: '42', hash: k.hash });
+    k.channel.close();
+    expect(await hasLockRules(netnsPath(s.id))).toBe(false);
+    // The target never had the images: it drops what criu pushed to it.
+    await waitFor('the target to have no copy', async () => ((await b.findSession(s.id)) === null ? true : undefined), { timeoutMs: 20_000, intervalMs: 200 });
+    expect(await findStoppedCopy(hosts[0]!.dataDir, s.id)).toBeNull();
+    expect((await readdir(join(hosts[0]!.dataDir, 'work'))).filter((n) => n.startsWith('m-'))).toEqual([]);
+    await a.removeSession(s.id);
   });
 
   it('should resume the session on the source when the link is cut in the middle of the stream', async () => {
