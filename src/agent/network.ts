@@ -231,6 +231,12 @@ async function makeNetwork(ns: string, net: SessionNetwork, bridge: BridgeConfig
     `netns add ${ns}`,
     `link add ${net.hostVeth} type veth peer name eth0 netns ${ns}`,
     `link set ${net.hostVeth} master ${bridge.name}${hostSide === 'down' ? '' : ' up'}${alias === undefined ? '' : ` alias ${alias}`}`,
+    // This node's neighbour entry for the address, if it has one, may hold the MAC of a session that had the address
+    // before (removed, or moved away): the agent's first requests to this one, at its start, restore or a move's commit,
+    // went to that MAC, and waited for the entry to fail (3-5 s; a commit timed out). Without an entry it asks afresh.
+    // (A session's own first packets do not always replace an entry: not within the kernel's lock time of its last
+    // update, and not one still being confirmed.)
+    `neigh flush to ${net.ip} dev ${bridge.name}`,
   ];
   const inside = ['link set eth0 address ' + net.mac, `addr add ${net.ip}/${net.prefixLength} dev eth0`, 'link set eth0 up', 'link set lo up', `route add default via ${net.gateway}`];
   await ipBatch([], host);
@@ -393,19 +399,6 @@ export async function prepareAnnounce(pid: number, gateway: string, dev = 'eth0'
       ready?.end('');
     },
   };
-}
-
-/**
- * Forgets this node's neighbour entry for an address a new session takes:
- * it may still hold the MAC of the session that had the address before
- * (moved away, or removed), and the new session's first packets, from
- * inside, do not always replace it (not within the kernel's lock time of
- * the entry's last update, and an entry still being confirmed stays). The
- * agent's own requests to the server then went to the old MAC for tens of
- * seconds; without an entry they ask for the address afresh.
- */
-export async function forgetNeighbour(address: string, dev: string): Promise<void> {
-  await ip(['neigh', 'flush', 'to', address, 'dev', dev]);
 }
 
 /** Takes a session's host-side veth down or up (post-copy: the frozen source must not answer for the address the target now has). */

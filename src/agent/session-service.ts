@@ -14,7 +14,7 @@ import { killIncomingCopies } from './incoming-copies.js';
 import { settleIncoming } from './incoming-service.js';
 import { findStoppedCopy, forgetStoppedCopy, killStoppedCopies } from './stopped-copies.js';
 import { JupyterRest } from './jupyter-rest.js';
-import { allocateAddress, announce, attachSessionNetns, createSessionNetwork, dropMovedNetns, forgetNeighbour, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork, type NetnsId } from './network.js';
+import { allocateAddress, announce, attachSessionNetns, createSessionNetwork, dropMovedNetns, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork, type NetnsId } from './network.js';
 import { homeDir, killSession, launchSession, prepareSessionFiles, sessionCommand, sessionEnv, sessionPaths } from './sandbox.js';
 
 /** Waits until a session's Jupyter server answers its status API. */
@@ -63,10 +63,9 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
       await createSessionNetwork(id, s.network, ctx.config.bridge);
       const pid = await launchSession(sessionCommand(isHubSession(s) ? ctx.config.hubSessionCommand : ctx.config.sessionCommand, s), sessionEnv(s, paths, { hugePages: ctx.config.sessionHugePages }), s.home, id);
       s = await ctx.registry.update(id, { pid });
-      // Its address may have been another session's a moment ago: neighbours learn the new MAC from this, and this
-      // node asks for it afresh.
+      // Its address may have been another session's a moment ago: neighbours learn the new MAC from this (this node
+      // forgot the old one when it made the network).
       await announce(pid, s.network.gateway);
-      await forgetNeighbour(s.network.ip, ctx.config.bridge.name);
       await waitForServer(ctx, s);
       s = await ctx.registry.update(id, { state: 'running' });
       ctx.log.info({ session: id, user: s.user, pid, ip: s.network.ip }, 'session started');

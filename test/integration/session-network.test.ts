@@ -66,6 +66,25 @@ describe("a session's network", () => {
     }
   });
 
+  it("should make this node forget the MAC the address had before (another session's), where it is made ahead and where it is made at once", async () => {
+    for (const staged of [true, false]) {
+      const other = `s${randomBytes(4).toString('hex')}`;
+      const theirs = { ...net, ip: '10.233.7.4', mac: macFor(other), hostVeth: hostVethName(other) };
+      const names = staged ? stagingNetworkNames(other) : { netns: netnsName(other), hostVeth: theirs.hostVeth };
+      // The session that held the address before, as this node last saw it: confirmed, its MAC not this one's.
+      await run('ip', ['neigh', 'replace', theirs.ip, 'lladdr', '02:00:5e:00:00:01', 'dev', bridge.name, 'nud', 'reachable']);
+      try {
+        if (staged) await prepareSessionNetwork(names, theirs, bridge);
+        else await createSessionNetwork(other, theirs, bridge);
+        // No entry: the agent's first request to the session asks for the address afresh (to the old MAC it was lost).
+        expect((await run('ip', ['neigh', 'show', theirs.ip, 'dev', bridge.name])).stdout.trim()).toBe('');
+      } finally {
+        await removeNamedNetwork(names);
+        await run('ip', ['neigh', 'del', theirs.ip, 'dev', bridge.name], { allowFailure: true });
+      }
+    }
+  });
+
   it('should be removed, once its agent is back, when its agent stopped while the move streamed in; and not by another agent', async () => {
     const other = `s${randomBytes(4).toString('hex')}`;
     const staged = stagingNetworkNames(other);
