@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
@@ -82,6 +82,45 @@ function readPagemapFile(path: string): Pagemap {
   } catch (err) {
     throw new CriuError('criu_failed', `cannot read ${path}: ${(err as Error).message} (an image of another criu version?)`, (err as Error).message, path);
   }
+}
+
+/** What criu itself wrote of one process's memory into its images: the bytes, and the largest run of them. */
+export interface WrittenPages {
+  bytes: number;
+  largest: { vaddr: string; bytes: number } | null;
+}
+
+/**
+ * What a dump wrote of each process's memory itself (its pagemap's present
+ * entries), by pid in the session, for processes of which it wrote at least
+ * `atLeast` bytes. A lazy dump writes only a few pages eagerly (a private
+ * file mapping's written ones, each thread's stack page): a move's account
+ * says so when it wrote more. A pagemap that cannot be read is left out.
+ */
+export function pagesWritten(imagesDir: string, atLeast = 0): Record<string, WrittenPages> {
+  const out: Record<string, WrittenPages> = {};
+  let names: string[];
+  try {
+    names = readdirSync(imagesDir);
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    const pid = /^pagemap-(\d+)\.img$/.exec(n)?.[1];
+    if (pid === undefined) continue;
+    let entries: PagemapEntry[];
+    try {
+      entries = readPagemapFile(join(imagesDir, n)).entries;
+    } catch {
+      continue;
+    }
+    const present = entries.filter((e) => (e.flags & PE_PRESENT) !== 0);
+    const bytes = present.reduce((a, e) => a + e.pages * PAGE, 0);
+    if (bytes < atLeast) continue;
+    const top = present.reduce<PagemapEntry | null>((a, e) => (a === null || e.pages > a.pages ? e : a), null);
+    out[pid] = { bytes, largest: top && { vaddr: `0x${top.vaddr.toString(16)}`, bytes: top.pages * PAGE } };
+  }
+  return out;
 }
 
 /**

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CriuError } from '../../src/core/errors.js';
 import { mappingsOf, smallestMappings } from '../../src/agent/embedded-memory.js';
-import { embedLazyMemory, lazyRuns, pageImagesInUse, parentPagemap, restoreEagerly, type EmbeddedPages } from '../../src/criu/pagemap.js';
+import { embedLazyMemory, lazyRuns, pageImagesInUse, pagesWritten, parentPagemap, restoreEagerly, type EmbeddedPages } from '../../src/criu/pagemap.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
 // The start of a pagemap image as criu 4.2.1 wrote it here (a python process holding 1 GiB): the two
@@ -342,5 +342,26 @@ describe("a post-copy move's share of the kernels' memory", () => {
     expect(own.length).toBeGreaterThan(5);
     expect(own.every((m, i) => m.start < m.end && (i === 0 || (own[i - 1] as { end: number }).end <= m.start))).toBe(true);
     expect(mappingsOf(2 ** 22 + 1)).toEqual([]);
+  });
+});
+
+describe('what a dump wrote itself, for a move\'s account', () => {
+  const tmp = useTempDir('hubshift-pagemap-written-');
+
+  it('should sum each process\'s present entries, name its largest run, and leave out lazy ones, small ones and unreadable pagemaps', async () => {
+    // Process 1: two present pages and 300 present pages at 0x7f0000000000, 1000 lazy ones; process 7: one present page.
+    await writeFile(join(tmp(), 'pagemap-1.img'), pagemapImage(1, [
+      { vaddr: 0x400000, pages: 2, flags: 0x04 },
+      { vaddr: 0x7f0000000000, pages: 300, flags: 0x04 },
+      { vaddr: 0x7f1000000000, pages: 1000, flags: 0x02 }, // PE_LAZY alone
+    ]));
+    await writeFile(join(tmp(), 'pagemap-7.img'), pagemapImage(2, [{ vaddr: 0x500000, pages: 1, flags: 0x04 }]));
+    await writeFile(join(tmp(), 'pagemap-9.img'), Buffer.from('not a pagemap'));
+    expect(pagesWritten(tmp())).toEqual({
+      1: { bytes: 302 * 4096, largest: { vaddr: '0x7f0000000000', bytes: 300 * 4096 } },
+      7: { bytes: 4096, largest: { vaddr: '0x500000', bytes: 4096 } },
+    });
+    expect(Object.keys(pagesWritten(tmp(), 1 << 20))).toEqual(['1']);
+    expect(pagesWritten(join(tmp(), 'nowhere'))).toEqual({});
   });
 });
