@@ -102,13 +102,13 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         await rollBackDump(ctx, d, err);
         throw err;
       }
+      // For the move's account: what criu wrote itself, where it wrote more than a lazy dump's few pages (a kernel's
+      // whole 256 MiB, rarely and unexplained: see README).
+      const criuWrote = pagesWritten(d.images, 1 << 20);
       // The server's memory and the kernels' smallest runs go with the images, read from the frozen processes as
       // they are sent: the target restores them eagerly, so neither the server's first answer nor a kernel's first
       // execute waits on pages fetched one by one over the network (embedSessionMemory).
       // Not seen frozen while criu dumped (it is now): compared here; failing that, nothing is taken from the copy.
-      // For the move's account: what criu wrote itself, where it wrote more than a lazy dump's few pages (a kernel's
-      // whole 256 MiB once, in about one move of a hundred, unexplained: see README).
-      const criuWrote = pagesWritten(d.images, 1 << 20);
       let changedPages = await changed;
       if (!changedPages) {
         ctx.log.warn({ session: id }, 'the memory copied ahead is compared after the dump: the session was not seen stopped by criu while it dumped');
