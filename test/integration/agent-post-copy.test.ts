@@ -2,11 +2,13 @@ import { chmod, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { AgentClient } from '../../src/agent/agent-client.js';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js';
 import type { HostRecord } from '../../src/core/cloud.js';
 import { Session } from '../../src/core/session.js';
+import { SERVER_VPID } from '../../src/agent/sandbox.js';
 import { lazyTransferHandedOver } from '../../src/criu/lazy-pages.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
 import { run, sleep, waitFor } from '../../src/util/exec.js';
@@ -33,6 +35,20 @@ async function movedLog(host: HostRecord, id: string): Promise<string> {
   const log = await readFile(join(host.dataDir, 'agent.log'), 'utf8').catch(() => '');
   return log.split('\n').filter((l) => l.includes(id) && (l.includes('session moved') || /"level":(40|50|60)/.test(l))).join('\n');
 }
+
+/**
+ * Bytes criu wrote itself of the session's kernels (every process but its
+ * server), as the source's account of a move
+ * (movedLog) names them under `criuWrote` (processes of 1 MiB or more).
+ */
+function kernelsWrittenByCriu(account: string): number {
+  const line = account.split('\n').find((l) => l.includes('session moved'));
+  const parsed = line === undefined ? undefined : CriuWroteAccount.safeParse(JSON.parse(line));
+  if (!parsed?.success) return 0;
+  return Object.entries(parsed.data.criuWrote).reduce((a, [pid, w]) => (pid === String(SERVER_VPID) ? a : a + w.bytes), 0);
+}
+
+const CriuWroteAccount = z.object({ criuWrote: z.record(z.string(), z.object({ bytes: z.number() })) });
 
 /** Runs `fn` with a host agent's own criu hook replaced by one that fails criu's post-dump stage, then puts the hook back. */
 async function withHookFailingAtPostDump<T>(host: HostRecord, fn: () => Promise<T>): Promise<T> {
@@ -118,14 +134,17 @@ describe('moving a session post-copy between local test hosts', () => {
     const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! });
     expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'post-copy', target: hosts[1]!.agentUrl });
     expectFrozenWithin(r, requestedAt, Date.now());
-    // The stream carried the images and the server's memory (tens of MB), not the kernel's 256 MiB. Where it did not,
-    // the source's account of the move says where the bytes went (embedded, in the parent, copied ahead).
+    // The stream carried the images and the server's memory (tens of MB), not the kernel's 256 MiB: hubshift sent none of
+    // it eagerly. Now and then criu itself writes a whole process into a lazy dump's images (about one fresh kernel in
+    // 300 here; see README): what it wrote of the kernels, as the source's account names it, is criu's, not counted.
+    // The account also says, on a failure, where the bytes went (embedded, in the parent, copied ahead).
     const account = await movedLog(hosts[0]!, s.id);
+    const byCriu = kernelsWrittenByCriu(account);
     expect(r.bytes, account).toBeGreaterThan(16 * 2 ** 20);
-    expect(r.bytes, account).toBeLessThan(160 * 2 ** 20);
+    expect(r.bytes - byCriu, account).toBeLessThan(160 * 2 ** 20);
     // That memory went ahead, before the freeze; while frozen, only the images and what changed since.
     expect(r.bytesAhead, account).toBeGreaterThan(16 * 2 ** 20);
-    expect(r.bytes - r.bytesAhead, account).toBeLessThan(24 * 2 ** 20);
+    expect(r.bytes - byCriu - r.bytesAhead, account).toBeLessThan(24 * 2 ** 20);
     expect(await a.findSession(s.id)).toBeNull();
     // The websocket opened before the move answers from the target, with every byte the kernel held.
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
