@@ -19,7 +19,7 @@ import { sampleProcesses } from './metrics.js';
 import { sessionPaths } from './sandbox.js';
 import { resumeAfterFailedDump } from './session-service.js';
 import { actionScriptFor, hookEnv, logPath, type HookUse } from './criu-run.js';
-import { dumpDirName, dumpKindOf, type DumpKind } from './dump-dirs.js';
+import { abandonedWithItsAgent, dumpDirName, dumpKindOf, type DumpKind } from './dump-dirs.js';
 import { restoreFromImages } from './restore-service.js';
 
 /** A session dumped into a local work directory, not yet stored or sent anywhere. */
@@ -114,7 +114,7 @@ export async function beginDump(ctx: AgentContext, id: string, kind: DumpKind): 
  */
 export async function removeAbandonedDumps(workDir: string): Promise<string[]> {
   const left = (await readdir(workDir, { withFileTypes: true }).catch(() => []))
-    .filter((e) => e.isDirectory() && (dumpKindOf(e.name) === 'checkpoint' || dumpKindOf(e.name) === 'stopAndCopy'))
+    .filter((e) => e.isDirectory() && abandonedWithItsAgent(dumpKindOf(e.name)))
     .map((e) => e.name);
   await Promise.all(left.map((n) => rm(join(workDir, n), { recursive: true, force: true })));
   return left;

@@ -8,7 +8,7 @@ import { waitFor } from '../util/exec.js';
 import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly, processTree, tracerPid } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
-import { dumpKindOf } from './dump-dirs.js';
+import { abandonedWithItsAgent, dumpKindOf } from './dump-dirs.js';
 import { killOutgoing } from './outgoing-moves.js';
 import { killIncomingCopies } from './incoming-copies.js';
 import { settleIncoming } from './incoming-service.js';
@@ -186,7 +186,7 @@ async function endLeftDump(ctx: AgentContext, s: Session): Promise<void> {
   const argv = (await readFile(`/proc/${tracer}/cmdline`, 'utf8').catch(() => '')).split('\0');
   const images = argv.includes('dump') ? argv[argv.indexOf('-D') + 1] : undefined;
   const kind = images && dirname(dirname(images)) === ctx.config.workDir ? dumpKindOf(basename(dirname(images))) : null;
-  if (kind !== 'checkpoint' && kind !== 'stopAndCopy') return;
+  if (!abandonedWithItsAgent(kind)) return;
   ctx.log.warn({ session: s.id, criuPid: tracer, images, kind }, 'a criu dump outlived the agent that started it; ending it before the session resumes');
   killQuietly(tracer, 'SIGKILL');
   await waitFor(`criu (pid ${tracer}) to end`, async () => ((await isAlive(tracer)) ? undefined : true), { timeoutMs: 10_000, intervalMs: 50 });

@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JupyterRest } from '../../src/agent/jupyter-rest.js';
-import { claimSessionNetns, createSessionNetwork, hostVethName, macFor, netnsFile, netnsName, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, removeStagedNetworks, stagingNetworkNames, stagingOwner } from '../../src/agent/network.js';
+import { claimSessionNetns, createSessionNetwork, hostVethName, macFor, netnsFile, netnsName, ownNetworkNames, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, removeStagedNetworks, stagingNetworkNames, stagingOwner } from '../../src/agent/network.js';
 import { killQuietly } from '../../src/util/proc.js';
 import { run } from '../../src/util/exec.js';
 
@@ -70,7 +70,7 @@ describe("a session's network", () => {
     for (const staged of [true, false]) {
       const other = `s${randomBytes(4).toString('hex')}`;
       const theirs = { ...net, ip: '10.233.7.4', mac: macFor(other), hostVeth: hostVethName(other) };
-      const names = staged ? stagingNetworkNames(other) : { netns: netnsName(other), hostVeth: theirs.hostVeth };
+      const names = staged ? stagingNetworkNames(other) : ownNetworkNames(other, theirs);
       // The session that held the address before, as this node last saw it: confirmed, its MAC not this one's.
       await run('ip', ['neigh', 'replace', theirs.ip, 'lladdr', '02:00:5e:00:00:01', 'dev', bridge.name, 'nud', 'reachable']);
       try {
