@@ -45,6 +45,10 @@ export class AgentClient {
       throw err;
     });
   }
+  /** Whether this agent, or one it moved the session on to (up to `hops` further), still holds the session. */
+  holdsSession(id: string, hops: number) {
+    return this.call('GET', `v1/sessions/${encodeURIComponent(id)}/held?hops=${hops}`, z.object({ held: z.boolean() })).then((r) => r.held);
+  }
   metrics(id: string) {
     return this.call('GET', `v1/sessions/${encodeURIComponent(id)}/metrics`, z.record(z.string(), z.unknown()));
   }

@@ -9,6 +9,7 @@ import type { HashingHelpers } from '../images/helper-hashing.js';
 import type { AgentConfig } from './config.js';
 import type { Fences } from './fences.js';
 import type { HugePageCollapses } from './huge-page-collapse.js';
+import type { LentAddresses } from './lent-addresses.js';
 import type { LazyTransfers } from './lazy-transfers.js';
 import type { PushedPages } from './pushed-pages.js';
 import type { SessionRegistry } from './session-registry.js';
@@ -17,6 +18,8 @@ import type { SessionRegistry } from './session-registry.js';
 export interface AgentContext {
   config: AgentConfig;
   registry: SessionRegistry;
+  /** Addresses of sessions moved from here to other agents, still held there. */
+  lent: LentAddresses;
   criu: CriuBinary;
   store: ImageStore;
   /** hubshift's CRIU action script (see criu-hook.ts). */

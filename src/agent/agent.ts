@@ -18,6 +18,8 @@ import type { AgentConfig } from './config.js';
 import { installCriuHook } from './criu-hook.js';
 import { Fences } from './fences.js';
 import { HugePageCollapses } from './huge-page-collapse.js';
+import { LentAddresses } from './lent-addresses.js';
+import { settleLentAddresses } from './address-holders.js';
 import { LazyTransfers } from './lazy-transfers.js';
 import { createAgentApp } from './http-app.js';
 import { removeStaleGuards } from './page-server-guard.js';
@@ -66,11 +68,14 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   await ensureBridge(config.bridge);
   const registry = new SessionRegistry(config.dataDir);
   await registry.load();
+  const lent = new LentAddresses(config.dataDir);
+  await lent.load();
   const fences = new Fences(config.dataDir);
   await fences.load();
   const ctx: AgentContext = {
     config,
     registry,
+    lent,
     criu,
     store: await openStore({ url: config.storeUrl, s3Endpoint: config.s3Endpoint, kmsKeyId: config.s3KmsKey, networkGbps: config.networkGbps }),
     criuHook: await installCriuHook(config.dataDir),
@@ -90,6 +95,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const abandoned = await removeAbandonedDumps(config.workDir);
   if (abandoned.length) log.warn({ dumps: abandoned }, 'removed the images of dumps a previous agent left uncommitted (its sessions were resumed or settled above)');
   watchOutgoingAfterRestart(ctx);
+  // Addresses lent to sessions removed elsewhere while this agent was down come back now, not when the pool runs out.
+  void settleLentAddresses(ctx);
   const app = createAgentApp(ctx);
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.port, config.host, () => resolve(s));

@@ -14,6 +14,7 @@ import { openPushedPages } from './pushed-pages.js';
 import { moveSession, postCopyHere } from './move-service.js';
 import { MOVE_CONTENT_TYPE } from '../images/move-stream.js';
 import { removeSession, startSession } from './session-service.js';
+import { HOLDER_HOPS, holdsSession } from './address-holders.js';
 
 const CheckpointRequest = z.object({ leaveRunning: z.boolean().default(false) }).strict();
 const MoveRequest = z
@@ -24,6 +25,8 @@ const MoveRequest = z
     precopy: z.boolean().optional(),
   })
   .strict();
+
+const HeldQuery = z.object({ hops: z.coerce.number().int().min(0).max(HOLDER_HOPS).default(0) });
 
 function idParam(value: string | string[] | undefined, schema: z.ZodType<string>, what: string): string {
   const r = schema.safeParse(value);
@@ -55,6 +58,13 @@ export function createAgentApp(ctx: AgentContext): Express {
 
   app.get('/v1/sessions/:id', (req, res) => {
     res.json(view(ctx.registry.get(idParam(req.params.id, SessionId, 'id'))));
+  });
+
+  // Asked by an agent that moved the session here, before it gives the session's address to another.
+  app.get('/v1/sessions/:id/held', async (req, res) => {
+    const id = idParam(req.params.id, SessionId, 'id');
+    const { hops } = HeldQuery.parse(req.query);
+    res.json({ held: await holdsSession(ctx, id, hops) });
   });
 
   app.get('/v1/sessions/:id/progress', (req, res) => {

@@ -224,6 +224,8 @@ export async function commitIncoming(ctx: AgentContext, id: string): Promise<Ses
   }
   // From here the copy here is the session's only one: a restarted agent runs it.
   await recordIncoming(ctx.config.dataDir, { sessionId: id, work: move.work, manifest: move.manifest, guardPid: null, committed: true });
+  // Back where it was moved from: its address is held by its own record again (a chain of records would go round).
+  await ctx.lent.forget(id);
   try {
     return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id), move.announcer, move.lazy ?? undefined));
   } finally {

@@ -197,8 +197,13 @@ async function precopy(ctx: AgentContext, id: string, bulk: BulkSender, m: OpenM
   }
 }
 
-/** The target runs the session: this agent forgets it, and keeps a record of the frozen copy until criu is done with it. */
+/**
+ * The target runs the session: this agent forgets it (its address stays lent
+ * to it, lent-addresses.ts), and keeps a record of the frozen copy until criu
+ * is done with it.
+ */
 async function letGo(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient, targetToken: string): Promise<void> {
+  await ctx.lent.lend(d.s.id, d.s.network.ip, { url: target.baseUrl, token: targetToken });
   await ctx.registry.remove(d.s.id);
   await recordOutgoing(ctx.config.dataDir, { sessionId: d.s.id, criuPid: criu.pid, sessionPid: d.s.pid as number, target: target.baseUrl, targetToken, session: d.s, work: d.work });
   void settleAfterCommit(ctx, d, criu, target).finally(() => forgetOutgoing(ctx.config.dataDir, d.s.id));

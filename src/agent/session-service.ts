@@ -12,6 +12,7 @@ import { abandonedWithItsAgent, dumpKindOf } from './dump-dirs.js';
 import { killOutgoing } from './outgoing-moves.js';
 import { killIncomingCopies } from './incoming-copies.js';
 import { settleIncoming } from './incoming-service.js';
+import { settleLentAddresses } from './address-holders.js';
 import { findStoppedCopy, forgetStoppedCopy, killStoppedCopies } from './stopped-copies.js';
 import { JupyterRest } from './jupyter-rest.js';
 import { allocateAddress, announce, attachSessionNetns, createSessionNetwork, dropMovedNetns, hostVethName, macFor, netnsOf, netnsPath, parseSubnet, removeSessionNetwork, type NetnsId } from './network.js';
@@ -28,9 +29,45 @@ export async function waitForServer(ctx: AgentContext, s: Session): Promise<void
   }, { timeoutMs: ctx.config.startTimeoutMs, intervalMs: 25 });
 }
 
-/** Addresses held by sessions this agent knows, running or checkpointed (a restore keeps its address). */
-function takenAddresses(ctx: AgentContext): Set<string> {
-  return new Set(ctx.registry.list().map((s) => s.network.ip));
+/**
+ * Addresses held by sessions this agent knows, running or checkpointed (a
+ * restore keeps its address), by sessions moved from here (still held
+ * where they went), and by those the caller names.
+ */
+function takenAddresses(ctx: AgentContext, avoid: readonly string[]): Set<string> {
+  return new Set([...ctx.registry.list().map((s) => s.network.ip), ...ctx.lent.addresses(), ...(starting.get(ctx) ?? []), ...avoid]);
+}
+
+// Addresses given to starts not yet in the registry: two starts that waited on other agents may pick in one tick.
+const starting = new WeakMap<AgentContext, Set<string>>();
+
+function reserve(ctx: AgentContext, ip: string): string {
+  const mine = starting.get(ctx) ?? new Set<string>();
+  starting.set(ctx, mine.add(ip));
+  return ip;
+}
+
+/**
+ * The lowest free address of this agent's pool. Addresses lent to moved
+ * sessions are asked after only when the pool has none left, so that a
+ * start does not wait on other agents.
+ */
+async function freeAddress(ctx: AgentContext, avoid: readonly string[]): Promise<string> {
+  const { subnet, pool } = ctx.config.bridge;
+  try {
+    return reserve(ctx, allocateAddress(subnet, takenAddresses(ctx, avoid), pool));
+  } catch (err) {
+    if (!(err instanceof SandboxError) || ctx.lent.list().length === 0) throw err;
+  }
+  await settleLentAddresses(ctx);
+  try {
+    return reserve(ctx, allocateAddress(subnet, takenAddresses(ctx, avoid), pool));
+  } catch (err) {
+    const lent = ctx.lent.list();
+    if (!(err instanceof SandboxError) || lent.length === 0) throw err;
+    const some = lent.slice(0, 3).map((r) => `${r.ip} (session ${r.sessionId}, on ${r.target})`).join(', ');
+    throw new SandboxError(`${err.message}; ${lent.length} of its addresses belong to sessions moved from here that still run elsewhere: ${some}${lent.length > 3 ? ', ...' : ''} (remove or move back those sessions to free them)`);
+  }
 }
 
 export async function startSession(ctx: AgentContext, input: unknown): Promise<Session> {
@@ -40,22 +77,28 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
   const id = newSessionId();
   const { gateway, prefixLength } = parseSubnet(ctx.config.bridge.subnet);
   const now = new Date().toISOString();
-  let s: Session = await ctx.registry.put({
-    id,
-    user: spec.user,
-    state: 'starting',
-    network: { ip: allocateAddress(ctx.config.bridge.subnet, new Set([...takenAddresses(ctx), ...spec.avoidAddresses]), ctx.config.bridge.pool), prefixLength, gateway, mac: macFor(id), hostVeth: hostVethName(id), port: ctx.config.sessionPort },
-    // A hub session's server accepts the hub's tokens only; its own lets the agent in.
-    token: spec.env[HUB_TOKEN_ENV] ?? newToken(),
-    pid: null,
-    home: homeDir(ctx.config.dataDir, spec.user),
-    filesDir: sessionPaths(ctx.config.dataDir, { id }).dir,
-    env: spec.env,
-    createdAt: now,
-    updatedAt: now,
-    lastCheckpoint: null,
-    error: null,
-  });
+  const ip = await freeAddress(ctx, spec.avoidAddresses);
+  let s: Session;
+  try {
+    s = await ctx.registry.put({
+      id,
+      user: spec.user,
+      state: 'starting',
+      network: { ip, prefixLength, gateway, mac: macFor(id), hostVeth: hostVethName(id), port: ctx.config.sessionPort },
+      // A hub session's server accepts the hub's tokens only; its own lets the agent in.
+      token: spec.env[HUB_TOKEN_ENV] ?? newToken(),
+      pid: null,
+      home: homeDir(ctx.config.dataDir, spec.user),
+      filesDir: sessionPaths(ctx.config.dataDir, { id }).dir,
+      env: spec.env,
+      createdAt: now,
+      updatedAt: now,
+      lastCheckpoint: null,
+      error: null,
+    });
+  } finally {
+    starting.get(ctx)?.delete(ip);
+  }
   return ctx.registry.exclusive(id, 'start', async () => {
     try {
       const paths = sessionPaths(ctx.config.dataDir, s);

@@ -38,6 +38,8 @@ export interface LocalProviderConfig {
   /** Every agent's extra CRIU action script (tests inject failures with it). */
   criuActionScript?: string;
   logLevel?: string;
+  /** How many session addresses each host's agent gives out (default 253, all of its /24). */
+  addressPoolSize?: number;
   /** More options for every host's agent (`hubshift agent --help`), after the provider's own. */
   agentArgs?: string[];
 }
@@ -210,7 +212,7 @@ export class LocalProvider implements Provider {
       '--bridge-address', `${host.address}/16`,
       '--uplink', 'uplink',
       '--subnet', this.config.subnet,
-      '--address-pool', `${(1 + i) * 256 + 2}-${(1 + i) * 256 + 254}`,
+      '--address-pool', `${(1 + i) * 256 + 2}-${(1 + i) * 256 + 1 + Math.min(253, Math.max(1, this.config.addressPoolSize ?? 253))}`,
       '--log-level', this.config.logLevel ?? 'info',
       '--incoming-timeout', String(this.config.incomingTimeoutSeconds ?? 30),
       '--move-idle-timeout', String(this.config.moveIdleTimeoutSeconds ?? 30),
