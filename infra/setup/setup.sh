@@ -11,13 +11,14 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # server and kernel that sessions run (under /usr/bin/python3); iptables and
 # nftables carry CRIU's network lock; zstd is the optional image compressor.
 # jupyterhub gives the hub sessions' single-user server (and the hub the tests
-# run); chromium is the browser the hub tests drive through playwright-core.
+# run); chromium is the browser the hub tests drive through playwright-core;
+# gcc and libc6-dev build the tests' C fixture (test/fixtures/aligned-stack.c).
 APT_PACKAGES=(
   python3-notebook python3-ipykernel python3-numpy jupyterhub chromium
   redis-server redis-tools
   iptables nftables iproute2 procps util-linux
   zstd tar ca-certificates
-  criu
+  criu gcc libc6-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -13,6 +13,8 @@ import { movePostCopy } from './post-copy-move.js';
 import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './move-send.js';
 import { movePushed } from './pushed-move.js';
 import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
+import { pageAlignedStacks } from '../criu/lazy-stack.js';
+import { processTree } from '../util/proc.js';
 
 export type { MoveRequest } from './move-send.js';
 
@@ -36,7 +38,23 @@ export function postCopyBlocker(ctx: AgentContext): string {
  * downtime does not grow with memory), else stop-and-copy. An explicit
  * post-copy that either side cannot do is refused with the reason.
  */
-async function chooseMode(ctx: AgentContext, wanted: MoveMode, target: AgentClient): Promise<'stop-and-copy' | 'post-copy'> {
+async function chooseMode(ctx: AgentContext, id: string, wanted: MoveMode, target: AgentClient): Promise<'stop-and-copy' | 'post-copy'> {
+  const mode = await modeBothCan(ctx, wanted, target);
+  if (mode !== 'post-copy') return mode;
+  // criu would write a whole kernel into the images and send it while frozen, more slowly than stop-and-copy's push.
+  const s = ctx.registry.get(id);
+  const aligned = s.pid === null ? [] : await pageAlignedStacks((await processTree(s.pid)).filter((p) => p !== s.pid));
+  if (aligned.length === 0) return mode;
+  const why = "a kernel's thread is blocked with its stack pointer page-aligned, so criu would dump that process whole, none of it lazy (criu's is_stack(); see README)";
+  if (wanted === 'post-copy') {
+    ctx.log.warn({ session: id, threads: aligned }, `${why}; moving post-copy as asked`);
+    return mode;
+  }
+  ctx.log.warn({ session: id, threads: aligned }, `${why}; moving stop-and-copy`);
+  return 'stop-and-copy';
+}
+
+async function modeBothCan(ctx: AgentContext, wanted: MoveMode, target: AgentClient): Promise<'stop-and-copy' | 'post-copy'> {
   if (wanted === 'stop-and-copy') return wanted;
   if (!postCopyHere(ctx)) {
     if (wanted === 'post-copy') throw new InputError(postCopyBlocker(ctx));
@@ -58,7 +76,7 @@ async function chooseMode(ctx: AgentContext, wanted: MoveMode, target: AgentClie
  */
 export async function moveSession(ctx: AgentContext, id: string, req: MoveRequest): Promise<MoveResult> {
   const target = new AgentClient(req.target.url, req.target.token);
-  if ((await chooseMode(ctx, req.mode, target)) === 'post-copy') {
+  if ((await chooseMode(ctx, id, req.mode, target)) === 'post-copy') {
     try {
       return await movePostCopy(ctx, id, req, target);
     } catch (err) {

@@ -103,7 +103,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         throw err;
       }
       // For the move's account: what criu wrote itself, where it wrote more than a lazy dump's few pages (a kernel's
-      // whole memory, rarely: likely criu's is_stack(), see README).
+      // whole memory, when one of its threads' stack pointers is page-aligned: criu's is_stack(), see README).
       const criuWrote = pagesWritten(d.images, 1 << 20);
       // The server's memory and the kernels' smallest runs go with the images, read from the frozen processes as
       // they are sent: the target restores them eagerly, so neither the server's first answer nor a kernel's first

@@ -12,12 +12,14 @@ import { SERVER_VPID } from '../../src/agent/sandbox.js';
 import { lazyTransferHandedOver } from '../../src/criu/lazy-pages.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
 import { run, sleep, waitFor } from '../../src/util/exec.js';
-import { isAlive, killQuietly } from '../../src/util/proc.js';
+import { isAlive, killQuietly, processTree } from '../../src/util/proc.js';
 import { hostIptables } from '../helpers/host-iptables.js';
 import { askState, kernelWithState, type KernelState } from '../helpers/kernel.js';
 import { expectOnlyCopy, sessionProcesses, treeAnonHugePagesKiB } from '../helpers/session-processes.js';
 import { killAtPostRestore } from '../helpers/action-script.js';
 import { removeLeftSessions } from '../helpers/left-sessions.js';
+import { buildAlignedStack } from '../helpers/aligned-stack.js';
+import { pageAlignedStacks } from '../../src/criu/lazy-stack.js';
 import { expectFrozenWithin } from '../helpers/move-result.js';
 
 /** Pids of criu processes (of `command`, if given) whose command line names a path under `dir` (a host's data directory). */
@@ -172,6 +174,28 @@ describe('moving a session post-copy between local test hosts', () => {
     k.channel.close();
     await waitFor('the memory to have arrived back', async () => ((await a.getSession(s.id)).memoryArriving ? undefined : true), { timeoutMs: 60_000, intervalMs: 100 });
     await a.removeSession(s.id);
+  });
+
+  it("should move stop-and-copy in auto mode when a thread's stack pointer is page-aligned (criu would dump its process whole), the process and the kernel's state kept", async () => {
+    const [a, b] = clients as [AgentClient, AgentClient];
+    const bin = await buildAlignedStack(stateDir);
+    const s = await a.startSession('stk');
+    const k = await kernelWithState(s.url, s.token, 16);
+    // A process of the session (the kernel's child) holding 32 MiB, its thread blocked with a page-aligned stack pointer.
+    const started = await k.channel.execute(`import subprocess\nstk = subprocess.Popen(['${bin}', '0', '32'], stdout=subprocess.PIPE)\nprint(stk.stdout.readline().decode().strip())`);
+    expect(started.status).toBe('ok');
+    const tree = async (pid: number) => (await processTree(pid)).filter((p) => p !== pid);
+    await waitFor('the thread to block', async () => ((await pageAlignedStacks(await tree(s.pid as number))).some((t) => t.tid !== t.pid) ? true : undefined), { timeoutMs: 10_000 });
+    const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! });
+    expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'stop-and-copy' });
+    expect(await readFile(join(hosts[0]!.dataDir, 'agent.log'), 'utf8')).toMatch(new RegExp(`"session":"${s.id}".*stack pointer page-aligned.*moving stop-and-copy`));
+    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
+    // The process came along, its thread blocked where it was.
+    const moved = await b.getSession(s.id);
+    expect((await pageAlignedStacks(await tree(moved.pid as number))).some((t) => t.tid !== t.pid)).toBe(true);
+    expect((await k.channel.execute('print(stk.poll())')).stdout.trim()).toBe('None');
+    k.channel.close();
+    await b.removeSession(s.id);
   });
 
   it('should leave exactly one copy, the target\'s, when criu fails after the last page has gone (its post-dump stage)', async () => {
