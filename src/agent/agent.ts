@@ -96,7 +96,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   if (abandoned.length) log.warn({ dumps: abandoned }, 'removed the images of dumps a previous agent left uncommitted (its sessions were resumed or settled above)');
   watchOutgoingAfterRestart(ctx);
   // Addresses lent to sessions removed elsewhere while this agent was down come back now, not when the pool runs out.
-  void settleLentAddresses(ctx);
+  void settleLentAddresses(ctx).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'could not ask after the addresses lent to moved sessions; a start asks again when its pool runs out'));
   const app = createAgentApp(ctx);
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.port, config.host, () => resolve(s));
