@@ -165,7 +165,7 @@ export function registerSessionCommands(program: Command): void {
   )
     .requiredOption('--to <node-or-url>', 'the node (with --scheduler) or the target agent URL (with --agent)')
     .option('--target-token-file <file>', "with --agent: the target agent's token (default: --token-file's)")
-    .addOption(new Option('--mode <mode>', 'with --agent: how to move').choices(['auto', 'stop-and-copy', 'post-copy']).default('auto'))
+    .addOption(new Option('--mode <mode>', 'with --agent: how to move. auto: post-copy where both agents can, retried stop-and-copy if it fails; stop-and-copy where they cannot, or where a kernel thread\'s page-aligned stack pointer would make criu dump its process whole (see README)').choices(['auto', 'stop-and-copy', 'post-copy']).default('auto'))
     .option('--no-wait', 'with --scheduler: print the queued operation and return')
     .option('--no-precopy', "with --agent, post-copy: send the memory restored eagerly after the freeze, instead of copying it ahead while the session runs (the agent's default, unless it runs with --no-post-copy-precopy)")
     .action(async (id: string, o: ConnOpts & { to: string; targetTokenFile?: string; mode: MoveMode; precopy: boolean }) => {
