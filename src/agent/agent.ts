@@ -68,7 +68,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   await ensureBridge(config.bridge);
   const registry = new SessionRegistry(config.dataDir);
   await registry.load();
-  const lent = new LentAddresses(config.dataDir);
+  const lent = new LentAddresses(config.dataDir, config.scheduler === undefined);
   await lent.load();
   const fences = new Fences(config.dataDir);
   await fences.load();

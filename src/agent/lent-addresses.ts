@@ -21,10 +21,20 @@ export const LentAddress = z.object({
 });
 export type LentAddress = z.infer<typeof LentAddress>;
 
-/** The records under DATA_DIR/lent, one a session, kept in memory as well (a start reads them without I/O). */
+/**
+ * The records under DATA_DIR/lent, one a session, kept in memory as well (a
+ * start reads them without I/O). `keep: false` (an agent linked to a
+ * scheduler): none are written. The scheduler gives every start there the
+ * addresses in use in its cluster (avoidAddresses), and there hosts come and
+ * go: a record whose holder has vanished with its host (a spot instance
+ * taken back) could never be asked again and would hold its address for ever.
+ */
 export class LentAddresses {
   private readonly records = new Map<string, LentAddress>();
-  constructor(private readonly dataDir: string) {}
+  constructor(
+    private readonly dataDir: string,
+    private readonly keep = true,
+  ) {}
 
   private file(sessionId: string): string {
     return join(this.dataDir, 'lent', `${sessionId}.json`);
@@ -36,6 +46,7 @@ export class LentAddresses {
 
   /** Recorded before a move's commit, so that no start between the commit and the move's end takes the address. */
   async lend(sessionId: string, ip: string, target: { url: string; token: string }): Promise<void> {
+    if (!this.keep) return;
     const r: LentAddress = { sessionId, ip, target: target.url, targetToken: target.token, lentAt: new Date().toISOString() };
     await writeJsonRecord(this.file(sessionId), r);
     this.records.set(sessionId, r);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -115,6 +115,9 @@ describe('a spot notice on a local test host, end to end', () => {
     // The spot host has nothing left.
     const spotAgent = new AgentClient(spot.agentUrl, (await readFile(spot.tokenFile, 'utf8')).trim());
     expect(await spotAgent.listSessions()).toEqual([]);
+    // Its agent, linked to the scheduler, kept no lent addresses (the scheduler avoids them; a lent record whose
+    // holder vanished with its host would hold its address for ever).
+    expect(await readdir(join(spot.dataDir, 'lent')).catch(() => [])).toEqual([]);
     // The evacuation's report: every session moved, each before the deadline, nothing left.
     const notice = (await c.notices()).find((n) => n.node === spot.name && n.kind === 'interruption')!;
     const report = await c.evacuation(notice.id);
