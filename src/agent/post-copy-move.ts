@@ -133,6 +133,8 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         // address the target is about to take. Beside the target's restore, not before the images go: an `ip` run
         // forked from this agent, which holds the memory copied ahead, kept its thread 15-30 ms.
         whileTargetRestores: { phase: 'taking the source link down', run: () => setHostVeth(d.s.network, 'down') },
+        // Before the commit, as stop-and-copy does: an agent that dies between the commit and letting go keeps it lent.
+        beforeCommit: () => ctx.lent.lend(id, d.s.network.ip, req.target),
       });
       if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
       const { total, lap } = h;
