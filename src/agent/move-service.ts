@@ -140,7 +140,7 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
     progress('sending');
     // tail: from criu's exit to the last page sent (the dump returns then).
     const tail = (performance.now() - frozenAt) / 1000 - d.dumpSeconds;
-    const h = await handOver(ctx, m, target, req.fence, d, { failedWhileDumping: sendError });
+    const h = await handOver(ctx, m, target, req.fence, d, { failedWhileDumping: sendError, beforeCommit: () => ctx.lent.lend(id, d.session.network.ip, req.target) });
     if (!h.ok) return rollBack(ctx, d, req.target, target, h.phase, h.cause);
     const { total, lap } = h;
     await letGo(ctx, d, req.target);
