@@ -161,7 +161,11 @@ export type HandOver = { ok: true; total: number; pushed: number; lap: HandOverL
 
 /**
  * The move's end, both modes: the rest of the images and the manifest sent,
- * the target's restore awaited, the commit sent. A failure closes the stream
+ * the target's restore awaited, the commit sent. Just before the commit the
+ * session's address is recorded as lent to the target (lent-addresses.ts):
+ * an agent that dies between the commit and letting go still keeps it from
+ * its next start, and a move that fails after it resumes the session here,
+ * where its own record holds the address. A failure closes the stream
  * and says in which phase, with the target's own answer as the cause when
  * the stream closed under us.
  */
@@ -169,7 +173,7 @@ export async function handOver(
   ctx: AgentContext,
   m: OpenMove,
   target: AgentClient,
-  fence: number | undefined,
+  req: Pick<MoveRequest, 'target' | 'fence'>,
   d: DumpToSend,
   opts: MemoryElsewhere & { failedWhileDumping?: unknown; beforeCommit?: () => Promise<void>; whileTargetRestores?: { phase: string; run: () => Promise<void> } } = {},
 ): Promise<HandOver> {
@@ -198,9 +202,10 @@ export async function handOver(
     }
     phase = 'committing';
     await opts.beforeCommit?.();
+    await ctx.lent.lend(d.session.id, d.session.network.ip, req.target);
     const t1 = performance.now();
     // Past the target's commit timeout its guard has killed an uncommitted copy: waiting longer tells nothing.
-    await target.commitMove(d.session.id, fence, ctx.config.incomingTimeoutMs);
+    await target.commitMove(d.session.id, req.fence, ctx.config.incomingTimeoutMs);
     lap.commit = (performance.now() - t1) / 1000;
     return { ok: true, total, pushed: received.pushedBytes ?? 0, lap };
   } catch (err) {

@@ -140,10 +140,10 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
     progress('sending');
     // tail: from criu's exit to the last page sent (the dump returns then).
     const tail = (performance.now() - frozenAt) / 1000 - d.dumpSeconds;
-    const h = await handOver(ctx, m, target, req.fence, d, { failedWhileDumping: sendError, beforeCommit: () => ctx.lent.lend(id, d.session.network.ip, req.target) });
-    if (!h.ok) return rollBack(ctx, d, req.target, target, h.phase, h.cause);
+    const h = await handOver(ctx, m, target, req, d, { failedWhileDumping: sendError });
+    if (!h.ok) return rollBack(ctx, d, target, h.phase, h.cause);
     const { total, lap } = h;
-    await letGo(ctx, d, req.target);
+    await letGo(ctx, d);
     const seconds = (performance.now() - started) / 1000;
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
     ctx.log.info({ session: id, target: req.target.url, bytes: total, seconds, downtimeSeconds, dumpSeconds: d.dumpSeconds, tail, ...lap }, 'session moved');
@@ -155,11 +155,9 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
  * The target runs the session: this agent lets go of its copy (criu already
  * ended the processes), its local images, and its namespace's name if no
  * process is in the namespace it names (dropUnusedSessionNetns: a name that
- * the target's copy has taken, on test hosts, is left alone). The session's
- * address stays lent to it (lent-addresses.ts).
+ * the target's copy has taken, on test hosts, is left alone).
  */
-async function letGo(ctx: AgentContext, d: LocalDump, to: MoveRequest['target']): Promise<void> {
-  await ctx.lent.lend(d.session.id, d.session.network.ip, to);
+async function letGo(ctx: AgentContext, d: LocalDump): Promise<void> {
   // First, so that forgetSession sees whether the session still has a namespace on this machine.
   if (await dropUnusedSessionNetns(d.session.id, d.session.network).catch(() => false)) ctx.log.info({ session: d.session.id }, "dropped the moved session's namespace name here");
   await forgetSession(ctx, d.session.id);
@@ -172,11 +170,11 @@ async function letGo(ctx: AgentContext, d: LocalDump, to: MoveRequest['target'])
  * is aborted (or has timed out) and the session is restored here from the
  * local images.
  */
-async function rollBack(ctx: AgentContext, d: LocalDump, to: MoveRequest['target'], target: AgentClient, phase: string, cause: unknown): Promise<never> {
+async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, phase: string, cause: unknown): Promise<never> {
   const id = d.session.id;
   ctx.log.error({ session: id, target: target.baseUrl, phase, err: errorMessage(cause) }, 'move failed; resuming the session here');
   // The commit went through if the target says so; this agent then lets go, as after a move.
-  await clearTargetCopy(ctx, target, id, cause, () => letGo(ctx, d, to));
+  await clearTargetCopy(ctx, target, id, cause, () => letGo(ctx, d));
   try {
     await restoreFromImages(ctx, { ...d.session, state: 'restoring', pid: null }, d.images, `${d.checkpoint}-back`, { lazy: false, netnsOutside: d.netnsOutside });
   } catch (err) {

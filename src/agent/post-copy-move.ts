@@ -125,7 +125,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         return [];
       });
       ctx.registry.report(id, 'sending (post-copy)');
-      const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, {
+      const h = await handOver(ctx, m, target, req, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d), embedded }, {
         pageServer,
         bulk,
         precopied: precopied.files,
@@ -133,8 +133,6 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         // address the target is about to take. Beside the target's restore, not before the images go: an `ip` run
         // forked from this agent, which holds the memory copied ahead, kept its thread 15-30 ms.
         whileTargetRestores: { phase: 'taking the source link down', run: () => setHostVeth(d.s.network, 'down') },
-        // Before the commit, as stop-and-copy does: an agent that dies between the commit and letting go keeps it lent.
-        beforeCommit: () => ctx.lent.lend(id, d.s.network.ip, req.target),
       });
       if (!h.ok) return rollBack(ctx, d, criu, target, req.target.token, { phase: h.phase, cause: h.cause, linkDown: true });
       const { total, lap } = h;
@@ -199,13 +197,8 @@ async function precopy(ctx: AgentContext, id: string, bulk: BulkSender, m: OpenM
   }
 }
 
-/**
- * The target runs the session: this agent forgets it (its address stays lent
- * to it, lent-addresses.ts), and keeps a record of the frozen copy until criu
- * is done with it.
- */
+/** The target runs the session: this agent forgets it, and keeps a record of the frozen copy until criu is done with it. */
 async function letGo(ctx: AgentContext, d: DumpStart, criu: LazyDump, target: AgentClient, targetToken: string): Promise<void> {
-  await ctx.lent.lend(d.s.id, d.s.network.ip, { url: target.baseUrl, token: targetToken });
   await ctx.registry.remove(d.s.id);
   await recordOutgoing(ctx.config.dataDir, { sessionId: d.s.id, criuPid: criu.pid, sessionPid: d.s.pid as number, target: target.baseUrl, targetToken, session: d.s, work: d.work });
   void settleAfterCommit(ctx, d, criu, target).finally(() => forgetOutgoing(ctx.config.dataDir, d.s.id));

@@ -61,30 +61,25 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
       await setHostVeth(d.s.network, 'down');
     } catch (err) {
       m.out.abort(new Error('the move failed while taking the source link down'));
-      return rollBack(ctx, d, req.target, target, { phase: 'taking the source link down', cause: err, linkDown: false });
+      return rollBack(ctx, d, target, { phase: 'taking the source link down', cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending');
-    const h = await handOver(ctx, m, target, req.fence, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d) }, {
+    const h = await handOver(ctx, m, target, req, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d) }, {
       pagesPushed: true,
-      // From here an agent restarted before the copy here is settled kills it instead of resuming it, and the session's
-      // address must stay lent to it (a move that fails after this resumes it here, where its own record holds it).
-      beforeCommit: async () => {
-        await recordStoppedCopy(ctx.config.dataDir, { ...stopped, committing: true });
-        await ctx.lent.lend(id, d.s.network.ip, req.target);
-      },
+      // From here an agent restarted before the copy here is settled kills it instead of resuming it.
+      beforeCommit: () => recordStoppedCopy(ctx.config.dataDir, { ...stopped, committing: true }),
     });
-    if (!h.ok) return rollBack(ctx, d, req.target, target, { phase: h.phase, cause: h.cause, linkDown: true });
+    if (!h.ok) return rollBack(ctx, d, target, { phase: h.phase, cause: h.cause, linkDown: true });
     const downtimeSeconds = (performance.now() - frozenAt) / 1000;
-    await letGo(ctx, d, req.target);
+    await letGo(ctx, d);
     const seconds = (performance.now() - started) / 1000;
     ctx.log.info({ session: id, target: target.baseUrl, bytes: h.total, pushedBytes: h.pushed, seconds, downtimeSeconds, dumpSeconds, ...h.lap }, 'session moved (stop-and-copy, memory pushed)');
     return { id, url: sessionUrl(d.s), mode: 'stop-and-copy', downtimeSeconds, frozenAt: isoTimeOf(frozenAt), dumpStartedAt: isoTimeOf(frozenAt), seconds, bytes: h.total + h.pushed, bytesAhead: 0, target: target.baseUrl };
   });
 }
 
-/** The session runs on the target: the stopped copy here is killed and forgotten; its address stays lent to it (lent-addresses.ts). */
-async function letGo(ctx: AgentContext, d: DumpStart, to: MoveRequest['target']): Promise<void> {
-  await ctx.lent.lend(d.s.id, d.s.network.ip, to);
+/** The session runs on the target: the stopped copy here is killed and forgotten. */
+async function letGo(ctx: AgentContext, d: DumpStart): Promise<void> {
   await endStoppedCopy(ctx, d.s, d.netns);
   await rm(d.work, { recursive: true, force: true });
 }
@@ -134,10 +129,10 @@ function watchPush(ctx: AgentContext, id: string, at: PageServerAt, estimate: nu
  * through, only its answer was lost), the move succeeded. Otherwise its copy
  * is aborted (or has timed out) and the stopped copy here resumes.
  */
-async function rollBack(ctx: AgentContext, d: DumpStart, to: MoveRequest['target'], target: AgentClient, f: { phase: string; cause: unknown; linkDown: boolean }): Promise<never> {
+async function rollBack(ctx: AgentContext, d: DumpStart, target: AgentClient, f: { phase: string; cause: unknown; linkDown: boolean }): Promise<never> {
   const id = d.s.id;
   ctx.log.error({ session: id, target: target.baseUrl, phase: f.phase, err: errorMessage(f.cause) }, 'move failed; resuming the session here');
-  await clearTargetCopy(ctx, target, id, f.cause, () => letGo(ctx, d, to));
+  await clearTargetCopy(ctx, target, id, f.cause, () => letGo(ctx, d));
   try {
     await resumeHere(ctx, d, f.linkDown, null);
     await forgetStoppedCopy(ctx.config.dataDir, id);
