@@ -1,4 +1,4 @@
-import { cpus, totalmem } from 'node:os';
+import { availableParallelism, cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { pino } from 'pino';
@@ -9,6 +9,19 @@ import { parseSubnet } from '../agent/network.js';
 import { integer, nonNegative, port, stopOnSignal } from './args.js';
 import { readOrCreateTokenFile, readTokenFile } from './token-file.js';
 import { missingAgentNodeOptions } from '../agent/node-options.js';
+import { CORES_PER_MOVE, GBPS_PER_MOVE, MAX_MOVES_AT_ONCE, defaultMovesAtOnce } from '../agent/moves-at-once.js';
+
+/**
+ * What the node registers as its moves at once: the operator's figure, else
+ * one from its cores and link (moves-at-once.ts). A move's work runs on this
+ * machine's real cores, so fewer of them than `--cpus` declares (local test
+ * hosts share one machine) bound it too.
+ */
+function movesAtOnceFor(given: unknown, declaredCpus: unknown, networkGbps: number): number {
+  if (given !== undefined) return Number(given);
+  const cores = Math.min(declaredCpus ? Number(declaredCpus) : Infinity, availableParallelism());
+  return defaultMovesAtOnce({ cores, networkGbps });
+}
 
 const CRIU_LOG_LEVELS: readonly CriuLogLevel[] = [0, 1, 2, 3, 4];
 
@@ -73,6 +86,15 @@ export function registerAgentCommand(program: Command): void {
     .option('--instance-id <id>', 'the EC2 instance id EventBridge notices name (default: the node name)')
     .option('--memory <bytes>', 'memory the scheduler may place sessions into (default: all of this machine)', nonNegative('--memory'))
     .option('--cpus <n>', 'cores (default: all of this machine)', nonNegative('--cpus'))
+    .option(
+      '--moves-at-once <n>',
+      `sessions the scheduler sends off this node at once (moves and checkpoints; the spot-eviction planner times them so) (default: one for each ${CORES_PER_MOVE} of its cores, --cpus or this machine's if fewer, and each ${GBPS_PER_MOVE} Gbit/s of --network-gbps, the fewer, at least 1)`,
+      (v: string) => {
+        const n = integer('--moves-at-once', 1)(v);
+        if (n > MAX_MOVES_AT_ONCE) throw new InputError(`--moves-at-once ${n} is more than ${MAX_MOVES_AT_ONCE}`);
+        return n;
+      },
+    )
     .option('--push-interval <seconds>', 'push metrics this often', nonNegative('--push-interval'), 5)
     .option('--advertise-url <url>', "the URL the scheduler's workers reach this agent at (default: the one it listens on)")
     .option('--incoming-timeout <seconds>', 'a session moved in runs only once its source commits; without a commit in this time its copy is killed', nonNegative('--incoming-timeout'), AGENT_DEFAULTS.incomingTimeoutMs / 1000)
@@ -119,6 +141,7 @@ export function registerAgentCommand(program: Command): void {
               pricePerHour: Number(o.price),
               memoryBytes: o.memory ? Math.round(Number(o.memory)) : totalmem(),
               cpus: o.cpus ? Number(o.cpus) : cpus().length,
+              movesAtOnce: movesAtOnceFor(o.movesAtOnce, o.cpus, Number(o.networkGbps)),
             },
           }
         : undefined;

@@ -17,7 +17,7 @@ const workerOptions = (cmd: Command): Command =>
   cmd
     .option('--concurrency <n>', 'steps run at once', integer('--concurrency', 1), WORKER_DEFAULTS.concurrency)
     .option('--lock-seconds <s>', "how long a job's and a session's lock last without renewal: a dead worker's job is taken over after about this long", positiveNumber('--lock-seconds'), WORKER_DEFAULTS.lockMs / 1000)
-    .option('--moves-per-node <n>', 'sessions moved or checkpointed off one node at once, across all workers (more share its CPU and link, and each stays frozen longer)', integer('--moves-per-node', 1), WORKER_DEFAULTS.movesPerNode)
+    .option('--moves-per-node <n>', 'sessions moved or checkpointed off one node at once, across all workers, for a node whose agent registered no figure of its own (agents register one: hubshift agent --moves-at-once; more than its cores and link carry share them, and each stays frozen longer)', integer('--moves-per-node', 1), WORKER_DEFAULTS.movesPerNode)
     .option('--log-level <level>', 'pino log level', 'info');
 
 interface WorkerCliOpts {

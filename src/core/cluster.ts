@@ -17,11 +17,22 @@ export const NodeInfo = z.object({
   pricePerHour: z.number().nonnegative(),
   memoryBytes: z.number().int().positive(),
   cpus: z.number().positive(),
+  /**
+   * Sessions its agent sends off at once (moves and checkpoints off it, the
+   * node's lanes), as the agent registered it from its cores and link
+   * (`hubshift agent --moves-at-once`). Absent where the agent said nothing.
+   */
+  movesAtOnce: z.number().int().min(1).max(64).optional(),
   /** cordoned: takes no new sessions (being emptied or about to go). */
   state: z.enum(['ready', 'cordoned']).default('ready'),
   registeredAt: IsoTime,
 });
 export type NodeInfo = z.infer<typeof NodeInfo>;
+
+/** How many sessions leave `node` at once: what its agent registered, else `fallback`. */
+export function movesAtOnceOf(node: Pick<NodeInfo, 'movesAtOnce'>, fallback = 1): number {
+  return node.movesAtOnce ?? fallback;
+}
 
 /** An instance type the cloud offers, for right-sizing toward a cheaper fit. */
 export const InstanceTypeInfo = z.object({

@@ -36,7 +36,7 @@ export interface WorkerOptions {
   lockMs: number;
   /** How long a step waits for an agent still busy with an earlier attempt's call (default 10 min). */
   busyWaitMs: number;
-  /** Sessions moved or checkpointed off one node at once, across all workers (default 1: see node-lanes.ts). */
+  /** Sessions moved or checkpointed off one node at once, across all workers, for a node that registered no figure of its own (default 1: see node-lanes.ts). */
   movesPerNode: number;
   /** The cloud's side of moves and releases (EC2); unset: local hosts, where addresses need no moving. */
   fleet?: NodeFleet;

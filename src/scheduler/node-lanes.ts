@@ -76,40 +76,51 @@ export async function nodeLaneState(redis: RedisConnection, node: string): Promi
   return { leaving, waiting };
 }
 
+// No lane at all would hold every step off a node forever.
+function assertLanes(lanes: number): void {
+  if (!Number.isInteger(lanes) || lanes < 1) throw new InputError(`a node needs at least one lane (moves at once), got ${lanes}`);
+}
+
 export interface HeldLane {
   release(): Promise<void>;
 }
 
 /**
  * How many sessions leave one node at once (moves and checkpoints off it),
- * across all workers, taken in the order their steps first asked. The
- * spot-eviction planner times a node's moves one after another; run all at
- * once, they shared the node's CPU and link and each session stayed frozen
- * for the whole batch (four at once on this 2-core VM: 3-5 s of downtime
- * each, against 1.1-1.2 s alone, the batch no sooner done). A lane is a
- * lease, renewed while its step runs: a worker that dies frees it after
- * `ttlMs`.
+ * across all workers, taken in the order their steps first asked: as many
+ * as the node's agent registered (its cores and link, agent/moves-at-once.ts),
+ * which the spot-eviction planner times its moves by. Run all at once, they
+ * shared the node's CPU and link and each session stayed frozen for the
+ * whole batch (four at once on this 2-core VM: 3-5 s of downtime each,
+ * against 1.1-1.2 s alone, the batch no sooner done). A lane is a lease,
+ * renewed while its step runs: a worker that dies frees it after `ttlMs`.
  */
 export class NodeLanes {
   /** This process's waiters by node, woken at once when a lane of that node is released here (others poll). */
   private readonly waiting = new Map<string, Set<() => void>>();
 
+  /** `lanes`: how many a node has when its take does not say (a node that registered no figure of its own). */
   constructor(
     private readonly redis: RedisConnection,
     private readonly lanes: number,
     private readonly ttlMs: number,
     private readonly pollMs = 100,
   ) {
-    // No lane at all would hold every step off a node forever.
-    if (!Number.isInteger(lanes) || lanes < 1) throw new InputError(`a node needs at least one lane (moves at once), got ${lanes}`);
+    assertLanes(lanes);
   }
 
-  /** Takes one of the node's lanes for `owner` (a step: the same owner again keeps its lane), waiting its turn. */
-  async take(node: string, owner: string, onWait?: () => void): Promise<HeldLane> {
+  /**
+   * Takes one of the node's `lanes` for `owner` (a step: the same owner again
+   * keeps its lane), waiting its turn. Each take counts against the number it
+   * is given, so a node whose figure changes (its agent registered again)
+   * lets the next step through as soon as fewer than the new number leave.
+   */
+  async take(node: string, owner: string, onWait?: () => void, lanes = this.lanes): Promise<HeldLane> {
+    assertLanes(lanes);
     const key = keys.nodeLanes(node);
     const ask = async (): Promise<boolean> =>
       Number(
-        await this.redis.eval(TAKE, 4, key, keys.nodeLaneQueue(node), keys.nodeLaneSeen(node), keys.nodeLaneTurn(node), owner, String(this.lanes), String(this.ttlMs), String(Math.max(STALE_WAITER_MS, this.pollMs * 20))),
+        await this.redis.eval(TAKE, 4, key, keys.nodeLaneQueue(node), keys.nodeLaneSeen(node), keys.nodeLaneTurn(node), owner, String(lanes), String(this.ttlMs), String(Math.max(STALE_WAITER_MS, this.pollMs * 20))),
       ) === 1;
     let waited = false;
     while (!(await ask())) {

@@ -14,7 +14,7 @@ import type { ControlState } from './state.js';
 export interface StepContext {
   state: ControlState;
   locks: SessionLocks;
-  /** How many sessions leave a node at once. */
+  /** How many sessions leave a node at once (the node's registered figure, else the lanes' default). */
   lanes: NodeLanes;
   log: Logger;
   /** How long a step waits for an agent still busy with an earlier attempt's call. */
@@ -63,8 +63,13 @@ async function withLock<T>(ctx: StepContext, sessionId: string, fn: (lock: HeldL
 /** Runs `fn` holding one of the source node's lanes (taken before the session's lock, which is not held while waiting). */
 async function offNode<T>(ctx: StepContext, op: Operation, step: string, fn: () => Promise<T>): Promise<T> {
   if (!op.source) return fn();
-  const lane = await ctx.lanes.take(op.source, `${op.id}:${step}`, () =>
-    ctx.log.info({ operation: op.id, session: op.sessionId, node: op.source }, 'waiting for a lane off the node (its other sessions are leaving)'),
+  // The node's own figure; one that registered none (or is gone: the step then fails on its own) gets the workers' default.
+  const lanes = (await ctx.state.findNode(op.source))?.movesAtOnce;
+  const lane = await ctx.lanes.take(
+    op.source,
+    `${op.id}:${step}`,
+    () => ctx.log.info({ operation: op.id, session: op.sessionId, node: op.source }, 'waiting for a lane off the node (its other sessions are leaving)'),
+    lanes,
   );
   try {
     return await fn();

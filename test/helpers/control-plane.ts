@@ -32,6 +32,8 @@ export interface NodeSpec {
   memoryBytes?: number;
   /** An instance metadata endpoint the agent watches for notices. */
   metadataEndpoint?: string;
+  /** Sessions the node registers it sends off at once (none: the workers' default). */
+  movesAtOnce?: number;
 }
 
 /**
@@ -55,7 +57,7 @@ export async function startNodeAgents(scheduler: { url: string; token: string },
             token: scheduler.token,
             pushIntervalMs: 500,
             metadata: n.metadataEndpoint ? { endpoint: n.metadataEndpoint, intervalMs: 200 } : undefined,
-            node: { name: n.name, instanceId: `i-${tag}${i.toString().padStart(13, '0')}`, instanceType: `t.${n.name}`, zone: 'local-1a', lifecycle: n.lifecycle, pricePerHour: n.pricePerHour, memoryBytes: n.memoryBytes ?? 8 * GiB, cpus: 2 },
+            node: { name: n.name, instanceId: `i-${tag}${i.toString().padStart(13, '0')}`, instanceType: `t.${n.name}`, zone: 'local-1a', lifecycle: n.lifecycle, pricePerHour: n.pricePerHour, memoryBytes: n.memoryBytes ?? 8 * GiB, cpus: 2, movesAtOnce: n.movesAtOnce },
           },
         }),
       );

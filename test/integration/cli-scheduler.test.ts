@@ -77,7 +77,7 @@ describe('the hubshift command against a scheduler', () => {
     expect(JSON.parse(plan.stdout)).toHaveProperty('decisions');
   });
 
-  it('should register a node from the agent command line, with its type, lifecycle and price', async () => {
+  it('should register a node from the agent command line, with its type, lifecycle, price and moves at once', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'hubshift-cli-agent-'));
     const tag = randomBytes(2).toString('hex');
     const bridge = `hsl${tag}`;
@@ -85,11 +85,11 @@ describe('the hubshift command against a scheduler', () => {
     let agent: HubshiftProcess | undefined;
     try {
       agent = await spawnHubshift(
-        ['agent', '--token-file', join(dataDir, 'agent.token'), '--port', '0', '--data-dir', dataDir, '--bridge', bridge, '--subnet', `10.222.${parseInt(tag, 16) % 250}.0/24`, '--node', 'cli-node', '--scheduler', cp.scheduler.url, '--scheduler-token-file', tokenFile, '--node-type', 'm7i.large', '--lifecycle', 'spot', '--price', '0.0401', '--memory', String(2 ** 33), '--push-interval', '0.5', '--log-level', 'warn'],
+        ['agent', '--token-file', join(dataDir, 'agent.token'), '--port', '0', '--data-dir', dataDir, '--bridge', bridge, '--subnet', `10.222.${parseInt(tag, 16) % 250}.0/24`, '--node', 'cli-node', '--scheduler', cp.scheduler.url, '--scheduler-token-file', tokenFile, '--node-type', 'm7i.large', '--lifecycle', 'spot', '--price', '0.0401', '--memory', String(2 ** 33), '--moves-at-once', '3', '--push-interval', '0.5', '--log-level', 'warn'],
         /listening on (http:\/\/\S+)/,
       );
       const node = await waitFor('cli-node to register', async () => (await cp.client.nodes()).find((n) => n.name === 'cli-node'), { timeoutMs: 20_000, intervalMs: 100 });
-      expect(node).toMatchObject({ instanceType: 'm7i.large', lifecycle: 'spot', pricePerHour: 0.0401, memoryBytes: 2 ** 33, agentUrl: agent.url });
+      expect(node).toMatchObject({ instanceType: 'm7i.large', lifecycle: 'spot', pricePerHour: 0.0401, memoryBytes: 2 ** 33, movesAtOnce: 3, agentUrl: agent.url });
       const half = await hubshift(['agent', '--token-file', join(dataDir, 'agent.token'), '--node', 'x']);
       expect(half.code).toBe(2);
       expect(half.stderr).toMatch(/--scheduler, --node and --scheduler-token-file go together/);
@@ -116,6 +116,12 @@ describe('the hubshift command against a scheduler', () => {
     const noLane = await hubshift(['worker', '--moves-per-node', '0.4']);
     expect(noLane.code).not.toBe(0);
     expect(noLane.stderr).toMatch(/--moves-per-node 0.4 is not a whole number of at least 1/);
+    // A node's own figure likewise, and bounded (the scheduler refuses more).
+    const agentNoLane = await hubshift(['agent', '--moves-at-once', '0', '--token-file', '/dev/null']);
+    expect(agentNoLane.code).not.toBe(0);
+    expect(agentNoLane.stderr).toMatch(/--moves-at-once 0 is not a whole number of at least 1/);
+    const agentLanes = await hubshift(['agent', '--moves-at-once', '65', '--token-file', '/dev/null']);
+    expect(agentLanes.stderr).toMatch(/--moves-at-once 65 is more than 64/);
     // Counts are whole numbers: 2.5 steps at once, or hosts, are refused rather than rounded somewhere.
     const half = await hubshift(['worker', '--concurrency', '2.5']);
     expect(half.stderr).toMatch(/--concurrency 2.5 is not a whole number of at least 1/);

@@ -3,7 +3,8 @@ import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { startMetadataServer, type MetadataServer } from '../../src/cloud/metadata-server.js';
 import type { Operation } from '../../src/core/control.js';
 import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
-import { waitFor } from '../../src/util/exec.js';
+import { nodeLaneState } from '../../src/scheduler/node-lanes.js';
+import { sleep, waitFor } from '../../src/util/exec.js';
 import { TEST_GUARDS, TEST_SPOT_EVICTION, operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import type { TestAgent } from '../helpers/test-agent.js';
@@ -24,7 +25,8 @@ for (const kind of ['redis', 'redis-cluster'] as const) {
         redis: kind,
         policies: { 'guards.yaml': TEST_GUARDS, 'spot-eviction.yaml': TEST_SPOT_EVICTION },
         nodes: [
-          { name: 'spot-a', lifecycle: 'spot', pricePerHour: 0.03, metadataEndpoint: imds.url },
+          // Two lanes off the spot node on one Redis, the workers' default (one) on the other: both ways are run.
+          { name: 'spot-a', lifecycle: 'spot', pricePerHour: 0.03, metadataEndpoint: imds.url, movesAtOnce: kind === 'redis' ? 2 : undefined },
           { name: 'ondemand-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
         ],
         config: { intervalMs: 1_000 },
@@ -72,10 +74,27 @@ for (const kind of ['redis', 'redis-cluster'] as const) {
           ['migrate', s2.id, 'ondemand-b'],
         ].sort(),
       );
-      for (const op of planned) {
-        const end = await operationEnd(c, op.id);
-        expect(end.status, JSON.stringify(end.steps.map((s) => s.failedReason))).toBe('completed');
+      // How many steps held the spot node's lanes at once, looked at while the moves run.
+      let mostLeaving = 0;
+      let watching = true;
+      const watch = (async () => {
+        while (watching) {
+          mostLeaving = Math.max(mostLeaving, (await nodeLaneState(cp.scheduler.state.redis, 'spot-a')).leaving.length);
+          await sleep(10);
+        }
+      })();
+      try {
+        for (const op of planned) {
+          const end = await operationEnd(c, op.id);
+          expect(end.status, JSON.stringify(end.steps.map((s) => s.failedReason))).toBe('completed');
+        }
+      } finally {
+        watching = false;
+        await watch;
       }
+      // The node's registered figure (2), else the workers' default (1).
+      expect(mostLeaving).toBe(kind === 'redis' ? 2 : 1);
+      expect((await c.nodes()).find((n) => n.name === 'spot-a')?.movesAtOnce).toBe(kind === 'redis' ? 2 : undefined);
       for (const [s, k] of [
         [s1, k1],
         [s2, k2],

@@ -43,6 +43,46 @@ describe('spot eviction', () => {
     expect(d[1]?.costPerHour).toBeLessThan(0);
   });
 
+  /** A spot node registered with `movesAtOnce` lanes, holding sessions a, b, c... of these sizes, 120 s before its end. */
+  const evacuate = (movesAtOnce: number, sizes: number[], policy = spot) =>
+    evaluate(
+      snapshot({
+        nodes: [node('spot-a', { memoryBytes: 1024 * GiB, movesAtOnce }), node('other', { memoryBytes: 1024 * GiB })],
+        sessions: sizes.map((rssBytes, i) => session(String.fromCharCode(97 + i), 'spot-a', { rssBytes })),
+        notices: [interruption('spot-a', 120_000)],
+      }),
+      policy,
+      NOW,
+    );
+
+  it('should time the moves across the lanes the node registered, each as soon as one is free', () => {
+    // The two sessions above, with two lanes: 2 + 50 s and 2 + 60 s side by side, both done by 62 s of 100 s usable.
+    expect(evacuate(1, [50e9, 60e9]).map((x) => x.action)).toEqual(['migrate', 'checkpoint']);
+    const d = evacuate(2, [50e9, 60e9]);
+    expect(d.map((x) => [x.action, x.sessionId])).toEqual([
+      ['migrate', 'a'],
+      ['migrate', 'b'],
+    ]);
+    expect(d[1]?.reason).toMatch(/done by 62 s of 120 s left, 2 at once off the node/);
+  });
+
+  it('should plan a move only where the checkpoints after it still end in time on the lanes', () => {
+    // 100 s usable, a checkpoint 10 s whatever its size.
+    const slowCheckpoints = policies([{ kind: 'spot-eviction', safetyMargin: '20s', moveBytesPerSecond: 1e9, moveFixedSeconds: 2, checkpointBytesPerSecond: 1e12, checkpointFixedSeconds: 10, headroom: 1 }], {
+      budgets: { perNode: 0, total: 0 },
+    });
+    // Two lanes: a on the first (52 s), b on the second (62 s); c's move on the first would end at 124 s: checkpointed there.
+    const d = evacuate(2, [50e9, 60e9, 70e9], slowCheckpoints);
+    expect(d.map((x) => [x.action, x.sessionId])).toEqual([
+      ['migrate', 'a'],
+      ['migrate', 'b'],
+      ['checkpoint', 'c'],
+    ]);
+    expect(d[2]?.reason).toMatch(/about 124 s needed with the checkpoints after it, 100 s usable/);
+    // One lane: b's move would leave c's checkpoint ending at 52 + 62 + 10 = 124 s, so b is checkpointed too.
+    expect(evacuate(1, [50e9, 60e9, 70e9], slowCheckpoints).map((x) => x.action)).toEqual(['migrate', 'checkpoint', 'checkpoint']);
+  });
+
   it('should checkpoint when no node has room', () => {
     const d = evaluate(
       snapshot({ nodes: [node('spot-a'), node('full', { memoryBytes: 2 * GiB })], sessions: [session('a', 'spot-a', { rssBytes: 3 * GiB }), session('x', 'full', { rssBytes: GiB })], notices: [interruption('spot-a', 120_000)] }),

@@ -1,3 +1,4 @@
+import { movesAtOnceOf } from '../../core/cluster.js';
 import type { Decision } from '../../core/decision.js';
 import { checkpointDecision, gib, migrateDecision } from '../describe.js';
 import type { EvaluationContext } from '../evaluation-context.js';
@@ -8,10 +9,11 @@ type SpotEviction = Extract<Policy, { kind: 'spot-eviction' }>;
 /**
  * Every session off a node before its interruption deadline: smallest first
  * (the most sessions out in the time), moved to the cheapest node with room
- * while the estimated moves, one after another, and the checkpoints of the
- * sessions after them fit before the deadline less the margin; the rest
- * checkpointed to the store (faster than a move here). Forced: budgets, cooldown,
- * quiet hours and busy kernels do not hold it back.
+ * while the estimated moves and the checkpoints of the sessions after them
+ * fit before the deadline less the margin; the rest checkpointed to the store
+ * (faster than a move here). They leave as many at once as the node's agent
+ * registered (its lanes), each as soon as one is free. Forced: budgets,
+ * cooldown, quiet hours and busy kernels do not hold it back.
  */
 export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[] {
   const out: Decision[] = [];
@@ -25,19 +27,23 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
     const sessions = (ctx.sessionsByNode.get(node.name) ?? [])
       .filter((s) => s.state === 'running' && !ctx.isSettled(s.id))
       .sort((a, b) => a.rssBytes - b.rssBytes || a.id.localeCompare(b.id));
-    // Checkpoint time of the sessions after each one: a move is planned only if what follows can still be checkpointed in time.
     const checkpointSeconds = (s: { rssBytes: number }): number => p.checkpointFixedSeconds + s.rssBytes / p.checkpointBytesPerSecond;
-    const rest: number[] = new Array<number>(sessions.length + 1).fill(0);
-    for (let i = sessions.length - 1; i >= 0; i--) rest[i] = rest[i + 1]! + checkpointSeconds(sessions[i]!);
-    let planned = 0;
+    // When each of the node's lanes is next free, in seconds from now: the workers run its sessions in this order,
+    // each as soon as a lane is (scheduler/node-lanes.ts).
+    const lanes = new Array<number>(movesAtOnceOf(node)).fill(0);
     for (const [i, s] of sessions.entries()) {
       const moveSeconds = p.moveFixedSeconds + s.rssBytes / p.moveBytesPerSecond;
-      const inTime = planned + moveSeconds + rest[i + 1]! <= usable;
+      const lane = soonest(lanes);
+      const moved = lanes.with(lane, lanes[lane]! + moveSeconds);
+      // A move is planned only if the sessions after it can still all be checkpointed in time.
+      const needed = allDoneAt(moved, sessions.slice(i + 1).map(checkpointSeconds));
+      const inTime = needed <= usable;
       const target = inTime ? ctx.place(s.rssBytes, p.headroom, new Set([node.name])) : null;
       ctx.claim(s, { forced: true });
       const when = `spot interruption (${notice.action ?? 'terminate'}) of ${node.name} at ${notice.deadline}`;
       if (target) {
-        planned += moveSeconds;
+        lanes[lane] = moved[lane]!;
+        const atOnce = lanes.length > 1 ? `, ${lanes.length} at once off the node` : '';
         out.push(
           migrateDecision({
             policy: p.name,
@@ -45,17 +51,32 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
             source: node,
             target,
             deadline: notice.deadline,
-            reason: `${when}: moving ${gib(s.rssBytes)} to ${target.name} takes about ${moveSeconds.toFixed(0)} s, done by ${(planned).toFixed(0)} s of ${leftSeconds.toFixed(0)} s left`,
+            reason: `${when}: moving ${gib(s.rssBytes)} to ${target.name} takes about ${moveSeconds.toFixed(0)} s, done by ${lanes[lane]!.toFixed(0)} s of ${leftSeconds.toFixed(0)} s left${atOnce}`,
           }),
         );
       } else {
         const why = inTime
           ? `no node has room for ${gib(s.rssBytes)}`
-          : `too close to the deadline for a move (about ${(planned + moveSeconds + rest[i + 1]!).toFixed(0)} s needed with the checkpoints after it, ${usable.toFixed(0)} s usable)`;
+          : `too close to the deadline for a move (about ${needed.toFixed(0)} s needed with the checkpoints after it, ${usable.toFixed(0)} s usable)`;
         out.push(checkpointDecision({ policy: p.name, s, source: node, deadline: notice.deadline, reason: `${when}: ${why}, so checkpointing to the store` }));
-        planned += checkpointSeconds(s);
+        lanes[lane] = lanes[lane]! + checkpointSeconds(s);
       }
     }
   }
   return out;
+}
+
+/** The lane free soonest (the first of equals). */
+function soonest(lanes: readonly number[]): number {
+  return lanes.indexOf(Math.min(...lanes));
+}
+
+/** When the last of `jobs` (seconds each, in order) ends, each run on the lane free soonest after `lanes`. */
+function allDoneAt(lanes: readonly number[], jobs: readonly number[]): number {
+  const free = [...lanes];
+  for (const seconds of jobs) {
+    const lane = soonest(free);
+    free[lane] = free[lane]! + seconds;
+  }
+  return Math.max(...free);
 }

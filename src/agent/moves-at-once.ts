@@ -1,0 +1,22 @@
+/**
+ * How many sessions a node sends off at once (moves and checkpoints off it:
+ * the scheduler's lanes for the node, and the spot-eviction planner's
+ * timing), where its operator does not say (`--moves-at-once`).
+ *
+ * A move keeps about a core of its source busy (criu's dump, the agent's
+ * stream) and pushes about 1 GB/s here, 8 Gbit/s. More at once than the
+ * cores or the link carry only share them: four at once on this 2-core VM
+ * left each session frozen 3-5 s against 1.1-1.2 s alone, the batch no
+ * sooner done (scheduler/node-lanes.ts). So one for every two cores and
+ * every 8 Gbit/s of the link, the fewer of the two, and at least one.
+ */
+export const CORES_PER_MOVE = 2;
+export const GBPS_PER_MOVE = 8;
+/** A bound on what a node may register (core/control.ts: NodeRegistration). */
+export const MAX_MOVES_AT_ONCE = 64;
+
+export function defaultMovesAtOnce(node: { cores: number; networkGbps: number }): number {
+  const byCores = Math.floor(node.cores / CORES_PER_MOVE);
+  const byLink = Math.floor(node.networkGbps / GBPS_PER_MOVE);
+  return Math.min(MAX_MOVES_AT_ONCE, Math.max(1, Math.min(byCores, byLink)));
+}
