@@ -29,5 +29,11 @@ export const Decision = z.object({
   costPerHour: z.number(),
   /** Act before this time (evictions). */
   deadline: z.string().nullable(),
+  /**
+   * A move under a deadline: the latest it may start and, by the planner's
+   * estimate, still end in time. A worker that gets to it later (the moves
+   * before it ran long) checkpoints the session to the store instead.
+   */
+  startBy: z.string().datetime({ offset: true }).optional(),
 });
 export type Decision = z.infer<typeof Decision>;

@@ -22,8 +22,9 @@ interface About {
 }
 
 /** Move a running session; its cost effect is its share of the target's price less its share of the source's. */
-export function migrateDecision(a: About & { target: NodeInfo }): Decision {
+export function migrateDecision(a: About & { target: NodeInfo; startBy?: string }): Decision {
   return decision({
+    ...(a.startBy ? { startBy: a.startBy } : {}),
     action: 'migrate',
     policy: a.policy,
     sessionId: a.s.id,

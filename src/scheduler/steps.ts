@@ -25,6 +25,9 @@ export interface StepContext {
 
 /** `bytes`: the image's size as the agent reported it (null when an earlier attempt's checkpoint was found). */
 const CheckpointDone = z.object({ checkpoint: z.string(), bytes: z.number().int().nonnegative().nullable().default(null) });
+/** A move that a worker reached too late for it (past its decision's startBy): the session went to the store instead. */
+export const CheckpointedInstead = CheckpointDone.extend({ instead: z.string() });
+export type CheckpointedInstead = z.infer<typeof CheckpointedInstead>;
 const RestoreDone = z.object({ node: z.string(), checkpoint: z.string(), url: z.string(), token: z.string() });
 type RestoreDone = z.infer<typeof RestoreDone>;
 
@@ -106,27 +109,38 @@ async function checkpointStep(ctx: StepContext, op: Operation): Promise<z.infer<
   const done = await ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone);
   if (done) return done;
   const id = sessionOf(op);
-  const leaveRunning = op.kind === 'snapshot';
   const source = await agentOf(ctx, op.source);
   return offNode(ctx, op, 'checkpoint', () => withLock(ctx, id, async (lock) => {
     const s = await settled(ctx, source, id);
-    let checkpoint: string;
-    let bytes: number | null = null;
-    const newer = s?.lastCheckpoint && s.lastCheckpoint !== op.baseCheckpoint;
-    if (s && newer && (s.state === 'checkpointed' || leaveRunning)) {
-      checkpoint = s.lastCheckpoint as string;
-    } else if (s?.state === 'running') {
-      ({ checkpoint, bytes } = await source.checkpoint(id, leaveRunning, lock.token));
-    } else {
-      giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source}; nothing to checkpoint`);
-    }
-    await ctx.state.setStepResult(op.id, 'checkpoint', { checkpoint, bytes });
-    const now = new Date();
-    await ctx.state.addCheckpoint({ checkpoint, sessionId: id, node: op.source as string, at: now.toISOString(), operation: op.id, leftRunning: leaveRunning });
-    // A snapshot freezes the session briefly too: it starts the cooldown (so a rebalance notice snapshots once).
-    await ctx.state.updateSession(id, leaveRunning ? { lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() } : { state: 'checkpointed', node: null, lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() }, now);
-    return { checkpoint, bytes };
+    const r = await checkpointOnSource(ctx, op, source, s, lock, op.kind === 'snapshot');
+    await ctx.state.setStepResult(op.id, 'checkpoint', r);
+    return r;
   }));
+}
+
+/**
+ * Freezes session `s` (as its source agent has it, settled) into the store,
+ * and records it: its checkpoint, and the session in the store (or still
+ * running, for a snapshot). A newer checkpoint than the operation started
+ * from, with the session already stopped, is an earlier attempt's.
+ */
+async function checkpointOnSource(ctx: StepContext, op: Operation, source: AgentClient, s: SessionView | null, lock: HeldLock, leaveRunning: boolean): Promise<z.infer<typeof CheckpointDone>> {
+  const id = sessionOf(op);
+  let checkpoint: string;
+  let bytes: number | null = null;
+  const newer = s?.lastCheckpoint && s.lastCheckpoint !== op.baseCheckpoint;
+  if (s && newer && (s.state === 'checkpointed' || leaveRunning)) {
+    checkpoint = s.lastCheckpoint as string;
+  } else if (s?.state === 'running') {
+    ({ checkpoint, bytes } = await source.checkpoint(id, leaveRunning, lock.token));
+  } else {
+    giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source}; nothing to checkpoint`);
+  }
+  const now = new Date();
+  await ctx.state.addCheckpoint({ checkpoint, sessionId: id, node: op.source as string, at: now.toISOString(), operation: op.id, leftRunning: leaveRunning });
+  // A snapshot freezes the session briefly too: it starts the cooldown (so a rebalance notice snapshots once).
+  await ctx.state.updateSession(id, leaveRunning ? { lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() } : { state: 'checkpointed', node: null, lastCheckpoint: checkpoint, lastDisruptionAt: now.toISOString() }, now);
+  return { checkpoint, bytes };
 }
 
 async function restoreOn(ctx: StepContext, agent: AgentClient, node: string, id: string, checkpoint: string, lock: HeldLock): Promise<RestoreDone> {
@@ -179,9 +193,11 @@ type MoveDone = z.infer<typeof MoveDone>;
  * move leaves the session running on its source (the agents see to that),
  * so the step can simply be tried again.
  */
-async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
+async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone | CheckpointedInstead> {
   const done = await ctx.state.stepResult(op.id, 'move', MoveDone);
   if (done) return done;
+  const instead = await ctx.state.stepResult(op.id, 'checkpoint', CheckpointedInstead);
+  if (instead) return instead;
   const id = sessionOf(op);
   const source = await agentOf(ctx, op.source);
   const { node: targetNode, agent: target } = await nodeOf(ctx, op.target);
@@ -194,6 +210,17 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
     let r = await onTarget();
     const s = r ? null : await settled(ctx, source, id);
     r ??= await onTarget();
+    const late = lateBy(op);
+    if (!r && late !== null) {
+      // An earlier attempt's checkpoint (the session already stopped) counts; a session running elsewhere does not move.
+      if (s?.state !== 'running' && s?.state !== 'checkpointed') giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source} and not running on ${op.target}; nothing to move`);
+      const c = await checkpointOnSource(ctx, op, source, s, lock, false);
+      const why = `reached ${late.toFixed(1)} s after the latest start that ended in time (${op.decision.startBy}): checkpointed to the store instead of moved to ${op.target}`;
+      ctx.log.warn({ operation: op.id, session: id, node: op.source, checkpoint: c.checkpoint }, why);
+      const fellBack = { ...c, instead: why };
+      await ctx.state.setStepResult(op.id, 'checkpoint', fellBack);
+      return fellBack;
+    }
     if (!r) {
       if (s?.state !== 'running') giveUp(`session ${id} is ${s ? s.state : 'not known'} on ${op.source} and not running on ${op.target}; nothing to move`);
       const m = await source.move(id, { url: targetNode.agentUrl, token: targetNode.agentToken }, 'auto', lock.token);
@@ -206,6 +233,14 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone> {
     await ctx.state.updateSession(id, { state: 'running', node: r.node, url: r.url, token: r.token, lastDisruptionAt: now.toISOString() }, now);
     return r;
   }));
+}
+
+/** Seconds past its decision's latest start that a move is being reached, or null while it is in time (or has no deadline). */
+function lateBy(op: Operation, now = Date.now()): number | null {
+  const startBy = op.decision.startBy;
+  if (!startBy) return null;
+  const late = (now - Date.parse(startBy)) / 1000;
+  return late > 0 ? late : null;
 }
 
 /**
@@ -228,7 +263,8 @@ async function finishStep(ctx: StepContext, op: Operation): Promise<unknown> {
     }
   });
   if (op.kind === 'checkpoint') return ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone);
-  return op.kind === 'migrate' ? ctx.state.stepResult(op.id, 'move', MoveDone) : ctx.state.stepResult(op.id, 'restore', RestoreDone);
+  if (op.kind === 'migrate') return (await ctx.state.stepResult(op.id, 'checkpoint', CheckpointedInstead)) ?? ctx.state.stepResult(op.id, 'move', MoveDone);
+  return ctx.state.stepResult(op.id, 'restore', RestoreDone);
 }
 
 /** A node a policy emptied: cordoned so nothing lands on it, then handed back to the cloud when one is configured. */

@@ -8,12 +8,12 @@ import { WORKER_DEFAULTS, type WorkerOptions } from './defaults.js';
 import { closeRedis, connectRedis } from './redis.js';
 import { NodeLanes } from './node-lanes.js';
 import { SessionLocks } from './session-lock.js';
-import { runStep, type StepContext } from './steps.js';
+import { CheckpointedInstead, runStep, type StepContext } from './steps.js';
 import type { ControlState } from './state.js';
 
 /** Settles an operation whose last step finished or which failed for good: its claim ends, the log says how. */
-async function settle(state: ControlState, op: Operation, outcome: 'done' | 'failed', detail: string | null): Promise<void> {
-  await state.recordAction(actionRecord(op, outcome, detail));
+async function settle(state: ControlState, op: Operation, outcome: 'done' | 'failed', detail: string | null, instead = false): Promise<void> {
+  await state.recordAction(actionRecord(op, outcome, detail, new Date(), instead));
   await state.release(op);
 }
 
@@ -38,7 +38,11 @@ export function startWorker(redisUrl: string, state: ControlState, log: Logger, 
       const data = JobData.parse(job.data);
       log.info({ job: job.id, step: data.step, session: data.op.sessionId, attempt: job.attemptsMade + 1 }, 'step started');
       const result = await runStep(ctx, data);
-      if (data.step === 'finish' || data.step === 'release') await settle(state, data.op, 'done', null);
+      if (data.step === 'finish' || data.step === 'release') {
+        // A move reached too late went to the store instead: the log says so (and the ledger puts the session's cost down to a checkpoint).
+        const instead = CheckpointedInstead.safeParse(result);
+        await settle(state, data.op, 'done', instead.success ? instead.data.instead : null, instead.success);
+      }
       return result;
     },
     {

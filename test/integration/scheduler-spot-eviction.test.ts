@@ -3,7 +3,7 @@ import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { startMetadataServer, type MetadataServer } from '../../src/cloud/metadata-server.js';
 import type { Operation } from '../../src/core/control.js';
 import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
-import { nodeLaneState } from '../../src/scheduler/node-lanes.js';
+import { NodeLanes, nodeLaneState } from '../../src/scheduler/node-lanes.js';
 import { sleep, waitFor } from '../../src/util/exec.js';
 import { TEST_GUARDS, TEST_SPOT_EVICTION, operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
@@ -28,6 +28,8 @@ for (const kind of ['redis', 'redis-cluster'] as const) {
           // Two lanes off the spot node on one Redis, the workers' default (one) on the other: both ways are run.
           { name: 'spot-a', lifecycle: 'spot', pricePerHour: 0.03, metadataEndpoint: imds.url, movesAtOnce: kind === 'redis' ? 2 : undefined },
           { name: 'ondemand-b', lifecycle: 'on-demand', pricePerHour: 0.1 },
+          // A second spot node (the dearest: nothing moves onto it), for a move reached too late.
+          ...(kind === 'redis' ? [{ name: 'spot-c', lifecycle: 'spot' as const, pricePerHour: 0.5, movesAtOnce: 1 }] : []),
         ],
         config: { intervalMs: 1_000 },
       });
@@ -111,6 +113,40 @@ for (const kind of ['redis', 'redis-cluster'] as const) {
       const actions = await c.actions();
       expect(actions.filter((a) => a.outcome === 'done' && a.policy === 'spot-eviction')).toHaveLength(2);
       expect(actions.find((a) => a.outcome === 'planned')?.reason).toMatch(/interrupt|notice|spot/i);
+    });
+
+    it.runIf(kind === 'redis')('should checkpoint a session to the store instead when its move is reached after its latest start, its state kept', async () => {
+      const s = await c.startSession('cy', { node: 'spot-c' });
+      const k = await kernelWithState(s.url, s.token, 4);
+      k.channel.close();
+      await waitFor('its metrics', async () => ((await cp.scheduler.state.findSession(s.id))?.rssBytes ?? 0) > 20 * MiB || undefined, { timeoutMs: 20_000, intervalMs: 100 });
+      // The node's one lane taken, as by a move running long before this one.
+      const held = await new NodeLanes(cp.scheduler.state.redis, 1, 30_000, 20).take('spot-c', 'long:move');
+      let planned: Operation | undefined;
+      try {
+        // 5 s of margin, moves at 200 MB/s + 3 s (TEST_SPOT_EVICTION): a move, to start within some 5 s.
+        planned = (await c.notice({ node: 'spot-c', action: 'terminate', in: 14 })).planned.find((op) => op.sessionId === s.id);
+        expect(planned?.kind).toBe('migrate');
+        const startBy = Date.parse(planned?.decision.startBy ?? '');
+        expect(startBy).toBeGreaterThan(Date.now());
+        await sleep(startBy - Date.now() + 300);
+      } finally {
+        await held.release();
+      }
+      const end = await operationEnd(c, planned!.id);
+      expect(end.status, JSON.stringify(end.steps.map((x) => x.failedReason))).toBe('completed');
+      expect(await c.getSession(s.id)).toMatchObject({ state: 'checkpointed', node: null });
+      for (const a of agents) expect((await a.client.findSession(s.id))?.state ?? 'gone').not.toBe('running');
+      const done = (await c.actions()).find((a) => a.operation === planned!.id && a.outcome === 'done');
+      expect(done).toMatchObject({ action: 'checkpoint', target: null, source: 'spot-c' });
+      expect(done?.detail).toMatch(new RegExp(`after the latest start that ended in time .*: checkpointed to the store instead of moved to ${planned!.target}$`));
+      // Nothing lost: restored from the store, the same kernel answers with its state.
+      const restore = await c.restore(s.id, 'ondemand-b');
+      expect((await operationEnd(c, restore.id)).status).toBe('completed');
+      const back = await c.getSession(s.id);
+      const ch = await KernelChannel.connect(back.url, back.token, k.kernelId);
+      expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+      ch.close();
     });
   });
 }

@@ -40,6 +40,9 @@ describe('spot eviction', () => {
       ['checkpoint', 'b'],
     ]);
     expect(d[1]?.reason).toMatch(/too close to the deadline for a move \(about 114 s needed with the checkpoints after it, 100 s usable\)/);
+    // a's move (52 s) must start within 48 s to end before the margin; a worker reaching it later checkpoints it instead.
+    expect(d[0]?.startBy).toBe(later(48_000));
+    expect(d[1]?.startBy).toBeUndefined();
     expect(d[1]?.costPerHour).toBeLessThan(0);
   });
 

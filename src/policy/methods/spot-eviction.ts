@@ -51,6 +51,8 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
             source: node,
             target,
             deadline: notice.deadline,
+            // The move alone must still end before the margin: past this, checkpointing is the faster way out.
+            startBy: new Date(ctx.now.getTime() + (usable - moveSeconds) * 1000).toISOString(),
             reason: `${when}: moving ${gib(s.rssBytes)} to ${target.name} takes about ${moveSeconds.toFixed(0)} s, done by ${lanes[lane]!.toFixed(0)} s of ${leftSeconds.toFixed(0)} s left${atOnce}`,
           }),
         );
