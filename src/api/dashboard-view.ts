@@ -11,7 +11,7 @@ export async function dashboardView(state: ControlState, ledger: LedgerStore, no
   const dayStart = new Date(`${day}T00:00:00.000Z`);
   const dayEnd = new Date(dayStart.getTime() + 86_400_000);
   const [nodes, sessions, actions, minutes, today, forecast] = await Promise.all([
-    state.listNodes(),
+    state.listNodesAsHeard(now),
     state.listSessions(),
     state.actions(50),
     ledger.minutes(dayStart, dayEnd),

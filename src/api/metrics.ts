@@ -17,7 +17,7 @@ export function schedulerMetrics(state: ControlState, ledger: LedgerStore): Regi
     registers: [registry],
     async collect() {
       this.reset();
-      for (const n of await state.listNodes()) this.inc({ lifecycle: n.lifecycle, instance_type: n.instanceType, state: n.state });
+      for (const n of await state.listNodesAsHeard(new Date())) this.inc({ lifecycle: n.lifecycle, instance_type: n.instanceType, state: n.state });
     },
   });
   new Gauge({

@@ -163,7 +163,11 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
     const now = new Date();
     const snapshot = await state.snapshot(now, { withSamples: false });
     const node = new EvaluationContext(snapshot, DEFAULT_GUARDS, now).place(bytes, 1, exclude);
-    if (!node) throw new ConflictError(`no ready node has room for ${(bytes / 2 ** 20).toFixed(0)} MiB (${snapshot.nodes.length} registered); add a node or free one`);
+    if (!node) {
+      const silent = snapshot.nodes.filter((n) => n.state === 'silent').map((n) => n.name);
+      const quiet = silent.length ? `; not heard from lately, so not used: ${silent.join(', ')} (is its agent running and reaching the scheduler?)` : '';
+      throw new ConflictError(`no ready node has room for ${(bytes / 2 ** 20).toFixed(0)} MiB (${snapshot.nodes.length} registered${quiet}); add a node or free one`);
+    }
     return node.name;
   };
 
@@ -175,7 +179,7 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
   });
 
   app.get('/v1/nodes', async (_req, res) => {
-    res.json({ nodes: (await state.listNodes()).map(publicNode) });
+    res.json({ nodes: (await state.listNodesAsHeard(new Date())).map(publicNode) });
   });
 
   app.post('/v1/nodes/:name/metrics', async (req, res) => {

@@ -43,12 +43,13 @@ export function registerSchedulerCommands(program: Command): void {
       .addOption(new Option('--workers <n>', 'run workers in this process: 1 (default) or 0 (run hubshift worker elsewhere)').choices(['0', '1']).default('1'))
       .option('--attempts <n>', 'tries of each step before its operation fails', integer('--attempts', 1), QUEUE_DEFAULTS.attempts)
       .option('--sample-retention <n>', 'usage samples kept per session', integer('--sample-retention', 1), STATE_DEFAULTS.sampleRetention)
+      .option('--node-silent-after <seconds>', "a node whose agent has not pushed for this long is silent: nothing is placed on it until it is heard from again (a spot node the cloud took stays registered)", positiveNumber('--node-silent-after'), STATE_DEFAULTS.nodeSilentAfterMs / 1000)
       .option('--gateway-port <port>', 'also run the session gateway for JupyterHub on this port (0 picks a free one)', port)
       .option('--gateway-host <address>', 'address the gateway listens on', GATEWAY_DEFAULTS.host)
       .option('--gateway-url <url>', "the gateway's address as the hub's proxy reaches it, told to the spawner (default: where it listens)")
       .option('--ec2-config <file>', 'nodes come from EC2 (YAML: region, cluster, launch template, subnets, instance types, price table; `terraform output -raw ec2_config` writes it): released nodes are terminated, moved sessions take their private IP along, the ledger prices baselines from the catalog')
       .option('--cull-after <seconds>', "the cost ledger's idle-culling baseline: sessions killed after this long idle", positiveNumber('--cull-after'), DEFAULT_CULL_AFTER_MS / 1000),
-  )).action(async (o: GatewayCliOpts & WorkerCliOpts & { ec2Config?: string; cullAfter: number; tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; logLevel: string; gatewayPort?: number; gatewayHost: string; gatewayUrl?: string }) => {
+  )).action(async (o: GatewayCliOpts & WorkerCliOpts & { ec2Config?: string; cullAfter: number; tokenFile: string; port: number; host: string; redis: string; policies: string; interval: number; workers: string; attempts: number; sampleRetention: number; nodeSilentAfter: number; logLevel: string; gatewayPort?: number; gatewayHost: string; gatewayUrl?: string }) => {
     if (o.gatewayPort === undefined && (o.gatewayUrl || o.hubApiUrl)) throw new InputError('--gateway-url and --hub-api-url are options of the gateway: give --gateway-port too');
     // The scheduler's code and EC2's SDK load only for this command (see main.ts).
     const [{ startScheduler }, { Ec2Provider }, { loadEc2Config }, { instanceTypesOf }] = await Promise.all([
@@ -70,7 +71,7 @@ export function registerSchedulerCommands(program: Command): void {
         workers: o.workers !== '0',
         worker: { ...workerConfig(o), fleet: ec2 },
         queue: { ...QUEUE_DEFAULTS, attempts: Math.round(o.attempts) },
-        state: { sampleRetention: Math.round(o.sampleRetention) },
+        state: { sampleRetention: Math.round(o.sampleRetention), nodeSilentAfterMs: o.nodeSilentAfter * 1000 },
         gateway: o.gatewayPort === undefined ? undefined : { config: gatewayConfig(o, o.gatewayHost, o.gatewayPort), hub: await hubActivityConfig(o, o.tokenFile), advertiseUrl: o.gatewayUrl },
       },
       pino({ name: 'hubshift-scheduler', level: o.logLevel }),

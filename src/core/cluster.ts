@@ -23,8 +23,13 @@ export const NodeInfo = z.object({
    * (`hubshift agent --moves-at-once`). Absent where the agent said nothing.
    */
   movesAtOnce: z.number().int().min(1).max(64).optional(),
-  /** cordoned: takes no new sessions (being emptied or about to go). */
-  state: z.enum(['ready', 'cordoned']).default('ready'),
+  /**
+   * cordoned: takes no new sessions (being emptied or about to go). silent:
+   * its agent has not been heard from for a while (its instance may be gone):
+   * nothing is placed on it until it is; the scheduler works that out from
+   * when it last heard, and never stores it.
+   */
+  state: z.enum(['ready', 'cordoned', 'silent']).default('ready'),
   registeredAt: IsoTime,
 });
 export type NodeInfo = z.infer<typeof NodeInfo>;

@@ -51,6 +51,14 @@ export interface StateOptions {
   actionRetention: number;
   /** A session's record not refreshed for this long has an owner that went quiet (default 30 s). */
   staleAfterMs: number;
+  /**
+   * A node whose agent has not pushed (nor registered) for this long is
+   * silent: nothing is placed on it until it is heard from again (default
+   * 60 s, a dozen of an agent's pushes at its default interval). A spot node
+   * the cloud took stays registered; without this it would be the cheapest
+   * place for every start, restore and move once its notice expired.
+   */
+  nodeSilentAfterMs: number;
 }
 
-export const STATE_DEFAULTS: StateOptions = { sampleRetention: 720, actionRetention: 10_000, staleAfterMs: 30_000 };
+export const STATE_DEFAULTS: StateOptions = { sampleRetention: 720, actionRetention: 10_000, staleAfterMs: 30_000, nodeSilentAfterMs: 60_000 };

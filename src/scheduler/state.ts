@@ -104,6 +104,16 @@ export class ControlState {
     return all.filter((n): n is NodeRecord => n !== null);
   }
 
+  /** The nodes with their state as heard at `now`: a ready node whose agent has been quiet too long is silent (NodeInfo.state). */
+  async listNodesAsHeard(now: Date): Promise<NodeRecord[]> {
+    return (await this.listNodes()).map((n) => this.asHeard(n, now));
+  }
+
+  private asHeard(n: NodeRecord, now: Date): NodeRecord {
+    const quiet = now.getTime() - Date.parse(n.lastSeenAt) > this.options.nodeSilentAfterMs;
+    return n.state === 'ready' && quiet ? { ...n, state: 'silent' } : n;
+  }
+
   /** Notes that a node's agent was heard from; NotFound when it is not registered (the agent then registers again). */
   async touchNode(name: string, now: Date): Promise<void> {
     const n = await this.getNode(name);
@@ -114,7 +124,7 @@ export class ControlState {
     return this.redis.hget(keys.instances, instanceId);
   }
 
-  async setNodeState(name: string, state: NodeRecord['state']): Promise<void> {
+  async setNodeState(name: string, state: Exclude<NodeRecord['state'], 'silent'>): Promise<void> {
     const n = await this.getNode(name);
     await this.redis.set(keys.node(name), JSON.stringify({ ...n, state }));
   }
@@ -369,7 +379,7 @@ export class ControlState {
    * is configured. `lastRuns`: when the caller has just read them.
    */
   async snapshot(now: Date, opts: { withSamples: boolean; lastRuns?: Record<string, string> }): Promise<ClusterSnapshot> {
-    const [nodes, sessions, notices, ops, lastRuns] = await Promise.all([this.listNodes(), this.listSessions(), this.listNotices(now), this.inFlight(), opts.lastRuns ?? this.lastRuns()]);
+    const [nodes, sessions, notices, ops, lastRuns] = await Promise.all([this.listNodesAsHeard(now), this.listSessions(), this.listNotices(now), this.inFlight(), opts.lastRuns ?? this.lastRuns()]);
     const snapshots: SessionSnapshot[] = await Promise.all(
       sessions.map(async (s) => ({
         id: s.id,
