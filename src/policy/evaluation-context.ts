@@ -63,6 +63,8 @@ export class EvaluationContext {
   /** Whether a voluntary policy may act on this session now, and if not, why. */
   mayDisrupt(s: SessionSnapshot, kind: PolicyKind, operations = 1): { ok: true } | Refusal {
     if (this.decided.has(s.id) || this.inFlight.has(s.id)) return { ok: false, why: 'already being acted on' };
+    // Its agent would not answer: every pass would plan an operation that fails (a notice's evictions still try).
+    if (s.node !== null && this.nodes.get(s.node)?.state === 'silent') return { ok: false, why: `its node ${s.node} is silent (its agent not heard from lately)` };
     if (s.busy) return { ok: false, why: 'a kernel is busy' };
     if (s.lastDisruptionAt !== null && this.now.getTime() - Date.parse(s.lastDisruptionAt) < this.guards.cooldown) {
       return { ok: false, why: 'in cooldown' };

@@ -33,6 +33,11 @@ describe('idle', () => {
     expect(evaluate(snapshot({ nodes: [node('n1')], sessions: [idleSession('a', 'n1', over)] }), idlePolicy, NOW)).toEqual([]);
   });
 
+  it('should leave alone a session on a silent node (its agent would not answer)', () => {
+    const d = evaluate(snapshot({ nodes: [node('n1', { state: 'silent' }), node('n2')], sessions: [idleSession('a', 'n1'), idleSession('b', 'n2')] }), idlePolicy, NOW);
+    expect(d.map((x) => x.sessionId)).toEqual(['b']);
+  });
+
   it('should stop at the disruption budgets, counting operations in flight', () => {
     const sessions = ['a', 'b', 'c'].map((id) => idleSession(id, 'n1'));
     const perNode = policies([{ kind: 'idle' }], { budgets: { perNode: 2, total: 10 } });
