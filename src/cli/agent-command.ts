@@ -9,7 +9,7 @@ import { parseSubnet } from '../agent/network.js';
 import { integer, nonNegative, port, stopOnSignal } from './args.js';
 import { readOrCreateTokenFile, readTokenFile } from './token-file.js';
 import { missingAgentNodeOptions } from '../agent/node-options.js';
-import { CORES_PER_MOVE, GBPS_PER_MOVE, MAX_MOVES_AT_ONCE, defaultMovesAtOnce } from '../agent/moves-at-once.js';
+import { CORES_PER_MOVE, GBPS_PER_MOVE, MAX_MOVES_AT_ONCE, defaultMovesAtOnce } from '../core/moves-at-once.js';
 
 /**
  * What the node registers as its moves at once: the operator's figure, else

@@ -34,11 +34,6 @@ export const NodeInfo = z.object({
 });
 export type NodeInfo = z.infer<typeof NodeInfo>;
 
-/** How many sessions leave `node` at once: what its agent registered, else `fallback`. */
-export function movesAtOnceOf(node: Pick<NodeInfo, 'movesAtOnce'>, fallback = 1): number {
-  return node.movesAtOnce ?? fallback;
-}
-
 /** An instance type the cloud offers, for right-sizing toward a cheaper fit. */
 export const InstanceTypeInfo = z.object({
   name: z.string().min(1),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultMovesAtOnce } from '../../src/agent/moves-at-once.js';
+import { defaultMovesAtOnce } from '../../src/core/moves-at-once.js';
 
 describe("a node's moves at once, where its operator does not say", () => {
   it.each([

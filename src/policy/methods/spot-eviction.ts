@@ -1,4 +1,4 @@
-import { movesAtOnceOf } from '../../core/cluster.js';
+import { movesAtOnceOf } from '../../core/moves-at-once.js';
 import type { Decision } from '../../core/decision.js';
 import { checkpointDecision, gib, migrateDecision } from '../describe.js';
 import type { EvaluationContext } from '../evaluation-context.js';
