@@ -88,7 +88,7 @@ export interface HeldLane {
 /**
  * How many sessions leave one node at once (moves and checkpoints off it),
  * across all workers, taken in the order their steps first asked: as many
- * as the node's agent registered (its cores and link, agent/moves-at-once.ts),
+ * as the node's agent registered (its cores and link, core/moves-at-once.ts),
  * which the spot-eviction planner times its moves by. Run all at once, they
  * shared the node's CPU and link and each session stayed frozen for the
  * whole batch (four at once on this 2-core VM: 3-5 s of downtime each,
