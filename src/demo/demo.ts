@@ -251,6 +251,9 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
     const released = await doneAction((a) => a.action === 'release-node' && a.source === moved.source, `consolidation to release ${moved.source}`, 120_000);
     const left = (await provider.hosts()).map((h) => h.name);
     check(`consolidation released the emptied ${released.source}`, !left.includes(released.source ?? ''), `hosts left: ${left.join(', ')}`);
+    // Gone, so no longer priced in the ledger either.
+    const listed = (await c.nodes()).map((n) => n.name);
+    check(`the scheduler forgot ${released.source}`, !listed.includes(released.source ?? ''), `nodes: ${listed.join(', ')}`);
     intact = true;
     for (const u of users) intact &&= await verify(u);
     check('all four kernels still answer x + 1 = 42 with their bytes: no session lost', intact);

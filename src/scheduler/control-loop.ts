@@ -8,7 +8,7 @@ import type { Planned, Planner } from './planner.js';
 import type { ControlState } from './state.js';
 
 /** What a pass reads and writes: the state's snapshot and run times, the planner, the policies. */
-export type LoopState = Pick<ControlState, 'lastRuns' | 'snapshot' | 'setLastRun'>;
+export type LoopState = Pick<ControlState, 'lastRuns' | 'snapshot' | 'setLastRun' | 'forgetTakenNodes'>;
 export type LoopPlanner = Pick<Planner, 'plan'>;
 export type LoopPolicies = Pick<PolicyHolder, 'policies' | 'reload'>;
 
@@ -109,6 +109,10 @@ export class ControlLoop {
     if (!reload.ok && reload.error !== this.lastReloadError) this.log.error({ err: reload.error }, 'policy files refused; the last good set stays in force');
     this.lastReloadError = reload.ok ? null : reload.error;
     const now = new Date();
+    // The cloud's own: no longer priced, placed on or planned for.
+    for (const gone of await this.state.forgetTakenNodes(now)) {
+      this.log.warn({ node: gone.node, lost: gone.lost }, gone.lost.length ? 'node taken by the cloud with sessions still on it: they are marked failed' : 'node taken by the cloud: forgotten');
+    }
     const { decisions, due } = await this.decide(now);
     const planned = await this.planner.plan(decisions, now);
     await Promise.all(due.map((name) => this.state.setLastRun(name, now)));

@@ -124,6 +124,35 @@ export class ControlState {
     return this.redis.hget(keys.instances, instanceId);
   }
 
+  /** Forgets a node that is gone (released, or taken by the cloud): it is no longer listed, placed on or priced. */
+  async forgetNode(name: string): Promise<void> {
+    const n = await this.findNode(name);
+    await Promise.all([this.redis.del(keys.node(name)), this.redis.srem(keys.nodes, name), n ? this.redis.hdel(keys.instances, n.instanceId) : undefined]);
+  }
+
+  /**
+   * Forgets the nodes the cloud took: an interruption's deadline passed more
+   * than nodeSilentAfterMs ago and the node has not been heard from since it
+   * (a node still pushing was not taken, whatever the notice said). Sessions
+   * still recorded on one went with it: marked failed, their last
+   * checkpoint kept. Returns what it forgot.
+   */
+  async forgetTakenNodes(now: Date): Promise<{ node: string; lost: string[] }[]> {
+    const out: { node: string; lost: string[] }[] = [];
+    for (const notice of await this.listNotices(now)) {
+      if (notice.kind !== 'interruption' || notice.deadline === null) continue;
+      const deadline = Date.parse(notice.deadline);
+      if (now.getTime() - deadline <= this.options.nodeSilentAfterMs) continue;
+      const n = await this.findNode(notice.node);
+      if (!n || Date.parse(n.lastSeenAt) >= deadline) continue;
+      const lost = (await this.listSessions()).filter((s) => s.node === n.name && s.state !== 'checkpointed' && s.state !== 'stopped');
+      for (const s of lost) await this.updateSession(s.id, { state: 'failed', node: null }, now);
+      await this.forgetNode(n.name);
+      out.push({ node: n.name, lost: lost.map((s) => s.id) });
+    }
+    return out;
+  }
+
   async setNodeState(name: string, state: Exclude<NodeRecord['state'], 'silent'>): Promise<void> {
     const n = await this.getNode(name);
     await this.redis.set(keys.node(name), JSON.stringify({ ...n, state }));

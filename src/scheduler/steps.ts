@@ -270,12 +270,16 @@ async function finishStep(ctx: StepContext, op: Operation): Promise<unknown> {
 /** A node a policy emptied: cordoned so nothing lands on it, then handed back to the cloud when one is configured. */
 async function releaseStep(ctx: StepContext, op: Operation): Promise<unknown> {
   if (!op.source) giveUp('release names no node');
+  // Forgotten: an earlier attempt released it (or the cloud took it).
+  if (!(await ctx.state.findNode(op.source))) return { node: op.source, cordoned: true, terminated: true };
   await ctx.state.setNodeState(op.source, 'cordoned');
   if (!ctx.fleet) return { node: op.source, cordoned: true, terminated: false };
   const node = await ctx.state.getNode(op.source);
   const left = (await ctx.state.listSessions()).filter((s) => s.node === node.name);
   if (left.length > 0) giveUp(`node ${node.name} still runs ${left.map((s) => s.id).join(', ')}: not terminated`);
   await ctx.fleet.release({ name: node.name, instanceId: node.instanceId });
+  // Gone by our own hand: no longer listed, and no longer priced in the ledger.
+  await ctx.state.forgetNode(node.name);
   return { node: op.source, cordoned: true, terminated: true };
 }
 

@@ -230,4 +230,28 @@ describe("the scheduler's view of a node that went silent", () => {
     await push('quiet-q');
     expect((await t.c.nodes()).find((n) => n.name === 'quiet-q')?.state).toBe('ready');
   });
+
+  it('should forget a node the cloud took (not heard from since its deadline), its sessions marked failed, and keep one still pushing', async () => {
+    const node = (name: string, n: number) => ({ ...registration, name, instanceId: `i-10000000000000${n}` });
+    await t.c.register(node('taken-t', 1));
+    await t.c.register(node('stays-s', 2));
+    const report = (id: string) => ({ id, user: 'fy', state: 'running', url: 'http://10.0.0.6:8888/', token: 't'.repeat(32), rssBytes: 2 ** 20, cpuCores: 0, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint: null }) as const;
+    await t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [report('s0000f00d')] });
+    await t.c.pushMetrics('stays-s', { at: new Date().toISOString(), sessions: [report('s0000feed')] });
+    const deadline = Date.now() + 300;
+    for (const name of ['taken-t', 'stays-s']) await t.c.notice({ node: name, action: 'terminate', time: new Date(deadline).toISOString() });
+    // Past the deadline by more than nodeSilentAfterMs (1.5 s): stays-s pushes on, taken-t is silent.
+    while (Date.now() < deadline + 2_000) {
+      await t.c.pushMetrics('stays-s', { at: new Date().toISOString(), sessions: [report('s0000feed')] });
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await t.scheduler.loop.kick();
+    const names = (await t.c.nodes()).map((n) => n.name);
+    expect(names).toContain('stays-s');
+    expect(names).not.toContain('taken-t');
+    expect(await t.c.getSession('s0000f00d')).toMatchObject({ state: 'failed', node: null });
+    expect(await t.c.getSession('s0000feed')).toMatchObject({ state: 'running', node: 'stays-s' });
+    // A late push from the forgotten node is told to register again.
+    expect((await refusal(t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [] }))).status).toBe(404);
+  });
 });

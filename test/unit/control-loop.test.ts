@@ -14,6 +14,7 @@ function cluster() {
   let open: () => void = () => undefined;
   let gate: Promise<void> = Promise.resolve();
   const state: LoopState = {
+    forgetTakenNodes: async () => [],
     lastRuns: async () => {
       await gate;
       return {};
