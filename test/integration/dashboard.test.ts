@@ -24,6 +24,8 @@ beforeAll(async () => {
   // No policies: nothing acts on the recorded state while the page is read.
   cp = await startControlPlane({ policies: { 'guards.yaml': TEST_GUARDS }, nodes: [], config: { workers: false } });
   recorded = await recordDay(cp.scheduler.state, cp.scheduler.ledger, DAY);
+  // The spot node's agent heard from today; the others last yesterday, so silent.
+  await cp.scheduler.state.touchNode('spot-a', new Date());
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
 }, 120_000);
 afterAll(async () => {
@@ -108,6 +110,7 @@ describe('the FinOps dashboard', () => {
 
     const metrics = await (await api('/metrics')).text();
     expect(metrics).toMatch(/^hubshift_nodes\{lifecycle="spot",instance_type="r5.large",state="ready"\} 1$/m);
+    expect(metrics).toMatch(/^hubshift_nodes\{lifecycle="on-demand",instance_type="r5.xlarge",state="silent"\} 1$/m);
     expect(metrics).toMatch(/^hubshift_node_price_usd_per_hour\{node="od-b",instance_type="r5.xlarge",lifecycle="on-demand"\} 0.252$/m);
     expect(metrics).toMatch(/^hubshift_sessions\{state="(running|checkpointed)"\} \d+$/m);
     expect(metrics).toMatch(/^hubshift_actions\{action="migrate",outcome="done",policy="spot-eviction"\} \d+$/m);
