@@ -145,7 +145,8 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
         workers: true,
         worker: { lockMs: 15_000, concurrency: 4, fleet: segment.fleet() },
         queue: { attempts: 3, backoffMs: 500 },
-        state: {},
+        // Its hosts push every second: twenty missed and a host is silent (a host the cloud took, forgotten that long after its deadline).
+        state: { nodeSilentAfterMs: 20_000 },
         gateway: { config: { ...GATEWAY_DEFAULTS, port: 0 }, hub: { apiUrl: `http://127.0.0.1:${hubPort}/hub/api`, token, intervalMs: 1_000 } },
       },
       pino({ level: 'info' }, pino.destination({ dest: logFile, sync: true })),
@@ -254,6 +255,8 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
     // Gone, so no longer priced in the ledger either.
     const listed = (await c.nodes()).map((n) => n.name);
     check(`the scheduler forgot ${released.source}`, !listed.includes(released.source ?? ''), `nodes: ${listed.join(', ')}`);
+    const forgotSpot = await waitFor(`the scheduler to forget ${spotHost}`, async () => ((await c.nodes()).some((n) => n.name === spotHost) ? undefined : true), { timeoutMs: 45_000, intervalMs: 500 }).catch(() => false);
+    check(`the scheduler forgot ${spotHost}, which the cloud took at its deadline`, forgotSpot, `nodes: ${(await c.nodes()).map((n) => n.name).join(', ')}`);
     intact = true;
     for (const u of users) intact &&= await verify(u);
     check('all four kernels still answer x + 1 = 42 with their bytes: no session lost', intact);
