@@ -43,7 +43,7 @@ export function registerSchedulerCommands(program: Command): void {
       .addOption(new Option('--workers <n>', 'run workers in this process: 1 (default) or 0 (run hubshift worker elsewhere)').choices(['0', '1']).default('1'))
       .option('--attempts <n>', 'tries of each step before its operation fails', integer('--attempts', 1), QUEUE_DEFAULTS.attempts)
       .option('--sample-retention <n>', 'usage samples kept per session', integer('--sample-retention', 1), STATE_DEFAULTS.sampleRetention)
-      .option('--node-silent-after <seconds>', "a node whose agent has not pushed for this long is silent: nothing is placed on it until it is heard from again (a spot node the cloud took stays registered)", positiveNumber('--node-silent-after'), STATE_DEFAULTS.nodeSilentAfterMs / 1000)
+      .option('--node-silent-after <seconds>', "a node whose agent has not pushed for this long is silent: nothing is placed on it until it is heard from again; one not heard from since an interruption's deadline this long ago is forgotten, as the cloud took it", positiveNumber('--node-silent-after'), STATE_DEFAULTS.nodeSilentAfterMs / 1000)
       .option('--gateway-port <port>', 'also run the session gateway for JupyterHub on this port (0 picks a free one)', port)
       .option('--gateway-host <address>', 'address the gateway listens on', GATEWAY_DEFAULTS.host)
       .option('--gateway-url <url>', "the gateway's address as the hub's proxy reaches it, told to the spawner (default: where it listens)")
