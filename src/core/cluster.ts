@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_MOVES_AT_ONCE } from './moves-at-once.js';
 import { SessionState } from './session.js';
 
 export const Lifecycle = z.enum(['spot', 'on-demand']);
@@ -22,7 +23,7 @@ export const NodeInfo = z.object({
    * node's lanes), as the agent registered it from its cores and link
    * (`hubshift agent --moves-at-once`). Absent where the agent said nothing.
    */
-  movesAtOnce: z.number().int().min(1).max(64).optional(),
+  movesAtOnce: z.number().int().min(1).max(MAX_MOVES_AT_ONCE).optional(),
   /**
    * cordoned: takes no new sessions (being emptied or about to go). silent:
    * its agent has not been heard from for a while (its instance may be gone):

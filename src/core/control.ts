@@ -23,7 +23,7 @@ export const NodeRegistration = z
     memoryBytes: z.number().int().positive(),
     cpus: z.number().positive(),
     /** Sessions it sends off at once (see NodeInfo). */
-    movesAtOnce: z.number().int().min(1).max(64).optional(),
+    movesAtOnce: NodeInfo.shape.movesAtOnce,
     /** Where the scheduler's workers reach this node's agent, and with what token. */
     agentUrl: HttpUrl,
     agentToken: z.string().min(16),

@@ -63,16 +63,17 @@ async function withLock<T>(ctx: StepContext, sessionId: string, fn: (lock: HeldL
   }
 }
 
-/** Runs `fn` holding one of the source node's lanes (taken before the session's lock, which is not held while waiting). */
-async function offNode<T>(ctx: StepContext, op: Operation, step: string, fn: () => Promise<T>): Promise<T> {
-  if (!op.source) return fn();
-  // The node's own figure; one that registered none (or is gone: the step then fails on its own) gets the workers' default.
-  const lanes = (await ctx.state.findNode(op.source))?.movesAtOnce;
+/**
+ * Runs `fn` holding one of the source node's lanes (taken before the
+ * session's lock, which is not held while waiting): as many as the node
+ * registered, else the workers' default.
+ */
+async function offNode<T>(ctx: StepContext, op: Operation, source: NodeRecord, step: string, fn: () => Promise<T>): Promise<T> {
   const lane = await ctx.lanes.take(
-    op.source,
+    source.name,
     `${op.id}:${step}`,
-    () => ctx.log.info({ operation: op.id, session: op.sessionId, node: op.source }, 'waiting for a lane off the node (its other sessions are leaving)'),
-    lanes,
+    () => ctx.log.info({ operation: op.id, session: op.sessionId, node: source.name }, 'waiting for a lane off the node (its other sessions are leaving)'),
+    source.movesAtOnce,
   );
   try {
     return await fn();
@@ -109,8 +110,8 @@ async function checkpointStep(ctx: StepContext, op: Operation): Promise<z.infer<
   const done = await ctx.state.stepResult(op.id, 'checkpoint', CheckpointDone);
   if (done) return done;
   const id = sessionOf(op);
-  const source = await agentOf(ctx, op.source);
-  return offNode(ctx, op, 'checkpoint', () => withLock(ctx, id, async (lock) => {
+  const { node: sourceNode, agent: source } = await nodeOf(ctx, op.source);
+  return offNode(ctx, op, sourceNode, 'checkpoint', () => withLock(ctx, id, async (lock) => {
     const s = await settled(ctx, source, id);
     const r = await checkpointOnSource(ctx, op, source, s, lock, op.kind === 'snapshot');
     await ctx.state.setStepResult(op.id, 'checkpoint', r);
@@ -199,9 +200,9 @@ async function moveStep(ctx: StepContext, op: Operation): Promise<MoveDone | Che
   const instead = await ctx.state.stepResult(op.id, 'checkpoint', CheckpointedInstead);
   if (instead) return instead;
   const id = sessionOf(op);
-  const source = await agentOf(ctx, op.source);
+  const { node: sourceNode, agent: source } = await nodeOf(ctx, op.source);
   const { node: targetNode, agent: target } = await nodeOf(ctx, op.target);
-  return offNode(ctx, op, 'move', () => withLock(ctx, id, async (lock) => {
+  return offNode(ctx, op, sourceNode, 'move', () => withLock(ctx, id, async (lock) => {
     const onTarget = async (): Promise<MoveDone | null> => {
       const t = await settled(ctx, target, id);
       return t?.state === 'running' ? { node: targetNode.name, url: t.url, token: t.token, downtimeSeconds: null, bytes: null, frozenAt: null } : null;
@@ -270,11 +271,11 @@ async function finishStep(ctx: StepContext, op: Operation): Promise<unknown> {
 /** A node a policy emptied: cordoned so nothing lands on it, then handed back to the cloud when one is configured. */
 async function releaseStep(ctx: StepContext, op: Operation): Promise<unknown> {
   if (!op.source) giveUp('release names no node');
+  const node = await ctx.state.findNode(op.source);
   // Forgotten: an earlier attempt released it (or the cloud took it).
-  if (!(await ctx.state.findNode(op.source))) return { node: op.source, cordoned: true, terminated: true };
-  await ctx.state.setNodeState(op.source, 'cordoned');
+  if (!node) return { node: op.source, cordoned: true, terminated: true };
+  await ctx.state.setNodeState(node.name, 'cordoned');
   if (!ctx.fleet) return { node: op.source, cordoned: true, terminated: false };
-  const node = await ctx.state.getNode(op.source);
   const left = (await ctx.state.listSessions()).filter((s) => s.node === node.name);
   if (left.length > 0) giveUp(`node ${node.name} still runs ${left.map((s) => s.id).join(', ')}: not terminated`);
   await ctx.fleet.release({ name: node.name, instanceId: node.instanceId });

@@ -27,7 +27,7 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
     const sessions = (ctx.sessionsByNode.get(node.name) ?? [])
       .filter((s) => s.state === 'running' && !ctx.isSettled(s.id))
       .sort((a, b) => a.rssBytes - b.rssBytes || a.id.localeCompare(b.id));
-    const checkpointSeconds = (s: { rssBytes: number }): number => p.checkpointFixedSeconds + s.rssBytes / p.checkpointBytesPerSecond;
+    const checkpointSeconds = sessions.map((s) => p.checkpointFixedSeconds + s.rssBytes / p.checkpointBytesPerSecond);
     // When each of the node's lanes is next free, in seconds from now: the workers run its sessions in this order,
     // each as soon as a lane is (scheduler/node-lanes.ts).
     const lanes = new Array<number>(movesAtOnceOf(node)).fill(0);
@@ -36,7 +36,7 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
       const lane = soonest(lanes);
       const moved = lanes.with(lane, lanes[lane]! + moveSeconds);
       // A move is planned only if the sessions after it can still all be checkpointed in time.
-      const needed = allDoneAt(moved, sessions.slice(i + 1).map(checkpointSeconds));
+      const needed = allDoneAt(moved, checkpointSeconds.slice(i + 1));
       const inTime = needed <= usable;
       const target = inTime ? ctx.place(s.rssBytes, p.headroom, new Set([node.name])) : null;
       ctx.claim(s, { forced: true });
@@ -61,7 +61,7 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
           ? `no node has room for ${gib(s.rssBytes)}`
           : `too close to the deadline for a move (about ${needed.toFixed(0)} s needed with the checkpoints after it, ${usable.toFixed(0)} s usable)`;
         out.push(checkpointDecision({ policy: p.name, s, source: node, deadline: notice.deadline, reason: `${when}: ${why}, so checkpointing to the store` }));
-        lanes[lane] = lanes[lane]! + checkpointSeconds(s);
+        lanes[lane] = lanes[lane]! + checkpointSeconds[i]!;
       }
     }
   }
