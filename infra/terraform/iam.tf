@@ -1,6 +1,7 @@
 # Least privilege: agents read and write checkpoint objects under the cluster's
-# prefix with the images key, nothing else; the scheduler launches, tags,
-# terminates and re-addresses only this cluster's instances.
+# prefix with the images key and describe instance types, nothing else; the
+# scheduler launches, tags, terminates and re-addresses only this cluster's
+# instances.
 
 data "aws_iam_policy_document" "ec2_assume" {
   statement {
@@ -39,6 +40,12 @@ data "aws_iam_policy_document" "agent" {
     sid       = "ImagesKey"
     actions   = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*", "kms:DescribeKey"]
     resources = [aws_kms_key.images.arn]
+  }
+  # hubshift agent --network-gbps auto: its own type's link (read-only; the action takes no resource).
+  statement {
+    sid       = "OwnInstanceType"
+    actions   = ["ec2:DescribeInstanceTypes"]
+    resources = ["*"]
   }
 }
 

@@ -9,6 +9,7 @@ import { parseSubnet } from '../agent/network.js';
 import { integer, nonNegative, port, stopOnSignal } from './args.js';
 import { readOrCreateTokenFile, readTokenFile } from './token-file.js';
 import { missingAgentNodeOptions } from '../agent/node-options.js';
+import { type NetworkGbpsOption, networkGbpsOption, resolveNetworkGbps } from './network-link.js';
 import { CORES_PER_MOVE, GBPS_PER_MOVE, MAX_MOVES_AT_ONCE, defaultMovesAtOnce } from '../core/moves-at-once.js';
 
 /**
@@ -62,7 +63,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--store <url>', 'checkpoint store: a directory or s3://bucket/prefix (default DATA_DIR/store)')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint for the store (MinIO, tests); unset for AWS')
     .option('--s3-kms-key <key>', 'encrypt S3 objects with SSE-KMS under this key: id, ARN, alias/NAME, or aws/s3 for the AWS-managed key')
-    .option('--network-gbps <gbps>', "the node's network bandwidth: sizes S3's parallel part transfers", nonNegative('--network-gbps'), AGENT_DEFAULTS.networkGbps)
+    .option('--network-gbps <gbps|auto>', "the node's network bandwidth: sizes S3's parallel part transfers and the default --moves-at-once; auto asks EC2 for --node-type's (DescribeInstanceTypes, AWS_REGION), and assumes 10 if it cannot", networkGbpsOption, AGENT_DEFAULTS.networkGbps)
     .option('--keep-checkpoints <n>', 'checkpoints kept per session; older ones are deleted after each new one (0 keeps all)', integer('--keep-checkpoints', 0), AGENT_DEFAULTS.keepCheckpoints)
     .option('--work-dir <dir>', 'where criu writes images before storing (default DATA_DIR/work)')
     .option('--bridge <name>', 'bridge the sessions attach to', AGENT_DEFAULTS.bridge.name)
@@ -117,7 +118,8 @@ export function registerAgentCommand(program: Command): void {
     .option('--metadata-endpoint <url>', 'watch this instance metadata service (IMDSv2) for spot and rebalance notices and pass them to the scheduler; on EC2: http://169.254.169.254')
     .option('--metadata-interval <seconds>', 'ask the metadata service this often', nonNegative('--metadata-interval'), 5)
     .option('--log-level <level>', 'pino log level', 'info')
-    .action(async (o: Record<string, string | number | boolean | undefined | { first: number; last: number }>) => {
+    .action(async (o: Record<string, string | number | boolean | undefined | { first: number; last: number }>, cmd: Command) => {
+      const log = pino({ name: 'hubshift-agent', level: String(o.logLevel) });
       const dataDir = resolve(String(o.dataDir));
       const subnet = String(o.subnet);
       parseSubnet(subnet);
@@ -125,6 +127,7 @@ export function registerAgentCommand(program: Command): void {
       if (Boolean(o.scheduler) !== Boolean(o.node) || Boolean(o.scheduler) !== Boolean(o.schedulerTokenFile)) {
         throw new InputError('--scheduler, --node and --scheduler-token-file go together');
       }
+      const networkGbps = await resolveNetworkGbps(o.networkGbps as NetworkGbpsOption, cmd.getOptionValueSource('nodeType') === 'default' ? undefined : String(o.nodeType), log);
       const scheduler = o.scheduler
         ? {
             url: String(o.scheduler),
@@ -141,7 +144,8 @@ export function registerAgentCommand(program: Command): void {
               pricePerHour: Number(o.price),
               memoryBytes: o.memory ? Math.round(Number(o.memory)) : totalmem(),
               cpus: o.cpus ? Number(o.cpus) : cpus().length,
-              movesAtOnce: movesAtOnceFor(o.movesAtOnce, o.cpus, Number(o.networkGbps)),
+              movesAtOnce: movesAtOnceFor(o.movesAtOnce, o.cpus, networkGbps),
+              networkGbps,
             },
           }
         : undefined;
@@ -153,7 +157,7 @@ export function registerAgentCommand(program: Command): void {
         storeUrl: o.store ? String(o.store) : undefined,
         s3Endpoint: o.s3Endpoint ? String(o.s3Endpoint) : undefined,
         s3KmsKey: o.s3KmsKey ? String(o.s3KmsKey) : undefined,
-        networkGbps: Number(o.networkGbps),
+        networkGbps,
         keepCheckpoints: Math.floor(Number(o.keepCheckpoints)),
         workDir: o.workDir ? resolve(String(o.workDir)) : undefined,
         bridge: {
@@ -182,7 +186,6 @@ export function registerAgentCommand(program: Command): void {
       });
       // The agent's code (criu, stores, AWS SDK) loads only for this command (see main.ts).
       const { startAgent } = await import('../agent/agent.js');
-      const log = pino({ name: 'hubshift-agent', level: String(o.logLevel) });
       const missing = missingAgentNodeOptions();
       if (missing.length > 0) log.warn({ missing }, `node runs this agent without ${missing.join(' ')}: V8 will collect its heap inside moves' frozen windows (60-100 ms more downtime a post-copy move here); run it as node ${missing.join(' ')} bin/hubshift.js agent ..., as the systemd unit does`);
       const agent = await startAgent(config, log);

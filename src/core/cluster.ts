@@ -25,6 +25,12 @@ export const NodeInfo = z.object({
    */
   movesAtOnce: z.number().int().min(1).max(MAX_MOVES_AT_ONCE).optional(),
   /**
+   * The link its agent declared or read off EC2's description of its type
+   * (`hubshift agent --network-gbps`), Gbit/s: what its moves at once and its
+   * S3 transfers were sized from. Absent where the agent said nothing.
+   */
+  networkGbps: z.number().positive().max(10_000).optional(),
+  /**
    * cordoned: takes no new sessions (being emptied or about to go). silent:
    * its agent has not been heard from for a while (its instance may be gone):
    * nothing is placed on it until it is; the scheduler works that out from

@@ -24,6 +24,8 @@ export const NodeRegistration = z
     cpus: z.number().positive(),
     /** Sessions it sends off at once (see NodeInfo). */
     movesAtOnce: NodeInfo.shape.movesAtOnce,
+    /** The link its sizes come from (see NodeInfo). */
+    networkGbps: NodeInfo.shape.networkGbps,
     /** Where the scheduler's workers reach this node's agent, and with what token. */
     agentUrl: HttpUrl,
     agentToken: z.string().min(16),

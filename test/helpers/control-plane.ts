@@ -101,8 +101,8 @@ export interface HubshiftProcess {
 }
 
 /** Runs `hubshift ARGS` as its own process and waits for `ready` on its stderr. */
-export async function spawnHubshift(args: string[], ready: RegExp, timeoutMs = 30_000): Promise<HubshiftProcess> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+export async function spawnHubshift(args: string[], ready: RegExp, timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<HubshiftProcess> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: env ? { ...process.env, ...env } : undefined });
   let err = '';
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -28,6 +28,25 @@ export function ec2Error(status: number, code: string, message: string): Ec2Answ
   return { status, xml: `<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${code}</Code><Message>${message}</Message></Error></Errors><RequestID>ea966190-f9aa-478e-9ede-example</RequestID></Response>` };
 }
 
+/** The link as DescribeInstanceTypes gives it: the headline and the first card's baseline and peak, Gbit/s. */
+export interface TypeNetwork {
+  performance: string;
+  baselineGbps: number;
+  peakGbps: number;
+}
+
+/** One <item> of DescribeInstanceTypes' instanceTypeSet, in the shape of the EC2 API reference's example. */
+export function instanceTypeItem(name: string, vcpus: number, mib: number, network: TypeNetwork = { performance: 'Up to 10 Gigabit', baselineGbps: 0.75, peakGbps: 10 }): string {
+  return (
+    `<item><instanceType>${name}</instanceType><currentGeneration>true</currentGeneration><supportedUsageClasses><item>on-demand</item><item>spot</item></supportedUsageClasses>` +
+    `<processorInfo><supportedArchitectures><item>x86_64</item></supportedArchitectures><sustainedClockSpeedInGhz>3.1</sustainedClockSpeedInGhz></processorInfo>` +
+    `<vCpuInfo><defaultVCpus>${vcpus}</defaultVCpus><defaultCores>${vcpus / 2}</defaultCores><defaultThreadsPerCore>2</defaultThreadsPerCore></vCpuInfo>` +
+    `<memoryInfo><sizeInMiB>${mib}</sizeInMiB></memoryInfo>` +
+    `<networkInfo><networkPerformance>${network.performance}</networkPerformance><maximumNetworkInterfaces>3</maximumNetworkInterfaces><networkCards><item><networkCardIndex>0</networkCardIndex>` +
+    `<baselineBandwidthInGbps>${network.baselineGbps}</baselineBandwidthInGbps><peakBandwidthInGbps>${network.peakGbps}</peakBandwidthInGbps></item></networkCards></networkInfo></item>`
+  );
+}
+
 /**
  * A loopback endpoint that speaks EC2's query protocol (form-encoded POST,
  * XML answers), so the real SDK client's request shapes can be checked and

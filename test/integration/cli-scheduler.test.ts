@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeBridge } from '../../src/agent/network.js';
 import { waitFor } from '../../src/util/exec.js';
+import { Ec2QueryEndpoint, ec2Response, instanceTypeItem } from '../helpers/ec2-query-endpoint.js';
 import { TEST_GUARDS, runHubshift as hubshift, spawnHubshift, startControlPlane, type HubshiftProcess, type TestControlPlane } from '../helpers/control-plane.js';
 
 describe('the hubshift command against a scheduler', () => {
@@ -77,24 +78,39 @@ describe('the hubshift command against a scheduler', () => {
     expect(JSON.parse(plan.stdout)).toHaveProperty('decisions');
   });
 
-  it('should register a node from the agent command line, with its type, lifecycle, price and moves at once', async () => {
+  it('should register a node from the agent command line, with its type, lifecycle, price, moves at once and the link EC2 gives its type', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'hubshift-cli-agent-'));
     const tag = randomBytes(2).toString('hex');
     const bridge = `hsl${tag}`;
     const tokenFile = join(cp.policiesDir, 'scheduler.token');
+    // EC2's DescribeInstanceTypes on loopback, answering for m7i.large as AWS documents it; the agent's SDK client is
+    // pointed at it the way AWS's SDKs allow (AWS_ENDPOINT_URL_EC2), with the instance role's credentials stood in for.
+    const ec2 = new Ec2QueryEndpoint().on('DescribeInstanceTypes', () =>
+      ec2Response('DescribeInstanceTypes', `<instanceTypeSet>${instanceTypeItem('m7i.large', 2, 8192, { performance: 'Up to 12.5 Gigabit', baselineGbps: 0.781, peakGbps: 12.5 })}</instanceTypeSet>`),
+    );
+    await ec2.start();
+    const awsEnv = { AWS_ENDPOINT_URL_EC2: ec2.url, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' };
     let agent: HubshiftProcess | undefined;
     try {
       agent = await spawnHubshift(
-        ['agent', '--token-file', join(dataDir, 'agent.token'), '--port', '0', '--data-dir', dataDir, '--bridge', bridge, '--subnet', `10.222.${parseInt(tag, 16) % 250}.0/24`, '--node', 'cli-node', '--scheduler', cp.scheduler.url, '--scheduler-token-file', tokenFile, '--node-type', 'm7i.large', '--lifecycle', 'spot', '--price', '0.0401', '--memory', String(2 ** 33), '--moves-at-once', '3', '--push-interval', '0.5', '--log-level', 'warn'],
+        ['agent', '--token-file', join(dataDir, 'agent.token'), '--port', '0', '--data-dir', dataDir, '--bridge', bridge, '--subnet', `10.222.${parseInt(tag, 16) % 250}.0/24`, '--node', 'cli-node', '--scheduler', cp.scheduler.url, '--scheduler-token-file', tokenFile, '--node-type', 'm7i.large', '--lifecycle', 'spot', '--price', '0.0401', '--memory', String(2 ** 33), '--moves-at-once', '3', '--network-gbps', 'auto', '--push-interval', '0.5', '--log-level', 'warn'],
         /listening on (http:\/\/\S+)/,
+        30_000,
+        awsEnv,
       );
       const node = await waitFor('cli-node to register', async () => (await cp.client.nodes()).find((n) => n.name === 'cli-node'), { timeoutMs: 20_000, intervalMs: 100 });
-      expect(node).toMatchObject({ instanceType: 'm7i.large', lifecycle: 'spot', pricePerHour: 0.0401, memoryBytes: 2 ** 33, movesAtOnce: 3, agentUrl: agent.url });
+      // The card's sustained baseline, not the burst headline: what an evacuation can count on.
+      expect(node).toMatchObject({ instanceType: 'm7i.large', lifecycle: 'spot', pricePerHour: 0.0401, memoryBytes: 2 ** 33, movesAtOnce: 3, networkGbps: 0.781, agentUrl: agent.url });
+      expect(ec2.calls('DescribeInstanceTypes').map((p) => p['InstanceType.1'])).toEqual(['m7i.large']);
+      const auto = await hubshift(['agent', '--token-file', join(dataDir, 'agent.token'), '--network-gbps', 'auto']);
+      expect(auto.code).toBe(2);
+      expect(auto.stderr).toMatch(/--network-gbps auto reads the link of the node's instance type from EC2: give --node-type/);
       const half = await hubshift(['agent', '--token-file', join(dataDir, 'agent.token'), '--node', 'x']);
       expect(half.code).toBe(2);
       expect(half.stderr).toMatch(/--scheduler, --node and --scheduler-token-file go together/);
     } finally {
       await agent?.stop();
+      await ec2.stop();
       await removeBridge(bridge).catch(() => undefined);
       await rm(dataDir, { recursive: true, force: true });
     }

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Ec2Config } from '../../src/cloud/ec2/ec2-config.js';
 import { Ec2Provider } from '../../src/cloud/ec2/ec2-provider.js';
 import { parsePriceTable } from '../../src/pricing/price-table.js';
-import { Ec2QueryEndpoint, ec2Error, ec2Response } from '../helpers/ec2-query-endpoint.js';
+import { Ec2QueryEndpoint, ec2Error, ec2Response, instanceTypeItem } from '../helpers/ec2-query-endpoint.js';
 
 // The real SDK client against a loopback endpoint speaking EC2's query
 // protocol: what it sends is checked field by field against the names in
@@ -21,13 +21,6 @@ const CONFIG: Ec2Config = {
   dataDir: '/var/lib/hubshift',
 };
 const PRICES = parsePriceTable('{region: us-east-1, takenAt: "2026-11-24", source: t, currency: USD, onDemand: {r5.large: 0.126, r5.xlarge: 0.252}}', 't');
-
-const typeItem = (name: string, vcpus: number, mib: number): string =>
-  `<item><instanceType>${name}</instanceType><currentGeneration>true</currentGeneration><supportedUsageClasses><item>on-demand</item><item>spot</item></supportedUsageClasses>` +
-  `<processorInfo><supportedArchitectures><item>x86_64</item></supportedArchitectures><sustainedClockSpeedInGhz>3.1</sustainedClockSpeedInGhz></processorInfo>` +
-  `<vCpuInfo><defaultVCpus>${vcpus}</defaultVCpus><defaultCores>${vcpus / 2}</defaultCores><defaultThreadsPerCore>2</defaultThreadsPerCore></vCpuInfo>` +
-  `<memoryInfo><sizeInMiB>${mib}</sizeInMiB></memoryInfo>` +
-  `<networkInfo><networkPerformance>Up to 10 Gigabit</networkPerformance><maximumNetworkInterfaces>3</maximumNetworkInterfaces><networkCards><item><networkCardIndex>0</networkCardIndex><baselineBandwidthInGbps>0.75</baselineBandwidthInGbps><peakBandwidthInGbps>10.0</peakBandwidthInGbps></item></networkCards></networkInfo></item>`;
 
 const priceItem = (type: string, zone: string, price: string, at: string): string =>
   `<item><instanceType>${type}</instanceType><productDescription>Linux/UNIX</productDescription><spotPrice>${price}</spotPrice><timestamp>${at}</timestamp><availabilityZone>${zone}</availabilityZone></item>`;
@@ -66,8 +59,8 @@ function provider(config: Partial<Ec2Config> = {}): Ec2Provider {
 describe('the EC2 provider over the query protocol', () => {
   it('should send documented request shapes, follow pages, fall through capacity errors and move an address', async () => {
     endpoint
-      .on('DescribeInstanceTypes', () => ec2Response('DescribeInstanceTypes', `<instanceTypeSet>${typeItem('r5.large', 2, 16384)}</instanceTypeSet><nextToken>page-2</nextToken>`))
-      .on('DescribeInstanceTypes', () => ec2Response('DescribeInstanceTypes', `<instanceTypeSet>${typeItem('r5.xlarge', 4, 32768)}</instanceTypeSet>`))
+      .on('DescribeInstanceTypes', () => ec2Response('DescribeInstanceTypes', `<instanceTypeSet>${instanceTypeItem('r5.large', 2, 16384)}</instanceTypeSet><nextToken>page-2</nextToken>`))
+      .on('DescribeInstanceTypes', () => ec2Response('DescribeInstanceTypes', `<instanceTypeSet>${instanceTypeItem('r5.xlarge', 4, 32768)}</instanceTypeSet>`))
       .on('DescribeSpotPriceHistory', () =>
         ec2Response('DescribeSpotPriceHistory', `<spotPriceHistorySet>${priceItem('r5.large', 'us-east-1a', '0.041200', '2026-11-24T11:50:13.000Z')}${priceItem('r5.xlarge', 'us-east-1a', '0.083100', '2026-11-24T11:40:00.000Z')}</spotPriceHistorySet><nextToken></nextToken>`),
       )
@@ -134,7 +127,7 @@ describe('the EC2 provider over the query protocol', () => {
 
   it('should turn EC2 error documents into typed errors: capacity (HTTP 500) moves on, UnauthorizedOperation stops', async () => {
     endpoint
-      .replace('DescribeInstanceTypes', () => ec2Response('DescribeInstanceTypes', `<instanceTypeSet>${typeItem('r5.large', 2, 16384)}${typeItem('r5.xlarge', 4, 32768)}</instanceTypeSet>`))
+      .replace('DescribeInstanceTypes', () => ec2Response('DescribeInstanceTypes', `<instanceTypeSet>${instanceTypeItem('r5.large', 2, 16384)}${instanceTypeItem('r5.xlarge', 4, 32768)}</instanceTypeSet>`))
       .on('RunInstances', () => ec2Error(500, 'InsufficientInstanceCapacity', 'Insufficient capacity.'), () =>
         ec2Error(403, 'UnauthorizedOperation', 'You are not authorized to perform this operation. Encoded authorization failure message: AbC'),
       );

@@ -103,6 +103,10 @@ describe('infra/', () => {
     }
     const userData = readFileSync(join(TF, 'user-data.sh.tftpl'), 'utf8');
     for (const flag of userData.match(/ --[a-z][a-z0-9-]+/g) ?? []) if (!['--depth', '--branch', '--now'].includes(flag.trim())) expect(help, `user data: ${flag}`).toContain(flag.trim());
+    // The SDK reads no region off the instance (S3 and EC2 would be asked in us-east-1), and the link comes from EC2.
+    expect(userData).toMatch(/^AWS_REGION=\$\(imds placement\/region\)$/m);
+    expect(userData).toMatch(/ --network-gbps auto\b/);
+    expect(readFileSync(join(TF, 'iam.tf'), 'utf8')).toMatch(/sid\s+= "OwnInstanceType"\s+actions\s+= \["ec2:DescribeInstanceTypes"\]/);
   });
 
   it('should ship a Grafana dashboard over metrics the scheduler serves', () => {

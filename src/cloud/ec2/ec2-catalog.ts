@@ -60,6 +60,17 @@ export async function describeShapes(ec2: EC2Client, types: readonly string[], r
 }
 
 /**
+ * The link EC2 gives one instance type, Gbit/s: how an agent on EC2 learns
+ * its own node's (`hubshift agent --network-gbps auto`), since the instance
+ * metadata service says the type but not its bandwidth.
+ */
+export async function describeNetworkGbps(ec2: EC2Client, type: string, retry?: Partial<RetryOptions>): Promise<number> {
+  const [shape] = await describeShapes(ec2, [type], retry);
+  if (!shape?.networkGbps) throw new CloudError('cloud_failed', 'NoNetworkPerformance', `EC2 describes no network bandwidth for ${type}: give the node's --network-gbps`);
+  return shape.networkGbps;
+}
+
+/**
  * The current spot price of each type in each zone: DescribeSpotPriceHistory
  * from now (it then gives the price in force), Linux/UNIX, every page.
  */
