@@ -1,4 +1,5 @@
 import type { Compression } from '../core/checkpoint.js';
+import { ASSUMED_NETWORK_GBPS } from '../core/moves-at-once.js';
 import { join } from 'node:path';
 import type { BridgeConfig } from './network.js';
 import type { SchedulerLinkConfig } from './scheduler-link.js';
@@ -139,7 +140,7 @@ export const AGENT_DEFAULTS = {
   conntrackBuckets: DEFAULT_CONNTRACK_BUCKETS,
   fileValidation: 'filesize',
   criuLogLevel: 2,
-  networkGbps: 10,
+  networkGbps: ASSUMED_NETWORK_GBPS,
   keepCheckpoints: 3,
 } as const satisfies Partial<AgentConfig>;
 

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import { AGENT_DEFAULTS } from '../agent/config.js';
 import { InputError } from '../core/errors.js';
+import { ASSUMED_NETWORK_GBPS } from '../core/moves-at-once.js';
 import { positiveNumber } from './args.js';
 
 /** `--network-gbps`: Gbit/s, or `auto` (EC2's figure for the node's type). */
@@ -10,8 +10,6 @@ export function networkGbpsOption(value: string): NetworkGbpsOption {
   return value === 'auto' ? 'auto' : positiveNumber('--network-gbps')(value);
 }
 
-/** What an agent assumes of its link when it is not told and cannot learn it. */
-const ASSUMED_NETWORK_GBPS = AGENT_DEFAULTS.networkGbps;
 
 /**
  * The node's link in Gbit/s. `auto` asks EC2 (DescribeInstanceTypes, with the

@@ -14,6 +14,8 @@
  */
 export const CORES_PER_MOVE = 2;
 export const GBPS_PER_MOVE = 8;
+/** The link an agent assumes when it is neither told nor can learn it (`hubshift agent --network-gbps`), Gbit/s. */
+export const ASSUMED_NETWORK_GBPS = 10;
 /** A bound on what a node may register (cluster.ts: NodeInfo, control.ts: NodeRegistration). */
 export const MAX_MOVES_AT_ONCE = 64;
 

@@ -14,6 +14,7 @@ import { NODE_RESERVED_BYTES, rankCandidates } from '../pricing/choose-instance.
 import { ledgerMinute, zeroTotals, type LedgerSessionInput } from '../pricing/ledger.js';
 import { Random } from './random.js';
 import { SIM_ZONE } from './sim-catalog.js';
+import { ASSUMED_NETWORK_GBPS, defaultMovesAtOnce } from '../core/moves-at-once.js';
 import { checkpointSeconds, migrateSeconds, restoreSeconds, type OpTimings } from './timings.js';
 
 export interface SimulationOptions {
@@ -56,8 +57,12 @@ interface SimNode {
   deadlineMs: number | null;
   notice: NoticeInfo | null;
   releasing: boolean;
-  /** Operations leaving this node run one after another: the next starts when the last ends. */
-  busyUntilMs: number;
+  /**
+   * When each of its lanes is next free: operations leave it as many at once
+   * as it registers (movesAtOnce), each on the lane free soonest, as the
+   * scheduler's workers run them (scheduler/node-lanes.ts).
+   */
+  lanesFreeAtMs: number[];
 }
 
 interface SimSession {
@@ -77,6 +82,17 @@ interface SimSession {
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
+/**
+ * Where an operation off a node runs: on the lane free soonest, from when it
+ * is free, and whether that is after the move's latest start (`startByMs`),
+ * which a worker meets by checkpointing the session instead (scheduler/steps.ts).
+ */
+export function onLanes(lanesFreeAtMs: readonly number[], nowMs: number, startByMs?: number): { lane: number; begin: number; late: boolean } {
+  const lane = lanesFreeAtMs.indexOf(Math.min(...lanesFreeAtMs));
+  const begin = Math.max(nowMs, lanesFreeAtMs[lane]!);
+  return { lane, begin, late: startByMs !== undefined && begin > startByMs };
+}
+
 function stats(values: readonly number[]): DelayStats {
   const r = (x: number): number => Math.round(x * 100) / 100;
   return {
@@ -93,7 +109,9 @@ function stats(values: readonly number[]): DelayStats {
  * same code the scheduler runs), the pricing and the ledger. The world
  * around it is modelled: nodes launch (cheapest per GB-hour, spot first) when
  * a starting or waking server finds no room and boot in a fixed time;
- * operations take the benchmarks' times, one after another per source node;
+ * operations take the benchmarks' times, as many at once off a node as its
+ * agent would register, and a move reached after its latest start is a
+ * checkpoint instead, as in the scheduler's workers;
  * each spot pool is interrupted at random at the stated monthly rate, all its
  * nodes together with two minutes' notice; a server still on a node when the
  * node is reclaimed is lost. Pure: no clock, no I/O; the seed fixes every draw.
@@ -305,6 +323,9 @@ export class Simulation {
     if (!pick) throw new InputError(`no instance type can hold ${forUser}'s server`);
     const entry = this.o.catalog.find((c) => c.name === pick.instanceType)!;
     const name = `node-${++this.nodeSeq}`;
+    // What its agent would register (hubshift agent's defaults from the type's cores and link).
+    const networkGbps = entry.networkGbps ?? ASSUMED_NETWORK_GBPS;
+    const movesAtOnce = defaultMovesAtOnce({ cores: entry.cpus, networkGbps });
     const node: SimNode = {
       info: {
         name,
@@ -315,6 +336,8 @@ export class Simulation {
         pricePerHour: pick.pricePerHour,
         memoryBytes: entry.memoryBytes,
         cpus: entry.cpus,
+        movesAtOnce,
+        networkGbps,
         state: 'ready',
         registeredAt: iso(this.now),
       },
@@ -323,7 +346,7 @@ export class Simulation {
       deadlineMs: null,
       notice: null,
       releasing: false,
-      busyUntilMs: 0,
+      lanesFreeAtMs: new Array<number>(movesAtOnce).fill(0),
     };
     this.nodes.set(name, node);
     this.count(`launch ${pick.lifecycle}`);
@@ -486,26 +509,28 @@ export class Simulation {
     const target = d.target ? this.nodes.get(d.target) : undefined;
     if (d.action === 'migrate' && (!target || !this.usable(target))) return;
     const bytes = s.snap.rssBytes;
-    const seconds = d.action === 'migrate' ? migrateSeconds(this.o.timings, bytes) : checkpointSeconds(this.o.timings, bytes);
-    const begin = Math.max(this.now, source.busyUntilMs);
+    const { lane, begin, late } = onLanes(source.lanesFreeAtMs, this.now, d.action === 'migrate' && d.startBy ? Date.parse(d.startBy) : undefined);
+    const kind = late ? 'checkpoint' : d.action;
+    if (late) this.count('checkpoint instead of a late move');
+    const seconds = kind === 'migrate' ? migrateSeconds(this.o.timings, bytes) : checkpointSeconds(this.o.timings, bytes);
     const op: SimOp = {
-      kind: d.action,
+      kind,
       session: s,
       source: source.info.name,
-      target: d.action === 'migrate' ? d.target : null,
+      target: kind === 'migrate' ? d.target : null,
       startMs: begin,
       endMs: begin + seconds * 1000,
       eviction: d.deadline !== null,
       requestedMs: this.now,
     };
-    source.busyUntilMs = op.endMs;
+    source.lanesFreeAtMs[lane] = op.endMs;
     this.ops.add(op);
     s.op = op;
-    this.count(d.action);
-    if (d.action === 'snapshot') return;
-    if (d.action === 'checkpoint') s.snap.state = 'checkpointing';
+    this.count(kind);
+    if (kind === 'snapshot') return;
+    if (kind === 'checkpoint') s.snap.state = 'checkpointing';
     s.snap.lastDisruptionAt = iso(this.now);
-    s.cause = { policy: d.policy, action: d.action, operation: `sim-op-${this.counts[d.action]}` };
+    s.cause = { policy: d.policy, action: kind, operation: `sim-op-${this.counts[kind]}` };
   }
 
   // --- each minute --------------------------------------------------------

@@ -9,7 +9,7 @@ import { loadPolicyDir } from '../../src/policy/load-policies.js';
 import type { PolicySet } from '../../src/policy/policy-schema.js';
 import { loadPriceTable } from '../../src/pricing/price-table.js';
 import { simulationCatalog } from '../../src/simulator/sim-catalog.js';
-import { Simulation } from '../../src/simulator/simulate.js';
+import { Simulation, onLanes } from '../../src/simulator/simulate.js';
 import { DEFAULT_TIMINGS } from '../../src/simulator/timings.js';
 import { generateTrace, traceLines } from '../../src/simulator/trace-generator.js';
 import { parseTrace, readTraceFile } from '../../src/simulator/trace-reader.js';
@@ -110,6 +110,15 @@ describe('simulator', () => {
     // Spot that never lasts: the platform runs on on-demand and pays more.
     expect(all.costBreakdown.onDemandNodeHours).toBeGreaterThan(all.costBreakdown.spotNodeHours);
     expect(all.cost).toBeGreaterThan(none.cost);
+  });
+
+  it("should run operations off a node on as many lanes as it registers, and a move reached after its latest start as a checkpoint", () => {
+    // Two lanes, one busy until 10 s: the next operation starts now on the other; with both busy, when the first frees.
+    expect(onLanes([10_000, 0], 5_000)).toEqual({ lane: 1, begin: 5_000, late: false });
+    expect(onLanes([10_000, 12_000], 5_000, 11_000)).toEqual({ lane: 0, begin: 10_000, late: false });
+    expect(onLanes([10_000, 12_000], 5_000, 9_000)).toEqual({ lane: 0, begin: 10_000, late: true });
+    // One lane: one after another, as before the lanes.
+    expect(onLanes([7_000], 5_000)).toEqual({ lane: 0, begin: 7_000, late: false });
   });
 
   it('should meet the target on the sample month: at most a tenth of always-on on-demand, no session lost', async () => {
