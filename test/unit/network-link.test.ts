@@ -12,14 +12,14 @@ const lines: Record<string, unknown>[] = [];
 const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
 
 /** DescribeInstanceTypes' answer for one type, the fields as the SDK gives them (EC2 API reference). */
-function described(type: string, vcpus: number, performance: string, baselineGbps: number) {
+function described(type: string, vcpus: number, performance: string, baselineGbps: number, peakGbps = baselineGbps) {
   return {
     InstanceTypes: [
       {
         InstanceType: type,
         VCpuInfo: { DefaultVCpus: vcpus },
         MemoryInfo: { SizeInMiB: vcpus * 4096 },
-        NetworkInfo: { NetworkPerformance: performance, NetworkCards: [{ NetworkCardIndex: 0, BaselineBandwidthInGbps: baselineGbps, PeakBandwidthInGbps: baselineGbps }] },
+        NetworkInfo: { NetworkPerformance: performance, NetworkCards: [{ NetworkCardIndex: 0, BaselineBandwidthInGbps: baselineGbps, PeakBandwidthInGbps: peakGbps }] },
         ProcessorInfo: { SupportedArchitectures: ['x86_64'] },
         SupportedUsageClasses: ['on-demand', 'spot'],
       },
@@ -42,6 +42,15 @@ describe('the link an agent sizes itself from', () => {
     expect(defaultMovesAtOnce({ cores: 32, networkGbps: gbps })).toBe(6);
   });
 
+  it("should take an 'Up to' type's peak, which its network credits give a burst such as an evacuation, and the headline where EC2 gives no card", async () => {
+    ec2Mock.on(DescribeInstanceTypesCommand).resolves(described('m7i.large', 2, 'Up to 12.5 Gigabit', 0.781, 12.5));
+    expect(await resolveNetworkGbps('auto', 'm7i.large', log)).toBe(12.5);
+    const headlineOnly = described('t3.micro', 2, 'Up to 5 Gigabit', 0) as { InstanceTypes: { NetworkInfo: object }[] };
+    headlineOnly.InstanceTypes[0]!.NetworkInfo = { NetworkPerformance: 'Up to 5 Gigabit' };
+    ec2Mock.on(DescribeInstanceTypesCommand).resolves(headlineOnly as never);
+    expect(await resolveNetworkGbps('auto', 't3.micro', log)).toBe(5);
+  });
+
   it('should start on the assumed 10 Gbit/s, saying what to grant, when the instance role may not describe types', async () => {
     ec2Mock.on(DescribeInstanceTypesCommand).rejects(new EC2ServiceException({ name: 'UnauthorizedOperation', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'You are not authorized to perform this operation.' }));
     expect(await resolveNetworkGbps('auto', 'c6in.8xlarge', log)).toBe(10);
@@ -52,7 +61,7 @@ describe('the link an agent sizes itself from', () => {
   it('should take a type EC2 does not describe as unknown, not as a slow link', async () => {
     ec2Mock.on(DescribeInstanceTypesCommand).resolves({ InstanceTypes: [] });
     expect(await resolveNetworkGbps('auto', 'x9.huge', log)).toBe(10);
-    expect(String(lines.find((l) => l.level === 40)?.msg)).toMatch(/EC2 does not describe x9\.huge/);
+    expect(String(lines.find((l) => l.level === 40)?.msg)).toMatch(/EC2 does not describe x9\.huge in this region: check the node's --node-type/);
   });
 
   it('should take a given figure as it is, ask EC2 nothing, and refuse auto without a type and a link of zero', async () => {

@@ -12,7 +12,7 @@ const InstanceTypeItem = z.object({
   NetworkInfo: z
     .object({
       NetworkPerformance: z.string().optional(),
-      NetworkCards: z.array(z.object({ BaselineBandwidthInGbps: z.number().optional() })).optional(),
+      NetworkCards: z.array(z.object({ BaselineBandwidthInGbps: z.number().optional(), PeakBandwidthInGbps: z.number().optional() })).optional(),
     })
     .optional(),
   ProcessorInfo: z.object({ SupportedArchitectures: z.array(z.string()) }).optional(),
@@ -29,45 +29,61 @@ const SpotPriceItem = z.object({
 });
 const DescribeSpotPriceHistoryAnswer = z.object({ SpotPriceHistory: z.array(SpotPriceItem).default([]), NextToken: z.string().optional() });
 
-/** "Up to 12.5 Gigabit", "25 Gigabit": the card's baseline when AWS gives it, else the headline number. */
-export function networkGbps(info: z.infer<typeof InstanceTypeItem>['NetworkInfo']): number | null {
-  const baseline = info?.NetworkCards?.[0]?.BaselineBandwidthInGbps;
-  if (baseline) return baseline;
+type NetworkInfo = z.infer<typeof InstanceTypeItem>['NetworkInfo'];
+
+/** The headline figure of "Up to 12.5 Gigabit", "25 Gigabit". */
+function headlineGbps(info: NetworkInfo): number | null {
   const m = /([\d.]+)\s*Gigabit/i.exec(info?.NetworkPerformance ?? '');
   return m ? Number(m[1]) : null;
 }
 
-/** DescribeInstanceTypes for the named types, every page. */
-export async function describeShapes(ec2: EC2Client, types: readonly string[], retry?: Partial<RetryOptions>): Promise<InstanceShape[]> {
-  const out: InstanceShape[] = [];
+/** The type's sustained link: the card's baseline when AWS gives it, else the headline number. */
+export function networkGbps(info: NetworkInfo): number | null {
+  return info?.NetworkCards?.[0]?.BaselineBandwidthInGbps || headlineGbps(info);
+}
+
+/** What the link carries in a burst: the card's peak when AWS gives it, else the headline number. */
+function peakNetworkGbps(info: NetworkInfo): number | null {
+  return info?.NetworkCards?.[0]?.PeakBandwidthInGbps || headlineGbps(info);
+}
+
+/** DescribeInstanceTypes for the named types, every page; refused, with `hint`, when one is not described. */
+async function describeTypes(ec2: EC2Client, types: readonly string[], hint: string, retry?: Partial<RetryOptions>): Promise<z.infer<typeof InstanceTypeItem>[]> {
+  const out: z.infer<typeof InstanceTypeItem>[] = [];
   // The API refuses MaxResults together with InstanceTypes; it pages by itself.
   const pages = everyPage('DescribeInstanceTypes', DescribeInstanceTypesAnswer, (NextToken) => ec2.send(new DescribeInstanceTypesCommand({ InstanceTypes: types as _InstanceType[], NextToken })), retry);
-  for await (const page of pages) {
-    for (const t of page.InstanceTypes) {
-      out.push({
-        name: t.InstanceType,
-        memoryBytes: t.MemoryInfo.SizeInMiB * 2 ** 20,
-        cpus: t.VCpuInfo.DefaultVCpus,
-        networkGbps: networkGbps(t.NetworkInfo),
-        architectures: t.ProcessorInfo?.SupportedArchitectures ?? [],
-        spotSupported: t.SupportedUsageClasses?.includes('spot') ?? false,
-      });
-    }
-  }
-  const missing = types.filter((t) => !out.some((s) => s.name === t));
-  if (missing.length) throw new CloudError('cloud_failed', 'InvalidInstanceType', `EC2 does not describe ${missing.join(', ')} in this region: remove them from the configured instance types`);
+  for await (const page of pages) out.push(...page.InstanceTypes);
+  const missing = types.filter((t) => !out.some((s) => s.InstanceType === t));
+  if (missing.length) throw new CloudError('cloud_failed', 'InvalidInstanceType', `EC2 does not describe ${missing.join(', ')} in this region: ${hint}`);
   return out;
 }
 
+/** DescribeInstanceTypes for the named types, as the catalog's shapes. */
+export async function describeShapes(ec2: EC2Client, types: readonly string[], retry?: Partial<RetryOptions>): Promise<InstanceShape[]> {
+  return (await describeTypes(ec2, types, 'remove them from the configured instance types', retry)).map((t) => ({
+    name: t.InstanceType,
+    memoryBytes: t.MemoryInfo.SizeInMiB * 2 ** 20,
+    cpus: t.VCpuInfo.DefaultVCpus,
+    networkGbps: networkGbps(t.NetworkInfo),
+    architectures: t.ProcessorInfo?.SupportedArchitectures ?? [],
+    spotSupported: t.SupportedUsageClasses?.includes('spot') ?? false,
+  }));
+}
+
 /**
- * The link EC2 gives one instance type, Gbit/s: how an agent on EC2 learns
- * its own node's (`hubshift agent --network-gbps auto`), since the instance
- * metadata service says the type but not its bandwidth.
+ * The link EC2 gives one instance type in a burst, Gbit/s: how an agent on
+ * EC2 learns its own node's (`hubshift agent --network-gbps auto`), since the
+ * instance metadata service says the type but not its bandwidth. The peak,
+ * not the baseline: what an agent sizes by it (a checkpoint's parts, an
+ * evacuation's moves) are bursts of seconds to two minutes, which an
+ * "Up to" type serves from its network credits (an m7i.large: 12.5 Gbit/s
+ * against a 0.781 baseline).
  */
 export async function describeNetworkGbps(ec2: EC2Client, type: string, retry?: Partial<RetryOptions>): Promise<number> {
-  const [shape] = await describeShapes(ec2, [type], retry);
-  if (!shape?.networkGbps) throw new CloudError('cloud_failed', 'NoNetworkPerformance', `EC2 describes no network bandwidth for ${type}: give the node's --network-gbps`);
-  return shape.networkGbps;
+  const [t] = await describeTypes(ec2, [type], 'check the node\'s --node-type', retry);
+  const gbps = t ? peakNetworkGbps(t.NetworkInfo) : null;
+  if (!gbps) throw new CloudError('cloud_failed', 'NoNetworkPerformance', `EC2 describes no network bandwidth for ${type}: give the node's --network-gbps`);
+  return gbps;
 }
 
 /**
