@@ -1,4 +1,6 @@
 import { DescribeInstanceTypesCommand, EC2Client, EC2ServiceException } from '@aws-sdk/client-ec2';
+import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
 import { mockClient } from 'aws-sdk-client-mock';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -62,6 +64,25 @@ describe('the link an agent sizes itself from', () => {
     ec2Mock.on(DescribeInstanceTypesCommand).resolves({ InstanceTypes: [] });
     expect(await resolveNetworkGbps('auto', 'x9.huge', log)).toBe(10);
     expect(String(lines.find((l) => l.level === 40)?.msg)).toMatch(/EC2 does not describe x9\.huge in this region: check the node's --node-type/);
+  });
+
+  it('should give up on an EC2 endpoint that never answers, and start on the assumed figure', async () => {
+    // The real client this time: a private subnet with no route to EC2 would hold the agent's start for minutes.
+    ec2Mock.restore();
+    const silent = createServer(() => undefined).listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const env = { AWS_ENDPOINT_URL_EC2: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' };
+    const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+    Object.assign(process.env, env);
+    try {
+      const t0 = Date.now();
+      expect(await resolveNetworkGbps('auto', 'm7i.large', log, { connectMs: 500, answerMs: 500 })).toBe(10);
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      expect(String(lines.find((l) => l.level === 40)?.msg)).toMatch(/could not read m7i\.large's link from EC2 .*requestTimeout/);
+    } finally {
+      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+      silent.close();
+    }
   });
 
   it('should take a given figure as it is, ask EC2 nothing, and refuse auto without a type and a link of zero', async () => {
