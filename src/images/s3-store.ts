@@ -45,9 +45,21 @@ export interface S3StoreOptions {
 /** Which user a checkpoint belongs to: written before its manifest, read to find it by id. */
 const IndexEntry = z.object({ user: UserName }).strict();
 
-/** An S3 client for a store; an S3-compatible endpoint gets path-style addressing and checksums only when required. */
-export function s3ClientFor(opts: { endpoint?: string; region?: string; forcePathStyle?: boolean }): S3Client {
-  const config: S3ClientConfig = { region: opts.region ?? process.env.AWS_REGION ?? 'us-east-1' };
+/** How long an S3 connection may stay silent before its request fails (and the SDK retries it), ms. */
+export const S3_STALL_MS = 30_000;
+
+/**
+ * An S3 client for a store; an S3-compatible endpoint gets path-style
+ * addressing and checksums only when required. A connection that goes
+ * silent fails after `stallMs` (the SDK's default waits for ever, and a
+ * checkpoint with it: a session on a node the cloud is taking must not wait
+ * on one stalled part), and one that does not connect after 5 s.
+ */
+export function s3ClientFor(opts: { endpoint?: string; region?: string; forcePathStyle?: boolean; stallMs?: number }): S3Client {
+  const config: S3ClientConfig = {
+    region: opts.region ?? process.env.AWS_REGION ?? 'us-east-1',
+    requestHandler: { connectionTimeout: 5_000, socketTimeout: opts.stallMs ?? S3_STALL_MS },
+  };
   if (opts.endpoint) {
     config.endpoint = opts.endpoint;
     config.forcePathStyle = opts.forcePathStyle ?? true;

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -140,6 +142,25 @@ describe('S3 in production', () => {
     for (const id of gone) expect((await keys('ret/')).filter((k) => k.includes(id))).toEqual([]);
     // A protected one stays even when it is old.
     expect(await expireCheckpoints(store, mine.id, 1, [ids[3]!])).toEqual([]);
+  });
+
+  it('should fail a transfer whose connection goes silent, after the stall limit, instead of waiting for ever', async () => {
+    // An endpoint that takes the connection and never answers: a stalled S3 connection, as a dead path looks.
+    const held: Socket[] = [];
+    const silent = createServer((c) => void held.push(c)).listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    try {
+      const endpoint = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      const store = new S3ImageStore(s3ClientFor({ endpoint, stallMs: 300 }), { bucket: s3.bucket, prefix: 'stall' }).forUser('eve');
+      const t0 = Date.now();
+      await expect(commit(store, session('eve', 's000000e1'), 1024)).rejects.toThrow(/timed out after 300 ms of inactivity/);
+      // The SDK's three attempts, each ended by the limit.
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      expect(held.length).toBeGreaterThan(0);
+    } finally {
+      for (const c of held) c.destroy();
+      silent.close();
+    }
   });
 
   it('should read a blob as parallel ranged GETs, in order, and size parallelism to the link', async () => {
