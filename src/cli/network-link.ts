@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Ec2CallLimits } from '../cloud/ec2/ec2-client.js';
 import { InputError } from '../core/errors.js';
 import { ASSUMED_NETWORK_GBPS } from '../core/moves-at-once.js';
 import { positiveNumber } from './args.js';
@@ -18,14 +19,14 @@ export function networkGbpsOption(value: string): NetworkGbpsOption {
  * starts, on the assumed figure, and says so: a node that will not start
  * cannot be evacuated either.
  */
-export async function resolveNetworkGbps(given: NetworkGbpsOption, nodeType: string | undefined, log: Logger, limits = { connectMs: 3_000, answerMs: 10_000 }): Promise<number> {
+export async function resolveNetworkGbps(given: NetworkGbpsOption, nodeType: string | undefined, log: Logger, limits: Ec2CallLimits = { connectMs: 3_000, answerMs: 10_000 }): Promise<number> {
   if (given !== 'auto') return given;
   if (!nodeType) throw new InputError('--network-gbps auto reads the link of the node\'s instance type from EC2: give --node-type (on EC2, the instance metadata\'s instance-type)');
   // The EC2 client loads only where it is asked for (main.ts keeps commands' start-up light).
-  const [{ EC2Client }, { describeNetworkGbps }] = await Promise.all([import('@aws-sdk/client-ec2'), import('../cloud/ec2/ec2-catalog.js')]);
-  // Bounded: where nothing routes to EC2 (a private subnet without its endpoint) a connect would hang for minutes,
-  // and the agent with it.
-  const ec2 = new EC2Client({ maxAttempts: 1, requestHandler: { connectionTimeout: limits.connectMs, requestTimeout: limits.answerMs, throwOnRequestTimeout: true } });
+  const [{ ec2ClientFor }, { describeNetworkGbps }] = await Promise.all([import('../cloud/ec2/ec2-client.js'), import('../cloud/ec2/ec2-catalog.js')]);
+  // Tighter than a worker's calls: where nothing routes to EC2 (a private subnet without its endpoint) the agent
+  // would otherwise wait that long to start.
+  const ec2 = ec2ClientFor(undefined, limits);
   try {
     const gbps = await describeNetworkGbps(ec2, nodeType, { attempts: 3 });
     log.info({ nodeType, networkGbps: gbps }, `link ${gbps} Gbit/s, EC2's figure for ${nodeType}`);

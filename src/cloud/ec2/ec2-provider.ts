@@ -1,4 +1,4 @@
-import { EC2Client } from '@aws-sdk/client-ec2';
+import type { EC2Client } from '@aws-sdk/client-ec2';
 import type { CapacityRequest, CatalogEntry, HostRecord, HostSpec, LaunchCandidate, PriceTable } from '../../core/cloud.js';
 import { CloudError, TimeoutError } from '../../core/errors.js';
 import { buildCatalog } from '../../pricing/catalog.js';
@@ -8,6 +8,7 @@ import { sleep as realSleep } from '../../util/exec.js';
 import type { NodeFleet, Provider } from '../provider.js';
 import type { RetryOptions } from './aws-retry.js';
 import { describeShapes, describeSpotQuotes } from './ec2-catalog.js';
+import { ec2ClientFor } from './ec2-client.js';
 import type { Ec2Config } from './ec2-config.js';
 import { Ec2Instances, type Ec2Instance, type LaunchAttempt } from './ec2-instances.js';
 
@@ -73,7 +74,7 @@ export class Ec2Provider implements Provider, NodeFleet {
 
   /** A provider for a config file's settings: the SDK's own retries off (hubshift backs off itself). */
   static async open(config: Ec2Config, opts: Ec2ProviderOptions = {}): Promise<Ec2Provider> {
-    return new Ec2Provider(new EC2Client({ region: config.region, maxAttempts: 1 }), config, await loadPriceTable(config.priceTable), opts);
+    return new Ec2Provider(ec2ClientFor(config.region), config, await loadPriceTable(config.priceTable), opts);
   }
 
   /** The configured types with their shapes, on-demand prices and current spot prices per zone. */
