@@ -5,7 +5,8 @@ const shared = { testTimeout: 120_000, hookTimeout: 120_000 };
 export default defineConfig({
   test: {
     reporters: ['default'],
-    // Two projects, run side by side (vitest runs projects in parallel unless told otherwise).
+    // Two projects: npm test runs them as two vitest runs at once (test/run-suites.sh); a plain `vitest run` runs
+    // the integration files and then the unit files.
     projects: [
       {
         test: {
@@ -22,8 +23,8 @@ export default defineConfig({
           ...shared,
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
-          // Pure logic, helpers and files of their own: one file at a time beside the integration files, whose wait
-          // on timeouts and processes leaves a core to spare; 45-60 s of a suite that took 16-19 min in one line.
+          // Pure logic, helpers and files of their own: one file at a time beside the integration files, whose waits
+          // on timeouts and processes leave a core to spare; 45-60 s of a suite that took 16-19 min in one line.
           maxWorkers: 1,
         },
       },
