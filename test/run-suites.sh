@@ -8,13 +8,18 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 unit_log=$(mktemp /tmp/hubshift-unit-XXXXXX.log)
-trap 'rm -f "$unit_log"' EXIT
+unit=
+# Stopped, by its pid, if this script ends first (a signal).
+trap '[ -n "$unit" ] && kill "$unit" 2>/dev/null; rm -f "$unit_log"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 npx vitest run --project unit > "$unit_log" 2>&1 &
 unit=$!
 npx vitest run --project integration
 integration=$?
 wait "$unit"
 unit_rc=$?
+unit=
 echo
 echo "unit files (run beside the integration files):"
 cat "$unit_log"
