@@ -13,9 +13,9 @@ unit=
 trap '[ -n "$unit" ] && kill "$unit" 2>/dev/null; rm -f "$unit_log"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-npx vitest run --project unit > "$unit_log" 2>&1 &
+node_modules/.bin/vitest run --project unit > "$unit_log" 2>&1 &
 unit=$!
-npx vitest run --project integration
+node_modules/.bin/vitest run --project integration
 integration=$?
 wait "$unit"
 unit_rc=$?
