@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UpstreamError } from '../../src/core/errors.js';
+import { newCheckpointId } from '../../src/core/ids.js';
 import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import type { StateOptions } from '../../src/scheduler/defaults.js';
 import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
@@ -235,8 +236,10 @@ describe("the scheduler's view of a node that went silent", () => {
     const node = (name: string, n: number) => ({ ...registration, name, instanceId: `i-10000000000000${n}` });
     await t.c.register(node('taken-t', 1));
     await t.c.register(node('stays-s', 2));
-    const report = (id: string) => ({ id, user: 'fy', state: 'running', url: 'http://10.0.0.6:8888/', token: 't'.repeat(32), rssBytes: 2 ** 20, cpuCores: 0, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint: null }) as const;
-    await t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [report('s0000f00d')] });
+    const report = (id: string, lastCheckpoint: string | null = null) => ({ id, user: 'fy', state: 'running', url: 'http://10.0.0.6:8888/', token: 't'.repeat(32), rssBytes: 2 ** 20, cpuCores: 0, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint }) as const;
+    // The session on the node the cloud takes had a checkpoint (a rebalance snapshot, say) before it.
+    const older = newCheckpointId();
+    await t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [report('s0000f00d', older)] });
     await t.c.pushMetrics('stays-s', { at: new Date().toISOString(), sessions: [report('s0000feed')] });
     const deadline = Date.now() + 300;
     for (const name of ['taken-t', 'stays-s']) await t.c.notice({ node: name, action: 'terminate', time: new Date(deadline).toISOString() });
@@ -249,7 +252,15 @@ describe("the scheduler's view of a node that went silent", () => {
     const names = (await t.c.nodes()).map((n) => n.name);
     expect(names).toContain('stays-s');
     expect(names).not.toContain('taken-t');
-    expect(await t.c.getSession('s0000f00d')).toMatchObject({ state: 'failed', node: null });
+    expect(await t.c.getSession('s0000f00d')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: older });
+    // Its last checkpoint is kept: an operator can bring it back from there (hubshift restore ID), once the
+    // evacuation planned at the notice has failed for good (its agent is gone). No workers run here: the claim is
+    // let go as a worker lets it go then.
+    const evacuation = (await t.scheduler.state.inFlight()).find((o) => o.sessionId === 's0000f00d');
+    expect(evacuation?.decision.policy).toBe('spot-eviction');
+    expect((await refusal(t.c.restore('s0000f00d', 'stays-s'))).message).toMatch(`busy with operation ${evacuation!.id}`);
+    await t.scheduler.state.release(evacuation!);
+    expect(await t.c.restore('s0000f00d', 'stays-s')).toMatchObject({ kind: 'restore', sessionId: 's0000f00d', source: null, target: 'stays-s', baseCheckpoint: older });
     expect(await t.c.getSession('s0000feed')).toMatchObject({ state: 'running', node: 'stays-s' });
     // A late push from the forgotten node is told to register again.
     expect((await refusal(t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [] }))).status).toBe(404);
