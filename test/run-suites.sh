@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# npm test's last step: the unit files beside the integration files, two vitest
-# runs at once. vitest runs its projects' groups one after another, so one run
-# cannot keep the integration files one at a time (they share this machine's
-# cores, disk and namespaces) with the unit files going meanwhile. The unit
-# run's report is printed after the integration run's, whole; the exit code is
-# the integration run's, else the unit run's.
+# npm test's last step: vitest.config.ts's two projects as two vitest runs at
+# once. 'exclusive' (criu, agents, namespaces, bridges) runs one file at a
+# time, as those files share this machine's cores, disk and addresses;
+# 'beside' (unit files, and integration files with only loopback servers of
+# their own) runs meanwhile, one file at a time too. vitest itself runs a
+# config's project groups one after another. The 'beside' run's report is
+# printed after the other's, whole; the exit code is the exclusive run's,
+# else the other's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-unit_log=$(mktemp /tmp/hubshift-unit-XXXXXX.log)
-unit=
+beside_log=$(mktemp /tmp/hubshift-beside-XXXXXX.log)
+beside=
 # Stopped, by its pid, if this script ends first (a signal).
-trap '[ -n "$unit" ] && kill "$unit" 2>/dev/null; rm -f "$unit_log"' EXIT
+trap '[ -n "$beside" ] && kill "$beside" 2>/dev/null; rm -f "$beside_log"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-node_modules/.bin/vitest run --project unit > "$unit_log" 2>&1 &
-unit=$!
-node_modules/.bin/vitest run --project integration
-integration=$?
-wait "$unit"
-unit_rc=$?
-unit=
+node_modules/.bin/vitest run --project beside > "$beside_log" 2>&1 &
+beside=$!
+node_modules/.bin/vitest run --project exclusive
+exclusive_rc=$?
+wait "$beside"
+beside_rc=$?
+beside=
 echo
-echo "unit files (run beside the integration files):"
-cat "$unit_log"
-if [ "$integration" -ne 0 ]; then exit "$integration"; fi
-exit "$unit_rc"
+echo "the files run beside (unit files, and integration files with only loopback servers of their own):"
+cat "$beside_log"
+if [ "$exclusive_rc" -ne 0 ]; then exit "$exclusive_rc"; fi
+exit "$beside_rc"
