@@ -11,7 +11,6 @@ export function networkGbpsOption(value: string): NetworkGbpsOption {
   return value === 'auto' ? 'auto' : positiveNumber('--network-gbps')(value);
 }
 
-
 /**
  * The node's link in Gbit/s. `auto` asks EC2 (DescribeInstanceTypes, with the
  * instance role's credentials and AWS_REGION; the instance metadata service
