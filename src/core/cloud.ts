@@ -54,7 +54,7 @@ export const CatalogEntry = z.object({
   name: z.string().min(1),
   memoryBytes: z.number().int().positive(),
   cpus: z.number().positive(),
-  /** Baseline network bandwidth, Gbit/s ("Up to 10 Gigabit" counts as 10). */
+  /** What its link carries in a burst, Gbit/s (the network card's peak; "Up to 10 Gigabit" counts as 10): what an agent on it registers. */
   networkGbps: z.number().positive().nullable(),
   architectures: z.array(z.string()),
   onDemandPricePerHour: z.number().positive(),

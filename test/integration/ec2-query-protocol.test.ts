@@ -82,8 +82,9 @@ describe('the EC2 provider over the query protocol', () => {
     const p = provider();
     const catalog = await p.catalog();
     expect(catalog.map((c) => [c.name, c.memoryBytes / 2 ** 30, c.networkGbps, c.spotPriceByZone['us-east-1a']])).toEqual([
-      ['r5.large', 16, 0.75, 0.0412],
-      ['r5.xlarge', 32, 0.75, 0.0831],
+      // The card's peak (10), not its 0.75 baseline: what an agent on the type registers.
+      ['r5.large', 16, 10, 0.0412],
+      ['r5.xlarge', 32, 10, 0.0831],
     ]);
     const types = endpoint.calls('DescribeInstanceTypes');
     expect(types[0]).toMatchObject({ Action: 'DescribeInstanceTypes', Version: '2016-11-15', 'InstanceType.1': 'r5.large', 'InstanceType.2': 'r5.xlarge' });

@@ -12,7 +12,7 @@ const InstanceTypeItem = z.object({
   NetworkInfo: z
     .object({
       NetworkPerformance: z.string().optional(),
-      NetworkCards: z.array(z.object({ BaselineBandwidthInGbps: z.number().optional(), PeakBandwidthInGbps: z.number().optional() })).optional(),
+      NetworkCards: z.array(z.object({ PeakBandwidthInGbps: z.number().optional() })).optional(),
     })
     .optional(),
   ProcessorInfo: z.object({ SupportedArchitectures: z.array(z.string()) }).optional(),
@@ -37,13 +37,14 @@ function headlineGbps(info: NetworkInfo): number | null {
   return m ? Number(m[1]) : null;
 }
 
-/** The type's sustained link: the card's baseline when AWS gives it, else the headline number. */
+/**
+ * What the type's link carries in a burst: the card's peak when AWS gives
+ * it, else the headline number. hubshift sizes by it what lasts seconds to
+ * two minutes (a checkpoint's S3 parts, an evacuation's moves), which an
+ * "Up to" type serves from its network credits (an m7i.large: 12.5 Gbit/s
+ * against a 0.781 baseline).
+ */
 export function networkGbps(info: NetworkInfo): number | null {
-  return info?.NetworkCards?.[0]?.BaselineBandwidthInGbps || headlineGbps(info);
-}
-
-/** What the link carries in a burst: the card's peak when AWS gives it, else the headline number. */
-function peakNetworkGbps(info: NetworkInfo): number | null {
   return info?.NetworkCards?.[0]?.PeakBandwidthInGbps || headlineGbps(info);
 }
 
@@ -71,17 +72,13 @@ export async function describeShapes(ec2: EC2Client, types: readonly string[], r
 }
 
 /**
- * The link EC2 gives one instance type in a burst, Gbit/s: how an agent on
- * EC2 learns its own node's (`hubshift agent --network-gbps auto`), since the
- * instance metadata service says the type but not its bandwidth. The peak,
- * not the baseline: what an agent sizes by it (a checkpoint's parts, an
- * evacuation's moves) are bursts of seconds to two minutes, which an
- * "Up to" type serves from its network credits (an m7i.large: 12.5 Gbit/s
- * against a 0.781 baseline).
+ * The link EC2 gives one instance type (networkGbps), Gbit/s: how an agent
+ * on EC2 learns its own node's (`hubshift agent --network-gbps auto`), since
+ * the instance metadata service says the type but not its bandwidth.
  */
 export async function describeNetworkGbps(ec2: EC2Client, type: string, retry?: Partial<RetryOptions>): Promise<number> {
   const [t] = await describeTypes(ec2, [type], 'check the node\'s --node-type', retry);
-  const gbps = t ? peakNetworkGbps(t.NetworkInfo) : null;
+  const gbps = t ? networkGbps(t.NetworkInfo) : null;
   if (!gbps) throw new CloudError('cloud_failed', 'NoNetworkPerformance', `EC2 describes no network bandwidth for ${type}: give the node's --network-gbps`);
   return gbps;
 }
