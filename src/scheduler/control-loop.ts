@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Decision } from '../core/decision.js';
+import type { NoticeInfo } from '../core/cluster.js';
 import { errorMessage } from '../core/errors.js';
 import { evaluate } from '../policy/evaluate.js';
 import type { PolicyHolder } from '../policy/load-policies.js';
@@ -8,7 +9,7 @@ import type { Planned, Planner } from './planner.js';
 import type { ControlState } from './state.js';
 
 /** What a pass reads and writes: the state's snapshot and run times, the planner, the policies. */
-export type LoopState = Pick<ControlState, 'lastRuns' | 'snapshot' | 'setLastRun' | 'forgetTakenNodes'>;
+export type LoopState = Pick<ControlState, 'lastRuns' | 'snapshot' | 'setLastRun' | 'forgetTakenNodes' | 'listNotices'>;
 export type LoopPlanner = Pick<Planner, 'plan'>;
 export type LoopPolicies = Pick<PolicyHolder, 'policies' | 'reload'>;
 
@@ -95,12 +96,12 @@ export class ControlLoop {
   }
 
   /** What the policies would decide now, without acting (the dry run behind `hubshift plan`). */
-  async decide(now = new Date()): Promise<{ decisions: Decision[]; due: string[] }> {
+  async decide(now = new Date(), notices?: NoticeInfo[]): Promise<{ decisions: Decision[]; due: string[] }> {
     const set = this.policies.policies;
     const lastRuns = await this.state.lastRuns();
     const due = duePolicies(set.policies, lastRuns, now);
     const withSamples = set.policies.some((p) => p.kind === 'rightsize' && due.includes(p.name));
-    const snapshot = await this.state.snapshot(now, { withSamples, lastRuns });
+    const snapshot = await this.state.snapshot(now, { withSamples, lastRuns, notices });
     return { decisions: evaluate(snapshot, set, now), due };
   }
 
@@ -109,11 +110,13 @@ export class ControlLoop {
     if (!reload.ok && reload.error !== this.lastReloadError) this.log.error({ err: reload.error }, 'policy files refused; the last good set stays in force');
     this.lastReloadError = reload.ok ? null : reload.error;
     const now = new Date();
+    // Read once for the pass: forgetting nodes leaves the notices as they are.
+    const notices = await this.state.listNotices(now);
     // The cloud's own: no longer priced, placed on or planned for.
-    for (const gone of await this.state.forgetTakenNodes(now)) {
+    for (const gone of await this.state.forgetTakenNodes(now, notices)) {
       this.log.warn({ node: gone.node, lost: gone.lost }, gone.lost.length ? 'node taken by the cloud with sessions still on it: they are marked failed' : 'node taken by the cloud: forgotten');
     }
-    const { decisions, due } = await this.decide(now);
+    const { decisions, due } = await this.decide(now, notices);
     const planned = await this.planner.plan(decisions, now);
     await Promise.all(due.map((name) => this.state.setLastRun(name, now)));
     return { at: now.toISOString(), decisions, planned };

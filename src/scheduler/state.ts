@@ -137,9 +137,9 @@ export class ControlState {
    * still recorded on one went with it: marked failed, their last
    * checkpoint kept. Returns what it forgot.
    */
-  async forgetTakenNodes(now: Date): Promise<{ node: string; lost: string[] }[]> {
+  async forgetTakenNodes(now: Date, notices?: NoticeInfo[]): Promise<{ node: string; lost: string[] }[]> {
     const out: { node: string; lost: string[] }[] = [];
-    for (const notice of await this.listNotices(now)) {
+    for (const notice of notices ?? (await this.listNotices(now))) {
       if (notice.kind !== 'interruption' || notice.deadline === null) continue;
       const deadline = Date.parse(notice.deadline);
       if (now.getTime() - deadline <= this.options.nodeSilentAfterMs) continue;
@@ -407,8 +407,8 @@ export class ControlState {
    * The instance types are the registered nodes' own until a cloud catalog
    * is configured. `lastRuns`: when the caller has just read them.
    */
-  async snapshot(now: Date, opts: { withSamples: boolean; lastRuns?: Record<string, string> }): Promise<ClusterSnapshot> {
-    const [nodes, sessions, notices, ops, lastRuns] = await Promise.all([this.listNodesAsHeard(now), this.listSessions(), this.listNotices(now), this.inFlight(), opts.lastRuns ?? this.lastRuns()]);
+  async snapshot(now: Date, opts: { withSamples: boolean; lastRuns?: Record<string, string>; notices?: NoticeInfo[] }): Promise<ClusterSnapshot> {
+    const [nodes, sessions, notices, ops, lastRuns] = await Promise.all([this.listNodesAsHeard(now), this.listSessions(), opts.notices ?? this.listNotices(now), this.inFlight(), opts.lastRuns ?? this.lastRuns()]);
     const snapshots: SessionSnapshot[] = await Promise.all(
       sessions.map(async (s) => ({
         id: s.id,

@@ -15,6 +15,7 @@ function cluster() {
   let gate: Promise<void> = Promise.resolve();
   const state: LoopState = {
     forgetTakenNodes: async () => [],
+    listNotices: async () => [...notices],
     lastRuns: async () => {
       await gate;
       return {};
