@@ -25,6 +25,15 @@ export function defaultMovesAtOnce(node: { cores: number; networkGbps: number })
   return Math.min(MAX_MOVES_AT_ONCE, Math.max(1, Math.min(byCores, byLink)));
 }
 
+/**
+ * Of a node's lanes, given when each is next free, the one free soonest (the
+ * first of equals): where the workers' next operation off it runs, as the
+ * spot-eviction planner and the simulator count it.
+ */
+export function soonestLane(freeAt: readonly number[]): number {
+  return freeAt.indexOf(Math.min(...freeAt));
+}
+
 /** How many sessions leave a node at once: what its agent registered, else `fallback`. */
 export function movesAtOnceOf(node: { movesAtOnce?: number }, fallback = 1): number {
   return node.movesAtOnce ?? fallback;

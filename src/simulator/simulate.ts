@@ -14,7 +14,7 @@ import { NODE_RESERVED_BYTES, rankCandidates } from '../pricing/choose-instance.
 import { ledgerMinute, zeroTotals, type LedgerSessionInput } from '../pricing/ledger.js';
 import { Random } from './random.js';
 import { SIM_ZONE } from './sim-catalog.js';
-import { ASSUMED_NETWORK_GBPS, defaultMovesAtOnce } from '../core/moves-at-once.js';
+import { ASSUMED_NETWORK_GBPS, defaultMovesAtOnce, soonestLane } from '../core/moves-at-once.js';
 import { checkpointSeconds, migrateSeconds, restoreSeconds, type OpTimings } from './timings.js';
 
 export interface SimulationOptions {
@@ -88,7 +88,7 @@ const iso = (ms: number): string => new Date(ms).toISOString();
  * which a worker meets by checkpointing the session instead (scheduler/steps.ts).
  */
 export function onLanes(lanesFreeAtMs: readonly number[], nowMs: number, startByMs?: number): { lane: number; begin: number; late: boolean } {
-  const lane = lanesFreeAtMs.indexOf(Math.min(...lanesFreeAtMs));
+  const lane = soonestLane(lanesFreeAtMs);
   const begin = Math.max(nowMs, lanesFreeAtMs[lane]!);
   return { lane, begin, late: startByMs !== undefined && begin > startByMs };
 }

@@ -1,4 +1,4 @@
-import { movesAtOnceOf } from '../../core/moves-at-once.js';
+import { movesAtOnceOf, soonestLane } from '../../core/moves-at-once.js';
 import type { Decision } from '../../core/decision.js';
 import { checkpointDecision, gib, migrateDecision } from '../describe.js';
 import type { EvaluationContext } from '../evaluation-context.js';
@@ -33,7 +33,7 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
     const lanes = new Array<number>(movesAtOnceOf(node)).fill(0);
     for (const [i, s] of sessions.entries()) {
       const moveSeconds = p.moveFixedSeconds + s.rssBytes / p.moveBytesPerSecond;
-      const lane = soonest(lanes);
+      const lane = soonestLane(lanes);
       const moved = lanes.with(lane, lanes[lane]! + moveSeconds);
       // A move is planned only if the sessions after it can still all be checkpointed in time.
       const needed = allDoneAt(moved, checkpointSeconds.slice(i + 1));
@@ -68,16 +68,11 @@ export function spotEviction(ctx: EvaluationContext, p: SpotEviction): Decision[
   return out;
 }
 
-/** The lane free soonest (the first of equals). */
-function soonest(lanes: readonly number[]): number {
-  return lanes.indexOf(Math.min(...lanes));
-}
-
 /** When the last of `jobs` (seconds each, in order) ends, each run on the lane free soonest after `lanes`. */
 function allDoneAt(lanes: readonly number[], jobs: readonly number[]): number {
   const free = [...lanes];
   for (const seconds of jobs) {
-    const lane = soonest(free);
+    const lane = soonestLane(free);
     free[lane] = free[lane]! + seconds;
   }
   return Math.max(...free);
