@@ -43,9 +43,10 @@ export function linkToScheduler(ctx: AgentContext, agentUrl: string, cfg: Schedu
   const push = async (): Promise<void> => {
     try {
       if (!registered) {
-        await client.register(reg);
+        const { ignoredFields } = await client.register(reg);
         registered = true;
         log.info({ scheduler: cfg.url, node: reg.name }, 'registered with the scheduler');
+        if (ignoredFields?.length) log.warn({ scheduler: cfg.url, ignoredFields }, 'the scheduler is older than this agent and ignored some of its fields: upgrade the scheduler');
       }
       await client.pushMetrics(reg.name, { at: new Date().toISOString(), sessions: await reporter.reports() });
       if (failing) log.info({ scheduler: cfg.url }, 'scheduler reachable again');

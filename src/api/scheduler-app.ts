@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
 import { HubRoute, MetricsPush, NodeRegistration, Operation, type NodeRecord, type PlacedSession, type SessionRecord } from '../core/control.js';
 import type { Decision } from '../core/decision.js';
-import { ConflictError, InputError, NotFoundError, UnreachableError, describeZodIssue } from '../core/errors.js';
+import { ConflictError, InputError, NotFoundError, UnreachableError, describeZodIssue, fieldsUnknownTo } from '../core/errors.js';
 import { HUB_PREFIX_ENV, SessionId, SessionSpec } from '../core/session.js';
 import { EvaluationContext } from '../policy/evaluation-context.js';
 import { DEFAULT_GUARDS } from '../policy/policy-schema.js';
@@ -175,7 +175,9 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
 
   app.post('/v1/nodes', async (req, res) => {
     const reg = body(NodeRegistration, req, 'node registration');
-    res.json(publicNode(await state.registerNode(reg, new Date())));
+    const ignoredFields = fieldsUnknownTo(NodeRegistration, req.body);
+    if (ignoredFields.length) ctx.log.warn({ node: reg.name, ignoredFields }, 'registration fields this scheduler does not know were ignored (the agent is newer: upgrade the scheduler)');
+    res.json({ ...publicNode(await state.registerNode(reg, new Date())), ...(ignoredFields.length ? { ignoredFields } : {}) });
   });
 
   app.get('/v1/nodes', async (_req, res) => {

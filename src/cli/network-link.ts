@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Ec2CallLimits } from '../cloud/ec2/ec2-client.js';
+import { EC2_LOOKUP_LIMITS, type Ec2CallLimits } from '../cloud/ec2/ec2-client.js';
 import { InputError } from '../core/errors.js';
 import { ASSUMED_NETWORK_GBPS } from '../core/moves-at-once.js';
 import { positiveNumber } from './args.js';
@@ -18,7 +18,7 @@ export function networkGbpsOption(value: string): NetworkGbpsOption {
  * starts, on the assumed figure, and says so: a node that will not start
  * cannot be evacuated either.
  */
-export async function resolveNetworkGbps(given: NetworkGbpsOption, nodeType: string | undefined, log: Logger, limits: Ec2CallLimits = { connectMs: 3_000, answerMs: 10_000 }): Promise<number> {
+export async function resolveNetworkGbps(given: NetworkGbpsOption, nodeType: string | undefined, log: Logger, limits: Ec2CallLimits = EC2_LOOKUP_LIMITS): Promise<number> {
   if (given !== 'auto') return given;
   if (!nodeType) throw new InputError('--network-gbps auto reads the link of the node\'s instance type from EC2: give --node-type (on EC2, the instance metadata\'s instance-type)');
   // The EC2 client loads only where it is asked for (main.ts keeps commands' start-up light).

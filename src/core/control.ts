@@ -11,7 +11,11 @@ import { SessionId, SessionState, UserName } from './session.js';
 const IsoTime = z.string().datetime({ offset: true });
 const HttpUrl = z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL');
 
-/** Sent by an agent when it starts (and again whenever the scheduler has forgotten it). */
+/**
+ * Sent by an agent when it starts (and again whenever the scheduler has forgotten it).
+ * Not strict: fields this scheduler does not know are dropped and named back in
+ * the answer (`ignoredFields`), so that agents can be upgraded before their scheduler.
+ */
 export const NodeRegistration = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9.-]{0,62}$/, 'node name must be 1-63 of a-z 0-9 . - and start with a letter or digit'),
@@ -29,8 +33,7 @@ export const NodeRegistration = z
     /** Where the scheduler's workers reach this node's agent, and with what token. */
     agentUrl: HttpUrl,
     agentToken: z.string().min(16),
-  })
-  .strict();
+  });
 export type NodeRegistration = z.infer<typeof NodeRegistration>;
 
 /** A node as the scheduler keeps it: what the policies see plus how to reach its agent. */
@@ -57,10 +60,11 @@ const SessionFacts = z.object({
 });
 
 /** One session as an agent reports it in a metrics push. */
-export const SessionReport = SessionFacts.extend({ lastActivityAt: IsoTime.nullable() }).strict();
+/** Not strict, like NodeRegistration: a newer agent's extra fields are dropped. */
+export const SessionReport = SessionFacts.extend({ lastActivityAt: IsoTime.nullable() });
 export type SessionReport = z.infer<typeof SessionReport>;
 
-export const MetricsPush = z.object({ at: IsoTime, sessions: z.array(SessionReport).max(10_000) }).strict();
+export const MetricsPush = z.object({ at: IsoTime, sessions: z.array(SessionReport).max(10_000) });
 export type MetricsPush = z.infer<typeof MetricsPush>;
 
 /** How JupyterHub reaches a session: its hub user, server name ('' for the default) and URL prefix. */

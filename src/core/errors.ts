@@ -158,6 +158,15 @@ export function describeZodIssue(err: z.ZodError, root = '(root)'): string {
   return `${i?.path.join('.') || root}: ${i?.message}`;
 }
 
+/**
+ * The top-level fields of `raw` that an object schema does not name: what a
+ * stripping parse drops, to be told rather than lost in silence.
+ */
+export function fieldsUnknownTo(schema: z.ZodObject, raw: unknown): string[] {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return [];
+  return Object.keys(raw).filter((k) => !Object.hasOwn(schema.shape, k));
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -26,7 +26,7 @@ export class SchedulerClient {
   }
 
   register(reg: NodeRegistration) {
-    return this.http.call('POST', 'v1/nodes', z.object({ name: z.string() }).passthrough(), reg);
+    return this.http.call('POST', 'v1/nodes', z.object({ name: z.string(), ignoredFields: z.array(z.string()).optional() }).passthrough(), reg);
   }
   nodes() {
     return this.http.call('GET', 'v1/nodes', z.object({ nodes: z.array(z.object({ name: z.string(), state: z.string(), instanceType: z.string(), lifecycle: z.string(), pricePerHour: z.number(), memoryBytes: z.number() }).passthrough()) })).then((r) => r.nodes);

@@ -78,6 +78,23 @@ describe('the scheduler API', () => {
     expect(e.message).toMatch(/lifecycle/);
   });
 
+  it('should take a newer agent\'s registration and metrics, dropping the fields it does not know and naming them back', async () => {
+    const newer = { ...registration, name: 'node-newer', instanceId: 'i-0123456789abcdefa', lanesByLink: { eth0: 2 }, zz: 1 };
+    const answer = await t.c.register(newer as never);
+    expect(answer.ignoredFields).toEqual(['lanesByLink', 'zz']);
+    const shown = (await t.c.nodes()).find((n) => n.name === 'node-newer');
+    expect(shown).toMatchObject({ instanceType: 'm7i.large', memoryBytes: 8 * 2 ** 30 });
+    expect(shown).not.toHaveProperty('lanesByLink');
+    // A known field still has to be right.
+    expect((await refusal(t.c.register({ ...newer, cpus: -1 } as never))).message).toMatch(/cpus/);
+    // Nothing is named back when there is nothing to drop.
+    expect((await t.c.register({ ...registration, name: 'node-newer', instanceId: 'i-0123456789abcdefa' })).ignoredFields).toBeUndefined();
+    const report = { id: 's0000fee1', user: 'ada', state: 'running', url: 'http://10.0.0.9:8888/', token: 't'.repeat(32), rssBytes: 1000, cpuCores: 0.1, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint: null, gpuBytes: 0 };
+    expect(await t.c.pushMetrics('node-newer', { at: new Date().toISOString(), sessions: [report as never], frames: 3 } as never)).toEqual({ updated: 1, ignored: 0 });
+    expect(await t.scheduler.state.samples('s0000fee1')).toHaveLength(1);
+    expect(await t.scheduler.state.findSession('s0000fee1')).not.toHaveProperty('gpuBytes');
+  });
+
   it('should keep a bounded window of metric samples, and refuse malformed metrics naming the field', async () => {
     const report = { id: 's0000abcd', user: 'ada', state: 'running', url: 'http://10.0.0.2:8888/', token: 't'.repeat(32), rssBytes: 1000, cpuCores: 0.1, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint: null } as const;
     for (let i = 0; i < 5; i++) await t.c.pushMetrics('node-x', { at: new Date(Date.now() + i).toISOString(), sessions: [{ ...report, rssBytes: 1000 + i }] });

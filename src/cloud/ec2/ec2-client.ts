@@ -9,6 +9,9 @@ export interface Ec2CallLimits {
 /** EC2's API answers in seconds; CreateFleet's instant launches take the longest. */
 export const EC2_CALL_LIMITS: Ec2CallLimits = { connectMs: 5_000, answerMs: 30_000 };
 
+/** An agent's lookup at its start: one quick read, and the node starts on a default without it. */
+export const EC2_LOOKUP_LIMITS: Ec2CallLimits = { connectMs: 3_000, answerMs: 10_000 };
+
 /**
  * An EC2 client whose calls end: the SDK's defaults wait for ever on an
  * endpoint that does not answer (and only warn past a request timeout
