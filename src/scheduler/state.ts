@@ -60,6 +60,15 @@ export type ClaimResult = { ok: true } | { ok: false; why: 'held' | 'moved'; det
 /** How long a removed session's id is remembered, so late pushes do not bring it back. */
 const REMOVED_MEMORY_SECONDS = 3600;
 
+/** A node the cloud took, and what became of the sessions still recorded on it. */
+export interface TakenNode {
+  node: string;
+  /** Sessions with no checkpoint to go back to (or on a hibernated node): marked failed. */
+  failed: string[];
+  /** Sessions back at their last checkpoint: what they did since it is lost. */
+  backToCheckpoint: { id: string; checkpoint: string }[];
+}
+
 export class ControlState {
   readonly options: StateOptions;
   constructor(
@@ -134,21 +143,34 @@ export class ControlState {
    * Forgets the nodes the cloud took: an interruption's deadline passed more
    * than nodeSilentAfterMs ago and the node has not been heard from since it
    * (a node still pushing was not taken, whatever the notice said). Sessions
-   * still recorded on one went with it: marked failed, their last
-   * checkpoint kept. Returns what it forgot.
+   * still recorded on one went with it. One with a checkpoint goes back to
+   * it (checkpointed, woken like any other on its user's next request),
+   * unless the notice said hibernate: that node may come back with the
+   * session still running, and a copy woken elsewhere would then run twice.
+   * The others, and those, are marked failed, their last checkpoint kept.
+   * Returns what it forgot.
    */
-  async forgetTakenNodes(now: Date, notices?: NoticeInfo[]): Promise<{ node: string; lost: string[] }[]> {
-    const out: { node: string; lost: string[] }[] = [];
+  async forgetTakenNodes(now: Date, notices?: NoticeInfo[]): Promise<TakenNode[]> {
+    const out: TakenNode[] = [];
     for (const notice of notices ?? (await this.listNotices(now))) {
       if (notice.kind !== 'interruption' || notice.deadline === null) continue;
       const deadline = Date.parse(notice.deadline);
       if (now.getTime() - deadline <= this.options.nodeSilentAfterMs) continue;
       const n = await this.findNode(notice.node);
       if (!n || Date.parse(n.lastSeenAt) >= deadline) continue;
-      const lost = (await this.listSessions()).filter((s) => s.node === n.name && s.state !== 'checkpointed' && s.state !== 'stopped');
-      for (const s of lost) await this.updateSession(s.id, { state: 'failed', node: null }, now);
+      const gone = { node: n.name, failed: [] as string[], backToCheckpoint: [] as { id: string; checkpoint: string }[] };
+      for (const s of await this.listSessions()) {
+        if (s.node !== n.name || s.state === 'checkpointed' || s.state === 'stopped') continue;
+        if (s.lastCheckpoint !== null && notice.action !== 'hibernate') {
+          await this.updateSession(s.id, { state: 'checkpointed', node: null, lastDisruptionAt: now.toISOString() }, now);
+          gone.backToCheckpoint.push({ id: s.id, checkpoint: s.lastCheckpoint });
+        } else {
+          await this.updateSession(s.id, { state: 'failed', node: null }, now);
+          gone.failed.push(s.id);
+        }
+      }
       await this.forgetNode(n.name);
-      out.push({ node: n.name, lost: lost.map((s) => s.id) });
+      out.push(gone);
     }
     return out;
   }

@@ -249,18 +249,23 @@ describe("the scheduler's view of a node that went silent", () => {
     expect((await t.c.nodes()).find((n) => n.name === 'quiet-q')?.state).toBe('ready');
   });
 
-  it('should forget a node the cloud took (not heard from since its deadline), its sessions marked failed, and keep one still pushing', async () => {
+  it('should forget a node the cloud took (not heard from since its deadline), its sessions back at their checkpoints or failed, and keep one still pushing', async () => {
     const node = (name: string, n: number) => ({ ...registration, name, instanceId: `i-10000000000000${n}` });
     await t.c.register(node('taken-t', 1));
     await t.c.register(node('stays-s', 2));
+    await t.c.register(node('slept-h', 3));
     const report = (id: string, lastCheckpoint: string | null = null) => ({ id, user: 'fy', state: 'running', url: 'http://10.0.0.6:8888/', token: 't'.repeat(32), rssBytes: 2 ** 20, cpuCores: 0, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint }) as const;
-    // The session on the node the cloud takes had a checkpoint (a rebalance snapshot, say) before it.
+    // One session on the node the cloud takes had a checkpoint (a rebalance snapshot, say) before it; one had none.
     const older = newCheckpointId();
-    await t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [report('s0000f00d', older)] });
+    await t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [report('s0000f00d', older), report('s0000f00e')] });
     await t.c.pushMetrics('stays-s', { at: new Date().toISOString(), sessions: [report('s0000feed')] });
+    // A hibernated node may come back with its sessions running: none is put back to a checkpoint.
+    const slept = newCheckpointId();
+    await t.c.pushMetrics('slept-h', { at: new Date().toISOString(), sessions: [report('s0000f00f', slept)] });
     const deadline = Date.now() + 300;
     for (const name of ['taken-t', 'stays-s']) await t.c.notice({ node: name, action: 'terminate', time: new Date(deadline).toISOString() });
-    // Past the deadline by more than nodeSilentAfterMs (1.5 s): stays-s pushes on, taken-t is silent.
+    await t.c.notice({ node: 'slept-h', action: 'hibernate', time: new Date(deadline).toISOString() });
+    // Past the deadline by more than nodeSilentAfterMs (1.5 s): stays-s pushes on, taken-t and slept-h are silent.
     while (Date.now() < deadline + 2_000) {
       await t.c.pushMetrics('stays-s', { at: new Date().toISOString(), sessions: [report('s0000feed')] });
       await new Promise((r) => setTimeout(r, 250));
@@ -269,10 +274,14 @@ describe("the scheduler's view of a node that went silent", () => {
     const names = (await t.c.nodes()).map((n) => n.name);
     expect(names).toContain('stays-s');
     expect(names).not.toContain('taken-t');
-    expect(await t.c.getSession('s0000f00d')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: older });
-    // Its last checkpoint is kept: an operator can bring it back from there (hubshift restore ID), once the
-    // evacuation planned at the notice has failed for good (its agent is gone). No workers run here: the claim is
-    // let go as a worker lets it go then.
+    expect(names).not.toContain('slept-h');
+    expect(await t.c.getSession('s0000f00d')).toMatchObject({ state: 'checkpointed', node: null, lastCheckpoint: older });
+    expect((await t.scheduler.state.getSession('s0000f00d')).lastDisruptionAt).not.toBeNull();
+    expect(await t.c.getSession('s0000f00e')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: null });
+    expect(await t.c.getSession('s0000f00f')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: slept });
+    // It is restored (by a request through the gateway, or hubshift restore ID) once the evacuation planned at
+    // the notice has failed for good (its agent is gone). No workers run here: the claim is let go as a worker
+    // lets it go then.
     const evacuation = (await t.scheduler.state.inFlight()).find((o) => o.sessionId === 's0000f00d');
     expect(evacuation?.decision.policy).toBe('spot-eviction');
     expect((await refusal(t.c.restore('s0000f00d', 'stays-s'))).message).toMatch(`busy with operation ${evacuation!.id}`);
