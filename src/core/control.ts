@@ -59,8 +59,7 @@ const SessionFacts = z.object({
   lastCheckpoint: z.string().nullable(),
 });
 
-/** One session as an agent reports it in a metrics push. */
-/** Not strict, like NodeRegistration: a newer agent's extra fields are dropped. */
+/** One session as an agent reports it in a metrics push. Not strict, like NodeRegistration: a newer agent's extra fields are dropped. */
 export const SessionReport = SessionFacts.extend({ lastActivityAt: IsoTime.nullable() });
 export type SessionReport = z.infer<typeof SessionReport>;
 
