@@ -12,7 +12,7 @@ import type { HostRecord } from '../../src/core/cloud.js';
 import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
 import { waitFor } from '../../src/util/exec.js';
-import { TEST_GUARDS, TEST_SPOT_EVICTION, nodesRegistered, policyDir } from '../helpers/control-plane.js';
+import { TEST_GUARDS, TEST_SPOT_EVICTION, nodesRegistered, operationEnd, policyDir } from '../helpers/control-plane.js';
 import { askState, kernelWithState, type KernelState } from '../helpers/kernel.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -42,7 +42,8 @@ describe('a spot notice on a local test host, end to end', () => {
     redis = await startRedis();
     policies = await policyDir({ 'guards.yaml': TEST_GUARDS, 'spot-eviction.yaml': TEST_SPOT_EVICTION });
     scheduler = await startScheduler(
-      { host: segment.gateway, port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 1_000, workers: true, worker: { lockMs: 10_000, concurrency: 4 }, queue: { attempts: 3, backoffMs: 500 }, state: {} },
+      // A node the cloud took is forgotten 8 s past its deadline (the agents push every second).
+      { host: segment.gateway, port: 0, token, redisUrl: redis.url, policiesDir: policies.dir, intervalMs: 1_000, workers: true, worker: { lockMs: 10_000, concurrency: 4 }, queue: { attempts: 3, backoffMs: 500 }, state: { nodeSilentAfterMs: 8_000 } },
       pino({ level: process.env.HUBSHIFT_TEST_LOG ?? 'silent' }),
     );
     const tokenFile = join(policies.dir, 'scheduler.token');
@@ -135,5 +136,42 @@ describe('a spot notice on a local test host, end to end', () => {
     }
     frozen.sort((a, b) => a.at - b.at);
     for (let i = 1; i < frozen.length; i++) expect(frozen[i]!.at).toBeGreaterThanOrEqual(frozen[i - 1]!.at + frozen[i - 1]!.downtimeMs);
+  });
+
+  it('should bring a session that went with a host the cloud took back from its last checkpoint, and mark one with none failed', async () => {
+    const doomed = hosts.find((h) => h.name === 'host-3')!;
+    const others = (await c.listSessions()).filter((x) => x.node === doomed.name);
+    const s = await c.startSession('dee', { node: doomed.name });
+    const k = await kernelWithState(s.url, s.token, 16);
+    // A snapshot (a checkpoint that leaves the session running), then work the snapshot does not hold.
+    expect((await operationEnd(c, (await c.checkpoint(s.id, true)).id)).status).toBe('completed');
+    const snapshot = (await c.getSession(s.id)).lastCheckpoint;
+    expect(snapshot).not.toBeNull();
+    expect((await k.channel.execute('x = 99')).status).toBe('ok');
+    k.channel.close();
+    // The cloud takes the host before any evacuation could run: its agent dies first, then the notice comes.
+    process.kill(doomed.agentPid!, 'SIGKILL');
+    await provider.removeHost(doomed.name);
+    await c.notice({ node: doomed.name, action: 'terminate', in: 1 });
+    // Past the deadline by more than nodeSilentAfterMs, and once the evacuation planned at the notice failed for good.
+    const back = await waitFor(
+      'the scheduler to forget host-3 and put its sessions back at their checkpoints',
+      async () => {
+        const now = await c.getSession(s.id);
+        return now.state === 'checkpointed' && now.operation === null ? now : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+    expect(back).toMatchObject({ node: null, lastCheckpoint: snapshot });
+    expect((await c.nodes()).map((n) => n.name)).not.toContain(doomed.name);
+    // Sessions moved there by the evacuation above had no checkpoint: marked failed.
+    for (const o of others) expect(await c.getSession(o.id)).toMatchObject(o.lastCheckpoint === null ? { state: 'failed', node: null } : { state: 'checkpointed', node: null });
+    // Its restore (what a request through the hub's gateway asks for) brings it back as it was at the snapshot.
+    expect((await operationEnd(c, (await c.restore(s.id, 'host-2')).id)).status).toBe('completed');
+    const restored = await c.getSession(s.id);
+    expect(restored).toMatchObject({ state: 'running', node: 'host-2', url: s.url });
+    const ch = await KernelChannel.connect(restored.url, restored.token, k.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+    ch.close();
   });
 });
