@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import type { Lifecycle } from '../../src/core/cluster.js';
+import type { PlacedSession } from '../../src/core/control.js';
 import { startScheduler, type RunningScheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.js';
 import { SchedulerClient, type OperationStatus } from '../../src/scheduler/scheduler-client.js';
 import { waitFor } from '../../src/util/exec.js';
@@ -75,6 +76,18 @@ export async function nodesRegistered(c: SchedulerClient, names: string[]): Prom
     timeoutMs: 20_000,
     intervalMs: 100,
   });
+}
+
+/** Waits until the scheduler shows the session checkpointed with nothing under way on it, and returns it. */
+export async function sessionCheckpointed(c: SchedulerClient, id: string, why: string, timeoutMs = 60_000): Promise<PlacedSession> {
+  return waitFor(
+    why,
+    async () => {
+      const s = await c.getSession(id);
+      return s.state === 'checkpointed' && s.operation === null ? s : undefined;
+    },
+    { timeoutMs, intervalMs: 250 },
+  );
 }
 
 /** Waits for an operation to complete or fail, and returns how it ended. */

@@ -8,7 +8,7 @@ import { parseSubnet } from '../../src/agent/network.js';
 import { GATEWAY_DEFAULTS } from '../../src/hub/gateway-config.js';
 import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { run, sleep, waitFor } from '../../src/util/exec.js';
-import { operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { operationEnd, sessionCheckpointed, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { HubUser, proxyRoutes, spawnThroughHub, startHub, type TestHub } from '../helpers/hub.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { chromium, type Browser } from 'playwright-core';
@@ -72,10 +72,7 @@ describe('JupyterHub with hubshift', () => {
     const k = await kernelWithState(base, token, 8);
     k.channel.close();
 
-    await waitFor('the idle policy to checkpoint ann', async () => {
-      const now = await c.getSession(s!.id);
-      return now.state === 'checkpointed' && now.operation === null ? now : undefined;
-    }, { timeoutMs: 90_000, intervalMs: 250 });
+    await sessionCheckpointed(c, s!.id, 'the idle policy to checkpoint ann', 90_000);
     expect((await c.actions()).find((a) => a.sessionId === s!.id && a.outcome === 'done')).toMatchObject({ action: 'checkpoint', policy: 'idle' });
     // The hub still counts the server as running: the spawner's poll says so.
     expect((await hub.api('GET', '/users/ann', HubUser)).servers['']?.ready).toBe(true);

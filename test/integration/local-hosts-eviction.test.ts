@@ -12,7 +12,7 @@ import type { HostRecord } from '../../src/core/cloud.js';
 import { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { startScheduler, type RunningScheduler } from '../../src/scheduler/scheduler.js';
 import { waitFor } from '../../src/util/exec.js';
-import { TEST_GUARDS, TEST_SPOT_EVICTION, nodesRegistered, operationEnd, policyDir } from '../helpers/control-plane.js';
+import { TEST_GUARDS, TEST_SPOT_EVICTION, nodesRegistered, operationEnd, policyDir, sessionCheckpointed } from '../helpers/control-plane.js';
 import { askState, kernelWithState, type KernelState } from '../helpers/kernel.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -154,14 +154,7 @@ describe('a spot notice on a local test host, end to end', () => {
     await provider.removeHost(doomed.name);
     await c.notice({ node: doomed.name, action: 'terminate', in: 1 });
     // Past the deadline by more than nodeSilentAfterMs, and once the evacuation planned at the notice failed for good.
-    const back = await waitFor(
-      'the scheduler to forget host-3 and put its sessions back at their checkpoints',
-      async () => {
-        const now = await c.getSession(s.id);
-        return now.state === 'checkpointed' && now.operation === null ? now : undefined;
-      },
-      { timeoutMs: 60_000, intervalMs: 250 },
-    );
+    const back = await sessionCheckpointed(c, s.id, 'the scheduler to forget host-3 and put its sessions back at their checkpoints');
     expect(back).toMatchObject({ node: null, lastCheckpoint: snapshot });
     expect((await c.nodes()).map((n) => n.name)).not.toContain(doomed.name);
     // Sessions moved there by the evacuation above had no checkpoint: marked failed.

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { sleep, waitFor } from '../../src/util/exec.js';
-import { operationEnd, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { operationEnd, sessionCheckpointed, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import type { TestAgent } from '../helpers/test-agent.js';
 
@@ -38,14 +38,7 @@ describe('the idle and rebalance policies through the scheduler', () => {
     const used = await c.startSession('joe');
     const kUsed = await kernelWithState(used.url, used.token, 4);
 
-    const checkpointed = await waitFor(
-      'the idle session to be checkpointed',
-      async () => {
-        const s = await c.getSession(idle.id);
-        return s.state === 'checkpointed' && s.operation === null ? s : undefined;
-      },
-      { timeoutMs: 60_000, intervalMs: 250 },
-    );
+    const checkpointed = await sessionCheckpointed(c, idle.id, 'the idle session to be checkpointed');
     expect(checkpointed.node).toBeNull();
     expect(await agents[0]!.client.findSession(idle.id)).toBeNull();
     const action = (await c.actions()).find((a) => a.sessionId === idle.id && a.outcome === 'done');
