@@ -145,9 +145,10 @@ export class ControlState {
    * (a node still pushing was not taken, whatever the notice said). Sessions
    * still recorded on one went with it. One with a checkpoint goes back to
    * it (checkpointed, woken like any other on its user's next request),
-   * unless the notice said hibernate: that node may come back with the
-   * session still running, and a copy woken elsewhere would then run twice.
-   * The others, and those, are marked failed, their last checkpoint kept.
+   * unless it had failed already or the notice said hibernate: that node
+   * may come back with the session still running, and a copy woken
+   * elsewhere would then run twice. The others, and those, are marked
+   * failed, their last checkpoint kept.
    * Returns what it forgot.
    */
   async forgetTakenNodes(now: Date, notices?: NoticeInfo[]): Promise<TakenNode[]> {
@@ -161,7 +162,8 @@ export class ControlState {
       const gone = { node: n.name, failed: [] as string[], backToCheckpoint: [] as { id: string; checkpoint: string }[] };
       for (const s of await this.listSessions()) {
         if (s.node !== n.name || s.state === 'checkpointed' || s.state === 'stopped') continue;
-        if (s.lastCheckpoint !== null && notice.action !== 'hibernate') {
+        // One that had failed before stays failed: its checkpoint is from before whatever ended it.
+        if (s.lastCheckpoint !== null && s.state !== 'failed' && notice.action !== 'hibernate') {
           await this.updateSession(s.id, { state: 'checkpointed', node: null, lastDisruptionAt: now.toISOString() }, now);
           gone.backToCheckpoint.push({ id: s.id, checkpoint: s.lastCheckpoint });
         } else {

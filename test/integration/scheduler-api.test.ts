@@ -257,7 +257,9 @@ describe("the scheduler's view of a node that went silent", () => {
     const report = (id: string, lastCheckpoint: string | null = null) => ({ id, user: 'fy', state: 'running', url: 'http://10.0.0.6:8888/', token: 't'.repeat(32), rssBytes: 2 ** 20, cpuCores: 0, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint }) as const;
     // One session on the node the cloud takes had a checkpoint (a rebalance snapshot, say) before it; one had none.
     const older = newCheckpointId();
-    await t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [report('s0000f00d', older), report('s0000f00e')] });
+    // A third had failed already (its processes ended), after a checkpoint.
+    const beforeItFailed = newCheckpointId();
+    await t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [report('s0000f00d', older), report('s0000f00e'), { ...report('s0000f010', beforeItFailed), state: 'failed' }] });
     await t.c.pushMetrics('stays-s', { at: new Date().toISOString(), sessions: [report('s0000feed')] });
     // A hibernated node may come back with its sessions running: none is put back to a checkpoint.
     const slept = newCheckpointId();
@@ -278,6 +280,7 @@ describe("the scheduler's view of a node that went silent", () => {
     expect(await t.c.getSession('s0000f00d')).toMatchObject({ state: 'checkpointed', node: null, lastCheckpoint: older });
     expect((await t.scheduler.state.getSession('s0000f00d')).lastDisruptionAt).not.toBeNull();
     expect(await t.c.getSession('s0000f00e')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: null });
+    expect(await t.c.getSession('s0000f010')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: beforeItFailed });
     expect(await t.c.getSession('s0000f00f')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: slept });
     // It is restored (by a request through the gateway, or hubshift restore ID) once the evacuation planned at
     // the notice has failed for good (its agent is gone). No workers run here: the claim is let go as a worker
