@@ -156,6 +156,7 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
     lastCheckpoint: s.lastCheckpoint,
     operation: await state.claimOf(s.id),
     hub: s.hub,
+    lostWithNode: s.lostWithNode,
   });
 
   /** The cheapest ready node with room for `bytes`, as the policies would place it. */
@@ -256,6 +257,7 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
       hub,
       group: spec.group ?? null,
       requestedBytes: spec.resources.memoryBytes ?? null,
+      lostWithNode: null,
     };
     await state.putSession(rec);
     if (hub) await state.setRoute(hub.prefix, rec.id);

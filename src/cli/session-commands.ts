@@ -38,7 +38,8 @@ function withConn(cmd: Command): Command {
 }
 
 function placedLine(s: PlacedSession): string {
-  return `${s.id}  ${s.user.padEnd(12)} ${s.state.padEnd(12)} ${(s.node ?? '(store)').padEnd(12)} ${s.url}${s.operation ? `  [${s.operation}]` : ''}`;
+  const lost = s.lostWithNode ? `  (lost with ${s.lostWithNode.node} at ${s.lostWithNode.at}: back at ${s.lostWithNode.checkpoint})` : '';
+  return `${s.id}  ${s.user.padEnd(12)} ${s.state.padEnd(12)} ${(s.node ?? '(store)').padEnd(12)} ${s.url}${s.operation ? `  [${s.operation}]` : ''}${lost}`;
 }
 
 /** Submits an operation to the scheduler and, unless --no-wait, follows it to its end (exit 1 if it failed). */

@@ -86,6 +86,21 @@ export function routePrefixes(path: string): string[] {
   return prefixes;
 }
 
+/**
+ * A session that went with a node the cloud took and is back at its last
+ * checkpoint: what it did after that checkpoint is lost, which its user is
+ * told while it wakes. Cleared once it runs again.
+ */
+export const LostWithNode = z.object({
+  node: z.string(),
+  /** When the scheduler concluded the node was gone. */
+  at: IsoTime,
+  checkpoint: z.string(),
+  /** When that checkpoint was taken, where the scheduler recorded it. */
+  checkpointAt: IsoTime.nullable(),
+});
+export type LostWithNode = z.infer<typeof LostWithNode>;
+
 /** A session as the scheduler knows it. */
 export const SessionRecord = SessionFacts.extend({
   /** Set for sessions JupyterHub started through the scheduler. */
@@ -99,6 +114,7 @@ export const SessionRecord = SessionFacts.extend({
   lastActivityAt: IsoTime,
   lastDisruptionAt: IsoTime.nullable(),
   updatedAt: IsoTime,
+  lostWithNode: LostWithNode.nullable().default(null),
 });
 export type SessionRecord = z.infer<typeof SessionRecord>;
 
@@ -203,6 +219,7 @@ export const PlacedSession = z.object({
   /** The operation under way on it, if any. */
   operation: z.string().nullable(),
   hub: HubRoute.nullable().default(null),
+  lostWithNode: LostWithNode.nullable().default(null),
 });
 export type PlacedSession = z.infer<typeof PlacedSession>;
 

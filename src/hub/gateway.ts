@@ -10,6 +10,7 @@ import { sleep } from '../util/exec.js';
 import type { HubActivityReporter } from './hub-activity.js';
 import type { SessionDirectory } from './session-directory.js';
 import type { GatewayConfig } from './gateway-config.js';
+import { wakeMessage } from './wake-message.js';
 import { GATEWAY_PATH, escapeHtml, wakePage } from './wake-page.js';
 
 /** A refusal with its HTTP status, said to the browser as JSON or a small page. */
@@ -46,16 +47,10 @@ function forwardHeaders(h: IncomingHttpHeaders): IncomingHttpHeaders {
   return Object.fromEntries(Object.entries(h).filter(([k]) => !HOP_BY_HOP.has(k)));
 }
 
+const lowerFirst = (m: string): string => m.charAt(0).toLowerCase() + m.slice(1);
+
 function closeCode(code: number): number | undefined {
   return code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : undefined;
-}
-
-function describe(s: PlacedSession): string {
-  if (s.state === 'checkpointed' || s.state === 'restoring') return 'Restoring your session';
-  if (s.state === 'starting') return 'Starting your session';
-  // A move dumps as a checkpoint does: the state alone does not tell them apart.
-  if (s.operation || s.state === 'checkpointing') return 'Your session is being moved or saved; it answers again in a moment';
-  return `Your session is ${s.state}`;
 }
 
 /**
@@ -157,7 +152,7 @@ export class SessionGateway {
         if (Date.now() >= deadline) break;
         await sleep(this.config.pollIntervalMs);
       }
-      throw new GatewayError(504, `session ${s.id} of ${s.user} did not come back within ${this.config.holdTimeoutMs / 1000} s (${describe(last).toLowerCase()}); try again in a moment`);
+      throw new GatewayError(504, `session ${s.id} of ${s.user} did not come back within ${this.config.holdTimeoutMs / 1000} s (${lowerFirst(wakeMessage(last))}); try again in a moment`);
     })().finally(() => this.waits.delete(s.id));
     this.waits.set(s.id, wait);
     return wait;
@@ -210,7 +205,7 @@ export class SessionGateway {
     await this.wakeIfAsleep(now);
     const ready = serving(now);
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }).end(
-      JSON.stringify({ ready, state: now.state, operation: now.operation, message: ready ? 'Ready' : describe(now), error: now.state === 'failed' ? `session ${now.id} failed; stop and start your server from the hub` : null }),
+      JSON.stringify({ ready, state: now.state, operation: now.operation, message: ready ? 'Ready' : wakeMessage(now), error: now.state === 'failed' ? `session ${now.id} failed; stop and start your server from the hub` : null }),
     );
   }
 

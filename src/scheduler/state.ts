@@ -164,7 +164,9 @@ export class ControlState {
         if (s.node !== n.name || s.state === 'checkpointed' || s.state === 'stopped') continue;
         // One that had failed before stays failed: its checkpoint is from before whatever ended it.
         if (s.lastCheckpoint !== null && s.state !== 'failed' && notice.action !== 'hibernate') {
-          await this.updateSession(s.id, { state: 'checkpointed', node: null, lastDisruptionAt: now.toISOString() }, now);
+          const checkpointAt = (await this.checkpoints(s.id)).find((c) => c.checkpoint === s.lastCheckpoint)?.at ?? null;
+          const lostWithNode = { node: n.name, at: now.toISOString(), checkpoint: s.lastCheckpoint, checkpointAt };
+          await this.updateSession(s.id, { state: 'checkpointed', node: null, lastDisruptionAt: now.toISOString(), lostWithNode }, now);
           gone.backToCheckpoint.push({ id: s.id, checkpoint: s.lastCheckpoint });
         } else {
           await this.updateSession(s.id, { state: 'failed', node: null }, now);
@@ -192,7 +194,8 @@ export class ControlState {
    * apart too, written once known and never cleared: an agent's first push
    * can read the record before the start writes it, and write after.
    */
-  async putSession(rec: SessionRecord): Promise<void> {
+  /** `rec` as its schema takes it: fields with defaults may be left out. */
+  async putSession(rec: z.input<typeof SessionRecord>): Promise<void> {
     const parsed = SessionRecord.parse(rec);
     const fields = ['json', JSON.stringify(parsed), 'node', rec.node ?? ''];
     const origin = SessionOrigin.parse(parsed);
@@ -314,6 +317,8 @@ export class ControlState {
           connections: r.connections,
           lastActivityAt: r.lastActivityAt ?? before?.lastActivityAt ?? push.at,
           lastDisruptionAt: before?.lastDisruptionAt ?? null,
+          // Told while it woke; a node reporting it means it runs again (or was checkpointed anew).
+          lostWithNode: null,
           hub: before?.hub ?? null,
           group: before?.group ?? null,
           requestedBytes: before?.requestedBytes ?? null,

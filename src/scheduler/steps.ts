@@ -171,7 +171,7 @@ async function restoreStep(ctx: StepContext, op: Operation): Promise<RestoreDone
   return withLock(ctx, id, async (lock) => {
     const r = await restoreOn(ctx, target, op.target as string, id, checkpoint, lock);
     await ctx.state.setStepResult(op.id, 'restore', r);
-    await ctx.state.updateSession(id, { state: 'running', node: r.node, url: r.url, token: r.token }, new Date());
+    await ctx.state.updateSession(id, { state: 'running', node: r.node, url: r.url, token: r.token, lostWithNode: null }, new Date());
     return r;
   });
 }

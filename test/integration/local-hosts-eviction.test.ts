@@ -155,14 +155,15 @@ describe('a spot notice on a local test host, end to end', () => {
     await c.notice({ node: doomed.name, action: 'terminate', in: 1 });
     // Past the deadline by more than nodeSilentAfterMs, and once the evacuation planned at the notice failed for good.
     const back = await sessionCheckpointed(c, s.id, 'the scheduler to forget host-3 and put its sessions back at their checkpoints');
-    expect(back).toMatchObject({ node: null, lastCheckpoint: snapshot });
+    const taken = (await c.checkpoints(s.id)).find((x) => x.checkpoint === snapshot)!.at;
+    expect(back).toMatchObject({ node: null, lastCheckpoint: snapshot, lostWithNode: { node: doomed.name, checkpoint: snapshot, checkpointAt: taken } });
     expect((await c.nodes()).map((n) => n.name)).not.toContain(doomed.name);
     // Sessions moved there by the evacuation above had no checkpoint: marked failed.
     for (const o of others) expect(await c.getSession(o.id)).toMatchObject(o.lastCheckpoint === null ? { state: 'failed', node: null } : { state: 'checkpointed', node: null });
     // Its restore (what a request through the hub's gateway asks for) brings it back as it was at the snapshot.
     expect((await operationEnd(c, (await c.restore(s.id, 'host-2')).id)).status).toBe('completed');
     const restored = await c.getSession(s.id);
-    expect(restored).toMatchObject({ state: 'running', node: 'host-2', url: s.url });
+    expect(restored).toMatchObject({ state: 'running', node: 'host-2', url: s.url, lostWithNode: null });
     const ch = await KernelChannel.connect(restored.url, restored.token, k.kernelId);
     expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
     ch.close();

@@ -277,9 +277,10 @@ describe("the scheduler's view of a node that went silent", () => {
     expect(names).toContain('stays-s');
     expect(names).not.toContain('taken-t');
     expect(names).not.toContain('slept-h');
-    expect(await t.c.getSession('s0000f00d')).toMatchObject({ state: 'checkpointed', node: null, lastCheckpoint: older });
+    // It says where it was lost and to which checkpoint it went back (that checkpoint's time is unknown here: only pushed).
+    expect(await t.c.getSession('s0000f00d')).toMatchObject({ state: 'checkpointed', node: null, lastCheckpoint: older, lostWithNode: { node: 'taken-t', checkpoint: older, checkpointAt: null } });
     expect((await t.scheduler.state.getSession('s0000f00d')).lastDisruptionAt).not.toBeNull();
-    expect(await t.c.getSession('s0000f00e')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: null });
+    expect(await t.c.getSession('s0000f00e')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: null, lostWithNode: null });
     expect(await t.c.getSession('s0000f010')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: beforeItFailed });
     expect(await t.c.getSession('s0000f00f')).toMatchObject({ state: 'failed', node: null, lastCheckpoint: slept });
     // It is restored (by a request through the gateway, or hubshift restore ID) once the evacuation planned at
@@ -290,6 +291,9 @@ describe("the scheduler's view of a node that went silent", () => {
     expect((await refusal(t.c.restore('s0000f00d', 'stays-s'))).message).toMatch(`busy with operation ${evacuation!.id}`);
     await t.scheduler.state.release(evacuation!);
     expect(await t.c.restore('s0000f00d', 'stays-s')).toMatchObject({ kind: 'restore', sessionId: 's0000f00d', source: null, target: 'stays-s', baseCheckpoint: older });
+    // Once a node reports it running again, that is over.
+    await t.c.pushMetrics('stays-s', { at: new Date().toISOString(), sessions: [report('s0000feed'), report('s0000f00d', older)] });
+    expect(await t.c.getSession('s0000f00d')).toMatchObject({ state: 'running', node: 'stays-s', lostWithNode: null });
     expect(await t.c.getSession('s0000feed')).toMatchObject({ state: 'running', node: 'stays-s' });
     // A late push from the forgotten node is told to register again.
     expect((await refusal(t.c.pushMetrics('taken-t', { at: new Date().toISOString(), sessions: [] }))).status).toBe(404);

@@ -135,7 +135,7 @@ describe('the evacuation report', () => {
     costPerHour: 0,
     detail: outcome === 'failed' ? 'move: boom' : null,
   });
-  const rec = (id: string, node: string) => ({ id, user: 'u', node, state: 'running' as const, url: '', token: '', rssBytes: 0, cpuCores: 0, busy: false, connections: 0, lastActivityAt: now.toISOString(), lastDisruptionAt: null, hub: null,
+  const rec = (id: string, node: string) => ({ id, user: 'u', node, state: 'running' as const, url: '', token: '', rssBytes: 0, cpuCores: 0, busy: false, connections: 0, lastActivityAt: now.toISOString(), lastDisruptionAt: null, lostWithNode: null, hub: null,
       group: null,
       requestedBytes: null, lastCheckpoint: null, updatedAt: now.toISOString() });
   it('should give each session its latest outcome since the notice, its margin to the deadline, and what is left', () => {
