@@ -160,11 +160,15 @@ export function describeZodIssue(err: z.ZodError, root = '(root)'): string {
 
 /**
  * The top-level fields of `raw` that an object schema does not name: what a
- * stripping parse drops, to be told rather than lost in silence.
+ * stripping parse drops, to be told rather than lost in silence. At most
+ * `limit` of them, each cut to 64 characters: they are logged and answered.
  */
-export function fieldsUnknownTo(schema: z.ZodObject, raw: unknown): string[] {
+export function fieldsUnknownTo(schema: z.ZodObject, raw: unknown, limit = 20): string[] {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return [];
-  return Object.keys(raw).filter((k) => !Object.hasOwn(schema.shape, k));
+  return Object.keys(raw)
+    .filter((k) => !Object.hasOwn(schema.shape, k))
+    .slice(0, limit)
+    .map((k) => k.slice(0, 64));
 }
 
 export function errorMessage(err: unknown): string {
