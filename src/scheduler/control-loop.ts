@@ -116,7 +116,7 @@ export class ControlLoop {
     for (const gone of await this.state.forgetTakenNodes(now, notices)) {
       this.log.warn({ node: gone.node }, 'node taken by the cloud: forgotten');
       if (gone.backToCheckpoint.length) this.log.warn({ node: gone.node, sessions: gone.backToCheckpoint }, 'sessions went with the node: back at their last checkpoint (what they did since is lost), woken on their next request');
-      if (gone.failed.length) this.log.error({ node: gone.node, sessions: gone.failed }, 'sessions went with the node and have no checkpoint to go back to (or the node hibernated): marked failed');
+      if (gone.failed.length) this.log.error({ node: gone.node, sessions: gone.failed }, 'sessions went with the node and have no checkpoint to go back to (or had failed already, or the node hibernated): marked failed');
     }
     const { decisions, due } = await this.decide(now, notices);
     const planned = await this.planner.plan(decisions, now);

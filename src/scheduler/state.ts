@@ -63,7 +63,7 @@ const REMOVED_MEMORY_SECONDS = 3600;
 /** A node the cloud took, and what became of the sessions still recorded on it. */
 export interface TakenNode {
   node: string;
-  /** Sessions with no checkpoint to go back to (or on a hibernated node): marked failed. */
+  /** Sessions with no checkpoint to go back to, failed already, or on a hibernated node: marked failed. */
   failed: string[];
   /** Sessions back at their last checkpoint: what they did since it is lost. */
   backToCheckpoint: { id: string; checkpoint: string }[];
@@ -159,7 +159,7 @@ export class ControlState {
       if (now.getTime() - deadline <= this.options.nodeSilentAfterMs) continue;
       const n = await this.findNode(notice.node);
       if (!n || Date.parse(n.lastSeenAt) >= deadline) continue;
-      const gone = { node: n.name, failed: [] as string[], backToCheckpoint: [] as { id: string; checkpoint: string }[] };
+      const gone: TakenNode = { node: n.name, failed: [], backToCheckpoint: [] };
       for (const s of await this.listSessions()) {
         if (s.node !== n.name || s.state === 'checkpointed' || s.state === 'stopped') continue;
         // One that had failed before stays failed: its checkpoint is from before whatever ended it.
@@ -193,8 +193,8 @@ export class ControlState {
    * What the start gave it (its hub route, group, requested memory) is kept
    * apart too, written once known and never cleared: an agent's first push
    * can read the record before the start writes it, and write after.
+   * `rec` is taken as its schema takes it: fields with defaults may be left out.
    */
-  /** `rec` as its schema takes it: fields with defaults may be left out. */
   async putSession(rec: z.input<typeof SessionRecord>): Promise<void> {
     const parsed = SessionRecord.parse(rec);
     const fields = ['json', JSON.stringify(parsed), 'node', rec.node ?? ''];
