@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { EC2_LOOKUP_LIMITS, type Ec2CallLimits } from '../cloud/ec2/ec2-client.js';
+import { EC2_LOOKUP_LIMITS, type Ec2CallLimits } from '../cloud/ec2/ec2-call-limits.js';
 import { InputError } from '../core/errors.js';
 import { ASSUMED_NETWORK_GBPS } from '../core/moves-at-once.js';
 import { positiveNumber } from './args.js';

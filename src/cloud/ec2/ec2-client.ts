@@ -1,16 +1,5 @@
 import { EC2Client } from '@aws-sdk/client-ec2';
-
-/** How long an EC2 call may take to connect and to answer, ms. */
-export interface Ec2CallLimits {
-  connectMs: number;
-  answerMs: number;
-}
-
-/** EC2's API answers in seconds; CreateFleet's instant launches take the longest. */
-export const EC2_CALL_LIMITS: Ec2CallLimits = { connectMs: 5_000, answerMs: 30_000 };
-
-/** An agent's lookup at its start: one quick read, and the node starts on a default without it. */
-export const EC2_LOOKUP_LIMITS: Ec2CallLimits = { connectMs: 3_000, answerMs: 10_000 };
+import { EC2_CALL_LIMITS, type Ec2CallLimits } from './ec2-call-limits.js';
 
 /**
  * An EC2 client whose calls end: the SDK's defaults wait for ever on an
