@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
-import { loadSelectedCriu, selectCriu, CRIU_CACHE_FILE } from '../criu/select.js';
 import { printResult } from './output.js';
+
+/** criu's probes load only where a command runs (main.ts keeps commands' start-up light). */
+const criuSelect = () => import('../criu/select.js');
 
 export function registerCriuCommand(program: Command): void {
   const criu = program.command('criu').description('find and check the criu that hubshift uses on this machine');
@@ -12,6 +14,7 @@ export function registerCriuCommand(program: Command): void {
     .option('--work-dir <dir>', 'scratch directory for the probe', '/var/lib/hubshift/probe')
     .option('--json', 'print one JSON object', false)
     .action(async (o: { install: boolean; force: boolean; workDir: string; json: boolean }) => {
+      const { selectCriu, CRIU_CACHE_FILE } = await criuSelect();
       const { chosen, tried } = await selectCriu({ install: o.install, force: o.force, workDir: o.workDir, log: (m) => process.stderr.write(`criu: ${m}\n`) });
       printResult(o.json, { chosen, tried }, () => {
         const lines = tried.filter((t) => !t.ok).map((t) => `criu: ${t.source} criu ${t.version ?? ''} does not work here: ${t.reason}`);
@@ -25,6 +28,7 @@ export function registerCriuCommand(program: Command): void {
     .description('print the criu recorded for this machine')
     .option('--json', 'print one JSON object', false)
     .action(async (o: { json: boolean }) => {
+      const { loadSelectedCriu } = await criuSelect();
       const bin = await loadSelectedCriu();
       printResult(o.json, bin, () => `${bin.source} criu ${bin.version}: ${bin.argv.join(' ')}`);
     });

@@ -2,7 +2,8 @@ import { rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import type { MetadataServer } from '../cloud/metadata-server.js';
-import { LOCAL_DEFAULTS, LocalProvider, localHostSpecs, localInstanceId, readLocalHosts } from '../cloud/local-provider.js';
+import { LOCAL_DEFAULTS } from '../cloud/local-defaults.js';
+import type { LocalProvider } from '../cloud/local-provider.js';
 import { InputError } from '../core/errors.js';
 import { integer, nonNegative, positiveNumber, stopOnSignal } from './args.js';
 import { Progress, printResult } from './output.js';
@@ -22,8 +23,12 @@ function withLocal(cmd: Command): Command {
     .option('--json', 'print one JSON object', false);
 }
 
-function provider(o: LocalOpts & { scheduler?: string; schedulerTokenFile?: string; pushInterval?: number; metadataInterval?: number }): LocalProvider {
+/** The provider's code, loaded where a command runs (main.ts keeps commands' start-up light). */
+const providerCode = () => import('../cloud/local-provider.js');
+
+async function provider(o: LocalOpts & { scheduler?: string; schedulerTokenFile?: string; pushInterval?: number; metadataInterval?: number }): Promise<LocalProvider> {
   if (Boolean(o.scheduler) !== Boolean(o.schedulerTokenFile)) throw new InputError('--scheduler and --scheduler-token-file go together');
+  const { LocalProvider } = await providerCode();
   return new LocalProvider({
     stateDir: resolve(o.stateDir),
     bridge: o.bridge,
@@ -47,7 +52,8 @@ export function registerLocalCommands(program: Command): void {
     .action(async (o: LocalOpts & { hosts: number; spot: number; scheduler?: string; schedulerTokenFile?: string; pushInterval: number; metadataInterval: number }) => {
       const p = new Progress('local up', o.json);
       p.step(`creating ${o.hosts} hosts`);
-      const hosts = await provider(o).create(localHostSpecs(Math.round(o.hosts), Math.round(o.spot)));
+      const { localHostSpecs } = await providerCode();
+      const hosts = await (await provider(o)).create(localHostSpecs(Math.round(o.hosts), Math.round(o.spot)));
       p.step('all agents answer');
       p.done();
       printResult(o.json, { hosts: hosts.map((h) => ({ name: h.name, agent: h.agentUrl, tokenFile: h.tokenFile, instanceType: h.instanceType, lifecycle: h.lifecycle, pricePerHour: h.pricePerHour, metadata: h.metadataUrl })) }, () =>
@@ -56,7 +62,7 @@ export function registerLocalCommands(program: Command): void {
     });
 
   withLocal(local.command('down').description('remove the test hosts and everything they started (sessions, agents, namespaces, the bridge)')).action(async (o: LocalOpts) => {
-    const pr = provider(o);
+    const pr = await provider(o);
     const n = (await pr.hosts()).length;
     await pr.removeAll();
     printResult(o.json, { removed: n }, () => (n ? `removed ${n} hosts` : 'no local hosts were up'));
@@ -66,7 +72,7 @@ export function registerLocalCommands(program: Command): void {
     .option('--in <seconds>', 'seconds until the host goes', nonNegative('--in'), 120)
     .addOption(new Option('--action <action>', 'what happens').choices(['terminate', 'stop', 'hibernate', 'rebalance']).default('terminate'))
     .action(async (host: string, o: LocalOpts & { in: number; action: 'terminate' | 'stop' | 'hibernate' | 'rebalance' }) => {
-      const r = await provider(o).notice(host, o.action, o.in);
+      const r = await (await provider(o)).notice(host, o.action, o.in);
       printResult(o.json, { host, notice: r }, () => `${host}: ${JSON.stringify(r)}`);
     });
 
@@ -75,8 +81,8 @@ export function registerLocalCommands(program: Command): void {
     .command('serve-metadata', { hidden: true })
     .requiredOption('--state-dir <dir>', 'the local hosts\' state directory')
     .action(async (o: { stateDir: string }) => {
+      const [{ readLocalHosts, localInstanceId }, { startMetadataServer }] = await Promise.all([providerCode(), import('../cloud/metadata-server.js')]);
       const { gateway, hosts } = await readLocalHosts(o.stateDir);
-      const { startMetadataServer } = await import('../cloud/metadata-server.js');
       const servers: MetadataServer[] = [];
       const urls: Record<string, string> = {};
       for (const h of hosts) {

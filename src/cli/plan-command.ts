@@ -2,8 +2,6 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ClusterSnapshot } from '../core/cluster.js';
 import { InputError, describeZodIssue } from '../core/errors.js';
-import { evaluate } from '../policy/evaluate.js';
-import { loadPolicyDir } from '../policy/load-policies.js';
 import type { Decision } from '../core/decision.js';
 import { printResult } from './output.js';
 import { schedulerClient } from './scheduler-client-options.js';
@@ -42,6 +40,8 @@ export function registerPlanCommand(program: Command): void {
         decisions = r.decisions;
         now = new Date(r.at);
       } else {
+        // The policy engine loads only where it is asked for (main.ts keeps commands' start-up light).
+        const [{ evaluate }, { loadPolicyDir }] = await Promise.all([import('../policy/evaluate.js'), import('../policy/load-policies.js')]);
         decisions = evaluate(await readSnapshot(o.snapshot as string), await loadPolicyDir(o.policies), now);
       }
       const saving = decisions.reduce((a, d) => a + d.costPerHour, 0);

@@ -4,23 +4,17 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { InputError } from '../core/errors.js';
 import type { DelayStats, SimulationReport } from '../core/trace.js';
-import { loadPolicyDir } from '../policy/load-policies.js';
 import { DEFAULT_CULL_AFTER_MS } from '../pricing/ledger.js';
-import { DEFAULT_PRICE_TABLE, loadPriceTable } from '../pricing/price-table.js';
-import { simulationCatalog } from '../simulator/sim-catalog.js';
-import { Simulation } from '../simulator/simulate.js';
-import { DEFAULT_TIMINGS, OpTimings } from '../simulator/timings.js';
-import { generateTrace, traceLines } from '../simulator/trace-generator.js';
-import { readTraceFile } from '../simulator/trace-reader.js';
-import { loadYamlAs } from '../util/yaml-file.js';
+import type { OpTimings } from '../simulator/timings.js';
 import { fraction, integer, nonNegative, positiveNumber } from './args.js';
 import { Progress, printResult } from './output.js';
 
-// An empty timings file means every default.
-const TimingsFile = z.preprocess((v) => v ?? {}, OpTimings);
-
-function readTimings(path: string | undefined): Promise<OpTimings> {
-  return path ? loadYamlAs(path, TimingsFile, 'timings') : Promise.resolve(DEFAULT_TIMINGS);
+async function readTimings(path: string | undefined): Promise<OpTimings> {
+  const { DEFAULT_TIMINGS, OpTimings } = await import('../simulator/timings.js');
+  if (!path) return DEFAULT_TIMINGS;
+  const { loadYamlAs } = await import('../util/yaml-file.js');
+  // An empty timings file means every default.
+  return loadYamlAs(path, z.preprocess((v) => v ?? {}, OpTimings), 'timings');
 }
 
 const usd = (x: number): string => `$${x.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
@@ -62,9 +56,17 @@ export function registerSimulateCommands(program: Command): void {
     .option('--spot-price-factor <fraction>', 'spot price as a fraction of on-demand', positiveNumber('--spot-price-factor'), 0.35)
     .option('--cull-after <seconds>', "the culling baseline's idle time", nonNegative('--cull-after'), DEFAULT_CULL_AFTER_MS / 1000)
     .option('--timings <file>', 'operation times (YAML; fields in README), default: this machine\'s benchmarks')
-    .option('--price-table <file>', 'on-demand prices', DEFAULT_PRICE_TABLE)
+    .option('--price-table <file>', 'on-demand prices (default: the shipped table, infra/prices/on-demand-us-east-1.yaml)')
     .option('--json', 'print the report as one JSON object', false)
-    .action(async (o: { trace: string; policies: string; seed: number; spotReclaim: number; spotPriceFactor: number; cullAfter: number; timings?: string; priceTable: string; json: boolean }) => {
+    .action(async (o: { trace: string; policies: string; seed: number; spotReclaim: number; spotPriceFactor: number; cullAfter: number; timings?: string; priceTable?: string; json: boolean }) => {
+      // The simulator loads only where it is asked for (main.ts keeps commands' start-up light).
+      const [{ readTraceFile }, { Simulation }, { simulationCatalog }, { loadPriceTable }, { loadPolicyDir }] = await Promise.all([
+        import('../simulator/trace-reader.js'),
+        import('../simulator/simulate.js'),
+        import('../simulator/sim-catalog.js'),
+        import('../pricing/price-table.js'),
+        import('../policy/load-policies.js'),
+      ]);
       const progress = new Progress('simulate', false);
       progress.step(`reading ${o.trace}`);
       const trace = await readTraceFile(o.trace);
@@ -96,6 +98,7 @@ export function registerSimulateCommands(program: Command): void {
     .action(async (o: { users: number; days: number; seed: number; start: string; alwaysActive: boolean; out?: string }) => {
       const start = new Date(/^\d{4}-\d{2}-\d{2}$/.test(o.start) ? `${o.start}T00:00:00Z` : o.start);
       if (Number.isNaN(start.getTime()) || start.getTime() % 86_400_000 !== 0) throw new InputError(`--start ${o.start} is not a date (YYYY-MM-DD)`);
+      const { generateTrace, traceLines } = await import('../simulator/trace-generator.js');
       const out = o.out ? createWriteStream(o.out) : process.stdout;
       for (const line of traceLines(generateTrace({ users: o.users, days: o.days, seed: o.seed, start, alwaysActive: o.alwaysActive }))) {
         if (!out.write(`${line}\n`)) await once(out, 'drain');

@@ -44,8 +44,6 @@ export interface LocalProviderConfig {
   agentArgs?: string[];
 }
 
-export const LOCAL_DEFAULTS = { stateDir: '/var/lib/hubshift/local', bridge: 'hsseg0', subnet: '10.230.0.0/16' } as const;
-
 const LocalHost = HostRecord.extend({ netns: z.string(), rootVeth: z.string() });
 type LocalHost = z.infer<typeof LocalHost>;
 
