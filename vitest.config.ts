@@ -4,10 +4,11 @@ const shared = { testTimeout: 120_000, hookTimeout: 120_000 };
 
 /**
  * Integration files that use only servers of their own on loopback (Redis, an
- * S3-compatible server, an EC2 query endpoint, a metadata endpoint): no criu,
- * agent, namespace or bridge, so they can run beside the rest.
+ * S3-compatible server, an EC2 query endpoint, a metadata endpoint, a
+ * scheduler without nodes read by a headless browser): no criu, agent,
+ * namespace or bridge, so they can run beside the rest.
  */
-const LOOPBACK_ONLY = ['ec2-query-protocol', 'image-store-conformance', 'metadata-service', 'node-lanes', 's3-production', 'scheduler-api'].map((n) => `test/integration/${n}.test.ts`);
+const LOOPBACK_ONLY = ['dashboard', 'ec2-query-protocol', 'image-store-conformance', 'metadata-service', 'node-lanes', 's3-production', 'scheduler-api'].map((n) => `test/integration/${n}.test.ts`);
 
 export default defineConfig({
   test: {
