@@ -38,6 +38,8 @@ export function linkToScheduler(ctx: AgentContext, agentUrl: string, cfg: Schedu
   let registered = false;
   let failing = false;
   let stopped = false;
+  // The push fields the scheduler last said it ignored: warned about when they change, not every push.
+  let ignoredInPush = '';
 
   let pushing: Promise<void> | undefined;
   const push = async (): Promise<void> => {
@@ -48,7 +50,11 @@ export function linkToScheduler(ctx: AgentContext, agentUrl: string, cfg: Schedu
         log.info({ scheduler: cfg.url, node: reg.name }, 'registered with the scheduler');
         if (ignoredFields?.length) log.warn({ scheduler: cfg.url, ignoredFields }, 'the scheduler is older than this agent and ignored some of its fields: upgrade the scheduler');
       }
-      await client.pushMetrics(reg.name, { at: new Date().toISOString(), sessions: await reporter.reports() });
+      const { ignoredFields = [] } = await client.pushMetrics(reg.name, { at: new Date().toISOString(), sessions: await reporter.reports() });
+      if (ignoredFields.join() !== ignoredInPush) {
+        ignoredInPush = ignoredFields.join();
+        if (ignoredFields.length) log.warn({ scheduler: cfg.url, ignoredFields }, 'the scheduler is older than this agent and ignored some fields of its metrics: upgrade the scheduler');
+      }
       if (failing) log.info({ scheduler: cfg.url }, 'scheduler reachable again');
       failing = false;
     } catch (err) {

@@ -2,9 +2,9 @@ import cookieParser from 'cookie-parser';
 import express, { type Express, type Request } from 'express';
 import { z } from 'zod';
 import { AgentClient } from '../agent/agent-client.js';
-import { HubRoute, MetricsPush, NodeRegistration, Operation, type NodeRecord, type PlacedSession, type SessionRecord } from '../core/control.js';
+import { HubRoute, MetricsPush, NodeRegistration, Operation, SessionReport, type NodeRecord, type PlacedSession, type SessionRecord } from '../core/control.js';
 import type { Decision } from '../core/decision.js';
-import { ConflictError, InputError, NotFoundError, UnreachableError, describeZodIssue, fieldsUnknownTo } from '../core/errors.js';
+import { ConflictError, InputError, NotFoundError, UnreachableError, describeZodIssue, fieldsUnknownTo, itemFieldsUnknownTo } from '../core/errors.js';
 import { HUB_PREFIX_ENV, SessionId, SessionSpec } from '../core/session.js';
 import { EvaluationContext } from '../policy/evaluation-context.js';
 import { DEFAULT_GUARDS } from '../policy/policy-schema.js';
@@ -185,12 +185,20 @@ export function createSchedulerApp(ctx: SchedulerAppContext): Express {
     res.json({ nodes: (await state.listNodesAsHeard(new Date())).map(publicNode) });
   });
 
+  // Per node, the fields of its pushes last logged as ignored: logged when they change, not every push.
+  const pushFieldsLogged = new Map<string, string>();
   app.post('/v1/nodes/:name/metrics', async (req, res) => {
     const name = param(NodeName, req.params.name, 'node');
     const push = body(MetricsPush, req, 'metrics');
+    const raw: unknown = req.body;
+    const ignoredFields = [...fieldsUnknownTo(MetricsPush, raw), ...itemFieldsUnknownTo(SessionReport, (raw as { sessions?: unknown }).sessions, 'sessions')].slice(0, 20);
+    if (ignoredFields.join() !== (pushFieldsLogged.get(name) ?? '')) {
+      pushFieldsLogged.set(name, ignoredFields.join());
+      if (ignoredFields.length) ctx.log.warn({ node: name, ignoredFields }, 'metrics fields this scheduler does not know were ignored (the agent is newer: upgrade the scheduler)');
+    }
     const now = new Date();
     await state.touchNode(name, now);
-    res.json(await state.applyPush(name, push, now));
+    res.json({ ...(await state.applyPush(name, push, now)), ...(ignoredFields.length ? { ignoredFields } : {}) });
   });
 
   // ---- notices

@@ -171,6 +171,20 @@ export function fieldsUnknownTo(schema: z.ZodObject, raw: unknown, limit = 20): 
     .map((k) => k.slice(0, 64));
 }
 
+/**
+ * `fieldsUnknownTo` for each object of a list, named `list[].field`, each
+ * name once (the same limits).
+ */
+export function itemFieldsUnknownTo(schema: z.ZodObject, raw: unknown, list: string, limit = 20): string[] {
+  if (!Array.isArray(raw)) return [];
+  const names = new Set<string>();
+  for (const item of raw) {
+    for (const k of fieldsUnknownTo(schema, item, limit)) names.add(`${list}[].${k}`.slice(0, 64));
+    if (names.size >= limit) break;
+  }
+  return [...names].slice(0, limit);
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -32,7 +32,7 @@ export class SchedulerClient {
     return this.http.call('GET', 'v1/nodes', z.object({ nodes: z.array(z.object({ name: z.string(), state: z.string(), instanceType: z.string(), lifecycle: z.string(), pricePerHour: z.number(), memoryBytes: z.number() }).passthrough()) })).then((r) => r.nodes);
   }
   pushMetrics(node: string, push: MetricsPush) {
-    return this.http.call('POST', `v1/nodes/${encodeURIComponent(node)}/metrics`, z.object({ updated: z.number(), ignored: z.number() }), push);
+    return this.http.call('POST', `v1/nodes/${encodeURIComponent(node)}/metrics`, z.object({ updated: z.number(), ignored: z.number(), ignoredFields: z.array(z.string()).optional() }), push);
   }
   notice(n: NoticeRequest | Record<string, unknown>) {
     return this.http.call('POST', 'v1/notices', z.object({ notice: NoticeInfo, planned: z.array(Operation) }), n);

@@ -90,7 +90,7 @@ describe('the scheduler API', () => {
     // Nothing is named back when there is nothing to drop.
     expect((await t.c.register({ ...registration, name: 'node-newer', instanceId: 'i-0123456789abcdefa' })).ignoredFields).toBeUndefined();
     const report = { id: 's0000fee1', user: 'ada', state: 'running', url: 'http://10.0.0.9:8888/', token: 't'.repeat(32), rssBytes: 1000, cpuCores: 0.1, busy: false, connections: 0, lastActivityAt: null, lastCheckpoint: null, gpuBytes: 0 };
-    expect(await t.c.pushMetrics('node-newer', { at: new Date().toISOString(), sessions: [report as never], frames: 3 } as never)).toEqual({ updated: 1, ignored: 0 });
+    expect(await t.c.pushMetrics('node-newer', { at: new Date().toISOString(), sessions: [report as never], frames: 3 } as never)).toEqual({ updated: 1, ignored: 0, ignoredFields: ['frames', 'sessions[].gpuBytes'] });
     expect(await t.scheduler.state.samples('s0000fee1')).toHaveLength(1);
     expect(await t.scheduler.state.findSession('s0000fee1')).not.toHaveProperty('gpuBytes');
   });
