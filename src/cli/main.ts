@@ -9,7 +9,7 @@ import { registerPlanCommand } from './plan-command.js';
 import { registerSchedulerCommands } from './scheduler-command.js';
 import { registerSessionCommands } from './session-commands.js';
 import { registerSimulateCommands } from './simulate-command.js';
-import { fail } from './output.js';
+import { fail, usageErrorsAreBadInput } from './output.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -20,6 +20,7 @@ program
   .description('Checkpoint, restore and move running Jupyter sessions with CRIU')
   .showHelpAfterError()
   .configureHelp({ sortSubcommands: false });
+usageErrorsAreBadInput(program);
 
 // Each command's own code (the agent, the scheduler, BullMQ, the AWS SDK) is imported in its action, not here, so
 // that a command loads what it runs: `hubshift --help` and the session commands started in 2.2 s when all loaded.

@@ -10,6 +10,7 @@ import { BENCH_MOVE_MODES, benchMigrate, type BenchMoveMode } from './migrate.be
 import { benchWake } from './wake.bench.js';
 import { describeFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 import { percentile } from '../../src/policy/percentile.js';
+import { usageErrorsAreBadInput } from '../../src/cli/output.js';
 
 const BENCHES = ['checkpoint', 'control', 'migrate', 'wake'] as const;
 const isMode = (m: string): m is BenchMoveMode => (BENCH_MOVE_MODES as readonly string[]).includes(m);
@@ -33,7 +34,7 @@ function modeList(value: string): BenchMoveMode[] {
   return modes.filter(isMode);
 }
 
-const program = new Command('npm run bench --')
+const program = usageErrorsAreBadInput(new Command('npm run bench --'))
   .description(
     'Measure hubshift against the physical baselines of this machine, taken in the same run; prints each figure and its ratio, asserts nothing. ' +
       'Benches: checkpoint (checkpoint and restore of a kernel holding each size, against a disk write and read of the same bytes), ' +

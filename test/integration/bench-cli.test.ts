@@ -27,7 +27,7 @@ describe('npm run bench --', () => {
     expect(help.stderr).not.toMatch(/bench: /);
 
     const option = await bench(['--bogus']);
-    expect(option.code).not.toBe(0);
+    expect(option.code).toBe(2);
     expect(option.stderr).toMatch(/unknown option '--bogus'/);
     const name = await bench(['nope']);
     expect(name.code).toBe(2);

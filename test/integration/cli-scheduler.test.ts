@@ -121,7 +121,7 @@ describe('the hubshift command against a scheduler', () => {
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/node-zz.*not registered/);
     const badAction = await hubshift(['notice', 'node-a', '--action', 'explode', ...conn]);
-    expect(badAction.code).not.toBe(0);
+    expect(badAction.code).toBe(2);
     expect(badAction.stderr).toMatch(/explode/);
     const noTarget = await hubshift(['session', 'ls', '--token-file', '/dev/null']);
     expect(noTarget.code).toBe(2);
@@ -130,11 +130,11 @@ describe('the hubshift command against a scheduler', () => {
     expect(both.stderr).toMatch(/not both/);
     // Less than one lane off a node would hold every move off it forever.
     const noLane = await hubshift(['worker', '--moves-per-node', '0.4']);
-    expect(noLane.code).not.toBe(0);
+    expect(noLane.code).toBe(2);
     expect(noLane.stderr).toMatch(/--moves-per-node 0.4 is not a whole number of at least 1/);
     // A node's own figure likewise, and bounded (the scheduler refuses more).
     const agentNoLane = await hubshift(['agent', '--moves-at-once', '0', '--token-file', '/dev/null']);
-    expect(agentNoLane.code).not.toBe(0);
+    expect(agentNoLane.code).toBe(2);
     expect(agentNoLane.stderr).toMatch(/--moves-at-once 0 is not a whole number of at least 1/);
     const agentLanes = await hubshift(['agent', '--moves-at-once', '65', '--token-file', '/dev/null']);
     expect(agentLanes.stderr).toMatch(/--moves-at-once 65 is more than 64/);
@@ -142,7 +142,7 @@ describe('the hubshift command against a scheduler', () => {
     const half = await hubshift(['worker', '--concurrency', '2.5']);
     expect(half.stderr).toMatch(/--concurrency 2.5 is not a whole number of at least 1/);
     const hosts = await hubshift(['local', 'up', '--hosts', '1.5']);
-    expect(hosts.code).not.toBe(0);
+    expect(hosts.code).toBe(2);
     expect(hosts.stderr).toMatch(/--hosts 1.5 is not a whole number of at least 1/);
   });
 
@@ -169,10 +169,10 @@ describe('the hubshift command against a scheduler', () => {
       expect((await fetch(`${sched.url}/_hubshift/healthz`)).status).toBe(200);
 
       const orphan = await hubshift(['scheduler', '--token-file', tokenFile, '--hub-api-url', 'http://127.0.0.1:1/hub/api']);
-      expect(orphan.code).not.toBe(0);
+      expect(orphan.code).toBe(2);
       expect(orphan.stderr).toMatch(/give --gateway-port too/);
       const bad = await hubshift(['gateway', '--scheduler', cp.scheduler.url, '--token-file', tokenFile, '--hub-api-url', 'ftp://x']);
-      expect(bad.code).not.toBe(0);
+      expect(bad.code).toBe(2);
       expect(bad.stderr).toMatch(/--hub-api-url ftp:\/\/x is not an http\(s\) URL/);
     } finally {
       await gw?.stop();

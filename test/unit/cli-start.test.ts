@@ -32,3 +32,28 @@ describe('the hubshift command at its start', () => {
     expect(HEAVY.filter((p) => loaded.has(p))).toEqual([]);
   });
 });
+
+// README: exit status 0 ok, 1 failed, 2 bad input; commander's own refusals are bad input too.
+describe('the hubshift command refusing its usage', () => {
+  async function exitOf(args: string[]): Promise<{ code: number; stderr: string }> {
+    return exec(process.execPath, [BIN, ...args], { timeout: 60_000 }).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code: number; stderr: string }) => ({ code: err.code, stderr: err.stderr }),
+    );
+  }
+
+  it('should exit 2 for an unknown command, a missing or unknown option and a value not among the choices, and 0 for help', async () => {
+    const [unknown, missing, option, choice, help] = await Promise.all([
+      exitOf(['nosuch']),
+      exitOf(['session', 'ls']),
+      exitOf(['session', 'ls', '--token-file', '/dev/null', '--bogus']),
+      exitOf(['migrate', 's1', '--agent', 'http://127.0.0.1:9', '--to', 'http://127.0.0.1:9', '--token-file', '/dev/null', '--mode', 'teleport']),
+      exitOf(['session', '--help']),
+    ]);
+    expect(unknown).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown command 'nosuch'/) });
+    expect(missing).toMatchObject({ code: 2, stderr: expect.stringMatching(/required option '--token-file <file>' not specified/) });
+    expect(option).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown option '--bogus'/) });
+    expect(choice).toMatchObject({ code: 2, stderr: expect.stringMatching(/'teleport' is invalid/) });
+    expect(help.code).toBe(0);
+  });
+});
