@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { InputError } from '../core/errors.js';
-import { SchedulerClient, type OperationStatus } from '../scheduler/scheduler-client.js';
+import type { OperationStatus, SchedulerClient } from '../scheduler/scheduler-client.js';
 import { sleep } from '../util/exec.js';
 import { Progress } from './output.js';
 import { readTokenFile } from './token-file.js';
@@ -20,6 +20,8 @@ export function withSchedulerConn(cmd: Command): Command {
 }
 
 export async function schedulerClient(o: { scheduler: string; tokenFile: string }): Promise<SchedulerClient> {
+  // Loaded where a command asks a scheduler: main.ts keeps start-up light.
+  const { SchedulerClient } = await import('../scheduler/scheduler-client.js');
   return new SchedulerClient(o.scheduler, await readTokenFile(o.tokenFile));
 }
 

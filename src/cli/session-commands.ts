@@ -1,5 +1,5 @@
 import { type Command, Option } from 'commander';
-import { AgentClient } from '../agent/agent-client.js';
+import type { AgentClient } from '../agent/agent-client.js';
 import type { MoveMode } from '../core/checkpoint.js';
 import type { Operation, PlacedSession } from '../core/control.js';
 import { InputError } from '../core/errors.js';
@@ -19,6 +19,8 @@ interface ConnOpts {
 
 export async function agentClient(o: ConnOpts): Promise<AgentClient> {
   if (!o.agent) throw new InputError('give --agent URL (a node agent) or --scheduler URL');
+  // The client (and the move stream's code under it) loads where a command asks an agent: main.ts keeps start-up light.
+  const { AgentClient } = await import('../agent/agent-client.js');
   return new AgentClient(o.agent, await readTokenFile(o.tokenFile));
 }
 
