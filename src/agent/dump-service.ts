@@ -11,12 +11,15 @@ import { pageImagesInUse } from '../criu/pagemap.js';
 import { expireCheckpoints } from '../images/retention.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { GrowingFileHasher } from '../images/growing-file-hasher.js';
+import type { PackEntry } from '../images/tar-pack.js';
 import { PageCapture, PageCaptureUnavailable } from '../images/page-capture.js';
+import { pathExists } from '../util/fs.js';
 import { isAlive, killQuietly } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { dropNetnsName, netnsOf, type NetnsId } from './network.js';
 import { sampleProcesses } from './metrics.js';
 import { sessionPaths } from './sandbox.js';
+import { HOT_PAGES_FILE, hotPagesPath } from './hot-pages.js';
 import { resumeAfterFailedDump } from './session-service.js';
 import { actionScriptFor, hookEnv, logPath, type HookUse } from './criu-run.js';
 import { abandonedWithItsAgent, dumpDirName, dumpKindOf, type DumpKind } from './dump-dirs.js';
@@ -154,6 +157,12 @@ export async function copyFrozenLog(ctx: AgentContext, d: DumpStart): Promise<vo
   copyFileSync(sessionPaths(ctx.config.dataDir, d.s).log, join(d.side, 'server.log'));
 }
 
+/** The session's hot pages (hot-pages.ts), as a checkpoint's side file, if its last lazy restore here recorded them. */
+async function hotPagesOf(ctx: AgentContext, s: Session): Promise<PackEntry[]> {
+  const path = hotPagesPath(sessionPaths(ctx.config.dataDir, s).dir);
+  return (await pathExists(path)) ? [{ name: HOT_PAGES_FILE, path }] : [];
+}
+
 /** A dump failed: criu leaves a live tree, perhaps locked; make it whole (or mark it failed), drop the work directory. */
 export async function rollBackDump(ctx: AgentContext, d: DumpStart, err: unknown): Promise<void> {
   const resumed = await resumeAfterFailedDump(ctx, d.s);
@@ -261,7 +270,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
         pageDigests: d.pageDigests,
         store: ctx.store.forUser(s.user),
         imagesDir: images,
-        sideFiles: [{ name: 'server.log', path: join(side, 'server.log') }],
+        sideFiles: [{ name: 'server.log', path: join(side, 'server.log') }, ...(await hotPagesOf(ctx, s))],
         compression: ctx.config.compression,
         manifest: {
           id: checkpoint,

@@ -14,6 +14,7 @@ import { restoreEagerly } from '../criu/pagemap.js';
 import { skipNetworkUnlock } from '../criu/inventory.js';
 import { readCheckpoint } from '../images/checkpoint-reader.js';
 import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
+import { HOT_PAGES_FILE, applyHotPages, hotPagesPath, readHotPages, recordHotPages, type HotPages } from './hot-pages.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import { announce, type PreparedAnnounce, attachSessionNetns, claimSessionNetns, createSessionNetwork, netnsFile, ownNetworkNames, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, type NetworkNames } from './network.js';
@@ -86,8 +87,10 @@ async function lazyOutcomeOf(ctx: AgentContext, s: Session, daemon: LazyPagesDae
  * checkpoint intact, so a restore can be tried again (post-copy: it is
  * forgotten here, its source resumes it).
  */
-function watchLazyPages(ctx: AgentContext, s: Session, pid: number, outcome: Promise<LazyOutcome>, logFile: string, postCopy: boolean): Promise<void> {
+function watchLazyPages(ctx: AgentContext, s: Session, pid: number, outcome: Promise<LazyOutcome>, logFile: string, postCopy: boolean, hot: HotPages): Promise<void> {
   return outcome.then(async (o) => {
+    // Before the session counts as settled: a checkpoint waits for it, and takes the file along.
+    if (o === 'complete' && !postCopy) await keepHotPages(ctx, s, logFile, hot);
     // A stopping agent leaves the session to the next one (reconcileSessions settles it).
     if (o === 'complete' || ctx.stopping.signal.aborted) return;
     const current = ctx.registry.find(s.id);
@@ -109,6 +112,16 @@ function watchLazyPages(ctx: AgentContext, s: Session, pid: number, outcome: Pro
   });
 }
 
+/** Records the pages the session faulted on (hot-pages.ts) for its next checkpoint; a failure only loses the hint. */
+async function keepHotPages(ctx: AgentContext, s: Session, logFile: string, applied: HotPages): Promise<void> {
+  try {
+    const pages = await recordHotPages(hotPagesPath(sessionPaths(ctx.config.dataDir, s).dir), logFile, applied);
+    ctx.log.debug({ session: s.id, pages }, 'hot pages recorded for the next restore');
+  } catch (err) {
+    ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'could not record the pages the session asked for first; its next restore fetches them lazily');
+  }
+}
+
 /** A lazy-pages daemon serving an image directory, and its log. */
 export interface EarlyLazyPages {
   daemon: LazyPagesDaemon;
@@ -118,6 +131,8 @@ export interface EarlyLazyPages {
 /** What a restore's first attempt finds ready: a lazy-pages daemon, and the session's network made ahead (its names). */
 export interface EarlyRestore {
   lazy?: EarlyLazyPages;
+  /** The images are ready for a lazy restore (readyForLazyRestore), these hot pages made eager. */
+  hot?: HotPages;
   netns?: NetworkNames;
   /** The session's old network (its veth, its namespace's name) is gone already: startEarly removed it. */
   cleared?: boolean;
@@ -142,7 +157,9 @@ async function startDaemon(ctx: AgentContext, images: string, tag: string, pageS
 }
 
 /**
- * Starts the lazy-pages daemon, clears the session's old network names and,
+ * Readies the images for a lazy restore (readyForLazyRestore: their page
+ * images need not be verified for it) and starts the lazy-pages daemon,
+ * clears the session's old network names and,
  * for images without the namespace (`netnsOutside`), makes it, while the
  * page images are still being verified: the daemon reads only the small,
  * already verified images until criu restore connects to it, which is after
@@ -160,11 +177,29 @@ export async function startEarly(ctx: AgentContext, s: Session, images: string, 
       await prepareSessionNetwork(own, s.network, ctx.config.bridge);
       out.netns = own;
     }
-    if (lazyRestoreHere(ctx)) out.lazy = await startDaemon(ctx, images, tag);
+    if (lazyRestoreHere(ctx)) {
+      out.hot = await readyForLazyRestore(ctx, s, images);
+      out.lazy = await startDaemon(ctx, images, tag);
+    }
   } catch (err) {
     ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'preparing the restore early failed; the restore does it');
   }
   return out;
+}
+
+/**
+ * Edits a verified image directory for a lazy restore from it. The server
+ * (PID 1 of the session) answers first, so its memory comes back eagerly:
+ * its faults would otherwise wait on the daemon, one page at a time, between
+ * chunks of the kernels' memory. So do the pages the session's processes
+ * asked for first after their last restore (hot-pages.ts), which it names
+ * among its side files: they would each wait likewise. Returns those.
+ */
+async function readyForLazyRestore(ctx: AgentContext, s: Session, images: string): Promise<HotPages> {
+  await restoreEagerly(images, SERVER_VPID).catch((err: unknown) => ctx.log.warn({ session: s.id, err: errorMessage(err) }, "the server's memory stays lazy"));
+  const hot = await readHotPages(join(images, SIDE_FILES_DIR, HOT_PAGES_FILE));
+  if (hot.size > 0) ctx.log.debug({ session: s.id, pages: applyHotPages(images, hot) }, 'hot pages restored eagerly');
+  return hot;
 }
 
 /** Undoes what was made early for a restore that will not run. */
@@ -266,6 +301,10 @@ export async function restoreFromImages(
     }
   };
   try {
+    const postCopy = opts.pageServer !== undefined;
+    const lazy = postCopy || (opts.lazy && lazyRestoreHere(ctx));
+    // (Post-copy cannot: its pages are on the source.) Before the side files are put in place: their directory then goes.
+    const hot = lazy && !postCopy ? (opts.early?.hot ?? (await readyForLazyRestore(ctx, s, images))) : new Map<number, number[]>();
     // Beside the daemon's start and the network's (processes of their own), awaited before criu restore.
     prepared = (async () => {
       await placeSideFiles(ctx, s, images);
@@ -273,14 +312,6 @@ export async function restoreFromImages(
       if (opts.netnsOutside) await skipNetworkUnlock(images);
     })();
     void prepared.catch(() => undefined);
-    const postCopy = opts.pageServer !== undefined;
-    const lazy = postCopy || (opts.lazy && lazyRestoreHere(ctx));
-    // The server (PID 1 of the session) answers first, so its memory comes back eagerly: its faults would
-    // otherwise wait on the daemon, one page at a time, between chunks of the kernels' memory.
-    // (Post-copy cannot: its pages are on the source.)
-    if (lazy && !postCopy) {
-      await restoreEagerly(images, SERVER_VPID).catch((err: unknown) => ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'the server\'s memory stays lazy'));
-    }
     let r: { pid: number; seconds: number };
     try {
       r = await attempt(lazy);
@@ -302,7 +333,7 @@ export async function restoreFromImages(
     const serving: RestoredLazy | null = d
       ? { pid: d.pid, log: daemonLog, outcome: lazyOutcomeOf(ctx, restoring, d, daemonLog, postCopy), kill: d.kill, resume: held ? () => killQuietly(d.pid, 'SIGCONT') : () => undefined }
       : null;
-    const released = serving ? watchLazyPages(ctx, restoring, pid, serving.outcome, daemonLog, postCopy) : Promise.resolve();
+    const released = serving ? watchLazyPages(ctx, restoring, pid, serving.outcome, daemonLog, postCopy, hot) : Promise.resolve();
     ctx.lazy.track(s.id, released);
     if (serving && ctx.config.sessionHugePages) void released.then(() => collapseOnceSettled(ctx, s.id, pid as number), () => undefined);
     if (opts.leaveStopped) return { session: restoring, released, lazy: serving };

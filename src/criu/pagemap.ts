@@ -156,6 +156,48 @@ export async function restoreEagerly(imagesDir: string, pid: number): Promise<nu
   return changed;
 }
 
+/**
+ * Makes a lazy restore bring these pages of process `pid` back eagerly (page
+ * addresses, sorted, each once): each lazy entry holding some of them is
+ * split at their edges, the runs of them losing PE_LAZY, the rest staying
+ * lazy. The pages image is untouched: the entries still cover its pages in
+ * order. For the pages a kernel asked for first after its last restore
+ * (agent/hot-pages.ts), which would otherwise each wait on the daemon.
+ * Returns how many pages became eager; a pagemap with none of them is left
+ * alone.
+ */
+export function restorePagesEagerly(imagesDir: string, pid: number, pages: readonly number[]): number {
+  const pm = readPagemap(imagesDir, pid);
+  const parts: Buffer[] = [];
+  let kept = pm.entries[0]?.start ?? pm.buf.length;
+  let eager = 0;
+  for (const e of pm.entries) {
+    if ((e.flags & PE_LAZY) === 0 || (e.flags & PE_PRESENT) === 0) continue;
+    const end = e.vaddr + e.pages * PAGE;
+    let i = firstAtOrAfter(pages, e.vaddr);
+    if (i >= pages.length || (pages[i] as number) >= end) continue;
+    parts.push(pm.buf.subarray(kept, e.start));
+    kept = e.end;
+    // Alternate runs: lazy up to the next hot page, then eager across consecutive hot pages.
+    let at = e.vaddr;
+    while (at < end) {
+      const hot = i < pages.length && (pages[i] as number) < end ? (pages[i] as number) : end;
+      if (hot > at) parts.push(encodeEntry(at, (hot - at) / PAGE, e.flags));
+      if (hot === end) break;
+      let last = hot;
+      while (i + 1 < pages.length && pages[i + 1] === last + PAGE && last + PAGE < end) last = pages[++i] as number;
+      i++;
+      parts.push(encodeEntry(hot, (last - hot) / PAGE + 1, e.flags & ~PE_LAZY));
+      eager += (last - hot) / PAGE + 1;
+      at = last + PAGE;
+    }
+  }
+  if (eager === 0) return 0;
+  parts.push(pm.buf.subarray(kept));
+  replace(pm.path, Buffer.concat([pm.buf.subarray(0, pm.entries[0]?.start ?? pm.buf.length), ...parts]));
+  return eager;
+}
+
 /** A process's pages image as the move sends it: the image's own pages and, in their place, the memory a lazy dump left out. */
 export interface EmbeddedPages {
   /** The pages image's name in the image directory. */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CriuError } from '../../src/core/errors.js';
 import { mappingsOf, smallestMappings } from '../../src/agent/embedded-memory.js';
-import { embedLazyMemory, lazyRuns, pageImagesInUse, pagesWritten, parentPagemap, restoreEagerly, type EmbeddedPages } from '../../src/criu/pagemap.js';
+import { embedLazyMemory, lazyRuns, pageImagesInUse, pagesWritten, parentPagemap, restoreEagerly, restorePagesEagerly, type EmbeddedPages } from '../../src/criu/pagemap.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
 // The start of a pagemap image as criu 4.2.1 wrote it here (a python process holding 1 GiB): the two
@@ -318,6 +318,45 @@ describe("a post-copy move's memory sent ahead (its parent image)", () => {
     expect(pagemap).toEqual(pagemapImage(4, [{ vaddr: 0x10000, pages: 2, flags: 0x04 }, { vaddr: 0x7f0000001000, pages: 1, flags: 0x04 }]));
     await writeFile(join(dir, 'pagemap-4.img'), pagemap);
     expect(await pageImagesInUse(dir)).toEqual(new Set(['pages-4.img']));
+  });
+});
+
+describe("a lazy restore's hot pages", () => {
+  const tmp = useTempDir('hubshift-pagemap-hot-');
+  const P = 0x1000;
+
+  it('should split each lazy entry around the hot pages it holds, those eager, the rest lazy, in order, and leave the other entries as they were', async () => {
+    const lazy = 0x06;
+    const present = 0x04;
+    const before = pagemapImage(9, [
+      { vaddr: 0x10000, pages: 2, flags: present },
+      { vaddr: 0x7f0000000000, pages: 10, flags: lazy },
+      { vaddr: 0x7f0000100000, pages: 4, flags: lazy },
+      { vaddr: 0x7f0000200000, pages: 3, flags: lazy },
+    ]);
+    const path = join(tmp(), 'pagemap-4.img');
+    await writeFile(path, before);
+    const A = 0x7f0000000000;
+    const C = 0x7f0000200000;
+    // Hot: the first two pages of A, its sixth and its last; all of C; a present page and pages no entry holds, ignored.
+    const hot = [0x10000, A, A + P, A + 5 * P, A + 9 * P, 0x7f0000050000, C, C + P, C + 2 * P, 0x7f0000300000];
+    expect(restorePagesEagerly(tmp(), 4, hot)).toBe(7);
+    expect(await readFile(path)).toEqual(
+      pagemapImage(9, [
+        { vaddr: 0x10000, pages: 2, flags: present },
+        { vaddr: A, pages: 2, flags: present },
+        { vaddr: A + 2 * P, pages: 3, flags: lazy },
+        { vaddr: A + 5 * P, pages: 1, flags: present },
+        { vaddr: A + 6 * P, pages: 3, flags: lazy },
+        { vaddr: A + 9 * P, pages: 1, flags: present },
+        { vaddr: 0x7f0000100000, pages: 4, flags: lazy },
+        { vaddr: C, pages: 3, flags: present },
+      ]),
+    );
+    // None of them lazy any more: the file is left alone.
+    const after = await readFile(path);
+    expect(restorePagesEagerly(tmp(), 4, hot)).toBe(0);
+    expect(await readFile(path)).toEqual(after);
   });
 });
 
