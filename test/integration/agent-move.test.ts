@@ -1,10 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
+import { sessionPaths } from '../../src/agent/sandbox.js';
+import { HOT_PAGES_FILE, readHotPages, type HotPages } from '../../src/agent/hot-pages.js';
 import { UpstreamError } from '../../src/core/errors.js';
+import { faultedPages } from '../../src/criu/lazy-faults.js';
+import { waitFor } from '../../src/util/exec.js';
 import { runHubshift } from '../helpers/control-plane.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
@@ -137,4 +142,52 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     }
     expect((await b.client.getSession(s.id)).state).toBe('running');
   });
+
+  it("should take along the pages the kernel faulted on after the last move, and restore them eagerly on the target", async () => {
+    const s = await a.client.startSession('hot');
+    // Large enough that the daemon's background copy is still under way at the first execute.
+    const k = await kernelWithState(s.url, s.token, 512);
+    k.channel.close();
+    const faulted: Map<number, number[]>[] = [];
+    const recorded: HotPages[] = [];
+    for (const [from, to] of [
+      [a, b],
+      [b, a],
+    ] as const) {
+      await from.client.move(s.id, { url: to.agent.url, token: to.token }, 'stop-and-copy');
+      // Only x (the kernel's own memory, not the data), through a new websocket.
+      const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
+      expect((await ch.execute('x + 1', 30_000)).result).toBe('42');
+      ch.close();
+      // The target's daemon done (its last line), and what it was asked for then recorded for the next move.
+      const log = await waitFor('the lazy-pages daemon to finish', async () => {
+        const text = await newestDaemonLog(to);
+        return text?.includes('UFFD transferred pages') ? text : undefined;
+      }, { timeoutMs: 30_000 });
+      faulted.push(faultedPages(log, Infinity));
+      const file = join(sessionPaths(to.config.dataDir, to.agent.ctx.registry.get(s.id)).dir, HOT_PAGES_FILE);
+      const before = recorded.length;
+      await waitFor('the hot pages recorded', async () => {
+        const hot = await readHotPages(file);
+        // The second time, the file of the first is there already: wait for this move's.
+        return hot.size > 0 && (before === 0 || !isDeepStrictEqual(hot, recorded[0])) ? recorded.push(hot) : undefined;
+      }, { timeoutMs: 10_000 });
+    }
+    // The first move's restore faulted on the kernel's heaps page by page and recorded them. The second restore had
+    // them eagerly: (almost) none of them faulted again, where without they did (a heap page freed and touched again
+    // faults anew).
+    const first = [...(recorded[0] as HotPages).values()].flat();
+    const again = [...(faulted[1] as Map<number, number[]>)].flatMap(([pid, pages]) => pages.filter((p) => recorded[0]?.get(pid)?.includes(p)));
+    expect(first.length).toBeGreaterThan(100);
+    expect({ first: first.length, again: again.length, few: again.length < first.length / 10 }).toMatchObject({ few: true });
+    await a.client.removeSession(s.id);
+  });
 });
+
+/** The log of the agent's newest lazy-pages daemon, if it has one. */
+async function newestDaemonLog(t: TestAgent): Promise<string | undefined> {
+  const logs = join(t.config.dataDir, 'logs');
+  const names = (await readdir(logs)).filter((n) => n.includes('-lazy-pages-'));
+  const newest = (await Promise.all(names.map(async (n) => ({ n, at: (await stat(join(logs, n))).mtimeMs })))).sort((x, y) => y.at - x.at)[0];
+  return newest && readFile(join(logs, newest.n), 'utf8');
+}
