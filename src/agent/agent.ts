@@ -31,6 +31,7 @@ import { watchOutgoingAfterRestart } from './post-copy-move.js';
 import { linkToScheduler, type SchedulerLink } from './scheduler-link.js';
 import { useSpawnHelper } from '../util/exec.js';
 import { chunkBuffers } from '../criu/pagemap.js';
+import { keepLogsFor } from './log-retention.js';
 
 export interface RunningAgent {
   url: string;
@@ -114,6 +115,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   ctx.hashingHelpers.warm();
   chunkBuffers.warm(2);
   const scheduler = config.scheduler ? linkToScheduler(ctx, url, config.scheduler, log) : undefined;
+  const stopPruning = keepLogsFor(join(config.dataDir, 'logs'), config.logDays, log);
   let closing: Promise<void> | undefined;
   return {
     url,
@@ -128,6 +130,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
       // A move in waiting for its commit: its ready announcement ends (its guard and record stay for the next agent).
       for (const m of ctx.incoming.values()) m.announcer?.cancel();
       scheduler?.stop();
+      stopPruning();
       closing ??= new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());

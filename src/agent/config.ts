@@ -27,6 +27,8 @@ export interface AgentConfig {
   networkGbps: number;
   /** Checkpoints kept per session (older ones are deleted after each new one); 0 keeps all. Default 3. */
   keepCheckpoints: number;
+  /** Days criu's logs (DATA_DIR/logs) are kept; 0 keeps them all. Default 14. */
+  logDays: number;
   /** Where criu writes images before they are stored. Default DATA_DIR/work (same filesystem as a directory store, so blobs are linked, not copied). */
   workDir: string;
   bridge: BridgeConfig;
@@ -142,6 +144,7 @@ export const AGENT_DEFAULTS = {
   criuLogLevel: 2,
   networkGbps: ASSUMED_NETWORK_GBPS,
   keepCheckpoints: 3,
+  logDays: 14,
 } as const satisfies Partial<AgentConfig>;
 
 /**
