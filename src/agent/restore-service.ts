@@ -303,7 +303,8 @@ export async function restoreFromImages(
   try {
     const postCopy = opts.pageServer !== undefined;
     const lazy = postCopy || (opts.lazy && lazyRestoreHere(ctx));
-    // (Post-copy cannot: its pages are on the source.) Before the side files are put in place: their directory then goes.
+    // Local images readied for a lazy restore, unless startEarly did (post-copy's pages are on the source); before
+    // the side files are put in place, whose directory then goes.
     const hot = lazy && !postCopy ? (opts.early?.hot ?? (await readyForLazyRestore(ctx, s, images))) : new Map<number, number[]>();
     // Beside the daemon's start and the network's (processes of their own), awaited before criu restore.
     prepared = (async () => {
