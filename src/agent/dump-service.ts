@@ -159,7 +159,7 @@ export async function copyFrozenLog(ctx: AgentContext, d: DumpStart): Promise<vo
 
 /** The session's hot pages (hot-pages.ts), as a checkpoint's side file, if its last lazy restore here recorded them. */
 async function hotPagesOf(ctx: AgentContext, s: Session): Promise<PackEntry[]> {
-  const path = hotPagesPath(sessionPaths(ctx.config.dataDir, s).dir);
+  const path = hotPagesPath(ctx.config.dataDir, s);
   return (await pathExists(path)) ? [{ name: HOT_PAGES_FILE, path }] : [];
 }
 

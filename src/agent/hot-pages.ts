@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { faultedPages } from '../criu/lazy-faults.js';
 import { PAGE, restorePagesEagerly } from '../criu/pagemap.js';
 import { readJsonRecord, writeJsonRecord } from '../util/fs.js';
+import { sessionPaths } from './sandbox.js';
 
 /** The file's name, in the session's directory and among a checkpoint's side files. */
 export const HOT_PAGES_FILE = 'hot-pages.json';
@@ -87,7 +88,7 @@ function runsOf(pages: readonly number[]): [number, number][] {
   return runs;
 }
 
-/** Where a session's hot pages are kept between its restore and its next checkpoint. */
-export function hotPagesPath(sessionDir: string): string {
-  return join(sessionDir, HOT_PAGES_FILE);
+/** Where a session's hot pages are kept between its restore and its next checkpoint: in its own directory. */
+export function hotPagesPath(dataDir: string, s: { id: string; filesDir?: string }): string {
+  return join(sessionPaths(dataDir, s).dir, HOT_PAGES_FILE);
 }

@@ -16,7 +16,6 @@ import type { AgentContext } from './agent-context.js';
 import { rollBackDump, type DumpStart } from './dump-service.js';
 import { announce, setHostVeth } from './network.js';
 import { HOT_PAGES_FILE, hotPagesPath } from './hot-pages.js';
-import { sessionPaths } from './sandbox.js';
 
 export interface MoveRequest {
   target: { url: string; token: string };
@@ -86,7 +85,7 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
   const log = join(d.side, 'server.log');
   if (existsSync(log)) prepared.push(prepare(`${SIDE_FILES_DIR}/server.log`, log));
   // A lazy restore on the target brings these back eagerly (post-copy's restore has its own share of memory sent ahead).
-  const hot = hotPagesPath(sessionPaths(ctx.config.dataDir, d.session).dir);
+  const hot = hotPagesPath(ctx.config.dataDir, d.session);
   if (!d.embedded && existsSync(hot)) prepared.push(prepare(`${SIDE_FILES_DIR}/${HOT_PAGES_FILE}`, hot));
   // The manifest lists the files in this order. Page images went while criu wrote them; the memory read from the
   // frozen processes goes on the bulk channel, if there is one, while the stream carries the rest: the small files

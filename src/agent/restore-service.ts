@@ -115,7 +115,7 @@ function watchLazyPages(ctx: AgentContext, s: Session, pid: number, outcome: Pro
 /** Records the pages the session faulted on (hot-pages.ts) for its next checkpoint; a failure only loses the hint. */
 async function keepHotPages(ctx: AgentContext, s: Session, logFile: string, applied: HotPages): Promise<void> {
   try {
-    const pages = await recordHotPages(hotPagesPath(sessionPaths(ctx.config.dataDir, s).dir), logFile, applied);
+    const pages = await recordHotPages(hotPagesPath(ctx.config.dataDir, s), logFile, applied);
     ctx.log.debug({ session: s.id, pages }, 'hot pages recorded for the next restore');
   } catch (err) {
     ctx.log.warn({ session: s.id, err: errorMessage(err) }, 'could not record the pages the session asked for first; its next restore fetches them lazily');
@@ -198,7 +198,10 @@ export async function startEarly(ctx: AgentContext, s: Session, images: string, 
 async function readyForLazyRestore(ctx: AgentContext, s: Session, images: string): Promise<HotPages> {
   await restoreEagerly(images, SERVER_VPID).catch((err: unknown) => ctx.log.warn({ session: s.id, err: errorMessage(err) }, "the server's memory stays lazy"));
   const hot = await readHotPages(join(images, SIDE_FILES_DIR, HOT_PAGES_FILE));
-  if (hot.size > 0) ctx.log.debug({ session: s.id, pages: applyHotPages(images, hot) }, 'hot pages restored eagerly');
+  if (hot.size > 0) {
+    const eager = applyHotPages(images, hot);
+    ctx.log.debug({ session: s.id, pages: eager }, 'hot pages restored eagerly');
+  }
   return hot;
 }
 

@@ -169,7 +169,8 @@ export async function restoreEagerly(imagesDir: string, pid: number): Promise<nu
 export function restorePagesEagerly(imagesDir: string, pid: number, pages: readonly number[]): number {
   const pm = readPagemap(imagesDir, pid);
   const parts: Buffer[] = [];
-  let kept = pm.entries[0]?.start ?? pm.buf.length;
+  // The bytes up to here (the head, entries left as they are) go on unchanged.
+  let kept = 0;
   let eager = 0;
   for (const e of pm.entries) {
     if ((e.flags & PE_LAZY) === 0 || (e.flags & PE_PRESENT) === 0) continue;
@@ -194,7 +195,7 @@ export function restorePagesEagerly(imagesDir: string, pid: number, pages: reado
   }
   if (eager === 0) return 0;
   parts.push(pm.buf.subarray(kept));
-  replace(pm.path, Buffer.concat([pm.buf.subarray(0, pm.entries[0]?.start ?? pm.buf.length), ...parts]));
+  replace(pm.path, Buffer.concat(parts));
   return eager;
 }
 

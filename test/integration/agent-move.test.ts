@@ -5,8 +5,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
-import { sessionPaths } from '../../src/agent/sandbox.js';
-import { HOT_PAGES_FILE, readHotPages, type HotPages } from '../../src/agent/hot-pages.js';
+import { hotPagesPath, readHotPages, type HotPages } from '../../src/agent/hot-pages.js';
 import { UpstreamError } from '../../src/core/errors.js';
 import { faultedPages } from '../../src/criu/lazy-faults.js';
 import { waitFor } from '../../src/util/exec.js';
@@ -165,7 +164,7 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
         return text?.includes('UFFD transferred pages') ? text : undefined;
       }, { timeoutMs: 30_000 });
       faulted.push(faultedPages(log, Infinity));
-      const file = join(sessionPaths(to.config.dataDir, to.agent.ctx.registry.get(s.id)).dir, HOT_PAGES_FILE);
+      const file = hotPagesPath(to.config.dataDir, to.agent.ctx.registry.get(s.id));
       const before = recorded.length;
       await waitFor('the hot pages recorded', async () => {
         const hot = await readHotPages(file);
