@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
@@ -149,6 +148,7 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     k.channel.close();
     const faulted: Map<number, number[]>[] = [];
     const recorded: HotPages[] = [];
+    let writtenAt = 0;
     for (const [from, to] of [
       [a, b],
       [b, a],
@@ -165,11 +165,11 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
       }, { timeoutMs: 30_000 });
       faulted.push(faultedPages(log, Infinity));
       const file = hotPagesPath(to.config.dataDir, to.agent.ctx.registry.get(s.id));
-      const before = recorded.length;
+      // The second time, the file of the first is there already (agents on one machine share the session's
+      // directory), perhaps with the same pages: wait for this move's write of it.
       await waitFor('the hot pages recorded', async () => {
-        const hot = await readHotPages(file);
-        // The second time, the file of the first is there already: wait for this move's.
-        return hot.size > 0 && (before === 0 || !isDeepStrictEqual(hot, recorded[0])) ? recorded.push(hot) : undefined;
+        const at = (await stat(file).catch(() => null))?.mtimeMs;
+        return at !== undefined && at > writtenAt ? ((writtenAt = at), recorded.push(await readHotPages(file))) : undefined;
       }, { timeoutMs: 10_000 });
     }
     // The first move's restore faulted on the kernel's heaps page by page and recorded them. The second restore had
