@@ -66,8 +66,9 @@ export interface AgentConfig {
    */
   moveIdleTimeoutMs: number;
   /**
-   * Post-copy: bytes of the kernels' memory sent with the images, the
-   * smallest runs first (their interpreters' working memory), so that the
+   * Post-copy: at most these bytes of the kernels' memory sent with the
+   * images (their hot pages where the session has that record, else their
+   * smallest mappings: their interpreters' working memory), so that the
    * first execute on the target does not fault them in one by one over the
    * network. The server's memory always goes. Default 64 MiB; 0: none.
    */

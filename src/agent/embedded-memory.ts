@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { embedLazyMemory, lazyRuns, type EmbeddedPages, type LazyRun, type MemoryRun } from '../criu/pagemap.js';
+import { PAGE, embedLazyMemory, firstAtOrAfter, lazyRuns, splitLazyRuns, type EmbeddedPages, type LazyRun, type MemoryRun } from '../criu/pagemap.js';
 import { processTree } from '../util/proc.js';
+import type { HotPages } from './hot-pages.js';
 import { SERVER_VPID } from './sandbox.js';
 
 /**
@@ -8,14 +9,9 @@ import { SERVER_VPID } from './sandbox.js';
  * session's memory goes with the images instead of being fetched on the
  * target page by page. The server's, all of it (its first answer would
  * otherwise fault behind chunks of the kernels' memory). Of the kernels',
- * whole mappings, those with the least lazy memory first, up to
- * `kernelBudget` bytes: an interpreter's own working memory (its object
- * arenas, thread stacks, libraries' data) lies in many small mappings that
- * its first execute touches here and there, a session's data in a few large
- * ones that it may never touch again. Whole mappings, never part of one,
- * as a precaution: no restored page shares a mapping with lazy ones (see
- * transparent-huge-pages.ts for what went wrong here with huge pages
- * "always", under either choice).
+ * up to `kernelBudget` bytes, as kernelMemoryChoice chooses: their hot
+ * pages where `hot` has some (their pagemap entries split around them),
+ * else their smallest mappings.
  * A process whose memory cannot be read keeps it lazy, its images
  * untouched (embedLazyMemory changes nothing then); `skipped` says why.
  * `parent`: the memory copied before the freeze and sent ahead, by pid in
@@ -28,13 +24,22 @@ export async function embedSessionMemory(
   kernelBudget: number,
   skipped: (vpid: number, err: unknown) => void,
   parent: { runs: ReadonlyMap<number, readonly MemoryRun[]>; changed: ReadonlyMap<number, ReadonlySet<number>> } = { runs: new Map(), changed: new Map() },
+  hot: HotPages = new Map(),
 ): Promise<EmbeddedPages[]> {
   const hostPids = await hostPidsByVpid(serverHostPid);
   hostPids.set(SERVER_VPID, serverHostPid);
   const others = [...hostPids.keys()].filter((v) => v !== SERVER_VPID);
+  for (const v of others) {
+    const pages = hot.get(v);
+    try {
+      if (pages) splitLazyRuns(imagesDir, v, sortedPages(pages));
+    } catch {
+      /* unreadable: embedLazyMemory below says so, or the process's memory stays lazy */
+    }
+  }
   const runs = (await Promise.all(others.map((v) => lazyRuns(imagesDir, v).catch(() => [])))).flat();
   const mappings = new Map(others.map((v) => [v, mappingsOf(hostPids.get(v) as number)]));
-  const chosen = smallestMappings(runs, mappings, kernelBudget);
+  const chosen = new Set(kernelMemoryChoice(runs, mappings, hot, kernelBudget).map(runKey));
   const out: EmbeddedPages[] = [];
   for (const [vpid, hostPid] of hostPids) {
     const take = vpid === SERVER_VPID ? undefined : (r: LazyRun): boolean => chosen.has(runKey(r));
@@ -120,6 +125,44 @@ export function smallestMappings(runs: LazyRun[], mappings: ReadonlyMap<number, 
     left -= g.bytes;
   }
   return out;
+}
+
+/**
+ * Which of the kernels' memory (`runs`, of every process) goes with a
+ * post-copy move's images, up to `budget` bytes. Of a process that `hot`
+ * names (the pages it asked for first after its last lazy restore or move,
+ * hot-pages.ts), those pages that lie in its runs, as runs of their own:
+ * a few MB that its first execute would otherwise fetch page by page over
+ * the network, where its smallest mappings are ~50 MB of which it touches a
+ * tenth. Of the others, whole mappings, those with the least memory first
+ * (smallestMappings), within what the hot pages leave of the budget.
+ */
+export function kernelMemoryChoice(runs: readonly LazyRun[], mappings: ReadonlyMap<number, Mapping[]>, hot: HotPages, budget: number): LazyRun[] {
+  const out: LazyRun[] = [];
+  let left = budget;
+  for (const [pid, pages] of hot) {
+    const sorted = sortedPages(pages);
+    for (const r of runs.filter((x) => x.pid === pid).sort((x, y) => x.vaddr - y.vaddr)) {
+      const end = r.vaddr + r.bytes;
+      for (let i = firstAtOrAfter(sorted, r.vaddr); i < sorted.length && (sorted[i] as number) < end; ) {
+        const start = sorted[i] as number;
+        let next = start + PAGE;
+        while (++i < sorted.length && sorted[i] === next && next < end) next += PAGE;
+        const bytes = Math.min(next - start, left - (left % PAGE));
+        if (bytes <= 0) return out;
+        out.push({ pid, vaddr: start, bytes });
+        left -= bytes;
+      }
+    }
+  }
+  const others = runs.filter((r) => !hot.has(r.pid));
+  const whole = smallestMappings(others, mappings, left);
+  return [...out, ...others.filter((r) => whole.has(runKey(r)))];
+}
+
+/** Page addresses, sorted, each once. */
+function sortedPages(pages: readonly number[]): number[] {
+  return [...new Set(pages)].sort((a, b) => a - b);
 }
 
 /** The mapping holding `addr`, of mappings in ascending order (as /proc/PID/maps lists them). */

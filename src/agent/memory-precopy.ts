@@ -6,7 +6,8 @@ import { tracerPid } from '../util/proc.js';
 import type { MoveFile, StreamDigest } from '../core/checkpoint.js';
 import { CHUNK_BYTES, PAGE, chunkBuffers, parentPagemap, type MemoryRun } from '../criu/pagemap.js';
 import type { BulkSender } from '../images/bulk-channel.js';
-import { hostPidsByVpid, mappingsOf, smallestMappings, type ListedMapping } from './embedded-memory.js';
+import { hostPidsByVpid, kernelMemoryChoice, mappingsOf, type ListedMapping } from './embedded-memory.js';
+import type { HotPages } from './hot-pages.js';
 import { SERVER_VPID } from './sandbox.js';
 
 /** A run copied ahead, and where its bytes are in the move's snapshot file. */
@@ -30,25 +31,27 @@ export interface Precopy {
 /**
  * Post-copy, on the source before the freeze: which memory to copy ahead,
  * chosen as embedSessionMemory will choose it after the freeze but from the
- * live processes: the server's anonymous memory, and of the kernels' the
- * mappings with the least of it present, whole, up to `kernelBudget`; and
+ * live processes: the server's anonymous memory, and of the kernels' what
+ * kernelMemoryChoice takes of their present pages up to `kernelBudget`
+ * (their `hot` pages, or their smallest mappings whole); and
  * of every process the pages of its private file mappings written since
  * they were mapped, which criu dumps into the images itself and the move
  * would otherwise send after the freeze (5-6 MB of a session here: its
  * libraries' and interpreters' data). By pid in the session, each process's
  * runs sorted by address; nothing is read yet.
  */
-export async function precopyChoice(serverHostPid: number, kernelBudget: number): Promise<{ hostPids: Map<number, number>; runs: Map<number, MemoryRun[]> }> {
+export async function precopyChoice(serverHostPid: number, kernelBudget: number, hot: HotPages = new Map()): Promise<{ hostPids: Map<number, number>; runs: Map<number, MemoryRun[]> }> {
   const hostPids = await hostPidsByVpid(serverHostPid);
   hostPids.set(SERVER_VPID, serverHostPid);
   const mappings = new Map([...hostPids].map(([vpid, hostPid]) => [vpid, mappingsOf(hostPid)]));
   const present = new Map([...hostPids].map(([vpid, hostPid]) => [vpid, presentRuns(hostPid, mappings.get(vpid) ?? [])]));
   const kernels = [...hostPids.keys()].filter((v) => v !== SERVER_VPID);
   const kernelRuns = kernels.flatMap((v) => (present.get(v) ?? []).filter((r) => r.kind === 'anonymous').map((r) => ({ pid: v, vaddr: r.vaddr, bytes: r.bytes })));
-  const chosen = smallestMappings(kernelRuns, mappings, kernelBudget);
+  const chosen = kernelMemoryChoice(kernelRuns, mappings, hot, kernelBudget);
   const runs = new Map<number, MemoryRun[]>();
   for (const [vpid, all] of present) {
-    const take = all.filter((r) => vpid === SERVER_VPID || r.kind === 'written file' || chosen.has(`${vpid}:${r.vaddr}`));
+    const kernel = chosen.filter((r) => r.pid === vpid).map((r): MemoryRun => ({ vaddr: r.vaddr, bytes: r.bytes }));
+    const take = vpid === SERVER_VPID ? all : [...all.filter((r) => r.kind === 'written file'), ...kernel].sort((a, b) => a.vaddr - b.vaddr);
     if (take.length > 0) runs.set(vpid, take);
   }
   return { hostPids, runs };

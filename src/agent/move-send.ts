@@ -84,9 +84,10 @@ export async function sendRest(ctx: AgentContext, out: MoveStreamWriter, d: Dump
   }
   const log = join(d.side, 'server.log');
   if (existsSync(log)) prepared.push(prepare(`${SIDE_FILES_DIR}/server.log`, log));
-  // A lazy restore on the target brings these back eagerly (post-copy's restore has its own share of memory sent ahead).
+  // A lazy restore on the target brings these back eagerly; post-copy sent them with the images, and its target
+  // extends the record with what it faults on.
   const hot = hotPagesPath(ctx.config.dataDir, d.session);
-  if (!d.embedded && existsSync(hot)) prepared.push(prepare(`${SIDE_FILES_DIR}/${HOT_PAGES_FILE}`, hot));
+  if (existsSync(hot)) prepared.push(prepare(`${SIDE_FILES_DIR}/${HOT_PAGES_FILE}`, hot));
   // The manifest lists the files in this order. Page images went while criu wrote them; the memory read from the
   // frozen processes goes on the bulk channel, if there is one, while the stream carries the rest: the small files
   // first, all in one write, then the larger ones.

@@ -21,6 +21,7 @@ import { forgetOutgoing, listOutgoing, recordOutgoing } from './outgoing-moves.j
 import { dropSessionFiles } from './session-service.js';
 import { killSession } from './sandbox.js';
 import { embedSessionMemory } from './embedded-memory.js';
+import { hotPagesPath, readHotPages, type HotPages } from './hot-pages.js';
 
 /**
  * Moves a running session to another agent post-copy. criu freezes the
@@ -59,10 +60,12 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
     }
     let precopied: Precopied | undefined;
     try {
+      // The pages the kernels asked for first after their last lazy restore or move go ahead instead of their smallest mappings.
+      const hot = await readHotPages(hotPagesPath(ctx.config.dataDir, ctx.registry.get(id)));
       const m = openMoveStream(ctx, id, target, req.fence, bulk.at);
       // Before the freeze, the memory it will send eagerly goes ahead: after it, only what changed since (memory-precopy.ts).
       try {
-        precopied = await precopy(ctx, id, bulk, m, req.precopy ?? ctx.config.postCopyPrecopy);
+        precopied = await precopy(ctx, id, bulk, m, req.precopy ?? ctx.config.postCopyPrecopy, hot);
       } catch (err) {
         await guard.remove();
         await m.cancel(`the pre-copy failed: ${errorMessage(err)}`);
@@ -105,7 +108,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
       // For the move's account: what criu wrote itself, where it wrote more than a lazy dump's few pages (a kernel's
       // whole memory, when one of its threads' stack pointers is page-aligned: criu's is_stack(), see README).
       const criuWrote = pagesWritten(d.images, 1 << 20);
-      // The server's memory and the kernels' smallest runs go with the images, read from the frozen processes as
+      // The server's memory and the kernels' hot pages (or smallest mappings) go with the images, read from the frozen processes as
       // they are sent: the target restores them eagerly, so neither the server's first answer nor a kernel's first
       // execute waits on pages fetched one by one over the network (embedSessionMemory).
       // Not seen frozen while criu dumped (it is now): compared here; failing that, nothing is taken from the copy.
@@ -120,6 +123,7 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         ctx.config.postCopyEagerBytes,
         (vpid, err) => ctx.log.warn({ session: id, pid: vpid, err: errorMessage(err) }, 'the memory of this process of the session stays lazy in this post-copy move'),
         changedPages ? { runs: precopied.precopy.runs, changed: changedPages } : undefined,
+        hot,
       ).catch((err: unknown) => {
         ctx.log.warn({ session: id, err: errorMessage(err) }, "the session's memory stays lazy in this post-copy move");
         return [];
@@ -169,7 +173,7 @@ interface Precopied {
  * A target that refuses the move (or fails) meanwhile fails it here, before
  * the freeze.
  */
-async function precopy(ctx: AgentContext, id: string, bulk: BulkSender, m: OpenMove, wanted: boolean): Promise<Precopied> {
+async function precopy(ctx: AgentContext, id: string, bulk: BulkSender, m: OpenMove, wanted: boolean, hot: HotPages): Promise<Precopied> {
   const started = performance.now();
   const pid = ctx.registry.get(id).pid;
   const none: Precopied = { precopy: { runs: new Map(), bytes: 0, snapshot: null }, hostPids: new Map(), files: [], seconds: 0 };
@@ -177,7 +181,7 @@ async function precopy(ctx: AgentContext, id: string, bulk: BulkSender, m: OpenM
   ctx.registry.report(id, 'copying memory ahead (post-copy)');
   let choice: Awaited<ReturnType<typeof precopyChoice>>;
   try {
-    choice = await precopyChoice(pid, ctx.config.postCopyEagerBytes);
+    choice = await precopyChoice(pid, ctx.config.postCopyEagerBytes, hot);
   } catch (err) {
     ctx.log.warn({ session: id, err: errorMessage(err) }, 'the memory to copy ahead could not be chosen; the move sends all its eager memory after the freeze');
     return none;

@@ -90,7 +90,9 @@ async function lazyOutcomeOf(ctx: AgentContext, s: Session, daemon: LazyPagesDae
 function watchLazyPages(ctx: AgentContext, s: Session, pid: number, outcome: Promise<LazyOutcome>, logFile: string, postCopy: boolean, hot: HotPages): Promise<void> {
   return outcome.then(async (o) => {
     // Before the session counts as settled: a checkpoint waits for it, and takes the file along.
-    if (o === 'complete' && !postCopy) await keepHotPages(ctx, s, logFile, hot);
+    // Post-copy only where the source sent hot pages: else its eager share was whole mappings, which never fault,
+    // so the faults alone would leave out the pages those mappings held that the session asked for.
+    if (o === 'complete' && (!postCopy || hot.size > 0)) await keepHotPages(ctx, s, logFile, hot);
     // A stopping agent leaves the session to the next one (reconcileSessions settles it).
     if (o === 'complete' || ctx.stopping.signal.aborted) return;
     const current = ctx.registry.find(s.id);
@@ -308,7 +310,9 @@ export async function restoreFromImages(
     const lazy = postCopy || (opts.lazy && lazyRestoreHere(ctx));
     // Local images readied for a lazy restore, unless startEarly did (post-copy's pages are on the source); before
     // the side files are put in place, whose directory then goes.
-    const hot = lazy && !postCopy ? (opts.early?.hot ?? (await readyForLazyRestore(ctx, s, images))) : new Map<number, number[]>();
+    // Post-copy: the pages the source sent with the images for being hot (embedSessionMemory), which the record
+    // of this restore's faults extends.
+    const hot = postCopy ? await readHotPages(join(images, SIDE_FILES_DIR, HOT_PAGES_FILE)) : lazy ? (opts.early?.hot ?? (await readyForLazyRestore(ctx, s, images))) : new Map<number, number[]>();
     // Beside the daemon's start and the network's (processes of their own), awaited before criu restore.
     prepared = (async () => {
       await placeSideFiles(ctx, s, images);

@@ -97,9 +97,9 @@ export async function startLazyPages(
   const timeoutMs = opts.timeoutMs ?? 10_000;
   // With a page server (post-copy), pages come over the network from the source's criu dump instead of local images.
   const remote = opts.pageServer ? ['--page-server', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)] : [];
-  // -v3: the line that says the daemon told the page server it is done (see lazyTransferHandedOver). -v4 from
-  // local images: its fault lines, which name the pages to restore eagerly next time (agent/hot-pages.ts).
-  const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, opts.pageServer ? '-v3' : '-v4', ...remote]);
+  // -v4: its fault lines, which name the pages to restore eagerly, or send ahead, next time (agent/hot-pages.ts);
+  // and from -v3 the line that says the daemon told the page server it is done (see lazyTransferHandedOver).
+  const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, '-v4', ...remote]);
   // A move's own guard (armIncomingGuard) ends a daemon no restore claimed: a second interpreter would start on its restore's path.
   const guard = opts.guardedElsewhere ? undefined : startOrphanGuard(imagesDir, opts.orphanAfterMs ?? ORPHAN_AFTER_MS);
   let d: Detached;

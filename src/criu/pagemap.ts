@@ -167,19 +167,41 @@ export async function restoreEagerly(imagesDir: string, pid: number): Promise<nu
  * alone.
  */
 export function restorePagesEagerly(imagesDir: string, pid: number, pages: readonly number[]): number {
+  return splitLazyEntries(imagesDir, pid, pages, (e) => (e.flags & PE_PRESENT) !== 0, PE_LAZY);
+}
+
+/**
+ * Post-copy, in a lazy dump's images: splits the entries a lazy dump left
+ * out (lazyRuns) at the edges of these pages of process `pid` (page
+ * addresses, sorted, each once), each run of them an entry of its own, still
+ * lazy, so that embedLazyMemory can take those runs alone: the pages the
+ * kernel asked for first after its last restore or move go with the images,
+ * the rest of their mappings stays lazy. Returns how many pages lie in such
+ * runs; a pagemap with none of them is left alone.
+ */
+export function splitLazyRuns(imagesDir: string, pid: number, pages: readonly number[]): number {
+  return splitLazyEntries(imagesDir, pid, pages, isLazy, 0);
+}
+
+/**
+ * Splits each entry of process `pid`'s pagemap that `which` selects and
+ * that holds some of `pages` (sorted, each once) at their edges; the runs of
+ * them lose the flags `clear`. Returns how many pages lie in such runs.
+ */
+function splitLazyEntries(imagesDir: string, pid: number, pages: readonly number[], which: (e: PagemapEntry) => boolean, clear: number): number {
   const pm = readPagemap(imagesDir, pid);
   const parts: Buffer[] = [];
   // The bytes up to here (the head, entries left as they are) go on unchanged.
   let kept = 0;
-  let eager = 0;
+  let taken = 0;
   for (const e of pm.entries) {
-    if ((e.flags & PE_LAZY) === 0 || (e.flags & PE_PRESENT) === 0) continue;
+    if ((e.flags & PE_LAZY) === 0 || !which(e)) continue;
     const end = e.vaddr + e.pages * PAGE;
     let i = firstAtOrAfter(pages, e.vaddr);
     if (i >= pages.length || (pages[i] as number) >= end) continue;
     parts.push(pm.buf.subarray(kept, e.start));
     kept = e.end;
-    // Alternate runs: lazy up to the next hot page, then eager across consecutive hot pages.
+    // Alternate runs: as it was up to the next of the pages, then across consecutive ones.
     let at = e.vaddr;
     while (at < end) {
       const hot = i < pages.length && (pages[i] as number) < end ? (pages[i] as number) : end;
@@ -188,15 +210,15 @@ export function restorePagesEagerly(imagesDir: string, pid: number, pages: reado
       let last = hot;
       while (i + 1 < pages.length && pages[i + 1] === last + PAGE && last + PAGE < end) last = pages[++i] as number;
       i++;
-      parts.push(encodeEntry(hot, (last - hot) / PAGE + 1, e.flags & ~PE_LAZY));
-      eager += (last - hot) / PAGE + 1;
+      parts.push(encodeEntry(hot, (last - hot) / PAGE + 1, e.flags & ~clear));
+      taken += (last - hot) / PAGE + 1;
       at = last + PAGE;
     }
   }
-  if (eager === 0) return 0;
+  if (taken === 0) return 0;
   parts.push(pm.buf.subarray(kept));
   replace(pm.path, Buffer.concat(parts));
-  return eager;
+  return taken;
 }
 
 /** A process's pages image as the move sends it: the image's own pages and, in their place, the memory a lazy dump left out. */
@@ -395,7 +417,7 @@ function firstReached(length: number, reached: (i: number) => boolean): number {
 }
 
 /** The index of the first of `sorted` (ascending) at or after `addr`. */
-function firstAtOrAfter(sorted: readonly number[], addr: number): number {
+export function firstAtOrAfter(sorted: readonly number[], addr: number): number {
   return firstReached(sorted.length, (i) => (sorted[i] as number) >= addr);
 }
 

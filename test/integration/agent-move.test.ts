@@ -141,7 +141,7 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     expect((await b.client.getSession(s.id)).state).toBe('running');
   });
 
-  it("should take along the pages the kernel faulted on after the last move, and restore them eagerly on the target", async () => {
+  it("should take along the pages the kernel faulted on after the last move, restore them eagerly on the target, and send them ahead in a post-copy move", async () => {
     const s = await a.client.startSession('hot');
     // Large enough that the daemon's background copy is still under way at the first execute.
     const k = await kernelWithState(s.url, s.token, 512);
@@ -149,14 +149,20 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     const faulted: Map<number, number[]>[] = [];
     const recorded: HotPages[] = [];
     let writtenAt = 0;
-    for (const [from, to] of [
-      [a, b],
-      [b, a],
+    let postCopyBytes = 0;
+    for (const [from, to, mode] of [
+      [a, b, 'stop-and-copy'],
+      [b, a, 'stop-and-copy'],
+      [a, b, 'post-copy'],
     ] as const) {
-      await from.client.move(s.id, { url: to.agent.url, token: to.token }, 'stop-and-copy');
-      // Only x (the kernel's own memory, not the data), through a new websocket.
+      const r = await from.client.move(s.id, { url: to.agent.url, token: to.token }, mode);
+      expect(r.mode).toBe(mode);
+      postCopyBytes = r.bytes;
+      // x (the kernel's own memory) and one page in each MiB of the data, which lies in one large mapping: a post-copy
+      // move sends ahead the kernels' smallest mappings when it has no record, never that one.
       const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);
       expect((await ch.execute('x + 1', 30_000)).result).toBe('42');
+      expect((await ch.execute('len(blob[::1 << 20])', 30_000)).result).toBe('512');
       ch.close();
       // The target's daemon done (its last line), and what it was asked for then recorded for the next move.
       const log = await waitFor('the lazy-pages daemon to finish', async () => {
@@ -165,20 +171,30 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
       }, { timeoutMs: 30_000 });
       faulted.push(faultedPages(log, Infinity));
       const file = hotPagesPath(to.config.dataDir, to.agent.ctx.registry.get(s.id));
-      // The second time, the file of the first is there already (agents on one machine share the session's
-      // directory), perhaps with the same pages: wait for this move's write of it.
+      // After the first move, the file of the one before is there already (agents on one machine share the
+      // session's directory), perhaps with the same pages: wait for this move's write of it.
       await waitFor('the hot pages recorded', async () => {
         const at = (await stat(file).catch(() => null))?.mtimeMs;
         return at !== undefined && at > writtenAt ? ((writtenAt = at), recorded.push(await readHotPages(file))) : undefined;
       }, { timeoutMs: 10_000 });
     }
-    // The first move's restore faulted on the kernel's heaps page by page and recorded them. The second restore had
-    // them eagerly: (almost) none of them faulted again, where without they did (a heap page freed and touched again
-    // faults anew).
-    const first = [...(recorded[0] as HotPages).values()].flat();
-    const again = [...(faulted[1] as Map<number, number[]>)].flatMap(([pid, pages]) => pages.filter((p) => recorded[0]?.get(pid)?.includes(p)));
-    expect(first.length).toBeGreaterThan(100);
-    expect({ first: first.length, again: again.length, few: again.length < first.length / 10 }).toMatchObject({ few: true });
+    // The first move's restore faulted on the kernel's heaps and the data's pages one by one and recorded them. The
+    // next restore had them eagerly, and the post-copy move sent them with its images: (almost) none of them faulted
+    // again, where without they did (a heap page freed and touched again faults anew; the data's pages are lazy).
+    const again = (move: number): { recorded: number; again: number; few: boolean } => {
+      const before = recorded[move - 1] as HotPages;
+      const pages = [...before.values()].flat().length;
+      const n = [...(faulted[move] as Map<number, number[]>)].flatMap(([pid, ps]) => ps.filter((p) => before.get(pid)?.includes(p))).length;
+      return { recorded: pages, again: n, few: n < pages / 10 };
+    };
+    expect([...(recorded[0] as HotPages).values()].flat().length).toBeGreaterThan(100);
+    expect(again(1)).toMatchObject({ few: true });
+    expect(again(2)).toMatchObject({ few: true });
+    // Without the record, a post-copy move sends the kernel's smallest mappings whole (~45 MB here) instead of the
+    // few MB it asked for.
+    await rm(hotPagesPath(b.config.dataDir, b.agent.ctx.registry.get(s.id)));
+    const r = await b.client.move(s.id, { url: a.agent.url, token: a.token }, 'post-copy');
+    expect({ withRecord: postCopyBytes, without: r.bytes, less: postCopyBytes + (16 << 20) < r.bytes }).toMatchObject({ less: true });
     await a.client.removeSession(s.id);
   });
 });

@@ -9,6 +9,7 @@ import { LocalProvider, localHostSpecs } from '../../src/cloud/local-provider.js
 import type { HostRecord } from '../../src/core/cloud.js';
 import { Session } from '../../src/core/session.js';
 import { SERVER_VPID } from '../../src/agent/sandbox.js';
+import { hotPagesPath } from '../../src/agent/hot-pages.js';
 import { lazyTransferHandedOver } from '../../src/criu/lazy-pages.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
 import { run, sleep, waitFor } from '../../src/util/exec.js';
@@ -449,7 +450,7 @@ describe('moving a session post-copy between local test hosts', () => {
     expect(await sessionProcesses(s.id)).toEqual([]);
   });
 
-  it('should restore no page as it was copied ahead when the kernel wrote it since: a thread writing every page of a buffer and of a private file mapping across two moves finds each as it left it', async () => {
+  it('should restore no page as it was copied ahead when the kernel wrote it since: a thread writing every page of a buffer and of a private file mapping across two moves (the second sending hot pages among them) finds each as it left it', async () => {
     const [a, b] = clients as [AgentClient, AgentClient];
     const s = await a.startSession('pw');
     const k = await kernelWithState(s.url, s.token, 64);
@@ -481,8 +482,15 @@ describe('moving a session post-copy between local test hosts', () => {
     const there = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! }, 'post-copy');
     expect(there.bytesAhead).toBeGreaterThan(16 * 2 ** 20);
     const [, roundsThere] = await counts();
+    // A record of hot pages for the way back, as a lazy restore would write one: every other page the thread writes.
+    // The move sends those pages of the kernel, copied ahead and compared after the freeze like the rest, in
+    // place of its smallest mappings: tens of MB less.
+    const [vpid, at] = ((await k.channel.execute('import ctypes, os\nprint(os.getpid(), ctypes.addressof(ctypes.c_char.from_buffer(spun)))')).stdout ?? '').trim().split(' ').map(Number) as [number, number];
+    const hot = Array.from({ length: 128 }, (_, i): [number, number] => [Math.floor((at + 2 * i * 4096) / 4096) * 4096, 1]);
+    await writeFile(hotPagesPath(hosts[0]!.dataDir, { id: s.id }), JSON.stringify({ version: 1, processes: { [vpid]: hot } }));
     const back = await b.move(s.id, { url: hosts[0]!.agentUrl, token: tokens[0]! }, 'post-copy');
     expect(back.bytesAhead).toBeGreaterThan(16 * 2 ** 20);
+    expect({ there: there.bytes, back: back.bytes, less: back.bytes + (16 << 20) < there.bytes }).toMatchObject({ less: true });
     await new Promise((r) => setTimeout(r, 500));
     const [bad, rounds] = await counts();
     // It kept running across both moves, and never found a page other than it left it.

@@ -92,6 +92,18 @@ describe("a post-copy move's memory copied ahead", () => {
       expect(holds(all.runs.get(2), a, 3 * 4096) && holds(all.runs.get(2), b, 64 * 4096)).toBe(true);
       // Sorted and apart, as a parent pagemap needs them.
       for (const runs of all.runs.values()) for (let i = 1; i < runs.length; i++) expect(runs[i]!.vaddr).toBeGreaterThanOrEqual(runs[i - 1]!.vaddr + runs[i - 1]!.bytes);
+      // With the kernel's hot pages (two of the 64-page mapping's, one apart, and one it does not have): those pages
+      // alone of its anonymous memory, each stretch a run, beside its written file page; the 3-page mapping stays out.
+      const hot = await precopyChoice(t.server, 1 << 30, new Map([[2, [4096, b + 4096, b + 3 * 4096]]]));
+      expect(hot.runs.get(2)?.filter((r) => r.vaddr >= b && r.vaddr < b + 64 * 4096)).toEqual([
+        { vaddr: b + 4096, bytes: 4096 },
+        { vaddr: b + 3 * 4096, bytes: 4096 },
+      ]);
+      expect(touches(hot.runs.get(2), a, 3 * 4096)).toBe(false);
+      expect(holds(hot.runs.get(2), f + 4096, 4096)).toBe(true);
+      expect(holds(hot.runs.get(1), s, 8192)).toBe(true);
+      const sorted = hot.runs.get(2) ?? [];
+      for (let i = 1; i < sorted.length; i++) expect(sorted[i]!.vaddr).toBeGreaterThanOrEqual(sorted[i - 1]!.vaddr + sorted[i - 1]!.bytes);
     } finally {
       t.kill();
     }

@@ -5,8 +5,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CriuError } from '../../src/core/errors.js';
-import { mappingsOf, smallestMappings } from '../../src/agent/embedded-memory.js';
-import { embedLazyMemory, lazyRuns, pageImagesInUse, pagesWritten, parentPagemap, restoreEagerly, restorePagesEagerly, type EmbeddedPages } from '../../src/criu/pagemap.js';
+import { kernelMemoryChoice, mappingsOf, smallestMappings } from '../../src/agent/embedded-memory.js';
+import { embedLazyMemory, lazyRuns, pageImagesInUse, pagesWritten, parentPagemap, restoreEagerly, restorePagesEagerly, splitLazyRuns, type EmbeddedPages } from '../../src/criu/pagemap.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
 // The start of a pagemap image as criu 4.2.1 wrote it here (a python process holding 1 GiB): the two
@@ -360,7 +360,74 @@ describe("a lazy restore's hot pages", () => {
   });
 });
 
+describe("a post-copy move's hot pages in a lazy dump's images", () => {
+  const tmp = useTempDir('hubshift-pagemap-split-');
+  const P = 0x1000;
+
+  it('should split the entries a lazy dump left out around the hot pages, each run of them an entry of its own, still lazy, and nothing else', async () => {
+    // A lazy dump's entries: PE_LAZY alone (not in the pages image); criu's own present ones (a stack page).
+    const lazy = 0x02;
+    const present = 0x04;
+    const A = 0x7f0000000000;
+    const path = join(tmp(), 'pagemap-5.img');
+    await writeFile(
+      path,
+      pagemapImage(11, [
+        { vaddr: 0x10000, pages: 2, flags: present },
+        { vaddr: A, pages: 6, flags: lazy },
+        { vaddr: 0x7f0000100000, pages: 2, flags: lazy },
+      ]),
+    );
+    // Hot: A's second and third pages, its last; a present page, ignored.
+    expect(splitLazyRuns(tmp(), 5, [0x10000, A + P, A + 2 * P, A + 5 * P])).toBe(3);
+    expect(await readFile(path)).toEqual(
+      pagemapImage(11, [
+        { vaddr: 0x10000, pages: 2, flags: present },
+        { vaddr: A, pages: 1, flags: lazy },
+        { vaddr: A + P, pages: 2, flags: lazy },
+        { vaddr: A + 3 * P, pages: 2, flags: lazy },
+        { vaddr: A + 5 * P, pages: 1, flags: lazy },
+        { vaddr: 0x7f0000100000, pages: 2, flags: lazy },
+      ]),
+    );
+    // lazyRuns now names the hot runs as they are, for embedLazyMemory to take alone.
+    expect((await lazyRuns(tmp(), 5)).map((r) => [r.vaddr - A, r.bytes / P])).toEqual([
+      [0, 1],
+      [P, 2],
+      [3 * P, 2],
+      [5 * P, 1],
+      [0x100000, 2],
+    ]);
+    // A lazy restore's images (lazy entries present in the pages image) are not this: left alone.
+    const stored = join(tmp(), 'pagemap-6.img');
+    const image = pagemapImage(11, [{ vaddr: A, pages: 6, flags: lazy | present }]);
+    await writeFile(stored, image);
+    expect(splitLazyRuns(tmp(), 6, [A + P])).toBe(0);
+    expect(await readFile(stored)).toEqual(image);
+  });
+});
+
 describe("a post-copy move's share of the kernels' memory", () => {
+  it("should take a process's hot pages that lie in its runs, as runs of their own, and the others' smallest mappings with what the budget leaves", () => {
+    const P = 0x1000;
+    const run = (pid: number, vaddr: number, pages: number) => ({ pid, vaddr, bytes: pages * P });
+    const mappings = new Map([
+      [4, [{ start: 0x100000, end: 0x200000 }]],
+      [7, [{ start: 0x10000, end: 0x20000 }, { start: 0x30000, end: 0x40000 }]],
+    ]);
+    // Process 4: one large run; its hot pages two stretches in it, and one in no run (gone since), left out.
+    const runs = [run(4, 0x100000, 64), run(7, 0x10000, 2), run(7, 0x30000, 8)];
+    const hot = new Map([[4, [0x100000 + 3 * P, 0x100000 + 4 * P, 0x100000 + 10 * P, 0x900000]]]);
+    expect(kernelMemoryChoice(runs, mappings, hot, 1 << 20)).toEqual([run(4, 0x100000 + 3 * P, 2), run(4, 0x100000 + 10 * P, 1), run(7, 0x10000, 2), run(7, 0x30000, 8)]);
+    // The hot pages come first; process 7's mappings get what is left: its smaller one only.
+    expect(kernelMemoryChoice(runs, mappings, hot, 6 * P)).toEqual([run(4, 0x100000 + 3 * P, 2), run(4, 0x100000 + 10 * P, 1), run(7, 0x10000, 2)]);
+    // A budget smaller than the hot pages cuts them short, page by page.
+    expect(kernelMemoryChoice(runs, mappings, hot, 1 * P)).toEqual([run(4, 0x100000 + 3 * P, 1)]);
+    // No record: smallest mappings, as before.
+    expect(kernelMemoryChoice(runs, mappings, new Map(), 1 << 20)).toEqual(runs);
+  });
+
+
   it('should take whole mappings, those with the least lazy memory first, across processes, up to the budget and never past it', () => {
     const run = (pid: number, vaddr: number, kib: number) => ({ pid, vaddr, bytes: kib << 10 });
     const mappings = new Map([
