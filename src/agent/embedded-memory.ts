@@ -134,28 +134,31 @@ export function smallestMappings(runs: LazyRun[], mappings: ReadonlyMap<number, 
  * hot-pages.ts), those pages that lie in its runs, as runs of their own:
  * a few MB that its first execute would otherwise fetch page by page over
  * the network, where its smallest mappings are ~50 MB of which it touches a
- * tenth. Of the others, whole mappings, those with the least memory first
+ * tenth. Of the others (and of one none of whose hot pages it still
+ * has), whole mappings, those with the least memory first
  * (smallestMappings), within what the hot pages leave of the budget.
  */
 export function kernelMemoryChoice(runs: readonly LazyRun[], mappings: ReadonlyMap<number, Mapping[]>, hot: HotPages, budget: number): LazyRun[] {
   const out: LazyRun[] = [];
-  let left = budget;
+  // The processes whose record names pages they still have: a pid the record names may be another process by now.
+  const recorded = new Set<number>();
+  let left = budget - (budget % PAGE);
   for (const [pid, pages] of hot) {
     const sorted = sortedPages(pages);
     for (const r of runs.filter((x) => x.pid === pid).sort((x, y) => x.vaddr - y.vaddr)) {
       const end = r.vaddr + r.bytes;
       for (let i = firstAtOrAfter(sorted, r.vaddr); i < sorted.length && (sorted[i] as number) < end; ) {
+        recorded.add(pid);
         const start = sorted[i] as number;
         let next = start + PAGE;
         while (++i < sorted.length && sorted[i] === next && next < end) next += PAGE;
-        const bytes = Math.min(next - start, left - (left % PAGE));
-        if (bytes <= 0) return out;
-        out.push({ pid, vaddr: start, bytes });
+        const bytes = Math.min(next - start, left);
+        if (bytes > 0) out.push({ pid, vaddr: start, bytes });
         left -= bytes;
       }
     }
   }
-  const others = runs.filter((r) => !hot.has(r.pid));
+  const others = runs.filter((r) => !recorded.has(r.pid));
   const whole = smallestMappings(others, mappings, left);
   return [...out, ...others.filter((r) => whole.has(runKey(r)))];
 }

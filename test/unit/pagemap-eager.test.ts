@@ -423,8 +423,10 @@ describe("a post-copy move's share of the kernels' memory", () => {
     expect(kernelMemoryChoice(runs, mappings, hot, 6 * P)).toEqual([run(4, 0x100000 + 3 * P, 2), run(4, 0x100000 + 10 * P, 1), run(7, 0x10000, 2)]);
     // A budget smaller than the hot pages cuts them short, page by page.
     expect(kernelMemoryChoice(runs, mappings, hot, 1 * P)).toEqual([run(4, 0x100000 + 3 * P, 1)]);
-    // No record: smallest mappings, as before.
+    // No record: smallest mappings, as before; nor where the record names none of the process's pages (another
+    // process with that pid since).
     expect(kernelMemoryChoice(runs, mappings, new Map(), 1 << 20)).toEqual(runs);
+    expect(kernelMemoryChoice(runs, mappings, new Map([[4, [0x900000]]]), 1 << 20)).toEqual(runs);
   });
 
 
