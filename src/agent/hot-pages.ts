@@ -19,7 +19,8 @@ export const HOT_PAGES_FILE = 'hot-pages.json';
  */
 export const MAX_HOT_PAGES = 4096;
 
-const Runs = z.array(z.tuple([z.number().int().nonnegative(), z.number().int().positive()]));
+// Page-aligned: entries split at any other address would be refused by criu restore, or (post-copy) fail the move.
+const Runs = z.array(z.tuple([z.number().int().nonnegative().multipleOf(PAGE), z.number().int().positive()]));
 const HotPagesFile = z.object({
   version: z.literal(1),
   /** By pid in the session: runs of pages, [first page's address, pages], sorted. */

@@ -78,6 +78,9 @@ describe('the pages a lazy restore faulted on', () => {
     const bad = join(tmp(), 'bad.json');
     await writeFile(bad, JSON.stringify({ version: 1, processes: { '4': [[-4096, 1]] } }));
     expect(await readHotPages(bad)).toEqual(new Map());
+    // A page address that is not one: no entry is split there.
+    await writeFile(bad, JSON.stringify({ version: 1, processes: { '4': [[0x7f0000000800, 1]] } }));
+    expect(await readHotPages(bad)).toEqual(new Map());
     await writeFile(bad, '{"version":1,"processes":');
     expect(await readHotPages(bad)).toEqual(new Map());
   });
