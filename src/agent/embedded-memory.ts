@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { PAGE, embedLazyMemory, firstAtOrAfter, lazyRuns, splitLazyRuns, type EmbeddedPages, type LazyRun, type MemoryRun } from '../criu/pagemap.js';
+import { PAGE, embedLazyMemory, lazyRuns, pageRunsIn, splitLazyRuns, type EmbeddedPages, type LazyRun, type MemoryRun } from '../criu/pagemap.js';
 import { processTree } from '../util/proc.js';
 import type { HotPages } from './hot-pages.js';
 import { SERVER_VPID } from './sandbox.js';
@@ -32,7 +32,7 @@ export async function embedSessionMemory(
   for (const v of others) {
     const pages = hot.get(v);
     try {
-      if (pages) splitLazyRuns(imagesDir, v, sortedPages(pages));
+      if (pages) splitLazyRuns(imagesDir, v, pages);
     } catch {
       /* unreadable: embedLazyMemory below says so, or the process's memory stays lazy */
     }
@@ -144,16 +144,11 @@ export function kernelMemoryChoice(runs: readonly LazyRun[], mappings: ReadonlyM
   const recorded = new Set<number>();
   let left = budget - (budget % PAGE);
   for (const [pid, pages] of hot) {
-    const sorted = sortedPages(pages);
     for (const r of runs.filter((x) => x.pid === pid).sort((x, y) => x.vaddr - y.vaddr)) {
-      const end = r.vaddr + r.bytes;
-      for (let i = firstAtOrAfter(sorted, r.vaddr); i < sorted.length && (sorted[i] as number) < end; ) {
+      for (const h of pageRunsIn(pages, r.vaddr, r.vaddr + r.bytes)) {
         recorded.add(pid);
-        const start = sorted[i] as number;
-        let next = start + PAGE;
-        while (++i < sorted.length && sorted[i] === next && next < end) next += PAGE;
-        const bytes = Math.min(next - start, left);
-        if (bytes > 0) out.push({ pid, vaddr: start, bytes });
+        const bytes = Math.min(h.pages * PAGE, left);
+        if (bytes > 0) out.push({ pid, vaddr: h.vaddr, bytes });
         left -= bytes;
       }
     }
@@ -161,11 +156,6 @@ export function kernelMemoryChoice(runs: readonly LazyRun[], mappings: ReadonlyM
   const others = runs.filter((r) => !recorded.has(r.pid));
   const whole = smallestMappings(others, mappings, left);
   return [...out, ...others.filter((r) => whole.has(runKey(r)))];
-}
-
-/** Page addresses, sorted, each once. */
-function sortedPages(pages: readonly number[]): number[] {
-  return [...new Set(pages)].sort((a, b) => a - b);
 }
 
 /** The mapping holding `addr`, of mappings in ascending order (as /proc/PID/maps lists them). */

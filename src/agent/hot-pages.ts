@@ -28,7 +28,7 @@ const HotPagesFile = z.object({
 });
 type HotPagesFile = z.infer<typeof HotPagesFile>;
 
-/** Hot pages by pid in the session: page addresses. */
+/** Hot pages by pid in the session: page addresses, ascending, each once (as readHotPages gives them). */
 export type HotPages = Map<number, number[]>;
 
 /** The hot pages in a file written by recordHotPages; none when it is missing or not one. */
@@ -36,7 +36,9 @@ export async function readHotPages(path: string): Promise<HotPages> {
   const f = await readJsonRecord(path, HotPagesFile);
   const out: HotPages = new Map();
   for (const [pid, runs] of Object.entries(f?.processes ?? {})) {
-    out.set(Number(pid), runs.flatMap(([start, pages]) => Array.from({ length: Math.min(pages, MAX_HOT_PAGES) }, (_, i) => start + i * PAGE)).slice(0, MAX_HOT_PAGES));
+    const pages = runs.flatMap(([start, n]) => Array.from({ length: Math.min(n, MAX_HOT_PAGES) }, (_, i) => start + i * PAGE)).slice(0, MAX_HOT_PAGES);
+    // Ascending and each once whatever the file's order: every user splits or walks pagemap entries in order.
+    out.set(Number(pid), [...new Set(pages)].sort((a, b) => a - b));
   }
   return out;
 }
@@ -50,7 +52,7 @@ export function applyHotPages(imagesDir: string, hot: HotPages): number {
   let eager = 0;
   for (const [pid, pages] of hot) {
     try {
-      eager += restorePagesEagerly(imagesDir, pid, [...new Set(pages)].sort((a, b) => a - b));
+      eager += restorePagesEagerly(imagesDir, pid, pages);
     } catch {
       /* the process is gone since, or its pagemap unreadable: criu restore says so if it matters */
     }

@@ -308,10 +308,9 @@ export async function restoreFromImages(
   try {
     const postCopy = opts.pageServer !== undefined;
     const lazy = postCopy || (opts.lazy && lazyRestoreHere(ctx));
-    // Local images readied for a lazy restore, unless startEarly did (post-copy's pages are on the source); before
-    // the side files are put in place, whose directory then goes.
-    // Post-copy: the pages the source sent with the images for being hot (embedSessionMemory), which the record
-    // of this restore's faults extends.
+    // Read before the side files are put in place, whose directory then goes. Post-copy: the pages the source sent
+    // with the images for being hot (embedSessionMemory), which the record of this restore's faults extends. Local
+    // images: readied for a lazy restore, unless startEarly did.
     const hot = postCopy ? await readHotPages(join(images, SIDE_FILES_DIR, HOT_PAGES_FILE)) : lazy ? (opts.early?.hot ?? (await readyForLazyRestore(ctx, s, images))) : new Map<number, number[]>();
     // Beside the daemon's start and the network's (processes of their own), awaited before criu restore.
     prepared = (async () => {

@@ -197,23 +197,19 @@ function splitLazyEntries(imagesDir: string, pid: number, pages: readonly number
   for (const e of pm.entries) {
     if ((e.flags & PE_LAZY) === 0 || !which(e)) continue;
     const end = e.vaddr + e.pages * PAGE;
-    let i = firstAtOrAfter(pages, e.vaddr);
-    if (i >= pages.length || (pages[i] as number) >= end) continue;
+    const runs = [...pageRunsIn(pages, e.vaddr, end)];
+    if (runs.length === 0) continue;
     parts.push(pm.buf.subarray(kept, e.start));
     kept = e.end;
     // Alternate runs: as it was up to the next of the pages, then across consecutive ones.
     let at = e.vaddr;
-    while (at < end) {
-      const hot = i < pages.length && (pages[i] as number) < end ? (pages[i] as number) : end;
-      if (hot > at) parts.push(encodeEntry(at, (hot - at) / PAGE, e.flags));
-      if (hot === end) break;
-      let last = hot;
-      while (i + 1 < pages.length && pages[i + 1] === last + PAGE && last + PAGE < end) last = pages[++i] as number;
-      i++;
-      parts.push(encodeEntry(hot, (last - hot) / PAGE + 1, e.flags & ~clear));
-      taken += (last - hot) / PAGE + 1;
-      at = last + PAGE;
+    for (const r of runs) {
+      if (r.vaddr > at) parts.push(encodeEntry(at, (r.vaddr - at) / PAGE, e.flags));
+      parts.push(encodeEntry(r.vaddr, r.pages, e.flags & ~clear));
+      taken += r.pages;
+      at = r.vaddr + r.pages * PAGE;
     }
+    if (at < end) parts.push(encodeEntry(at, (end - at) / PAGE, e.flags));
   }
   if (taken === 0) return 0;
   parts.push(pm.buf.subarray(kept));
@@ -417,8 +413,22 @@ function firstReached(length: number, reached: (i: number) => boolean): number {
 }
 
 /** The index of the first of `sorted` (ascending) at or after `addr`. */
-export function firstAtOrAfter(sorted: readonly number[], addr: number): number {
+function firstAtOrAfter(sorted: readonly number[], addr: number): number {
   return firstReached(sorted.length, (i) => (sorted[i] as number) >= addr);
+}
+
+/**
+ * The runs of consecutive pages among `sorted` (page addresses, ascending,
+ * each once) that lie in [start, end), in order.
+ */
+export function* pageRunsIn(sorted: readonly number[], start: number, end: number): Generator<{ vaddr: number; pages: number }> {
+  let i = firstAtOrAfter(sorted, start);
+  while (i < sorted.length && (sorted[i] as number) < end) {
+    const vaddr = sorted[i] as number;
+    let pages = 1;
+    while (++i < sorted.length && sorted[i] === vaddr + pages * PAGE && vaddr + pages * PAGE < end) pages++;
+    yield { vaddr, pages };
+  }
 }
 
 /** The index of the first run (sorted, not overlapping) that ends after `addr`. */
