@@ -7,6 +7,7 @@ import type { Session } from '../core/session.js';
 import { sleep, waitFor } from '../util/exec.js';
 import { childrenOf, isAlive, killQuietly } from '../util/proc.js';
 import { withHugePageMalloc } from './huge-page-collapse.js';
+import { serverMallocEnv, writeServerMallocConfig } from './server-malloc.js';
 import { netnsPath } from './network.js';
 
 /**
@@ -39,12 +40,14 @@ export interface SessionPaths {
   log: string;
   runtime: string;
   ipython: string;
+  /** Jupyter config read by the server as it starts (server-malloc.ts). */
+  jupyterConfig: string;
 }
 
 /** A session's files: where its record says (they follow it between nodes), else under this agent's data directory. */
 export function sessionPaths(dataDir: string, s: { id: string; filesDir?: string }): SessionPaths {
   const dir = s.filesDir ?? join(dataDir, 'sessions', s.id);
-  return { dir, log: join(dir, 'server.log'), runtime: join(dir, 'runtime'), ipython: join(dir, 'ipython') };
+  return { dir, log: join(dir, 'server.log'), runtime: join(dir, 'runtime'), ipython: join(dir, 'ipython'), jupyterConfig: join(dir, 'jupyter-config') };
 }
 
 /** Where criu restore writes the restored server's host pid: beside the image directory, in the restore's work directory. */
@@ -80,6 +83,7 @@ export async function prepareSessionFiles(paths: SessionPaths, home: string): Pr
   mkdirSync(join(paths.ipython, 'profile_default'), { recursive: true, mode: 0o700 });
   mkdirSync(home, { recursive: true, mode: 0o700 });
   writeFileSync(join(paths.ipython, 'profile_default', 'ipython_config.py'), "c.HistoryManager.hist_file = ':memory:'\n");
+  writeServerMallocConfig(paths.jupyterConfig);
   // The log can hold the server's token: owner-only, created before the server opens it.
   writeFileSync(paths.log, '', { flag: 'a', mode: 0o600 });
 }
@@ -93,7 +97,7 @@ export function sessionEnv(session: Pick<Session, 'id' | 'user' | 'home' | 'toke
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     LANG: 'C.UTF-8',
     ...session.env,
-    ...(opts.hugePages ? { GLIBC_TUNABLES: withHugePageMalloc(session.env.GLIBC_TUNABLES) } : {}),
+    ...(opts.hugePages ? { GLIBC_TUNABLES: withHugePageMalloc(session.env.GLIBC_TUNABLES), ...serverMallocEnv(session.env, paths.jupyterConfig) } : {}),
     HOME: session.home,
     USER: session.user,
     JUPYTER_TOKEN: session.token,

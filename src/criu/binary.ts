@@ -8,7 +8,8 @@ import { z } from 'zod';
 export const CriuBinary = z.object({
   argv: z.array(z.string()).min(1),
   version: z.string(),
-  source: z.enum(['system', 'private', 'env']),
+  /** `built`: hubshift's build of criu with its huge-page fill patch (infra/setup/build-criu.sh). */
+  source: z.enum(['system', 'private', 'env', 'built']),
   /** Where criu's plugins live for this binary (passed as --libdir). */
   libdir: z.string().nullable(),
   kernel: z.string(),
@@ -29,6 +30,12 @@ export const CriuBinary = z.object({
    * restore here). Unset: not probed yet.
    */
   nftablesLock: z.boolean().optional(),
+  /**
+   * Whether a restore fills memory the process had advised into huge pages
+   * (MADV_HUGEPAGE) in huge pages, as probed at setup: hubshift's build does,
+   * stock criu fills everything 4 KiB at a time. Unset: not probed yet.
+   */
+  hugePageFill: z.boolean().optional(),
 });
 export type CriuBinary = z.infer<typeof CriuBinary>;
 

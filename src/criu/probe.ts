@@ -171,3 +171,57 @@ export async function probePostCopy(bin: CriuBinary, workDir: string): Promise<{
     await cleanUp(pids, dir, ok);
   }
 }
+
+// A process holding 8 MiB of anonymous memory that it advised into transparent huge pages, every page written.
+const HUGE_FILL_PY = `
+import mmap, time
+m = mmap.mmap(-1, 10 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+m.madvise(mmap.MADV_HUGEPAGE)
+for off in range(0, len(m), 4096):
+    m[off] = 1
+print('ready', flush=True)
+while True: time.sleep(3600)
+`;
+
+/** KiB of `pid`'s memory in huge pages within the mappings it advised into them (VmFlags `hg`). */
+export async function advisedHugePageKiB(pid: number): Promise<number> {
+  const smaps = await readFile(`/proc/${pid}/smaps`, 'utf8');
+  let huge = 0;
+  let total = 0;
+  for (const line of smaps.split('\n')) {
+    const m = /^AnonHugePages:\s+(\d+) kB/.exec(line);
+    if (m) huge = Number(m[1]);
+    else if (line.startsWith('VmFlags:') && line.split(/\s+/).includes('hg')) total += huge;
+  }
+  return total;
+}
+
+/**
+ * Whether a restore by this criu fills memory that the process had advised
+ * into huge pages in huge pages (hubshift's build), rather than 4 KiB at a
+ * time and advised only afterwards (stock criu): a small process holding
+ * such memory is dumped and restored, and the restored one's mappings read
+ * at once, before the kernel's khugepaged could have collapsed them.
+ */
+export async function probeHugePageFill(bin: CriuBinary, workDir: string): Promise<{ ok: boolean; reason: string | null }> {
+  const dir = await mkdtemp(join(workDir, 'criu-huge-fill-'));
+  const pids: number[] = [];
+  let ran = false;
+  try {
+    const p = await startIsolatedPython(dir, 'huge', HUGE_FILL_PY, []);
+    pids.push(...p.pids);
+    const before = await advisedHugePageKiB(p.init);
+    if (before === 0) return { ok: false, reason: 'a process that advised its memory into huge pages got none here (transparent huge pages are off?)' };
+    const images = join(dir, 'images');
+    await dump(bin, { pid: p.init, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000 });
+    const restored = await restore(bin, { imagesDir: images, logFile: join(dir, 'restore.log'), pidFile: join(dir, 'restored.pid'), timeoutMs: 60_000 });
+    pids.push(restored.pid);
+    const after = await advisedHugePageKiB(restored.pid);
+    ran = true;
+    return after > 0 ? { ok: true, reason: null } : { ok: false, reason: `the restore filled the ${before} KiB the process had in huge pages 4 KiB at a time` };
+  } catch (err) {
+    return { ok: false, reason: errorMessage(err) };
+  } finally {
+    await cleanUp(pids, dir, ran);
+  }
+}

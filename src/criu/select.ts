@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -6,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { CriuError, errorMessage } from '../core/errors.js';
 import { run } from '../util/exec.js';
 import { criuCommand, CriuBinary, privatePrefixArgv } from './binary.js';
-import { probeCriu, probePostCopy } from './probe.js';
+import { probeCriu, probeHugePageFill, probePostCopy } from './probe.js';
 import { ensurePipeMaxSize } from './pipe-size.js';
 import { dropKdatCache } from './kdat-cache.js';
 
@@ -15,7 +16,13 @@ export const CRIU_CACHE_FILE = process.env.HUBSHIFT_CRIU_CACHE ?? '/var/lib/hubs
 /** Where Debian unstable's criu is unpacked when the system's does not work. */
 export const CRIU_PRIVATE_PREFIX = process.env.HUBSHIFT_CRIU_PREFIX ?? '/opt/hubshift/criu-sid';
 
-const INSTALL_SCRIPT = resolve(dirname(fileURLToPath(import.meta.url)), '../../infra/setup/install-criu-sid.sh');
+/** Where hubshift builds criu with its huge-page fill patch (infra/setup/build-criu.sh). */
+export const CRIU_BUILD_PREFIX = process.env.HUBSHIFT_CRIU_BUILD_PREFIX ?? '/opt/hubshift/criu-huge-fill';
+
+const SETUP_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../infra/setup');
+const INSTALL_SCRIPT = join(SETUP_DIR, 'install-criu-sid.sh');
+const BUILD_SCRIPT = join(SETUP_DIR, 'build-criu.sh');
+const BUILD_INPUTS = [BUILD_SCRIPT, join(SETUP_DIR, 'criu/huge-page-fill.patch')];
 
 export interface CandidateReport {
   source: CriuBinary['source'];
@@ -56,6 +63,8 @@ function candidates(): Array<{ source: CriuBinary['source']; argv: string[]; lib
   const out: Array<{ source: CriuBinary['source']; argv: string[]; libdir: string | null; exists: boolean }> = [];
   const envPath = process.env.HUBSHIFT_CRIU;
   if (envPath) out.push({ source: 'env', argv: [envPath], libdir: null, exists: existsSync(envPath) });
+  const built = join(CRIU_BUILD_PREFIX, 'sbin/criu');
+  out.push({ source: 'built', argv: [built], libdir: null, exists: existsSync(built) });
   out.push({ source: 'system', argv: ['/usr/sbin/criu'], libdir: null, exists: existsSync('/usr/sbin/criu') });
   out.push({
     source: 'private',
@@ -85,12 +94,15 @@ export async function loadSelectedCriu(): Promise<CriuBinary> {
 }
 
 /**
- * Finds a criu that passes the TCP dump/restore probe: $HUBSHIFT_CRIU, the
- * system's, then Debian unstable's in a private prefix (installed when
- * `install` is set and no other works). Records the choice for the agent.
+ * Finds a criu that passes the TCP dump/restore probe: $HUBSHIFT_CRIU,
+ * hubshift's build (made first when `install` is set), the system's, then
+ * Debian unstable's in a private prefix (installed when `install` is set and
+ * no other works). Records the choice for the agent.
  */
 export async function selectCriu(opts: { install: boolean; force: boolean; workDir: string; log: (msg: string) => void }): Promise<{ chosen: CriuBinary; tried: CandidateReport[] }> {
-  if (!opts.force) {
+  // A build made (or made again, its patch changed) since the choice was recorded is probed before anything else.
+  const rebuilt = opts.install && (await ensureBuiltCriu(opts.log));
+  if (!opts.force && !rebuilt) {
     let cached: CriuBinary | undefined;
     try {
       cached = await loadSelectedCriu();
@@ -99,12 +111,13 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     }
     // The sysctl does not survive a reboot; the recorded choice does.
     if (cached) await raisePipeMaxSize(opts.log);
-    if (cached?.postCopy?.ok && cached.nftablesLock !== undefined) return { chosen: cached, tried: [] };
+    if (cached?.postCopy?.ok && cached.nftablesLock !== undefined && cached.hugePageFill !== undefined) return { chosen: cached, tried: [] };
     if (cached) {
       // Chosen before post-copy or the nftables lock was probed, or post-copy failed then (before fs.pipe-max-size
       // was raised): probe those alone.
       let chosen = cached;
       if (chosen.nftablesLock === undefined) chosen = { ...chosen, nftablesLock: await criuHasFeature(chosen.argv, 'nftables') };
+      if (chosen.hugePageFill === undefined) chosen = { ...chosen, hugePageFill: await hugePageFill(chosen, opts) };
       if (!chosen.postCopy?.ok) {
         await mkdir(opts.workDir, { recursive: true });
         await dropKdatCache();
@@ -149,9 +162,43 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     throw new CriuError('criu_unavailable', `no criu on this machine passes the TCP dump/restore probe (${why || 'none found'}); run npm run setup as root`, why);
   }
   opts.log(`probing post-copy (lazy migration) with criu ${chosen.version}`);
-  chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir) };
+  chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir), hugePageFill: await hugePageFill(chosen, opts) };
   await saveSelection(chosen);
   return { chosen, tried };
+}
+
+async function hugePageFill(bin: CriuBinary, opts: { workDir: string; log: (msg: string) => void }): Promise<boolean> {
+  await mkdir(opts.workDir, { recursive: true });
+  const r = await probeHugePageFill(bin, opts.workDir);
+  if (!r.ok) opts.log(`criu ${bin.version} (${bin.source}) fills restored memory 4 KiB at a time: ${r.reason}`);
+  return r.ok;
+}
+
+/** What the build in CRIU_BUILD_PREFIX must have been made from: its script and patch. */
+async function buildStamp(): Promise<string> {
+  const h = createHash('sha256');
+  for (const f of BUILD_INPUTS) h.update(await readFile(f));
+  return h.digest('hex');
+}
+
+/**
+ * Builds criu with hubshift's huge-page fill patch into CRIU_BUILD_PREFIX
+ * unless a build from the same script and patch is there. True when it built
+ * one now. A failed build (no compiler, no network) is reported and leaves
+ * the other candidates.
+ */
+async function ensureBuiltCriu(log: (msg: string) => void): Promise<boolean> {
+  const stamp = await buildStamp();
+  const have = await readFile(join(CRIU_BUILD_PREFIX, 'STAMP'), 'utf8').catch(() => '');
+  if (have.trim() === stamp && existsSync(join(CRIU_BUILD_PREFIX, 'sbin/criu'))) return false;
+  log(`building criu 4.2.1 with hubshift's huge-page fill patch into ${CRIU_BUILD_PREFIX} (about a minute; infra/setup/build-criu.sh)`);
+  try {
+    await run('bash', [BUILD_SCRIPT, CRIU_BUILD_PREFIX, stamp], { timeoutMs: 900_000 });
+    return true;
+  } catch (err) {
+    log(`could not build criu, so another is used (restores fill memory 4 KiB at a time): ${errorMessage(err)}`);
+    return false;
+  }
 }
 
 /** criu's lazy page server needs 4 MiB pipes (see pipe-size.ts); a failure is reported and post-copy's probe then says why. */

@@ -2,8 +2,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { probeCriu, probePostCopy } from '../../src/criu/probe.js';
-import { loadSelectedCriu } from '../../src/criu/select.js';
+import { existsSync } from 'node:fs';
+import { probeCriu, probeHugePageFill, probePostCopy } from '../../src/criu/probe.js';
+import { CRIU_PRIVATE_PREFIX, loadSelectedCriu } from '../../src/criu/select.js';
+import { privatePrefixArgv } from '../../src/criu/binary.js';
 
 describe('the criu probe', () => {
   let work: string;
@@ -27,6 +29,20 @@ describe('the criu probe', () => {
     if (!r.ok) {
       expect(r.reason).toMatch(/\(logs in .*criu-postcopy-/);
       expect(r.reason?.replace(/ \(logs in .*\)$/, '')).toBe(bin.postCopy?.reason?.replace(/ \(logs in .*\)$/, ''));
+    }
+  });
+
+  it("should find that hubshift's build fills memory advised into huge pages in huge pages at restore, and stock criu not", async () => {
+    const bin = await loadSelectedCriu();
+    // Setup builds criu with the patch and prefers it (README, "Which criu").
+    expect(bin.source).toBe('built');
+    expect(await probeHugePageFill(bin, work)).toEqual({ ok: true, reason: null });
+    expect(bin.hugePageFill).toBe(true);
+    // The same source without the patch, where setup installed it: the restore fills 4 KiB at a time.
+    if (existsSync(privatePrefixArgv(CRIU_PRIVATE_PREFIX).at(-1) as string)) {
+      const stock = await probeHugePageFill({ ...bin, argv: privatePrefixArgv(CRIU_PRIVATE_PREFIX), source: 'private' }, work);
+      expect(stock.ok).toBe(false);
+      expect(stock.reason).toMatch(/4 KiB at a time/);
     }
   });
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds criu 4.2.1 from Debian's source tarball with hubshift's patch
+# (criu/huge-page-fill.patch: memory the session had in huge pages is filled
+# in huge pages at restore) into PREFIX/sbin/criu, and writes STAMP into
+# PREFIX/STAMP once it is in place. Installs the build dependencies it lacks
+# with apt. Usage: build-criu.sh PREFIX STAMP (see README, "Which criu").
+set -euo pipefail
+prefix=${1:?usage: build-criu.sh PREFIX STAMP}
+stamp=${2:?usage: build-criu.sh PREFIX STAMP}
+here=$(cd "$(dirname "$0")" && pwd)
+version=4.2.1
+tarball=criu_${version}.orig.tar.xz
+# The upstream release as Debian ships it (criu_4.2.1-1.dsc, Checksums-Sha256).
+sha256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
+url=http://deb.debian.org/debian/pool/main/c/criu/$tarball
+
+deps=(gcc make pkg-config libc6-dev curl patch xz-utils protobuf-c-compiler libprotobuf-c-dev
+  libprotobuf-dev protobuf-compiler python3-protobuf libnl-3-dev libnet1-dev libcap-dev
+  libnftables-dev libbsd-dev libgnutls28-dev uuid-dev)
+missing=()
+for p in "${deps[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "build-criu: installing build dependencies: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+curl -fsS --retry 2 -o "$work/$tarball" "$url"
+echo "$sha256  $work/$tarball" | sha256sum -c --quiet -
+tar -xf "$work/$tarball" -C "$work"
+cd "$work/criu-$version"
+patch -p1 --quiet <"$here/criu/huge-page-fill.patch"
+if ! make -j"$(nproc)" criu >"$work/build.log" 2>&1; then
+  tail -n 30 "$work/build.log" >&2
+  exit 1
+fi
+staging="$prefix.new"
+rm -rf "$staging"
+mkdir -p "$staging/sbin"
+install -m 0755 criu/criu "$staging/sbin/criu"
+printf '%s\n' "$stamp" >"$staging/STAMP"
+rm -rf "$prefix"
+mv "$staging" "$prefix"
+echo "$prefix"
