@@ -86,10 +86,12 @@ describe('moving a session post-copy between local test hosts', () => {
     stateDir = await mkdtemp(join(tmpdir(), 'hubshift-postcopy-'));
     // The operator's action script: fails criu's post-dump stage while the flag file says so, and kills the process
     // named in ${flag}.kill (an agent) at a restore's post-restore stage: inside criu restore, the tasks all there.
+    // At that stage it also notes how much of the restored server's memory is in huge pages (${flag}.huge).
     flag = join(stateDir, 'post-dump-fault');
     await writeFile(
       `${flag}.sh`,
       `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && [ "$(cat '${flag}' 2>/dev/null)" = fail ] && exit 1\n` +
+        `[ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] && awk '/^AnonHugePages:/ { print $2 }' "/proc/$CRTOOLS_INIT_PID/smaps_rollup" >> '${flag}.huge'\n` +
         `${killAtPostRestore(`${flag}.kill`)}exit 0\n`,
     );
     await chmod(`${flag}.sh`, 0o755);
@@ -133,9 +135,15 @@ describe('moving a session post-copy between local test hosts', () => {
     // The session's glibc put the kernel's bytes in huge pages (GLIBC_TUNABLES from the agent).
     expect(await treeAnonHugePagesKiB(s.pid as number)).toBeGreaterThan(200 * 1024);
     // auto: both hosts can, so post-copy is chosen.
+    await writeFile(`${flag}.huge`, '');
     const requestedAt = Date.now();
     const r = await a.move(s.id, { url: hosts[1]!.agentUrl, token: tokens[1]! });
     expect(r).toMatchObject({ id: s.id, url: s.url, mode: 'post-copy', target: hosts[1]!.agentUrl });
+    // The target's criu filled the server's memory (on glibc's malloc, advised) in huge pages (hubshift's build), as the
+    // action script saw it before the session ran: after a move, the agent collapses memory only once all has arrived.
+    const serverHuge = (await readFile(`${flag}.huge`, 'utf8')).trim().split('\n').map(Number);
+    expect(serverHuge).toHaveLength(1);
+    expect(serverHuge[0]).toBeGreaterThanOrEqual(20 * 1024);
     expectFrozenWithin(r, requestedAt, Date.now());
     // The stream carried the images and the server's memory (tens of MB), not the kernel's 256 MiB: hubshift sent none of
     // it eagerly. Now and then criu itself writes a whole process into a lazy dump's images (about one fresh kernel in
