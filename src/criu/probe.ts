@@ -172,7 +172,7 @@ export async function probePostCopy(bin: CriuBinary, workDir: string): Promise<{
   }
 }
 
-// A process holding 8 MiB of anonymous memory that it advised into transparent huge pages, every page written.
+// A process holding 10 MiB of anonymous memory that it advised into transparent huge pages, every page written.
 const HUGE_FILL_PY = `
 import mmap, time
 m = mmap.mmap(-1, 10 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

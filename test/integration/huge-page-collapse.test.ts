@@ -46,6 +46,17 @@ describe("a session's memory in transparent huge pages", () => {
     expect(sessionEnv({ ...s, env: {} }, sessionPaths('/tmp/h', s), { hugePages: false }).GLIBC_TUNABLES).toBeUndefined();
   });
 
+  it("should put the session's server on glibc's malloc (its kernels getting theirs back through its config), unless the user chose an allocator", () => {
+    const s = { id: 's1', user: 'ada', home: '/tmp/h', token: 't'.repeat(32), env: {} };
+    const paths = sessionPaths('/tmp/h', s);
+    expect(sessionEnv(s, paths, { hugePages: true })).toMatchObject({ PYTHONMALLOC: 'malloc', HUBSHIFT_SERVER_PYTHONMALLOC: '1', JUPYTER_CONFIG_PATH: paths.jupyterConfig });
+    expect(sessionEnv({ ...s, env: { JUPYTER_CONFIG_PATH: '/etc/mine' } }, paths, { hugePages: true }).JUPYTER_CONFIG_PATH).toBe(`${paths.jupyterConfig}:/etc/mine`);
+    const own = sessionEnv({ ...s, env: { PYTHONMALLOC: 'pymalloc_debug' } }, paths, { hugePages: true });
+    expect(own.PYTHONMALLOC).toBe('pymalloc_debug');
+    expect(own.HUBSHIFT_SERVER_PYTHONMALLOC).toBeUndefined();
+    expect(sessionEnv(s, paths, { hugePages: false }).PYTHONMALLOC).toBeUndefined();
+  });
+
   it('should collapse the mappings a process advised into huge pages, and skip a process that is gone', async () => {
     const p = await holder(64);
     started.push(p);
