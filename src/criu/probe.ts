@@ -87,6 +87,13 @@ async function cleanUp(pids: number[], dir: string, ok: boolean): Promise<void> 
   if (ok) await rm(dir, { recursive: true, force: true });
 }
 
+/** Dumps the tree of `pid` into DIR/images and restores it from there (logs in DIR); the restored tree's pid. */
+async function dumpAndRestore(bin: CriuBinary, dir: string, pid: number): Promise<number> {
+  const images = join(dir, 'images');
+  await dump(bin, { pid, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000 });
+  return (await restore(bin, { imagesDir: images, logFile: join(dir, 'restore.log'), pidFile: join(dir, 'restored.pid'), timeoutMs: 60_000 })).pid;
+}
+
 /**
  * The real test of a criu: dump and restore a small process, in its own net
  * and pid namespaces, that holds an established TCP connection, and check that
@@ -100,11 +107,9 @@ export async function probeCriu(bin: CriuBinary, workDir: string): Promise<Probe
   try {
     const p = await startProbeProcess(dir);
     pids.push(...p.pids);
-    const images = join(dir, 'images');
-    await dump(bin, { pid: p.init, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000 });
-    const restored = await restore(bin, { imagesDir: images, logFile: join(dir, 'restore.log'), pidFile: join(dir, 'restored.pid'), timeoutMs: 60_000 });
-    pids.push(restored.pid);
-    const answer = await pingThroughRestored(restored.pid, p.result);
+    const restored = await dumpAndRestore(bin, dir, p.init);
+    pids.push(restored);
+    const answer = await pingThroughRestored(restored, p.result);
     if (answer !== 'ping') return { ok: false, reason: `the restored TCP connection returned ${JSON.stringify(answer)} instead of "ping" (logs in ${dir})` };
     ok = true;
     return { ok: true, seconds: (performance.now() - started) / 1000 };
@@ -212,11 +217,9 @@ export async function probeHugePageFill(bin: CriuBinary, workDir: string): Promi
     pids.push(...p.pids);
     const before = await advisedHugePageKiB(p.init);
     if (before === 0) return { ok: false, reason: 'a process that advised its memory into huge pages got none here (transparent huge pages are off?)' };
-    const images = join(dir, 'images');
-    await dump(bin, { pid: p.init, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000 });
-    const restored = await restore(bin, { imagesDir: images, logFile: join(dir, 'restore.log'), pidFile: join(dir, 'restored.pid'), timeoutMs: 60_000 });
-    pids.push(restored.pid);
-    const after = await advisedHugePageKiB(restored.pid);
+    const restored = await dumpAndRestore(bin, dir, p.init);
+    pids.push(restored);
+    const after = await advisedHugePageKiB(restored);
     ran = true;
     return after > 0 ? { ok: true, reason: null } : { ok: false, reason: `the restore filled the ${before} KiB the process had in huge pages 4 KiB at a time` };
   } catch (err) {

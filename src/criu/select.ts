@@ -18,6 +18,7 @@ export const CRIU_PRIVATE_PREFIX = process.env.HUBSHIFT_CRIU_PREFIX ?? '/opt/hub
 
 /** Where hubshift builds criu with its huge-page fill patch (infra/setup/build-criu.sh). */
 export const CRIU_BUILD_PREFIX = process.env.HUBSHIFT_CRIU_BUILD_PREFIX ?? '/opt/hubshift/criu-huge-fill';
+const BUILT_CRIU = join(CRIU_BUILD_PREFIX, 'sbin/criu');
 
 const SETUP_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../infra/setup');
 const INSTALL_SCRIPT = join(SETUP_DIR, 'install-criu-sid.sh');
@@ -63,8 +64,7 @@ function candidates(): Array<{ source: CriuBinary['source']; argv: string[]; lib
   const out: Array<{ source: CriuBinary['source']; argv: string[]; libdir: string | null; exists: boolean }> = [];
   const envPath = process.env.HUBSHIFT_CRIU;
   if (envPath) out.push({ source: 'env', argv: [envPath], libdir: null, exists: existsSync(envPath) });
-  const built = join(CRIU_BUILD_PREFIX, 'sbin/criu');
-  out.push({ source: 'built', argv: [built], libdir: null, exists: existsSync(built) });
+  out.push({ source: 'built', argv: [BUILT_CRIU], libdir: null, exists: existsSync(BUILT_CRIU) });
   out.push({ source: 'system', argv: ['/usr/sbin/criu'], libdir: null, exists: existsSync('/usr/sbin/criu') });
   out.push({
     source: 'private',
@@ -190,7 +190,7 @@ async function buildStamp(): Promise<string> {
 async function ensureBuiltCriu(log: (msg: string) => void): Promise<boolean> {
   const stamp = await buildStamp();
   const have = await readFile(join(CRIU_BUILD_PREFIX, 'STAMP'), 'utf8').catch(() => '');
-  if (have.trim() === stamp && existsSync(join(CRIU_BUILD_PREFIX, 'sbin/criu'))) return false;
+  if (have.trim() === stamp && existsSync(BUILT_CRIU)) return false;
   log(`building criu 4.2.1 with hubshift's huge-page fill patch into ${CRIU_BUILD_PREFIX} (about a minute; infra/setup/build-criu.sh)`);
   try {
     await run('bash', [BUILD_SCRIPT, CRIU_BUILD_PREFIX, stamp], { timeoutMs: 900_000 });
