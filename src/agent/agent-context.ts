@@ -1,3 +1,4 @@
+import type { LandingMemory } from './landing-memory.js';
 import type { PreparedAnnounce } from './network.js';
 import type { Logger } from 'pino';
 import type { MoveManifest, PageServerAt } from '../core/checkpoint.js';
@@ -37,6 +38,8 @@ export interface AgentContext {
   pushedPages: Map<string, PushedPages>;
   /** A checkpoint's page capture helper, started ahead of need. */
   captureHelpers: PageCaptureHelpers;
+  /** Memory warmed for each restore's fill (landing-memory.ts). */
+  landing: LandingMemory;
   /** A restore's verification helpers, started ahead of need. */
   hashingHelpers: HashingHelpers;
   /**

@@ -1,3 +1,4 @@
+import { LandingMemory } from './landing-memory.js';
 import { removeLeftCopies } from './memory-precopy.js';
 import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
 import { mkdir } from 'node:fs/promises';
@@ -88,6 +89,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     pushedPages: new Map(),
     captureHelpers: new PageCaptureHelpers(),
     hashingHelpers: new HashingHelpers(),
+    landing: new LandingMemory(config.landingBytes),
     stopping: new AbortController(),
   };
   const stale = await removeStaleGuards();

@@ -74,6 +74,11 @@ export interface AgentConfig {
    */
   postCopyEagerBytes: number;
   /**
+   * Memory warmed for each restore and move in, and freed just before criu restore, for the fill of the server's
+   * memory to land on (landing-memory.ts): about a session server's size (75-100 MB here). 0: none.
+   */
+  landingBytes: number;
+  /**
    * Post-copy: copy that eager memory while the session still runs and send
    * it ahead (memory-precopy.ts), so that after the freeze only the pages
    * that changed since go. Default on.
@@ -136,6 +141,7 @@ export const AGENT_DEFAULTS = {
   incomingTimeoutMs: 30_000,
   moveIdleTimeoutMs: 30_000,
   postCopyEagerBytes: 64 << 20,
+  landingBytes: 128 << 20,
   postCopyPrecopy: true,
   sessionHugePages: true,
   spawnHelper: true,

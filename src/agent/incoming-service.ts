@@ -13,6 +13,7 @@ import { waitFor } from '../util/exec.js';
 import { isAlive, killQuietly, processesWithArgs } from '../util/proc.js';
 import type { IdleGuard } from '../util/idle-guard.js';
 import type { AgentContext, IncomingMove } from './agent-context.js';
+import type { LandingHold } from './landing-memory.js';
 import { assertRestorableHere, connectRestored, dropEarly, restoreFromImages, startIncomingDaemon, startRestored, type EarlyLazyPages } from './restore-service.js';
 import { bytesReceivedFrom, prepareAnnounce, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, removeStagedNetworks, stagingNetworkNames, stagingOwner, type NetworkNames } from './network.js';
 import { breakLazyTransfer, lazyDaemonServing, lazyPagesFiles, lazyTransferHandedOver } from '../criu/lazy-pages.js';
@@ -56,7 +57,10 @@ async function receiveAndRestore(
   let manifest: MoveManifest;
   // The session's network, made while the move streams (under its staging names) instead of in the frozen window.
   let staged: Promise<NetworkNames | undefined> | undefined;
+  // Held from the header (before the source freezes) until criu restore: landing-memory.ts.
+  let landing: LandingHold | undefined;
   const dropStaged = async (): Promise<void> => {
+    void landing?.release();
     if (staged) await dropEarly({ netns: await staged });
     staged = undefined;
   };
@@ -69,6 +73,7 @@ async function receiveAndRestore(
         await admit(header.session.id);
         await refuseIfBusy(header.session);
         staged = stageNetwork(ctx, header.session);
+        landing = ctx.landing.warm();
       },
       { bulkTimeoutMs: ctx.config.moveIdleTimeoutMs },
     );
@@ -122,7 +127,7 @@ async function receiveAndRestore(
       staged = undefined;
       const lazy = daemon;
       daemon = undefined;
-      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true, early: { netns, lazy } });
+      const restored = await restoreFromImages(ctx, s, images, `in-${id}`, { lazy: true, leaveStopped: true, pageServer: manifest.pageServer, netnsOutside: manifest.netnsOutside === true, early: { netns, lazy }, landing });
       // A post-copy restore is always lazy: its daemon fetches the memory from the page server.
       const postCopy = manifest.pageServer && restored.lazy ? { lazy: restored.lazy, pageServer: manifest.pageServer, complete: false } : undefined;
       if (postCopy) {
@@ -143,8 +148,10 @@ async function receiveAndRestore(
       const pid = restored.session.pid;
       const announcer = pid !== null ? await prepareAnnounce(pid, restored.session.network.gateway) : undefined;
       ctx.incoming.set(id, { work, manifest, timer, guardPid, postCopy, announcer, lazy: restored.lazy });
+      const restoreSeconds = (performance.now() - r0) / 1000;
+      ctx.log.info({ session: id, verifySeconds, restoreSeconds, landingSeconds: await landing?.ready }, 'moved-in copy restored, stopped until its source commits');
       // The images stay until the commit's lazy transfer is done, or the abort has finished with them.
-      return { session: restored.session, verifySeconds, restoreSeconds: (performance.now() - r0) / 1000, pushedBytes };
+      return { session: restored.session, verifySeconds, restoreSeconds, pushedBytes };
     } catch (err) {
       if (daemon) {
         daemon.daemon.kill();

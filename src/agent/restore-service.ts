@@ -17,6 +17,7 @@ import { SIDE_FILES_DIR } from '../images/checkpoint-writer.js';
 import { HOT_PAGES_FILE, applyHotPages, hotPagesPath, readHotPages, recordHotPages, type HotPages } from './hot-pages.js';
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
+import type { LandingHold } from './landing-memory.js';
 import { announce, type PreparedAnnounce, attachSessionNetns, claimSessionNetns, createSessionNetwork, netnsFile, ownNetworkNames, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, type NetworkNames } from './network.js';
 import { SERVER_VPID, killSession, prepareSessionFiles, restoredPidFile, sessionPaths } from './sandbox.js';
 import { waitForServer } from './session-service.js';
@@ -226,7 +227,7 @@ export async function restoreFromImages(
   s: Session,
   images: string,
   tag: string,
-  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyRestore; pageServer?: PageServerAt; netnsOutside?: boolean },
+  opts: { lazy: boolean; leaveStopped?: boolean; early?: EarlyRestore; pageServer?: PageServerAt; netnsOutside?: boolean; landing?: LandingHold },
 ): Promise<Restored> {
   let pid: number | null = null;
   let daemon: LazyPagesDaemon | undefined;
@@ -276,6 +277,8 @@ export async function restoreFromImages(
     void daemon?.exited.then((code) => code !== 0 && daemonFailed.abort());
     // From here criu restore connects to it: its orphan guard stands down.
     daemon?.claim();
+    // Freed last, so that criu's fill gets it (landing-memory.ts).
+    await opts.landing?.release();
     try {
       return await restore(ctx.criu, {
         imagesDir: images,
@@ -351,6 +354,7 @@ export async function restoreFromImages(
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
     return { session, released, lazy: serving };
   } catch (err) {
+    void opts.landing?.release();
     early?.lazy?.daemon.kill();
     daemon?.kill();
     if (pid !== null) await killSession(pid);
@@ -439,6 +443,8 @@ export async function restoreCheckpoint(
     const images = join(work, 'images');
     let released: Promise<void> = Promise.resolve();
     let early: Promise<EarlyRestore | undefined> = Promise.resolve(undefined);
+    // Warmed beside the verification, freed just before criu restore (landing-memory.ts).
+    const landing = ctx.landing.warm();
     try {
       progress('fetching and verifying');
       const t0 = performance.now();
@@ -455,17 +461,18 @@ export async function restoreCheckpoint(
       });
       progress('restoring');
       const verifySeconds = (performance.now() - t0) / 1000;
-      const restored = await restoreFromImages(ctx, s, images, checkpoint, { lazy: true, early: await early, netnsOutside: manifest.netnsOutside === true });
+      const restored = await restoreFromImages(ctx, s, images, checkpoint, { lazy: true, early: await early, netnsOutside: manifest.netnsOutside === true, landing });
       released = restored.released;
       const running = restored.session;
       const seconds = (performance.now() - started) / 1000;
-      ctx.log.info({ session: id, checkpoint, seconds, verifySeconds, pid: running.pid }, 'session restored');
+      ctx.log.info({ session: id, checkpoint, seconds, verifySeconds, landingSeconds: await landing.ready, pid: running.pid }, 'session restored');
       return { session: running, seconds };
     } catch (err) {
       await ctx.registry.put({ ...previous, state: previous.state === 'running' ? 'checkpointed' : previous.state, pid: null, error: null });
       ctx.log.error({ session: id, checkpoint, err: errorMessage(err) }, 'restore failed');
       throw err;
     } finally {
+      void landing.release();
       // The images stay until a lazy-pages daemon has served the last page.
       void released.finally(() => rm(work, { recursive: true, force: true }));
     }

@@ -101,6 +101,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--advertise-url <url>', "the URL the scheduler's workers reach this agent at (default: the one it listens on)")
     .option('--incoming-timeout <seconds>', 'a session moved in runs only once its source commits; without a commit in this time its copy is killed', nonNegative('--incoming-timeout'), AGENT_DEFAULTS.incomingTimeoutMs / 1000)
     .option('--move-idle-timeout <seconds>', 'give up a move whose connection stalls this long (a cut link); for post-copy, also a transfer after the commit that brings no page for this long', nonNegative('--move-idle-timeout'), AGENT_DEFAULTS.moveIdleTimeoutMs / 1000)
+    .option('--landing-memory <MiB>', "memory warmed before each restore and move in and freed just before criu restore, so that the fill of the session server's memory lands on memory the host still backs (a VM that hands free memory back to its host); about a server's size; 0: off", nonNegative('--landing-memory'), AGENT_DEFAULTS.landingBytes / (1 << 20))
     .option('--post-copy-eager <MiB>', "post-copy: at most this much of the kernels' memory goes with the images instead of being fetched page by page on first touch: the pages they asked for first after their last lazy restore or move, else their smallest mappings (the server's memory always goes)", nonNegative('--post-copy-eager'), AGENT_DEFAULTS.postCopyEagerBytes / (1 << 20))
     .option('--no-spawn-helper', "start commands (criu restore, ip, nft, ...) by forking the agent itself, instead of from a small helper process (a fork of the agent costs it more the more memory it holds)")
     .option('--no-post-copy-precopy', "post-copy: send all the eager memory after the freeze, instead of copying it while the session runs and sending after the freeze only the pages that changed")
@@ -179,6 +180,7 @@ export function registerAgentCommand(program: Command): void {
         incomingTimeoutMs: Number(o.incomingTimeout) * 1000,
         moveIdleTimeoutMs: Number(o.moveIdleTimeout) * 1000,
         postCopyEagerBytes: Math.round(Number(o.postCopyEager) * (1 << 20)),
+        landingBytes: Math.round(Number(o.landingMemory) * (1 << 20)),
         postCopyPrecopy: o.postCopyPrecopy !== false,
         spawnHelper: o.spawnHelper !== false,
         sessionHugePages: o.sessionHugePages !== false,

@@ -9,7 +9,7 @@ export function registerCriuCommand(program: Command): void {
   criu
     .command('select')
     .description('probe candidate criu binaries (dump and restore of a TCP connection) and record the first that works')
-    .option('--install', "build criu with hubshift's huge-page fill patch (first, when not built yet), and install Debian unstable's criu into a private prefix when no candidate works", false)
+    .option('--install', "build criu with hubshift's patches (first, when not built yet), and install Debian unstable's criu into a private prefix when no candidate works", false)
     .option('--force', 'probe again even if a choice is recorded for this kernel', false)
     .option('--work-dir <dir>', 'scratch directory for the probe', '/var/lib/hubshift/probe')
     .option('--json', 'print one JSON object', false)
@@ -22,7 +22,7 @@ export function registerCriuCommand(program: Command): void {
           chosen.source === 'private'
             ? `Debian unstable's criu ${chosen.version}, private prefix (${chosen.argv.at(-1)})`
             : chosen.source === 'built'
-              ? `hubshift's build of criu ${chosen.version} with its huge-page fill patch (${chosen.argv.join(' ')})`
+              ? `hubshift's build of criu ${chosen.version} with its huge-page fill and populate-before-read patches (${chosen.argv.join(' ')})`
               : `${chosen.source} criu ${chosen.version} (${chosen.argv.join(' ')})`;
         lines.push(`criu: using ${where}; recorded in ${CRIU_CACHE_FILE}${chosen.hugePageFill ? '' : '; restores fill memory 4 KiB at a time'}${chosen.memDirtyTrack ? '' : '; soft-dirty tracking is off on this kernel (no pre-copy)'}${chosen.postCopy && !chosen.postCopy.ok ? `; post-copy does not work here: ${chosen.postCopy.reason}` : ''}`);
         return lines.join('\n');

@@ -16,14 +16,14 @@ export const CRIU_CACHE_FILE = process.env.HUBSHIFT_CRIU_CACHE ?? '/var/lib/hubs
 /** Where Debian unstable's criu is unpacked when the system's does not work. */
 export const CRIU_PRIVATE_PREFIX = process.env.HUBSHIFT_CRIU_PREFIX ?? '/opt/hubshift/criu-sid';
 
-/** Where hubshift builds criu with its huge-page fill patch (infra/setup/build-criu.sh). */
+/** Where hubshift builds criu with its patches (infra/setup/build-criu.sh, infra/setup/criu/*.patch). */
 export const CRIU_BUILD_PREFIX = process.env.HUBSHIFT_CRIU_BUILD_PREFIX ?? '/opt/hubshift/criu-huge-fill';
 const BUILT_CRIU = join(CRIU_BUILD_PREFIX, 'sbin/criu');
 
 const SETUP_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../infra/setup');
 const INSTALL_SCRIPT = join(SETUP_DIR, 'install-criu-sid.sh');
 const BUILD_SCRIPT = join(SETUP_DIR, 'build-criu.sh');
-const BUILD_INPUTS = [BUILD_SCRIPT, join(SETUP_DIR, 'criu/huge-page-fill.patch')];
+const BUILD_INPUTS = [BUILD_SCRIPT, join(SETUP_DIR, 'criu/huge-page-fill.patch'), join(SETUP_DIR, 'criu/populate-before-read.patch')];
 
 export interface CandidateReport {
   source: CriuBinary['source'];
@@ -100,7 +100,7 @@ export async function loadSelectedCriu(): Promise<CriuBinary> {
  * no other works). Records the choice for the agent.
  */
 export async function selectCriu(opts: { install: boolean; force: boolean; workDir: string; log: (msg: string) => void }): Promise<{ chosen: CriuBinary; tried: CandidateReport[] }> {
-  // A build made (or made again, its patch changed) since the choice was recorded is probed before anything else.
+  // A build made (or made again, its patches changed) since the choice was recorded is probed before anything else.
   const rebuilt = opts.install && (await ensureBuiltCriu(opts.log));
   if (!opts.force && !rebuilt) {
     let cached: CriuBinary | undefined;
@@ -174,7 +174,7 @@ async function hugePageFill(bin: CriuBinary, opts: { workDir: string; log: (msg:
   return r.ok;
 }
 
-/** What the build in CRIU_BUILD_PREFIX must have been made from: its script and patch. */
+/** What the build in CRIU_BUILD_PREFIX must have been made from: its script and patches. */
 async function buildStamp(): Promise<string> {
   const h = createHash('sha256');
   for (const f of BUILD_INPUTS) h.update(await readFile(f));
@@ -182,8 +182,8 @@ async function buildStamp(): Promise<string> {
 }
 
 /**
- * Builds criu with hubshift's huge-page fill patch into CRIU_BUILD_PREFIX
- * unless a build from the same script and patch is there. True when it built
+ * Builds criu with hubshift's patches into CRIU_BUILD_PREFIX
+ * unless a build from the same script and patches is there. True when it built
  * one now. A failed build (no compiler, no network) is reported and leaves
  * the other candidates.
  */
@@ -191,7 +191,7 @@ async function ensureBuiltCriu(log: (msg: string) => void): Promise<boolean> {
   const stamp = await buildStamp();
   const have = await readFile(join(CRIU_BUILD_PREFIX, 'STAMP'), 'utf8').catch(() => '');
   if (have.trim() === stamp && existsSync(BUILT_CRIU)) return false;
-  log(`building criu 4.2.1 with hubshift's huge-page fill patch into ${CRIU_BUILD_PREFIX} (about a minute; infra/setup/build-criu.sh)`);
+  log(`building criu 4.2.1 with hubshift's patches (huge-page fill, populate before read) into ${CRIU_BUILD_PREFIX} (about a minute; infra/setup/build-criu.sh)`);
   try {
     await run('bash', [BUILD_SCRIPT, CRIU_BUILD_PREFIX, stamp], { timeoutMs: 900_000 });
     return true;

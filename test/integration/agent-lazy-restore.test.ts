@@ -1,3 +1,4 @@
+import type { LandingHold } from '../../src/agent/landing-memory.js';
 import { chmod, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +24,18 @@ async function environ(pid: number): Promise<string[]> {
  */
 // At pre-dump, note every criu lazy-pages daemon still alive on this machine. At post-restore (memory filled, the
 // lazy pages not yet served, nothing running), note how much of the restored server's memory is in huge pages.
+// At pre-restore, note how many landing helpers (landing-memory.ts) of this process's agent still hold memory: none
+// may, criu's fill is to get it.
 const PRE_DUMP_WITNESS = (out: string): string => `#!/bin/sh
+if [ "$CRTOOLS_SCRIPT_ACTION" = "pre-restore" ]; then
+  n=0
+  for d in /proc/[0-9]*; do
+    [ "$(awk '/^PPid:/ { print $2 }' "$d/status" 2>/dev/null)" = "${process.pid}" ] || continue
+    if tr '\\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q 'MADV_POPULATE_WRITE (Linux 5.14)'; then n=$((n+1)); fi
+  done
+  echo "$n" >> '${out}.landing'
+  exit 0
+fi
 if [ "$CRTOOLS_SCRIPT_ACTION" = "post-restore" ]; then
   awk '/^AnonHugePages:/ { print $2 }' "/proc/$CRTOOLS_INIT_PID/smaps_rollup" >> '${out}.restore'
   exit 0
@@ -51,6 +63,7 @@ describe('checkpoints right after lazy restores', () => {
     await rm(witness, { force: true });
     await rm(`${witness}.sh`, { force: true });
     await rm(`${witness}.restore`, { force: true });
+    await rm(`${witness}.landing`, { force: true });
   });
 
   async function witnessed(): Promise<number[]> {
@@ -94,10 +107,19 @@ describe('checkpoints right after lazy restores', () => {
       if (id === s.id) tracked.push(released);
       track(id, released);
     };
+    // Memory warmed for the restore (landing-memory.ts): one helper, alive while the restore verifies.
+    const landings: Array<{ hold: LandingHold; pid: number | undefined }> = [];
+    const warm = t.agent.ctx.landing.warm.bind(t.agent.ctx.landing);
+    t.agent.ctx.landing.warm = () => {
+      const hold = warm();
+      landings.push({ hold, pid: hold.pid });
+      return hold;
+    };
     try {
       await t.client.restore(c.checkpoint);
     } finally {
       t.agent.ctx.lazy.track = track;
+      t.agent.ctx.landing.warm = warm;
     }
     expect(tracked).toHaveLength(1);
     // criu filled the server's memory in huge pages (hubshift's build), as the restore hook saw it before the
@@ -105,6 +127,11 @@ describe('checkpoints right after lazy restores', () => {
     const serverHuge = (await readFile(`${witness}.restore`, 'utf8')).trim().split('\n').map(Number);
     expect(serverHuge).toHaveLength(1);
     expect(serverHuge[0]).toBeGreaterThanOrEqual(20 * 1024);
+    // It held memory, and had let go of it before criu restore started.
+    expect(landings).toHaveLength(1);
+    expect(landings[0]!.pid).toBeGreaterThan(0);
+    expect(landings[0]!.hold.pid).toBeUndefined();
+    expect((await readFile(`${witness}.landing`, 'utf8')).trim().split('\n').map(Number)).toEqual([0]);
     await tracked[0];
     expect((await t.client.getSession(s.id)).memoryArriving).toBe(false);
     const ch = await KernelChannel.connect(s.url, s.token, k.kernelId);

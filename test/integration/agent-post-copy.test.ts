@@ -144,6 +144,9 @@ describe('moving a session post-copy between local test hosts', () => {
     const serverHuge = (await readFile(`${flag}.huge`, 'utf8')).trim().split('\n').map(Number);
     expect(serverHuge).toHaveLength(1);
     expect(serverHuge[0]).toBeGreaterThanOrEqual(20 * 1024);
+    // From the stream's header on, the target warmed memory for that fill (landing-memory.ts), done before its restore.
+    const restoredIn = (await readFile(join(hosts[1]!.dataDir, 'agent.log'), 'utf8')).split('\n').find((l) => l.includes(s.id) && l.includes('moved-in copy restored'));
+    expect(JSON.parse(restoredIn ?? '{}')).toMatchObject({ landingSeconds: expect.any(Number) });
     expectFrozenWithin(r, requestedAt, Date.now());
     // The stream carried the images and the server's memory (tens of MB), not the kernel's 256 MiB: hubshift sent none of
     // it eagerly. Now and then criu itself writes a whole process into a lazy dump's images (about one fresh kernel in

@@ -1,0 +1,67 @@
+import { readFile } from 'node:fs/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LANDING_PY, LandingMemory, type LandingHold } from '../../src/agent/landing-memory.js';
+import { waitFor } from '../../src/util/exec.js';
+import { isAlive, killQuietly } from '../../src/util/proc.js';
+import { PythonHelper } from '../../src/util/python-helper.js';
+
+const MIB = 1 << 20;
+
+/** Bytes of `pid`'s private anonymous memory that is resident (its smaps_rollup). */
+async function anonymousBytes(pid: number): Promise<number> {
+  return Number(/^Anonymous:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0) * 1024;
+}
+
+describe("memory warmed for a restore's fill", () => {
+  const holds: LandingHold[] = [];
+  const pids: number[] = [];
+  afterEach(async () => {
+    await Promise.all(holds.splice(0).map((h) => h.release()));
+    for (const pid of pids.splice(0)) killQuietly(pid, 'SIGKILL');
+  });
+
+  it('should hold the memory, faulted in, until released, and be gone (the memory freed) once release resolves', async () => {
+    const hold = new LandingMemory(64 * MIB).warm();
+    holds.push(hold);
+    const seconds = await hold.ready;
+    expect(seconds).toBeGreaterThanOrEqual(0);
+    const pid = hold.pid as number;
+    expect(pid).toBeGreaterThan(0);
+    expect(await anonymousBytes(pid)).toBeGreaterThanOrEqual(64 * MIB);
+    await hold.release();
+    expect(await isAlive(pid)).toBe(false);
+    expect(hold.pid).toBeUndefined();
+    // Twice is harmless.
+    await hold.release();
+  });
+
+  it('should let go at once when released while still warming (ready then says null)', async () => {
+    const hold = new LandingMemory(2048 * MIB).warm();
+    holds.push(hold);
+    const pid = hold.pid as number;
+    await hold.release();
+    expect(await hold.ready).toBeNull();
+    expect(await isAlive(pid)).toBe(false);
+  });
+
+  it('should start nothing when the size is 0', async () => {
+    const hold = new LandingMemory(0).warm();
+    expect(hold.pid).toBeUndefined();
+    expect(await hold.ready).toBeNull();
+    await hold.release();
+  });
+
+  it('should end by itself when its stdin closes (its agent died), whether it was still waiting for its size or holding memory', async () => {
+    const waiting = new PythonHelper(LANDING_PY);
+    pids.push(waiting.child.pid as number);
+    waiting.child.stdin?.end();
+    const holding = new PythonHelper(LANDING_PY);
+    pids.push(holding.child.pid as number);
+    holding.child.stdin?.write(`${16 * MIB}\n`);
+    await new Promise<void>((resolve) => holding.child.stdout?.once('data', () => resolve()));
+    holding.child.stdin?.end();
+    for (const h of [waiting, holding]) {
+      await waitFor('the helper to end', async () => ((await isAlive(h.child.pid as number)) ? undefined : true), { timeoutMs: 5_000, intervalMs: 20 });
+    }
+  });
+});
