@@ -2,7 +2,9 @@
 # Builds criu 4.2.1 from Debian's source tarball with hubshift's patches
 # (criu/huge-page-fill.patch: memory the session had in huge pages is filled
 # in huge pages at restore; criu/populate-before-read.patch: the pages a
-# restore reads in are faulted in by one call) into PREFIX/sbin/criu, and writes STAMP into
+# restore reads in are faulted in by one call; criu/lazy-pages-from-tasks.patch:
+# a lazy dump reads its lazy pages from the frozen tasks when asked for,
+# instead of splicing them all into pipes) into PREFIX/sbin/criu, and writes STAMP into
 # PREFIX/STAMP once it is in place. Installs the build dependencies it lacks
 # with apt. Usage: build-criu.sh PREFIX STAMP (see README, "Which criu").
 set -euo pipefail
@@ -34,8 +36,9 @@ curl -fsS --retry 2 -o "$work/$tarball" "$url"
 echo "$sha256  $work/$tarball" | sha256sum -c --quiet -
 tar -xf "$work/$tarball" -C "$work"
 cd "$work/criu-$version"
-for p in huge-page-fill populate-before-read; do
-  patch -p1 --quiet <"$here/criu/$p.patch"
+# In name order (lazy-pages-from-tasks.patch applies on top of huge-page-fill.patch).
+for p in "$here"/criu/*.patch; do
+  patch -p1 --quiet <"$p"
 done
 if ! make -j"$(nproc)" criu >"$work/build.log" 2>&1; then
   tail -n 30 "$work/build.log" >&2

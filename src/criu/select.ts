@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,7 +23,9 @@ const BUILT_CRIU = join(CRIU_BUILD_PREFIX, 'sbin/criu');
 const SETUP_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../infra/setup');
 const INSTALL_SCRIPT = join(SETUP_DIR, 'install-criu-sid.sh');
 const BUILD_SCRIPT = join(SETUP_DIR, 'build-criu.sh');
-const BUILD_INPUTS = [BUILD_SCRIPT, join(SETUP_DIR, 'criu/huge-page-fill.patch'), join(SETUP_DIR, 'criu/populate-before-read.patch')];
+/** hubshift's patches to criu: build-criu.sh applies every one, in name order. */
+const PATCH_DIR = join(SETUP_DIR, 'criu');
+const patchFiles = async (): Promise<string[]> => (await readdir(PATCH_DIR)).filter((n) => n.endsWith('.patch')).sort();
 
 export interface CandidateReport {
   source: CriuBinary['source'];
@@ -177,7 +179,8 @@ async function hugePageFill(bin: CriuBinary, opts: { workDir: string; log: (msg:
 /** What the build in CRIU_BUILD_PREFIX must have been made from: its script and patches. */
 async function buildStamp(): Promise<string> {
   const h = createHash('sha256');
-  for (const f of BUILD_INPUTS) h.update(await readFile(f));
+  h.update(await readFile(BUILD_SCRIPT));
+  for (const name of await patchFiles()) h.update(name).update(await readFile(join(PATCH_DIR, name)));
   return h.digest('hex');
 }
 
@@ -191,7 +194,7 @@ async function ensureBuiltCriu(log: (msg: string) => void): Promise<boolean> {
   const stamp = await buildStamp();
   const have = await readFile(join(CRIU_BUILD_PREFIX, 'STAMP'), 'utf8').catch(() => '');
   if (have.trim() === stamp && existsSync(BUILT_CRIU)) return false;
-  log(`building criu 4.2.1 with hubshift's patches (huge-page fill, populate before read) into ${CRIU_BUILD_PREFIX} (about a minute; infra/setup/build-criu.sh)`);
+  log(`building criu 4.2.1 with hubshift's patches (${(await patchFiles()).join(', ')}) into ${CRIU_BUILD_PREFIX} (about a minute; infra/setup/build-criu.sh)`);
   try {
     await run('bash', [BUILD_SCRIPT, CRIU_BUILD_PREFIX, stamp], { timeoutMs: 900_000 });
     return true;
