@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { PythonHelper } from '../util/python-helper.js';
 
 /**
@@ -50,13 +51,25 @@ export interface LandingHold {
 
 const NOTHING: LandingHold = { ready: Promise.resolve(null), pid: undefined, release: async () => undefined };
 
+/** Warming is skipped on a node with less memory available than this many times its size: it must not make memory scarce. */
+export const AVAILABLE_FACTOR = 8;
+
+/** The node's available memory (MemAvailable), in bytes; Infinity where /proc/meminfo does not say. */
+export function memAvailableBytes(): number {
+  const kib = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
+  return kib === undefined ? Infinity : Number(kib) * 1024;
+}
+
 /** Warms memory for restores: `bytes` each (0: none). */
 export class LandingMemory {
-  constructor(readonly bytes: number) {}
+  constructor(
+    readonly bytes: number,
+    private readonly available: () => number = memAvailableBytes,
+  ) {}
 
-  /** Starts warming `bytes` of memory in huge pages in a helper process, held until release(). */
+  /** Starts warming `bytes` of memory in huge pages in a helper process, held until release(). Nothing where memory is short. */
   warm(): LandingHold {
-    if (this.bytes <= 0) return NOTHING;
+    if (this.bytes <= 0 || this.available() < this.bytes * AVAILABLE_FACTOR) return NOTHING;
     const helper = new PythonHelper(LANDING_PY);
     const { child } = helper;
     // Exit frees the memory before the parent hears of it (the kernel drops the mm before it notifies).

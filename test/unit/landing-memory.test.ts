@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LANDING_PY, LandingMemory, type LandingHold } from '../../src/agent/landing-memory.js';
+import { AVAILABLE_FACTOR, LANDING_PY, LandingMemory, memAvailableBytes, type LandingHold } from '../../src/agent/landing-memory.js';
 import { waitFor } from '../../src/util/exec.js';
 import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { PythonHelper } from '../../src/util/python-helper.js';
@@ -18,6 +18,11 @@ describe("memory warmed for a restore's fill", () => {
   afterEach(async () => {
     await Promise.all(holds.splice(0).map((h) => h.release()));
     for (const pid of pids.splice(0)) killQuietly(pid, 'SIGKILL');
+  });
+
+  it("should read the node's available memory", () => {
+    expect(memAvailableBytes()).toBeGreaterThan(64 * MIB);
+    expect(Number.isFinite(memAvailableBytes())).toBe(true);
   });
 
   it('should hold the memory, faulted in, until released, and be gone (the memory freed) once release resolves', async () => {
@@ -44,11 +49,17 @@ describe("memory warmed for a restore's fill", () => {
     expect(await isAlive(pid)).toBe(false);
   });
 
-  it('should start nothing when the size is 0', async () => {
-    const hold = new LandingMemory(0).warm();
-    expect(hold.pid).toBeUndefined();
-    expect(await hold.ready).toBeNull();
-    await hold.release();
+  it('should start nothing when the size is 0, or when the node has less memory available than AVAILABLE_FACTOR times it', async () => {
+    for (const landing of [new LandingMemory(0), new LandingMemory(64 * MIB, () => AVAILABLE_FACTOR * 64 * MIB - 1)]) {
+      const hold = landing.warm();
+      expect(hold.pid).toBeUndefined();
+      expect(await hold.ready).toBeNull();
+      await hold.release();
+    }
+    // Just enough: it warms.
+    const hold = new LandingMemory(16 * MIB, () => AVAILABLE_FACTOR * 16 * MIB).warm();
+    holds.push(hold);
+    expect(await hold.ready).toBeGreaterThanOrEqual(0);
   });
 
   it('should end by itself when its stdin closes (its agent died), whether it was still waiting for its size or holding memory', async () => {
