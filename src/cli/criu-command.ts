@@ -22,7 +22,7 @@ export function registerCriuCommand(program: Command): void {
           chosen.source === 'private'
             ? `Debian unstable's criu ${chosen.version}, private prefix (${chosen.argv.at(-1)})`
             : chosen.source === 'built'
-              ? `hubshift's build of criu ${chosen.version} with its patches (huge-page fill, populate before read, lazy pages from tasks) (${chosen.argv.join(' ')})`
+              ? `hubshift's build of criu ${chosen.version} with its patches (huge-page fill, fill through a buffer, lazy pages from tasks) (${chosen.argv.join(' ')})`
               : `${chosen.source} criu ${chosen.version} (${chosen.argv.join(' ')})`;
         lines.push(`criu: using ${where}; recorded in ${CRIU_CACHE_FILE}${chosen.hugePageFill ? '' : '; restores fill memory 4 KiB at a time'}${chosen.memDirtyTrack ? '' : '; soft-dirty tracking is off on this kernel (no pre-copy)'}${chosen.postCopy && !chosen.postCopy.ok ? `; post-copy does not work here: ${chosen.postCopy.reason}` : ''}`);
         return lines.join('\n');
