@@ -6,17 +6,19 @@ import { PythonHelper } from '../util/python-helper.js';
  * Memory warmed for a restore's fill, and freed just before criu restore
  * runs, so that the fill lands on it.
  *
- * On this VM a 2 MiB page that the guest freed more than ~2 s ago has been
- * handed back to the host (free page reporting), and the first touch of it
- * then waits for the host to back it again. A restore fills its server's
- * memory in huge pages (criu/huge-page-fill.patch) while the session is
- * frozen; by hand (2026-12-03), 72 MiB read into huge pages took 121 ms on
- * such memory, 17 ms when another process had populated 160 MiB and freed
- * it just before (the page allocator hands out the blocks freed last
- * first). Warming moves that cost before the freeze (a move in: from the
- * stream's header, while the memory is copied ahead) or beside the
- * verification (a restore from the store). Where memory is not handed back
- * (EC2's Nitro) it costs a few ms of a core and changes nothing.
+ * On this VM a 2 MiB page that the guest freed more than a few seconds ago
+ * costs the host's fault again at its first touch; one freed moments ago
+ * does not. A restore fills its server's memory in huge pages
+ * (criu/huge-page-fill.patch) while the session is frozen; by hand
+ * (2026-12-03), 72 MiB read into huge pages took 121 ms on long-freed
+ * memory, 17 ms when another process had populated 160 MiB and freed it
+ * just before. The fill gets those blocks often, not always (the page
+ * allocator merges freed blocks, and a fill on the other core may be given
+ * older ones): the migrate bench's post-copy median fell from 0.74 s to
+ * 0.59 s with it. Warming moves that cost before the freeze (a move in:
+ * from the stream's header, while the memory is copied ahead) or beside
+ * the verification (a restore from the store). Where memory is not handed
+ * back (EC2's Nitro) it costs a few ms of a core and changes nothing.
  *
  * The helper ends when its stdin closes: an agent that dies leaves no
  * memory held.
