@@ -354,7 +354,6 @@ export async function restoreFromImages(
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
     return { session, released, lazy: serving };
   } catch (err) {
-    void opts.landing?.release();
     early?.lazy?.daemon.kill();
     daemon?.kill();
     if (pid !== null) await killSession(pid);
