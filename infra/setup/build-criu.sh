@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
 # Builds criu 4.2.1 from Debian's source tarball with hubshift's patches
-# (criu/huge-page-fill.patch: memory the session had in huge pages is filled
-# in huge pages at restore; criu/fill-through-buffer.patch: the pages a
-# restore reads are put in place with process_vm_writev(), which faults
-# them in without a trap each; criu/lazy-pages-from-tasks.patch:
-# a lazy dump reads its lazy pages from the frozen tasks when asked for,
-# instead of splicing them all into pipes) into PREFIX/sbin/criu, and writes STAMP into
+# (every infra/setup/criu/*.patch, in name order; each one's header says what
+# it changes and why, with what was measured) into PREFIX/sbin/criu, and writes STAMP into
 # PREFIX/STAMP once it is in place. Installs the build dependencies it lacks
 # with apt. Usage: build-criu.sh PREFIX STAMP (see README, "Which criu").
 set -euo pipefail

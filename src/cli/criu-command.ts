@@ -14,15 +14,16 @@ export function registerCriuCommand(program: Command): void {
     .option('--work-dir <dir>', 'scratch directory for the probe', '/var/lib/hubshift/probe')
     .option('--json', 'print one JSON object', false)
     .action(async (o: { install: boolean; force: boolean; workDir: string; json: boolean }) => {
-      const { selectCriu, CRIU_CACHE_FILE } = await criuSelect();
+      const { selectCriu, patchFiles, CRIU_CACHE_FILE } = await criuSelect();
       const { chosen, tried } = await selectCriu({ install: o.install, force: o.force, workDir: o.workDir, log: (m) => process.stderr.write(`criu: ${m}\n`) });
+      const patches = (await patchFiles()).map((n) => n.replace(/\.patch$/, '')).join(', ');
       printResult(o.json, { chosen, tried }, () => {
         const lines = tried.filter((t) => !t.ok).map((t) => `criu: ${t.source} criu ${t.version ?? ''} does not work here: ${t.reason}`);
         const where =
           chosen.source === 'private'
             ? `Debian unstable's criu ${chosen.version}, private prefix (${chosen.argv.at(-1)})`
             : chosen.source === 'built'
-              ? `hubshift's build of criu ${chosen.version} with its patches (huge-page fill, fill through a buffer, lazy pages from tasks) (${chosen.argv.join(' ')})`
+              ? `hubshift's build of criu ${chosen.version} with its patches (${patches}) (${chosen.argv.join(' ')})`
               : `${chosen.source} criu ${chosen.version} (${chosen.argv.join(' ')})`;
         lines.push(`criu: using ${where}; recorded in ${CRIU_CACHE_FILE}${chosen.hugePageFill ? '' : '; restores fill memory 4 KiB at a time'}${chosen.memDirtyTrack ? '' : '; soft-dirty tracking is off on this kernel (no pre-copy)'}${chosen.postCopy && !chosen.postCopy.ok ? `; post-copy does not work here: ${chosen.postCopy.reason}` : ''}`);
         return lines.join('\n');

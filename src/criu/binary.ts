@@ -8,7 +8,7 @@ import { z } from 'zod';
 export const CriuBinary = z.object({
   argv: z.array(z.string()).min(1),
   version: z.string(),
-  /** `built`: hubshift's build of criu with its patches: huge-page fill, fill through a buffer, lazy pages from tasks (infra/setup/build-criu.sh). */
+  /** `built`: hubshift's build of criu with its patches (infra/setup/build-criu.sh, infra/setup/criu/*.patch). */
   source: z.enum(['system', 'private', 'env', 'built']),
   /** Where criu's plugins live for this binary (passed as --libdir). */
   libdir: z.string().nullable(),

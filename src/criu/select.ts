@@ -25,7 +25,8 @@ const INSTALL_SCRIPT = join(SETUP_DIR, 'install-criu-sid.sh');
 const BUILD_SCRIPT = join(SETUP_DIR, 'build-criu.sh');
 /** hubshift's patches to criu: build-criu.sh applies every one, in name order. */
 const PATCH_DIR = join(SETUP_DIR, 'criu');
-const patchFiles = async (): Promise<string[]> => (await readdir(PATCH_DIR)).filter((n) => n.endsWith('.patch')).sort();
+/** The names of hubshift's patches to criu, in the order they are applied (each file says what it changes and why). */
+export const patchFiles = async (): Promise<string[]> => (await readdir(PATCH_DIR)).filter((n) => n.endsWith('.patch')).sort();
 
 export interface CandidateReport {
   source: CriuBinary['source'];
