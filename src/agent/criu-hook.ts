@@ -24,7 +24,8 @@ import { join } from 'node:path';
  * dump (criu then resumes the session) unless it did. A checkpoint that
  * leaves the tasks stopped (HUBSHIFT_PAGE_CAPTURE_STOPPED) does not wait:
  * the agent waits for the capture beside criu's last steps, and resumes the
- * stopped tasks itself if it failed.
+ * stopped tasks itself if it failed. Such a dump runs this script only for an
+ * operator's own: the agent tells the capture itself once criu has exited.
  */
 const HOOK = `#!/bin/sh
 # Written by the hubshift agent; see src/agent/criu-hook.ts.

@@ -136,8 +136,10 @@ export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}): Om
     externalNetnsIno: netnsLeftOut(d) ? d.netns?.ino : undefined,
     imagesDir: d.images,
     logFile: logPath(ctx, `${d.checkpoint}-dump.log`),
-    // A lazy dump's post-dump does nothing of hubshift's (see hookEnv).
-    actionScript: actionScriptFor(ctx, !use.lazy),
+    // A lazy dump's post-dump does nothing of hubshift's (see hookEnv); nor does one that leaves the tasks stopped:
+    // the agent copies the log and tells the capture itself once criu has exited (dumpLocally). criu runs the
+    // script at every stage, twice inside the freeze.
+    actionScript: actionScriptFor(ctx, !use.lazy && !use.stopped),
     env: hookEnv(ctx, d.s, { ...use, sideDir: d.side }),
     timeoutMs: ctx.config.dumpTimeoutMs,
     fileValidation: ctx.config.fileValidation,
@@ -206,6 +208,8 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
       leaveRunning: opts.leaveRunning,
       extraArgs: stopped ? ['--leave-stopped'] : undefined,
     });
+    // criu has closed every page image: what its hook would have said at post-dump (dumpArgs).
+    if (stopped) await capture?.criuDone();
     // An `ip` run, 10-15 ms (half of it this process forking): the capture's last writes take as long, and need no CPU here.
     unnamed = opts.dropNetnsName ? dropNetnsName(id) : undefined;
     const [pageDigests] = await Promise.all([capture ? capture.finish(await pageImagesInUse(images)) : hasher?.finish(), stopped ? copyFrozenLog(ctx, d) : undefined, unnamed]);

@@ -32,7 +32,9 @@ import { PIECE_BYTES } from './hashing.js';
  * each piece is written and "file NAME BYTES SHA256,..." when a pipe's
  * writer has closed and its data is flushed. criu's action script (the
  * agent's hook) makes CONTROL/criu-done at post-dump, when criu has closed
- * every page image but the session is still frozen: the helper then wakes
+ * every page image but the session is still frozen (a dump that leaves the
+ * tasks stopped runs no hook: the agent makes it, criuDone, once criu has
+ * exited): the helper then wakes
  * the pipes criu never opened, and writes CONTROL/status ("ok", or "error
  * WHY"), which the hook waits for: the dump fails, and criu resumes the
  * session, unless every page is on disk. On a write error the helper keeps
@@ -376,6 +378,11 @@ export class PageCapture {
       out.set(name, { bytes: got.bytes, pieceBytes: this.pieceBytes, sha256: got.bytes === 0 ? [emptySha256] : got.sha256 });
     }
     return out;
+  }
+
+  /** Tells the helper that criu has closed every page image (what the hook does at post-dump): for a dump whose criu has exited. */
+  async criuDone(): Promise<void> {
+    await writeFile(join(this.opts.controlDir, 'criu-done'), '');
   }
 
   /** The dump failed or never ran: ends the helper (the caller removes the directories). */

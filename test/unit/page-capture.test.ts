@@ -69,6 +69,19 @@ describe('page capture: criu page images caught on their way to disk', () => {
     }
   });
 
+  it('should finish when the agent says criu is done, as after a dump that leaves the tasks stopped and runs no hook', async () => {
+    const { images, control, source, data } = await setUp('stopped');
+    const capture = await PageCapture.start({ imagesDir: images, controlDir: control, names: ['pages-1.img', 'pages-2.img'], pieceBytes: PIECE });
+    await writeLikeCriu(images, source, 'pages-1.img', []);
+    // pages-2.img never opened: only the word that criu is done wakes its reader.
+    await capture.criuDone();
+    const digests = await capture.finish(new Set(['pages-1.img']));
+    expect(await readFile(join(control, 'status'), 'utf8')).toBe('ok\n');
+    expect((await readdir(images)).sort()).toEqual(['pages-1.img']);
+    expect(Buffer.compare(await readFile(join(images, 'pages-1.img')), data)).toBe(0);
+    expect(digests.get('pages-1.img')).toEqual(await hashFile(join(images, 'pages-1.img'), undefined, PIECE));
+  });
+
   it('should use a helper started ahead of need, start the next once it has finished, and replace one that died', async () => {
     const helpers = new PageCaptureHelpers(PIECE);
     try {
