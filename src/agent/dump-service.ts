@@ -310,11 +310,10 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     // Not waited for: a SIGKILLed tree never runs again, and the kernel frees its memory (0.08-0.1 s for a
     // gigabyte), then its namespace and veth, in its own time.
     if (!opts.leaveRunning) killQuietly(s.pid as number, 'SIGKILL');
-    // Independent of each other: the record, the work directory's links (the namespace's name went with the dump).
-    await Promise.all([
-      ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint }),
-      rm(work, { recursive: true, force: true }),
-    ]);
+    await ctx.registry.update(id, opts.leaveRunning ? { state: 'running', lastCheckpoint: checkpoint } : { state: 'checkpointed', pid: null, lastCheckpoint: checkpoint });
+    // After the answer, not before it (5-10 ms here): the images are links to the committed blobs, and an agent
+    // stopped meanwhile removes the directory at its next start (removeAbandonedDumps).
+    void rm(work, { recursive: true, force: true }).catch((err: unknown) => ctx.log.warn({ session: id, work, err: errorMessage(err) }, "a checkpoint's work directory could not be removed"));
     const seconds = (performance.now() - started) / 1000;
     // Seconds of each phase after the dump, for the log.
     const commit = (committed - storing) / 1000;
