@@ -8,7 +8,7 @@ import { resetConnectionsTo, tcpBytes } from '../util/tcp.js';
 import { watchTransfer } from './transfer-watch.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
-import { beginDump, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './dump-service.js';
+import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './dump-service.js';
 import { forgetStoppedCopy, recordStoppedCopy } from './stopped-copies.js';
 import { sampleProcesses } from './metrics.js';
 import { askTargetMs, clearTargetCopy, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
@@ -43,7 +43,8 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
     const watch = watchPush(ctx, id, at, (await sampleProcesses(d.s.pid as number)).rssBytes);
     let dumpSeconds: number;
     try {
-      ({ seconds: dumpSeconds } = await dump(ctx.criu, { ...dumpArgs(ctx, d), extraArgs: ['--leave-stopped', '--page-server', '--address', at.address, '--port', String(at.port)] }));
+      // Left stopped: the log is copied here after criu (below), so criu runs no hook of hubshift's (dumpArgs).
+      ({ seconds: dumpSeconds } = await dump(ctx.criu, { ...dumpArgs(ctx, d, { stopped: true }), extraArgs: ['--leave-stopped', '--page-server', '--address', at.address, '--port', String(at.port)] }));
     } catch (err) {
       watch.stop();
       await m.cancel(`the dump failed: ${errorMessage(err)}`);
@@ -57,11 +58,14 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
     }
     watch.stop();
     // Stopped and locked, but its kernel would still answer ARP for the address the target is about to take.
+    let phase = 'copying the server log';
     try {
+      await copyFrozenLog(ctx, d);
+      phase = 'taking the source link down';
       await setHostVeth(d.s.network, 'down');
     } catch (err) {
-      m.out.abort(new Error('the move failed while taking the source link down'));
-      return rollBack(ctx, d, target, { phase: 'taking the source link down', cause: err, linkDown: false });
+      m.out.abort(new Error(`the move failed while ${phase}`));
+      return rollBack(ctx, d, target, { phase, cause: err, linkDown: false });
     }
     ctx.registry.report(id, 'sending');
     const h = await handOver(ctx, m, target, req, { images: d.images, side: d.side, session: d.s, dumpSeconds, netnsOutside: netnsLeftOut(d) }, {

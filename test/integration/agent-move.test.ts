@@ -59,6 +59,10 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
     k.channel.close();
     expect((await b.client.getSession(s.id)).state).toBe('running');
     expect(await a.client.findSession(s.id)).toBeNull();
+    // The server's log as criu recorded it went with the images (streamed: criu's hook copied it at post-dump): the
+    // target put it in place and kept the one it found beside it. (Both agents share this machine's files, so a
+    // restore without it would not fail here.)
+    expect((await stat(join(a.config.dataDir, 'sessions', s.id, 'server.log.before-restore'))).isFile()).toBe(true);
     // And back again.
     const back = await b.client.move(s.id, { url: a.agent.url, token: a.token }, 'stop-and-copy');
     expect(back.url).toBe(s.url);

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -67,6 +67,9 @@ describe('a stop-and-copy move between local test hosts (memory pushed criu to c
     expect((await readdir(join(hosts[1]!.dataDir, 'logs'))).some((n) => n.startsWith(`pages-${s.id}-`))).toBe(true);
     expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
     k.channel.close();
+    // The server's log as criu recorded it went with the images: the target put it in place and kept the one it
+    // found beside it. (The hosts share this machine's files, so a restore without it would not fail here.)
+    expect((await stat(join(hosts[0]!.dataDir, 'sessions', s.id, 'server.log.before-restore'))).isFile()).toBe(true);
     // The stopped copy on the source was killed once the target answered.
     expect(sourcePid).not.toBeNull();
     expect(await isAlive(sourcePid as number)).toBe(false);
