@@ -8,7 +8,8 @@ import { join } from 'node:path';
  * A dump that leaves the tasks stopped is not given the side-file directory:
  * stopped, they cannot write, and the agent copies the log after criu exits,
  * beside the capture's last writes (mkdir and cp run cold inside criu took
- * 0.01-0.02 s of a checkpoint after a dropped page cache).
+ * 0.01-0.02 s of a checkpoint after a dropped page cache). Such dumps (a
+ * checkpoint, a stop-and-copy move) run this script only for an operator's own.
  * An operator's own script runs after it at every stage. A lazy (post-copy)
  * dump runs post-dump just before its page server starts, but criu 4.2 acts
  * on a failure there only once the target has every page and runs the
@@ -24,8 +25,8 @@ import { join } from 'node:path';
  * dump (criu then resumes the session) unless it did. A checkpoint that
  * leaves the tasks stopped (HUBSHIFT_PAGE_CAPTURE_STOPPED) does not wait:
  * the agent waits for the capture beside criu's last steps, and resumes the
- * stopped tasks itself if it failed. Such a dump runs this script only for an
- * operator's own: the agent tells the capture itself once criu has exited.
+ * stopped tasks itself if it failed; without an operator's script it tells
+ * the capture itself once criu has exited.
  */
 const HOOK = `#!/bin/sh
 # Written by the hubshift agent; see src/agent/criu-hook.ts.
