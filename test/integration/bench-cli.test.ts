@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { readdir, rm } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -17,6 +17,17 @@ async function bench(args: string[]): Promise<{ code: number; stdout: string; st
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (err: { code?: number; stdout?: string; stderr?: string }) => ({ code: err.code ?? -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' }),
   );
+}
+
+/** A process's command line and state letter (Z: a zombie), for a failure's message. */
+async function describeProcess(pid: number): Promise<string> {
+  try {
+    const cmd = (await readFile(`/proc/${pid}/cmdline`, 'latin1')).replace(/\0/g, ' ').trim().slice(0, 120);
+    const state = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]?.[0] ?? '?';
+    return `${cmd} [${state}]`;
+  } catch {
+    return 'gone';
+  }
 }
 
 describe('npm run bench --', () => {
@@ -47,10 +58,13 @@ describe('npm run bench --', () => {
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     let started: number[] = [];
+    // Each started process's command line and state, as seen when the bench was interrupted: named in a failure.
+    const seen = new Map<number, string>();
     try {
       // Mid-way: the agent runs the session, whose kernel holds its bytes, and the first checkpoint is under way.
       await waitFor('the bench to checkpoint', async () => (/checkpoint 1/.test(err) ? true : undefined), { timeoutMs: 120_000, intervalMs: 100 });
       started = await processTree(child.pid!);
+      for (const pid of started) seen.set(pid, await describeProcess(pid));
       expect(started.length).toBeGreaterThan(3);
       child.kill('SIGTERM');
       expect(await exited).toBe(143);
@@ -60,7 +74,11 @@ describe('npm run bench --', () => {
     try {
       expect(err).toContain('interrupted (SIGTERM): stopping what the bench started');
       // Its processes (the agent's helpers, the session's server and kernel) were stopped, not left to the next run.
-      await waitFor('every process the bench started to end', async () => ((await Promise.all(started.map(isAlive))).some(Boolean) ? undefined : true), { timeoutMs: 10_000, intervalMs: 100 });
+      await waitFor('every process the bench started to end', async () => ((await Promise.all(started.map(isAlive))).some(Boolean) ? undefined : true), { timeoutMs: 10_000, intervalMs: 100 }).catch(async (timedOut: unknown) => {
+        const left = [];
+        for (const pid of started) if (await isAlive(pid)) left.push(`${pid} (${seen.get(pid) ?? '?'}; now ${await describeProcess(pid)})`);
+        throw new Error(`${(timedOut as Error).message}; still alive: ${left.join(', ')}; the bench said: ${err.slice(-600)}`);
+      });
       expect((await exec('ip', ['netns', 'list'])).stdout).not.toMatch(/^hs-s/m);
       expect((await readdir(tmpdir())).filter((n) => n.startsWith('hubshift-') && !before.has(n))).toEqual([]);
     } finally {
