@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { waitFor } from '../../src/util/exec.js';
-import { isAlive, processTree } from '../../src/util/proc.js';
+import { isAlive, procState, processTree } from '../../src/util/proc.js';
 
 const exec = promisify(execFile);
 const ROOT = join(import.meta.dirname, '../..');
@@ -19,12 +19,11 @@ async function bench(args: string[]): Promise<{ code: number; stdout: string; st
   );
 }
 
-/** A process's command line and state letter (Z: a zombie), for a failure's message. */
+/** A process's command line and state letter (T: stopped, t: stopped by its tracer), for a failure's message. */
 async function describeProcess(pid: number): Promise<string> {
   try {
     const cmd = (await readFile(`/proc/${pid}/cmdline`, 'latin1')).replace(/\0/g, ' ').trim().slice(0, 120);
-    const state = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]?.[0] ?? '?';
-    return `${cmd} [${state}]`;
+    return `${cmd} [${procState(await readFile(`/proc/${pid}/stat`, 'utf8'))}]`;
   } catch {
     return 'gone';
   }
