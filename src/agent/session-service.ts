@@ -203,7 +203,7 @@ export async function resumeAfterFailedDump(ctx: AgentContext, s: Session): Prom
     ctx.log.warn({ session: s.id }, 'removed CRIU network-lock rules left by a failed dump');
   }
   for (const pid of tree) killQuietly(pid, 'SIGCONT');
-  // A checkpoint drops the name once criu is done (dumpLocally); the session's later operations find its namespace by it.
+  // A checkpoint drops the name while criu dumps (dumpLocally); the session's later operations find its namespace by it.
   if (!(await pathExists(netnsPath(s.id)))) await attachSessionNetns(s.id, s.pid);
   return true;
 }

@@ -33,6 +33,8 @@ export interface DumpOptions {
   fileValidation?: FileValidation;
   /** How much criu writes to logFile (CriuLogLevel). Default 4. */
   logLevel?: CriuLogLevel;
+  /** Called once criu has started, while it dumps. */
+  onStarted?: () => void;
 }
 
 /**
@@ -95,11 +97,12 @@ async function runCriu(
   signal?: AbortSignal,
   env?: Record<string, string>,
   extraFds?: number[],
+  onSpawn?: () => void,
 ): Promise<number> {
   const { cmd, args: full } = criuCommand(bin, args);
   const started = performance.now();
   try {
-    await run(cmd, full, { timeoutMs, signal, env: env ? { ...process.env, ...env } : process.env, extraFds });
+    await run(cmd, full, { timeoutMs, signal, env: env ? { ...process.env, ...env } : process.env, extraFds, onSpawn });
   } catch (err) {
     const d = await diagnoseCriuLogFile(logFile);
     if (err instanceof TimeoutError) {
@@ -131,7 +134,7 @@ function dumpArgv(bin: CriuBinary, opts: DumpOptions): string[] {
 export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ seconds: number }> {
   await mkdir(opts.imagesDir, { recursive: true });
   const args = dumpArgv(bin, opts);
-  const seconds = await runCriu(bin, 'dump', args, opts.logFile, opts.timeoutMs ?? 300_000, opts.signal, opts.env);
+  const seconds = await runCriu(bin, 'dump', args, opts.logFile, opts.timeoutMs ?? 300_000, opts.signal, opts.env, undefined, opts.onStarted);
   return { seconds };
 }
 

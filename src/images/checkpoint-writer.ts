@@ -9,6 +9,7 @@ import { HashingStream, hashFile } from './hashing.js';
 import type { ImageStore } from './image-store.js';
 import { packTar, type PackEntry } from './tar-pack.js';
 import { zstdStream } from './zstd.js';
+import { allSettledOrThrow } from '../util/settled.js';
 
 /** The blob holding every criu image but the page data, and the session's side files. */
 export const META_BLOB = 'images.tar';
@@ -18,18 +19,36 @@ export const SIDE_FILES_DIR = 'files';
 /** criu's page data images: the bulk of a checkpoint. */
 export const PAGE_IMAGE = /^pages-\d+\.img$/;
 
-export interface WriteCheckpointInput {
+/** A page image, or the file a page capture is writing it into (page-capture.ts): never part of the meta blob. */
+const PAGE_DATA = /^pages-\d+\.img(\.data)?$/;
+
+/** Where a checkpoint's blobs come from and go. */
+interface CheckpointFiles {
   store: ImageStore;
   imagesDir: string;
+  compression: Compression;
+  signal?: AbortSignal;
+}
+
+export interface MetaBlobInput extends CheckpointFiles {
+  /** The checkpoint's id. */
+  id: string;
   /** Files a restore needs back in place (the server's log), stored under files/. */
   sideFiles: readonly PackEntry[];
-  compression: Compression;
+}
+
+export type WriteCheckpointInput = CheckpointFiles & {
   /** Digests of page images hashed while criu wrote them; any whose size disagrees is hashed again. */
   pageDigests?: ReadonlyMap<string, FileDigest>;
   manifest: Omit<CheckpointManifest, 'blobs' | 'imageBytes' | 'compression' | 'formatVersion'>;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
-  signal?: AbortSignal;
-}
+} & (
+    | Pick<MetaBlobInput, 'sideFiles'>
+    | {
+        /** The meta blob, already being stored with its side files (storeMetaBlob). */
+        metaBlob: Promise<BlobEntry>;
+      }
+  );
 
 async function putStream(store: ImageStore, id: string, name: string, body: Readable, compression: Compression, signal?: AbortSignal): Promise<BlobEntry> {
   const hasher = new HashingStream();
@@ -47,6 +66,21 @@ async function putStream(store: ImageStore, id: string, name: string, body: Read
   }
   await feeding;
   return { name, ...hasher.digest() };
+}
+
+/**
+ * Stores the blob of every image in `imagesDir` but the page data, with the
+ * side files, under checkpoint `id`. Needs only criu to have exited: a
+ * checkpoint stores it while its page images are still being flushed.
+ */
+export async function storeMetaBlob(input: MetaBlobInput): Promise<BlobEntry> {
+  const meta = (await readdir(input.imagesDir))
+    .filter((n) => !PAGE_DATA.test(n))
+    .sort()
+    .map((n) => ({ name: n, path: join(input.imagesDir, n) }));
+  const side = input.sideFiles.map((f) => ({ name: `${SIDE_FILES_DIR}/${f.name}`, path: f.path }));
+  const suffix = input.compression === 'zstd' ? '.zst' : '';
+  return putStream(input.store, input.id, `${META_BLOB}${suffix}`, packTar([...meta, ...side]), input.compression, input.signal);
 }
 
 /**
@@ -69,10 +103,8 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
   const pages = names.filter((n) => PAGE_IMAGE.test(n));
   if (pages.length === 0) throw new IntegrityError(`criu wrote no page images in ${imagesDir}; the dump is incomplete`);
   const blobs: BlobEntry[] = [];
-  const meta = names.filter((n) => !PAGE_IMAGE.test(n)).map((n) => ({ name: n, path: join(imagesDir, n) }));
-  const side = input.sideFiles.map((f) => ({ name: `${SIDE_FILES_DIR}/${f.name}`, path: f.path }));
+  const metaBlob = 'metaBlob' in input ? input.metaBlob : storeMetaBlob({ ...input, id });
   const suffix = compression === 'zstd' ? '.zst' : '';
-  const metaBlob = putStream(store, id, `${META_BLOB}${suffix}`, packTar([...meta, ...side]), compression, input.signal);
   // An uncompressed page image is hashed (unless that was done during the dump) and the file itself handed to the
   // store; a compressed one is streamed through zstd.
   const putPage = async (n: string): Promise<BlobEntry> => {
@@ -92,11 +124,7 @@ export async function writeCheckpoint(input: WriteCheckpointInput): Promise<Chec
   // fsyncs share the filesystem's commits. Elsewhere one after another: an upload holds its parts in memory.
   // Every put is settled before a failure is thrown, so none lands after the caller has cleaned up.
   const together = compression === 'none' && store.localBlobPath(id, META_BLOB) !== null;
-  const settled = await Promise.allSettled([metaBlob, ...(together ? pages.map(putPage) : [])]);
-  for (const r of settled) {
-    if (r.status === 'rejected') throw r.reason;
-    blobs.push(r.value);
-  }
+  blobs.push(...(await allSettledOrThrow([metaBlob, ...(together ? pages.map(putPage) : [])])));
   if (!together) for (const n of pages) blobs.push(await putPage(n));
   const manifest: CheckpointManifest = { ...input.manifest, formatVersion: 2, compression, imageBytes, blobs };
   await store.putManifest(manifest);

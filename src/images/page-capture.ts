@@ -69,10 +69,15 @@ def huge_page_buffers(count, size):
  * the end, the last piece was read 0.45-0.53 s before a 1 GiB file was
  * durable; flushing every 64 MiB, 1 GiB checkpoints took 1.04-1.09 s
  * against 1.21-1.49 s (32 MiB 1.00-1.26, 128 MiB 1.06-1.39, 256 MiB
- * 1.07-1.26; 2026-12-02, alternated). On a disk without such a cache
- * (EBS) a flush costs next to nothing.
+ * 1.07-1.26; 2026-12-02, alternated). The last flush, which the checkpoint
+ * waits for, takes what was written since the one before it: 20-35 ms of
+ * a 256 MiB kernel's checkpoint at 64 MiB. At 16 MiB those checkpoints
+ * took 0.305-0.315 s at best and 0.33 s in the median, against 0.319-0.329
+ * and 0.34-0.35 s (2026-12-03, three interleaved rounds of six); 1 GiB ones
+ * 0.75-0.85 s either way. On a disk without such a cache (EBS) a flush
+ * costs next to nothing.
  */
-const SYNC_EVERY_BYTES = 64 << 20;
+const SYNC_EVERY_BYTES = 16 << 20;
 
 const CAPTURE_PY = `
 import concurrent.futures, errno, fcntl, hashlib, json, mmap, os, queue, sys, threading, time

@@ -20,6 +20,8 @@ export interface RunOptions {
   allowFailure?: boolean;
   /** Open descriptors the command inherits as fd 3, 4, ... in this order. */
   extraFds?: number[];
+  /** Called once the command has started (its process exists), before it ends. */
+  onSpawn?: () => void;
 }
 
 export interface RunResult {
@@ -138,6 +140,7 @@ async function runFromHelper(h: SpawnHelper, cmd: string, args: readonly string[
   // The helper opens what this process holds open through /proc, as the same files.
   const fdPaths = opts.extraFds?.map((fd) => `/proc/${process.pid}/fd/${fd}`);
   const c = h.run({ argv: [cmd, ...args], env: opts.env ?? process.env, cwd: opts.cwd, input: opts.input, fdPaths });
+  if (opts.onSpawn) void c.pid.then(opts.onSpawn, () => undefined);
   let timedOut = false;
   const kill = (): void => void c.pid.then(killCommand, () => undefined);
   const timer = setTimeout(() => {
@@ -164,6 +167,7 @@ function runHere(cmd: string, args: readonly string[], opts: RunOptions): Promis
   };
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, spawnOpts);
+    if (opts.onSpawn) child.once('spawn', opts.onSpawn);
     let stdout = '';
     let stderr = '';
     let timedOut = false;

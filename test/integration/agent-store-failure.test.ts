@@ -39,7 +39,7 @@ describe('a checkpoint whose store fails after the session was stopped', () => {
     expect(after.pid).toBe(s.pid);
     expect(await isAlive(after.pid as number)).toBe(true);
     expect(await hasLockRules(`/proc/${after.pid}/ns/net`)).toBe(false);
-    // Its namespace has its name again (a checkpoint drops it once criu is done), naming the same namespace.
+    // Its namespace has its name again (a checkpoint drops it while criu dumps), naming the same namespace.
     const [named, its] = await Promise.all([stat(netnsPath(s.id)), stat(`/proc/${after.pid}/ns/net`)]);
     expect([named.dev, named.ino]).toEqual([its.dev, its.ino]);
     expect(after.lastCheckpoint).toBeNull();
