@@ -9,7 +9,7 @@ export interface HookUse {
   lazy?: boolean;
   captureDir?: string;
   /**
-   * criu leaves the tasks stopped (--leave-stopped): hubshift's hook has nothing to do (the agent copies the log and
+   * criu leaves the tasks stopped (dumpArgs passes --leave-stopped): hubshift's hook has nothing to do (the agent copies the log and
    * tells the capture once criu has exited), and runs only before an operator's script, without waiting for the capture.
    */
   stopped?: boolean;

@@ -137,9 +137,12 @@ export async function removeAbandonedDumps(workDir: string): Promise<string[]> {
  * namespace) where it is known: dumping it took criu 0.03-0.065 s of every
  * dump (`ip` and `iptables-save` runs and every link's sysctls). The restore,
  * here or on a move's target, makes it again (restoreFromImages' netnsOutside).
+ * A dump that leaves the tasks stopped (`use.stopped`) says so to criu too;
+ * `extraArgs` follow.
  */
-export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}): Omit<CriuDumpOptions, 'leaveRunning'> {
+export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}, extraArgs: readonly string[] = []): Omit<CriuDumpOptions, 'leaveRunning'> {
   return {
+    extraArgs: [...(use.stopped ? ['--leave-stopped'] : []), ...extraArgs],
     pid: d.s.pid as number,
     externalNetnsIno: netnsLeftOut(d) ? d.netns?.ino : undefined,
     imagesDir: d.images,
@@ -214,7 +217,6 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
     const { seconds } = await dump(ctx.criu, {
       ...dumpArgs(ctx, d, { captureDir: capture?.controlDir, stopped }),
       leaveRunning: opts.leaveRunning,
-      extraArgs: stopped ? ['--leave-stopped'] : undefined,
       // While criu dumps, not after it: criu finds the namespace by its tasks, and an `ip` run after it, on a
       // machine busy with the capture's last writes, held up 10-40 ms of checkpoints' ends.
       onStarted: opts.dropNetnsName ? () => (naming.dropped = dropNetnsName(id)) : undefined,

@@ -44,7 +44,7 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
     let dumpSeconds: number;
     try {
       // Left stopped: the log is copied here after criu (below), so criu runs no hook of hubshift's (dumpArgs).
-      ({ seconds: dumpSeconds } = await dump(ctx.criu, { ...dumpArgs(ctx, d, { stopped: true }), extraArgs: ['--leave-stopped', '--page-server', '--address', at.address, '--port', String(at.port)] }));
+      ({ seconds: dumpSeconds } = await dump(ctx.criu, dumpArgs(ctx, d, { stopped: true }, ['--page-server', '--address', at.address, '--port', String(at.port)])));
     } catch (err) {
       watch.stop();
       await m.cancel(`the dump failed: ${errorMessage(err)}`);
