@@ -13,6 +13,8 @@ import { removeJsonRecord, writeJsonRecord } from '../util/fs.js';
 export class SessionRegistry {
   private readonly sessions = new Map<string, Session>();
   private readonly busy = new Map<string, OperationProgress>();
+  /** Called once no operation is under way (idle). */
+  private readonly onIdle = new Set<() => void>();
 
   constructor(private readonly dataDir: string) {}
 
@@ -81,7 +83,28 @@ export class SessionRegistry {
       return await fn();
     } finally {
       this.busy.delete(id);
+      if (this.busy.size === 0) for (const done of this.onIdle) done();
     }
+  }
+
+  /**
+   * Resolves true once no operation is under way here, or false after
+   * `timeoutMs`: an agent torn down under a running operation (its answer
+   * cut) lets it end before its files are removed, lest the operation
+   * write them again.
+   */
+  idle(timeoutMs: number): Promise<boolean> {
+    if (this.busy.size === 0) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const finish = (result: boolean): void => {
+        clearTimeout(timer);
+        this.onIdle.delete(done);
+        resolve(result);
+      };
+      const done = (): void => finish(true);
+      const timer = setTimeout(() => finish(false), timeoutMs);
+      this.onIdle.add(done);
+    });
   }
 
   /** Records the step of the operation under way on a session (ignored when there is none). */
