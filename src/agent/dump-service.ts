@@ -279,11 +279,11 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     // Stopped, not killed, by criu: killing a tree that holds a gigabyte took criu 0.08-0.1 s, which the commit need not wait for.
     const store = ctx.store.forUser(ctx.registry.get(id).user);
     // The small images and side files, stored while the capture flushes the last pages: the commit after it took
-    // 3-11 ms instead of 19-43 (256 MiB kernels, 2026-12-03).
+    // 3-11 ms instead of 19-43 (256 MiB kernels, 2026-12-03). Set by whileFinishing, which every dump that returns has run.
     let early: { checkpoint: string; meta: Promise<BlobEntry> } | undefined;
-    const storeMeta = async (checkpoint: string, images: string, side: string, s: Session): Promise<BlobEntry> => {
-      const sideFiles = [{ name: 'server.log', path: join(side, 'server.log') }, ...(await hotPagesOf(ctx, s))];
-      return storeMetaBlob({ store, id: checkpoint, imagesDir: images, sideFiles, compression: ctx.config.compression });
+    const storeMeta = async (start: DumpStart): Promise<BlobEntry> => {
+      const sideFiles = [{ name: 'server.log', path: join(start.side, 'server.log') }, ...(await hotPagesOf(ctx, start.s))];
+      return storeMetaBlob({ store, id: start.checkpoint, imagesDir: start.images, sideFiles, compression: ctx.config.compression });
     };
     let d: LocalDump;
     try {
@@ -294,13 +294,14 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
         hashPages: ctx.config.compression === 'none',
         capturePages: true,
         dropNetnsName: !opts.leaveRunning,
-        whileFinishing: (start) => (early = { checkpoint: start.checkpoint, meta: storeMeta(start.checkpoint, start.images, start.side, start.s) }).meta,
+        whileFinishing: (start) => (early = { checkpoint: start.checkpoint, meta: storeMeta(start) }).meta,
       });
     } catch (err) {
       if (early) await store.delete(early.checkpoint).catch(() => undefined);
       throw err;
     }
-    const { checkpoint, work, images, side, dumpSeconds } = d;
+    const { checkpoint, work, images, dumpSeconds } = d;
+    const metaBlob = (early as { meta: Promise<BlobEntry> }).meta;
     const s = d.session;
     progress('storing');
     const storing = performance.now();
@@ -310,7 +311,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
         pageDigests: d.pageDigests,
         store,
         imagesDir: images,
-        metaBlob: early?.meta ?? storeMeta(checkpoint, images, side, s),
+        metaBlob,
         compression: ctx.config.compression,
         manifest: {
           id: checkpoint,

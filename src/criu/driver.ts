@@ -1,7 +1,7 @@
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import type { PageServerAt } from '../core/checkpoint.js';
 import { CriuError, TimeoutError } from '../core/errors.js';
-import { CommandError, run, startDetached, type Detached } from '../util/exec.js';
+import { CommandError, run, startDetached, type Detached, type RunOptions } from '../util/exec.js';
 import { killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
@@ -88,21 +88,15 @@ function commonArgs(bin: CriuBinary, logFile: string, actionScript?: string, fil
   return args;
 }
 
-async function runCriu(
-  bin: CriuBinary,
-  op: 'dump' | 'restore',
-  args: string[],
-  logFile: string,
-  timeoutMs: number,
-  signal?: AbortSignal,
-  env?: Record<string, string>,
-  extraFds?: number[],
-  onSpawn?: () => void,
-): Promise<number> {
+/** How runCriu runs criu: run()'s options, with criu's own environment added to this process's. */
+type CriuRunOptions = Pick<RunOptions, 'signal' | 'extraFds' | 'onSpawn'> & { timeoutMs: number; env?: Record<string, string> };
+
+async function runCriu(bin: CriuBinary, op: 'dump' | 'restore', args: string[], logFile: string, opts: CriuRunOptions): Promise<number> {
   const { cmd, args: full } = criuCommand(bin, args);
+  const { timeoutMs, env } = opts;
   const started = performance.now();
   try {
-    await run(cmd, full, { timeoutMs, signal, env: env ? { ...process.env, ...env } : process.env, extraFds, onSpawn });
+    await run(cmd, full, { ...opts, env: env ? { ...process.env, ...env } : process.env });
   } catch (err) {
     const d = await diagnoseCriuLogFile(logFile);
     if (err instanceof TimeoutError) {
@@ -134,7 +128,7 @@ function dumpArgv(bin: CriuBinary, opts: DumpOptions): string[] {
 export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ seconds: number }> {
   await mkdir(opts.imagesDir, { recursive: true });
   const args = dumpArgv(bin, opts);
-  const seconds = await runCriu(bin, 'dump', args, opts.logFile, opts.timeoutMs ?? 300_000, opts.signal, opts.env, undefined, opts.onStarted);
+  const seconds = await runCriu(bin, 'dump', args, opts.logFile, { timeoutMs: opts.timeoutMs ?? 300_000, signal: opts.signal, env: opts.env, onSpawn: opts.onStarted });
   return { seconds };
 }
 
@@ -153,7 +147,7 @@ export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ 
   if (netns) args.push('--inherit-fd', `fd[3]:${EXTERNAL_NETNS_KEY}`);
   let seconds: number;
   try {
-    seconds = await runCriu(bin, 'restore', args, opts.logFile, opts.timeoutMs ?? 120_000, opts.signal, opts.env, netns ? [netns.fd] : undefined);
+    seconds = await runCriu(bin, 'restore', args, opts.logFile, { timeoutMs: opts.timeoutMs ?? 120_000, signal: opts.signal, env: opts.env, extraFds: netns ? [netns.fd] : undefined });
   } finally {
     await netns?.close();
   }
