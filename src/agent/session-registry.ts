@@ -83,8 +83,13 @@ export class SessionRegistry {
       return await fn();
     } finally {
       this.busy.delete(id);
-      if (this.busy.size === 0) for (const done of this.onIdle) done();
+      if (this.underWay === 0) for (const done of this.onIdle) done();
     }
+  }
+
+  /** How many operations are under way here. */
+  get underWay(): number {
+    return this.busy.size;
   }
 
   /**
@@ -94,7 +99,7 @@ export class SessionRegistry {
    * write them again.
    */
   idle(timeoutMs: number): Promise<boolean> {
-    if (this.busy.size === 0) return Promise.resolve(true);
+    if (this.underWay === 0) return Promise.resolve(true);
     return new Promise<boolean>((resolve) => {
       const finish = (result: boolean): void => {
         clearTimeout(timer);

@@ -62,9 +62,13 @@ export async function startTestAgent(overrides: Partial<AgentConfig> = {}): Prom
     async cleanup() {
       await stopEverySession(agent.ctx);
       await agent.close();
-      // An operation under way (its answer cut by the close) ends first: a restore that failed after the data was
-      // removed wrote its session's record again, and one that ran would leave its session running.
-      if (await agent.ctx.registry.idle(60_000)) await stopEverySession(agent.ctx);
+      // An operation under way (its answer cut by the close) ends first, and what it left is stopped: a restore that
+      // failed after the data was removed wrote its session's record again, and one that ran would leave its session
+      // running. (Waited for up to a minute; swept again either way.)
+      if (agent.ctx.registry.underWay > 0) {
+        await agent.ctx.registry.idle(60_000);
+        await stopEverySession(agent.ctx);
+      }
       await removeBridge(config.bridge.name).catch(() => undefined);
       // A move's background watch may still be writing a record as the agent stops.
       await rm(dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });

@@ -1,20 +1,17 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { META_BLOB, storeMetaBlob } from '../../src/images/checkpoint-writer.js';
 import { DirImageStore } from '../../src/images/dir-store.js';
 import { unpackTar } from '../../src/images/tar-pack.js';
-
-let dir = '';
-afterEach(async () => {
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
+import { useTempDir } from '../helpers/temp-dir.js';
 
 describe('the meta blob stored while the page capture finishes', () => {
+  const tmp = useTempDir('hubshift-meta-');
+
   it('should pack every image but the page data, and the side files, while pipes and capture files sit beside them', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'hubshift-meta-'));
+    const dir = tmp();
     const images = join(dir, 'images');
     await mkdir(images);
     await writeFile(join(images, 'inventory.img'), 'inv');

@@ -12,10 +12,12 @@ describe('SessionRegistry.idle', () => {
     const r = registry();
     let end: () => void = () => undefined;
     const op = r.exclusive('s1', 'restore', () => new Promise<void>((resolve) => (end = resolve)));
+    expect(r.underWay).toBe(1);
     expect(await r.idle(30)).toBe(false);
     const waiting = r.idle(5_000);
     end();
     await op;
     expect(await waiting).toBe(true);
+    expect(r.underWay).toBe(0);
   });
 });
