@@ -14,6 +14,7 @@ import { errorMessage } from '../core/errors.js';
 import { openStore } from '../images/open-store.js';
 import { PageCaptureHelpers } from '../images/page-capture.js';
 import { HashingHelpers } from '../images/helper-hashing.js';
+import { nativeHasherInstalled, pieceHasherPath } from '../images/native-hashing.js';
 import type { AgentContext } from './agent-context.js';
 import type { AgentConfig } from './config.js';
 import { installCriuHook } from './criu-hook.js';
@@ -110,11 +111,13 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const addr = server.address() as AddressInfo;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${addr.port}`;
   await warmFetch(url);
-  log.info({ url, criu: `${criu.source} ${criu.version}`, store: ctx.store.location, bridge: config.bridge }, 'agent listening');
+  // Restores verify with the native piece hasher where setup built it; Python helpers wait only where it did not.
+  const verifier = nativeHasherInstalled() ? pieceHasherPath() : 'python';
+  log.info({ url, criu: `${criu.source} ${criu.version}`, store: ctx.store.location, bridge: config.bridge, verifier }, 'agent listening');
   const thp = lazyRestoreBlocker(config.transparentHugePagesFile);
   if (thp) log.warn({ why: thp }, 'no post-copy moves or lazy restores here while this lasts: moves go stop-and-copy, restores read all memory first');
   ctx.captureHelpers.warm();
-  ctx.hashingHelpers.warm();
+  if (verifier === 'python') ctx.hashingHelpers.warm();
   chunkBuffers.warm(2);
   const scheduler = config.scheduler ? linkToScheduler(ctx, url, config.scheduler, log) : undefined;
   const stopPruning = keepLogsFor(join(config.dataDir, 'logs'), config.logDays, log);

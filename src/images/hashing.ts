@@ -4,6 +4,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { pieceCount, type FileDigest, type StreamDigest } from '../core/checkpoint.js';
 import { HashingHelperUnavailable, hashFileInHelper, type HashingHelpers } from './helper-hashing.js';
+import { NativeHasherUnavailable, hashFileNatively } from './native-hashing.js';
 import { pageAlignedBuffer } from '../util/aligned-buffer.js';
 
 /**
@@ -18,7 +19,7 @@ export const PIECE_BYTES = 16 << 20;
 const PARALLEL_PIECE_LIMIT = 64 << 20;
 /** Pieces read and hashed at once: reads and sha256 both run on libuv's pool (4 threads). */
 const LANES = 6;
-/** Files from this size are hashed by a Python helper (helper-hashing.ts); below it starting the helper costs more than it saves. */
+/** Files from this size are hashed by the native piece hasher or a Python helper; below it starting either costs more than it saves. */
 const HELPER_MIN_BYTES = 64 << 20;
 
 /** One piece's running sum. */
@@ -117,13 +118,19 @@ export class HashingStream extends Transform {
 }
 
 /**
- * Hashes a file in pieces. Large files are hashed by a Python helper
+ * Hashes a file in pieces. Large files are hashed by the native piece hasher
+ * (native-hashing.ts), or where it is not installed by a Python helper
  * (helper-hashing.ts), each piece read in small chunks that stay in the
  * CPU's cache, at about half the time of reading them here; the rest, or
- * all where the helper cannot run, in-process.
+ * all where neither can run, in-process.
  */
 export async function hashFile(path: string, onBytes?: (n: number) => void, pieceBytes = PIECE_BYTES, helpers?: HashingHelpers): Promise<FileDigest> {
   if ((await stat(path)).size >= HELPER_MIN_BYTES) {
+    try {
+      return await hashFileNatively(path, pieceBytes, onBytes);
+    } catch (err) {
+      if (!(err instanceof NativeHasherUnavailable)) throw err;
+    }
     try {
       return await hashFileInHelper(path, pieceBytes, onBytes, helpers);
     } catch (err) {

@@ -1,8 +1,7 @@
-import { createInterface } from 'node:readline';
-import { z } from 'zod';
-import { Sha256, pieceCount, type FileDigest } from '../core/checkpoint.js';
+import type { FileDigest } from '../core/checkpoint.js';
 import { PYTHON } from '../util/proc.js';
 import { PythonHelper, WaitingHelpers, interpreterMissing } from '../util/python-helper.js';
+import { readPieceLines } from './piece-lines.js';
 
 /**
  * Hashes a large file's pieces in a Python helper, on several threads
@@ -74,9 +73,6 @@ if state['error']:
 /** Threads hashing at once: four keep a cold read going and both cores busy here. */
 const THREADS = 4;
 
-const SizeLine = z.tuple([z.literal('size'), z.coerce.number().int().nonnegative()]);
-const PieceLine = z.tuple([z.coerce.number().int().nonnegative(), Sha256, z.coerce.number().int().nonnegative()]);
-
 const startHelper = (): PythonHelper => new PythonHelper(HASH_PIECES_PY);
 
 /**
@@ -99,42 +95,10 @@ export class HashingHelperUnavailable extends Error {}
  * with an Error naming the file when hashing fails.
  */
 export function hashFileInHelper(path: string, pieceBytes: number, onBytes?: (n: number) => void, helpers?: HashingHelpers): Promise<FileDigest> {
-  return new Promise<FileDigest>((resolve, reject) => {
-    const helper = helpers ? helpers.take() : startHelper();
-    const { child } = helper;
-    const unavailable = (err: NodeJS.ErrnoException): Error => (interpreterMissing(err) ? new HashingHelperUnavailable(`${PYTHON} is not installed`) : err);
-    if (helper.error) return reject(unavailable(helper.error));
-    let size: number | undefined;
-    let sha256: string[] = [];
-    let got = 0;
-    let pieces = 0;
-    let bad: string | undefined;
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      const words = line.split(' ');
-      if (size === undefined) {
-        const s = SizeLine.safeParse(words);
-        if (!s.success) return void (bad ??= `unexpected first line ${JSON.stringify(line)}`);
-        size = s.data[1];
-        sha256 = new Array<string>(pieceCount(size, pieceBytes));
-        return;
-      }
-      const p = PieceLine.safeParse(words);
-      if (!p.success || p.data[0] >= sha256.length) return void (bad ??= `unexpected line ${JSON.stringify(line)}`);
-      const [i, hex, n] = p.data;
-      if (sha256[i] === undefined) pieces++;
-      sha256[i] = hex;
-      got += n;
-      onBytes?.(n);
-    });
-    child.once('error', (err: NodeJS.ErrnoException) => reject(unavailable(err)));
-    child.once('close', (code, signal) => {
-      if (code !== 0 || bad || size === undefined || pieces !== sha256.length) {
-        const why = signal ? `killed by ${signal}` : bad ?? (helper.lastWords || `exit ${code}`);
-        reject(new Error(`hashing ${path} failed: ${why}`));
-        return;
-      }
-      resolve({ bytes: got, pieceBytes, sha256 });
-    });
-    child.stdin?.end(`${JSON.stringify({ piece: pieceBytes, threads: THREADS, path })}\n`);
-  });
+  const helper = helpers ? helpers.take() : startHelper();
+  const unavailable = (err: NodeJS.ErrnoException): Error => (interpreterMissing(err) ? new HashingHelperUnavailable(`${PYTHON} is not installed`) : err);
+  if (helper.error) return Promise.reject(unavailable(helper.error));
+  const digest = readPieceLines(helper.child, path, pieceBytes, () => helper.lastWords, unavailable, onBytes);
+  helper.child.stdin?.end(`${JSON.stringify({ piece: pieceBytes, threads: THREADS, path })}\n`);
+  return digest;
 }
