@@ -131,8 +131,10 @@ async function main(): Promise<void> {
         console.log(`  ${firstTouchLine(f.firstTouch)}`);
         const perPage = (f.firstTouch.before.secondsPerPage + f.firstTouch.after.secondsPerPage) / 2;
         for (const r of f.rounds) {
-          // The memory sent ahead is what the target's criu fills before the session runs: its first touch alone, at this run's rate.
-          const fill = r.bytesAhead ? `; the memory sent ahead, touched fresh, alone ${((r.bytesAhead / 4096) * perPage).toFixed(2)} s` : '';
+          // The memory sent ahead is what the target's criu fills before the session runs. A baseline, not a part of the
+          // move measured: a first touch of as much fresh memory 4 KiB at a time at this run's rate (criu fills the
+          // server's in huge pages, and its log times the fill itself).
+          const fill = r.bytesAhead ? `; a first touch of as much fresh memory as was sent ahead, 4 KiB pages (baseline), ${((r.bytesAhead / 4096) * perPage).toFixed(2)} s` : '';
           console.log(
             `  ${r.from} -> ${r.to}: downtime (freeze to first execute) ${r.frozenToExecuteSeconds.toFixed(2)} s, ${(r.frozenToExecuteSeconds / f.baselineSeconds).toFixed(2)}x the baseline (${r.dumpToExecuteSeconds.toFixed(2)} s from criu's start); freeze to the server answering ${r.downtimeSeconds.toFixed(2)} s; request to first execute ${r.requestToExecuteSeconds.toFixed(2)} s; move ${r.totalSeconds.toFixed(2)} s, all memory there ${r.memoryCompleteSeconds.toFixed(2)} s, back in huge pages ${r.hugePagesSeconds.toFixed(2)} s; ${((r.bytes - r.bytesAhead) / 2 ** 20).toFixed(0)} MiB sent while frozen${r.bytesAhead ? `, ${(r.bytesAhead / 2 ** 20).toFixed(0)} MiB ahead` : ''}${fill}`,
           );
