@@ -305,21 +305,28 @@ static void *work(void *arg)
 	uint8_t *buf = NULL;
 	if (job.lanes) {
 		for (; opened < LANES; opened++) {
-			lanes[opened].buf = aligned_alloc(64, CHUNK + 128);
 			lanes[opened].fd = open(job.path, O_RDONLY | O_CLOEXEC);
-			if (!lanes[opened].buf || lanes[opened].fd < 0) {
-				fail("opening %s: %s", job.path, strerror(errno ? errno : ENOMEM));
-				free(lanes[opened].buf);
+			if (lanes[opened].fd < 0) {
+				fail("opening %s: %s", job.path, strerror(errno));
+				goto out;
+			}
+			lanes[opened].buf = aligned_alloc(64, CHUNK + 128);
+			if (!lanes[opened].buf) {
+				fail("hashing %s: out of memory", job.path);
+				close(lanes[opened].fd);
 				goto out;
 			}
 		}
 	}
 	int fd = open(job.path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fail("opening %s: %s", job.path, strerror(errno));
+		goto out;
+	}
 	buf = malloc(CHUNK);
-	if (fd < 0 || !buf) {
-		fail("opening %s: %s", job.path, strerror(errno ? errno : ENOMEM));
-		if (fd >= 0)
-			close(fd);
+	if (!buf) {
+		fail("hashing %s: out of memory", job.path);
+		close(fd);
 		goto out;
 	}
 	while (!failed()) {
