@@ -344,12 +344,17 @@ export async function attachSessionNetns(sessionId: string, pid: number): Promis
   await ip(['netns', 'attach', netnsName(sessionId), String(pid)]);
 }
 
+/** Where an announcement goes out from: a process's network namespace, or a namespace's file (a named one's, /run/netns/NAME). */
+export type AnnounceFrom = number | { netnsFile: string };
+
+const netnsOfAnnounce = (from: AnnounceFrom): string => (typeof from === 'number' ? `/proc/${from}/ns/net` : from.netnsFile);
+
 /**
  * One packet from inside the restored namespace to its gateway, so the bridge
  * learns where the session's MAC is now (it may have moved to another port).
  */
-export async function announce(pid: number, gateway: string, dev = 'eth0', port = ANNOUNCE_PORT): Promise<void> {
-  await run('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', `${FLUSH_UNANSWERED}; ${SEND_ANNOUNCEMENT}`, 'announce', gateway, dev, String(port)], { allowFailure: true, timeoutMs: 5_000 });
+export async function announce(from: AnnounceFrom, gateway: string, dev = 'eth0', port = ANNOUNCE_PORT): Promise<void> {
+  await run('nsenter', [`--net=${netnsOfAnnounce(from)}`, '/bin/bash', '-c', `${FLUSH_UNANSWERED}; ${SEND_ANNOUNCEMENT}`, 'announce', gateway, dev, String(port)], { allowFailure: true, timeoutMs: 5_000 });
 }
 
 // Unanswered neighbour entries first: the restored sockets' first packets (ACKs as criu ends their repair) asked
@@ -358,6 +363,10 @@ export async function announce(pid: number, gateway: string, dev = 'eth0', port 
 // execute after a move waited the full second). bash's /dev/udp: 2 ms on an idle node where a python run took 16 ms.
 const FLUSH_UNANSWERED = 'ip neigh flush dev "$2" nud incomplete nud failed 2>/dev/null';
 const SEND_ANNOUNCEMENT = 'printf hubshift > "/dev/udp/$1/$3"';
+// The same flush by an `ip` already started and waiting for its command (ip -batch): 1-2 ms when fired, where
+// starting ip then took ~10.
+const FLUSH_READY = 'coproc FLUSH { exec ip -force -batch - 2>/dev/null; }';
+const FLUSH_NOW = 'echo "neigh flush dev $2 nud incomplete nud failed" >&"${FLUSH[1]}"; eval "exec ${FLUSH[1]}>&-"; wait "$FLUSH_PID"';
 /** The discard port: nobody need listen. */
 const ANNOUNCE_PORT = 9;
 
@@ -370,16 +379,20 @@ export interface PreparedAnnounce {
 }
 
 /**
- * A moved-in session's announcement, ready while the move waits for its
- * commit: a shell inside the namespace (its link already up) flushes the
- * unanswered neighbour entries at once, then waits on its stdin; `fire` has
- * it send the packet, a millisecond where entering the namespace and
- * starting the shell at the commit took 19-30 ms of the downtime. Anything
- * but "go" on its stdin, or its end (this agent gone), ends it silently.
+ * An announcement ready ahead of the moment it must go out: a shell inside
+ * the namespace waits on its stdin, and `fire` has it send the packet, a
+ * millisecond where entering the namespace and starting the shell then
+ * took 19-30 ms of a move's downtime. A moved-in session's (its link
+ * already up, its sockets restored) flushes the unanswered neighbour
+ * entries at once; a restore's, made ready before criu has restored the
+ * sockets, whose first packets leave such entries behind, flushes them
+ * when fired (`flushAtFire`). Anything but "go" on its stdin, or its end
+ * (this agent gone), ends it silently.
  */
-export async function prepareAnnounce(pid: number, gateway: string, dev = 'eth0', port = ANNOUNCE_PORT): Promise<PreparedAnnounce> {
-  const script = `${FLUSH_UNANSWERED}; read -r go || exit 0; [ "$go" = go ] || exit 0; ${SEND_ANNOUNCEMENT}`;
-  const ready = await startDetached('nsenter', [`--net=/proc/${pid}/ns/net`, '/bin/bash', '-c', script, 'announce', gateway, dev, String(port)], { inputLater: true }).catch(() => null);
+export async function prepareAnnounce(from: AnnounceFrom, gateway: string, dev = 'eth0', port = ANNOUNCE_PORT, opts: { flushAtFire?: boolean } = {}): Promise<PreparedAnnounce> {
+  const wait = 'read -r go || exit 0; [ "$go" = go ] || exit 0';
+  const script = opts.flushAtFire ? `${FLUSH_READY}; ${wait}; ${FLUSH_NOW}; ${SEND_ANNOUNCEMENT}` : `${FLUSH_UNANSWERED}; ${wait}; ${SEND_ANNOUNCEMENT}`;
+  const ready = await startDetached('nsenter', [`--net=${netnsOfAnnounce(from)}`, '/bin/bash', '-c', script, 'announce', gateway, dev, String(port)], { inputLater: true }).catch(() => null);
   let ended = ready === null;
   void ready?.exited.then(() => (ended = true));
   let used = false;
@@ -387,7 +400,7 @@ export async function prepareAnnounce(pid: number, gateway: string, dev = 'eth0'
     async fire() {
       if (used) return;
       used = true;
-      if (ready === null || ended) return announce(pid, gateway, dev, port);
+      if (ready === null || ended) return announce(from, gateway, dev, port);
       ready.end('go\n');
       const timer = setTimeout(() => killQuietly(ready.pid, 'SIGKILL'), 5_000);
       await ready.exited;

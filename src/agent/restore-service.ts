@@ -18,7 +18,7 @@ import { HOT_PAGES_FILE, applyHotPages, hotPagesPath, readHotPages, recordHotPag
 import { isAlive, killQuietly, processTree } from '../util/proc.js';
 import type { AgentContext } from './agent-context.js';
 import type { LandingHold } from './landing-memory.js';
-import { announce, type PreparedAnnounce, attachSessionNetns, claimSessionNetns, createSessionNetwork, netnsFile, ownNetworkNames, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, type NetworkNames } from './network.js';
+import { announce, prepareAnnounce, type PreparedAnnounce, attachSessionNetns, claimSessionNetns, createSessionNetwork, netnsFile, ownNetworkNames, prepareSessionNetwork, removeNamedNetwork, removeSessionNetwork, type NetworkNames } from './network.js';
 import { SERVER_VPID, killSession, prepareSessionFiles, restoredPidFile, sessionPaths } from './sandbox.js';
 import { waitForServer } from './session-service.js';
 import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
@@ -137,6 +137,12 @@ export interface EarlyRestore {
   /** The images are ready for a lazy restore (readyForLazyRestore), these hot pages made eager. */
   hot?: HotPages;
   netns?: NetworkNames;
+  /**
+   * The session's announcement, ready in `netns` (prepareAnnounce): entering the namespace and starting its shell
+   * after criu took 24-26 ms of restores here (2026-12-03); it flushes the neighbour entries the restored sockets'
+   * first packets leave unanswered when fired, in startRestored.
+   */
+  announce?: PreparedAnnounce;
   /** The session's old network (its veth, its namespace's name) is gone already: startEarly removed it. */
   cleared?: boolean;
 }
@@ -179,6 +185,7 @@ export async function startEarly(ctx: AgentContext, s: Session, images: string, 
       const own = ownNetworkNames(s.id, s.network);
       await prepareSessionNetwork(own, s.network, ctx.config.bridge);
       out.netns = own;
+      out.announce = await prepareAnnounce({ netnsFile: netnsFile(own.netns) }, s.network.gateway, 'eth0', undefined, { flushAtFire: true });
     }
     if (lazyRestoreHere(ctx)) {
       out.hot = await readyForLazyRestore(ctx, s, images);
@@ -210,6 +217,7 @@ async function readyForLazyRestore(ctx: AgentContext, s: Session, images: string
 
 /** Undoes what was made early for a restore that will not run. */
 export async function dropEarly(early: EarlyRestore | undefined): Promise<void> {
+  early?.announce?.cancel();
   early?.lazy?.daemon.kill();
   if (early?.netns) await removeNamedNetwork(early.netns).catch(() => undefined);
 }
@@ -240,11 +248,16 @@ export async function restoreFromImages(
   let prepared: Promise<void> = Promise.resolve();
   const own = ownNetworkNames(s.id, s.network);
   const isOwn = (n: NetworkNames): boolean => n.netns === own.netns && n.hostVeth === own.hostVeth;
+  // The session's announcement, made ready with the namespace made early (startEarly), for the attempt that uses it.
+  let announcing: PreparedAnnounce | undefined;
   const attempt = async (lazy: boolean): Promise<{ pid: number; seconds: number }> => {
     const started = early;
     early = undefined;
     const ahead = opts.netnsOutside ? started?.netns : undefined;
     if (started?.netns && !ahead) await removeNamedNetwork(started.netns);
+    announcing?.cancel();
+    announcing = ahead && !opts.leaveStopped ? started?.announce : undefined;
+    if (!announcing) started?.announce?.cancel();
     // A retry's network is made afresh, under the session's own names.
     if (netns !== undefined && !isOwn(netns)) await removeNamedNetwork(netns);
     netns = opts.netnsOutside ? (ahead ?? own) : undefined;
@@ -348,12 +361,14 @@ export async function restoreFromImages(
     if (serving && ctx.config.sessionHugePages) void released.then(() => collapseOnceSettled(ctx, s.id, pid as number), () => undefined);
     if (opts.leaveStopped) return { session: restoring, released, lazy: serving };
     const running = performance.now();
-    const session = await startRestored(ctx, restoring);
+    const session = await startRestored(ctx, restoring, announcing);
     // With lazy pages the server answers once the pages it touches have come.
     const serverSeconds = (performance.now() - running) / 1000;
     ctx.log.info({ session: s.id, criuSeconds: r.seconds, serverSeconds, lazy: daemon !== undefined }, 'criu restore done and server answering');
     return { session, released, lazy: serving };
   } catch (err) {
+    announcing?.cancel();
+    early?.announce?.cancel();
     early?.lazy?.daemon.kill();
     daemon?.kill();
     if (pid !== null) await killSession(pid);
