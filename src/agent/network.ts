@@ -363,7 +363,7 @@ export async function announce(from: AnnounceFrom, gateway: string, dev = 'eth0'
 // execute after a move waited the full second). bash's /dev/udp: 2 ms on an idle node where a python run took 16 ms.
 const FLUSH_UNANSWERED = 'ip neigh flush dev "$2" nud incomplete nud failed 2>/dev/null';
 const SEND_ANNOUNCEMENT = 'printf hubshift > "/dev/udp/$1/$3"';
-// The same flush by an `ip` already started and waiting for its command (ip -batch): 1-2 ms when fired, where
+// The same flush by an `ip` already started and waiting for its command (ip -batch): 3-4 ms when fired, where
 // starting ip then took ~10.
 const FLUSH_READY = 'coproc FLUSH { exec ip -force -batch - 2>/dev/null; }';
 const FLUSH_NOW = 'echo "neigh flush dev $2 nud incomplete nud failed" >&"${FLUSH[1]}"; eval "exec ${FLUSH[1]}>&-"; wait "$FLUSH_PID"';
