@@ -1,25 +1,17 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { appendFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlobEntry, CheckpointManifest, type FileDigest } from '../../src/core/checkpoint.js';
+import { BlobEntry, CheckpointManifest } from '../../src/core/checkpoint.js';
 import { GrowingFileHasher } from '../../src/images/growing-file-hasher.js';
 import { PIECE_BYTES, PieceHasher, digestMismatch, hashFile, hashFileInProcess } from '../../src/images/hashing.js';
 import { HASH_PIECES_PY, HashingHelpers, hashFileInHelper } from '../../src/images/helper-hashing.js';
 import { sleep, waitFor } from '../../src/util/exec.js';
 import { isAlive } from '../../src/util/proc.js';
 import { PythonHelper } from '../../src/util/python-helper.js';
-
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-/** The digest by definition: sha256 of each slice. */
-function slices(b: Buffer, pieceBytes: number): FileDigest {
-  const sha256: string[] = [];
-  for (let at = 0; at < b.length; at += pieceBytes) sha256.push(sha(b.subarray(at, at + pieceBytes)));
-  if (sha256.length === 0) sha256.push(sha(b));
-  return { bytes: b.length, pieceBytes, sha256 };
-}
+import { sha, slices } from '../helpers/piece-digest.js';
 
 describe('hashing files in pieces', () => {
   let dir: string;

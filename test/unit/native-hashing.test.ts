@@ -1,21 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { FileDigest } from '../../src/core/checkpoint.js';
 import { PIECE_BYTES, hashFile } from '../../src/images/hashing.js';
 import { NativeHasherUnavailable, hashFileNatively, nativeHasherInstalled, pieceHasherPath } from '../../src/images/native-hashing.js';
+import { slices } from '../helpers/piece-digest.js';
 import { useTempDir } from '../helpers/temp-dir.js';
-
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-/** The digest by definition: sha256 of each slice. */
-function slices(b: Buffer, pieceBytes: number): FileDigest {
-  const sha256: string[] = [];
-  for (let at = 0; at < b.length; at += pieceBytes) sha256.push(sha(b.subarray(at, at + pieceBytes)));
-  if (sha256.length === 0) sha256.push(sha(b));
-  return { bytes: b.length, pieceBytes, sha256 };
-}
 
 describe('the native piece hasher', () => {
   const dir = useTempDir('hubshift-native-hashing-');
