@@ -361,12 +361,13 @@ export async function announce(from: AnnounceFrom, gateway: string, dev = 'eth0'
 // for the gateway while the bridge's end was still down; the entry then waits 1 s to ask again, and holds every
 // packet to the gateway, this one and the replies to a client connected through it (a kept websocket's first
 // execute after a move waited the full second). bash's /dev/udp: 2 ms on an idle node where a python run took 16 ms.
-const FLUSH_UNANSWERED = 'ip neigh flush dev "$2" nud incomplete nud failed 2>/dev/null';
+const NEIGH_FLUSH = 'neigh flush dev "$2" nud incomplete nud failed';
+const FLUSH_UNANSWERED = `ip ${NEIGH_FLUSH} 2>/dev/null`;
 const SEND_ANNOUNCEMENT = 'printf hubshift > "/dev/udp/$1/$3"';
 // The same flush by an `ip` already started and waiting for its command (ip -batch): 3-4 ms when fired, where
 // starting ip then took ~10.
 const FLUSH_READY = 'coproc FLUSH { exec ip -force -batch - 2>/dev/null; }';
-const FLUSH_NOW = 'echo "neigh flush dev $2 nud incomplete nud failed" >&"${FLUSH[1]}"; eval "exec ${FLUSH[1]}>&-"; wait "$FLUSH_PID"';
+const FLUSH_NOW = `echo ${NEIGH_FLUSH} >&"\${FLUSH[1]}"; eval "exec \${FLUSH[1]}>&-"; wait "$FLUSH_PID"`;
 /** The discard port: nobody need listen. */
 const ANNOUNCE_PORT = 9;
 
