@@ -5,25 +5,43 @@
 # 'beside' (unit files, and integration files with only loopback servers of
 # their own) runs meanwhile, one file at a time too. vitest itself runs a
 # config's project groups one after another. The 'beside' run's report is
-# printed after the other's, whole; the exit code is the exclusive run's,
-# else the other's.
+# printed after the other's, whole; then, again, the failures of either run,
+# so that the last lines of a long CI log say what failed. The exit code is
+# the exclusive run's, else the other's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 beside_log=$(mktemp /tmp/hubshift-beside-XXXXXX.log)
+exclusive_log=$(mktemp /tmp/hubshift-exclusive-XXXXXX.log)
 beside=
 # Stopped, by its pid, if this script ends first (a signal).
-trap '[ -n "$beside" ] && kill "$beside" 2>/dev/null; rm -f "$beside_log"' EXIT
+trap '[ -n "$beside" ] && kill "$beside" 2>/dev/null; rm -f "$beside_log" "$exclusive_log"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 node_modules/.bin/vitest run --project beside > "$beside_log" 2>&1 &
 beside=$!
-node_modules/.bin/vitest run --project exclusive
-exclusive_rc=$?
+node_modules/.bin/vitest run --project exclusive 2>&1 | tee "$exclusive_log"
+exclusive_rc=${PIPESTATUS[0]}
 wait "$beside"
 beside_rc=$?
 beside=
 echo
 echo "the files run beside (unit files, and integration files with only loopback servers of their own):"
 cat "$beside_log"
+
+# vitest's report of a failed run: from its "Failed Tests" (or "Unhandled
+# Errors") banner to the end, colours removed.
+failures() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | awk '/⎯ (Failed Tests|Failed Suites|Unhandled Errors?) /{on=1} on' | head -n 150
+}
+for run in exclusive beside; do
+  log_var="${run}_log"
+  rc_var="${run}_rc"
+  if [ "${!rc_var}" -ne 0 ]; then
+    echo
+    echo "=== the '$run' run failed (exit ${!rc_var}); its failures again:"
+    failures "${!log_var}"
+    sed 's/\x1b\[[0-9;]*m//g' "${!log_var}" | grep -E '^ ❯ .*\([0-9]+ tests?|^ +× ' | head -n 40
+  fi
+done
 if [ "$exclusive_rc" -ne 0 ]; then exit "$exclusive_rc"; fi
 exit "$beside_rc"
