@@ -12,7 +12,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # nftables carry CRIU's network lock; zstd is the optional image compressor.
 # jupyterhub gives the hub sessions' single-user server (and the hub the tests
 # run); chromium is the browser the hub tests drive through playwright-core;
-# gcc and libc6-dev build the tests' C fixture (test/fixtures/aligned-stack.c)
+# gcc and libc6-dev build the lazy-stack probe's process (infra/native/aligned-stack.c)
 # and, with libssl-dev, the piece hasher (infra/native/piece-hasher.c).
 APT_PACKAGES=(
   python3-notebook python3-ipykernel python3-numpy jupyterhub chromium

@@ -40,8 +40,9 @@ export function postCopyBlocker(ctx: AgentContext): string {
  */
 async function chooseMode(ctx: AgentContext, id: string, wanted: MoveMode, target: AgentClient): Promise<'stop-and-copy' | 'post-copy'> {
   const mode = await modeBothCan(ctx, wanted, target);
-  if (mode !== 'post-copy') return mode;
-  // criu would write a whole kernel into the images and send it while frozen, more slowly than stop-and-copy's push.
+  // hubshift's build of criu keeps such a process lazy (lazy-stack-page.patch, probed at setup).
+  if (mode !== 'post-copy' || ctx.criu.lazyStackExact === true) return mode;
+  // Stock criu would write a whole kernel into the images and send it while frozen, more slowly than stop-and-copy's push.
   const s = ctx.registry.get(id);
   const aligned = s.pid === null ? [] : await pageAlignedStacks((await processTree(s.pid)).filter((p) => p !== s.pid));
   if (aligned.length === 0) return mode;

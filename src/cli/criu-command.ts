@@ -25,7 +25,7 @@ export function registerCriuCommand(program: Command): void {
             : chosen.source === 'built'
               ? `hubshift's build of criu ${chosen.version} with its patches (${patches}) (${chosen.argv.join(' ')})`
               : `${chosen.source} criu ${chosen.version} (${chosen.argv.join(' ')})`;
-        lines.push(`criu: using ${where}; recorded in ${CRIU_CACHE_FILE}${chosen.hugePageFill ? '' : '; restores fill memory 4 KiB at a time'}${chosen.memDirtyTrack ? '' : '; soft-dirty tracking is off on this kernel (no pre-copy)'}${chosen.postCopy && !chosen.postCopy.ok ? `; post-copy does not work here: ${chosen.postCopy.reason}` : ''}`);
+        lines.push(`criu: using ${where}; recorded in ${CRIU_CACHE_FILE}${chosen.hugePageFill ? '' : '; restores fill memory 4 KiB at a time'}${chosen.memDirtyTrack ? '' : '; soft-dirty tracking is off on this kernel (no pre-copy)'}${chosen.postCopy && !chosen.postCopy.ok ? `; post-copy does not work here: ${chosen.postCopy.reason}` : ''}${chosen.lazyStackExact === false ? "; a lazy dump takes a process whole when a thread's stack pointer is page-aligned" : ''}`);
         return lines.join('\n');
       });
     });

@@ -36,6 +36,14 @@ export const CriuBinary = z.object({
    * stock criu fills everything 4 KiB at a time. Unset: not probed yet.
    */
   hugePageFill: z.boolean().optional(),
+  /**
+   * Whether a lazy dump keeps lazy the memory of a process one of whose
+   * threads has its stack pointer page-aligned, as probed at setup:
+   * hubshift's build does (lazy-stack-page.patch), stock criu 4.2.1 writes
+   * the whole process into the images (src/criu/lazy-stack.ts). Unset: not
+   * probed yet.
+   */
+  lazyStackExact: z.boolean().optional(),
 });
 export type CriuBinary = z.infer<typeof CriuBinary>;
 

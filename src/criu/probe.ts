@@ -7,6 +7,8 @@ import { sleep, waitFor } from '../util/exec.js';
 import { childrenOf, isAlive, killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { dump, restore } from './driver.js';
+import { buildAlignedStack, pageAlignedStacks } from './lazy-stack.js';
+import { pagesWritten } from './pagemap.js';
 import { diagnoseCriuLogFile } from './log.js';
 
 // A process holding an established loopback TCP connection. After restore,
@@ -35,17 +37,15 @@ interface ProbeProcess {
 }
 
 /**
- * Runs the Python `script` (written to DIR/NAME.py) with `args`, in net and
- * pid namespaces of its own, and waits until it prints "ready" (its output
- * goes to DIR/NAME.log). `init` is its pid here, the namespace's init: the
- * tree criu dumps. `pids`: what to kill when done, launcher first.
+ * Runs `command` in net and pid namespaces of its own (its output to
+ * DIR/NAME.log) and waits until that output holds `ready`. `init` is its pid
+ * here, the namespace's init: the tree criu dumps. `pids`: what to kill when
+ * done, launcher first.
  */
-export async function startIsolatedPython(dir: string, name: string, script: string, args: string[]): Promise<{ init: number; pids: number[] }> {
-  const py = join(dir, `${name}.py`);
-  await writeFile(py, script);
+async function startIsolated(dir: string, name: string, command: readonly string[], ready: string): Promise<{ init: number; pids: number[] }> {
   const log = join(dir, `${name}.log`);
-  const argv = [py, ...args].map((a) => `'${a}'`).join(' ');
-  const child = spawn('unshare', ['--net', '--pid', '--fork', 'setsid', 'sh', '-c', `exec >>'${log}' 2>&1 </dev/null; ip link set lo up; exec /usr/bin/python3 ${argv}`], {
+  const argv = command.map((a) => `'${a}'`).join(' ');
+  const child = spawn('unshare', ['--net', '--pid', '--fork', 'setsid', 'sh', '-c', `exec >>'${log}' 2>&1 </dev/null; ip link set lo up; exec ${argv}`], {
     detached: true,
     stdio: 'ignore',
   });
@@ -54,8 +54,15 @@ export async function startIsolatedPython(dir: string, name: string, script: str
   const pids = [child.pid];
   const init = await waitFor(`${name} to start`, async () => (await childrenOf(child.pid as number))[0], { timeoutMs: 10_000 });
   pids.push(init);
-  await waitFor(`${name} ready`, async () => ((await readFile(log, 'utf8').catch(() => '')).includes('ready') ? true : undefined), { timeoutMs: 10_000 });
+  await waitFor(`${name} ready`, async () => ((await readFile(log, 'utf8').catch(() => '')).includes(ready) ? true : undefined), { timeoutMs: 10_000 });
   return { init, pids };
+}
+
+/** startIsolated for the Python `script` (written to DIR/NAME.py) with `args`, ready once it prints "ready". */
+export async function startIsolatedPython(dir: string, name: string, script: string, args: string[]): Promise<{ init: number; pids: number[] }> {
+  const py = join(dir, `${name}.py`);
+  await writeFile(py, script);
+  return startIsolated(dir, name, ['/usr/bin/python3', py, ...args], 'ready');
 }
 
 /** Starts the probe process and waits until it holds its connection. */
@@ -222,6 +229,52 @@ export async function probeHugePageFill(bin: CriuBinary, workDir: string): Promi
     const after = await advisedHugePageKiB(restored);
     ran = true;
     return after > 0 ? { ok: true, reason: null } : { ok: false, reason: `the restore filled the ${before} KiB the process had in huge pages 4 KiB at a time` };
+  } catch (err) {
+    return { ok: false, reason: errorMessage(err) };
+  } finally {
+    await cleanUp(pids, dir, ran);
+  }
+}
+
+/**
+ * Whether a lazy dump by this criu keeps lazy the memory of a process one of
+ * whose threads is blocked with its stack pointer page-aligned (hubshift's
+ * build, lazy-stack-page.patch), rather than writing the whole process into
+ * the images (stock criu 4.2.1; src/criu/lazy-stack.ts). The aligned-stack
+ * process, holding 8 MiB, is dumped with --lazy-pages in namespaces of its
+ * own; once criu serves pages its images say what it wrote itself, and the
+ * dump is ended there.
+ */
+export async function probeLazyStack(bin: CriuBinary, workDir: string): Promise<{ ok: boolean; reason: string | null }> {
+  const dir = await mkdtemp(join(workDir, 'criu-lazy-stack-'));
+  const pids: number[] = [];
+  let ran = false;
+  try {
+    const p = await startIsolated(dir, 'stack', [await buildAlignedStack(dir), '0', '8'], '\n');
+    pids.push(...p.pids);
+    await waitFor('its thread to block with a page-aligned stack pointer', async () => ((await pageAlignedStacks([p.init])).some((t) => t.tid !== t.pid) ? true : undefined), {
+      timeoutMs: 10_000,
+    });
+    const images = join(dir, 'images');
+    await mkdir(images);
+    const dumpLog = join(dir, 'dump.log');
+    const port = String(27_000 + Math.floor(Math.random() * 2_000));
+    const d = criuCommand(bin, ['dump', '-t', String(p.init), '-D', images, '-o', dumpLog, '-v4', '--lazy-pages', '--address', '127.0.0.1', '--port', port]);
+    const dumper = spawn(d.cmd, d.args, { stdio: 'ignore', detached: true });
+    dumper.unref();
+    // Killed first (stopProcesses kills in reverse): criu stays as the page server until then.
+    if (dumper.pid) pids.push(dumper.pid);
+    let dumpDone = false;
+    dumper.on('exit', () => (dumpDone = true));
+    await waitFor('the lazy dump to serve its pages', async () => {
+      if (dumpDone) throw new Error(`criu dump --lazy-pages failed: ${(await diagnoseCriuLogFile(dumpLog)).explanation} (log ${dumpLog})`);
+      return (await readFile(dumpLog, 'utf8').catch(() => '')).includes('Starting page server') ? true : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 20 });
+    const written = Object.values(pagesWritten(images));
+    if (written.length === 0) throw new Error(`criu dump --lazy-pages wrote no pagemap into ${images}`);
+    ran = true;
+    const whole = written.filter((w) => w.bytes >= 1 << 20).reduce((a, w) => a + w.bytes, 0);
+    return whole === 0 ? { ok: true, reason: null } : { ok: false, reason: `a lazy dump wrote ${whole} bytes of a process whose thread's stack pointer was page-aligned into its images, none of it lazy` };
   } catch (err) {
     return { ok: false, reason: errorMessage(err) };
   } finally {

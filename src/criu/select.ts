@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { CriuError, errorMessage } from '../core/errors.js';
 import { run } from '../util/exec.js';
 import { criuCommand, CriuBinary, privatePrefixArgv } from './binary.js';
-import { probeCriu, probeHugePageFill, probePostCopy } from './probe.js';
+import { probeCriu, probeHugePageFill, probeLazyStack, probePostCopy } from './probe.js';
 import { ensurePipeMaxSize } from './pipe-size.js';
 import { dropKdatCache } from './kdat-cache.js';
 
@@ -114,13 +114,14 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     }
     // The sysctl does not survive a reboot; the recorded choice does.
     if (cached) await raisePipeMaxSize(opts.log);
-    if (cached?.postCopy?.ok && cached.nftablesLock !== undefined && cached.hugePageFill !== undefined) return { chosen: cached, tried: [] };
+    if (cached?.postCopy?.ok && cached.nftablesLock !== undefined && cached.hugePageFill !== undefined && cached.lazyStackExact !== undefined) return { chosen: cached, tried: [] };
     if (cached) {
       // Chosen before post-copy or the nftables lock was probed, or post-copy failed then (before fs.pipe-max-size
       // was raised): probe those alone.
       let chosen = cached;
       if (chosen.nftablesLock === undefined) chosen = { ...chosen, nftablesLock: await criuHasFeature(chosen.argv, 'nftables') };
       if (chosen.hugePageFill === undefined) chosen = { ...chosen, hugePageFill: await hugePageFill(chosen, opts) };
+      if (chosen.lazyStackExact === undefined) chosen = { ...chosen, lazyStackExact: await lazyStackExact(chosen, opts) };
       if (!chosen.postCopy?.ok) {
         await mkdir(opts.workDir, { recursive: true });
         await dropKdatCache();
@@ -165,17 +166,24 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     throw new CriuError('criu_unavailable', `no criu on this machine passes the TCP dump/restore probe (${why || 'none found'}); run npm run setup as root`, why);
   }
   opts.log(`probing post-copy (lazy migration) with criu ${chosen.version}`);
-  chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir), hugePageFill: await hugePageFill(chosen, opts) };
+  chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir), hugePageFill: await hugePageFill(chosen, opts), lazyStackExact: await lazyStackExact(chosen, opts) };
   await saveSelection(chosen);
   return { chosen, tried };
 }
 
-async function hugePageFill(bin: CriuBinary, opts: { workDir: string; log: (msg: string) => void }): Promise<boolean> {
+type ProbeOpts = { workDir: string; log: (msg: string) => void };
+
+/** Runs a probe of what this criu does; where it does not, logs `lacking` and the probe's reason. */
+async function probed(bin: CriuBinary, opts: ProbeOpts, probe: (bin: CriuBinary, workDir: string) => Promise<{ ok: boolean; reason: string | null }>, lacking: string): Promise<boolean> {
   await mkdir(opts.workDir, { recursive: true });
-  const r = await probeHugePageFill(bin, opts.workDir);
-  if (!r.ok) opts.log(`criu ${bin.version} (${bin.source}) fills restored memory 4 KiB at a time: ${r.reason}`);
+  const r = await probe(bin, opts.workDir);
+  if (!r.ok) opts.log(`criu ${bin.version} (${bin.source}) ${lacking}: ${r.reason}`);
   return r.ok;
 }
+
+const hugePageFill = (bin: CriuBinary, opts: ProbeOpts): Promise<boolean> => probed(bin, opts, probeHugePageFill, 'fills restored memory 4 KiB at a time');
+const lazyStackExact = (bin: CriuBinary, opts: ProbeOpts): Promise<boolean> =>
+  probed(bin, opts, probeLazyStack, "dumps a process whole in a post-copy move when a thread's stack pointer is page-aligned (such moves go stop-and-copy in auto mode)");
 
 /** What the build in CRIU_BUILD_PREFIX must have been made from: its script and patches. */
 async function buildStamp(): Promise<string> {

@@ -3,9 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { blockedStackPointer, pageAlignedStacks } from '../../src/criu/lazy-stack.js';
+import { blockedStackPointer, buildAlignedStack, pageAlignedStacks } from '../../src/criu/lazy-stack.js';
 import { run, waitFor } from '../../src/util/exec.js';
-import { buildAlignedStack } from '../helpers/aligned-stack.js';
 import { killQuietly } from '../../src/util/proc.js';
 
 describe('threads that would make criu dump a process whole', () => {
