@@ -127,6 +127,30 @@ export async function probeCriu(bin: CriuBinary, workDir: string): Promise<Probe
   }
 }
 
+/** A port for a probe's page server, on loopback. */
+const probePort = (): string => String(27_000 + Math.floor(Math.random() * 2_000));
+
+/**
+ * Starts `criu dump --lazy-pages` of the tree of `pid` into `imagesDir` (its
+ * pid added to `pids`) and waits until it serves the pages, having written
+ * its images; `exit` is its exit code, once it ends. A dump that ends
+ * first fails with the first error of its log.
+ */
+async function lazyDumpServing(bin: CriuBinary, pid: number, imagesDir: string, dumpLog: string, port: string, pids: number[], extra: string[] = []): Promise<{ exit: Promise<number> }> {
+  const d = criuCommand(bin, ['dump', '-t', String(pid), '-D', imagesDir, '-o', dumpLog, '-v4', ...extra, '--lazy-pages', '--address', '127.0.0.1', '--port', port]);
+  const dumper = spawn(d.cmd, d.args, { stdio: 'ignore', detached: true });
+  dumper.unref();
+  if (dumper.pid) pids.push(dumper.pid);
+  const exit = new Promise<number>((resolve) => dumper.on('exit', (code) => resolve(code ?? 1)));
+  let done = false;
+  void exit.then(() => (done = true));
+  await waitFor('the lazy dump to serve its pages', async () => {
+    if (done) throw new Error(`criu dump --lazy-pages failed: ${(await diagnoseCriuLogFile(dumpLog)).explanation} (log ${dumpLog})`);
+    return (await readFile(dumpLog, 'utf8').catch(() => '')).includes('Starting page server') ? true : undefined;
+  }, { timeoutMs: 30_000, intervalMs: 20 });
+  return { exit };
+}
+
 /**
  * Whether post-copy migration works here: the probe process is dumped with
  * --lazy-pages (criu stays as its page server), its images without the lazy
@@ -138,7 +162,7 @@ export async function probePostCopy(bin: CriuBinary, workDir: string): Promise<{
   const dir = await mkdtemp(join(workDir, 'criu-postcopy-'));
   const pids: number[] = [];
   let ok = false;
-  const port = String(27_000 + Math.floor(Math.random() * 2_000));
+  const port = probePort();
   try {
     const p = await startProbeProcess(dir);
     pids.push(...p.pids);
@@ -146,17 +170,7 @@ export async function probePostCopy(bin: CriuBinary, workDir: string): Promise<{
     const dst = join(dir, 'target');
     await mkdir(src, { recursive: true });
     const dumpLog = join(dir, 'dump.log');
-    const d = criuCommand(bin, ['dump', '-t', String(p.init), '-D', src, '-o', dumpLog, '-v4', '--tcp-established', '--lazy-pages', '--address', '127.0.0.1', '--port', port]);
-    const dumper = spawn(d.cmd, d.args, { stdio: 'ignore', detached: true });
-    dumper.unref();
-    if (dumper.pid) pids.push(dumper.pid);
-    const dumpExit = new Promise<number>((resolve) => dumper.on('exit', (code) => resolve(code ?? 1)));
-    let dumpDone = false;
-    void dumpExit.then(() => (dumpDone = true));
-    await waitFor('the lazy dump to serve its pages', async () => {
-      if (dumpDone) throw new Error(`criu dump --lazy-pages failed: ${(await diagnoseCriuLogFile(dumpLog)).explanation} (log ${dumpLog})`);
-      return (await readFile(dumpLog, 'utf8').catch(() => '')).includes('Starting page server') ? true : undefined;
-    }, { timeoutMs: 30_000, intervalMs: 20 });
+    const lazyDump = await lazyDumpServing(bin, p.init, src, dumpLog, port, pids, ['--tcp-established']);
     await cp(src, dst, { recursive: true });
     const lazyLog = join(dir, 'lazy-pages.log');
     const l = criuCommand(bin, ['lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', port, '-D', dst, '-o', lazyLog, '-v4']);
@@ -171,7 +185,7 @@ export async function probePostCopy(bin: CriuBinary, workDir: string): Promise<{
       if (answer !== 'ping') return { ok: false, reason: `after a lazy migration the TCP connection returned ${JSON.stringify(answer)} (logs in ${dir})` };
     } catch (err) {
       // The dump side's error is the cause; the restore only saw its page server go.
-      await Promise.race([dumpExit, sleep(2_000)]);
+      await Promise.race([lazyDump.exit, sleep(2_000)]);
       const cause = await diagnoseCriuLogFile(dumpLog);
       return { ok: false, reason: `${cause.explanation ? `the page server of criu dump --lazy-pages failed: ${cause.explanation}` : errorMessage(err)} (logs in ${dir})` };
     }
@@ -257,19 +271,8 @@ export async function probeLazyStack(bin: CriuBinary, workDir: string): Promise<
     });
     const images = join(dir, 'images');
     await mkdir(images);
-    const dumpLog = join(dir, 'dump.log');
-    const port = String(27_000 + Math.floor(Math.random() * 2_000));
-    const d = criuCommand(bin, ['dump', '-t', String(p.init), '-D', images, '-o', dumpLog, '-v4', '--lazy-pages', '--address', '127.0.0.1', '--port', port]);
-    const dumper = spawn(d.cmd, d.args, { stdio: 'ignore', detached: true });
-    dumper.unref();
-    // Killed first (stopProcesses kills in reverse): criu stays as the page server until then.
-    if (dumper.pid) pids.push(dumper.pid);
-    let dumpDone = false;
-    dumper.on('exit', () => (dumpDone = true));
-    await waitFor('the lazy dump to serve its pages', async () => {
-      if (dumpDone) throw new Error(`criu dump --lazy-pages failed: ${(await diagnoseCriuLogFile(dumpLog)).explanation} (log ${dumpLog})`);
-      return (await readFile(dumpLog, 'utf8').catch(() => '')).includes('Starting page server') ? true : undefined;
-    }, { timeoutMs: 30_000, intervalMs: 20 });
+    // criu stays as the page server until killed with the rest (first: stopProcesses kills in reverse).
+    await lazyDumpServing(bin, p.init, images, join(dir, 'dump.log'), probePort(), pids);
     const written = Object.values(pagesWritten(images));
     if (written.length === 0) throw new Error(`criu dump --lazy-pages wrote no pagemap into ${images}`);
     ran = true;
