@@ -49,12 +49,15 @@ export interface NativeHashOptions {
  */
 export function hashFileNatively(path: string, pieceBytes: number, onBytes?: (n: number) => void, opts: NativeHashOptions = {}): Promise<FileDigest> {
   const bin = pieceHasherPath();
+  const missing = (): NativeHasherUnavailable => new NativeHasherUnavailable(`the piece hasher ${bin} is not installed (run npm run setup)`);
+  // A look (microseconds) where it is not built, instead of a spawn that fails (a few ms) for every large file.
+  if (!nativeHasherInstalled()) return Promise.reject(missing());
   const args = [...(opts.lanes === false ? ['--no-lanes'] : []), String(pieceBytes), String(opts.threads ?? availableParallelism()), path];
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-STDERR_TAIL)));
   const lastWords = (): string => stderr.trim().split('\n').pop() ?? '';
   const unavailable = (err: NodeJS.ErrnoException): Error =>
-    err.code === 'ENOENT' || err.code === 'EACCES' ? new NativeHasherUnavailable(`the piece hasher ${bin} is not installed (run npm run setup)`) : err;
+    err.code === 'ENOENT' || err.code === 'EACCES' ? missing() : err;
   return readPieceLines(child, path, pieceBytes, lastWords, unavailable, onBytes);
 }
