@@ -28,20 +28,19 @@ echo
 echo "the files run beside (unit files, and integration files with only loopback servers of their own):"
 cat "$beside_log"
 
-# vitest's report of a failed run: from its "Failed Tests" (or "Unhandled
-# Errors") banner to the end, colours removed.
-failures() {
-  sed 's/\x1b\[[0-9;]*m//g' "$1" | awk '/⎯ (Failed Tests|Failed Suites|Unhandled Errors?) /{on=1} on' | head -n 150
+# A failed run's report again, colours removed: vitest's account from its
+# "Failed Tests" (or "Failed Suites", "Unhandled Errors") banner to the end,
+# then the failed files and tests. Usage: report_failures NAME EXIT_CODE LOG.
+report_failures() {
+  [ "$2" -ne 0 ] || return 0
+  local plain
+  plain=$(sed 's/\x1b\[[0-9;]*m//g' "$3")
+  echo
+  echo "=== the '$1' run failed (exit $2); its failures again:"
+  awk '/⎯ (Failed Tests|Failed Suites|Unhandled Errors?) /{on=1} on' <<<"$plain" | head -n 150
+  grep -E '^ ❯ .*\([0-9]+ tests?|^ +× ' <<<"$plain" | head -n 40
 }
-for run in exclusive beside; do
-  log_var="${run}_log"
-  rc_var="${run}_rc"
-  if [ "${!rc_var}" -ne 0 ]; then
-    echo
-    echo "=== the '$run' run failed (exit ${!rc_var}); its failures again:"
-    failures "${!log_var}"
-    sed 's/\x1b\[[0-9;]*m//g' "${!log_var}" | grep -E '^ ❯ .*\([0-9]+ tests?|^ +× ' | head -n 40
-  fi
-done
+report_failures exclusive "$exclusive_rc" "$exclusive_log"
+report_failures beside "$beside_rc" "$beside_log"
 if [ "$exclusive_rc" -ne 0 ]; then exit "$exclusive_rc"; fi
 exit "$beside_rc"
