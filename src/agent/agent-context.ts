@@ -48,6 +48,12 @@ export interface AgentContext {
    * if the agent had died; a next agent takes over from the records on disk.
    */
   stopping: AbortController;
+  /**
+   * Aborted only when the node is torn down (stopEverySession), its sessions
+   * killed: a criu dump under way is killed too. Left running, one of a tree
+   * dying under it can wait for as long as its timeout, past the agent.
+   */
+  teardown: AbortController;
 }
 
 export interface IncomingMove {

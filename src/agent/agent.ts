@@ -69,7 +69,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   // criu writes every dump's and restore's log here; a restore can be an agent's first operation.
   await mkdir(join(config.dataDir, 'logs'), { recursive: true, mode: 0o700 });
   await ensureBridge(config.bridge);
-  const registry = new SessionRegistry(config.dataDir);
+  const stopping = new AbortController();
+  const registry = new SessionRegistry(config.dataDir, stopping.signal);
   await registry.load();
   const lent = new LentAddresses(config.dataDir, config.scheduler === undefined);
   await lent.load();
@@ -91,7 +92,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     captureHelpers: new PageCaptureHelpers(),
     hashingHelpers: new HashingHelpers(),
     landing: new LandingMemory(config.landingBytes),
-    stopping: new AbortController(),
+    stopping,
+    teardown: new AbortController(),
   };
   const stale = await removeStaleGuards();
   if (stale > 0) log.warn({ guards: stale }, 'removed page server guards a previous agent left');

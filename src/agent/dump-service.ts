@@ -133,7 +133,7 @@ export async function removeAbandonedDumps(workDir: string): Promise<string[]> {
 
 /**
  * What every criu dump of a session is given: its images, log, hook and
- * timeout, and its network namespace left out of the images (criu's external
+ * timeout (and an end when the node is torn down: ctx.teardown), and its network namespace left out of the images (criu's external
  * namespace) where it is known: dumping it took criu 0.03-0.065 s of every
  * dump (`ip` and `iptables-save` runs and every link's sysctls). The restore,
  * here or on a move's target, makes it again (restoreFromImages' netnsOutside).
@@ -153,6 +153,7 @@ export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}, ext
     actionScript: actionScriptFor(ctx, !use.lazy && !use.stopped),
     env: hookEnv(ctx, d.s, { ...use, sideDir: d.side }),
     timeoutMs: ctx.config.dumpTimeoutMs,
+    signal: ctx.teardown.signal,
     fileValidation: ctx.config.fileValidation,
     logLevel: ctx.config.criuLogLevel,
   };

@@ -1,7 +1,7 @@
 import { rmdirSync } from 'node:fs';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConflictError, NotFoundError, SessionId } from '../core/index.js';
+import { AgentStoppingError, ConflictError, NotFoundError, SessionId } from '../core/index.js';
 import { Session, type OperationProgress } from '../core/session.js';
 import { removeJsonRecord, writeJsonRecord } from '../util/fs.js';
 
@@ -16,7 +16,15 @@ export class SessionRegistry {
   /** Called once no operation is under way (idle). */
   private readonly onIdle = new Set<() => void>();
 
-  constructor(private readonly dataDir: string) {}
+  constructor(
+    private readonly dataDir: string,
+    /**
+     * Aborted when the agent stops or its node is torn down: no operation starts after it. One that started after a
+     * teardown had stopped the sessions would act on a session being killed (a criu dump of a dying tree can wait on
+     * it for as long as its timeout) and outlive the agent.
+     */
+    private readonly stopping?: AbortSignal,
+  ) {}
 
   private file(id: string): string {
     return join(this.dataDir, 'sessions', id, 'session.json');
@@ -76,6 +84,7 @@ export class SessionRegistry {
 
   /** Runs `fn` as the only operation on the session; a second one at once is refused. */
   async exclusive<T>(id: string, what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.stopping?.aborted) throw new AgentStoppingError(`this agent is stopping: the ${what} of session ${id} was not started; ask again once it has restarted, or ask another agent`);
     const current = this.busy.get(id);
     if (current) throw new ConflictError(`session ${id} is busy with ${current.operation}; try again when it is done`);
     this.busy.set(id, { operation: what, step: 'starting', doneBytes: null, totalBytes: null, startedAt: new Date().toISOString() });

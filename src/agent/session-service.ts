@@ -129,6 +129,7 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
  */
 export async function stopEverySession(ctx: AgentContext): Promise<void> {
   ctx.stopping.abort();
+  ctx.teardown.abort(new Error('the node is being torn down'));
   await ctx.hugePages.stopAll();
   // Post-copy moves still serving memory to their targets: their frozen copies too.
   await killOutgoing(ctx.config.dataDir);

@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'upstream_failed'
   | 'unreachable'
   | 'stale_fence'
+  | 'agent_stopping'
   | 'cloud_capacity'
   | 'cloud_denied'
   | 'cloud_failed';
@@ -135,7 +136,6 @@ export class StaleFenceError extends HubshiftError {
   }
 }
 
-/** The one shape every API error is answered with. */
 /**
  * The cloud said no. `awsCode` is AWS's own error code
  * (InsufficientInstanceCapacity, UnauthorizedOperation, ...), kept for logs and matching.
@@ -149,6 +149,15 @@ export class CloudError extends HubshiftError {
   }
 }
 
+/** The agent is stopping: it starts no operation on a session, as its processes and records may be going away. */
+export class AgentStoppingError extends HubshiftError {
+  constructor(message: string) {
+    super('agent_stopping', 503, message);
+    this.name = 'AgentStoppingError';
+  }
+}
+
+/** The one shape every API error is answered with. */
 export const ErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 export type ErrorBody = z.infer<typeof ErrorBody>;
 

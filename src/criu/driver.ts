@@ -1,6 +1,6 @@
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import type { PageServerAt } from '../core/checkpoint.js';
-import { CriuError, TimeoutError } from '../core/errors.js';
+import { CriuError, TimeoutError, errorMessage } from '../core/errors.js';
 import { CommandError, run, startDetached, type Detached, type RunOptions } from '../util/exec.js';
 import { killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
@@ -99,6 +99,9 @@ async function runCriu(bin: CriuBinary, op: 'dump' | 'restore', args: string[], 
     await run(cmd, full, { ...opts, env: env ? { ...process.env, ...env } : process.env });
   } catch (err) {
     const d = await diagnoseCriuLogFile(logFile);
+    if (opts.signal?.aborted) {
+      throw new CriuError('criu_failed', `criu ${op} was stopped by its caller (${errorMessage(opts.signal.reason)}; the last its log says: ${d.explanation}; log: ${logFile})`, 'stopped by its caller', logFile);
+    }
     if (err instanceof TimeoutError) {
       throw new CriuError('criu_timeout', `criu ${op} did not finish within ${timeoutMs / 1000} s and was killed (log: ${logFile}; last error: ${d.explanation})`, d.explanation, logFile);
     }

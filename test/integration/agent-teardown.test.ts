@@ -1,4 +1,6 @@
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { waitFor } from '../../src/util/exec.js';
 import { pathExists } from '../../src/util/fs.js';
@@ -46,6 +48,47 @@ describe("an agent torn down while an operation is under way (tests' and benches
       expect(kept).toBe(false);
     } finally {
       if (!cleaned) await t.cleanup();
+    }
+  });
+
+  it("should end a criu dump under way, the session's with it, and start no operation after", async () => {
+    // An operator's script that holds criu inside the freeze, as a dump of a tree dying under it can hold it: only
+    // the teardown ends it (the agent's timeout for a dump is minutes, and a bench that exits takes it along).
+    const dir = await mkdtemp(join(tmpdir(), 'hubshift-teardown-'));
+    const script = join(dir, 'hold.sh');
+    await writeFile(script, `#!/bin/sh\nif [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ]; then : > ${dir}/held; sleep 120; fi\n`);
+    await chmod(script, 0o755);
+    const t = await startTestAgent({ criuActionScript: script });
+    let cleaned = false;
+    // criu, its script and the session, named by the agent's directory (their command lines or environments).
+    let held: number[] = [];
+    try {
+      const s = await t.client.startSession('tess');
+      const k = await kernelWithState(s.url, s.token, 16);
+      k.channel.close();
+      const checkpoint = t.client.checkpoint(s.id).then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      await waitFor('criu to reach post-dump', async () => ((await pathExists(join(dir, 'held'))) ? true : undefined), { timeoutMs: 30_000, intervalMs: 20 });
+      held = await processesNaming(t.config.dataDir);
+      expect(held.length).toBeGreaterThan(0);
+      const t0 = performance.now();
+      await t.cleanup();
+      cleaned = true;
+      const seconds = (performance.now() - t0) / 1000;
+      expect(await checkpoint).not.toBe('answered');
+      // Not the minute the teardown waits for an operation under way: the dump's criu was killed, its rollback ran.
+      expect(seconds).toBeLessThan(20);
+      expect(t.agent.ctx.registry.underWay).toBe(0);
+      expect((await Promise.all(held.map(async (pid) => ((await isAlive(pid)) ? [pid] : [])))).flat()).toEqual([]);
+      expect(await processesNaming(t.config.dataDir)).toEqual([]);
+      // Torn down, the agent starts nothing more on a session.
+      await expect(t.agent.ctx.registry.exclusive(s.id, 'checkpoint', async () => 'ran')).rejects.toThrow(/this agent is stopping/);
+    } finally {
+      if (!cleaned) await t.cleanup();
+      for (const pid of new Set([...held, ...(await processesNaming(t.config.dataDir))])) if (await isAlive(pid)) process.kill(pid, 'SIGKILL');
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { AgentStoppingError } from '../../src/core/index.js';
 import { SessionRegistry } from '../../src/agent/session-registry.js';
 
-describe('SessionRegistry.idle', () => {
+describe('SessionRegistry.idle and stopping', () => {
   const registry = (): SessionRegistry => new SessionRegistry('/nonexistent-never-written');
 
   it('should resolve at once when no operation is under way', async () => {
@@ -19,5 +20,22 @@ describe('SessionRegistry.idle', () => {
     await op;
     expect(await waiting).toBe(true);
     expect(r.underWay).toBe(0);
+  });
+
+  it('should start no operation once the agent is stopping, and let one under way end', async () => {
+    const stopping = new AbortController();
+    const r = new SessionRegistry('/nonexistent-never-written', stopping.signal);
+    let end: () => void = () => undefined;
+    const op = r.exclusive('s1', 'checkpoint', () => new Promise<string>((resolve) => (end = () => resolve('checkpointed'))));
+    stopping.abort();
+    let ran = false;
+    const refused = await r.exclusive('s2', 'checkpoint', async () => (ran = true)).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(AgentStoppingError);
+    expect(refused).toMatchObject({ status: 503, code: 'agent_stopping', message: expect.stringMatching(/this agent is stopping: the checkpoint of session s2 was not started/) });
+    expect(ran).toBe(false);
+    expect(r.underWay).toBe(1);
+    end();
+    expect(await op).toBe('checkpointed');
+    expect(await r.idle(10)).toBe(true);
   });
 });
