@@ -63,6 +63,8 @@ export function spawnHelperPid(): number | undefined {
  * that kills its whole process group, so a hung child cannot outlive the call.
  */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  // Aborted already: an abort listener added now would never fire, and the command would run unbounded by it.
+  if (opts.signal?.aborted) return Promise.reject(opts.signal.reason instanceof Error ? opts.signal.reason : new Error(`${cmd} aborted before it started`));
   return helper?.alive ? runFromHelper(helper, cmd, args, opts) : runHere(cmd, args, opts);
 }
 

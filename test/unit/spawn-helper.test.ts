@@ -71,6 +71,18 @@ describe('run() from the spawn helper', () => {
     expect(await isAlive(child)).toBe(false);
   });
 
+  it('should kill a command when its signal aborts, and start none under a signal already aborted', async () => {
+    const stop = new AbortController();
+    const running = run('/bin/sh', ['-c', 'sleep 30'], { signal: stop.signal }).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 100));
+    stop.abort(new Error('torn down'));
+    expect(await running).toMatchObject({ message: 'torn down' });
+    const marker = join(dir, 'ran');
+    expect(await run('/bin/sh', ['-c', `: > ${marker}`], { signal: stop.signal }).catch((e: unknown) => e)).toMatchObject({ message: 'torn down' });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await readFile(marker).catch(() => 'never started')).toBe('never started');
+  });
+
   it('should hand descriptors on as fd 3, 4, ...', async () => {
     await writeFile(join(dir, 'a'), 'first');
     await writeFile(join(dir, 'b'), 'second');
