@@ -14,7 +14,7 @@ import { GrowingFileHasher } from '../images/growing-file-hasher.js';
 import type { PackEntry } from '../images/tar-pack.js';
 import { PageCapture, PageCaptureUnavailable } from '../images/page-capture.js';
 import { pathExists } from '../util/fs.js';
-import { isAlive, killQuietly } from '../util/proc.js';
+import { isRunningNow, killQuietly } from '../util/proc.js';
 import { allSettledOrThrow } from '../util/settled.js';
 import type { AgentContext } from './agent-context.js';
 import { dropNetnsName, netnsOf, type NetnsId } from './network.js';
@@ -98,8 +98,10 @@ export interface DumpStart {
  */
 export async function beginDump(ctx: AgentContext, id: string, kind: DumpKind): Promise<DumpStart> {
   const s = ctx.registry.get(id);
-  if (s.state !== 'running' || s.pid === null || !(await isAlive(s.pid))) {
-    throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone)' : s.state}; only a running session can be dumped`);
+  // An init that has begun to exit (killed, its server crashed) still looks alive while its tree dies; criu would
+  // spend its whole seize timeout (10 s) on it, the session frozen meanwhile, and fail with "Unseizable non-zombie".
+  if (s.state !== 'running' || s.pid === null || !isRunningNow(s.pid)) {
+    throw new ConflictError(`session ${id} is ${s.state === 'running' ? 'not answering (its processes are gone or exiting)' : s.state}; only a running session can be dumped`);
   }
   // Not to be held up by it, nor to dump pages it is moving.
   await ctx.hugePages.stop(id);

@@ -38,6 +38,25 @@ export function procState(stat: string): string {
   return after.split(' ')[0] ?? '?';
 }
 
+/** The kernel's PF_EXITING: the process has begun to exit (a killed PID-namespace init waits so for its tree to die). */
+const PF_EXITING = 0x4;
+
+/** Whether the process whose /proc/PID/stat this is has begun to exit, though it may not be a zombie yet. */
+export function procExiting(stat: string): boolean {
+  const flags = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]);
+  return Number.isInteger(flags) && (flags & PF_EXITING) !== 0;
+}
+
+/** Whether a pid exists, is not a zombie, and has not begun to exit. */
+export function isRunningNow(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return procState(stat) !== 'Z' && !procExiting(stat);
+  } catch {
+    return false;
+  }
+}
+
 /** The direct children of a process, from /proc/PID/task/TID/children. */
 export async function childrenOf(pid: number): Promise<number[]> {
   return childrenNow(pid);

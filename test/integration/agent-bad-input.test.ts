@@ -6,9 +6,11 @@ import { UpstreamError } from '../../src/core/errors.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
 import { DEFAULT_CONNTRACK_BUCKETS } from '../../src/criu/conntrack-table.js';
 import { netnsPath } from '../../src/agent/network.js';
-import { isAlive } from '../../src/util/proc.js';
+import { waitFor } from '../../src/util/exec.js';
+import { childrenOf, isAlive, killQuietly, procExiting } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
+import { traceWithoutReaping } from '../helpers/unreaped.js';
 
 /**
  * A CRIU action script that, when the flag file says so, breaks the dump at
@@ -196,6 +198,31 @@ describe('the agent refuses bad input clearly and loses nothing', () => {
     expect(await strayCriu(t.config.dataDir)).toEqual([]);
     expect((await askState(k.channel)).answer).toBe('42');
     k.channel.close();
+    await t.client.removeSession(s.id);
+  });
+
+  it('should refuse at once to checkpoint a session whose processes are exiting, and say so', async () => {
+    const s = await t.client.startSession('erin');
+    const k = await kernelWithState(s.url, s.token, 8);
+    k.channel.close();
+    const init = s.pid as number;
+    // The server (the namespace's init) killed while its kernel cannot die yet: the init is exiting, still in state S.
+    const kernel = (await childrenOf(init))[0]!;
+    const tracer = await traceWithoutReaping(kernel);
+    try {
+      killQuietly(init);
+      await waitFor('the init to begin its exit', async () => (procExiting(await readFile(`/proc/${init}/stat`, 'utf8')) ? true : undefined), { timeoutMs: 5_000, intervalMs: 10 });
+      const t0 = performance.now();
+      const err = await errorOf(t.client.checkpoint(s.id));
+      // Not criu's seize timeout (10 s) with the session frozen, ending in "Unseizable non-zombie".
+      expect(performance.now() - t0).toBeLessThan(2_000);
+      expect(err.status).toBe(409);
+      expect(err.message).toMatch(/not answering \(its processes are gone or exiting\); only a running session can be dumped/);
+      expect(await strayCriu(t.config.dataDir)).toEqual([]);
+    } finally {
+      killQuietly(tracer.pid!);
+    }
+    await waitFor('the init to end', async () => ((await isAlive(init)) ? undefined : true), { timeoutMs: 10_000, intervalMs: 20 });
     await t.client.removeSession(s.id);
   });
 });
