@@ -13,6 +13,10 @@ tarball=criu_${version}.orig.tar.xz
 # The upstream release as Debian ships it (criu_4.2.1-1.dsc, Checksums-Sha256).
 sha256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 url=http://deb.debian.org/debian/pool/main/c/criu/$tarball
+# The pool keeps a source only while a suite ships it; Debian's snapshot archive keeps the same file for good,
+# named by its sha1. Either way the sha256 above is checked.
+sha1=943aa42a53e9678fee0c8cb85c544afa2d331229
+archived=https://snapshot.debian.org/file/$sha1
 
 deps=(gcc make pkg-config libc6-dev curl patch xz-utils protobuf-c-compiler libprotobuf-c-dev
   libprotobuf-dev protobuf-compiler python3-protobuf libnl-3-dev libnet1-dev libcap-dev
@@ -29,7 +33,10 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-curl -fsS --retry 2 -o "$work/$tarball" "$url"
+if ! curl -fsS --retry 2 -o "$work/$tarball" "$url"; then
+  echo "build-criu: $url is gone (Debian's pool moved on); fetching the same tarball from $archived" >&2
+  curl -fsS --retry 2 -o "$work/$tarball" "$archived"
+fi
 echo "$sha256  $work/$tarball" | sha256sum -c --quiet -
 tar -xf "$work/$tarball" -C "$work"
 cd "$work/criu-$version"
