@@ -130,4 +130,10 @@ export class SessionRegistry {
   progress(id: string): OperationProgress | null {
     return this.busy.get(id) ?? null;
   }
+
+  /** The operations under way here, each as "checkpoint of s1 (dumping, 12 of 64 MiB, since ...)": for a teardown that could not wait them out. */
+  describeUnderWay(): string[] {
+    const mib = (n: number): string => `${Math.round(n / 2 ** 20)}`;
+    return [...this.busy].map(([id, p]) => `${p.operation} of ${id} (${p.step}${p.doneBytes !== null ? `, ${mib(p.doneBytes)}${p.totalBytes !== null ? ` of ${mib(p.totalBytes)}` : ''} MiB` : ''}, since ${p.startedAt})`);
+  }
 }

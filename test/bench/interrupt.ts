@@ -29,7 +29,10 @@ export function handleInterrupts(say: (m: string) => void): void {
     if (stoppedBy) return;
     stoppedBy = signal;
     say(`interrupted (${signal}): stopping what the bench started`);
-    void Promise.allSettled([...pending].map((stop) => stop())).then(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+    void Promise.allSettled([...pending].map((stop) => stop())).then((ends) => {
+      for (const e of ends) if (e.status === 'rejected') say(`stopping: ${e.reason instanceof Error ? e.reason.message : String(e.reason)}`);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
   };
   process.on('SIGINT', on);
   process.on('SIGTERM', on);

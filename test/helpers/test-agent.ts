@@ -65,13 +65,16 @@ export async function startTestAgent(overrides: Partial<AgentConfig> = {}): Prom
       // An operation under way (its answer cut by the close) ends first, and what it left is stopped: a restore that
       // failed after the data was removed wrote its session's record again, and one that ran would leave its session
       // running. (Waited for up to a minute; swept again either way.)
+      let outlasted: string[] = [];
       if (agent.ctx.registry.underWay > 0) {
-        await agent.ctx.registry.idle(60_000);
+        if (!(await agent.ctx.registry.idle(60_000))) outlasted = agent.ctx.registry.describeUnderWay();
         await stopEverySession(agent.ctx);
       }
       await removeBridge(config.bridge.name).catch(() => undefined);
       // A move's background watch may still be writing a record as the agent stops.
       await rm(dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+      // Said, not swallowed: what such an operation started may be left running.
+      if (outlasted.length) throw new Error(`the teardown waited 60 s for operations still under way: ${outlasted.join('; ')}; what they started may be left running`);
     },
   };
 }

@@ -38,4 +38,16 @@ describe('SessionRegistry.idle and stopping', () => {
     expect(await op).toBe('checkpointed');
     expect(await r.idle(10)).toBe(true);
   });
+
+  it('should describe the operations under way, with their step and progress', async () => {
+    const r = registry();
+    let end: () => void = () => undefined;
+    const op = r.exclusive('s1', 'checkpoint', () => new Promise<void>((resolve) => (end = resolve)));
+    expect(r.describeUnderWay()).toEqual([expect.stringMatching(/^checkpoint of s1 \(starting, since \d{4}-\d\d-\d\dT/)]);
+    r.report('s1', 'dumping', 12 * 2 ** 20, 64 * 2 ** 20);
+    expect(r.describeUnderWay()).toEqual([expect.stringMatching(/^checkpoint of s1 \(dumping, 12 of 64 MiB, since /)]);
+    end();
+    await op;
+    expect(r.describeUnderWay()).toEqual([]);
+  });
 });
