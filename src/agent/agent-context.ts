@@ -50,8 +50,9 @@ export interface AgentContext {
   stopping: AbortController;
   /**
    * Aborted only when the node is torn down (stopEverySession), its sessions
-   * killed: a criu dump under way is killed too. Left running, one of a tree
-   * dying under it can wait for as long as its timeout, past the agent.
+   * killed: a criu dump under way is killed too. Left running, one held up
+   * (by an operator's script, by a tree dying under it) would outlive a
+   * test's or a bench's agent, and the timeout the agent enforces.
    */
   teardown: AbortController;
 }

@@ -134,8 +134,9 @@ export async function removeAbandonedDumps(workDir: string): Promise<string[]> {
 }
 
 /**
- * What every criu dump of a session is given: its images, log, hook and
- * timeout (and an end when the node is torn down: ctx.teardown), and its network namespace left out of the images (criu's external
+ * What every criu dump of a session is given: its images, log, hook,
+ * timeout and end when the node is torn down (ctx.teardown), and its network
+ * namespace left out of the images (criu's external
  * namespace) where it is known: dumping it took criu 0.03-0.065 s of every
  * dump (`ip` and `iptables-save` runs and every link's sysctls). The restore,
  * here or on a move's target, makes it again (restoreFromImages' netnsOutside).

@@ -20,8 +20,8 @@ export class SessionRegistry {
     private readonly dataDir: string,
     /**
      * Aborted when the agent stops or its node is torn down: no operation starts after it. One that started after a
-     * teardown had stopped the sessions would act on a session being killed (a criu dump of a dying tree can wait on
-     * it for as long as its timeout) and outlive the agent.
+     * teardown had stopped the sessions would act on a session being killed, and could outlive a test's or a
+     * bench's agent (and the timeouts it enforces).
      */
     private readonly stopping?: AbortSignal,
   ) {}
