@@ -234,7 +234,7 @@ export async function commitIncoming(ctx: AgentContext, id: string): Promise<Ses
   // Back where it was moved from: its address is held by its own record again (a chain of records would go round).
   await ctx.lent.forget(id);
   try {
-    return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id), move.announcer, move.lazy ?? undefined));
+    return await ctx.registry.exclusive(id, 'start moved in', () => startRestored(ctx, ctx.registry.get(id), move.announcer, move.lazy ?? undefined), { finishesHandOver: true });
   } finally {
     await forgetIncoming(ctx.config.dataDir, id);
     // Once its memory has all arrived, however long that takes: a timeout here, unhandled, once ended the agent.
@@ -342,7 +342,7 @@ export async function settleIncoming(ctx: AgentContext): Promise<void> {
       const s = ctx.registry.find(id);
       if (runs && pid !== null && s) {
         ctx.log.warn({ session: id, pid, committed: c.committed }, 'the last agent stopped while this session moved in, after its source let go: its copy here runs');
-        await ctx.registry.exclusive(id, 'start moved in', async () => startRestored(ctx, await connectRestored(ctx, s, pid, c.manifest.netnsOutside === true)));
+        await ctx.registry.exclusive(id, 'start moved in', async () => startRestored(ctx, await connectRestored(ctx, s, pid, c.manifest.netnsOutside === true)), { finishesHandOver: true });
         await forgetIncoming(ctx.config.dataDir, id);
         await rm(c.work, { recursive: true, force: true });
       } else if (runs && pageServer) {

@@ -82,9 +82,12 @@ export class SessionRegistry {
     }
   }
 
-  /** Runs `fn` as the only operation on the session; a second one at once is refused. */
-  async exclusive<T>(id: string, what: string, fn: () => Promise<T>): Promise<T> {
-    if (this.stopping?.aborted) throw new AgentStoppingError(`this agent is stopping: the ${what} of session ${id} was not started; ask again once it has restarted, or ask another agent`);
+  /**
+   * Runs `fn` as the only operation on the session; a second one at once is refused, and so is any once the agent is
+   * stopping, unless `finishesHandOver`: the start of a moved-in copy that is already the session's only one.
+   */
+  async exclusive<T>(id: string, what: string, fn: () => Promise<T>, opts: { finishesHandOver?: boolean } = {}): Promise<T> {
+    if (this.stopping?.aborted && !opts.finishesHandOver) throw new AgentStoppingError(`this agent is stopping: the ${what} of session ${id} was not started; ask again once it has restarted, or ask another agent`);
     const current = this.busy.get(id);
     if (current) throw new ConflictError(`session ${id} is busy with ${current.operation}; try again when it is done`);
     this.busy.set(id, { operation: what, step: 'starting', doneBytes: null, totalBytes: null, startedAt: new Date().toISOString() });

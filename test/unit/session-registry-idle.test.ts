@@ -33,6 +33,8 @@ describe('SessionRegistry.idle and stopping', () => {
     expect(refused).toBeInstanceOf(AgentStoppingError);
     expect(refused).toMatchObject({ status: 503, code: 'agent_stopping', message: expect.stringMatching(/this agent is stopping: the checkpoint of session s2 was not started/) });
     expect(ran).toBe(false);
+    // Except the start of a moved-in copy that is already the session's only one.
+    expect(await r.exclusive('s3', 'start moved in', async () => 'started', { finishesHandOver: true })).toBe('started');
     expect(r.underWay).toBe(1);
     end();
     expect(await op).toBe('checkpointed');
