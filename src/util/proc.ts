@@ -24,18 +24,28 @@ export async function isAlive(pid: number): Promise<boolean> {
 }
 
 function isAliveNow(pid: number): boolean {
+  const stat = readStatNow(pid);
+  return stat !== null && procState(stat) !== 'Z';
+}
+
+/** /proc/PID/stat, or null when the process is gone. */
+function readStatNow(pid: number): string | null {
   try {
-    return procState(readFileSync(`/proc/${pid}/stat`, 'utf8')) !== 'Z';
+    return readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return false;
+    return null;
   }
+}
+
+/** The fields of a /proc/PID/stat line after the command name: state, ppid, pgrp, session, tty, tpgid, flags, ... */
+function statFields(stat: string): string[] {
+  // The command name is in parentheses and may itself contain spaces or ')'.
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
 
 /** The one-letter state from /proc/PID/stat (R, S, D, T, t, Z, ...). */
 export function procState(stat: string): string {
-  // The command name is in parentheses and may itself contain spaces or ')'.
-  const after = stat.slice(stat.lastIndexOf(')') + 2);
-  return after.split(' ')[0] ?? '?';
+  return statFields(stat)[0] ?? '?';
 }
 
 /** The kernel's PF_EXITING: the process has begun to exit (a killed PID-namespace init waits so for its tree to die). */
@@ -43,18 +53,14 @@ const PF_EXITING = 0x4;
 
 /** Whether the process whose /proc/PID/stat this is has begun to exit, though it may not be a zombie yet. */
 export function procExiting(stat: string): boolean {
-  const flags = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]);
+  const flags = Number(statFields(stat)[6]);
   return Number.isInteger(flags) && (flags & PF_EXITING) !== 0;
 }
 
 /** Whether a pid exists, is not a zombie, and has not begun to exit. */
 export function isRunningNow(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return procState(stat) !== 'Z' && !procExiting(stat);
-  } catch {
-    return false;
-  }
+  const stat = readStatNow(pid);
+  return stat !== null && procState(stat) !== 'Z' && !procExiting(stat);
 }
 
 /** The direct children of a process, from /proc/PID/task/TID/children. */

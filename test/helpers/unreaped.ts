@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { PYTHON } from '../../src/util/proc.js';
+import { readFile } from 'node:fs/promises';
+import { waitFor } from '../../src/util/exec.js';
+import { killQuietly, procExiting, PYTHON, pythonScriptArgs } from '../../src/util/proc.js';
 
 /**
  * Seizes `pid` with ptrace from a process that never waits for it: killed,
@@ -9,7 +11,7 @@ import { PYTHON } from '../../src/util/proc.js';
  */
 export async function traceWithoutReaping(pid: number): Promise<ChildProcess> {
   const script = `import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.ptrace(0x4206, ${pid}, None, None), ctypes.get_errno(), flush=True)\ntime.sleep(600)`;
-  const tracer = spawn(PYTHON, ['-I', '-S', '-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const tracer = spawn(PYTHON, pythonScriptArgs(script), { stdio: ['ignore', 'pipe', 'inherit'] });
   const said = await new Promise<string>((resolve) => {
     tracer.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()));
     tracer.once('exit', () => resolve('exited'));
@@ -19,4 +21,10 @@ export async function traceWithoutReaping(pid: number): Promise<ChildProcess> {
     throw new Error(`could not seize ${pid} (PTRACE_SEIZE said ${said})`);
   }
   return tracer;
+}
+
+/** Kills `init` (a PID-namespace init whose tree cannot die yet) and waits until it has begun to exit. */
+export async function killLeavingExiting(init: number): Promise<void> {
+  killQuietly(init);
+  await waitFor('the init to begin its exit', async () => (procExiting(await readFile(`/proc/${init}/stat`, 'utf8')) ? true : undefined), { timeoutMs: 5_000, intervalMs: 10 });
 }

@@ -7,10 +7,10 @@ import { hasLockRules } from '../../src/criu/network-lock.js';
 import { DEFAULT_CONNTRACK_BUCKETS } from '../../src/criu/conntrack-table.js';
 import { netnsPath } from '../../src/agent/network.js';
 import { waitFor } from '../../src/util/exec.js';
-import { childrenOf, isAlive, killQuietly, procExiting } from '../../src/util/proc.js';
+import { childrenOf, isAlive, killQuietly } from '../../src/util/proc.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
-import { traceWithoutReaping } from '../helpers/unreaped.js';
+import { killLeavingExiting, traceWithoutReaping } from '../helpers/unreaped.js';
 
 /**
  * A CRIU action script that, when the flag file says so, breaks the dump at
@@ -210,8 +210,7 @@ describe('the agent refuses bad input clearly and loses nothing', () => {
     const kernel = (await childrenOf(init))[0]!;
     const tracer = await traceWithoutReaping(kernel);
     try {
-      killQuietly(init);
-      await waitFor('the init to begin its exit', async () => (procExiting(await readFile(`/proc/${init}/stat`, 'utf8')) ? true : undefined), { timeoutMs: 5_000, intervalMs: 10 });
+      await killLeavingExiting(init);
       const t0 = performance.now();
       const err = await errorOf(t.client.checkpoint(s.id));
       // Not criu's seize timeout (10 s) with the session frozen, ending in "Unseizable non-zombie".

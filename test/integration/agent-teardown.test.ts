@@ -52,8 +52,8 @@ describe("an agent torn down while an operation is under way (tests' and benches
   });
 
   it("should end a criu dump under way, the session's with it, and start no operation after", async () => {
-    // An operator's script that holds criu inside the freeze, as a dump of a tree dying under it can hold it: only
-    // the teardown ends it (the agent's timeout for a dump is minutes, and a bench that exits takes it along).
+    // An operator's script that holds criu inside the freeze, as anything holding a dump up: only the teardown ends
+    // it (the agent's timeout for a dump is minutes, and a bench that exits takes it along).
     const dir = await mkdtemp(join(tmpdir(), 'hubshift-teardown-'));
     const script = join(dir, 'hold.sh');
     await writeFile(script, `#!/bin/sh\nif [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ]; then : > ${dir}/held; sleep 120; fi\n`);

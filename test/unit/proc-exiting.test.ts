@@ -1,9 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../src/util/exec.js';
 import { childrenOf, isAlive, isRunningNow, killQuietly, procExiting } from '../../src/util/proc.js';
-import { traceWithoutReaping } from '../helpers/unreaped.js';
+import { killLeavingExiting, traceWithoutReaping } from '../helpers/unreaped.js';
 
 // A stat line's fields after the command name: state, ppid, pgrp, session, tty, tpgid, flags, ...
 const stat = (comm: string, state: string, flags: number): string => `412 (${comm}) ${state} 1 412 412 0 -1 ${flags} 120 0 0 0 3 1 0 0 20 0 1 0`;
@@ -32,8 +31,7 @@ describe('isRunningNow', () => {
     expect(isRunningNow(init)).toBe(true);
     const tracer = await traceWithoutReaping(child);
     started.push(tracer);
-    killQuietly(init);
-    await waitFor('the init to begin its exit', async () => (procExiting(await readFile(`/proc/${init}/stat`, 'utf8')) ? true : undefined), { timeoutMs: 5_000, intervalMs: 10 });
+    await killLeavingExiting(init);
     expect(await isAlive(init)).toBe(true);
     expect(isRunningNow(init)).toBe(false);
     // The tracer gone, the tree dies.
