@@ -7,8 +7,10 @@ follows the session wherever it goes, so the hub's proxy routes never change.
 """
 
 import asyncio
+import hashlib
 import json
 import os
+import re
 
 from jupyterhub.spawner import Spawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -17,6 +19,38 @@ from traitlets import Bool, Float, Unicode, default
 
 class HubshiftError(Exception):
     """hubshift refused or could not do what the hub asked; the message says what to do."""
+
+
+# hubshift's user names (src/core/session.ts, UserName): they name the user's home directory and store prefix.
+_HUBSHIFT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_KEPT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._")
+_MAX = 64
+
+
+def hubshift_user_name(name):
+    """The hubshift user name of a hub user: the name itself where hubshift takes it as it is.
+
+    Other names (an e-mail address, capitals, letters beyond ASCII, more
+    than 64 characters) are escaped: "u--", then each character that is not
+    a-z 0-9 . _ written as "-" and the two hex digits of each of its UTF-8
+    bytes ("ann@lab.org" is "u--ann-40lab.org"). A name too long for that
+    is "h--", the escaped name's start, "-" and 24 hex digits of its
+    sha256. Names that contain "--" are escaped too, so that no hub user's
+    own name is another's escaped one: two hub users never share a hubshift
+    user (and so a home directory).
+    """
+    if _HUBSHIFT_NAME.fullmatch(name) and "--" not in name:
+        return name
+    escaped = "".join(c if c in _KEPT else "".join(f"-{b:02x}" for b in c.encode("utf-8")) for c in name)
+    if len("u--") + len(escaped) <= _MAX:
+        return "u--" + escaped
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:24]
+    head = escaped[: _MAX - len("h--") - 1 - len(digest)]
+    # Readable only (the digest tells names apart): no escape cut in two.
+    cut = head.rfind("-", len(head) - 2)
+    if cut >= 0:
+        head = head[:cut]
+    return f"h--{head}-{digest}"
 
 
 class HubshiftSpawner(Spawner):
@@ -122,14 +156,14 @@ class HubshiftSpawner(Spawner):
         if self.cpu_limit:
             resources["cpus"] = float(self.cpu_limit)
         gateway = await self._gateway()
-        body = {"user": self.user.name, "env": self.get_env(), "resources": resources}
+        body = {"user": hubshift_user_name(self.user.name), "env": self.get_env(), "resources": resources}
         # The cost ledger's savings by group: the user's first hub group, if any.
         groups = sorted(g.name for g in getattr(self.user, "groups", []) or [])
         if groups:
             body["group"] = groups[0]
         _, s = await self._api("POST", "v1/sessions", body)
         self.session_id = s["id"]
-        self.log.info("hubshift session %s for %s on node %s, reached through %s", s["id"], self.user.name, s["node"], gateway)
+        self.log.info("hubshift session %s for %s (hubshift user %s) on node %s, reached through %s", s["id"], self.user.name, s["user"], s["node"], gateway)
         return gateway
 
     async def poll(self):

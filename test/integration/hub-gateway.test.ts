@@ -230,4 +230,18 @@ describe('JupyterHub with hubshift', () => {
       await browser?.close();
     }
   });
+
+  it("should run a hub user that hubshift cannot name as the hub does (an e-mail address) as a hubshift user of its own, at the hub's own route", async () => {
+    const user = 'dee@lab.org';
+    const { token, base } = await spawnThroughHub(hub, user);
+    const [s] = (await c.listSessions()).filter((x) => x.hub?.user === user);
+    // The spawner's escaping (infra/jupyterhub/hubshift_spawner.py): the hub's name stays the hub's, for its routes and activity.
+    expect(s?.user).toBe('u--dee-40lab.org');
+    expect(s?.hub).toEqual({ user, server: '', prefix: `/user/${user}/` });
+    expect((await proxyRoutes(hub))[`/user/${user}`]).toBe(cp.scheduler.gateway?.url);
+    const res = await fetch(`${base}api/contents`, { headers: { Authorization: `token ${token}` } });
+    expect(res.status).toBe(200);
+    await hub.api('DELETE', `/users/${user}/server`, z.unknown());
+    await waitFor(`the hub to stop ${user}'s server`, async () => ((await hub.api('GET', `/users/${user}`, HubUser)).servers[''] === undefined ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
+  });
 });
