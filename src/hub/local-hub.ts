@@ -44,6 +44,8 @@ export async function startHub(opts: {
   env?: Record<string, string>;
   /** Whether the hub stops every server when it stops (default true, JupyterHub's default). */
   cleanupServers?: boolean;
+  /** Whether users may have named servers besides their default one (JupyterHub's allow_named_servers; default false). */
+  namedServers?: boolean;
   /** Told how to stop the hub as soon as it is spawned, before it answers (so an interrupted start leaves nothing). */
   onSpawned?: (close: () => Promise<void>) => void;
 }): Promise<TestHub> {
@@ -62,6 +64,7 @@ c.JupyterHub.hub_port = ${hubPort}
 c.JupyterHub.hub_connect_ip = '${opts.hubIp}'
 c.JupyterHub.last_activity_interval = ${opts.lastActivityInterval ?? 15}
 c.JupyterHub.cleanup_servers = ${opts.cleanupServers === false ? 'False' : 'True'}
+c.JupyterHub.allow_named_servers = ${opts.namedServers === true ? 'True' : 'False'}
 c.JupyterHub.db_url = 'sqlite:///${dir}/jupyterhub.sqlite'
 c.JupyterHub.cookie_secret_file = '${dir}/cookie_secret'
 c.JupyterHub.pid_file = '${dir}/jupyterhub.pid'
@@ -136,19 +139,23 @@ export const HubUser = z.object({
   servers: z.record(z.string(), z.object({ ready: z.boolean(), pending: z.string().nullable(), url: z.string(), last_activity: z.string().nullable() }).passthrough()).default({}),
 }).passthrough();
 
-/** Creates a user, spawns the default server through the hub, waits until it is ready; returns a token of the user's. */
-export async function spawnThroughHub(hub: TestHub, user: string): Promise<{ token: string; base: string }> {
+/**
+ * Creates a user, spawns its default server (or the named one, where the hub
+ * allows them) through the hub, waits until it is ready; returns a token of
+ * the user's and the server's base URL on the hub.
+ */
+export async function spawnThroughHub(hub: TestHub, user: string, server = ''): Promise<{ token: string; base: string }> {
   await hub.api('POST', `/users/${user}`, z.unknown()).catch((err: Error) => {
     if (!/409/.test(err.message)) throw err;
   });
-  await hub.api('POST', `/users/${user}/server`, z.unknown());
+  await hub.api('POST', server ? `/users/${user}/servers/${server}` : `/users/${user}/server`, z.unknown());
   await waitFor(
-    `${user}'s server to be ready`,
-    async () => ((await hub.api('GET', `/users/${user}`, HubUser)).servers['']?.ready ? true : undefined),
+    `${user}'s server ${JSON.stringify(server)} to be ready`,
+    async () => ((await hub.api('GET', `/users/${user}`, HubUser)).servers[server]?.ready ? true : undefined),
     { timeoutMs: 120_000, intervalMs: 250 },
   );
   const t = await hub.api('POST', `/users/${user}/tokens`, z.object({ token: z.string() }), { note: 'hubshift test', expires_in: 3600 });
-  return { token: t.token, base: `${hub.url}/user/${user}/` };
+  return { token: t.token, base: `${hub.url}/user/${user}/${server ? `${server}/` : ''}` };
 }
 
 /** The proxy's route table: path prefix to target. */

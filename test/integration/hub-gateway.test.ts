@@ -53,7 +53,7 @@ describe('JupyterHub with hubshift', () => {
     const tokenFile = join(tmp, 'token');
     await writeFile(tokenFile, cp.token, { mode: 0o600 });
     // Servers the hub stops are checkpointed into the store first; the test's own teardown removes the rest.
-    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile, port: hubPort, env: { HUBSHIFT_CHECKPOINT_ON_STOP: 'true' }, cleanupServers: false, lastActivityInterval: ROUTE_CHECK_SECONDS });
+    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile, port: hubPort, env: { HUBSHIFT_CHECKPOINT_ON_STOP: 'true' }, cleanupServers: false, namedServers: true, lastActivityInterval: ROUTE_CHECK_SECONDS });
   });
 
   afterAll(async () => {
@@ -243,5 +243,30 @@ describe('JupyterHub with hubshift', () => {
     expect(res.status).toBe(200);
     await hub.api('DELETE', `/users/${user}/server`, z.unknown());
     await waitFor(`the hub to stop ${user}'s server`, async () => ((await hub.api('GET', `/users/${user}`, HubUser)).servers[''] === undefined ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
+  });
+
+  it("should give a user's named server a session of its own, reached at its own route beside the default server's", async () => {
+    const own = await spawnThroughHub(hub, 'eve');
+    const lab = await spawnThroughHub(hub, 'eve', 'lab');
+    const mine = (await c.listSessions()).filter((x) => x.hub?.user === 'eve');
+    expect(mine.map((x) => x.hub).sort((a, b) => (a!.server < b!.server ? -1 : 1))).toEqual([
+      { user: 'eve', server: '', prefix: '/user/eve/' },
+      { user: 'eve', server: 'lab', prefix: '/user/eve/lab/' },
+    ]);
+    const routes = await proxyRoutes(hub);
+    expect([routes['/user/eve'], routes['/user/eve/lab']]).toEqual([cp.scheduler.gateway?.url, cp.scheduler.gateway?.url]);
+    // A kernel started through the named server's route runs there, not in the default server (the longest prefix wins).
+    const kernels = async (base: string, token: string): Promise<string[]> => {
+      const res = await fetch(`${base}api/kernels`, { headers: { Authorization: `token ${token}` } });
+      expect(res.status).toBe(200);
+      return z.array(z.object({ id: z.string() }).passthrough()).parse(await res.json()).map((k) => k.id);
+    };
+    const started = await fetch(`${lab.base}api/kernels`, { method: 'POST', headers: { Authorization: `token ${lab.token}`, 'Content-Type': 'application/json' }, body: '{}' });
+    expect(started.status).toBe(201);
+    const { id } = z.object({ id: z.string() }).passthrough().parse(await started.json());
+    expect(await kernels(lab.base, lab.token)).toContain(id);
+    expect(await kernels(own.base, own.token)).not.toContain(id);
+    for (const path of ['/users/eve/servers/lab', '/users/eve/server']) await hub.api('DELETE', path, z.unknown());
+    await waitFor("the hub to stop eve's servers", async () => (Object.keys((await hub.api('GET', '/users/eve', HubUser)).servers).length === 0 ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
   });
 });
