@@ -1,4 +1,5 @@
 import type { DashboardView } from '../core/ledger.js';
+import { hubUserName } from '../hub/hub-user-names.js';
 import { addCosts, type Costs } from '../pricing/ledger.js';
 import { sessionShareCostPerHour, storeCostPerHour } from '../pricing/session-cost.js';
 import type { LedgerStore } from '../scheduler/ledger-store.js';
@@ -51,7 +52,8 @@ export async function dashboardView(state: ControlState, ledger: LedgerStore, no
       const bytes = Math.max(s.rssBytes, s.requestedBytes ?? 0);
       return {
         id: s.id,
-        user: s.user,
+        // Hub users by the hub's own name, as people know them (the spawner may have escaped it).
+        user: s.hub?.user ?? hubUserName(s.user),
         group: s.group ?? 'ungrouped',
         node: s.node,
         state: s.state,
@@ -64,7 +66,7 @@ export async function dashboardView(state: ControlState, ledger: LedgerStore, no
     }),
     actions: actions.map((a) => ({ at: a.at, action: a.action, outcome: a.outcome, sessionId: a.sessionId, source: a.source, target: a.target, policy: a.policy, reason: a.reason, costPerHour: a.costPerHour, detail: a.detail })),
     timeline,
-    ledger: today,
+    ledger: today && { ...today, byUser: Object.fromEntries(Object.entries(today.byUser).map(([u, sums]) => [hubUserName(u), sums])) },
     forecast,
   };
 }

@@ -83,6 +83,11 @@ describe('the FinOps dashboard', () => {
     for (const n of view.nodes) expect(await text(`node-cost-${n.name}`)).toBe(usd(n.costToday));
     expect(view.nodes.map((n) => n.name).sort()).toEqual(['od-b', 'spot-a']);
     for (const s of view.sessions) expect(await text(`session-cost-${s.id}`)).toBe(s.costPerHour.toFixed(4));
+    // A hub user whose name the spawner escaped appears by the hub's own name, in the sessions and the ledger.
+    expect(view.sessions.filter((s) => s.user === 'pia@lab.org').length).toBeGreaterThan(0);
+    expect(Object.keys(view.ledger!.byUser)).toContain('pia@lab.org');
+    expect(JSON.stringify(view)).not.toContain('u--pia');
+    expect(await page.getByText('pia@lab.org').count()).toBeGreaterThan(0);
     expect(await text('forecast-actual')).toBe(usd(view.forecast.forecast.actualUsd));
     expect(await text('forecast-on-demand')).toBe(usd(view.forecast.forecast.onDemandUsd));
     expect(await page.locator('[data-testid=actions-table] tr').count()).toBe(view.actions.length + 1);

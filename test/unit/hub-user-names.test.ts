@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { UserName } from '../../src/core/session.js';
+import { hubUserName } from '../../src/hub/hub-user-names.js';
 import { run } from '../../src/util/exec.js';
 import { PYTHON } from '../../src/util/proc.js';
 
@@ -47,5 +48,14 @@ describe('hub user names as hubshift user names', () => {
     expect(got[3]).toMatch(/^h--a{36}-[0-9a-f]{24}$/);
     expect(got[6]).toMatch(/^h--(?:-c3-a9)+-[0-9a-f]{24}$/);
     expect(got[13]).toBe('u--ann-2f..-2froot');
+  });
+
+  it('should read an escaped name back as the hub user named it, for the dashboard, and leave every other name as it is', async () => {
+    const names = ['ann', 'ann@lab.org', 'Ann', 'zoë', '-lead', 'a--b', 'u--ann-40lab.org', 'ann/../root', 'x'.repeat(70)];
+    const got = await hubshiftNames(names);
+    expect(got.map(hubUserName)).toEqual([...names.slice(0, 8), got[8]]);
+    expect(got[8]).toMatch(/^h--/);
+    // Not what the spawner writes: shown as they are.
+    for (const odd of ['u---ff', 'u---c3', 'u--A', 'u---4', 'x--y']) expect(hubUserName(odd)).toBe(odd);
   });
 });
