@@ -12,33 +12,67 @@ import { PythonHelper } from '../util/python-helper.js';
  * (criu/huge-page-fill.patch) while the session is frozen; by hand
  * (2026-12-03), 72 MiB read into huge pages took 121 ms on long-freed
  * memory, 17 ms when another process had populated 160 MiB and freed it
- * just before. The fill gets those blocks often, not always (the page
- * allocator merges freed blocks, and a fill on the other core may be given
- * older ones): the migrate bench's post-copy median fell from 0.74 s to
- * 0.59 s with it. Warming moves that cost before the freeze (a move in:
- * from the stream's header, while the memory is copied ahead) or beside
- * the verification (a restore from the store). Where memory is not handed
+ * just before. Warming moves that cost before the freeze (a move in: from
+ * the stream's header, while the memory is copied ahead) or beside the
+ * verification (a restore from the store). Where memory is not handed
  * back (EC2's Nitro) it costs a few ms of a core and changes nothing.
+ *
+ * The memory is warmed and freed in one part for each CPU the agent may
+ * run on, each by a thread pinned to that CPU: the kernel keeps freed huge
+ * pages on the freeing CPU's own lists first (per-CPU page lists), and the
+ * fill, on whichever CPU criu's restorer runs, takes from its own CPU's
+ * list before the shared ones. Freed by one process on one CPU, as at
+ * first (the helper killed), the fill missed them in 4 of 16 moves in
+ * and took 118-169 ms instead of 25-40; freed on every CPU, in none of 16,
+ * and post-copy moves' freeze to first execute fell from a median of
+ * 0.40 s (0.36-0.55) to 0.36 s (0.33-0.48) (1 GiB kernels, 2026-12-04,
+ * `test-artifacts/mvlog.ts`, one run each, one after the other). The free
+ * itself takes about a millisecond.
  *
  * The helper ends when its stdin closes: an agent that dies leaves no
  * memory held.
  */
 export const LANDING_PY = `
-import mmap, sys, time
+import mmap, os, sys, threading, time
 line = sys.stdin.readline()
 if not line:
     sys.exit(0)
 n = int(line)
 t = time.monotonic()
-m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-m.madvise(mmap.MADV_HUGEPAGE)
-try:
-    m.madvise(23)  # MADV_POPULATE_WRITE (Linux 5.14): all of it faulted in by one call
-except OSError:
-    for i in range(0, n, 4096):
-        m[i] = 0
+huge = 2 << 20
+cpus = sorted(os.sched_getaffinity(0))
+each = max(huge, n // len(cpus) // huge * huge)
+go = threading.Event()
+def part(cpu, warm):
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        pass  # a CPU this thread may not use: its part is warmed and freed wherever it runs
+    m = mmap.mmap(-1, each, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m.madvise(mmap.MADV_HUGEPAGE)
+    try:
+        m.madvise(23)  # MADV_POPULATE_WRITE (Linux 5.14): all of it faulted in by one call
+    except OSError:
+        for i in range(0, each, 4096):
+            m[i] = 0
+    warm.set()
+    go.wait()
+    m.madvise(mmap.MADV_DONTNEED)
+parts = []
+for cpu in cpus:
+    warm = threading.Event()
+    thread = threading.Thread(target=part, args=(cpu, warm), daemon=True)
+    thread.start()
+    parts.append((thread, warm))
+for _, warm in parts:
+    warm.wait()
 print('warm', round(time.monotonic() - t, 4), flush=True)
-sys.stdin.buffer.read()
+if sys.stdin.readline().strip() == 'free':
+    go.set()
+    for thread, _ in parts:
+        thread.join()
+    print('freed', flush=True)
+    sys.stdin.buffer.read()
 `;
 
 /** Memory held warm for one restore. */
@@ -47,7 +81,7 @@ export interface LandingHold {
   readonly ready: Promise<number | null>;
   /** The helper's pid, while it runs. */
   readonly pid: number | undefined;
-  /** Frees the memory; resolves once it is free (the helper has exited). Harmless twice, and on failure. */
+  /** Frees the memory; resolves once it is free (the helper then exits by itself). Harmless twice, and on failure. */
   release(): Promise<void>;
 }
 
@@ -79,14 +113,24 @@ export class LandingMemory {
       () => undefined,
       () => undefined,
     );
-    const ready = new Promise<number | null>((resolve) => {
-      let out = '';
-      child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-        out += d;
-        const m = /^warm ([\d.]+)\n/.exec(out);
-        if (m) resolve(Number(m[1]));
+    let warm = false;
+    let out = '';
+    const said = (line: RegExp): Promise<RegExpExecArray | null> =>
+      new Promise((resolve) => {
+        const look = (): boolean => {
+          const m = line.exec(out);
+          if (m) resolve(m);
+          return m !== null;
+        };
+        if (look()) return;
+        const onData = (): void => void (look() && child.stdout?.off('data', onData));
+        child.stdout?.on('data', onData);
+        void exited.then(() => resolve(null));
       });
-      void exited.then(() => resolve(null));
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const ready = said(/^warm ([\d.]+)\n/m).then((m) => {
+      warm = m !== null;
+      return m ? Number(m[1]) : null;
     });
     child.stdin?.write(`${Math.round(this.bytes)}\n`);
     let released: Promise<void> | undefined;
@@ -96,11 +140,16 @@ export class LandingMemory {
         return helper.usable ? child.pid : undefined;
       },
       release: () => {
-        if (!released) {
-          // Killed, not asked: freed at once, whether it is still warming or holding.
-          if (helper.usable) child.kill('SIGKILL');
-          released = helper.error ? Promise.resolve() : exited;
+        if (released) return released;
+        if (!helper.usable) return (released = helper.error ? Promise.resolve() : exited);
+        if (!warm) {
+          // Still warming: killed, not asked (asked, it would answer only once warm).
+          child.kill('SIGKILL');
+          return (released = exited);
         }
+        // Freed by its threads, each on its CPU (see above); the helper then ends by itself.
+        child.stdin?.write('free\n');
+        released = said(/^freed\n/m).then(() => void child.stdin?.end());
         return released;
       },
     };

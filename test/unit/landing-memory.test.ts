@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AVAILABLE_FACTOR, LANDING_PY, LandingMemory, memAvailableBytes, type LandingHold } from '../../src/agent/landing-memory.js';
 import { waitFor } from '../../src/util/exec.js';
@@ -6,6 +6,19 @@ import { isAlive, killQuietly } from '../../src/util/proc.js';
 import { PythonHelper } from '../../src/util/python-helper.js';
 
 const MIB = 1 << 20;
+
+/** The CPUs a process (or one of its threads) may run on, as /proc says them ("0-3,6"). */
+async function allowedCpus(pid: number, tid = pid): Promise<string> {
+  return (await readFile(`/proc/${pid}/task/${tid}/status`, 'utf8')).match(/^Cpus_allowed_list:\s+(\S+)$/m)?.[1] ?? '';
+}
+
+/** "0-3,6" as [0, 1, 2, 3, 6]. */
+function cpuList(list: string): number[] {
+  return list.split(',').flatMap((r) => {
+    const [a, b] = r.split('-').map(Number);
+    return Array.from({ length: (b ?? a!) - a! + 1 }, (_, i) => a! + i);
+  });
+}
 
 /** Bytes of `pid`'s private anonymous memory that is resident (its smaps_rollup). */
 async function anonymousBytes(pid: number): Promise<number> {
@@ -25,17 +38,22 @@ describe("memory warmed for a restore's fill", () => {
     expect(Number.isFinite(memAvailableBytes())).toBe(true);
   });
 
-  it('should hold the memory, faulted in, until released, and be gone (the memory freed) once release resolves', async () => {
+  it('should hold the memory, faulted in, one part on each CPU, until released, and free it then and end', async () => {
     const hold = new LandingMemory(64 * MIB).warm();
     holds.push(hold);
     const seconds = await hold.ready;
     expect(seconds).toBeGreaterThanOrEqual(0);
     const pid = hold.pid as number;
     expect(pid).toBeGreaterThan(0);
-    expect(await anonymousBytes(pid)).toBeGreaterThanOrEqual(64 * MIB);
+    expect(await anonymousBytes(pid)).toBeGreaterThanOrEqual(64 * MIB - 2 * MIB * (cpuList(await allowedCpus(pid)).length - 1));
+    // A thread pinned to each CPU the helper may use holds a part (the kernel keeps what it frees on that CPU's lists).
+    const cpus = await allowedCpus(pid);
+    const pinned = await Promise.all((await readdir(`/proc/${pid}/task`)).map((t) => allowedCpus(pid, Number(t))));
+    expect(pinned.filter((c) => c !== cpus).sort()).toEqual(cpuList(cpus ?? '').map(String).sort());
+    const before = await anonymousBytes(pid);
     await hold.release();
-    expect(await isAlive(pid)).toBe(false);
-    expect(hold.pid).toBeUndefined();
+    expect(before - (await anonymousBytes(pid).catch(() => 0))).toBeGreaterThanOrEqual(60 * MIB);
+    await waitFor('the helper to end', async () => ((await isAlive(pid)) || hold.pid !== undefined ? undefined : true), { timeoutMs: 5_000, intervalMs: 10 });
     // Twice is harmless.
     await hold.release();
   });
