@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { PythonHelper } from '../util/python-helper.js';
 
 /**
@@ -22,8 +23,8 @@ import { PythonHelper } from '../util/python-helper.js';
  * pages on the freeing CPU's own lists first (per-CPU page lists), and the
  * fill, on whichever CPU criu's restorer runs, takes from its own CPU's
  * list before the shared ones. Freed by one process on one CPU, as at
- * first (the helper killed), the fill missed them in 4 of 16 moves in
- * and took 118-169 ms instead of 25-40; freed on every CPU, in none of 16,
+ * first (the helper killed), the fill missed them in 4 of 16 moves and
+ * took 118-169 ms instead of 25-40; freed on every CPU, in none of 16,
  * and post-copy moves' freeze to first execute fell from a median of
  * 0.40 s (0.36-0.55) to 0.36 s (0.33-0.48) (1 GiB kernels, 2026-12-04,
  * `test-artifacts/mvlog.ts`, one run each, one after the other). The free
@@ -113,24 +114,22 @@ export class LandingMemory {
       () => undefined,
       () => undefined,
     );
+    // Its lines: "warm SECONDS" once every part is faulted in, "freed" once every part is freed (asked by release).
     let warm = false;
-    let out = '';
-    const said = (line: RegExp): Promise<RegExpExecArray | null> =>
-      new Promise((resolve) => {
-        const look = (): boolean => {
-          const m = line.exec(out);
-          if (m) resolve(m);
-          return m !== null;
-        };
-        if (look()) return;
-        const onData = (): void => void (look() && child.stdout?.off('data', onData));
-        child.stdout?.on('data', onData);
-        void exited.then(() => resolve(null));
-      });
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
-    const ready = said(/^warm ([\d.]+)\n/m).then((m) => {
-      warm = m !== null;
-      return m ? Number(m[1]) : null;
+    let warmed: (seconds: number | null) => void = () => undefined;
+    let freedDone: () => void = () => undefined;
+    const ready = new Promise<number | null>((resolve) => (warmed = resolve));
+    const freed = new Promise<void>((resolve) => (freedDone = resolve));
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      const m = /^warm ([\d.]+)$/.exec(line);
+      if (m) {
+        warm = true;
+        warmed(Number(m[1]));
+      } else if (line === 'freed') freedDone();
+    });
+    void exited.then(() => {
+      warmed(null);
+      freedDone();
     });
     child.stdin?.write(`${Math.round(this.bytes)}\n`);
     let released: Promise<void> | undefined;
@@ -149,7 +148,7 @@ export class LandingMemory {
         }
         // Freed by its threads, each on its CPU (see above); the helper then ends by itself.
         child.stdin?.write('free\n');
-        released = said(/^freed\n/m).then(() => void child.stdin?.end());
+        released = freed.then(() => void child.stdin?.end());
         return released;
       },
     };
