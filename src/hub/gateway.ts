@@ -4,12 +4,13 @@ import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import { routePrefixes, type PlacedSession } from '../core/control.js';
+import type { PlacedSession } from '../core/control.js';
 import { errorMessage } from '../core/errors.js';
 import { sleep } from '../util/exec.js';
 import type { HubActivityReporter } from './hub-activity.js';
 import type { SessionDirectory } from './session-directory.js';
 import type { GatewayConfig } from './gateway-config.js';
+import { RouteCache } from './route-cache.js';
 import { wakeMessage } from './wake-message.js';
 import { GATEWAY_PATH, escapeHtml, wakePage } from './wake-page.js';
 
@@ -64,7 +65,7 @@ export class SessionGateway {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 256 });
-  private readonly cache = new Map<string, { s: PlacedSession; at: number }>();
+  private readonly cache: RouteCache;
   private readonly waits = new Map<string, Promise<PlacedSession>>();
   private readonly wakes = new Map<string, number>();
   private readonly relays = new Set<WsRelay>();
@@ -79,6 +80,7 @@ export class SessionGateway {
     private readonly log: Logger,
     private readonly activity: HubActivityReporter | null = null,
   ) {
+    this.cache = new RouteCache(config.cacheMs);
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, handleProtocols: (_p, req) => this.chosen.get(req) ?? false });
     this.server = createServer((req, res) => void this.handle(req, res));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head));
@@ -109,17 +111,15 @@ export class SessionGateway {
   // ---- finding the session
 
   private async lookup(path: string): Promise<PlacedSession | null> {
-    for (const prefix of routePrefixes(path)) {
-      const hit = this.cache.get(prefix);
-      if (hit && Date.now() - hit.at < this.config.cacheMs && serving(hit.s)) return hit.s;
-    }
+    const hit = this.cache.get(path);
+    if (hit && serving(hit)) return hit;
     const s = await this.directory.atPath(path);
-    if (s?.hub) this.cache.set(s.hub.prefix, { s, at: Date.now() });
+    if (s) this.cache.set(path, s);
     return s;
   }
 
   private forget(s: PlacedSession): void {
-    if (s.hub) this.cache.delete(s.hub.prefix);
+    this.cache.forget(s);
   }
 
   /** Wakes a checkpointed session once (again only after a failed restore ended). */

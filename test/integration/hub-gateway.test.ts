@@ -261,6 +261,10 @@ describe('JupyterHub with hubshift', () => {
       expect(res.status).toBe(200);
       return z.array(z.object({ id: z.string() }).passthrough()).parse(await res.json()).map((k) => k.id);
     };
+    // Once the gateway has forgotten the named server (its memory is a second) but has just seen the default server again,
+    // the default server must still not take the named server's paths.
+    await sleep(GATEWAY_DEFAULTS.cacheMs + 100);
+    await kernels(own.base, own.token);
     const started = await fetch(`${lab.base}api/kernels`, { method: 'POST', headers: { Authorization: `token ${lab.token}`, 'Content-Type': 'application/json' }, body: '{}' });
     expect(started.status).toBe(201);
     const { id } = z.object({ id: z.string() }).passthrough().parse(await started.json());
