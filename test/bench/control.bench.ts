@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { evaluate } from '../../src/policy/evaluate.js';
 import { loadPolicyDir } from '../../src/policy/load-policies.js';
 import { syntheticCluster } from './synthetic-cluster.js';
+import { median } from './median.js';
 
 export interface EvaluationFigures {
   /** nightly: the rightsize schedule is due (the heaviest pass); regular: any other pass. */
@@ -37,7 +38,7 @@ export async function benchEvaluation(shapes: Array<[number, number]>, runs = 7)
       times.push(performance.now() - t0);
     }
     times.sort((a, b) => a - b);
-    out.push({ pass, sessions, nodes, decisions, medianMs: times[Math.floor(times.length / 2)] as number, maxMs: times.at(-1) as number });
+    out.push({ pass, sessions, nodes, decisions, medianMs: median(times), maxMs: times.at(-1) as number });
   }
   return out;
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { run } from '../../src/util/exec.js';
 import { PYTHON } from '../../src/util/proc.js';
-import { percentile } from '../../src/policy/percentile.js';
+import { median } from './median.js';
 
 /**
  * What a first touch of fresh memory costs on this machine now: criu fills a
@@ -44,7 +44,7 @@ const Runs = z.array(z.number().positive()).min(1);
 export async function measureFirstTouch(bytes = 128 << 20, runs = 3): Promise<MemoryBaseline> {
   const { stdout } = await run(PYTHON, ['-I', '-S', '-c', FIRST_TOUCH_PY, String(bytes), String(runs)], { timeoutMs: 120_000 });
   const seconds = Runs.parse(JSON.parse(stdout));
-  return { secondsPerPage: percentile(seconds, 50) / (bytes / 4096), bytes, runs: seconds };
+  return { secondsPerPage: median(seconds) / (bytes / 4096), bytes, runs: seconds };
 }
 
 /** "4.9 µs a page (128 MiB in 160 ms)" */

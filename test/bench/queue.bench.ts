@@ -14,6 +14,7 @@ import { startNoopAgent } from '../helpers/noop-agent.js';
 import { policyDir, TEST_GUARDS, TEST_SPOT_EVICTION } from '../helpers/control-plane.js';
 import { startRedis } from '../helpers/redis.js';
 import { stopOnInterrupt } from './interrupt.js';
+import { median } from './median.js';
 
 export interface NoticeFigures {
   runs: number;
@@ -33,7 +34,6 @@ export interface QueueFigures {
   baselineJobsPerSecond: number;
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 /**
  * The control plane's own speed, with agents that answer at once: a real

@@ -9,7 +9,7 @@ import { benchQueue } from './queue.bench.js';
 import { BENCH_MOVE_MODES, benchMigrate, type BenchMoveMode } from './migrate.bench.js';
 import { benchWake } from './wake.bench.js';
 import { describeFirstTouch, type MemoryBaseline } from './memory-baseline.js';
-import { percentile } from '../../src/policy/percentile.js';
+import { median } from './median.js';
 import { usageErrorsAreBadInput } from '../../src/cli/output.js';
 
 const BENCHES = ['checkpoint', 'control', 'migrate', 'wake'] as const;
@@ -124,7 +124,7 @@ async function main(): Promise<void> {
     const figures = await benchMigrate(sizes, log, { rounds: opts.rounds, modes: opts.modes });
     results.migrate = figures;
     if (!json) {
-      const spread = (xs: number[]): string => `median ${percentile(xs, 50).toFixed(2)} s (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
+      const spread = (xs: number[]): string => `median ${median(xs).toFixed(2)} s (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
       for (const f of figures) {
         console.log(`\nmigrate (${f.mode}), kernel holding ${f.sizeMiB} MiB (moved ${(f.baselineBytes / 2 ** 20).toFixed(0)} MiB)`);
         console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
