@@ -42,7 +42,17 @@ export interface RunningAgent {
   scheduler: SchedulerLink | undefined;
   /** Stops serving. Sessions keep running: they outlive the agent. Safe to call twice. */
   close(): Promise<void>;
+  /**
+   * What a stop signal does: refuses new operations, lets those under way end
+   * (up to `timeoutMs`) and answer, then closes. A checkpoint or move cut by
+   * close() is settled by the next agent (the session resumes where it was);
+   * drained, it completes and its caller has its answer.
+   */
+  drain(timeoutMs: number): Promise<void>;
 }
+
+/** How long the answers of operations that ended during a drain get to reach their callers before the connections close. */
+const DRAIN_ANSWER_MS = 2_000;
 
 export async function startAgent(config: AgentConfig, log: Logger = pino({ name: 'hubshift-agent' })): Promise<RunningAgent> {
   // First, while this process is small: its one fork (see spawn-helper.ts).
@@ -124,25 +134,43 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const scheduler = config.scheduler ? linkToScheduler(ctx, url, config.scheduler, log) : undefined;
   const stopPruning = keepLogsFor(join(config.dataDir, 'logs'), config.logDays, log);
   let closing: Promise<void> | undefined;
+  const close = (answerMs = 0): Promise<void> => {
+    ctx.stopping.abort();
+    ctx.captureHelpers.close();
+    ctx.hashingHelpers.close();
+    void ctx.hugePages.stopAll();
+    for (const p of ctx.pushedPages.values()) p.server.kill();
+    // A move in waiting for its commit: its ready announcement ends (its guard and record stay for the next agent).
+    for (const m of ctx.incoming.values()) m.announcer?.cancel();
+    scheduler?.stop();
+    stopPruning();
+    closing ??= new Promise<void>((resolve) => {
+      let cut: NodeJS.Timeout | undefined;
+      server.close(() => {
+        clearTimeout(cut);
+        resolve();
+      });
+      // Connections still busy (answers on their way, or requests that wait on something) are cut after `answerMs`.
+      if (answerMs === 0) server.closeAllConnections();
+      else {
+        server.closeIdleConnections();
+        cut = setTimeout(() => server.closeAllConnections(), answerMs);
+      }
+    });
+    return closing;
+  };
   return {
     url,
     ctx,
     scheduler,
-    close: () => {
+    close: () => close(),
+    drain: async (timeoutMs) => {
       ctx.stopping.abort();
-      ctx.captureHelpers.close();
-      ctx.hashingHelpers.close();
-      void ctx.hugePages.stopAll();
-      for (const p of ctx.pushedPages.values()) p.server.kill();
-      // A move in waiting for its commit: its ready announcement ends (its guard and record stay for the next agent).
-      for (const m of ctx.incoming.values()) m.announcer?.cancel();
-      scheduler?.stop();
-      stopPruning();
-      closing ??= new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      });
-      return closing;
+      if (ctx.registry.underWay > 0) {
+        log.info({ operations: ctx.registry.describeUnderWay(), timeoutSeconds: timeoutMs / 1000 }, 'stopping: letting the operations under way end first (a second signal stops at once)');
+        if (!(await ctx.registry.idle(timeoutMs))) log.warn({ operations: ctx.registry.describeUnderWay() }, 'stopping with operations still under way: the next agent on this node settles them (their sessions resume here or stay checkpointed)');
+      }
+      await close(DRAIN_ANSWER_MS);
     },
   };
 }

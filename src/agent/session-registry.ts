@@ -87,7 +87,7 @@ export class SessionRegistry {
    * stopping, unless `finishesHandOver`: the start of a moved-in copy that is already the session's only one.
    */
   async exclusive<T>(id: string, what: string, fn: () => Promise<T>, opts: { finishesHandOver?: boolean } = {}): Promise<T> {
-    if (this.stopping?.aborted && !opts.finishesHandOver) throw new AgentStoppingError(`this agent is stopping: the ${what} of session ${id} was not started; ask again once it has restarted, or ask another agent`);
+    if (!opts.finishesHandOver) this.refuseWhenStopping(what, id);
     const current = this.busy.get(id);
     if (current) throw new ConflictError(`session ${id} is busy with ${current.operation}; try again when it is done`);
     this.busy.set(id, { operation: what, step: 'starting', doneBytes: null, totalBytes: null, startedAt: new Date().toISOString() });
@@ -97,6 +97,11 @@ export class SessionRegistry {
       this.busy.delete(id);
       if (this.underWay === 0) for (const done of this.onIdle) done();
     }
+  }
+
+  /** Throws once the agent is stopping: for an operation that must not begin (nor leave a record) then. */
+  refuseWhenStopping(what: string, id: string): void {
+    if (this.stopping?.aborted) throw new AgentStoppingError(`this agent is stopping: the ${what} of session ${id} was not started; ask again once it has restarted, or ask another agent`);
   }
 
   /** How many operations are under way here. */

@@ -75,6 +75,8 @@ export async function startSession(ctx: AgentContext, input: unknown): Promise<S
   if (!parsed.success) throw new InputError(`invalid session request at ${describeZodIssue(parsed.error, '(body)')}`);
   const spec = parsed.data;
   const id = newSessionId();
+  // Refused before its record is written: a stopping agent's next one would find it half-started.
+  ctx.registry.refuseWhenStopping('start', id);
   const { gateway, prefixLength } = parseSubnet(ctx.config.bridge.subnet);
   const now = new Date().toISOString();
   const ip = await freeAddress(ctx, spec.avoidAddresses);

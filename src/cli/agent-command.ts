@@ -119,6 +119,7 @@ export function registerAgentCommand(program: Command): void {
     )
     .option('--metadata-endpoint <url>', 'watch this instance metadata service (IMDSv2) for spot and rebalance notices and pass them to the scheduler; on EC2: http://169.254.169.254')
     .option('--metadata-interval <seconds>', 'ask the metadata service this often', nonNegative('--metadata-interval'), 5)
+    .option('--stop-timeout <seconds>', "on SIGTERM or SIGINT, refuse new operations and let those under way end and answer for up to this long before stopping (0: stop at once; a second signal stops at once too). What is cut is settled by the next agent here: its sessions resume or stay checkpointed", nonNegative('--stop-timeout'), 60)
     .option('--log-level <level>', 'pino log level', 'info')
     .action(async (o: Record<string, string | number | boolean | undefined | { first: number; last: number }>, cmd: Command) => {
       const log = pino({ name: 'hubshift-agent', level: String(o.logLevel) });
@@ -194,6 +195,7 @@ export function registerAgentCommand(program: Command): void {
       if (missing.length > 0) log.warn({ missing }, `node runs this agent without ${missing.join(' ')}: V8 will collect its heap inside moves' frozen windows (60-100 ms more downtime a post-copy move here); run it as node ${missing.join(' ')} bin/hubshift.js agent ..., as the systemd unit does`);
       const agent = await startAgent(config, log);
       process.stderr.write(`hubshift agent listening on ${agent.url}\n`);
-      stopOnSignal(() => agent.close());
+      const stopTimeoutMs = Number(o.stopTimeout) * 1000;
+      stopOnSignal(() => agent.drain(stopTimeoutMs));
     });
 }

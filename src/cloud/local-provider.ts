@@ -212,6 +212,8 @@ export class LocalProvider implements Provider {
       '--subnet', this.config.subnet,
       '--address-pool', `${(1 + i) * 256 + 2}-${(1 + i) * 256 + 1 + Math.min(253, Math.max(1, this.config.addressPoolSize ?? 253))}`,
       '--log-level', this.config.logLevel ?? 'info',
+      // A test host removed goes as the cloud takes a machine: what it was doing is cut, not finished.
+      '--stop-timeout', '0',
       '--incoming-timeout', String(this.config.incomingTimeoutSeconds ?? 30),
       '--move-idle-timeout', String(this.config.moveIdleTimeoutSeconds ?? 30),
       '--conntrack-buckets', '0',

@@ -18,3 +18,8 @@ export function killAtPostRestore(killFile: string): string {
 export function killAtPostDump(killFile: string, lingerSeconds: number): string {
   return `[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && [ -s '${killFile}' ] && { kill -9 "$(cat '${killFile}')"; sleep ${lingerSeconds}; }\n`;
 }
+
+/** A line of an operator's criu action script that holds a dump at its post-dump stage for `seconds`: a long checkpoint. */
+export function holdAtPostDump(seconds: number): string {
+  return `[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && sleep ${seconds}\n`;
+}

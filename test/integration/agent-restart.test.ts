@@ -1,14 +1,20 @@
 import { existsSync } from 'node:fs';
-import { afterAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { pino } from 'pino';
 import { AgentClient } from '../../src/agent/agent-client.js';
 import { startAgent } from '../../src/agent/agent.js';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { findStoppedCopy, recordStoppedCopy } from '../../src/agent/stopped-copies.js';
 import { isAlive } from '../../src/util/proc.js';
+import { waitFor } from '../../src/util/exec.js';
+import { UpstreamError } from '../../src/core/errors.js';
 import { netnsPath } from '../../src/agent/network.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
+import { holdAtPostDump } from '../helpers/action-script.js';
 
 describe('an agent that restarts', () => {
   const agents: TestAgent[] = [];
@@ -61,6 +67,48 @@ describe('an agent that restarts', () => {
     } finally {
       k.channel.close();
       // cleanup() of the first kills every session the registry knows; the second shares its data dir.
+      await second.close();
+    }
+  });
+
+  it('should, stopped with a drain (a stop signal), refuse new operations, finish and answer a checkpoint under way, and leave it to the next agent', async () => {
+    // The dump held longer than the answers' grace at close (2 s): only waiting for it gets its answer out.
+    const dir = await mkdtemp(join(tmpdir(), 'hubshift-drain-'));
+    const script = join(dir, 'hold.sh');
+    await writeFile(script, `#!/bin/sh\n${holdAtPostDump(3)}exit 0\n`, { mode: 0o755 });
+    const first = await startTestAgent({ criuActionScript: script });
+    agents.push(first);
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
+    const s = await first.client.startSession('mae');
+    const k = await kernelWithState(s.url, s.token, 64);
+    k.channel.close();
+    const checkpoint = first.client.checkpoint(s.id);
+    await waitFor('the checkpoint to be under way', async () => (first.agent.ctx.registry.underWay > 0 ? true : undefined), { timeoutMs: 10_000, intervalMs: 5 });
+    const drained = first.agent.drain(60_000);
+    const refused = await first.client.startSession('ned').then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(refused).toBeInstanceOf(UpstreamError);
+    expect((refused as UpstreamError).status).toBe(503);
+    expect((refused as UpstreamError).message).toMatch(/this agent is stopping/);
+    // Answered, not cut: the drain waited for it.
+    const ck = await checkpoint;
+    await drained;
+    expect(first.agent.ctx.registry.underWay).toBe(0);
+    await expect(fetch(`${first.agent.url}/healthz`)).rejects.toThrow();
+
+    const second = await startAgent(first.config, pino({ level: 'silent' }));
+    try {
+      const client = new AgentClient(second.url, first.token);
+      expect(await client.getSession(s.id)).toMatchObject({ state: 'checkpointed', lastCheckpoint: ck.checkpoint });
+      // The refused start left nothing behind.
+      expect((await client.listSessions()).map((x) => x.user)).toEqual(['mae']);
+      const back = await client.restore(ck.checkpoint);
+      const ch = await KernelChannel.connect(back.url, back.token, k.kernelId);
+      expect(await askState(ch)).toEqual({ answer: '42', hash: k.hash });
+      ch.close();
+    } finally {
       await second.close();
     }
   });
