@@ -165,6 +165,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     scheduler,
     close: () => close(),
     drain: async (timeoutMs) => {
+      // 0: stop as close() does, nothing let run a moment longer (a test host removed, as the cloud takes a machine).
+      if (timeoutMs === 0) return close();
       ctx.stopping.abort();
       if (ctx.registry.underWay > 0) {
         log.info({ operations: ctx.registry.describeUnderWay(), timeoutSeconds: timeoutMs / 1000 }, 'stopping: letting the operations under way end first (a second signal stops at once)');
