@@ -40,6 +40,8 @@ export interface AgentContext {
   captureHelpers: PageCaptureHelpers;
   /** Memory warmed for each restore's fill (landing-memory.ts). */
   landing: LandingMemory;
+  /** Checkpoints being fetched from the store for a restore here: retention leaves them alone meanwhile. */
+  reading: Set<string>;
   /** A restore's verification helpers, started ahead of need. */
   hashingHelpers: HashingHelpers;
   /**

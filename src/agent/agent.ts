@@ -102,6 +102,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     captureHelpers: new PageCaptureHelpers(),
     hashingHelpers: new HashingHelpers(),
     landing: new LandingMemory(config.landingBytes),
+    reading: new Set(),
     stopping,
     teardown: new AbortController(),
   };

@@ -361,7 +361,7 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     const cleanup = (performance.now() - committed) / 1000;
     ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds, commit, cleanup }, 'checkpoint committed');
     // Retention after the answer: older checkpoints of this session go, the new one stays.
-    void expireCheckpoints(ctx.store.forUser(s.user), id, ctx.config.keepCheckpoints, [checkpoint]).then(
+    void expireCheckpoints(ctx.store.forUser(s.user), id, ctx.config.keepCheckpoints, (c) => c === checkpoint || ctx.reading.has(c)).then(
       (gone) => gone.length && ctx.log.info({ session: id, expired: gone }, 'older checkpoints expired'),
       (err: unknown) => ctx.log.warn({ session: id, err: errorMessage(err) }, 'expiring older checkpoints failed; they stay until the next checkpoint'),
     );

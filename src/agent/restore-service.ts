@@ -462,6 +462,8 @@ export async function restoreCheckpoint(
     try {
       progress('fetching and verifying');
       const t0 = performance.now();
+      // Until every blob is verified and linked here: a newer checkpoint's retention would delete it under the read.
+      ctx.reading.add(checkpoint);
       await readCheckpoint({
         store: ctx.store,
         checkpointId: checkpoint,
@@ -469,10 +471,12 @@ export async function restoreCheckpoint(
         hashingHelpers: ctx.hashingHelpers,
         onProgress: (d, t) => progress('fetching and verifying', d, t),
         onMetaReady: () => (early = startEarly(ctx, s, images, checkpoint, manifest.netnsOutside === true)),
-      }).catch(async (err: unknown) => {
-        await dropEarly(await early);
-        throw err;
-      });
+      })
+        .catch(async (err: unknown) => {
+          await dropEarly(await early);
+          throw err;
+        })
+        .finally(() => ctx.reading.delete(checkpoint));
       progress('restoring');
       const verifySeconds = (performance.now() - t0) / 1000;
       const restored = await restoreFromImages(ctx, s, images, checkpoint, { lazy: true, early: await early, netnsOutside: manifest.netnsOutside === true, landing });

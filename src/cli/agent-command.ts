@@ -64,7 +64,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--s3-endpoint <url>', 'S3-compatible endpoint for the store (MinIO, tests); unset for AWS')
     .option('--s3-kms-key <key>', 'encrypt S3 objects with SSE-KMS under this key: id, ARN, alias/NAME, or aws/s3 for the AWS-managed key')
     .option('--network-gbps <gbps|auto>', "the node's network bandwidth: sizes S3's parallel part transfers and the default --moves-at-once; auto asks EC2 for --node-type's (DescribeInstanceTypes, AWS_REGION), and assumes 10 if it cannot", networkGbpsOption, AGENT_DEFAULTS.networkGbps)
-    .option('--keep-checkpoints <n>', 'checkpoints kept per session; older ones are deleted after each new one (0 keeps all)', integer('--keep-checkpoints', 0), AGENT_DEFAULTS.keepCheckpoints)
+    .option('--keep-checkpoints <n>', 'checkpoints kept per session; older ones are deleted after each new one, except one this agent is restoring from (0 keeps all)', integer('--keep-checkpoints', 0), AGENT_DEFAULTS.keepCheckpoints)
     .option('--log-days <n>', "days criu's logs (DATA_DIR/logs) are kept; older ones are removed at start and hourly (0 keeps all)", integer('--log-days', 0), AGENT_DEFAULTS.logDays)
     .option('--work-dir <dir>', 'where criu writes images before storing (default DATA_DIR/work)')
     .option('--bridge <name>', 'bridge the sessions attach to', AGENT_DEFAULTS.bridge.name)

@@ -3,7 +3,7 @@ import { copyFile, link, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { BlobEntry, CheckpointManifest, FileDigest } from '../core/checkpoint.js';
-import { IntegrityError } from '../core/errors.js';
+import { IntegrityError, NotFoundError } from '../core/errors.js';
 import { META_BLOB } from './checkpoint-writer.js';
 import { HashingStream, digestMismatch, hashFile } from './hashing.js';
 import type { HashingHelpers } from './helper-hashing.js';
@@ -38,7 +38,12 @@ async function verifyLocalBlob(id: string, location: string, blob: BlobEntry, pa
     throw err;
   });
   check(id, blob, got);
-  await link(path, dest).catch(() => copyFile(path, dest));
+  await link(path, dest).catch(() =>
+    copyFile(path, dest).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw new NotFoundError(`checkpoint ${id} was deleted from ${location} while it was being restored (another agent's retention, or by hand): restore one that is still there (hubshift checkpoints lists them)`);
+      throw err;
+    }),
+  );
 }
 
 /**

@@ -113,6 +113,31 @@ describe('an agent that restarts', () => {
     }
   });
 
+  it("should leave a checkpoint being restored to a newer checkpoint's retention, and expire it after", async () => {
+    const a = await startTestAgent({ keepCheckpoints: 2 });
+    agents.push(a);
+    const s = await a.client.startSession('kit');
+    const next = async (): Promise<string> => {
+      const c = await a.client.checkpoint(s.id);
+      await a.client.restore(c.checkpoint);
+      return c.checkpoint;
+    };
+    const listed = async (): Promise<string[]> => (await a.client.listCheckpoints()).sort();
+    const first = await next();
+    const x = await next();
+    // As a restore of `first` marks it while it reads it from the store (restore-service.ts).
+    a.agent.ctx.reading.add(first);
+    const y = await next();
+    const z = await next();
+    // Retention ran after z (it expired x, the other one past the newest two) and left the one being read.
+    await waitFor('the retention after z', async () => (!(await listed()).includes(x) ? true : undefined), { timeoutMs: 10_000, intervalMs: 50 });
+    expect(await listed()).toEqual([first, y, z].sort());
+    a.agent.ctx.reading.delete(first);
+    const w = await next();
+    await waitFor('the retention after w', async () => ((await listed()).length === 2 ? true : undefined), { timeoutMs: 10_000, intervalMs: 50 });
+    expect(await listed()).toEqual([z, w].sort());
+  });
+
   it('should let a fresh agent sharing the store restore a checkpoint another agent took', async () => {
     const first = await startTestAgent();
     agents.push(first);
