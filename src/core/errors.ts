@@ -74,6 +74,14 @@ export class IntegrityError extends HubshiftError {
   }
 }
 
+/** Blobs of a checkpoint but no manifest: a checkpoint interrupted before its commit, or one being deleted (the manifest goes first). */
+export class UncommittedCheckpointError extends IntegrityError {
+  constructor(id: string, location: string) {
+    super(`checkpoint ${id} has no manifest in ${location}: it was never committed (an interrupted checkpoint); take a new one`);
+    this.name = 'UncommittedCheckpointError';
+  }
+}
+
 /** criu ran and failed; `reason` is the parsed cause from its log, `logPath` where the full log is kept. */
 export class CriuError extends HubshiftError {
   readonly reason: string;

@@ -3,7 +3,7 @@ import { copyFile, link, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { BlobEntry, CheckpointManifest, FileDigest } from '../core/checkpoint.js';
-import { IntegrityError, NotFoundError } from '../core/errors.js';
+import { IntegrityError, NotFoundError, UncommittedCheckpointError } from '../core/errors.js';
 import { META_BLOB } from './checkpoint-writer.js';
 import { HashingStream, digestMismatch, hashFile } from './hashing.js';
 import type { HashingHelpers } from './helper-hashing.js';
@@ -40,10 +40,26 @@ async function verifyLocalBlob(id: string, location: string, blob: BlobEntry, pa
   check(id, blob, got);
   await link(path, dest).catch(() =>
     copyFile(path, dest).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') throw new NotFoundError(`checkpoint ${id} was deleted from ${location} while it was being restored (another agent's retention, or by hand): restore one that is still there (hubshift checkpoints lists them)`);
+      if (err.code === 'ENOENT') throw new IntegrityError(`checkpoint ${id} is missing its blob ${blob.name} in ${location}`);
       throw err;
     }),
   );
+}
+
+/**
+ * A read that failed because the checkpoint was deleted meanwhile (another
+ * agent's retention on a shared store, or by hand) fails with whatever the
+ * blobs' absence caused: a missing blob, an S3 404 mid-stream. Stores delete
+ * the manifest first, so one that is gone now, having been read at the
+ * start, says which it was.
+ */
+async function deletedMeanwhile(store: ImageStore, id: string, err: unknown): Promise<unknown> {
+  const gone = await store.getManifest(id).then(
+    () => false,
+    (e: unknown) => e instanceof NotFoundError || e instanceof UncommittedCheckpointError,
+  );
+  if (!gone) return err;
+  return new NotFoundError(`checkpoint ${id} was deleted from ${store.location} while it was being restored (another agent's retention, or by hand): restore one that is still there (hubshift checkpoints lists them)`);
 }
 
 /**
@@ -99,7 +115,7 @@ export async function readCheckpoint(input: ReadCheckpointInput): Promise<Checkp
     await local;
     await metaReady;
     await rm(destDir, { recursive: true, force: true });
-    throw err;
+    throw input.signal?.aborted ? err : await deletedMeanwhile(store, id, err);
   }
   return manifest;
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CheckpointManifest } from '../core/checkpoint.js';
-import { IntegrityError, NotFoundError, StoreError, errorMessage } from '../core/errors.js';
+import { IntegrityError, NotFoundError, StoreError, UncommittedCheckpointError, errorMessage } from '../core/errors.js';
 import { pathExists } from '../util/fs.js';
 import type { ImageStore } from './image-store.js';
 import { parseManifest } from './manifest.js';
@@ -108,7 +108,7 @@ export class DirImageStore implements ImageStore {
     try {
       text = await readFile(join(dir, 'manifest.json'), 'utf8');
     } catch {
-      if (await pathExists(dir)) throw new IntegrityError(`checkpoint ${id} has no manifest in ${this.location}: it was never committed (an interrupted checkpoint); take a new one`);
+      if (await pathExists(dir)) throw new UncommittedCheckpointError(id, this.location);
       throw new NotFoundError(`no checkpoint ${id} in ${this.location}`);
     }
     return parseManifest(id, text, this.location);

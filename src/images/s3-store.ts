@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { CheckpointManifest } from '../core/checkpoint.js';
-import { InputError, IntegrityError, NotFoundError, StoreError, errorMessage } from '../core/errors.js';
+import { InputError, IntegrityError, NotFoundError, StoreError, UncommittedCheckpointError, errorMessage } from '../core/errors.js';
 import { parseManifest } from './manifest.js';
 import type { ImageStore } from './image-store.js';
 import { safeBlobName, safeCheckpointId } from './names.js';
@@ -247,7 +247,7 @@ export class S3ImageStore implements ImageStore {
     } catch (err) {
       if (!isNoSuchKey(err)) throw new StoreError(`reading the manifest of ${id} from ${this.location} failed: ${errorMessage(err)}`, { cause: err });
       if ((await self.keysOf(id)).length > 0) {
-        throw new IntegrityError(`checkpoint ${id} has no manifest in ${this.location}: it was never committed (an interrupted checkpoint); take a new one`);
+        throw new UncommittedCheckpointError(id, this.location);
       }
       throw new NotFoundError(`no checkpoint ${id} in ${this.location}`);
     }

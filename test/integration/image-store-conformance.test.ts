@@ -184,6 +184,26 @@ describe.each(harnesses)('$name', (h) => {
     });
   });
 
+  it('should say that a checkpoint was deleted while it was being read, not that a blob is missing', async () => {
+    const root = await mkdtemp(join(work, 'gone-'));
+    const { manifest } = await commit(store, root);
+    // The archive is always fetched through openBlob: the checkpoint is deleted (manifest first) right before.
+    const racing: ImageStore = Object.create(store, {
+      openBlob: {
+        value: async (id: string, name: string) => {
+          await store.delete(id);
+          return store.openBlob(id, name);
+        },
+      },
+    }) as ImageStore;
+    const dest = join(root, 'restored');
+    await expect(readCheckpoint({ store: racing, checkpointId: manifest.id, destDir: dest })).rejects.toMatchObject({
+      code: 'not_found',
+      message: expect.stringContaining(`checkpoint ${manifest.id} was deleted from ${store.location} while it was being restored`),
+    });
+    await expect(readdir(dest)).rejects.toThrow();
+  });
+
   it('should tell an uncommitted checkpoint (no manifest) from an unknown one', async () => {
     const root = await mkdtemp(join(work, 'nomani-'));
     const { manifest } = await commit(store, root);
