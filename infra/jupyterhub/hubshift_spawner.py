@@ -184,6 +184,13 @@ class HubshiftSpawner(Spawner):
         # running, checkpointed (woken by the gateway on the next request), or moving.
         return None
 
+    async def wake(self):
+        """Restores the session if it sleeps (checkpointed); one running, or waking already, is fine."""
+        if not self.session_id:
+            raise HubshiftError(f"{self.user.name}'s server has no hubshift session; start it from the hub")
+        code, _ = await self._api("POST", f"v1/sessions/{self.session_id}/restore", {}, allow=(409,))
+        return code != 409
+
     async def _wait(self, operation):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.operation_timeout

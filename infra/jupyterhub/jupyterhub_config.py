@@ -42,6 +42,11 @@ try:
 except OSError as e:
     raise SystemExit(f"hubshift's jupyterhub_config.py: cannot read {hub_token_file}: {e.strerror}")
 
+# The page the session gateway sends a browser to when it cannot tell whose the browser is (hubshift_wake.py).
+from hubshift_wake import HubshiftWakeHandler  # noqa: E402 (after the path above)
+
+c.JupyterHub.extra_handlers.append((r"/hubshift/wake", HubshiftWakeHandler))
+
 # Appended, not assigned: the operator's own services and roles stay.
 c.JupyterHub.services.append({"name": "hubshift", "api_token": hub_token})
 c.JupyterHub.load_roles.append({"name": "hubshift", "scopes": ["users:activity", "read:users:activity"], "services": ["hubshift"]})

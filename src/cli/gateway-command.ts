@@ -19,7 +19,7 @@ export function withGatewayOptions(cmd: Command): Command {
   return cmd
     .option('--hold-timeout <seconds>', 'how long a request or websocket waits for a moving or waking session', positiveNumber('--hold-timeout'), GATEWAY_DEFAULTS.holdTimeoutMs / 1000)
     .option('--max-held <n>', 'requests waiting at once; past it new ones get 503', integer('--max-held', 1), GATEWAY_DEFAULTS.maxHeld)
-    .option('--hub-api-url <url>', "JupyterHub's API (e.g. http://127.0.0.1:8081/hub/api): users' activity seen by the gateway is reported there")
+    .option('--hub-api-url <url>', "JupyterHub's API (e.g. http://127.0.0.1:8081/hub/api): users' activity seen by the gateway is reported there, and a sleeping session wakes only for a request whose hub token may use it (without it, any request wakes one)")
     .option('--hub-token-file <file>', "a hub token with the users:activity scope (jupyterhub_config.py gives hubshift's service the scheduler's token)")
     .option('--activity-interval <seconds>', 'how often activity is reported to the hub', positiveNumber('--activity-interval'), HUB_ACTIVITY_DEFAULT_MS / 1000);
 }

@@ -1,13 +1,15 @@
-import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Agent, STATUS_CODES, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import type { PlacedSession } from '../core/control.js';
+import type { HubRoute, PlacedSession } from '../core/control.js';
 import { errorMessage } from '../core/errors.js';
 import { sleep } from '../util/exec.js';
 import type { HubActivityReporter } from './hub-activity.js';
+import { hubTokensOf } from './hub-credentials.js';
+import type { HubIdentity } from './hub-identity.js';
 import type { SessionDirectory } from './session-directory.js';
 import type { GatewayConfig } from './gateway-config.js';
 import { RouteCache } from './route-cache.js';
@@ -34,6 +36,20 @@ const LOST = new Set([1001, 1005, 1006, 1011, 1012, 1013, 1014]);
 const RESUBSCRIBE_MS = 150;
 
 const serving = (s: PlacedSession): boolean => s.state === 'running' && s.operation === null;
+/** Checkpointed with nothing under way: only a request may bring it back. */
+const asleep = (s: PlacedSession): boolean => s.state === 'checkpointed' && s.operation === null;
+
+/**
+ * The hub's base URL (/ or /jhub/) from a server's route prefix, which is
+ * BASE user/NAME/ or BASE user/NAME/SERVER/.
+ */
+export function hubBaseOf(route: Pick<HubRoute, 'prefix' | 'server'>): string {
+  const parts = route.prefix.split('/').slice(0, -1);
+  return `${parts.slice(0, parts.length - (route.server ? 3 : 2)).join('/')}/`;
+}
+
+/** Where JupyterHub's part of hubshift wakes a signed-in user's server (infra/jupyterhub/hubshift_wake.py). */
+export const HUB_WAKE_PATH = 'hub/hubshift/wake';
 
 function wantsHtml(req: IncomingMessage): boolean {
   return req.method === 'GET' && (req.headers.accept ?? '').includes('text/html') && !/\/api\//.test(req.url ?? '');
@@ -59,7 +75,11 @@ function closeCode(code: number): number | undefined {
  * (an address that never changes, so the hub's own route checks never undo
  * anything), and the gateway sends it on to wherever the session runs now.
  * While a session moves or wakes, requests are held and websockets stay open;
- * a request for a checkpointed session wakes it.
+ * a request for a checkpointed session wakes it if it comes from someone the
+ * hub lets use that server (`identity`: a token of theirs, in a header, the
+ * query or the server's OAuth cookie). A browser without one is sent to the
+ * hub, which signs the user in and wakes their server (HUB_WAKE_PATH); other
+ * requests get 403. Without `identity` (no hub API given) any request wakes.
  */
 export class SessionGateway {
   private readonly server: Server;
@@ -68,6 +88,8 @@ export class SessionGateway {
   private readonly cache: RouteCache;
   private readonly waits = new Map<string, Promise<PlacedSession>>();
   private readonly wakes = new Map<string, number>();
+  /** Sessions by when a request the hub vouched for last asked for them: only those are woken. */
+  private readonly vouched = new Map<string, number>();
   private readonly relays = new Set<WsRelay>();
   /** The subprotocol the session chose for an upgrade, answered to the browser. */
   private readonly chosen = new WeakMap<IncomingMessage, string>();
@@ -79,6 +101,7 @@ export class SessionGateway {
     private readonly config: GatewayConfig,
     private readonly log: Logger,
     private readonly activity: HubActivityReporter | null = null,
+    private readonly identity: HubIdentity | null = null,
   ) {
     this.cache = new RouteCache(config.cacheMs);
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, handleProtocols: (_p, req) => this.chosen.get(req) ?? false });
@@ -122,9 +145,36 @@ export class SessionGateway {
     this.cache.forget(s);
   }
 
-  /** Wakes a checkpointed session once (again only after a failed restore ended). */
+  /**
+   * Whether this request may wake the session: the hub says its token's owner
+   * may use the server (or there is no hub to ask). Remembered for the hold
+   * time, so that the poll a request waits on wakes the session for it.
+   */
+  private async mayWake(s: PlacedSession, req: IncomingMessage): Promise<boolean> {
+    if (!this.identity) return true;
+    if (!s.hub || !(await this.identity.allows(s.hub, hubTokensOf(req.headers, req.url ?? '/')))) return false;
+    const now = Date.now();
+    if (this.vouched.size >= 4096) for (const [id, at] of this.vouched) if (now - at >= this.config.holdTimeoutMs) this.vouched.delete(id);
+    this.vouched.set(s.id, now);
+    this.log.info({ session: s.id, user: s.hub.user, url: req.url?.split('?')[0] }, 'a request the hub vouched for asks for a sleeping session');
+    return true;
+  }
+
+  /** A request for a sleeping session from someone the hub has not vouched for. */
+  private refuseWake(s: PlacedSession & { hub: HubRoute }, req: IncomingMessage, res: ServerResponse): void {
+    if (wantsHtml(req)) {
+      // The hub signs the user in (its cookie is scoped to /hub/, the gateway never sees it) and wakes their server.
+      const to = `${hubBaseOf(s.hub)}${HUB_WAKE_PATH}?next=${encodeURIComponent(req.url ?? s.hub.prefix)}`;
+      res.writeHead(302, { Location: to, 'Cache-Control': 'no-store' }).end();
+      return;
+    }
+    this.refuse(req, res, new GatewayError(403, `session ${s.id} of ${s.hub.user} is asleep (checkpointed) and wakes only for ${s.hub.user}'s own requests: a hub token of theirs (Authorization: token ...), or their browser signed in to the hub`));
+  }
+
+  /** Wakes a checkpointed session once (again only after a failed restore ended), for a request the hub vouched for. */
   private async wakeIfAsleep(s: PlacedSession): Promise<void> {
-    if (s.state !== 'checkpointed' || s.operation !== null) return;
+    if (!asleep(s)) return;
+    if (this.identity && Date.now() - (this.vouched.get(s.id) ?? 0) >= this.config.holdTimeoutMs) return;
     const last = this.wakes.get(s.id) ?? 0;
     if (Date.now() - last < 2_000) return;
     this.wakes.set(s.id, Date.now());
@@ -183,10 +233,14 @@ export class SessionGateway {
       if (!s || !s.hub) throw new GatewayError(404, `no hubshift session serves ${path.split('?')[0]}; start your server from the hub`);
       this.activity?.note(s.hub);
       if (path.startsWith(`${s.hub.prefix}${GATEWAY_PATH}status`)) {
-        await this.status(s, res);
+        await this.status(s, req, res);
         return;
       }
       if (!serving(s)) {
+        if (asleep(s) && !(await this.mayWake(s, req))) {
+          this.refuseWake({ ...s, hub: s.hub }, req, res);
+          return;
+        }
         if (wantsHtml(req) && s.state !== 'running') {
           await this.wakeIfAsleep(s);
           res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' }).end(wakePage({ user: s.user, prefix: s.hub.prefix, statusIntervalMs: 250 }));
@@ -200,9 +254,10 @@ export class SessionGateway {
     }
   }
 
-  private async status(s: PlacedSession, res: ServerResponse): Promise<void> {
+  /** Where the session stands, for the "resuming" page; anyone may ask, only a vouched-for request wakes it. */
+  private async status(s: PlacedSession, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const now = (await this.directory.get(s.id)) ?? s;
-    await this.wakeIfAsleep(now);
+    if (asleep(now) && (await this.mayWake(now, req))) await this.wakeIfAsleep(now);
     const ready = serving(now);
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }).end(
       JSON.stringify({ ready, state: now.state, operation: now.operation, message: ready ? 'Ready' : wakeMessage(now), error: now.state === 'failed' ? `session ${now.id} failed; stop and start your server from the hub` : null }),
@@ -262,6 +317,7 @@ export class SessionGateway {
     try {
       const s0 = await this.lookup(req.url ?? '/');
       if (!s0 || !s0.hub) throw new GatewayError(404, `no hubshift session serves ${req.url}`);
+      if (asleep(s0) && !(await this.mayWake(s0, req))) throw new GatewayError(403, `session ${s0.id} of ${s0.hub.user} is asleep (checkpointed) and wakes only for ${s0.hub.user}'s own requests`);
       const s = serving(s0) ? s0 : await this.hold(s0);
       const upstream = await this.connectUpstream(s, req);
       if (upstream.protocol) this.chosen.set(req, upstream.protocol);
@@ -280,7 +336,7 @@ export class SessionGateway {
       const status = err instanceof GatewayError ? err.status : 502;
       const message = err instanceof GatewayError ? err.message : errorMessage(err);
       this.log.warn({ url: req.url, status, err: message }, 'websocket refused');
-      socket.end(`HTTP/1.1 ${status} ${status === 404 ? 'Not Found' : 'Unavailable'}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n${message}\n`);
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unavailable'}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n${message}\n`);
     }
   }
 

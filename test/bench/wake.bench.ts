@@ -9,6 +9,7 @@ import { GATEWAY_DEFAULTS } from '../../src/hub/gateway-config.js';
 import { sleep, waitFor } from '../../src/util/exec.js';
 import { operationEnd, startControlPlane, TEST_GUARDS } from '../helpers/control-plane.js';
 import { HubUser, spawnThroughHub, startHub, type TestHub } from '../helpers/hub.js';
+import { freePort } from '../helpers/redis.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { stopOnInterrupt } from './interrupt.js';
 
@@ -49,11 +50,13 @@ async function coldStart(hub: TestHub, user: string): Promise<number> {
 export async function benchWake(sizes: number[], log: (m: string) => void): Promise<WakeFigures[]> {
   const tmp = await mkdtemp(join(tmpdir(), 'hubshift-bench-wake-'));
   const token = randomBytes(24).toString('hex');
+  // The hub's port first: the gateway asks the hub whose the waking request's token is, as in production.
+  const hubPort = await freePort();
   const cp = await startControlPlane({
     token,
     policies: { 'guards.yaml': TEST_GUARDS },
     nodes: [{ name: 'node-a', lifecycle: 'on-demand', pricePerHour: 0.1, memoryBytes: 16 * 2 ** 30 }],
-    config: { intervalMs: 60_000, gateway: { config: { ...GATEWAY_DEFAULTS, port: 0, pollIntervalMs: 20 } } },
+    config: { intervalMs: 60_000, gateway: { config: { ...GATEWAY_DEFAULTS, port: 0, pollIntervalMs: 20 }, hub: { apiUrl: `http://127.0.0.1:${hubPort}/hub/api`, token, intervalMs: 60_000 } } },
   });
   let hub: TestHub | undefined;
   const figures: WakeFigures[] = [];
@@ -65,7 +68,7 @@ export async function benchWake(sizes: number[], log: (m: string) => void): Prom
   try {
     const tokenFile = join(tmp, 'token');
     await writeFile(tokenFile, token, { mode: 0o600 });
-    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile });
+    hub = await startHub({ hubIp: parseSubnet(cp.agents[0]!.config.bridge.subnet).gateway, schedulerUrl: cp.scheduler.url, tokenFile, port: hubPort });
     for (const [i, size] of sizes.entries()) {
       log(`wake: ${size} MiB: cold start of a new server (baseline)`);
       const coldStartSeconds = await coldStart(hub, `cold${i}`);

@@ -11,7 +11,7 @@ import { run, sleep, waitFor } from '../../src/util/exec.js';
 import { operationEnd, sessionCheckpointed, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { HubUser, proxyRoutes, spawnThroughHub, startHub, type TestHub } from '../helpers/hub.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
@@ -77,7 +77,25 @@ describe('JupyterHub with hubshift', () => {
     // The hub still counts the server as running: the spawner's poll says so.
     expect((await hub.api('GET', '/users/ann', HubUser)).servers['']?.ready).toBe(true);
 
-    // A browser asking for the notebook page gets the "resuming" page, which follows progress...
+    // It wakes for ann only: not for a request without a token, nor for another user's, nor for one the hub never gave...
+    const anonymous = await fetch(`${base}api/kernels/${k.kernelId}`);
+    expect(anonymous.status).toBe(403);
+    expect(((await anonymous.json()) as { message: string }).message).toMatch(/is asleep \(checkpointed\) and wakes only for ann's own requests/);
+    await hub.api('POST', '/users/mal', z.unknown());
+    const mal = await hub.api('POST', '/users/mal/tokens', z.object({ token: z.string() }), { note: 'test', expires_in: 3600 });
+    expect((await fetch(`${base}api/kernels`, { headers: { Authorization: `token ${mal.token}` } })).status).toBe(403);
+    expect((await fetch(`${base}api/kernels?token=${'0'.repeat(32)}`)).status).toBe(403);
+    // ... and a browser without one is sent to the hub's page, which has the user sign in before it wakes anything.
+    const toHub = await fetch(`${base}tree`, { headers: { Accept: 'text/html' }, redirect: 'manual' });
+    expect(toHub.status).toBe(302);
+    expect(toHub.headers.get('location')).toBe(`/hub/hubshift/wake?next=${encodeURIComponent('/user/ann/tree')}`);
+    const signIn = await fetch(`${hub.url}${toHub.headers.get('location')}`, { redirect: 'manual' });
+    expect(signIn.status).toBe(302);
+    expect(signIn.headers.get('location')).toMatch(/\/hub\/login\?next=/);
+    await sleep(500);
+    expect((await c.getSession(s!.id)).state).toBe('checkpointed');
+
+    // A browser asking for the notebook page with ann's token gets the "resuming" page, which follows progress...
     const page = await fetch(`${base}tree?token=${token}`, { headers: { Accept: 'text/html' } });
     expect(page.status).toBe(200);
     expect(await page.text()).toMatch(/Resuming your session/);
@@ -226,6 +244,58 @@ describe('JupyterHub with hubshift', () => {
       expect(dialogs).toEqual([]);
       await mkdir(join(import.meta.dirname, '../../test-artifacts'), { recursive: true });
       await page.screenshot({ path: join(import.meta.dirname, '../../test-artifacts/hub-notebook-after-move.png'), fullPage: true });
+    } finally {
+      await browser?.close();
+    }
+  });
+
+  it("should wake a sleeping server for its user's browser: with the server's own cookie at once, without it through the hub's sign-in", async () => {
+    let browser: Browser | undefined;
+    try {
+      browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+      const signIn = async (): Promise<{ page: Page; viaHub: string[] }> => {
+        const page = await (await browser!.newContext()).newPage();
+        const viaHub: string[] = [];
+        page.on('request', (r) => {
+          if (r.url().includes('/hub/hubshift/wake')) viaHub.push(r.url());
+        });
+        await page.goto(`${hub.url}/hub/login`);
+        await page.fill('#username_input', 'dan');
+        await page.fill('#password_input', 'any');
+        await page.click('#login_submit');
+        return { page, viaHub };
+      };
+      const treeShown = (page: Page): Promise<unknown> =>
+        page.locator('#notebook_list').waitFor({ timeout: 60_000 }).catch(async (err: unknown) => {
+          throw new Error(`dan's notebook tree did not show: the browser is at ${page.url()}, showing ${JSON.stringify((await page.innerText('body').catch(() => '')).slice(0, 300))}; the hub said last: ${hub.output().slice(-2000)}`, { cause: err });
+        });
+      // The tree page polls the server, which counts as use: away from it, the idle policy checkpoints the session.
+      const away = (page: Page): Promise<unknown> => page.goto('about:blank');
+
+      // The hub spawns dan's server; the browser has the server's OAuth cookie.
+      const first = await signIn();
+      await treeShown(first.page);
+      // (Through the hub's page, were the session checkpointed before the browser got there.)
+      first.viaHub.length = 0;
+      const [s] = (await c.listSessions()).filter((x) => x.user === 'dan');
+      await away(first.page);
+      await sessionCheckpointed(c, s!.id, 'the idle policy to checkpoint dan', 90_000);
+      await first.page.goto(`${hub.url}/user/dan/tree`);
+      await treeShown(first.page);
+      expect(first.viaHub).toEqual([]);
+      expect((await c.getSession(s!.id)).state).toBe('running');
+
+      // Another browser, signed in to the hub only: the gateway sends it to the hub's page, which wakes the server.
+      // (Checkpointed by hand: the guards keep the idle policy off a session for 10 minutes after it acted.)
+      await away(first.page);
+      expect((await operationEnd(c, (await c.checkpoint(s!.id)).id)).status).toBe('completed');
+      const second = await signIn();
+      await treeShown(second.page);
+      expect(second.viaHub.length).toBeGreaterThan(0);
+      expect((await c.getSession(s!.id)).state).toBe('running');
+      // The hub's page wakes the user's own servers only, and sends the browser nowhere but this site.
+      expect((await second.page.goto(`${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('/user/ann/tree')}`))?.status()).toBe(403);
+      expect((await second.page.goto(`${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('//elsewhere.example/')}`))?.status()).toBe(400);
     } finally {
       await browser?.close();
     }
