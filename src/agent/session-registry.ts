@@ -101,7 +101,7 @@ export class SessionRegistry {
 
   /** Throws once the agent is stopping: for an operation that must not begin (nor leave a record) then. */
   refuseWhenStopping(what: string, id: string): void {
-    if (this.stopping?.aborted) throw new AgentStoppingError(`this agent is stopping: the ${what} of session ${id} was not started; ask again once it has restarted, or ask another agent`);
+    if (this.stopping?.aborted) throw new AgentStoppingError(`this agent is stopping and begins nothing new: the ${what} of session ${id} was refused; ask again once it has restarted, or ask another agent`);
   }
 
   /** How many operations are under way here. */

@@ -231,16 +231,17 @@ export class SessionGateway {
       }
       let s = await this.lookup(path);
       if (!s || !s.hub) throw new GatewayError(404, `no hubshift session serves ${path.split('?')[0]}; start your server from the hub`);
-      this.activity?.note(s.hub);
       if (path.startsWith(`${s.hub.prefix}${GATEWAY_PATH}status`)) {
         await this.status(s, req, res);
         return;
       }
+      if (asleep(s) && !(await this.mayWake(s, req))) {
+        this.refuseWake({ ...s, hub: s.hub }, req, res);
+        return;
+      }
+      // The user's activity for the hub: what is passed on or waited for, not a refused knock on a sleeping server.
+      this.activity?.note(s.hub);
       if (!serving(s)) {
-        if (asleep(s) && !(await this.mayWake(s, req))) {
-          this.refuseWake({ ...s, hub: s.hub }, req, res);
-          return;
-        }
         if (wantsHtml(req) && s.state !== 'running') {
           await this.wakeIfAsleep(s);
           res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' }).end(wakePage({ user: s.user, prefix: s.hub.prefix, statusIntervalMs: 250 }));

@@ -38,6 +38,8 @@ export function mayAccess(owner: Pick<TokenOwner, 'name' | 'kind' | 'scopes'>, r
  */
 export class HubIdentity {
   private readonly known = new Map<string, { owner: TokenOwner | null; until: number }>();
+  /** When a hub that did not answer was last said to be so: once every ten seconds, not once a request. */
+  private warnedAt = 0;
 
   constructor(
     readonly apiUrl: string,
@@ -65,6 +67,8 @@ export class HubIdentity {
       else if (res.status !== 401 && res.status !== 403) throw new Error(`the hub answered ${res.status}`);
     } catch (err) {
       // Not remembered: the next request asks again.
+      if (Date.now() - this.warnedAt < REFUSED_MS) return null;
+      this.warnedAt = Date.now();
       this.log.warn({ err: errorMessage(err) }, 'could not ask the hub whose a token is (is --hub-api-url right?); the request may not wake its session');
       return null;
     }

@@ -78,6 +78,8 @@ describe('JupyterHub with hubshift', () => {
     expect((await hub.api('GET', '/users/ann', HubUser)).servers['']?.ready).toBe(true);
 
     // It wakes for ann only: not for a request without a token, nor for another user's, nor for one the hub never gave...
+    const reported = (): number => hub.output().match(/POST \/hub\/api\/users\/ann\/activity/g)?.length ?? 0;
+    const reportedBefore = reported();
     const anonymous = await fetch(`${base}api/kernels/${k.kernelId}`);
     expect(anonymous.status).toBe(403);
     expect(((await anonymous.json()) as { message: string }).message).toMatch(/is asleep \(checkpointed\) and wakes only for ann's own requests/);
@@ -92,8 +94,10 @@ describe('JupyterHub with hubshift', () => {
     const signIn = await fetch(`${hub.url}${toHub.headers.get('location')}`, { redirect: 'manual' });
     expect(signIn.status).toBe(302);
     expect(signIn.headers.get('location')).toMatch(/\/hub\/login\?next=/);
-    await sleep(500);
+    // Neither woken nor counted as ann's activity for the hub (the gateway reports every second here).
+    await sleep(1_500);
     expect((await c.getSession(s!.id)).state).toBe('checkpointed');
+    expect(reported()).toBe(reportedBefore);
 
     // A browser asking for the notebook page with ann's token gets the "resuming" page, which follows progress...
     const page = await fetch(`${base}tree?token=${token}`, { headers: { Accept: 'text/html' } });

@@ -31,7 +31,7 @@ describe('SessionRegistry.idle and stopping', () => {
     let ran = false;
     const refused = await r.exclusive('s2', 'checkpoint', async () => (ran = true)).catch((err: unknown) => err);
     expect(refused).toBeInstanceOf(AgentStoppingError);
-    expect(refused).toMatchObject({ status: 503, code: 'agent_stopping', message: expect.stringMatching(/this agent is stopping: the checkpoint of session s2 was not started/) });
+    expect(refused).toMatchObject({ status: 503, code: 'agent_stopping', message: expect.stringMatching(/this agent is stopping and begins nothing new: the checkpoint of session s2 was refused/) });
     expect(ran).toBe(false);
     // Except the start of a moved-in copy that is already the session's only one.
     expect(await r.exclusive('s3', 'start moved in', async () => 'started', { finishesHandOver: true })).toBe('started');
