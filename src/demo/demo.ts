@@ -200,6 +200,9 @@ export async function runDemo(o: DemoOptions): Promise<{ ok: boolean; checks: Ch
     dee.channel = null;
     const idled = await doneAction((a) => a.sessionId === dee.sessionId && a.policy === 'idle', 'the idle policy to checkpoint dee', 120_000);
     check('the idle policy checkpointed dee\'s server to the store', (await c.getSession(dee.sessionId)).state === 'checkpointed', idled.reason);
+    // Only dee (a token the hub vouches for) wakes it: someone who just knows the URL does not.
+    const stranger = await fetch(`${dee.base}api/kernels/${dee.kernelId}`, { signal: AbortSignal.timeout(30_000) });
+    check('a request without dee\'s token does not wake dee\'s session', stranger.status === 403 && (await c.getSession(dee.sessionId)).state === 'checkpointed', `HTTP ${stranger.status}`);
     say('   dee comes back: the first request through the hub wakes the session');
     const wakeStart = performance.now();
     const res = await fetch(`${dee.base}api/kernels/${dee.kernelId}`, { headers: { Authorization: `token ${dee.token}` }, signal: AbortSignal.timeout(120_000) });

@@ -16,7 +16,7 @@ describe('npm run demo', () => {
     expect(report).toContain('checks:');
     expect(report).not.toContain('FAIL');
     // Every scenario ran and was checked: idle and wake, spot eviction, right-sizing, consolidation, the ledger.
-    for (const what of [/idle policy checkpointed/, /woke dee's session/, /left host-1 before the deadline/, /right-sizing moved dee/, /consolidation released/, /the scheduler forgot host-/, /the scheduler forgot host-1, which the cloud took/, /no session lost/, /savings by cause add up/]) {
+    for (const what of [/idle policy checkpointed/, /without dee's token does not wake/, /woke dee's session/, /left host-1 before the deadline/, /right-sizing moved dee/, /consolidation released/, /the scheduler forgot host-/, /the scheduler forgot host-1, which the cloud took/, /no session lost/, /savings by cause add up/]) {
       expect(report).toMatch(what);
     }
     expect(report.match(/^ {2}ok /gm)?.length).toBeGreaterThanOrEqual(10);
