@@ -3,7 +3,7 @@ import type { Decision } from '../../core/decision.js';
 import { pricePerGbHour, sessionShareCostPerHour } from '../../pricing/session-cost.js';
 import { gib, migrateDecision, span, usd } from '../describe.js';
 import type { EvaluationContext } from '../evaluation-context.js';
-import { percentile } from '../percentile.js';
+import { percentileSorting } from '../percentile.js';
 import type { Policy } from '../policy-schema.js';
 import { scheduleFired } from '../schedule.js';
 
@@ -35,12 +35,19 @@ export function rightsize(ctx: EvaluationContext, p: Rightsize): Decision[] {
   for (const s of ctx.snapshot.sessions) {
     // Sessions an earlier method already claimed are leaving their node: they neither need room nor count in its pressure.
     if (s.state !== 'running' || s.node === null || !ctx.nodes.has(s.node) || ctx.isSettled(s.id)) continue;
-    const window = s.samples.filter((x) => inWindow(x.at));
-    if (window.length < MIN_SAMPLES) continue;
+    const memory = new Float64Array(s.samples.length);
+    const cpu = new Float64Array(s.samples.length);
+    let inside = 0;
+    for (const x of s.samples) {
+      if (!inWindow(x.at)) continue;
+      memory[inside] = x.rssBytes;
+      cpu[inside++] = x.cpuCores;
+    }
+    if (inside < MIN_SAMPLES) continue;
     const n: Need = {
       s,
-      memory: percentile(window.map((x) => x.rssBytes), p.percentile) * p.headroom,
-      cpu: percentile(window.map((x) => x.cpuCores), p.percentile) * p.headroom,
+      memory: percentileSorting(memory.subarray(0, inside), p.percentile) * p.headroom,
+      cpu: percentileSorting(cpu.subarray(0, inside), p.percentile) * p.headroom,
     };
     const list = needs.get(s.node);
     if (list) list.push(n);
