@@ -120,7 +120,9 @@ async function runCriu(bin: CriuBinary, op: 'dump' | 'restore', args: string[], 
 
 /** criu dump's arguments for these options, every kind of dump alike. */
 function dumpArgv(bin: CriuBinary, opts: DumpOptions): string[] {
-  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript, opts.fileValidation, opts.logLevel)];
+  // A connection the server has not accepted yet (its accept queue: a busy server, a browser's parallel requests)
+  // fails a dump with "In-flight connection" otherwise: left out, its client sees it reset and connects again.
+  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, ...commonArgs(bin, opts.logFile, opts.actionScript, opts.fileValidation, opts.logLevel), '--skip-in-flight'];
   if (opts.leaveRunning) args.push('--leave-running');
   if (opts.externalNetnsIno !== undefined) args.push('--external', `net[${opts.externalNetnsIno}]:${EXTERNAL_NETNS_KEY}`);
   if (opts.extraArgs) args.push(...opts.extraArgs);

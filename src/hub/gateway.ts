@@ -1,4 +1,4 @@
-import { Agent, STATUS_CODES, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Agent, STATUS_CODES, createServer, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -26,6 +26,13 @@ class GatewayError extends Error {
   }
 }
 
+/** The session sleeps and this request may not wake it: refused as refuseWake says (a browser goes to the hub). */
+class AsleepError extends GatewayError {
+  constructor(readonly session: PlacedSession & { hub: HubRoute }) {
+    super(403, `session ${session.id} of ${session.hub.user} is asleep (checkpointed) and wakes only for ${session.hub.user}'s own requests: a hub token of theirs (Authorization: token ...), or their browser signed in to the hub`);
+  }
+}
+
 /** Headers that belong to one connection and are not passed on (RFC 9110 section 7.6.1). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 /** What a reconnected upstream websocket needs to be let in as the browser was. */
@@ -36,6 +43,8 @@ const LOST = new Set([1001, 1005, 1006, 1011, 1012, 1013, 1014]);
 const RESUBSCRIBE_MS = 150;
 
 const serving = (s: PlacedSession): boolean => s.state === 'running' && s.operation === null;
+/** How long a request goes unanswered before the gateway looks whether its session went to sleep under it. */
+const STALLED_MS = 1_000;
 /** Checkpointed with nothing under way: only a request may bring it back. */
 const asleep = (s: PlacedSession): boolean => s.state === 'checkpointed' && s.operation === null;
 
@@ -88,8 +97,6 @@ export class SessionGateway {
   private readonly cache: RouteCache;
   private readonly waits = new Map<string, Promise<PlacedSession>>();
   private readonly wakes = new Map<string, number>();
-  /** Sessions by when a request the hub vouched for last asked for them: only those are woken. */
-  private readonly vouched = new Map<string, number>();
   private readonly relays = new Set<WsRelay>();
   /** The subprotocol the session chose for an upgrade, answered to the browser. */
   private readonly chosen = new WeakMap<IncomingMessage, string>();
@@ -147,34 +154,31 @@ export class SessionGateway {
 
   /**
    * Whether this request may wake the session: the hub says its token's owner
-   * may use the server (or there is no hub to ask). Remembered for the hold
-   * time, so that the poll a request waits on wakes the session for it.
+   * may use the server (or there is no hub to ask). Asked for each request
+   * that finds the session asleep, never remembered for the session: one
+   * user's request must not let others' wake it later.
    */
   private async mayWake(s: PlacedSession, req: IncomingMessage): Promise<boolean> {
     if (!this.identity) return true;
     if (!s.hub || !(await this.identity.allows(s.hub, hubTokensOf(req.headers, req.url ?? '/')))) return false;
-    const now = Date.now();
-    if (this.vouched.size >= 4096) for (const [id, at] of this.vouched) if (now - at >= this.config.holdTimeoutMs) this.vouched.delete(id);
-    this.vouched.set(s.id, now);
     this.log.info({ session: s.id, user: s.hub.user, url: req.url?.split('?')[0] }, 'a request the hub vouched for asks for a sleeping session');
     return true;
   }
 
   /** A request for a sleeping session from someone the hub has not vouched for. */
-  private refuseWake(s: PlacedSession & { hub: HubRoute }, req: IncomingMessage, res: ServerResponse): void {
-    if (wantsHtml(req)) {
+  private refuseWake(err: AsleepError, req: IncomingMessage, res: ServerResponse): void {
+    if (wantsHtml(req) && !res.headersSent) {
       // The hub signs the user in (its cookie is scoped to /hub/, the gateway never sees it) and wakes their server.
-      const to = `${hubBaseOf(s.hub)}${HUB_WAKE_PATH}?next=${encodeURIComponent(req.url ?? s.hub.prefix)}`;
+      const to = `${hubBaseOf(err.session.hub)}${HUB_WAKE_PATH}?next=${encodeURIComponent(req.url ?? err.session.hub.prefix)}`;
       res.writeHead(302, { Location: to, 'Cache-Control': 'no-store' }).end();
       return;
     }
-    this.refuse(req, res, new GatewayError(403, `session ${s.id} of ${s.hub.user} is asleep (checkpointed) and wakes only for ${s.hub.user}'s own requests: a hub token of theirs (Authorization: token ...), or their browser signed in to the hub`));
+    this.refuse(req, res, err);
   }
 
-  /** Wakes a checkpointed session once (again only after a failed restore ended), for a request the hub vouched for. */
+  /** Wakes a checkpointed session once (again only after a failed restore ended). Only for a request mayWake let. */
   private async wakeIfAsleep(s: PlacedSession): Promise<void> {
     if (!asleep(s)) return;
-    if (this.identity && Date.now() - (this.vouched.get(s.id) ?? 0) >= this.config.holdTimeoutMs) return;
     const last = this.wakes.get(s.id) ?? 0;
     if (Date.now() - last < 2_000) return;
     this.wakes.set(s.id, Date.now());
@@ -183,8 +187,10 @@ export class SessionGateway {
   }
 
   /**
-   * Resolves once the session runs with nothing under way on it, waking it if
-   * it sleeps. Every request waiting for one session shares one poll.
+   * Resolves once the session runs with nothing under way on it, or sleeps
+   * (checkpointed, nothing under way): each waiter then asks whether its own
+   * request may wake it (hold). Every request waiting for one session shares
+   * one poll.
    */
   private untilServing(s: PlacedSession): Promise<PlacedSession> {
     const current = this.waits.get(s.id);
@@ -198,7 +204,7 @@ export class SessionGateway {
         last = now;
         if (serving(now)) return now;
         if (now.state === 'failed' && now.operation === null) throw new GatewayError(502, `session ${s.id} of ${s.user} failed (hubshift session ls shows why); stop and start your server from the hub`);
-        await this.wakeIfAsleep(now);
+        if (asleep(now)) return now;
         if (Date.now() >= deadline) break;
         await sleep(this.config.pollIntervalMs);
       }
@@ -208,13 +214,29 @@ export class SessionGateway {
     return wait;
   }
 
-  /** untilServing, counted against the limit of held requests. */
-  private async hold(s: PlacedSession): Promise<PlacedSession> {
+  /**
+   * untilServing, counted against the limit of held requests. A session that
+   * sleeps, or falls asleep meanwhile (a checkpoint under way when the
+   * request came), is woken if the hub vouches for this request, and the
+   * request refused (AsleepError) if not, at once rather than at the end of
+   * the hold time.
+   */
+  private async hold(s: PlacedSession, req: IncomingMessage): Promise<PlacedSession> {
     if (this.held >= this.config.maxHeld) throw new GatewayError(503, `the gateway already holds ${this.held} requests for sessions that are moving or waking; try again in a moment`);
     this.held++;
+    const deadline = Date.now() + this.config.holdTimeoutMs;
     try {
       this.forget(s);
-      return await this.untilServing(s);
+      for (;;) {
+        const now = await this.untilServing(s);
+        if (serving(now)) return now;
+        if (!(await this.mayWake(now, req))) throw now.hub ? new AsleepError({ ...now, hub: now.hub }) : new GatewayError(403, `session ${now.id} is asleep (checkpointed)`);
+        await this.wakeIfAsleep(now);
+        if (Date.now() >= deadline) throw new GatewayError(504, `session ${now.id} of ${now.user} did not come back within ${this.config.holdTimeoutMs / 1000} s (${lowerFirst(wakeMessage(now))}); try again in a moment`);
+        // Until the scheduler shows the restore under way.
+        await sleep(this.config.pollIntervalMs);
+        s = now;
+      }
     } finally {
       this.held--;
     }
@@ -235,10 +257,7 @@ export class SessionGateway {
         await this.status(s, req, res);
         return;
       }
-      if (asleep(s) && !(await this.mayWake(s, req))) {
-        this.refuseWake({ ...s, hub: s.hub }, req, res);
-        return;
-      }
+      if (asleep(s) && !(await this.mayWake(s, req))) throw new AsleepError({ ...s, hub: s.hub });
       // The user's activity for the hub: what is passed on or waited for, not a refused knock on a sleeping server.
       this.activity?.note(s.hub);
       if (!serving(s)) {
@@ -247,11 +266,12 @@ export class SessionGateway {
           res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' }).end(wakePage({ user: s.user, prefix: s.hub.prefix, statusIntervalMs: 250 }));
           return;
         }
-        s = await this.hold(s);
+        s = await this.hold(s, req);
       }
       await this.forward(req, res, s, replayable(req));
     } catch (err) {
-      this.refuse(req, res, err);
+      if (err instanceof AsleepError) this.refuseWake(err, req, res);
+      else this.refuse(req, res, err);
     }
   }
 
@@ -269,11 +289,16 @@ export class SessionGateway {
     const target = new URL(s.url);
     return new Promise<void>((resolve, reject) => {
       const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: forwardHeaders(req.headers), agent: this.agent }, (ur) => {
+        clearInterval(stalled);
         res.writeHead(ur.statusCode ?? 502, ur.statusMessage, forwardHeaders(ur.headers));
         pipeline(ur, res).then(resolve, () => resolve());
       });
       // A request stuck on a frozen session is given up after the hold time, like one that waited.
       up.setTimeout(this.config.holdTimeoutMs, () => up.destroy(new GatewayError(504, `session ${s.id} of ${s.user} did not answer within ${this.config.holdTimeoutMs / 1000} s`)));
+      // A request the session had taken when it was checkpointed waits inside its connection, which the checkpoint
+      // keeps (criu takes established connections along): nothing else may come to wake the session, so this one does.
+      const stalled = setInterval(() => void this.wakeUnder(s, req, up), STALLED_MS);
+      up.once('close', () => clearInterval(stalled));
       up.on('error', (err) => {
         if (res.headersSent) {
           res.destroy();
@@ -287,11 +312,23 @@ export class SessionGateway {
         }
         // The session may have begun to move or sleep just now: wait for it and send the request again, once.
         this.log.debug({ session: s.id, err: err.message }, 'upstream failed; holding the request for the session');
-        this.hold(s).then((again) => this.forward(req, res, again, false)).then(resolve, reject);
+        this.hold(s, req).then((again) => this.forward(req, res, again, false)).then(resolve, reject);
       });
       if (mayReplay) up.end();
       else pipeline(req, up).catch(() => undefined);
     });
+  }
+
+  /**
+   * For a request without an answer yet: if its session has gone to sleep
+   * under it, wakes the session (the restored server answers on the same
+   * connection) if the hub vouches for the request, and refuses it if not.
+   */
+  private async wakeUnder(s: PlacedSession, req: IncomingMessage, up: ClientRequest): Promise<void> {
+    const now = await this.directory.get(s.id).catch(() => null);
+    if (!now || !asleep(now) || up.destroyed) return;
+    if (await this.mayWake(now, req)) await this.wakeIfAsleep(now).catch((err: unknown) => this.log.warn({ session: s.id, err: errorMessage(err) }, 'waking the session under a waiting request failed'));
+    else up.destroy(now.hub ? new AsleepError({ ...now, hub: now.hub }) : new GatewayError(403, `session ${now.id} is asleep (checkpointed)`));
   }
 
   private refuse(req: IncomingMessage, res: ServerResponse, err: unknown): void {
@@ -318,13 +355,13 @@ export class SessionGateway {
     try {
       const s0 = await this.lookup(req.url ?? '/');
       if (!s0 || !s0.hub) throw new GatewayError(404, `no hubshift session serves ${req.url}`);
-      if (asleep(s0) && !(await this.mayWake(s0, req))) throw new GatewayError(403, `session ${s0.id} of ${s0.hub.user} is asleep (checkpointed) and wakes only for ${s0.hub.user}'s own requests`);
-      const s = serving(s0) ? s0 : await this.hold(s0);
+      if (asleep(s0) && !(await this.mayWake(s0, req))) throw new AsleepError({ ...s0, hub: s0.hub });
+      const s = serving(s0) ? s0 : await this.hold(s0, req);
       const upstream = await this.connectUpstream(s, req);
       if (upstream.protocol) this.chosen.set(req, upstream.protocol);
       this.wss.handleUpgrade(req, socket, head, (browser) => {
         const relay = new WsRelay(browser, upstream, {
-          reconnect: async () => this.connectUpstream(await this.hold(s), req),
+          reconnect: async () => this.connectUpstream(await this.hold(s, req), req),
           onActivity: () => s.hub && this.activity?.note(s.hub),
           bufferBytes: this.config.wsBufferBytes,
           giveUpMs: this.config.holdTimeoutMs,

@@ -292,7 +292,19 @@ describe('JupyterHub with hubshift', () => {
       // Another browser, signed in to the hub only: the gateway sends it to the hub's page, which wakes the server.
       // (Checkpointed by hand: the guards keep the idle policy off a session for 10 minutes after it acted.)
       await away(first.page);
-      expect((await operationEnd(c, (await c.checkpoint(s!.id)).id)).status).toBe('completed');
+      // A kernel holding enough that the checkpoint takes a moment: a request without a token that comes while it
+      // runs is held, and refused once the session sleeps, not kept for the whole hold time (120 s).
+      const { token } = await hub.api('POST', '/users/dan/tokens', z.object({ token: z.string() }), { note: 'test', expires_in: 3600 });
+      (await kernelWithState(`${hub.url}/user/dan/`, token, 512)).channel.close();
+      const op = await c.checkpoint(s!.id);
+      await waitFor('the checkpoint to be under way', async () => ((await c.getSession(s!.id)).operation !== null ? true : undefined), { timeoutMs: 10_000, intervalMs: 10 });
+      const t0 = Date.now();
+      const held = await fetch(`${hub.url}/user/dan/api/status`);
+      expect(held.status).toBe(403);
+      // The gateway's refusal: not woken (and then refused by the server itself) on the strength of dan's earlier request.
+      expect(((await held.json()) as { message: string }).message).toMatch(/is asleep \(checkpointed\) and wakes only for dan's own requests/);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      expect((await operationEnd(c, op.id)).status).toBe('completed');
       const second = await signIn();
       await treeShown(second.page);
       expect(second.viaHub.length).toBeGreaterThan(0);
@@ -303,6 +315,35 @@ describe('JupyterHub with hubshift', () => {
     } finally {
       await browser?.close();
     }
+  });
+
+  it('should answer a request that a checkpoint catches on its way, waking the session for it', async () => {
+    const { token, base } = await spawnThroughHub(hub, 'fay');
+    const [s] = (await c.listSessions()).filter((x) => x.user === 'fay');
+    const auth = { Authorization: `token ${token}` };
+    const k = await kernelWithState(base, token, 8);
+    await k.channel.execute("import os\nwith open('big.bin', 'wb') as f:\n    f.write(os.urandom(192 << 20))", 120_000);
+    k.channel.close();
+    // The server reads and encodes 192 MiB before it answers: the checkpoint freezes it with the request taken and
+    // unanswered, inside a connection the checkpoint takes along. Nothing else comes to wake the session: this must.
+    const slow = fetch(`${base}api/contents/big.bin?content=1&format=base64&type=file`, { headers: auth, signal: AbortSignal.timeout(90_000) });
+    await sleep(100);
+    const op = await c.checkpoint(s!.id);
+    expect((await operationEnd(c, op.id)).status).toBe('completed');
+    // Woken within a second or two of falling asleep, for the request still waiting (not ~20 s later, when its
+    // connection fails and the request is sent again).
+    const asleepAt = Date.now();
+    await waitFor('the waiting request to wake fay', async () => {
+      const now = await c.getSession(s!.id);
+      return now.operation !== null || now.state === 'running' ? true : undefined;
+    }, { timeoutMs: 60_000, intervalMs: 100 });
+    expect((Date.now() - asleepAt) / 1000).toBeLessThan(8);
+    const r = await slow;
+    expect(r.status).toBe(200);
+    expect(z.object({ name: z.literal('big.bin'), size: z.number() }).passthrough().parse(await r.json()).size).toBe(192 << 20);
+    const checkpoints = (await c.actions(1000)).filter((a) => a.sessionId === s!.id && a.action === 'checkpoint' && a.outcome === 'done');
+    expect(checkpoints.length).toBeGreaterThan(0);
+    expect((await c.getSession(s!.id)).state).toBe('running');
   });
 
   it("should run a hub user that hubshift cannot name as the hub does (an e-mail address) as a hubshift user of its own, at the hub's own route", async () => {
