@@ -33,6 +33,11 @@ class AsleepError extends GatewayError {
   }
 }
 
+/** The refusal of a request that may not wake its sleeping session. */
+function asleepRefusal(s: PlacedSession): GatewayError {
+  return s.hub ? new AsleepError({ ...s, hub: s.hub }) : new GatewayError(403, `session ${s.id} is asleep (checkpointed)`);
+}
+
 /** Headers that belong to one connection and are not passed on (RFC 9110 section 7.6.1). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 /** What a reconnected upstream websocket needs to be let in as the browser was. */
@@ -230,7 +235,7 @@ export class SessionGateway {
       for (;;) {
         const now = await this.untilServing(s);
         if (serving(now)) return now;
-        if (!(await this.mayWake(now, req))) throw now.hub ? new AsleepError({ ...now, hub: now.hub }) : new GatewayError(403, `session ${now.id} is asleep (checkpointed)`);
+        if (!(await this.mayWake(now, req))) throw asleepRefusal(now);
         await this.wakeIfAsleep(now);
         if (Date.now() >= deadline) throw new GatewayError(504, `session ${now.id} of ${now.user} did not come back within ${this.config.holdTimeoutMs / 1000} s (${lowerFirst(wakeMessage(now))}); try again in a moment`);
         // Until the scheduler shows the restore under way.
@@ -328,7 +333,7 @@ export class SessionGateway {
     const now = await this.directory.get(s.id).catch(() => null);
     if (!now || !asleep(now) || up.destroyed) return;
     if (await this.mayWake(now, req)) await this.wakeIfAsleep(now).catch((err: unknown) => this.log.warn({ session: s.id, err: errorMessage(err) }, 'waking the session under a waiting request failed'));
-    else up.destroy(now.hub ? new AsleepError({ ...now, hub: now.hub }) : new GatewayError(403, `session ${now.id} is asleep (checkpointed)`));
+    else up.destroy(asleepRefusal(now));
   }
 
   private refuse(req: IncomingMessage, res: ServerResponse, err: unknown): void {
