@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { HubRoute } from '../core/control.js';
 import { errorMessage } from '../core/errors.js';
+import { ExpiringMap } from '../util/expiring-map.js';
 
 /** What JupyterHub's `GET /hub/api/user` says of a token's owner (every valid token may ask it). */
 const TokenOwner = z
@@ -19,6 +20,8 @@ type TokenOwner = z.infer<typeof TokenOwner>;
 const KNOWN_MS = 60_000;
 const REFUSED_MS = 10_000;
 const MAX_KNOWN = 4096;
+/** A hub that does not answer is said to be so at most this often, not once a request. */
+const WARN_EVERY_MS = 10_000;
 
 /**
  * Whether a token may use a server, in JupyterHub's terms: the server's own
@@ -37,8 +40,8 @@ export function mayAccess(owner: Pick<TokenOwner, 'name' | 'kind' | 'scopes'>, r
  * kept a minute (a refusal ten seconds), by the token's sha256.
  */
 export class HubIdentity {
-  private readonly known = new Map<string, { owner: TokenOwner | null; until: number }>();
-  /** When a hub that did not answer was last said to be so: once every ten seconds, not once a request. */
+  /** The hub's answers by the token's sha256; null: the hub refused the token. */
+  private readonly known = new ExpiringMap<string, TokenOwner | null>(MAX_KNOWN);
   private warnedAt = 0;
 
   constructor(
@@ -57,9 +60,8 @@ export class HubIdentity {
 
   private async ownerOf(token: string): Promise<TokenOwner | null> {
     const key = createHash('sha256').update(token).digest('hex');
-    const now = Date.now();
     const hit = this.known.get(key);
-    if (hit && hit.until > now) return hit.owner;
+    if (hit !== undefined) return hit;
     let owner: TokenOwner | null = null;
     try {
       const res = await fetch(`${this.apiUrl.replace(/\/$/, '')}/user`, { headers: { Authorization: `token ${token}` }, signal: AbortSignal.timeout(5_000) });
@@ -67,16 +69,12 @@ export class HubIdentity {
       else if (res.status !== 401 && res.status !== 403) throw new Error(`the hub answered ${res.status}`);
     } catch (err) {
       // Not remembered: the next request asks again.
-      if (Date.now() - this.warnedAt < REFUSED_MS) return null;
+      if (Date.now() - this.warnedAt < WARN_EVERY_MS) return null;
       this.warnedAt = Date.now();
       this.log.warn({ err: errorMessage(err) }, 'could not ask the hub whose a token is (is --hub-api-url right?); the request may not wake its session');
       return null;
     }
-    if (this.known.size >= MAX_KNOWN) {
-      for (const [k, v] of this.known) if (v.until <= now) this.known.delete(k);
-      if (this.known.size >= MAX_KNOWN) this.known.clear();
-    }
-    this.known.set(key, { owner, until: now + (owner ? KNOWN_MS : REFUSED_MS) });
+    this.known.set(key, owner, owner ? KNOWN_MS : REFUSED_MS);
     return owner;
   }
 }

@@ -1,10 +1,5 @@
 import { routePrefixes, type PlacedSession } from '../core/control.js';
-
-interface Entry {
-  /** null: the directory said no session has this prefix. */
-  s: PlacedSession | null;
-  at: number;
-}
+import { ExpiringMap } from '../util/expiring-map.js';
 
 /** Past this many entries, stale ones are dropped (paths are the users' to choose, so entries are too). */
 const PRUNE_AT = 4096;
@@ -17,12 +12,15 @@ const PRUNE_AT = 4096;
  * have started since), and everything is forgotten after `ttlMs`.
  */
 export class RouteCache {
-  private readonly entries = new Map<string, Entry>();
+  /** By prefix; null: the directory said no session has this prefix. */
+  private readonly entries: ExpiringMap<string, PlacedSession | null>;
 
   constructor(
     private readonly ttlMs: number,
-    private readonly now: () => number = Date.now,
-  ) {}
+    now: () => number = Date.now,
+  ) {
+    this.entries = new ExpiringMap(PRUNE_AT, now);
+  }
 
   /**
    * The remembered session for this path, or undefined where the directory
@@ -30,11 +28,10 @@ export class RouteCache {
    * session starting would be refused for a while).
    */
   get(path: string): PlacedSession | undefined {
-    const t = this.now();
     for (const prefix of routePrefixes(path)) {
       const hit = this.entries.get(prefix);
-      if (!hit || t - hit.at >= this.ttlMs) return undefined;
-      if (hit.s !== null) return hit.s;
+      if (hit === undefined) return undefined;
+      if (hit !== null) return hit;
     }
     return undefined;
   }
@@ -42,15 +39,13 @@ export class RouteCache {
   /** Remembers the directory's answer for this path: its session's prefix, and that no longer prefix has one. */
   set(path: string, s: PlacedSession): void {
     if (!s.hub) return;
-    const t = this.now();
     for (const prefix of routePrefixes(path)) {
       if (s.hub.prefix === prefix) {
-        this.entries.set(prefix, { s, at: t });
+        this.entries.set(prefix, s, this.ttlMs);
         break;
       }
-      this.entries.set(prefix, { s: null, at: t });
+      this.entries.set(prefix, null, this.ttlMs);
     }
-    if (this.entries.size > PRUNE_AT) this.prune(t);
   }
 
   /** Forgets a session (it stopped serving where it was). */
@@ -60,11 +55,5 @@ export class RouteCache {
 
   get size(): number {
     return this.entries.size;
-  }
-
-  private prune(t: number): void {
-    for (const [prefix, e] of this.entries) if (t - e.at >= this.ttlMs) this.entries.delete(prefix);
-    // All fresh and still too many (a burst of distinct paths): start over rather than grow.
-    if (this.entries.size > PRUNE_AT) this.entries.clear();
   }
 }
