@@ -74,6 +74,14 @@ export class IntegrityError extends HubshiftError {
   }
 }
 
+/** A blob the checkpoint's manifest names is not in the store. */
+export class MissingBlobError extends IntegrityError {
+  constructor(id: string, blob: string, location: string) {
+    super(`checkpoint ${id} is missing its blob ${blob} in ${location}`);
+    this.name = 'MissingBlobError';
+  }
+}
+
 /** Blobs of a checkpoint but no manifest: a checkpoint interrupted before its commit, or one being deleted (the manifest goes first). */
 export class UncommittedCheckpointError extends IntegrityError {
   constructor(id: string, location: string) {

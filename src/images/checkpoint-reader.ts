@@ -3,7 +3,7 @@ import { copyFile, link, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { BlobEntry, CheckpointManifest, FileDigest } from '../core/checkpoint.js';
-import { IntegrityError, NotFoundError, UncommittedCheckpointError } from '../core/errors.js';
+import { IntegrityError, MissingBlobError, NotFoundError, UncommittedCheckpointError } from '../core/errors.js';
 import { META_BLOB } from './checkpoint-writer.js';
 import { HashingStream, digestMismatch, hashFile } from './hashing.js';
 import type { HashingHelpers } from './helper-hashing.js';
@@ -34,13 +34,13 @@ function check(id: string, blob: BlobEntry, got: FileDigest): void {
 
 async function verifyLocalBlob(id: string, location: string, blob: BlobEntry, path: string, dest: string, progress: (n: number) => void, helpers?: HashingHelpers): Promise<void> {
   const got = await hashFile(path, progress, blob.pieceBytes, helpers).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') throw new IntegrityError(`checkpoint ${id} is missing its blob ${blob.name} in ${location}`);
+    if (err.code === 'ENOENT') throw new MissingBlobError(id, blob.name, location);
     throw err;
   });
   check(id, blob, got);
   await link(path, dest).catch(() =>
     copyFile(path, dest).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') throw new IntegrityError(`checkpoint ${id} is missing its blob ${blob.name} in ${location}`);
+      if (err.code === 'ENOENT') throw new MissingBlobError(id, blob.name, location);
       throw err;
     }),
   );

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CheckpointManifest } from '../core/checkpoint.js';
-import { IntegrityError, NotFoundError, StoreError, UncommittedCheckpointError, errorMessage } from '../core/errors.js';
+import { MissingBlobError, NotFoundError, StoreError, UncommittedCheckpointError, errorMessage } from '../core/errors.js';
 import { pathExists } from '../util/fs.js';
 import type { ImageStore } from './image-store.js';
 import { parseManifest } from './manifest.js';
@@ -79,7 +79,7 @@ export class DirImageStore implements ImageStore {
 
   async openBlob(id: string, name: string): Promise<Readable> {
     const p = this.blobPath(id, name);
-    if (!(await pathExists(p))) throw new IntegrityError(`checkpoint ${id} is missing its blob ${name} in ${this.location}`);
+    if (!(await pathExists(p))) throw new MissingBlobError(id, name, this.location);
     return createReadStream(p, { highWaterMark: 4 << 20 });
   }
 

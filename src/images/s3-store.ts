@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { CheckpointManifest } from '../core/checkpoint.js';
-import { InputError, IntegrityError, NotFoundError, StoreError, UncommittedCheckpointError, errorMessage } from '../core/errors.js';
+import { InputError, IntegrityError, MissingBlobError, NotFoundError, StoreError, UncommittedCheckpointError, errorMessage } from '../core/errors.js';
 import { parseManifest } from './manifest.js';
 import type { ImageStore } from './image-store.js';
 import { safeBlobName, safeCheckpointId } from './names.js';
@@ -181,7 +181,7 @@ export class S3ImageStore implements ImageStore {
       const head = await this.client.send(new HeadObjectCommand({ Bucket: this.where.bucket, Key }));
       size = head.ContentLength ?? 0;
     } catch (err) {
-      if (isNoSuchKey(err)) throw new IntegrityError(`checkpoint ${id} is missing its blob ${name} in ${this.location}`);
+      if (isNoSuchKey(err)) throw new MissingBlobError(id, name, this.location);
       throw new StoreError(`reading blob ${name} of ${id} from ${this.location} failed: ${errorMessage(err)}`, { cause: err });
     }
     return Readable.from(this.ranges(Key, size, `blob ${name} of ${id}`), { objectMode: false });
