@@ -12,6 +12,7 @@ import { hubTokensOf } from './hub-credentials.js';
 import type { HubIdentity } from './hub-identity.js';
 import type { SessionDirectory } from './session-directory.js';
 import type { GatewayConfig } from './gateway-config.js';
+import { BodyCopies, type BodyCopy } from './body-copies.js';
 import { RouteCache } from './route-cache.js';
 import { wakeMessage } from './wake-message.js';
 import { GATEWAY_PATH, escapeHtml, wakePage } from './wake-page.js';
@@ -69,10 +70,23 @@ function wantsHtml(req: IncomingMessage): boolean {
   return req.method === 'GET' && (req.headers.accept ?? '').includes('text/html') && !/\/api\//.test(req.url ?? '');
 }
 
-/** Idempotent requests may be sent again after the session came back; others are not replayed. */
-function replayable(req: IncomingMessage): boolean {
+/** Idempotent requests may be sent again after the session came back, whatever cut them. */
+function idempotent(req: IncomingMessage): boolean {
   return req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS';
 }
+
+/**
+ * How a request that failed upstream may be sent again (once): an idempotent
+ * one as it is; another with its body's copy, and only if its session
+ * never took it (see neverTaken); none on the second try.
+ */
+type Resend = { kind: 'idempotent' } | { kind: 'copy'; copy: BodyCopy } | null;
+
+/** Upstream errors that cut a connection before any answer. */
+const CUT = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE']);
+/** The most of one request's body, and of all requests' at once, the gateway keeps to send again. */
+const COPY_REQUEST_BYTES = 16 * 2 ** 20;
+const COPY_TOTAL_BYTES = 128 * 2 ** 20;
 
 function forwardHeaders(h: IncomingHttpHeaders): IncomingHttpHeaders {
   return Object.fromEntries(Object.entries(h).filter(([k]) => !HOP_BY_HOP.has(k)));
@@ -100,6 +114,7 @@ export class SessionGateway {
   private readonly wss: WebSocketServer;
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 256 });
   private readonly cache: RouteCache;
+  private readonly copies = new BodyCopies(COPY_REQUEST_BYTES, COPY_TOTAL_BYTES);
   private readonly waits = new Map<string, Promise<PlacedSession>>();
   private readonly wakes = new Map<string, number>();
   private readonly relays = new Set<WsRelay>();
@@ -273,7 +288,16 @@ export class SessionGateway {
         }
         s = await this.hold(s, req);
       }
-      await this.forward(req, res, s, replayable(req));
+      if (idempotent(req)) {
+        await this.forward(req, res, s, { kind: 'idempotent' }, null);
+        return;
+      }
+      const copy = this.copies.copy(req);
+      try {
+        await this.forward(req, res, s, { kind: 'copy', copy }, null);
+      } finally {
+        copy.release();
+      }
     } catch (err) {
       if (err instanceof AsleepError) this.refuseWake(err, req, res);
       else this.refuse(req, res, err);
@@ -290,7 +314,8 @@ export class SessionGateway {
     );
   }
 
-  private forward(req: IncomingMessage, res: ServerResponse, s: PlacedSession, mayReplay: boolean): Promise<void> {
+  /** Passes the request on; `body` is the copy of a request's body sent again, null to stream the client's own. */
+  private forward(req: IncomingMessage, res: ServerResponse, s: PlacedSession, resend: Resend, body: Buffer | null): Promise<void> {
     const target = new URL(s.url);
     return new Promise<void>((resolve, reject) => {
       const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: forwardHeaders(req.headers), agent: this.agent }, (ur) => {
@@ -311,17 +336,53 @@ export class SessionGateway {
           return;
         }
         this.forget(s);
-        if (!mayReplay || err instanceof GatewayError) {
-          reject(err instanceof GatewayError ? err : new GatewayError(502, `session ${s.id} of ${s.user} did not answer (${err.message}); if it is moving, try again in a moment`));
+        const failed = (): GatewayError => (err instanceof GatewayError ? err : new GatewayError(502, `session ${s.id} of ${s.user} did not answer (${err.message}); if it is moving, try again in a moment`));
+        if (!resend || err instanceof GatewayError) {
+          reject(failed());
           return;
         }
         // The session may have begun to move or sleep just now: wait for it and send the request again, once.
         this.log.debug({ session: s.id, err: err.message }, 'upstream failed; holding the request for the session');
-        this.hold(s, req).then((again) => this.forward(req, res, again, false)).then(resolve, reject);
+        const again = (bytes: Buffer | null): Promise<void> => this.hold(s, req).then((now) => this.forward(req, res, now, null, bytes));
+        if (resend.kind === 'idempotent') {
+          again(null).then(resolve, reject);
+          return;
+        }
+        this.neverTaken(s, err)
+          .then(async (never) => {
+            const bytes = never ? await resend.copy.whole() : null;
+            if (!bytes) throw failed();
+            this.log.info({ session: s.id, method: req.method, url: req.url?.split('?')[0] }, 'a request its session never took (a checkpoint or move left it out) is sent again');
+            await again(bytes);
+          })
+          .then(resolve, reject);
       });
-      if (mayReplay) up.end();
-      else pipeline(req, up).catch(() => undefined);
+      if (body) up.end(body);
+      else if (resend?.kind === 'idempotent') up.end();
+      else {
+        // Not pipeline(): a failed upstream must not end the client's request, whose body the copy may still need.
+        req.pipe(up);
+        req.once('close', () => {
+          if (!req.complete) up.destroy();
+        });
+      }
     });
+  }
+
+  /**
+   * Whether a request cut upstream before any answer was never taken by its
+   * session's server, so that sending it again cannot do anything twice: the
+   * session was checkpointed or moved (or is under way) since the gateway
+   * looked it up. criu takes every connection the server had accepted along
+   * (--tcp-established); what it leaves out are those still in the listen
+   * queue (--skip-in-flight), unread, which reset when their client next
+   * sends (its keepalive) or is refused.
+   */
+  private async neverTaken(before: PlacedSession, err: NodeJS.ErrnoException): Promise<boolean> {
+    if (!err.code || !CUT.has(err.code)) return false;
+    if (err.code === 'ECONNREFUSED') return true;
+    const now = await this.directory.get(before.id).catch(() => null);
+    return now !== null && (!serving(now) || now.node !== before.node || now.lastCheckpoint !== before.lastCheckpoint);
   }
 
   /**

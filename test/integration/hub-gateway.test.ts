@@ -317,7 +317,7 @@ describe('JupyterHub with hubshift', () => {
     }
   });
 
-  it('should answer a request that a checkpoint catches on its way, waking the session for it', async () => {
+  it('should answer requests that a checkpoint catches on their way (one the server was busy with, a save it had not taken yet), waking the session for them', async () => {
     const { token, base } = await spawnThroughHub(hub, 'fay');
     const [s] = (await c.listSessions()).filter((x) => x.user === 'fay');
     const auth = { Authorization: `token ${token}` };
@@ -328,9 +328,14 @@ describe('JupyterHub with hubshift', () => {
     // unanswered, inside a connection the checkpoint takes along. Nothing else comes to wake the session: this must.
     const slow = fetch(`${base}api/contents/big.bin?content=1&format=base64&type=file`, { headers: auth, signal: AbortSignal.timeout(90_000) });
     await sleep(100);
+    // A save sent while the server is busy waits in its listen queue, not yet taken: the checkpoint leaves such a
+    // connection out and it is reset. The server never read it, so the gateway sends it again, PUT as it is.
+    const note = `saved while busy ${Date.now()}`;
+    const save = fetch(`${base}api/contents/note.txt`, { method: 'PUT', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'file', format: 'text', content: note }), signal: AbortSignal.timeout(90_000) });
+    await sleep(100);
     const op = await c.checkpoint(s!.id);
     expect((await operationEnd(c, op.id)).status).toBe('completed');
-    // Woken within a second or two of falling asleep, for the request still waiting (not ~20 s later, when its
+    // Woken within a second or two of falling asleep, for the requests still waiting (not ~20 s later, when its
     // connection fails and the request is sent again).
     const asleepAt = Date.now();
     await waitFor('the waiting request to wake fay', async () => {
@@ -340,6 +345,10 @@ describe('JupyterHub with hubshift', () => {
     expect((Date.now() - asleepAt) / 1000).toBeLessThan(8);
     const r = await slow;
     expect(r.status).toBe(200);
+    const saved = await save;
+    expect([200, 201], await saved.clone().text()).toContain(saved.status);
+    const back = await fetch(`${base}api/contents/note.txt?content=1`, { headers: auth });
+    expect(z.object({ content: z.string() }).passthrough().parse(await back.json()).content).toBe(note);
     expect(z.object({ name: z.literal('big.bin'), size: z.number() }).passthrough().parse(await r.json()).size).toBe(192 << 20);
     const checkpoints = (await c.actions(1000)).filter((a) => a.sessionId === s!.id && a.action === 'checkpoint' && a.outcome === 'done');
     expect(checkpoints.length).toBeGreaterThan(0);
