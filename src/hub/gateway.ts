@@ -7,6 +7,7 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { HubRoute, PlacedSession } from '../core/control.js';
 import { errorMessage } from '../core/errors.js';
 import { sleep } from '../util/exec.js';
+import { ExpiringMap } from '../util/expiring-map.js';
 import type { HubActivityReporter } from './hub-activity.js';
 import { hubTokensOf } from './hub-credentials.js';
 import type { HubIdentity } from './hub-identity.js';
@@ -115,6 +116,8 @@ export class SessionGateway {
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 256 });
   private readonly cache: RouteCache;
   private readonly copies = new BodyCopies(COPY_REQUEST_BYTES, COPY_TOTAL_BYTES);
+  /** Where each session stood lately, for requests without an answer: one scheduler call a session, not one a request. */
+  private readonly glances = new ExpiringMap<string, Promise<PlacedSession | null>>(4096);
   private readonly waits = new Map<string, Promise<PlacedSession>>();
   private readonly wakes = new Map<string, number>();
   private readonly relays = new Set<WsRelay>();
@@ -391,10 +394,19 @@ export class SessionGateway {
    * connection) if the hub vouches for the request, and refuses it if not.
    */
   private async wakeUnder(s: PlacedSession, req: IncomingMessage, up: ClientRequest): Promise<void> {
-    const now = await this.directory.get(s.id).catch(() => null);
+    const now = await this.glance(s.id);
     if (!now || !asleep(now) || up.destroyed) return;
     if (await this.mayWake(now, req)) await this.wakeIfAsleep(now).catch((err: unknown) => this.log.warn({ session: s.id, err: errorMessage(err) }, 'waking the session under a waiting request failed'));
     else up.destroy(asleepRefusal(now));
+  }
+
+  /** The session's record as the scheduler gave it within the last half second, to every request that asks. */
+  private glance(id: string): Promise<PlacedSession | null> {
+    const known = this.glances.get(id);
+    if (known) return known;
+    const answer = this.directory.get(id).catch(() => null);
+    this.glances.set(id, answer, STALLED_MS / 2);
+    return answer;
   }
 
   private refuse(req: IncomingMessage, res: ServerResponse, err: unknown): void {

@@ -97,6 +97,39 @@ describe('SessionGateway, a request cut before any answer', () => {
   });
 });
 
+describe('SessionGateway, requests a session is slow to answer', () => {
+  it('should ask the scheduler about their session once for all of them, not once a request', async () => {
+    const server = createServer((_req, res) => {
+      setTimeout(() => res.writeHead(200, { 'Content-Type': 'text/plain' }).end('late'), 2_600);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    const record = PlacedSession.parse({ id: 's0000000002', user: 'bob', node: 'node-a', state: 'running', url, token: 't'.repeat(32), lastCheckpoint: null, operation: null, hub: { user: 'bob', server: '', prefix: '/user/bob/' } });
+    let asked = 0;
+    const directory: SessionDirectory = {
+      atPath: async () => record,
+      get: async () => {
+        asked++;
+        return record;
+      },
+      wake: async () => undefined,
+    };
+    const gateway = new SessionGateway(directory, { ...GATEWAY_DEFAULTS, port: 0 }, pino({ level: 'silent' }));
+    try {
+      const base = await gateway.listen();
+      // Twenty downloads, each unanswered for over two seconds: each looks twice whether its session fell asleep.
+      const answers = await Promise.all(Array.from({ length: 20 }, () => fetch(`${base}/user/bob/files/big.bin`).then((r) => r.text())));
+      expect(answers).toEqual(Array.from({ length: 20 }, () => 'late'));
+      expect(asked).toBeGreaterThan(0);
+      expect(asked).toBeLessThanOrEqual(8);
+    } finally {
+      await gateway.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
+
 describe('BodyCopies', () => {
   it('should copy a body whole, and give a copy up past the bound of one request or of all of them', async () => {
     const copies = new BodyCopies(8, 12);
