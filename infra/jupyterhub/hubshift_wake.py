@@ -11,6 +11,7 @@ user's own, and sends the browser back to where it was going.
 
 from hubshift_spawner import HubshiftError, HubshiftSpawner
 from jupyterhub.handlers import BaseHandler
+from jupyterhub.utils import url_path_join
 from tornado import web
 
 
@@ -27,6 +28,11 @@ class HubshiftWakeHandler(BaseHandler):
         prefixes = [(spawner.server.base_url, spawner) for spawner in user.spawners.values() if spawner.server is not None]
         matching = sorted((p for p in prefixes if path.startswith(p[0])), key=lambda p: len(p[0]), reverse=True)
         if not matching:
+            if path.startswith(user.url):
+                # The user's own URL, but no server of theirs there (never started, or being stopped): the hub's
+                # own page for that path says so and offers to start it.
+                self.redirect(url_path_join(self.hub.base_url, next_url[len(self.base_url):]))
+                return
             raise web.HTTPError(403, f"{path} is not one of {user.name}'s running servers: open your own from the hub's home page")
         prefix, spawner = matching[0]
         if not isinstance(spawner, HubshiftSpawner):

@@ -312,6 +312,12 @@ describe('JupyterHub with hubshift', () => {
       // The hub's page wakes the user's own servers only, and sends the browser nowhere but this site.
       expect((await second.page.goto(`${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('/user/ann/tree')}`))?.status()).toBe(403);
       expect((await second.page.goto(`${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('//elsewhere.example/')}`))?.status()).toBe(400);
+      // A path of the user's own with no server of theirs there: the hub's own page for it, which offers to start it.
+      await hub.api('DELETE', '/users/dan/server', z.unknown());
+      await waitFor("the hub to stop dan's server", async () => ((await hub.api('GET', '/users/dan', HubUser)).servers[''] === undefined ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
+      expect((await second.page.goto(`${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('/user/dan/tree')}`))?.status()).toBe(424);
+      expect(new URL(second.page.url()).pathname).toBe('/hub/user/dan/tree');
+      expect(await second.page.innerText('body')).toMatch(/Server not running/);
     } finally {
       await browser?.close();
     }
