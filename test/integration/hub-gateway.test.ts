@@ -361,6 +361,32 @@ describe('JupyterHub with hubshift', () => {
     expect((await c.getSession(s!.id)).state).toBe('running');
   });
 
+  it('should answer requests that a move catches on their way (one the server was busy with, a save it had not taken yet)', async () => {
+    const { token, base } = await spawnThroughHub(hub, 'gil');
+    const [s] = (await c.listSessions()).filter((x) => x.user === 'gil');
+    const to = s!.node === 'node-a' ? 'node-b' : 'node-a';
+    const auth = { Authorization: `token ${token}` };
+    const k = await kernelWithState(base, token, 8);
+    await k.channel.execute("import os\nwith open('big.bin', 'wb') as f:\n    f.write(os.urandom(128 << 20))", 120_000);
+    // As at a checkpoint (above): the server busy with a request the move takes along, a save still in its listen
+    // queue, which the move leaves out and the gateway sends again to the target once the session answers there.
+    const slow = fetch(`${base}api/contents/big.bin?content=1&format=base64&type=file`, { headers: auth, signal: AbortSignal.timeout(90_000) });
+    await sleep(100);
+    const note = `saved while moving ${Date.now()}`;
+    const save = fetch(`${base}api/contents/moved.txt`, { method: 'PUT', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'file', format: 'text', content: note }), signal: AbortSignal.timeout(150_000) });
+    await sleep(100);
+    const op = await c.migrate(s!.id, to);
+    expect((await operationEnd(c, op.id)).status).toBe('completed');
+    const r = await slow;
+    expect(r.status).toBe(200);
+    expect(z.object({ size: z.number() }).passthrough().parse(await r.json()).size).toBe(128 << 20);
+    const saved = await save;
+    expect([200, 201], await saved.clone().text()).toContain(saved.status);
+    const back = await fetch(`${base}api/contents/moved.txt?content=1`, { headers: auth });
+    expect(z.object({ content: z.string() }).passthrough().parse(await back.json()).content).toBe(note);
+    k.channel.close();
+  });
+
   it("should run a hub user that hubshift cannot name as the hub does (an e-mail address) as a hubshift user of its own, at the hub's own route", async () => {
     const user = 'dee@lab.org';
     const { token, base } = await spawnThroughHub(hub, user);
