@@ -326,19 +326,9 @@ describe('JupyterHub with hubshift', () => {
   it('should answer requests that a checkpoint catches on their way (one the server was busy with, a save it had not taken yet), waking the session for them', async () => {
     const { token, base } = await spawnThroughHub(hub, 'fay');
     const [s] = (await c.listSessions()).filter((x) => x.user === 'fay');
-    const auth = { Authorization: `token ${token}` };
-    const k = await kernelWithState(base, token, 8);
-    await k.channel.execute("import os\nwith open('big.bin', 'wb') as f:\n    f.write(os.urandom(192 << 20))", 120_000);
-    k.channel.close();
-    // The server reads and encodes 192 MiB before it answers: the checkpoint freezes it with the request taken and
-    // unanswered, inside a connection the checkpoint takes along. Nothing else comes to wake the session: this must.
-    const slow = fetch(`${base}api/contents/big.bin?content=1&format=base64&type=file`, { headers: auth, signal: AbortSignal.timeout(90_000) });
-    await sleep(100);
-    // A save sent while the server is busy waits in its listen queue, not yet taken: the checkpoint leaves such a
-    // connection out and it is reset. The server never read it, so the gateway sends it again, PUT as it is.
-    const note = `saved while busy ${Date.now()}`;
-    const save = fetch(`${base}api/contents/note.txt`, { method: 'PUT', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'file', format: 'text', content: note }), signal: AbortSignal.timeout(90_000) });
-    await sleep(100);
+    // The checkpoint freezes the server with a request taken and unanswered, inside a connection the checkpoint takes
+    // along. Nothing else comes to wake the session: this must.
+    const busy = await busyServer(base, token, 192);
     const op = await c.checkpoint(s!.id);
     expect((await operationEnd(c, op.id)).status).toBe('completed');
     // Woken within a second or two of falling asleep, for the requests still waiting (not ~20 s later, when its
@@ -349,13 +339,7 @@ describe('JupyterHub with hubshift', () => {
       return now.operation !== null || now.state === 'running' ? true : undefined;
     }, { timeoutMs: 60_000, intervalMs: 100 });
     expect((Date.now() - asleepAt) / 1000).toBeLessThan(8);
-    const r = await slow;
-    expect(r.status).toBe(200);
-    const saved = await save;
-    expect([200, 201], await saved.clone().text()).toContain(saved.status);
-    const back = await fetch(`${base}api/contents/note.txt?content=1`, { headers: auth });
-    expect(z.object({ content: z.string() }).passthrough().parse(await back.json()).content).toBe(note);
-    expect(z.object({ name: z.literal('big.bin'), size: z.number() }).passthrough().parse(await r.json()).size).toBe(192 << 20);
+    await busy.answered();
     const checkpoints = (await c.actions(1000)).filter((a) => a.sessionId === s!.id && a.action === 'checkpoint' && a.outcome === 'done');
     expect(checkpoints.length).toBeGreaterThan(0);
     expect((await c.getSession(s!.id)).state).toBe('running');
@@ -364,27 +348,10 @@ describe('JupyterHub with hubshift', () => {
   it('should answer requests that a move catches on their way (one the server was busy with, a save it had not taken yet)', async () => {
     const { token, base } = await spawnThroughHub(hub, 'gil');
     const [s] = (await c.listSessions()).filter((x) => x.user === 'gil');
-    const to = s!.node === 'node-a' ? 'node-b' : 'node-a';
-    const auth = { Authorization: `token ${token}` };
-    const k = await kernelWithState(base, token, 8);
-    await k.channel.execute("import os\nwith open('big.bin', 'wb') as f:\n    f.write(os.urandom(128 << 20))", 120_000);
-    // As at a checkpoint (above): the server busy with a request the move takes along, a save still in its listen
-    // queue, which the move leaves out and the gateway sends again to the target once the session answers there.
-    const slow = fetch(`${base}api/contents/big.bin?content=1&format=base64&type=file`, { headers: auth, signal: AbortSignal.timeout(90_000) });
-    await sleep(100);
-    const note = `saved while moving ${Date.now()}`;
-    const save = fetch(`${base}api/contents/moved.txt`, { method: 'PUT', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'file', format: 'text', content: note }), signal: AbortSignal.timeout(150_000) });
-    await sleep(100);
-    const op = await c.migrate(s!.id, to);
+    const busy = await busyServer(base, token, 128);
+    const op = await c.migrate(s!.id, s!.node === 'node-a' ? 'node-b' : 'node-a');
     expect((await operationEnd(c, op.id)).status).toBe('completed');
-    const r = await slow;
-    expect(r.status).toBe(200);
-    expect(z.object({ size: z.number() }).passthrough().parse(await r.json()).size).toBe(128 << 20);
-    const saved = await save;
-    expect([200, 201], await saved.clone().text()).toContain(saved.status);
-    const back = await fetch(`${base}api/contents/moved.txt?content=1`, { headers: auth });
-    expect(z.object({ content: z.string() }).passthrough().parse(await back.json()).content).toBe(note);
-    k.channel.close();
+    await busy.answered();
   });
 
   it("should run a hub user that hubshift cannot name as the hub does (an e-mail address) as a hubshift user of its own, at the hub's own route", async () => {
@@ -430,3 +397,33 @@ describe('JupyterHub with hubshift', () => {
     await waitFor("the hub to stop eve's servers", async () => (Object.keys((await hub.api('GET', '/users/eve', HubUser)).servers).length === 0 ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
   });
 });
+
+/**
+ * A session's server busy reading and encoding a file of `mib` MiB for a
+ * request (on its one thread), and a save sent meanwhile, still waiting in
+ * its listen queue: a checkpoint or move then takes the first along and
+ * leaves the second out (reset), which the gateway sends again once the
+ * session answers. `answered` checks that both were, whole.
+ */
+async function busyServer(base: string, token: string, mib: number): Promise<{ answered(): Promise<void> }> {
+  const auth = { Authorization: `token ${token}` };
+  const k = await kernelWithState(base, token, 8);
+  await k.channel.execute(`import os\nwith open('big.bin', 'wb') as f:\n    f.write(os.urandom(${mib} << 20))`, 120_000);
+  k.channel.close();
+  const slow = fetch(`${base}api/contents/big.bin?content=1&format=base64&type=file`, { headers: auth, signal: AbortSignal.timeout(90_000) });
+  await sleep(100);
+  const note = `saved while busy ${Date.now()}`;
+  const save = fetch(`${base}api/contents/note.txt`, { method: 'PUT', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'file', format: 'text', content: note }), signal: AbortSignal.timeout(150_000) });
+  await sleep(100);
+  return {
+    async answered() {
+      const r = await slow;
+      expect(r.status).toBe(200);
+      expect(z.object({ name: z.literal('big.bin'), size: z.number() }).passthrough().parse(await r.json()).size).toBe(mib << 20);
+      const saved = await save;
+      expect([200, 201], await saved.clone().text()).toContain(saved.status);
+      const back = await fetch(`${base}api/contents/note.txt?content=1`, { headers: auth });
+      expect(z.object({ content: z.string() }).passthrough().parse(await back.json()).content).toBe(note);
+    },
+  };
+}
