@@ -361,7 +361,8 @@ export class SessionGateway {
           .then(resolve, reject);
       });
       if (body) up.end(body);
-      else if (resend?.kind === 'idempotent') up.end();
+      // Sent without a body, as before; also the second time, when the client's request has long ended.
+      else if (idempotent(req)) up.end();
       else {
         // Not pipeline(): a failed upstream must not end the client's request, whose body the copy may still need.
         req.pipe(up);

@@ -36,7 +36,7 @@ describe('SessionGateway, a request cut before any answer', () => {
           req.socket.resetAndDestroy();
           return;
         }
-        res.writeHead(201, { 'Content-Type': 'text/plain' }).end(`saved ${Buffer.concat(chunks).length} bytes`);
+        res.writeHead(req.method === 'PUT' ? 201 : 200, { 'Content-Type': 'text/plain' }).end(`saved ${Buffer.concat(chunks).length} bytes`);
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -84,6 +84,15 @@ describe('SessionGateway, a request cut before any answer', () => {
     const res = await put(await gatewayTo(record), '{"type":"file"}');
     expect(res.status).toBe(201);
     expect(server.bodies).toHaveLength(2);
+  });
+
+  it('should send a GET again on a cut alone, once the session serves', async () => {
+    const record: { now: PlacedSession } = { now: session('http://127.0.0.1:1/', 'ck-0') };
+    const server = await sessionServer(() => undefined);
+    record.now = session(server.url, 'ck-0');
+    const res = await fetch(`${await gatewayTo(record)}/user/ann/api/contents/note.txt`);
+    expect(res.status).toBe(200);
+    expect(server.bodies).toEqual(['', '']);
   });
 
   it('should not send a PUT again on a cut alone: the server may have done it (502, sent once)', async () => {
