@@ -280,7 +280,7 @@ export class SessionGateway {
         await this.status(s, req, res);
         return;
       }
-      if (asleep(s) && !(await this.mayWake(s, req))) throw new AsleepError({ ...s, hub: s.hub });
+      if (asleep(s) && !(await this.mayWake(s, req))) throw asleepRefusal(s);
       // The user's activity for the hub: what is passed on or waited for, not a refused knock on a sleeping server.
       this.activity?.note(s.hub);
       if (!serving(s)) {
@@ -434,7 +434,7 @@ export class SessionGateway {
     try {
       const s0 = await this.lookup(req.url ?? '/');
       if (!s0 || !s0.hub) throw new GatewayError(404, `no hubshift session serves ${req.url}`);
-      if (asleep(s0) && !(await this.mayWake(s0, req))) throw new AsleepError({ ...s0, hub: s0.hub });
+      if (asleep(s0) && !(await this.mayWake(s0, req))) throw asleepRefusal(s0);
       const s = serving(s0) ? s0 : await this.hold(s0, req);
       const upstream = await this.connectUpstream(s, req);
       if (upstream.protocol) this.chosen.set(req, upstream.protocol);
