@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { pino } from 'pino';
@@ -9,24 +9,56 @@ import { SessionGateway } from '../../src/hub/gateway.js';
 import { GATEWAY_DEFAULTS } from '../../src/hub/gateway-config.js';
 import type { SessionDirectory } from '../../src/hub/session-directory.js';
 
+/** What a test started, stopped after it (the gateway, the session's server), last first. */
+const started: Array<{ close(): Promise<void> }> = [];
+afterEach(async () => {
+  for (const s of started.splice(0).reverse()) await s.close();
+});
+
+/** A plain HTTP server on loopback standing for a session's Jupyter server; its URL. */
+async function sessionServerWith(handler: RequestListener): Promise<string> {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  started.push({
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  });
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+}
+
+/** A gateway whose directory is the test's own record of where ann's session is; `onAsk` sees each look at it. */
+async function gatewayTo(record: { now: PlacedSession }, onAsk: () => void = () => undefined): Promise<string> {
+  const directory: SessionDirectory = {
+    atPath: async (path) => (path.startsWith('/user/ann/') ? record.now : null),
+    get: async () => {
+      onAsk();
+      return record.now;
+    },
+    wake: async () => undefined,
+  };
+  const gateway = new SessionGateway(directory, { ...GATEWAY_DEFAULTS, port: 0, pollIntervalMs: 10 }, pino({ level: 'silent' }));
+  started.push(gateway);
+  return gateway.listen();
+}
+
+const session = (url: string, lastCheckpoint: string | null): PlacedSession =>
+  PlacedSession.parse({ id: 's0000000001', user: 'ann', node: 'node-a', state: 'running', url, token: 't'.repeat(32), lastCheckpoint, operation: null, hub: { user: 'ann', server: '', prefix: '/user/ann/' } });
+
 /**
  * The gateway's judgement of a request cut before any answer: a PUT is sent
  * again only where its session was checkpointed or moved meanwhile (the
  * server cannot have taken it), never on a cut alone. The session's server
- * here is a plain HTTP server on loopback that resets the first connection
- * it reads, as a session's dying listen queue does; the directory is the
- * test's own record of where the session is.
+ * here resets the first connection it reads, as a session's dying listen
+ * queue does.
  */
 describe('SessionGateway, a request cut before any answer', () => {
-  const started: Array<{ close(): Promise<void> }> = [];
-  afterEach(async () => {
-    for (const s of started.splice(0).reverse()) await s.close();
-  });
-
   /** A session server that resets its first request after reading its body, and answers the others with what they sent. */
   async function sessionServer(onReset: () => void): Promise<{ url: string; bodies: string[] }> {
     const bodies: string[] = [];
-    const server: Server = createServer((req, res) => {
+    const url = await sessionServerWith((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
@@ -39,24 +71,8 @@ describe('SessionGateway, a request cut before any answer', () => {
         res.writeHead(req.method === 'PUT' ? 201 : 200, { 'Content-Type': 'text/plain' }).end(`saved ${Buffer.concat(chunks).length} bytes`);
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    started.push({ close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }) });
-    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, bodies };
+    return { url, bodies };
   }
-
-  async function gatewayTo(record: { now: PlacedSession }): Promise<string> {
-    const directory: SessionDirectory = {
-      atPath: async (path) => (path.startsWith('/user/ann/') ? record.now : null),
-      get: async () => record.now,
-      wake: async () => undefined,
-    };
-    const gateway = new SessionGateway(directory, { ...GATEWAY_DEFAULTS, port: 0, pollIntervalMs: 10 }, pino({ level: 'silent' }));
-    started.push(gateway);
-    return gateway.listen();
-  }
-
-  const session = (url: string, lastCheckpoint: string | null): PlacedSession =>
-    PlacedSession.parse({ id: 's0000000001', user: 'ann', node: 'node-a', state: 'running', url, token: 't'.repeat(32), lastCheckpoint, operation: null, hub: { user: 'ann', server: '', prefix: '/user/ann/' } });
 
   const put = (gateway: string, body: string): Promise<Response> =>
     fetch(`${gateway}/user/ann/api/contents/note.txt`, { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body });
@@ -108,34 +124,16 @@ describe('SessionGateway, a request cut before any answer', () => {
 
 describe('SessionGateway, requests a session is slow to answer', () => {
   it('should ask the scheduler about their session once for all of them, not once a request', async () => {
-    const server = createServer((_req, res) => {
+    const url = await sessionServerWith((_req, res) => {
       setTimeout(() => res.writeHead(200, { 'Content-Type': 'text/plain' }).end('late'), 2_600);
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-    const record = PlacedSession.parse({ id: 's0000000002', user: 'bob', node: 'node-a', state: 'running', url, token: 't'.repeat(32), lastCheckpoint: null, operation: null, hub: { user: 'bob', server: '', prefix: '/user/bob/' } });
     let asked = 0;
-    const directory: SessionDirectory = {
-      atPath: async () => record,
-      get: async () => {
-        asked++;
-        return record;
-      },
-      wake: async () => undefined,
-    };
-    const gateway = new SessionGateway(directory, { ...GATEWAY_DEFAULTS, port: 0 }, pino({ level: 'silent' }));
-    try {
-      const base = await gateway.listen();
-      // Twenty downloads, each unanswered for over two seconds: each looks twice whether its session fell asleep.
-      const answers = await Promise.all(Array.from({ length: 20 }, () => fetch(`${base}/user/bob/files/big.bin`).then((r) => r.text())));
-      expect(answers).toEqual(Array.from({ length: 20 }, () => 'late'));
-      expect(asked).toBeGreaterThan(0);
-      expect(asked).toBeLessThanOrEqual(8);
-    } finally {
-      await gateway.close();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    }
+    const base = await gatewayTo({ now: session(url, null) }, () => asked++);
+    // Twenty downloads, each unanswered for over two seconds: each looks twice whether its session fell asleep.
+    const answers = await Promise.all(Array.from({ length: 20 }, () => fetch(`${base}/user/ann/files/big.bin`).then((r) => r.text())));
+    expect(answers).toEqual(Array.from({ length: 20 }, () => 'late'));
+    expect(asked).toBeGreaterThan(0);
+    expect(asked).toBeLessThanOrEqual(8);
   });
 });
 
