@@ -3,13 +3,13 @@ import { chmod, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { hotPagesPath, readHotPages, type HotPages } from '../../src/agent/hot-pages.js';
 import { UpstreamError } from '../../src/core/errors.js';
 import { faultedPages } from '../../src/criu/lazy-faults.js';
 import { sleep, waitFor } from '../../src/util/exec.js';
 import { runHubshift } from '../helpers/control-plane.js';
+import { bigFile } from '../helpers/busy-server.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
 import { expectFrozenWithin } from '../helpers/move-result.js';
@@ -205,9 +205,7 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
 
   it('should move a busy server both ways: the request it is answering goes along and is answered whole; one it had not taken yet does not stop the move', async () => {
     const s = await a.client.startSession('busy');
-    const k = await kernelWithState(s.url, s.token, 8);
-    await k.channel.execute("import os\nwith open('big.bin', 'wb') as f:\n    f.write(os.urandom(128 << 20))", 120_000);
-    const auth = { Authorization: `token ${s.token}` };
+    const big = await bigFile(s.url, s.token, 128);
     for (const [from, to, mode] of [
       [a, b, 'stop-and-copy'],
       [b, a, 'post-copy'],
@@ -215,22 +213,20 @@ describe('moving a session between agents (stop-and-copy, streamed)', () => {
       // The server reads and encodes 128 MiB on its one thread before it answers: the move freezes it with that request
       // taken and unanswered, and a second one still in its listen queue, which criu refuses to dump unless told to
       // leave such connections out (--skip-in-flight: "In-flight connection").
-      const slow = fetch(`${s.url}api/contents/big.bin?content=1&format=base64&type=file`, { headers: auth, signal: AbortSignal.timeout(90_000) });
-      await sleep(50);
+      const busy = await big.read();
       // Its client (undici) would see it reset only at its first TCP keepalive, a minute on: given up after 5 s.
-      const queued = fetch(`${s.url}api/status`, { headers: auth, signal: AbortSignal.timeout(5_000) }).catch(() => undefined);
+      const queued = fetch(`${s.url}api/status`, { headers: { Authorization: `token ${s.token}` }, signal: AbortSignal.timeout(5_000) }).catch(() => undefined);
       await sleep(50);
       const r = await from.client.move(s.id, { url: to.agent.url, token: to.token }, mode);
       expect(r.mode).toBe(mode);
-      const got = await slow;
-      expect(got.status).toBe(200);
-      expect(z.object({ size: z.number() }).passthrough().parse(await got.json()).size).toBe(128 << 20);
+      await busy.answered();
       expect((await to.client.getSession(s.id)).state).toBe('running');
       expect(await from.client.findSession(s.id)).toBeNull();
       await queued;
     }
-    expect(await askState(k.channel)).toEqual({ answer: '42', hash: k.hash });
-    k.channel.close();
+    const ch = await KernelChannel.connect(s.url, s.token, big.kernel.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: big.kernel.hash });
+    ch.close();
     await a.client.removeSession(s.id);
   });
 });

@@ -10,6 +10,7 @@ import type { SchedulerClient } from '../../src/scheduler/scheduler-client.js';
 import { run, sleep, waitFor } from '../../src/util/exec.js';
 import { operationEnd, sessionCheckpointed, startControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { HubUser, proxyRoutes, spawnThroughHub, startHub, type TestHub } from '../helpers/hub.js';
+import { bigFile } from '../helpers/busy-server.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { mkdir } from 'node:fs/promises';
@@ -400,31 +401,25 @@ describe('JupyterHub with hubshift', () => {
 
 /**
  * A session's server busy reading and encoding a file of `mib` MiB for a
- * request (on its one thread), and a save sent meanwhile, still waiting in
- * its listen queue: a checkpoint or move then takes the first along and
- * leaves the second out (reset), which the gateway sends again once the
- * session answers. `answered` checks that both were, whole.
+ * request (bigFile), and a save sent meanwhile, still waiting in its
+ * listen queue: a checkpoint or move then takes the first along and leaves
+ * the second out (reset), which the gateway sends again once the session
+ * answers. `answered` checks that both were, whole.
  */
 async function busyServer(base: string, token: string, mib: number): Promise<{ answered(): Promise<void> }> {
-  const auth = { Authorization: `token ${token}` };
-  const k = await kernelWithState(base, token, 8);
-  await k.channel.execute(`import os\nwith open('big.bin', 'wb') as f:\n    f.write(os.urandom(${mib} << 20))`, 120_000);
-  k.channel.close();
-  const slow = fetch(`${base}api/contents/big.bin?content=1&format=base64&type=file`, { headers: auth, signal: AbortSignal.timeout(90_000) });
-  await sleep(100);
+  const big = await bigFile(base, token, mib);
+  const busy = await big.read();
   const note = `saved while busy ${Date.now()}`;
-  const save = fetch(`${base}api/contents/note.txt`, { method: 'PUT', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'file', format: 'text', content: note }), signal: AbortSignal.timeout(150_000) });
+  const save = fetch(`${base}api/contents/note.txt`, { method: 'PUT', headers: { Authorization: `token ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'file', format: 'text', content: note }), signal: AbortSignal.timeout(150_000) });
   await sleep(100);
   return {
     async answered() {
-      const r = await slow;
-      expect(r.status).toBe(200);
-      expect(z.object({ name: z.literal('big.bin'), size: z.number() }).passthrough().parse(await r.json()).size).toBe(mib << 20);
+      await busy.answered();
       const saved = await save;
       expect([200, 201], await saved.clone().text()).toContain(saved.status);
       // Read back by the kernel, on a connection of its own: a fetch here may take a pooled connection the proxy is
       // closing just then, idle since the save's answer (a keep-alive race, seen once in CI).
-      const ch = await KernelChannel.connect(base, token, k.kernelId);
+      const ch = await KernelChannel.connect(base, token, big.kernel.kernelId);
       try {
         expect((await ch.execute("open('note.txt').read()")).result).toBe(`'${note}'`);
       } finally {
