@@ -4,6 +4,7 @@ import { startTestAgent } from '../helpers/test-agent.js';
 import { dropCaches, measureDiskBest, measureDiskCold, measureDiskDirectWrite, type DiskBaseline } from './disk-baseline.js';
 import { measureFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 import { stopOnInterrupt } from './interrupt.js';
+import { median } from './median.js';
 
 export interface CheckpointRound {
   checkpointSeconds: number;
@@ -20,9 +21,12 @@ export interface CheckpointFigures {
   coldBaseline: DiskBaseline;
   /** The disk's write past the page cache (O_DIRECT), how the checkpoint writes memory: bytes per second. */
   directWriteBytesPerSecond: number;
-  /** The first checkpoint of a kernel that has just filled its memory, then a second one. */
+  /** The first checkpoint of a kernel that has just filled its memory, then the others, each followed by its restore. */
   rounds: CheckpointRound[];
+  /** Of the best round (the fastest checkpoint). */
   checkpointThroughputRatio: number;
+  /** Of the median round (the mean of the two middle ones for an even count). */
+  checkpointThroughputRatioMedian: number;
   checkpointThroughputRatioCold: number;
   checkpointThroughputRatioDirect: number;
   restoreThroughputRatio: number;
@@ -33,8 +37,8 @@ export interface CheckpointFigures {
   firstTouch: { before: MemoryBaseline; after: MemoryBaseline };
 }
 
-/** Checkpoint and restore of a kernel holding `sizeMiB` of random bytes, twice, with the disk baseline of the same bytes. */
-export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void): Promise<CheckpointFigures> {
+/** Checkpoint and restore of a kernel holding `sizeMiB` of random bytes, `roundCount` times, with the disk baseline of the same bytes. */
+export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void, roundCount = 2): Promise<CheckpointFigures> {
   const t = await startTestAgent();
   const stop = stopOnInterrupt(() => t.cleanup());
   try {
@@ -44,7 +48,7 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void)
     k.channel.close();
     const rounds: CheckpointRound[] = [];
     const touchBefore = await measureFirstTouch();
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < roundCount; i++) {
       await dropCaches();
       log(`${sizeMiB} MiB: checkpoint ${i + 1}`);
       const ck = await t.client.checkpoint(s.id);
@@ -78,6 +82,7 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void)
       directWriteBytesPerSecond,
       rounds,
       checkpointThroughputRatio: best.imageBytes / best.checkpointSeconds / baseline.writeBytesPerSecond,
+      checkpointThroughputRatioMedian: median(rounds.map((r) => r.imageBytes / r.checkpointSeconds)) / baseline.writeBytesPerSecond,
       checkpointThroughputRatioCold: best.imageBytes / best.checkpointSeconds / coldBaseline.writeBytesPerSecond,
       checkpointThroughputRatioDirect: best.imageBytes / best.checkpointSeconds / directWriteBytesPerSecond,
       restoreThroughputRatio: bestRestore.imageBytes / bestRestore.restoreSeconds / baseline.readBytesPerSecond,

@@ -23,7 +23,7 @@ function sizeList(value: string): number[] {
 
 function roundCount(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('a whole number of moves, 1 or more');
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('a whole number of rounds, 1 or more');
   return n;
 }
 
@@ -44,7 +44,7 @@ const program = usageErrorsAreBadInput(new Command('npm run bench --'))
   )
   .argument('[benches...]', `which to run, of ${BENCHES.join(', ')}`, ['checkpoint'])
   .option('--sizes <MiB,...>', 'kernel sizes for checkpoint and migrate (default 256,1024,2048) and wake (default 256,1024)', sizeList)
-  .option('--rounds <n>', 'migrate: moves per size and mode, alternately there and back; median and range printed past two', roundCount, 2)
+  .option('--rounds <n>', 'checkpoint: checkpoints (each followed by its restore) per size; migrate: moves per size and mode, alternately there and back; median and range printed past two', roundCount, 2)
   .addOption(new Option('--modes <mode,...>', `migrate: the modes, in this order, of ${BENCH_MOVE_MODES.join(', ')}`).argParser(modeList).default([...BENCH_MOVE_MODES], BENCH_MOVE_MODES.join(',')))
   .option('--json', 'print one JSON object of every figure on stdout, and no progress', false)
   .action((benches: string[]) => {
@@ -60,6 +60,9 @@ const log = (m: string): void => {
   if (!json) process.stderr.write(`bench: ${m}\n`);
 };
 handleInterrupts((m) => process.stderr.write(`bench: ${m}\n`));
+
+/** Seconds as a median and a range. */
+const spread = (xs: number[]): string => `median ${median(xs).toFixed(2)} s (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
 
 const mbps = (bytesPerSecond: number): string => `${(bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s`;
 
@@ -86,6 +89,13 @@ function printCheckpoint(f: CheckpointFigures): void {
         `, first execute ${r.firstExecuteSeconds.toFixed(2)} s`,
     );
   });
+  if (f.rounds.length > 2) {
+    const ratios = f.rounds.map((r) => r.imageBytes / r.checkpointSeconds / b.writeBytesPerSecond);
+    console.log(
+      `  ${f.rounds.length} rounds: checkpoint ${spread(f.rounds.map((r) => r.checkpointSeconds))}, of disk write median ${f.checkpointThroughputRatioMedian.toFixed(2)} (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}); ` +
+        `first execute ${spread(f.rounds.map((r) => r.firstExecuteSeconds))}`,
+    );
+  }
 }
 
 async function main(): Promise<void> {
@@ -93,7 +103,7 @@ async function main(): Promise<void> {
   if (which.includes('checkpoint')) {
     const figures: CheckpointFigures[] = [];
     for (const size of sizes) {
-      const f = await benchCheckpoint(size, log);
+      const f = await benchCheckpoint(size, log, opts.rounds);
       figures.push(f);
       if (!json) printCheckpoint(f);
     }
@@ -124,7 +134,6 @@ async function main(): Promise<void> {
     const figures = await benchMigrate(sizes, log, { rounds: opts.rounds, modes: opts.modes });
     results.migrate = figures;
     if (!json) {
-      const spread = (xs: number[]): string => `median ${median(xs).toFixed(2)} s (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
       for (const f of figures) {
         console.log(`\nmigrate (${f.mode}), kernel holding ${f.sizeMiB} MiB (moved ${(f.baselineBytes / 2 ** 20).toFixed(0)} MiB)`);
         console.log(`  baseline: the same bytes disk to disk between the two hosts over the same link, fsynced: ${f.baselineSeconds.toFixed(2)} s`);
