@@ -8,6 +8,7 @@ import type { BlobEntry, CheckpointManifest, CheckpointResult, FileDigest } from
 import type { Session } from '../core/session.js';
 import { dump, type DumpOptions as CriuDumpOptions } from '../criu/driver.js';
 import { pageImagesInUse } from '../criu/pagemap.js';
+import { resetLeftOutConnections } from '../criu/left-out-connections.js';
 import { expireCheckpoints } from '../images/retention.js';
 import { PAGE_IMAGE, SIDE_FILES_DIR, storeMetaBlob, writeCheckpoint } from '../images/checkpoint-writer.js';
 import { GrowingFileHasher } from '../images/growing-file-hasher.js';
@@ -180,6 +181,22 @@ async function hotPagesOf(ctx: AgentContext, s: Session): Promise<PackEntry[]> {
   return (await pathExists(path)) ? [{ name: HOT_PAGES_FILE, path }] : [];
 }
 
+/**
+ * A dump that stops its session, done, its processes still frozen: the
+ * requests it left out in the server's listen queue (criu's
+ * --skip-in-flight) are reset, so that their clients learn it at once
+ * (resetLeftOutConnections). Never throws: a failure is logged, and those
+ * clients then wait for their next send, as before.
+ */
+export async function resetLeftOutRequests(ctx: AgentContext, d: DumpStart): Promise<void> {
+  try {
+    const reset = await resetLeftOutConnections(d.s.pid as number);
+    if (reset.length) ctx.log.info({ session: d.s.id, clients: reset.map((c) => `${c.remote.address}:${c.remote.port}`) }, 'reset the requests the dump left out, unread by the server: their clients may send them again');
+  } catch (err) {
+    ctx.log.warn({ session: d.s.id, err: errorMessage(err) }, 'the requests the dump left out could not be reset: their clients wait until they next send');
+  }
+}
+
 /** A dump failed: criu leaves a live tree, perhaps locked; make it whole (or mark it failed), drop the work directory. */
 export async function rollBackDump(ctx: AgentContext, d: DumpStart, err: unknown): Promise<void> {
   const resumed = await resumeAfterFailedDump(ctx, d.s);
@@ -229,8 +246,10 @@ export async function dumpLocally(ctx: AgentContext, id: string, opts: DumpOptio
     if (stopped) await capture?.criuDone();
     const finishing = capture ? pageImagesInUse(images).then((inUse) => capture.finish(inUse)) : hasher?.finish();
     const beside = (stopped ? copyFrozenLog(ctx, d) : Promise.resolve()).then(() => opts.whileFinishing?.(d));
+    // Where criu killed the tasks, their left-out connections went with them, their resets held by the lock.
+    const resetting = stopped ? resetLeftOutRequests(ctx, d) : undefined;
     // Every one settled before a failure is thrown: the rollback removes the files they use.
-    const pageDigests = (await allSettledOrThrow([finishing, beside, naming.dropped]))[0];
+    const pageDigests = (await allSettledOrThrow([finishing, beside, naming.dropped, resetting]))[0];
     return { checkpoint, work, images, side, pageDigests, dumpSeconds: seconds, frozenAt, session: s, netnsOutside: netnsLeftOut(d) };
   } catch (err) {
     // Gone before the rollback looks for it, so that it puts it back.

@@ -14,7 +14,8 @@ import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './m
 import { movePushed } from './pushed-move.js';
 import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
 import { pageAlignedStacks } from '../criu/lazy-stack.js';
-import { processTree } from '../util/proc.js';
+import { killQuietly, processTree } from '../util/proc.js';
+import { killSession } from './sandbox.js';
 
 export type { MoveRequest } from './move-send.js';
 
@@ -132,11 +133,14 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
     };
     let d: LocalDump;
     try {
-      d = await dumpLocally(ctx, id, { leaveRunning: false, kind: 'stopAndCopy', hashPages: true, volatile: true, pageSink });
+      // Left stopped, not killed by criu: the requests the dump left out are reset first (dumpLocally).
+      d = await dumpLocally(ctx, id, { leaveRunning: false, leaveStopped: true, kind: 'stopAndCopy', hashPages: true, volatile: true, pageSink });
     } catch (err) {
       await m.cancel(`the dump failed: ${errorMessage(err)}`);
       throw err;
     }
+    // What criu would have done: the local images are the rollback from here (rollBack waits for the end of it).
+    killQuietly(d.session.pid as number, 'SIGKILL');
     const { frozenAt } = d;
     progress('sending');
     // tail: from criu's exit to the last page sent (the dump returns then).
@@ -176,6 +180,8 @@ async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, ph
   ctx.log.error({ session: id, target: target.baseUrl, phase, err: errorMessage(cause) }, 'move failed; resuming the session here');
   // The commit went through if the target says so; this agent then lets go, as after a move.
   await clearTargetCopy(ctx, target, id, cause, () => letGo(ctx, d));
+  // Its namespace's links would collide with the restored copy's.
+  if (d.session.pid !== null) await killSession(d.session.pid);
   try {
     await restoreFromImages(ctx, { ...d.session, state: 'restoring', pid: null }, d.images, `${d.checkpoint}-back`, { lazy: false, netnsOutside: d.netnsOutside });
   } catch (err) {

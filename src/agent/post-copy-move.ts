@@ -12,7 +12,7 @@ import { isoTimeOf, sleep, waitFor } from '../util/exec.js';
 import { isAlive } from '../util/proc.js';
 import { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
-import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './dump-service.js';
+import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, resetLeftOutRequests, rollBackDump, type DumpStart } from './dump-service.js';
 import { askTargetMs, handOver, openMoveStream, resumeHere, type MoveRequest, type OpenMove } from './move-send.js';
 import { changedSinceCopy, frozenBy, precopyChoice, sendAhead, snapshotPath, type ChangedPages, type Precopy } from './memory-precopy.js';
 import { dropMovedNetns, freePort, ipv4Of, localAddressToward, setHostVeth } from './network.js';
@@ -97,6 +97,8 @@ export async function movePostCopy(ctx: AgentContext, id: string, req: MoveReque
         changed = changedSinceCopy(ahead.precopy, ahead.hostPids, frozen).catch(() => null);
         dumpSeconds = await criu.ready;
         await copyFrozenLog(ctx, d);
+        // Before the source link goes down (beside the target's restore): their resets leave from here.
+        await resetLeftOutRequests(ctx, d);
       } catch (err) {
         if (!criu) await guard.remove();
         await m.cancel(`the dump failed: ${errorMessage(err)}`);

@@ -8,7 +8,7 @@ import { resetConnectionsTo, tcpBytes } from '../util/tcp.js';
 import { watchTransfer } from './transfer-watch.js';
 import type { AgentClient } from './agent-client.js';
 import type { AgentContext } from './agent-context.js';
-import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, rollBackDump, type DumpStart } from './dump-service.js';
+import { beginDump, copyFrozenLog, dumpArgs, netnsLeftOut, resetLeftOutRequests, rollBackDump, type DumpStart } from './dump-service.js';
 import { forgetStoppedCopy, recordStoppedCopy } from './stopped-copies.js';
 import { sampleProcesses } from './metrics.js';
 import { askTargetMs, clearTargetCopy, handOver, openMoveStream, resumeHere, type MoveRequest } from './move-send.js';
@@ -57,6 +57,8 @@ export async function movePushed(ctx: AgentContext, id: string, req: MoveRequest
       throw new UpstreamError(`moving ${id} to ${target.baseUrl} failed while pushing its memory: ${why}; the session runs here again`, 502, 'move_failed');
     }
     watch.stop();
+    // While the source link is still up: their resets leave from here.
+    await resetLeftOutRequests(ctx, d);
     // Stopped and locked, but its kernel would still answer ARP for the address the target is about to take.
     let phase = 'copying the server log';
     try {

@@ -9,3 +9,4 @@ export * from './lazy-pages.js';
 export * from './pipe-size.js';
 export * from './conntrack-table.js';
 export * from './kdat-cache.js';
+export * from './left-out-connections.js';

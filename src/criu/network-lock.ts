@@ -1,4 +1,5 @@
 import { run } from '../util/exec.js';
+import type { TcpConnection } from './left-out-connections.js';
 
 /**
  * criu locks a dumped network namespace inside that namespace: with
@@ -50,4 +51,27 @@ export async function removeLockRules(netns: string): Promise<boolean> {
     await inNetns(netns, 'nft', ['delete', 'table', 'inet', table]);
   }
   return removed;
+}
+
+/**
+ * Lets out, through criu's lock in `netns`, the resets of these
+ * connections (and nothing else of theirs): an accept rule for each at the
+ * head of every lock criu made there, nftables tables and iptables chains.
+ */
+export async function letResetsThrough(netns: string, conns: readonly TcpConnection[]): Promise<void> {
+  for (const table of await nftLockTables(netns)) {
+    const rules = conns.map((c) => {
+      const ip = c.family === 4 ? 'ip' : 'ip6';
+      return `insert rule inet ${table} output ${ip} saddr ${c.local.address} tcp sport ${c.local.port} ${ip} daddr ${c.remote.address} tcp dport ${c.remote.port} tcp flags & rst == rst accept`;
+    });
+    await inNetns(netns, 'nft', [rules.join('; ')]);
+  }
+  for (const tool of TOOLS) {
+    const family = tool === 'iptables' ? 4 : 6;
+    const mine = conns.filter((c) => c.family === family);
+    if (!mine.length || !/^-N CRIU$/m.test((await inNetns(netns, tool, ['-w', '-S'])).stdout)) continue;
+    for (const c of mine) {
+      await inNetns(netns, tool, ['-w', '-I', 'CRIU', '1', '-p', 'tcp', '-s', c.local.address, '--sport', String(c.local.port), '-d', c.remote.address, '--dport', String(c.remote.port), '--tcp-flags', 'RST', 'RST', '-j', 'ACCEPT']);
+    }
+  }
 }

@@ -35,3 +35,16 @@ export async function bigFile(base: string, token: string, mib: number): Promise
     },
   };
 }
+
+/**
+ * A request sent to the session's server while it is busy (after `read()`),
+ * which waits in its listen queue: resolves with `answered STATUS`, or the
+ * code of the error that cut it (ECONNRESET), or the error itself (a
+ * timeout, after 30 s).
+ */
+export function queuedRequest(base: string, token: string): Promise<string> {
+  return fetch(`${base}api/status`, { headers: { Authorization: `token ${token}` }, signal: AbortSignal.timeout(30_000) }).then(
+    (res) => `answered ${res.status}`,
+    (err: unknown) => z.object({ cause: z.object({ code: z.string() }) }).safeParse(err).data?.cause.code ?? String(err),
+  );
+}

@@ -4,8 +4,9 @@ import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { netnsName, netnsPath } from '../../src/agent/network.js';
 import { sessionPaths } from '../../src/agent/sandbox.js';
 import { hasLockRules } from '../../src/criu/network-lock.js';
-import { run, waitFor } from '../../src/util/exec.js';
+import { run, sleep, waitFor } from '../../src/util/exec.js';
 import { isAlive } from '../../src/util/proc.js';
+import { bigFile, queuedRequest } from '../helpers/busy-server.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startS3, type TestS3 } from '../helpers/s3-server.js';
 import { startTestAgent, type TestAgent } from '../helpers/test-agent.js';
@@ -130,5 +131,38 @@ describe.each(stores)('a Jupyter session checkpointed and restored through the $
     watcher.close();
     await t.client.removeSession(started.id);
     expect(await isAlive(restored.pid as number)).toBe(false);
+  });
+});
+
+describe('checkpointing a busy server', () => {
+  let t: TestAgent;
+  beforeAll(async () => {
+    t = await startTestAgent();
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+  });
+
+  it('should answer, once restored, the request the server was working on, and reset at once the one it had not taken', async () => {
+    const s = await t.client.startSession('busy');
+    const big = await bigFile(s.url, s.token, 128);
+    // The server reads and encodes 128 MiB on its one thread: the checkpoint freezes it in that request, a second
+    // one waiting in its listen queue, which criu leaves out (--skip-in-flight).
+    const busy = await big.read();
+    const queued = queuedRequest(s.url, s.token);
+    await sleep(50);
+    const ck = await t.client.checkpoint(s.id);
+    // Reset while the session was frozen (resetLeftOutRequests): its client may send it again. Unreset, it would learn
+    // nothing until its first TCP keepalive, a minute on, and the session would be asleep for good in between.
+    const resetBy = Date.now();
+    expect(await queued).toBe('ECONNRESET');
+    expect(Date.now() - resetBy).toBeLessThan(2_000);
+    // The request the server had taken went with the checkpoint, and is answered whole once it runs again.
+    await t.client.restore(ck.checkpoint);
+    await busy.answered();
+    const ch = await KernelChannel.connect(s.url, s.token, big.kernel.kernelId);
+    expect(await askState(ch)).toEqual({ answer: '42', hash: big.kernel.hash });
+    ch.close();
+    await t.client.removeSession(s.id);
   });
 });
