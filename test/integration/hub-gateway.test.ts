@@ -258,12 +258,18 @@ describe('JupyterHub with hubshift', () => {
     let browser: Browser | undefined;
     try {
       browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+      // Each page's requests that failed or were refused, for the failure message.
+      const troubles = new Map<Page, string[]>();
       const signIn = async (): Promise<{ page: Page; viaHub: string[] }> => {
         const page = await (await browser!.newContext()).newPage();
         const viaHub: string[] = [];
         page.on('request', (r) => {
           if (r.url().includes('/hub/hubshift/wake')) viaHub.push(r.url());
         });
+        const unanswered: string[] = [];
+        troubles.set(page, unanswered);
+        page.on('requestfailed', (r) => unanswered.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText ?? 'failed'}`));
+        page.on('response', (r) => void (r.status() >= 400 && unanswered.push(`${r.request().method()} ${r.url()}: ${r.status()}`)));
         await page.goto(`${hub.url}/hub/login`);
         await page.fill('#username_input', 'dan');
         await page.fill('#password_input', 'any');
@@ -272,7 +278,14 @@ describe('JupyterHub with hubshift', () => {
       };
       const treeShown = (page: Page): Promise<unknown> =>
         page.locator('#notebook_list').waitFor({ timeout: 60_000 }).catch(async (err: unknown) => {
-          throw new Error(`dan's notebook tree did not show: the browser is at ${page.url()}, showing ${JSON.stringify((await page.innerText('body').catch(() => '')).slice(0, 300))}; the hub said last: ${hub.output().slice(-2000)}`, { cause: err });
+          // What hubshift did to dan's session meanwhile, for a failure seen once (CI, 2026-12-04 14:31, the first sign-in).
+          const dans = (await c.listSessions().catch(() => [])).filter((x) => x.user === 'dan');
+          const acted = (await c.actions().catch(() => [])).filter((a) => dans.some((x) => x.id === a.sessionId));
+          throw new Error(
+            `dan's notebook tree did not show: the browser is at ${page.url()}, showing ${JSON.stringify((await page.innerText('body').catch(() => '')).slice(0, 300))}; ` +
+              `its failed requests: ${JSON.stringify((troubles.get(page) ?? []).slice(-10))}; dan's sessions: ${JSON.stringify(dans.map((x) => [x.id, x.state, x.operation]))}; their actions: ${JSON.stringify(acted.map((a) => [a.at, a.action, a.outcome, a.policy]))}; the hub said last: ${hub.output().slice(-2000)}`,
+            { cause: err },
+          );
         });
       // The tree page polls the server, which counts as use: away from it, the idle policy checkpoints the session.
       const away = (page: Page): Promise<unknown> => page.goto('about:blank');
