@@ -14,7 +14,7 @@ import { clearTargetCopy, handOver, openMoveStream, type MoveRequest } from './m
 import { movePushed } from './pushed-move.js';
 import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
 import { pageAlignedStacks } from '../criu/lazy-stack.js';
-import { killQuietly, processTree } from '../util/proc.js';
+import { processTree } from '../util/proc.js';
 import { killSession } from './sandbox.js';
 
 export type { MoveRequest } from './move-send.js';
@@ -139,8 +139,9 @@ async function moveStreamed(ctx: AgentContext, id: string, req: MoveRequest, tar
       await m.cancel(`the dump failed: ${errorMessage(err)}`);
       throw err;
     }
-    // What criu would have done: the local images are the rollback from here (rollBack waits for the end of it).
-    killQuietly(d.session.pid as number, 'SIGKILL');
+    // What criu would have done, waiting as it did: from here the local images are the rollback, and neither letGo
+    // nor a restore here may meet the old tree's namespace.
+    await killSession(d.session.pid as number);
     const { frozenAt } = d;
     progress('sending');
     // tail: from criu's exit to the last page sent (the dump returns then).
@@ -180,8 +181,6 @@ async function rollBack(ctx: AgentContext, d: LocalDump, target: AgentClient, ph
   ctx.log.error({ session: id, target: target.baseUrl, phase, err: errorMessage(cause) }, 'move failed; resuming the session here');
   // The commit went through if the target says so; this agent then lets go, as after a move.
   await clearTargetCopy(ctx, target, id, cause, () => letGo(ctx, d));
-  // Its namespace's links would collide with the restored copy's.
-  if (d.session.pid !== null) await killSession(d.session.pid);
   try {
     await restoreFromImages(ctx, { ...d.session, state: 'restoring', pid: null }, d.images, `${d.checkpoint}-back`, { lazy: false, netnsOutside: d.netnsOutside });
   } catch (err) {
