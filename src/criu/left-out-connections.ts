@@ -1,8 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import { run } from '../util/exec.js';
 import type { TcpEnd } from '../util/tcp.js';
-import { letResetsThrough } from './network-lock.js';
+import { inNetns, letResetsThrough } from './network-lock.js';
 
 /** A TCP connection seen from a dumped session's namespace: `local` is the session's end. */
 export interface TcpConnection {
@@ -80,7 +79,7 @@ export async function resetLeftOutConnections(pid: number): Promise<TcpConnectio
   const netns = `/proc/${pid}/ns/net`;
   await letResetsThrough(netns, conns);
   for (const c of conns) {
-    await run('nsenter', [`--net=${netns}`, 'ss', '-K', '-tn', 'state', 'established', 'src', ssEnd(c, c.local), 'and', 'dst', ssEnd(c, c.remote)], { timeoutMs: 5_000 });
+    await inNetns(netns, 'ss', ['-K', '-tn', 'state', 'established', 'src', ssEnd(c, c.local), 'and', 'dst', ssEnd(c, c.remote)], { mustSucceed: true });
   }
   return conns;
 }

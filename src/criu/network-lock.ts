@@ -11,8 +11,9 @@ import type { TcpConnection } from './left-out-connections.js';
  */
 const TOOLS = ['iptables', 'ip6tables'] as const;
 
-function inNetns(netns: string, cmd: string, args: string[]) {
-  return run('nsenter', [`--net=${netns}`, cmd, ...args], { allowFailure: true, timeoutMs: 10_000 });
+/** Runs a command in the network namespace `netns`; its failure is returned, or thrown where `mustSucceed`. */
+export function inNetns(netns: string, cmd: string, args: string[], opts: { mustSucceed?: boolean } = {}) {
+  return run('nsenter', [`--net=${netns}`, cmd, ...args], { allowFailure: !opts.mustSucceed, timeoutMs: 10_000 });
 }
 
 /** The nftables tables criu made in the namespace (`inet CRIU...`); none where nft cannot list them. */
@@ -57,6 +58,7 @@ export async function removeLockRules(netns: string): Promise<boolean> {
  * Lets out, through criu's lock in `netns`, the resets of these
  * connections (and nothing else of theirs): an accept rule for each at the
  * head of every lock criu made there, nftables tables and iptables chains.
+ * A rule refused is thrown: the reset it was for would be dropped.
  */
 export async function letResetsThrough(netns: string, conns: readonly TcpConnection[]): Promise<void> {
   for (const table of await nftLockTables(netns)) {
@@ -64,14 +66,14 @@ export async function letResetsThrough(netns: string, conns: readonly TcpConnect
       const ip = c.family === 4 ? 'ip' : 'ip6';
       return `insert rule inet ${table} output ${ip} saddr ${c.local.address} tcp sport ${c.local.port} ${ip} daddr ${c.remote.address} tcp dport ${c.remote.port} tcp flags & rst == rst accept`;
     });
-    await inNetns(netns, 'nft', [rules.join('; ')]);
+    await inNetns(netns, 'nft', [rules.join('; ')], { mustSucceed: true });
   }
   for (const tool of TOOLS) {
     const family = tool === 'iptables' ? 4 : 6;
     const mine = conns.filter((c) => c.family === family);
     if (!mine.length || !/^-N CRIU$/m.test((await inNetns(netns, tool, ['-w', '-S'])).stdout)) continue;
     for (const c of mine) {
-      await inNetns(netns, tool, ['-w', '-I', 'CRIU', '1', '-p', 'tcp', '-s', c.local.address, '--sport', String(c.local.port), '-d', c.remote.address, '--dport', String(c.remote.port), '--tcp-flags', 'RST', 'RST', '-j', 'ACCEPT']);
+      await inNetns(netns, tool, ['-w', '-I', 'CRIU', '1', '-p', 'tcp', '-s', c.local.address, '--sport', String(c.local.port), '-d', c.remote.address, '--dport', String(c.remote.port), '--tcp-flags', 'RST', 'RST', '-j', 'ACCEPT'], { mustSucceed: true });
     }
   }
 }
