@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rename, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -14,9 +14,12 @@ import type { CriuBinary } from './binary.js';
  * others, a stale pfn for the zero page, which criu uses to skip pages.
  * Where /run is a disk directory (this VM), the agent makes the cache itself:
  * criu run once in a private mount namespace with a tmpfs on /run, its cache
- * copied out, and a stamp beside it naming this boot and this criu. The cache
- * is re-made whenever the stamp does not match; criu loads a cache whatever
- * filesystem it is on (it checks only its size and magic).
+ * copied out, and a stamp beside it naming this boot and this criu, down to
+ * its executable file. The cache is re-made whenever the stamp does not
+ * match; criu loads a cache whatever filesystem it is on, checking only its
+ * size and magic, and the magic is the build's time (KDAT_MAGIC_2): a criu
+ * built again (its patches changed) refuses the cache of the build before,
+ * deletes it, and probes the kernel afresh at every call after.
  */
 export const KDAT_RUN_DIR = '/run';
 export const KDAT_CACHE_FILE = join(KDAT_RUN_DIR, 'criu.kdat');
@@ -38,7 +41,7 @@ export type KdatCacheState =
 /** Makes /run/criu.kdat for `bin` where criu would not, unless a matching one is there. */
 export async function ensureKdatCache(bin: Pick<CriuBinary, 'argv' | 'version'>): Promise<KdatCacheState> {
   if ((await statfs(KDAT_RUN_DIR)).type === TMPFS_MAGIC) return 'criu';
-  const want = { bootId: await bootId(), criu: `${bin.argv.join(' ')} ${bin.version}` };
+  const want = { bootId: await bootId(), criu: `${bin.argv.join(' ')} ${bin.version} ${await buildOf(bin.argv)}` };
   const stamp = await readStamp();
   if (stamp && stamp.bootId === want.bootId && stamp.criu === want.criu && (await cacheDigest()) === stamp.sha256) return 'kept';
   const bytes = await probeInPrivateRun(bin.argv);
@@ -58,6 +61,13 @@ export async function dropKdatCache(): Promise<void> {
   if (!(await readStamp())) return;
   await rm(KDAT_CACHE_FILE, { force: true });
   await rm(KDAT_STAMP_FILE, { force: true });
+}
+
+/** The criu executable (argv's last word) as a file: a build made again at the same path is another one. */
+async function buildOf(argv: readonly string[]): Promise<string> {
+  const file = argv[argv.length - 1] as string;
+  const st = await stat(file).catch(() => null);
+  return st ? `(${st.size} bytes, inode ${st.ino}, modified ${st.mtime.toISOString()})` : '(not found)';
 }
 
 async function probeInPrivateRun(argv: readonly string[]): Promise<Buffer> {

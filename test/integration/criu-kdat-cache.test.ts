@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, statfs, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -45,6 +45,17 @@ describe.skipIf(runIsTmpfs)('criu\'s kernel cache on a /run that is not a tmpfs'
     await writeFile(KDAT_STAMP_FILE, JSON.stringify({ ...stamp, bootId: 'an-earlier-boot' }));
     expect(await ensureKdatCache(bin)).toBe('made');
     expect(await ensureKdatCache({ ...bin, version: '0.0.1' })).toBe('made');
+    expect(await ensureKdatCache(bin)).toBe('made');
+    // The same criu built again in place (setup does so when its patches change): a build's cache is its own.
+    const exe = bin.argv[bin.argv.length - 1] as string;
+    const { atime, mtime } = await stat(exe);
+    try {
+      await utimes(exe, atime, new Date(mtime.getTime() + 1_000));
+      expect(await ensureKdatCache(bin)).toBe('made');
+      expect(await ensureKdatCache(bin)).toBe('kept');
+    } finally {
+      await utimes(exe, atime, mtime);
+    }
     expect(await ensureKdatCache(bin)).toBe('made');
     const bytes = await readFile(KDAT_CACHE_FILE);
     bytes.writeUInt8(bytes.readUInt8(bytes.length - 1) ^ 0xff, bytes.length - 1);
