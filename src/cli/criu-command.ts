@@ -15,13 +15,14 @@ export function registerCriuCommand(program: Command): void {
     .option('--json', 'print one JSON object', false)
     .action(async (o: { install: boolean; force: boolean; workDir: string; json: boolean }) => {
       const { selectCriu, patchFiles, CRIU_CACHE_FILE } = await criuSelect();
+      const { criuExecutable } = await import('../criu/binary.js');
       const { chosen, tried } = await selectCriu({ install: o.install, force: o.force, workDir: o.workDir, log: (m) => process.stderr.write(`criu: ${m}\n`) });
       const patches = (await patchFiles()).map((n) => n.replace(/\.patch$/, '')).join(', ');
       printResult(o.json, { chosen, tried }, () => {
         const lines = tried.filter((t) => !t.ok).map((t) => `criu: ${t.source} criu ${t.version ?? ''} does not work here: ${t.reason}`);
         const where =
           chosen.source === 'private'
-            ? `Debian unstable's criu ${chosen.version}, private prefix (${chosen.argv.at(-1)})`
+            ? `Debian unstable's criu ${chosen.version}, private prefix (${criuExecutable(chosen)})`
             : chosen.source === 'built'
               ? `hubshift's build of criu ${chosen.version} with its patches (${patches}) (${chosen.argv.join(' ')})`
               : `${chosen.source} criu ${chosen.version} (${chosen.argv.join(' ')})`;

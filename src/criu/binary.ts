@@ -52,6 +52,11 @@ export function privatePrefixArgv(prefix: string): string[] {
   return [`${lib}/ld-linux-x86-64.so.2`, '--library-path', lib, `${prefix}/usr/sbin/criu`];
 }
 
+/** The criu executable itself: argv's last word (a private prefix's argv runs it through its own loader). */
+export function criuExecutable(bin: Pick<CriuBinary, 'argv'>): string {
+  return bin.argv.at(-1) as string;
+}
+
 export function criuCommand(bin: Pick<CriuBinary, 'argv'>, args: readonly string[]): { cmd: string; args: string[] } {
   const [cmd, ...rest] = bin.argv as [string, ...string[]];
   return { cmd, args: [...rest, ...args] };

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { run } from '../util/exec.js';
-import type { CriuBinary } from './binary.js';
+import { criuExecutable, type CriuBinary } from './binary.js';
 
 /**
  * criu probes the kernel afresh on every call (0.03-0.04 s of each dump,
@@ -41,7 +41,7 @@ export type KdatCacheState =
 /** Makes /run/criu.kdat for `bin` where criu would not, unless a matching one is there. */
 export async function ensureKdatCache(bin: Pick<CriuBinary, 'argv' | 'version'>): Promise<KdatCacheState> {
   if ((await statfs(KDAT_RUN_DIR)).type === TMPFS_MAGIC) return 'criu';
-  const want = { bootId: await bootId(), criu: `${bin.argv.join(' ')} ${bin.version} ${await buildOf(bin.argv)}` };
+  const want = { bootId: await bootId(), criu: `${bin.argv.join(' ')} ${bin.version} ${await buildOf(criuExecutable(bin))}` };
   const stamp = await readStamp();
   if (stamp && stamp.bootId === want.bootId && stamp.criu === want.criu && (await cacheDigest()) === stamp.sha256) return 'kept';
   const bytes = await probeInPrivateRun(bin.argv);
@@ -63,9 +63,8 @@ export async function dropKdatCache(): Promise<void> {
   await rm(KDAT_STAMP_FILE, { force: true });
 }
 
-/** The criu executable (argv's last word) as a file: a build made again at the same path is another one. */
-async function buildOf(argv: readonly string[]): Promise<string> {
-  const file = argv[argv.length - 1] as string;
+/** The criu executable as a file: a build made again at the same path is another one. */
+async function buildOf(file: string): Promise<string> {
   const st = await stat(file).catch(() => null);
   return st ? `(${st.size} bytes, inode ${st.ino}, modified ${st.mtime.toISOString()})` : '(not found)';
 }

@@ -23,10 +23,14 @@ async function nftLockTables(netns: string): Promise<string[]> {
   return [...r.stdout.matchAll(/^table inet (CRIU(?:-\S+)?)$/gm)].map((m) => m[1] as string);
 }
 
+/** Whether criu's iptables chain CRIU is in the namespace, for `tool` (iptables or ip6tables). */
+async function hasIptablesLock(netns: string, tool: (typeof TOOLS)[number]): Promise<boolean> {
+  return /^-N CRIU$/m.test((await inNetns(netns, tool, ['-w', '-S'])).stdout);
+}
+
 export async function hasLockRules(netns: string): Promise<boolean> {
   for (const tool of TOOLS) {
-    const r = await inNetns(netns, tool, ['-w', '-S']);
-    if (/^-N CRIU$/m.test(r.stdout)) return true;
+    if (await hasIptablesLock(netns, tool)) return true;
   }
   return (await nftLockTables(netns)).length > 0;
 }
@@ -34,8 +38,7 @@ export async function hasLockRules(netns: string): Promise<boolean> {
 export async function removeLockRules(netns: string): Promise<boolean> {
   let removed = false;
   for (const tool of TOOLS) {
-    const listed = await inNetns(netns, tool, ['-w', '-S']);
-    if (!/^-N CRIU$/m.test(listed.stdout)) continue;
+    if (!(await hasIptablesLock(netns, tool))) continue;
     removed = true;
     for (const chain of ['INPUT', 'OUTPUT']) {
       // A jump may have been added more than once; delete until none is left.
@@ -71,7 +74,7 @@ export async function letResetsThrough(netns: string, conns: readonly TcpConnect
   for (const tool of TOOLS) {
     const family = tool === 'iptables' ? 4 : 6;
     const mine = conns.filter((c) => c.family === family);
-    if (!mine.length || !/^-N CRIU$/m.test((await inNetns(netns, tool, ['-w', '-S'])).stdout)) continue;
+    if (!mine.length || !(await hasIptablesLock(netns, tool))) continue;
     for (const c of mine) {
       await inNetns(netns, tool, ['-w', '-I', 'CRIU', '1', '-p', 'tcp', '-s', c.local.address, '--sport', String(c.local.port), '-d', c.remote.address, '--dport', String(c.remote.port), '--tcp-flags', 'RST', 'RST', '-j', 'ACCEPT'], { mustSucceed: true });
     }

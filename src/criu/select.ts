@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CriuError, errorMessage } from '../core/errors.js';
 import { run } from '../util/exec.js';
-import { criuCommand, CriuBinary, privatePrefixArgv } from './binary.js';
+import { criuCommand, criuExecutable, CriuBinary, privatePrefixArgv } from './binary.js';
 import { probeCriu, probeHugePageFill, probeLazyStack, probePostCopy } from './probe.js';
 import { ensurePipeMaxSize } from './pipe-size.js';
 import { dropKdatCache } from './kdat-cache.js';
@@ -89,7 +89,7 @@ export async function loadSelectedCriu(): Promise<CriuBinary> {
   if (parsed.kernel !== release()) {
     throw new CriuError('criu_unavailable', `criu was selected for kernel ${parsed.kernel}, this is ${release()}; run npm run setup again`, 'kernel changed');
   }
-  const binPath = parsed.argv.at(-1) as string;
+  const binPath = criuExecutable(parsed);
   if (!existsSync(binPath)) {
     throw new CriuError('criu_unavailable', `the selected criu ${binPath} is gone; run npm run setup again`, 'binary missing');
   }

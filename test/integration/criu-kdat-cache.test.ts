@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, stat, statfs, utimes, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { criuCommand } from '../../src/criu/binary.js';
+import { criuCommand, criuExecutable } from '../../src/criu/binary.js';
 import { dropKdatCache, ensureKdatCache, KDAT_CACHE_FILE, KDAT_STAMP_FILE } from '../../src/criu/kdat-cache.js';
 import { loadSelectedCriu } from '../../src/criu/select.js';
 import { run } from '../../src/util/exec.js';
@@ -47,7 +47,7 @@ describe.skipIf(runIsTmpfs)('criu\'s kernel cache on a /run that is not a tmpfs'
     expect(await ensureKdatCache({ ...bin, version: '0.0.1' })).toBe('made');
     expect(await ensureKdatCache(bin)).toBe('made');
     // The same criu built again in place (setup does so when its patches change): a build's cache is its own.
-    const exe = bin.argv[bin.argv.length - 1] as string;
+    const exe = criuExecutable(bin);
     const { atime, mtime } = await stat(exe);
     try {
       await utimes(exe, atime, new Date(mtime.getTime() + 1_000));
