@@ -375,10 +375,13 @@ export async function checkpointSession(ctx: AgentContext, id: string, opts: { l
     // stopped meanwhile removes the directory at its next start (removeAbandonedDumps).
     void rm(work, { recursive: true, force: true }).catch((err: unknown) => ctx.log.warn({ session: id, work, err: errorMessage(err) }, "a checkpoint's work directory could not be removed"));
     const seconds = (performance.now() - started) / 1000;
-    // Seconds of each phase after the dump, for the log.
+    // Seconds of each phase, for the log: the agent's start before criu, criu, the page capture's end after criu's
+    // exit (its last writes and flush), the commit, the clean-up.
+    const prepare = (d.frozenAt - started) / 1000;
+    const pagesEnd = (storing - d.frozenAt) / 1000 - dumpSeconds;
     const commit = (committed - storing) / 1000;
     const cleanup = (performance.now() - committed) / 1000;
-    ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, dumpSeconds, commit, cleanup }, 'checkpoint committed');
+    ctx.log.info({ session: id, checkpoint, bytes: manifest.imageBytes, seconds, prepare, dumpSeconds, pagesEnd, commit, cleanup }, 'checkpoint committed');
     // Retention after the answer: older checkpoints of this session go, the new one stays.
     void expireCheckpoints(ctx.store.forUser(s.user), id, ctx.config.keepCheckpoints, (c) => c === checkpoint || ctx.reading.has(c)).then(
       (gone) => gone.length && ctx.log.info({ session: id, expired: gone }, 'older checkpoints expired'),
