@@ -54,14 +54,12 @@ function kernelsWrittenByCriu(account: string): number {
 /**
  * Whether the aligned-stack process `pid` (infra/native/aligned-stack.c,
  * holding `mib` MiB) still has in each page of its memory the byte it wrote
- * there: the page's number, modulo 256. Its memory is the top of the one
- * mapping of that size (its thread's stack, mapped next, may have merged
- * below it).
- */
-/**
- * Whether the aligned-stack process's MIB MiB hold what it wrote ('intact'), or what is wrong. Read through
- * /proc/PID/mem: call it once the move's memory has all arrived, so that the read does not stand on a remote
- * fault into lazy memory. (Read before that, it failed once in five runs on 2026-12-04, why not kept.)
+ * there, the page's number modulo 256 ('intact'), or what is wrong. Its
+ * memory is the top of the one mapping of that size (its thread's stack,
+ * mapped next, may have merged below it). Read through /proc/PID/mem: call
+ * it once the move's memory has all arrived, so that the read does not
+ * stand on a remote fault into lazy memory (read before that, it failed
+ * once in five runs on 2026-12-04, why not kept).
  */
 async function alignedStackMemory(pid: number, mib: number): Promise<string> {
   const bytes = mib << 20;
