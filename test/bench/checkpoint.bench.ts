@@ -1,7 +1,7 @@
 import { KernelChannel } from '../../src/agent/kernel-channel.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { startTestAgent } from '../helpers/test-agent.js';
-import { dropCaches, measureDiskBest, measureDiskCold, measureDiskDirectWrite, type DiskBaseline } from './disk-baseline.js';
+import { dropCaches, measureDiskBest, measureDiskCold, measureDiskDirectWrite, measureDiskWrite, type DiskBaseline } from './disk-baseline.js';
 import { measureFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 import { stopOnInterrupt } from './interrupt.js';
 import { median } from './median.js';
@@ -9,6 +9,8 @@ import { median } from './median.js';
 export interface CheckpointRound {
   checkpointSeconds: number;
   imageBytes: number;
+  /** The page-cache write baseline of the same bytes, taken right after this checkpoint (measureDiskWrite). */
+  besideWriteSeconds: number;
   restoreSeconds: number;
   /** From the restore request to the first execute answered by the restored kernel. */
   firstExecuteSeconds: number;
@@ -27,6 +29,8 @@ export interface CheckpointFigures {
   checkpointThroughputRatio: number;
   /** Of the median round (the mean of the two middle ones for an even count). */
   checkpointThroughputRatioMedian: number;
+  /** The median of each round's ratio to the write taken right after its checkpoint, not moved by drift over the run. */
+  checkpointThroughputRatioBesideMedian: number;
   checkpointThroughputRatioCold: number;
   checkpointThroughputRatioDirect: number;
   restoreThroughputRatio: number;
@@ -52,6 +56,7 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void,
       await dropCaches();
       log(`${sizeMiB} MiB: checkpoint ${i + 1}`);
       const ck = await t.client.checkpoint(s.id);
+      const besideWriteSeconds = await measureDiskWrite(t.config.workDir, ck.bytes);
       await dropCaches();
       log(`${sizeMiB} MiB: restore ${i + 1}`);
       const t0 = performance.now();
@@ -63,7 +68,7 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void,
       const full = await askState(ch);
       if (full.hash !== k.hash) throw new Error('restored kernel holds different bytes');
       ch.close();
-      rounds.push({ checkpointSeconds: ck.seconds, imageBytes: ck.bytes, restoreSeconds: r.seconds, firstExecuteSeconds });
+      rounds.push({ checkpointSeconds: ck.seconds, imageBytes: ck.bytes, besideWriteSeconds, restoreSeconds: r.seconds, firstExecuteSeconds });
     }
     const touchAfter = await measureFirstTouch();
     const bytes = rounds[0]!.imageBytes;
@@ -83,6 +88,7 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void,
       rounds,
       checkpointThroughputRatio: best.imageBytes / best.checkpointSeconds / baseline.writeBytesPerSecond,
       checkpointThroughputRatioMedian: median(rounds.map((r) => r.imageBytes / r.checkpointSeconds)) / baseline.writeBytesPerSecond,
+      checkpointThroughputRatioBesideMedian: median(rounds.map((r) => r.besideWriteSeconds / r.checkpointSeconds)),
       checkpointThroughputRatioCold: best.imageBytes / best.checkpointSeconds / coldBaseline.writeBytesPerSecond,
       checkpointThroughputRatioDirect: best.imageBytes / best.checkpointSeconds / directWriteBytesPerSecond,
       restoreThroughputRatio: bestRestore.imageBytes / bestRestore.restoreSeconds / baseline.readBytesPerSecond,

@@ -46,15 +46,13 @@ export function measureDiskCold(dir: string, bytes: number): Promise<DiskBaselin
 }
 
 /**
- * The physical baseline: a plain sequential write of `bytes` incompressible
- * bytes to a file in `dir`, fsynced, then a read of it with the page cache
- * dropped. 4 MiB writes, like criu's and the stores' own.
+ * A plain sequential write of `bytes` incompressible bytes to `path` in 4 MiB
+ * writes (like criu's and the stores' own), fsynced; the page cache dropped
+ * first unless the caller has just done so. Seconds.
  */
-export async function measureDisk(dir: string, bytes: number, opts: { settleMs?: number } = {}): Promise<DiskBaseline> {
-  const path = join(dir, `baseline-${process.pid}.bin`);
+async function writeFileTimed(path: string, bytes: number, drop = true): Promise<number> {
   const chunk = randomBytes(4 << 20);
-  await dropCaches();
-  if (opts.settleMs) await new Promise((resolve) => setTimeout(resolve, opts.settleMs));
+  if (drop) await dropCaches();
   const w0 = performance.now();
   const fh = await open(path, 'w');
   try {
@@ -63,7 +61,36 @@ export async function measureDisk(dir: string, bytes: number, opts: { settleMs?:
   } finally {
     await fh.close();
   }
-  const writeSeconds = (performance.now() - w0) / 1000;
+  return (performance.now() - w0) / 1000;
+}
+
+/**
+ * The page-cache write baseline beside one checkpoint: the same write as
+ * measureDisk's, taken right before or after it, so that the ratio of each
+ * round is not moved by the disk's drift over a run (on this VM its pace
+ * moves by a third within an hour). Seconds.
+ */
+export async function measureDiskWrite(dir: string, bytes: number): Promise<number> {
+  const path = join(dir, `baseline-beside-${process.pid}.bin`);
+  try {
+    return await writeFileTimed(path, bytes);
+  } finally {
+    await rm(path, { force: true });
+  }
+}
+
+/**
+ * The physical baseline: a plain sequential write of `bytes` incompressible
+ * bytes to a file in `dir`, fsynced, then a read of it with the page cache
+ * dropped (writeFileTimed).
+ */
+export async function measureDisk(dir: string, bytes: number, opts: { settleMs?: number } = {}): Promise<DiskBaseline> {
+  const path = join(dir, `baseline-${process.pid}.bin`);
+  if (opts.settleMs) {
+    await dropCaches();
+    await new Promise((resolve) => setTimeout(resolve, opts.settleMs));
+  }
+  const writeSeconds = await writeFileTimed(path, bytes, !opts.settleMs);
   await dropCaches();
   const r0 = performance.now();
   const rh = await open(path, 'r');
