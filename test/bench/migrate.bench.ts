@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentClient } from '../../src/agent/agent-client.js';
@@ -89,6 +89,11 @@ async function linkBaseline(from: HostRecord, to: HostRecord, bytes: number): Pr
   return seconds;
 }
 
+/** Copies the hosts' logs (each agent's own, and criu's of every dump and restore) out of the state directory, images left. */
+async function keepLogs(stateDir: string, to: string): Promise<void> {
+  await cp(join(stateDir, 'hosts'), to, { recursive: true, filter: async (src) => src.endsWith('.log') || (await stat(src)).isDirectory() });
+}
+
 /**
  * Moves a session filled with each size between two local test hosts in each
  * mode, `rounds` times (there and back alternately; the first is the move
@@ -96,13 +101,15 @@ async function linkBaseline(from: HostRecord, to: HostRecord, bytes: number): Pr
  * the same run: the same bytes copied disk to disk between the same two
  * namespaces over the same link.
  */
-export async function benchMigrate(sizes: number[], log: (m: string) => void, opts: { modes?: BenchMoveMode[]; rounds?: number } = {}): Promise<MigrateFigures[]> {
+export async function benchMigrate(sizes: number[], log: (m: string) => void, opts: { modes?: BenchMoveMode[]; rounds?: number; keepLogs?: string } = {}): Promise<MigrateFigures[]> {
   const modes = opts.modes ?? BENCH_MOVE_MODES;
   const roundsWanted = opts.rounds ?? 2;
   const stateDir = await mkdtemp(join(tmpdir(), 'hubshift-bench-local-'));
-  const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: 'warn' });
+  // With logs kept, the agents log at info: each move's and checkpoint's phases ("move committed", ...).
+  const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: opts.keepLogs ? 'info' : 'warn' });
   const out: MigrateFigures[] = [];
   const stop = stopOnInterrupt(async () => {
+    if (opts.keepLogs) await keepLogs(stateDir, opts.keepLogs);
     await provider.removeAll();
     await rm(stateDir, { recursive: true, force: true });
   });

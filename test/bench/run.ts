@@ -46,13 +46,14 @@ const program = usageErrorsAreBadInput(new Command('npm run bench --'))
   .option('--sizes <MiB,...>', 'kernel sizes for checkpoint and migrate (default 256,1024,2048) and wake (default 256,1024)', sizeList)
   .option('--rounds <n>', 'checkpoint: checkpoints (each followed by its restore) per size; migrate: moves per size and mode, alternately there and back; median and range printed past two', roundCount, 2)
   .addOption(new Option('--modes <mode,...>', `migrate: the modes, in this order, of ${BENCH_MOVE_MODES.join(', ')}`).argParser(modeList).default([...BENCH_MOVE_MODES], BENCH_MOVE_MODES.join(',')))
+  .option('--keep-logs <dir>', "migrate: copy the hosts' logs (the agents' own, at info, and criu's) into dir before the hosts are removed")
   .option('--json', 'print one JSON object of every figure on stdout, and no progress', false)
   .action((benches: string[]) => {
     const unknown = benches.find((b) => !(BENCHES as readonly string[]).includes(b));
     if (unknown !== undefined) program.error(`error: unknown bench ${JSON.stringify(unknown)}; known: ${BENCHES.join(', ')}`, { exitCode: 2 });
   });
 program.parse();
-const opts = program.opts<{ sizes?: number[]; rounds: number; modes: BenchMoveMode[]; json: boolean }>();
+const opts = program.opts<{ sizes?: number[]; rounds: number; modes: BenchMoveMode[]; keepLogs?: string; json: boolean }>();
 const which: string[] = program.processedArgs[0] as string[];
 const json = opts.json;
 const sizes = opts.sizes ?? [256, 1024, 2048];
@@ -133,7 +134,7 @@ async function main(): Promise<void> {
     }
   }
   if (which.includes('migrate')) {
-    const figures = await benchMigrate(sizes, log, { rounds: opts.rounds, modes: opts.modes });
+    const figures = await benchMigrate(sizes, log, { rounds: opts.rounds, modes: opts.modes, keepLogs: opts.keepLogs });
     results.migrate = figures;
     if (!json) {
       for (const f of figures) {
