@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { cp, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentClient } from '../../src/agent/agent-client.js';
@@ -8,6 +8,7 @@ import type { HostRecord } from '../../src/core/cloud.js';
 import { run, waitFor } from '../../src/util/exec.js';
 import { askState, kernelWithState } from '../helpers/kernel.js';
 import { stopOnInterrupt } from './interrupt.js';
+import { keepLogs } from './keep-logs.js';
 import { measureFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 
 export interface MoveRound {
@@ -87,11 +88,6 @@ async function linkBaseline(from: HostRecord, to: HostRecord, bytes: number): Pr
   await rm(src, { force: true });
   await rm(dst, { force: true });
   return seconds;
-}
-
-/** Copies the hosts' logs (each agent's own, and criu's of every dump and restore) out of the state directory, images left. */
-async function keepLogs(stateDir: string, to: string): Promise<void> {
-  await cp(join(stateDir, 'hosts'), to, { recursive: true, filter: async (src) => src.endsWith('.log') || (await stat(src)).isDirectory() });
 }
 
 /**

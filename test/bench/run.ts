@@ -85,17 +85,17 @@ function printCheckpoint(f: CheckpointFigures): void {
     const ck = r.imageBytes / r.checkpointSeconds;
     const rs = r.imageBytes / r.restoreSeconds;
     console.log(
-      `  round ${i + 1}: checkpoint ${r.checkpointSeconds.toFixed(2)} s (${mbps(ck)}, ${(ck / b.writeBytesPerSecond).toFixed(2)} of disk write, ${(ck / c.writeBytesPerSecond).toFixed(2)} in cold memory, ${(ck / d).toFixed(2)} of direct write; ${(r.besideWriteSeconds / r.checkpointSeconds).toFixed(2)} of the write right after it, ${r.besideWriteSeconds.toFixed(2)} s)` +
+      `  round ${i + 1}: checkpoint ${r.checkpointSeconds.toFixed(2)} s (${mbps(ck)}, ${(ck / b.writeBytesPerSecond).toFixed(2)} of disk write, ${(ck / c.writeBytesPerSecond).toFixed(2)} in cold memory, ${(ck / d).toFixed(2)} of direct write; ${(ck / r.beforeWriteBytesPerSecond).toFixed(2)} of the write right before it, ${mbps(r.beforeWriteBytesPerSecond)})` +
         `, restore ${r.restoreSeconds.toFixed(2)} s (${mbps(rs)}, ${(rs / b.readBytesPerSecond).toFixed(2)} of disk read)` +
         `, first execute ${r.firstExecuteSeconds.toFixed(2)} s`,
     );
   });
   if (f.rounds.length > 2) {
     const ratios = f.rounds.map((r) => r.imageBytes / r.checkpointSeconds / b.writeBytesPerSecond);
-    const beside = f.rounds.map((r) => r.besideWriteSeconds / r.checkpointSeconds);
+    const before = f.rounds.map((r) => r.imageBytes / r.checkpointSeconds / r.beforeWriteBytesPerSecond);
     console.log(
       `  ${f.rounds.length} rounds: checkpoint ${spread(f.rounds.map((r) => r.checkpointSeconds))}, of disk write median ${f.checkpointThroughputRatioMedian.toFixed(2)} (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}), ` +
-        `of the write right after each median ${f.checkpointThroughputRatioBesideMedian.toFixed(2)} (${Math.min(...beside).toFixed(2)}-${Math.max(...beside).toFixed(2)}); ` +
+        `of the write right before each median ${f.checkpointThroughputRatioBeforeMedian.toFixed(2)} (${Math.min(...before).toFixed(2)}-${Math.max(...before).toFixed(2)}); ` +
         `first execute ${spread(f.rounds.map((r) => r.firstExecuteSeconds))}`,
     );
   }

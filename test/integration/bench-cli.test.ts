@@ -33,7 +33,7 @@ describe('npm run bench --', () => {
   it('should say what it runs with --help, and refuse unknown benches and options before running anything', async () => {
     const help = await bench(['--help']);
     expect(help.code).toBe(0);
-    for (const what of ['checkpoint', 'control', 'migrate', 'wake', '--sizes', '--rounds', '--modes', '--json']) expect(help.stdout).toContain(what);
+    for (const what of ['checkpoint', 'control', 'migrate', 'wake', '--sizes', '--rounds', '--modes', '--keep-logs', '--json']) expect(help.stdout).toContain(what);
     expect(help.stderr).not.toMatch(/bench: /);
 
     const option = await bench(['--bogus']);
