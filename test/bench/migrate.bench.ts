@@ -105,7 +105,8 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
   const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: opts.keepLogs ? 'info' : 'warn' });
   const out: MigrateFigures[] = [];
   const stop = stopOnInterrupt(async () => {
-    if (opts.keepLogs) await keepLogs(stateDir, opts.keepLogs);
+    // A failed copy must not keep the hosts from being removed.
+    if (opts.keepLogs) await keepLogs(stateDir, opts.keepLogs).then(() => log(`migrate: the hosts' logs are in ${opts.keepLogs}`), (err: unknown) => log(`migrate: the hosts' logs could not be kept: ${err instanceof Error ? err.message : String(err)}`));
     await provider.removeAll();
     await rm(stateDir, { recursive: true, force: true });
   });
