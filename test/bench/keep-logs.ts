@@ -1,4 +1,4 @@
-import { cp, stat } from 'node:fs/promises';
+import { cp, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -7,5 +7,5 @@ import { join } from 'node:path';
  * and lazy-pages daemon. Nothing else: the images and homes stay behind.
  */
 export async function keepLogs(stateDir: string, to: string): Promise<void> {
-  await cp(join(stateDir, 'hosts'), to, { recursive: true, filter: async (src) => src.endsWith('.log') || (await stat(src)).isDirectory() });
+  await cp(join(stateDir, 'hosts'), to, { recursive: true, filter: async (src) => src.endsWith('.log') || (await lstat(src)).isDirectory() });
 }

@@ -101,7 +101,7 @@ export async function benchMigrate(sizes: number[], log: (m: string) => void, op
   const modes = opts.modes ?? BENCH_MOVE_MODES;
   const roundsWanted = opts.rounds ?? 2;
   const stateDir = await mkdtemp(join(tmpdir(), 'hubshift-bench-local-'));
-  // With logs kept, the agents log at info: each move's and checkpoint's phases ("move committed", ...).
+  // With logs kept, the agents log at info: each move's laps ("session moved", "moved-in copy restored", ...).
   const provider = new LocalProvider({ stateDir, bridge: 'hsbench0', subnet: '10.241.0.0/16', logLevel: opts.keepLogs ? 'info' : 'warn' });
   const out: MigrateFigures[] = [];
   const stop = stopOnInterrupt(async () => {
