@@ -47,12 +47,11 @@ export function measureDiskCold(dir: string, bytes: number): Promise<DiskBaselin
 
 /**
  * A plain sequential write of `bytes` incompressible bytes to `path` in 4 MiB
- * writes (like criu's and the stores' own), fsynced; the page cache dropped
- * first unless the caller has just done so. Seconds.
+ * writes (like criu's and the stores' own), fsynced. Seconds. The caller
+ * drops the page cache first.
  */
-async function writeFileTimed(path: string, bytes: number, drop = true): Promise<number> {
+async function writeFileTimed(path: string, bytes: number): Promise<number> {
   const chunk = randomBytes(4 << 20);
-  if (drop) await dropCaches();
   const w0 = performance.now();
   const fh = await open(path, 'w');
   try {
@@ -76,7 +75,10 @@ export async function measureDiskWrite(dir: string, bytes: number, runs = 2): Pr
   const path = join(dir, `baseline-beside-${process.pid}.bin`);
   let best = Infinity;
   try {
-    for (let i = 0; i < runs; i++) best = Math.min(best, await writeFileTimed(path, bytes));
+    for (let i = 0; i < runs; i++) {
+      await dropCaches();
+      best = Math.min(best, await writeFileTimed(path, bytes));
+    }
     return best;
   } finally {
     await rm(path, { force: true });
@@ -90,11 +92,9 @@ export async function measureDiskWrite(dir: string, bytes: number, runs = 2): Pr
  */
 export async function measureDisk(dir: string, bytes: number, opts: { settleMs?: number } = {}): Promise<DiskBaseline> {
   const path = join(dir, `baseline-${process.pid}.bin`);
-  if (opts.settleMs) {
-    await dropCaches();
-    await new Promise((resolve) => setTimeout(resolve, opts.settleMs));
-  }
-  const writeSeconds = await writeFileTimed(path, bytes, !opts.settleMs);
+  await dropCaches();
+  if (opts.settleMs) await new Promise((resolve) => setTimeout(resolve, opts.settleMs));
+  const writeSeconds = await writeFileTimed(path, bytes);
   await dropCaches();
   const r0 = performance.now();
   const rh = await open(path, 'r');
