@@ -301,7 +301,7 @@ describe('JupyterHub with hubshift', () => {
             await page.reload().catch(() => undefined);
           }
         }
-        // What hubshift did to dan's session meanwhile, for a failure seen once (CI, 2026-12-04 14:31, the first sign-in).
+        // What hubshift did to dan's session meanwhile, for the failure's message (CI, 2026-12-04 14:31 and 22:15, the first sign-in).
         const dans = (await c.listSessions().catch(() => [])).filter((x) => x.user === 'dan');
         const acted = (await c.actions().catch(() => [])).filter((a) => dans.some((x) => x.id === a.sessionId));
         throw new Error(
