@@ -1,5 +1,6 @@
 import type { ClusterSnapshot, NodeInfo, SessionSnapshot } from '../core/cluster.js';
 import { pricePerGbHour } from '../pricing/session-cost.js';
+import { FreeMemoryIndex } from './free-memory-index.js';
 import type { Guards, PolicyKind } from './policy-schema.js';
 import { inQuietHours } from './quiet-hours.js';
 
@@ -17,14 +18,20 @@ export class EvaluationContext {
   readonly noticed = new Set<string>();
   /** Nodes whose interruption deadline has passed: the cloud has them, nothing is placed there (consolidation may still release them). */
   readonly gone = new Set<string>();
-  /** Nodes this pass empties: nothing moves onto them either. */
-  readonly emptying = new Set<string>();
+  /** Nodes this pass empties (empty()): nothing moves onto them either. */
+  private readonly emptyingNodes = new Set<string>();
   private readonly decided = new Set<string>();
   private readonly inFlight = new Set<string>();
   /** Memory held per node: its sessions plus what this pass moves in. */
   private readonly used = new Map<string, number>();
-  /** Ready nodes by price per GB-hour, cheapest first: placement scans it in order. */
+  /** Ready nodes by price per GB-hour, cheapest first: placement takes the first with room. */
   private readonly byPrice: NodeInfo[];
+  /** byPrice's prices per GB-hour, in its order (ascending). */
+  private readonly prices: Float64Array;
+  /** byPrice's positions by node name. */
+  private readonly priceRank = new Map<string, number>();
+  /** byPrice's free memory, -Infinity where nothing may be placed (a notice, emptying). */
+  private readonly free: FreeMemoryIndex;
   private readonly quietKinds = new Map<PolicyKind, boolean>();
   private readonly perNodeLeft = new Map<string, number>();
   private totalLeft: number;
@@ -43,11 +50,19 @@ export class EvaluationContext {
       this.used.set(s.node, (this.used.get(s.node) ?? 0) + s.rssBytes);
     }
     this.byPrice = snapshot.nodes.filter((n) => n.state === 'ready').sort((a, b) => pricePerGbHour(a) - pricePerGbHour(b) || a.name.localeCompare(b.name));
+    this.prices = Float64Array.from(this.byPrice, pricePerGbHour);
     for (const n of snapshot.notices) {
       const gone = n.deadline !== null && Date.parse(n.deadline) <= now.getTime();
       if (gone) this.gone.add(n.node);
       else this.noticed.add(n.node);
     }
+    this.free = new FreeMemoryIndex(this.byPrice.length);
+    this.byPrice.forEach((n, i) => {
+      // Names are unique in a snapshot (the scheduler keys nodes by name); were one not, its first node would take placements.
+      if (this.priceRank.has(n.name)) return;
+      this.priceRank.set(n.name, i);
+      if (this.placeable(n.name)) this.free.set(i, n.memoryBytes - this.usedBytes(n.name));
+    });
     this.totalLeft = guards.budgets.total;
     for (const op of snapshot.inFlight) {
       if (op.sessionId) this.inFlight.add(op.sessionId);
@@ -108,7 +123,30 @@ export class EvaluationContext {
 
   /** Gives back room reserved by place() for a plan that was dropped. */
   unreserve(node: string, bytes: number): void {
-    this.used.set(node, this.usedBytes(node) - bytes);
+    this.addUsed(node, -bytes);
+  }
+
+  /** Nodes this pass empties: nothing moves onto them. */
+  get emptying(): ReadonlySet<string> {
+    return this.emptyingNodes;
+  }
+
+  /** Marks a node as emptied by this pass: nothing is placed on it from now on. */
+  empty(node: string): void {
+    this.emptyingNodes.add(node);
+    const i = this.priceRank.get(node);
+    if (i !== undefined) this.free.set(i, -Infinity);
+  }
+
+  private placeable(node: string): boolean {
+    return !this.noticed.has(node) && !this.gone.has(node) && !this.emptyingNodes.has(node);
+  }
+
+  private addUsed(node: string, bytes: number): void {
+    const used = this.usedBytes(node) + bytes;
+    this.used.set(node, used);
+    const i = this.priceRank.get(node);
+    if (i !== undefined && this.placeable(node)) this.free.set(i, (this.byPrice[i] as NodeInfo).memoryBytes - used);
   }
 
   /**
@@ -120,16 +158,28 @@ export class EvaluationContext {
     headroom: number,
     exclude: ReadonlySet<string>,
     filter: (n: NodeInfo) => boolean = () => true,
-    /** Only nodes cheaper than this per GB-hour; the scan stops at the first that is not. */
+    /** Only nodes cheaper than this per GB-hour. */
     belowPricePerGbHour = Infinity,
   ): NodeInfo | null {
-    for (const n of this.byPrice) {
-      if (pricePerGbHour(n) >= belowPricePerGbHour) break;
-      if (this.noticed.has(n.name) || this.gone.has(n.name) || this.emptying.has(n.name) || exclude.has(n.name)) continue;
-      if (n.memoryBytes - this.usedBytes(n.name) < bytes * headroom || !filter(n)) continue;
-      this.used.set(n.name, this.usedBytes(n.name) + bytes);
+    const need = bytes * headroom;
+    const end = firstAtOrAbove(this.prices, belowPricePerGbHour);
+    for (let i = this.free.firstAtLeast(need, 0, end); i >= 0; i = this.free.firstAtLeast(need, i + 1, end)) {
+      const n = this.byPrice[i] as NodeInfo;
+      if (exclude.has(n.name) || !filter(n)) continue;
+      this.addUsed(n.name, bytes);
       return n;
     }
     return null;
   }
+}
+
+/** The first position in an ascending array whose value is at least `x` (its length if none). */
+function firstAtOrAbove(sorted: Float64Array, x: number): number {
+  let [lo, hi] = [0, sorted.length];
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if ((sorted[mid] as number) < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

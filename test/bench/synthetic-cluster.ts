@@ -3,7 +3,7 @@ import type { ClusterSnapshot, NodeInfo, SessionSnapshot } from '../../src/core/
 const GiB = 2 ** 30;
 
 /** A deterministic pseudo-random sequence (mulberry32), so runs compare. */
-function rng(seed: number): () => number {
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -45,6 +45,17 @@ describe('idle', () => {
     const total = policies([{ kind: 'idle' }], { budgets: { perNode: 5, total: 0 } });
     expect(evaluate(snapshot({ nodes: [node('n1')], sessions }), total, NOW)).toEqual([]);
   });
+
+  it('should decide for every idle session of a very large cluster in one pass, without overflowing the stack', () => {
+    // More decisions of one method than a spread into push()'s arguments can take (some 125k here).
+    const count = 200_000;
+    const sessions = Array.from({ length: count }, (_, i) => idleSession(`s${i}`, `n${i % 100}`, { rssBytes: 0.1 * GiB }));
+    const nodes = Array.from({ length: 100 }, (_, i) => node(`n${i}`));
+    const many = policies([{ kind: 'idle' }], { budgets: { perNode: count, total: count } });
+    const d = evaluate(snapshot({ nodes, sessions }), many, NOW);
+    expect(d.length).toBe(count);
+    expect(d.at(-1)).toEqual(expect.objectContaining({ action: 'checkpoint', sessionId: `s${count - 1}` }));
+  });
 });
 
 describe('rebalance', () => {

@@ -36,7 +36,7 @@ export function consolidate(ctx: EvaluationContext, p: Consolidate): Decision[] 
       for (const m of moves) ctx.unreserve(m.target.name, m.s.rssBytes);
       continue;
     }
-    ctx.emptying.add(node.name);
+    ctx.empty(node.name);
     releasable -= 1;
     for (const { s, target } of moves) {
       ctx.claim(s, { forced: false });
