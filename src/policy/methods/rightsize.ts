@@ -32,11 +32,17 @@ export function rightsize(ctx: EvaluationContext, p: Rightsize): Decision[] {
   // UTC timestamps of one form compare as strings; anything else is parsed.
   const inWindow = (at: string): boolean => (at.length === sinceIso.length && at.endsWith('Z') ? at >= sinceIso : Date.parse(at) >= since);
   const needs = new Map<string, Need[]>();
+  // Scratch for every session's samples, grown as needed: a typed array of more than a few samples each was an
+  // allocation outside the heap per session, and most of what rightsize cost at 10k sessions.
+  let memory = new Float64Array(16);
+  let cpu = new Float64Array(16);
   for (const s of ctx.snapshot.sessions) {
     // Sessions an earlier method already claimed are leaving their node: they neither need room nor count in its pressure.
     if (s.state !== 'running' || s.node === null || !ctx.nodes.has(s.node) || ctx.isSettled(s.id)) continue;
-    const memory = new Float64Array(s.samples.length);
-    const cpu = new Float64Array(s.samples.length);
+    if (s.samples.length > memory.length) {
+      memory = new Float64Array(s.samples.length);
+      cpu = new Float64Array(s.samples.length);
+    }
     let inside = 0;
     for (const x of s.samples) {
       if (!inWindow(x.at)) continue;
