@@ -19,6 +19,21 @@ import { pino } from 'pino';
 import { startGateway } from '../../src/hub/start-gateway.js';
 import { freePort } from '../helpers/redis.js';
 
+/**
+ * page.goto, again when Chromium failed the navigation with net::ERR_NETWORK_CHANGED: it fails what it has in flight
+ * when the machine's interfaces change, and the sessions' veths come and go on the browser's own machine (see the
+ * wake test's treeShown). At most three tries; any other failure at once.
+ */
+async function gotoSteady(page: Page, url: string): ReturnType<Page['goto']> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await page.goto(url);
+    } catch (err) {
+      if (attempt >= 3 || !String(err).includes('net::ERR_NETWORK_CHANGED')) throw err;
+    }
+  }
+}
+
 /** The hub's last-activity interval, and so how often it checks its proxy's routes (15 s by default here). */
 const ROUTE_CHECK_SECONDS = 5;
 
@@ -194,7 +209,7 @@ describe('JupyterHub with hubshift', () => {
         void d.dismiss();
       });
       // Log in (the dummy authenticator takes any password) and let the hub spawn.
-      await page.goto(`${hub.url}/hub/login`);
+      await gotoSteady(page, `${hub.url}/hub/login`);
       await page.fill('#username_input', 'cat');
       await page.fill('#password_input', 'any');
       await page.click('#login_submit');
@@ -211,7 +226,7 @@ describe('JupyterHub with hubshift', () => {
       const nb = { type: 'notebook', content: { cells: [{ cell_type: 'code', source: 'x = 41', metadata: {}, outputs: [], execution_count: null }], metadata: {}, nbformat: 4, nbformat_minor: 5 } };
       const put = await fetch(`${hub.url}/user/cat/api/contents/moving.ipynb`, { method: 'PUT', headers: { Authorization: `token ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(nb) });
       expect(put.status).toBeLessThan(300);
-      await page.goto(`${hub.url}/user/cat/notebooks/moving.ipynb`);
+      await gotoSteady(page, `${hub.url}/user/cat/notebooks/moving.ipynb`);
       await page.waitForFunction(() => {
         const j = (globalThis as unknown as { Jupyter?: { notebook?: { kernel?: { is_connected(): boolean; info_reply?: unknown } } } }).Jupyter;
         return j?.notebook?.kernel?.is_connected() === true && j.notebook.kernel.info_reply !== undefined;
@@ -270,7 +285,7 @@ describe('JupyterHub with hubshift', () => {
         troubles.set(page, unanswered);
         page.on('requestfailed', (r) => unanswered.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText ?? 'failed'}`));
         page.on('response', (r) => void (r.status() >= 400 && unanswered.push(`${r.request().method()} ${r.url()}: ${r.status()}`)));
-        await page.goto(`${hub.url}/hub/login`);
+        await gotoSteady(page, `${hub.url}/hub/login`);
         await page.fill('#username_input', 'dan');
         await page.fill('#password_input', 'any');
         await page.click('#login_submit');
@@ -321,7 +336,7 @@ describe('JupyterHub with hubshift', () => {
       const [s] = (await c.listSessions()).filter((x) => x.user === 'dan');
       await away(first.page);
       await sessionCheckpointed(c, s!.id, 'the idle policy to checkpoint dan', 90_000);
-      await first.page.goto(`${hub.url}/user/dan/tree`);
+      await gotoSteady(first.page, `${hub.url}/user/dan/tree`);
       await treeShown(first.page);
       expect(first.viaHub).toEqual([]);
       expect((await c.getSession(s!.id)).state).toBe('running');
@@ -347,12 +362,12 @@ describe('JupyterHub with hubshift', () => {
       expect(second.viaHub.length).toBeGreaterThan(0);
       expect((await c.getSession(s!.id)).state).toBe('running');
       // The hub's page wakes the user's own servers only, and sends the browser nowhere but this site.
-      expect((await second.page.goto(`${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('/user/ann/tree')}`))?.status()).toBe(403);
-      expect((await second.page.goto(`${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('//elsewhere.example/')}`))?.status()).toBe(400);
+      expect((await gotoSteady(second.page, `${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('/user/ann/tree')}`))?.status()).toBe(403);
+      expect((await gotoSteady(second.page, `${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('//elsewhere.example/')}`))?.status()).toBe(400);
       // A path of the user's own with no server of theirs there: the hub's own page for it, which offers to start it.
       await hub.api('DELETE', '/users/dan/server', z.unknown());
       await waitFor("the hub to stop dan's server", async () => ((await hub.api('GET', '/users/dan', HubUser)).servers[''] === undefined ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
-      expect((await second.page.goto(`${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('/user/dan/tree')}`))?.status()).toBe(424);
+      expect((await gotoSteady(second.page, `${hub.url}/hub/hubshift/wake?next=${encodeURIComponent('/user/dan/tree')}`))?.status()).toBe(424);
       expect(new URL(second.page.url()).pathname).toBe('/hub/user/dan/tree');
       expect(await second.page.innerText('body')).toMatch(/Server not running/);
     } finally {
