@@ -39,7 +39,7 @@ export function evaluate(snapshot: ClusterSnapshot, set: PolicySet, now: Date): 
   const ctx = new EvaluationContext(snapshot, set.guards, now);
   const out: Decision[] = [];
   for (const kind of METHOD_ORDER) {
-    // A loop, not push(...): spread into arguments, some 150k decisions of one method overflow the stack.
+    // A loop, not push(...): spread into arguments, the decisions of one method overflow the stack past some 125k.
     for (const p of set.policies) if (p.kind === kind && p.enabled) for (const d of run(ctx, p)) out.push(d);
   }
   return out;
