@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DashboardView, LedgerDay } from '../../src/core/ledger.js';
 import { sumDays } from '../../src/pricing/ledger.js';
 import { recordDay } from '../fixtures/recorded-day.js';
+import { gotoSteady } from '../helpers/browser.js';
 import { startControlPlane, TEST_GUARDS, type TestControlPlane } from '../helpers/control-plane.js';
 
 const ARTIFACTS = join(import.meta.dirname, '../../test-artifacts');
@@ -50,7 +51,7 @@ describe('the FinOps dashboard', () => {
 
   it('should sign a browser in once with the token, then render every panel with the API\'s numbers', async () => {
     const page = await browser!.newPage({ viewport: { width: 1400, height: 1800 } });
-    await page.goto(`${cp.scheduler.url}/dashboard`);
+    await gotoSteady(page, `${cp.scheduler.url}/dashboard`);
     await page.fill('#token', 'not-the-token');
     await page.click('button[type=submit]');
     await expect(page.getByRole('alert').textContent()).resolves.toMatch(/not the scheduler's token/);
@@ -63,7 +64,7 @@ describe('the FinOps dashboard', () => {
     // Compare with the very answer the page drew: the forecast and today's node
     // costs move with the clock, so a second request can differ by a cent.
     const answer = page.waitForResponse((r) => r.url().endsWith(`/v1/dashboard?day=${DAY}`) && r.status() === 200);
-    await page.goto(`${cp.scheduler.url}/dashboard?day=${DAY}`);
+    await gotoSteady(page, `${cp.scheduler.url}/dashboard?day=${DAY}`);
     await page.waitForSelector('body[data-ready=true]');
     const view = DashboardView.parse(await (await answer).json());
     const again = DashboardView.parse(await (await api(`/v1/dashboard?day=${DAY}`)).json());

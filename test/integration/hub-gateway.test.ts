@@ -18,21 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { startGateway } from '../../src/hub/start-gateway.js';
 import { freePort } from '../helpers/redis.js';
-
-/**
- * page.goto, again when Chromium failed the navigation with net::ERR_NETWORK_CHANGED: it fails what it has in flight
- * when the machine's interfaces change, and the sessions' veths come and go on the browser's own machine (see the
- * wake test's treeShown). At most three tries; any other failure at once.
- */
-async function gotoSteady(page: Page, url: string): ReturnType<Page['goto']> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await page.goto(url);
-    } catch (err) {
-      if (attempt >= 3 || !String(err).includes('net::ERR_NETWORK_CHANGED')) throw err;
-    }
-  }
-}
+import { gotoSteady } from '../helpers/browser.js';
 
 /** The hub's last-activity interval, and so how often it checks its proxy's routes (15 s by default here). */
 const ROUTE_CHECK_SECONDS = 5;
