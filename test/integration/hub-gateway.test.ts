@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { startGateway } from '../../src/hub/start-gateway.js';
 import { freePort } from '../helpers/redis.js';
-import { gotoSteady } from '../helpers/browser.js';
+import { NETWORK_CHANGED, gotoSteady } from '../helpers/browser.js';
 
 /** The hub's last-activity interval, and so how often it checks its proxy's routes (15 s by default here). */
 const ROUTE_CHECK_SECONDS = 5;
@@ -280,7 +280,7 @@ describe('JupyterHub with hubshift', () => {
       // Chromium fails the requests it has in flight when the machine's interfaces change (net::ERR_NETWORK_CHANGED),
       // and here sessions' veths come and go on the browser's own machine: a tree page left without its scripts so
       // stays blank (CI, 2026-12-04 22:15, the first sign-in; likely the one at 14:31 too). Loaded again, as its user would.
-      const networkChanged = (page: Page): number => (troubles.get(page) ?? []).filter((t) => t.endsWith('net::ERR_NETWORK_CHANGED')).length;
+      const networkChanged = (page: Page): number => (troubles.get(page) ?? []).filter((t) => t.endsWith(NETWORK_CHANGED)).length;
       // Of each page, the failures so counted that a reload has answered (or that came before its tree last showed).
       const answered = new Map<Page, number>();
       const treeShown = async (page: Page): Promise<void> => {
