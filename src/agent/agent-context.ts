@@ -1,3 +1,4 @@
+import type { ResidentFiles } from '../util/resident-files.js';
 import type { LandingMemory } from './landing-memory.js';
 import type { PreparedAnnounce } from './network.js';
 import type { Logger } from 'pino';
@@ -44,6 +45,8 @@ export interface AgentContext {
   reading: Set<string>;
   /** A restore's verification helpers, started ahead of need. */
   hashingHelpers: HashingHelpers;
+  /** criu and the commands around it, held in memory (resident-tools.ts); undefined when off or when it failed. */
+  residentTools: ResidentFiles | undefined;
   /**
    * Aborted when this agent stops (close) or its node is torn down
    * (stopEverySession): background watches of moves end without acting, as

@@ -34,6 +34,7 @@ import { linkToScheduler, type SchedulerLink } from './scheduler-link.js';
 import { useSpawnHelper } from '../util/exec.js';
 import { chunkBuffers } from '../criu/pagemap.js';
 import { keepLogsFor } from './log-retention.js';
+import { keepToolsResident } from './resident-tools.js';
 
 export interface RunningAgent {
   url: string;
@@ -58,6 +59,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   // First, while this process is small: its one fork (see spawn-helper.ts).
   if (config.spawnHelper) useSpawnHelper();
   const criu = await loadSelectedCriu();
+  // Before anything else reads criu, so that its files are locked from the start.
+  const residentTools = config.residentTools ? await keepToolsResident(criu, log) : undefined;
   if (criu.postCopy?.ok) {
     // Post-copy moves need criu's 4 MiB pipes; the sysctl is lost on reboot. Moves fall back to stop-and-copy without it.
     await ensurePipeMaxSize().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'post-copy moves will fail here'));
@@ -101,6 +104,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     pushedPages: new Map(),
     captureHelpers: new PageCaptureHelpers(),
     hashingHelpers: new HashingHelpers(),
+    residentTools,
     landing: new LandingMemory(config.landingBytes),
     reading: new Set(),
     stopping,
@@ -139,6 +143,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     ctx.stopping.abort();
     ctx.captureHelpers.close();
     ctx.hashingHelpers.close();
+    ctx.residentTools?.close();
     void ctx.hugePages.stopAll();
     for (const p of ctx.pushedPages.values()) p.server.kill();
     // A move in waiting for its commit: its ready announcement ends (its guard and record stay for the next agent).

@@ -27,3 +27,9 @@ export async function treeAnonHugePagesKiB(serverPid: number): Promise<number> {
   const each = await Promise.all((await processTree(serverPid)).map((pid) => anonHugePagesKiB(pid).catch(() => 0)));
   return each.reduce((a, b) => a + b, 0);
 }
+
+/** Bytes process `pid` holds locked in memory (its VmLck, counted in whole pages); 0 once it is gone. */
+export async function lockedBytes(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  return Number(/^VmLck:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
+}

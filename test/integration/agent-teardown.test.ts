@@ -1,11 +1,13 @@
-import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { criuExecutable } from '../../src/criu/binary.js';
 import { waitFor } from '../../src/util/exec.js';
 import { pathExists } from '../../src/util/fs.js';
 import { isAlive } from '../../src/util/proc.js';
 import { kernelWithState } from '../helpers/kernel.js';
+import { lockedBytes } from '../helpers/session-processes.js';
 import { startTestAgent } from '../helpers/test-agent.js';
 
 /** Processes whose command line or environment names `dir`: an agent's criu, its sessions' servers and kernels. */
@@ -89,6 +91,29 @@ describe("an agent torn down while an operation is under way (tests' and benches
       if (!cleaned) await t.cleanup();
       for (const pid of new Set([...held, ...(await processesNaming(t.config.dataDir))])) if (await isAlive(pid)) process.kill(pid, 'SIGKILL');
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("an agent's tools held in memory (resident-tools.ts)", () => {
+  it('should lock criu and the commands beside it while it runs, and let them go when it stops', async () => {
+    const t = await startTestAgent();
+    let cleaned = false;
+    try {
+      const resident = t.agent.ctx.residentTools;
+      expect(resident?.report.errors).toEqual([]);
+      const pid = resident?.pid as number;
+      const locked = await lockedBytes(pid);
+      // criu itself, its libraries, ip and nsenter: more than criu's executable alone.
+      const criuBytes = (await stat(criuExecutable(t.agent.ctx.criu))).size;
+      // Counted in whole pages, each file's last one included.
+      expect(locked).toBeGreaterThanOrEqual(resident?.report.locked as number);
+      expect(locked).toBeGreaterThan(criuBytes + (1 << 20));
+      await t.cleanup();
+      cleaned = true;
+      await waitFor('the helper to end', async () => ((await isAlive(pid)) ? undefined : true), { timeoutMs: 5_000, intervalMs: 20 });
+    } finally {
+      if (!cleaned) await t.cleanup();
     }
   });
 });
