@@ -95,7 +95,7 @@ export interface AgentConfig {
    * Hold criu, the commands run beside it and the restore's hasher in
    * memory, locked, while the agent runs (resident-tools.ts): read from disk
    * (a node whose memory its sessions filled, a dropped page cache), criu
-   * took 18-31 ms instead of 7-11 to start inside a checkpoint. About 15 MB.
+   * took 16-25 ms instead of 11-17 to start inside a checkpoint. About 17 MB.
    * Default true.
    */
   residentTools: boolean;

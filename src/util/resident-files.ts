@@ -13,12 +13,12 @@ import { PythonHelper } from './python-helper.js';
  *
  * Why: criu is a 6 MB executable with 14 libraries (10 MB). Read from disk,
  * as on a node whose memory the sessions have filled, or after the page
- * cache was dropped, it took 18-31 ms from its start to its log's first line
- * inside a checkpoint, against 7-11 ms from memory (2026-12-05, a 256 MiB
- * kernel's checkpoints alternated): time before the first page is written,
- * and inside a move's frozen window. The same holds for the commands a
- * checkpoint or move runs beside criu (ip, nsenter) and for the hasher a
- * restore verifies with.
+ * cache was dropped, it took 16-25 ms from its spawn to its log's first line
+ * inside a checkpoint, against 11-17 ms held here (medians 21 and 13 ms;
+ * 2026-12-05, a 256 MiB kernel's checkpoints alternated): time before the
+ * first page is written, and inside a move's frozen window. The same holds
+ * for the commands a checkpoint or move runs beside criu (ip, nsenter) and
+ * for the hasher a restore verifies with.
  *
  * The helper prints one JSON line once every file is locked, then waits
  * until its stdin closes (its parent has gone) and exits.
