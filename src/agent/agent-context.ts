@@ -45,8 +45,12 @@ export interface AgentContext {
   reading: Set<string>;
   /** A restore's verification helpers, started ahead of need. */
   hashingHelpers: HashingHelpers;
-  /** criu and the commands around it, held in memory (resident-tools.ts); undefined when off or when it failed. */
-  residentTools: ResidentFiles | undefined;
+  /**
+   * criu and the commands around it, held in memory (resident-tools.ts):
+   * resolves once they are (some 0.1-0.3 s after the agent starts, which does
+   * not wait for it); undefined when off or when it failed.
+   */
+  residentTools: Promise<ResidentFiles | undefined>;
   /**
    * Aborted when this agent stops (close) or its node is torn down
    * (stopEverySession): background watches of moves end without acting, as

@@ -18,9 +18,9 @@ const COMMANDS_BESIDE_CRIU = ['ip', 'nsenter'];
  * page cache has let them go, which is only slower; the reason is logged.
  */
 export async function keepToolsResident(criu: CriuBinary, log: Logger): Promise<ResidentFiles | undefined> {
-  const executables = [criuExecutable(criu), ...COMMANDS_BESIDE_CRIU.map((c) => commandPath(c)).filter((p): p is string => p !== null)];
-  if (nativeHasherInstalled()) executables.push(pieceHasherPath());
   try {
+    const executables = [criuExecutable(criu), ...COMMANDS_BESIDE_CRIU.map((c) => commandPath(c)).filter((p): p is string => p !== null)];
+    if (nativeHasherInstalled()) executables.push(pieceHasherPath());
     const files = await filesOfExecutables(executables);
     const resident = await ResidentFiles.start(files);
     const { locked, errors } = resident.report;

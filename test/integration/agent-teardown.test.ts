@@ -100,7 +100,7 @@ describe("an agent's tools held in memory (resident-tools.ts)", () => {
     const t = await startTestAgent();
     let cleaned = false;
     try {
-      const resident = t.agent.ctx.residentTools;
+      const resident = await t.agent.ctx.residentTools;
       expect(resident?.report.errors).toEqual([]);
       const pid = resident?.pid as number;
       const locked = await lockedBytes(pid);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { run, waitFor } from '../../src/util/exec.js';
 import { isAlive } from '../../src/util/proc.js';
-import { ResidentFiles, commandPath, executableFiles, filesOfExecutables } from '../../src/util/resident-files.js';
+import { ResidentFiles, commandPath, filesOfExecutables } from '../../src/util/resident-files.js';
 import { lockedBytes } from '../helpers/session-processes.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
@@ -69,7 +69,7 @@ describe('ResidentFiles', () => {
 describe('the files of an executable', () => {
   it('should be the executable, its loader and its libraries, as real paths', async () => {
     const sh = await realpath('/bin/sh');
-    const files = await executableFiles('/bin/sh');
+    const files = await filesOfExecutables(['/bin/sh']);
     expect(files[0]).toBe(sh);
     expect(files.some((f) => /\/libc\.so\.6$/.test(f))).toBe(true);
     expect(files.some((f) => /\/ld-linux[^/]*\.so\.\d+$/.test(f))).toBe(true);
