@@ -47,7 +47,7 @@ export interface AgentContext {
   hashingHelpers: HashingHelpers;
   /**
    * criu and the commands around it, held in memory (resident-tools.ts):
-   * resolves once they are (some 0.1-0.3 s after the agent starts, which does
+   * resolves once they are (some 0.15-0.6 s after the agent starts, which does
    * not wait for it); undefined when off or when it failed.
    */
   residentTools: Promise<ResidentFiles | undefined>;

@@ -59,7 +59,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   // First, while this process is small: its one fork (see spawn-helper.ts).
   if (config.spawnHelper) useSpawnHelper();
   const criu = await loadSelectedCriu();
-  // Beside the agent's start, not before it: ldd and the helper's start took 0.15-0.4 s.
+  // Beside the agent's start, not before it: ldd and the helper's start took 0.15 s, and up to 0.6 s on a busy machine.
   const residentTools = config.residentTools ? keepToolsResident(criu, log) : Promise.resolve(undefined);
   if (criu.postCopy?.ok) {
     // Post-copy moves need criu's 4 MiB pipes; the sysctl is lost on reboot. Moves fall back to stop-and-copy without it.
