@@ -134,8 +134,8 @@ export function commandPath(command: string, path = process.env.PATH ?? ''): str
  * The files runs of the executables at `paths` map from disk: each one, its
  * loader and its shared libraries (as one `ldd` run lists them: about 0.1 s
  * for criu, ip, nsenter and the piece hasher on a quiet machine here), as
- * real paths, each once (executables share their libc, their loader, ...). A static executable,
- * or one ldd cannot read, is just itself.
+ * real paths, each once (executables share their libc, their loader,
+ * ...). A static executable, or one ldd cannot read, is just itself.
  */
 export async function filesOfExecutables(paths: readonly string[]): Promise<string[]> {
   if (paths.length === 0) return [];
