@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { CriuError } from '../core/errors.js';
 import { fields, replaceImage as replace } from './image-proto.js';
 import { KeptBuffers } from '../util/kept-buffers.js';
+import { firstReached } from '../util/sorted-search.js';
 
 // criu's image framing: two magics, then entries, each a little-endian u32 size and a protobuf message (image-proto.ts).
 const IMG_COMMON_MAGIC = 0x54564319;
@@ -399,17 +400,6 @@ function spansOf(fd: number, memPath: string, e: PagemapEntry, runs: readonly Me
 function overlapsRun(runs: readonly MemoryRun[], e: PagemapEntry): boolean {
   const r = runs[firstEndingAfter(runs, e.vaddr)];
   return r !== undefined && r.vaddr < e.vaddr + e.pages * PAGE;
-}
-
-/** The first index below `length` where `reached` holds, for a `reached` false up to some index and true from it on. */
-function firstReached(length: number, reached: (i: number) => boolean): number {
-  let [lo, hi] = [0, length];
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (reached(mid)) hi = mid;
-    else lo = mid + 1;
-  }
-  return lo;
 }
 
 /** The index of the first of `sorted` (ascending) at or after `addr`. */

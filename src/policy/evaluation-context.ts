@@ -1,5 +1,6 @@
 import type { ClusterSnapshot, NodeInfo, SessionSnapshot } from '../core/cluster.js';
 import { pricePerGbHour } from '../pricing/session-cost.js';
+import { firstReached } from '../util/sorted-search.js';
 import { FreeMemoryIndex } from './free-memory-index.js';
 import type { Guards, PolicyKind } from './policy-schema.js';
 import { inQuietHours } from './quiet-hours.js';
@@ -162,7 +163,7 @@ export class EvaluationContext {
     belowPricePerGbHour = Infinity,
   ): NodeInfo | null {
     const need = bytes * headroom;
-    const end = firstAtOrAbove(this.prices, belowPricePerGbHour);
+    const end = firstReached(this.prices.length, (i) => (this.prices[i] as number) >= belowPricePerGbHour);
     for (let i = this.free.firstAtLeast(need, 0, end); i >= 0; i = this.free.firstAtLeast(need, i + 1, end)) {
       const n = this.byPrice[i] as NodeInfo;
       if (exclude.has(n.name) || !filter(n)) continue;
@@ -171,15 +172,4 @@ export class EvaluationContext {
     }
     return null;
   }
-}
-
-/** The first position in an ascending array whose value is at least `x` (its length if none). */
-function firstAtOrAbove(sorted: Float64Array, x: number): number {
-  let [lo, hi] = [0, sorted.length];
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if ((sorted[mid] as number) < x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
