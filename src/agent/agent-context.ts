@@ -1,3 +1,4 @@
+import type { WaitingCriu } from '../criu/waiting-criu.js';
 import type { ResidentFiles } from '../util/resident-files.js';
 import type { LandingMemory } from './landing-memory.js';
 import type { PreparedAnnounce } from './network.js';
@@ -39,6 +40,8 @@ export interface AgentContext {
   pushedPages: Map<string, PushedPages>;
   /** A checkpoint's page capture helper, started ahead of need. */
   captureHelpers: PageCaptureHelpers;
+  /** A criu started ahead of need, for the next dump or restore (waiting-criu.ts). */
+  waitingCriu: WaitingCriu;
   /** Memory warmed for each restore's fill (landing-memory.ts). */
   landing: LandingMemory;
   /** Checkpoints being fetched from the store for a restore here: retention leaves them alone meanwhile. */

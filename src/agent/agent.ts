@@ -1,3 +1,4 @@
+import { WaitingCriu } from '../criu/waiting-criu.js';
 import { LandingMemory } from './landing-memory.js';
 import { removeLeftCopies } from './memory-precopy.js';
 import { lazyRestoreBlocker } from '../criu/transparent-huge-pages.js';
@@ -103,6 +104,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
     incoming: new Map(),
     pushedPages: new Map(),
     captureHelpers: new PageCaptureHelpers(),
+    waitingCriu: new WaitingCriu(config.waitingCriu ? criu : { argv: criu.argv }),
     hashingHelpers: new HashingHelpers(),
     residentTools,
     landing: new LandingMemory(config.landingBytes),
@@ -134,6 +136,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const thp = lazyRestoreBlocker(config.transparentHugePagesFile);
   if (thp) log.warn({ why: thp }, 'no post-copy moves or lazy restores here while this lasts: moves go stop-and-copy, restores read all memory first');
   ctx.captureHelpers.warm();
+  ctx.waitingCriu.warm();
   if (verifier === 'python') ctx.hashingHelpers.warm();
   chunkBuffers.warm(2);
   const scheduler = config.scheduler ? linkToScheduler(ctx, url, config.scheduler, log) : undefined;
@@ -142,6 +145,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ name:
   const close = (answerMs = 0): Promise<void> => {
     ctx.stopping.abort();
     ctx.captureHelpers.close();
+    ctx.waitingCriu.close();
     ctx.hashingHelpers.close();
     // One still starting is closed once it has: its helper would otherwise live as long as this process.
     void ctx.residentTools.then((r) => r?.close());

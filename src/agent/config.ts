@@ -100,6 +100,12 @@ export interface AgentConfig {
    */
   residentTools: boolean;
   /**
+   * Keep one criu started ahead of need, waiting for its arguments
+   * (waiting-criu.ts; hubshift's build of criu only): a dump or restore then
+   * does not wait for criu to start. Default true.
+   */
+  waitingCriu: boolean;
+  /**
    * Sessions' glibc maps large allocations in transparent huge pages
    * (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, huge-page-collapse.ts), and after
    * a lazy restore the agent puts that memory back into huge pages: criu
@@ -154,6 +160,7 @@ export const AGENT_DEFAULTS = {
   sessionHugePages: true,
   spawnHelper: true,
   residentTools: true,
+  waitingCriu: true,
   transparentHugePagesFile: THP_ENABLED_FILE,
   conntrackBuckets: DEFAULT_CONNTRACK_BUCKETS,
   fileValidation: 'filesize',

@@ -160,6 +160,7 @@ export function dumpArgs(ctx: AgentContext, d: DumpStart, use: HookUse = {}, ext
     signal: ctx.teardown.signal,
     fileValidation: ctx.config.fileValidation,
     logLevel: ctx.config.criuLogLevel,
+    ahead: ctx.waitingCriu,
   };
 }
 

@@ -309,6 +309,7 @@ export async function restoreFromImages(
         signal: daemonFailed.signal,
         fileValidation: ctx.config.fileValidation,
         logLevel: ctx.config.criuLogLevel,
+        ahead: ctx.waitingCriu,
       });
     } catch (err) {
       daemon?.kill();

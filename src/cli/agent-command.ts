@@ -105,6 +105,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--post-copy-eager <MiB>', "post-copy: at most this much of the kernels' memory goes with the images instead of being fetched page by page on first touch: the pages they asked for first after their last lazy restore or move, else their smallest mappings (the server's memory always goes)", nonNegative('--post-copy-eager'), AGENT_DEFAULTS.postCopyEagerBytes / (1 << 20))
     .option('--no-spawn-helper', "start commands (criu restore, ip, nft, ...) by forking the agent itself, instead of from a small helper process (a fork of the agent costs it more the more memory it holds)")
     .option('--no-resident-tools', "leave criu, the commands run beside it and the restore's hasher to the page cache, instead of holding them in memory (about 17 MB, locked) while the agent runs: read from disk, criu took 16-25 ms instead of 11-17 to start inside a checkpoint")
+    .option('--no-waiting-criu', "start criu for each dump and restore, instead of keeping one started ahead, waiting for its arguments (hubshift's build of criu only)")
     .option('--no-post-copy-precopy', "post-copy: send all the eager memory after the freeze, instead of copying it while the session runs and sending after the freeze only the pages that changed")
     .option('--no-session-huge-pages', "start sessions without GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (their large allocations in transparent huge pages, which criu dumps faster), and leave a lazily restored session's memory in 4 KiB pages instead of collapsing it back into huge pages")
     .option('--conntrack-buckets <n>', "shrink the host's connection-tracking table to this many buckets at start when it is larger and nearly unused: criu walks the whole table twice in every dump (0: leave it alone)", integer('--conntrack-buckets', 0), AGENT_DEFAULTS.conntrackBuckets)
@@ -186,6 +187,7 @@ export function registerAgentCommand(program: Command): void {
         postCopyPrecopy: o.postCopyPrecopy !== false,
         spawnHelper: o.spawnHelper !== false,
         residentTools: o.residentTools !== false,
+        waitingCriu: o.waitingCriu !== false,
         sessionHugePages: o.sessionHugePages !== false,
         conntrackBuckets: Math.round(Number(o.conntrackBuckets)),
         fileValidation: o.fileValidation === 'buildid' ? 'buildid' : 'filesize',

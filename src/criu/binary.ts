@@ -44,6 +44,12 @@ export const CriuBinary = z.object({
    * probed yet.
    */
   lazyStackExact: z.boolean().optional(),
+  /**
+   * Whether criu can be started ahead of need and given its arguments on
+   * stdin (`--args-from-stdin`, hubshift's build: args-from-stdin.patch;
+   * src/criu/waiting-criu.ts), as probed at setup. Unset: not probed yet.
+   */
+  argsFromStdin: z.boolean().optional(),
 });
 export type CriuBinary = z.infer<typeof CriuBinary>;
 

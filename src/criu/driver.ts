@@ -1,10 +1,11 @@
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import type { PageServerAt } from '../core/checkpoint.js';
 import { CriuError, TimeoutError, errorMessage } from '../core/errors.js';
-import { CommandError, run, startDetached, type Detached, type RunOptions } from '../util/exec.js';
+import { CommandError, fdPathsOf, run, startDetached, type Detached, type RunOptions } from '../util/exec.js';
 import { killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
+import type { WaitingCriu } from './waiting-criu.js';
 
 export interface DumpOptions {
   /** Host pid of the tree's root: for a session, its PID-namespace init. */
@@ -35,6 +36,8 @@ export interface DumpOptions {
   logLevel?: CriuLogLevel;
   /** Called once criu has started, while it dumps. */
   onStarted?: () => void;
+  /** Where a criu started ahead of need waits, run in it if one is ready (plain dumps; startLazyDump starts its own). */
+  ahead?: WaitingCriu;
 }
 
 /**
@@ -75,6 +78,8 @@ export interface RestoreOptions {
   fileValidation?: FileValidation;
   /** How much criu writes to logFile (CriuLogLevel). Default 4. */
   logLevel?: CriuLogLevel;
+  /** Where a criu started ahead of need waits, run in it if one is ready. */
+  ahead?: WaitingCriu;
 }
 
 // Options every call takes: established TCP (the kernel's ZMQ and the browser's
@@ -89,14 +94,16 @@ function commonArgs(bin: CriuBinary, logFile: string, actionScript?: string, fil
 }
 
 /** How runCriu runs criu: run()'s options, with criu's own environment added to this process's. */
-type CriuRunOptions = Pick<RunOptions, 'signal' | 'extraFds' | 'onSpawn'> & { timeoutMs: number; env?: Record<string, string> };
+type CriuRunOptions = Pick<RunOptions, 'signal' | 'extraFds' | 'onSpawn'> & { timeoutMs: number; env?: Record<string, string>; ahead?: WaitingCriu };
 
 async function runCriu(bin: CriuBinary, op: 'dump' | 'restore', args: string[], logFile: string, opts: CriuRunOptions): Promise<number> {
   const { cmd, args: full } = criuCommand(bin, args);
   const { timeoutMs, env } = opts;
   const started = performance.now();
   try {
-    await run(cmd, full, { ...opts, env: env ? { ...process.env, ...env } : process.env });
+    // An aborted run must not use up the waiting criu: run() refuses it before it starts anything.
+    const ahead = opts.signal?.aborted ? undefined : opts.ahead?.run(args, { env, fdPaths: opts.extraFds && fdPathsOf(opts.extraFds) }, opts);
+    await (ahead ?? run(cmd, full, { ...opts, env: env ? { ...process.env, ...env } : process.env }));
   } catch (err) {
     const d = await diagnoseCriuLogFile(logFile);
     if (opts.signal?.aborted) {
@@ -133,7 +140,7 @@ function dumpArgv(bin: CriuBinary, opts: DumpOptions): string[] {
 export async function dump(bin: CriuBinary, opts: DumpOptions): Promise<{ seconds: number }> {
   await mkdir(opts.imagesDir, { recursive: true });
   const args = dumpArgv(bin, opts);
-  const seconds = await runCriu(bin, 'dump', args, opts.logFile, { timeoutMs: opts.timeoutMs ?? 300_000, signal: opts.signal, env: opts.env, onSpawn: opts.onStarted });
+  const seconds = await runCriu(bin, 'dump', args, opts.logFile, { timeoutMs: opts.timeoutMs ?? 300_000, signal: opts.signal, env: opts.env, onSpawn: opts.onStarted, ahead: opts.ahead });
   return { seconds };
 }
 
@@ -152,7 +159,7 @@ export async function restore(bin: CriuBinary, opts: RestoreOptions): Promise<{ 
   if (netns) args.push('--inherit-fd', `fd[3]:${EXTERNAL_NETNS_KEY}`);
   let seconds: number;
   try {
-    seconds = await runCriu(bin, 'restore', args, opts.logFile, { timeoutMs: opts.timeoutMs ?? 120_000, signal: opts.signal, env: opts.env, extraFds: netns ? [netns.fd] : undefined });
+    seconds = await runCriu(bin, 'restore', args, opts.logFile, { timeoutMs: opts.timeoutMs ?? 120_000, signal: opts.signal, env: opts.env, extraFds: netns ? [netns.fd] : undefined, ahead: opts.ahead });
   } finally {
     await netns?.close();
   }

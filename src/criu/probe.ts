@@ -3,13 +3,14 @@ import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../core/errors.js';
-import { sleep, waitFor } from '../util/exec.js';
+import { run, sleep, waitFor } from '../util/exec.js';
 import { childrenOf, isAlive, killQuietly } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { dump, restore } from './driver.js';
 import { buildAlignedStack, pageAlignedStacks } from './lazy-stack.js';
 import { pagesWritten } from './pagemap.js';
 import { diagnoseCriuLogFile } from './log.js';
+import { argsFromStdinInput } from './waiting-criu.js';
 
 // A process holding an established loopback TCP connection. After restore,
 // SIGUSR1 makes it send a ping over that connection and write what came back.
@@ -282,5 +283,22 @@ export async function probeLazyStack(bin: CriuBinary, workDir: string): Promise<
     return { ok: false, reason: errorMessage(err) };
   } finally {
     await cleanUp(pids, dir, ran);
+  }
+}
+
+/**
+ * Whether criu can be started ahead of need and given its arguments on
+ * stdin (hubshift's build, args-from-stdin.patch; WaitingCriu): `--version`
+ * given so, with a setting for its environment, must print criu's version.
+ * Stock criu refuses the option.
+ */
+export async function probeArgsFromStdin(bin: CriuBinary): Promise<{ ok: boolean; reason: string | null }> {
+  const { cmd, args } = criuCommand(bin, ['--args-from-stdin']);
+  try {
+    const r = await run(cmd, args, { input: argsFromStdinInput(['--version'], { HUBSHIFT_PROBE: '1' }), allowFailure: true, timeoutMs: 10_000 });
+    if (r.code === 0 && /^Version: /m.test(r.stdout)) return { ok: true, reason: null };
+    return { ok: false, reason: `criu --args-from-stdin exited ${r.code}: ${(r.stderr.trim() || r.stdout.trim()).split('\n')[0] ?? ''}` };
+  } catch (err) {
+    return { ok: false, reason: errorMessage(err) };
   }
 }

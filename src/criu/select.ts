@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { CriuError, errorMessage } from '../core/errors.js';
 import { run } from '../util/exec.js';
 import { criuCommand, criuExecutable, CriuBinary, privatePrefixArgv } from './binary.js';
-import { probeCriu, probeHugePageFill, probeLazyStack, probePostCopy } from './probe.js';
+import { probeArgsFromStdin, probeCriu, probeHugePageFill, probeLazyStack, probePostCopy } from './probe.js';
 import { ensurePipeMaxSize } from './pipe-size.js';
 import { dropKdatCache } from './kdat-cache.js';
 
@@ -114,7 +114,7 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     }
     // The sysctl does not survive a reboot; the recorded choice does.
     if (cached) await raisePipeMaxSize(opts.log);
-    if (cached?.postCopy?.ok && cached.nftablesLock !== undefined && cached.hugePageFill !== undefined && cached.lazyStackExact !== undefined) return { chosen: cached, tried: [] };
+    if (cached?.postCopy?.ok && cached.nftablesLock !== undefined && cached.hugePageFill !== undefined && cached.lazyStackExact !== undefined && cached.argsFromStdin !== undefined) return { chosen: cached, tried: [] };
     if (cached) {
       // Chosen before post-copy or the nftables lock was probed, or post-copy failed then (before fs.pipe-max-size
       // was raised): probe those alone.
@@ -122,6 +122,7 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
       if (chosen.nftablesLock === undefined) chosen = { ...chosen, nftablesLock: await criuHasFeature(chosen.argv, 'nftables') };
       if (chosen.hugePageFill === undefined) chosen = { ...chosen, hugePageFill: await hugePageFill(chosen, opts) };
       if (chosen.lazyStackExact === undefined) chosen = { ...chosen, lazyStackExact: await lazyStackExact(chosen, opts) };
+      if (chosen.argsFromStdin === undefined) chosen = { ...chosen, argsFromStdin: await argsFromStdin(chosen, opts) };
       if (!chosen.postCopy?.ok) {
         await mkdir(opts.workDir, { recursive: true });
         await dropKdatCache();
@@ -166,7 +167,7 @@ export async function selectCriu(opts: { install: boolean; force: boolean; workD
     throw new CriuError('criu_unavailable', `no criu on this machine passes the TCP dump/restore probe (${why || 'none found'}); run npm run setup as root`, why);
   }
   opts.log(`probing post-copy (lazy migration) with criu ${chosen.version}`);
-  chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir), hugePageFill: await hugePageFill(chosen, opts), lazyStackExact: await lazyStackExact(chosen, opts) };
+  chosen = { ...chosen, postCopy: await probePostCopy(chosen, opts.workDir), hugePageFill: await hugePageFill(chosen, opts), lazyStackExact: await lazyStackExact(chosen, opts), argsFromStdin: await argsFromStdin(chosen, opts) };
   await saveSelection(chosen);
   return { chosen, tried };
 }
@@ -182,6 +183,7 @@ async function probed(bin: CriuBinary, opts: ProbeOpts, probe: (bin: CriuBinary,
 }
 
 const hugePageFill = (bin: CriuBinary, opts: ProbeOpts): Promise<boolean> => probed(bin, opts, probeHugePageFill, 'fills restored memory 4 KiB at a time');
+const argsFromStdin = (bin: CriuBinary, opts: ProbeOpts): Promise<boolean> => probed(bin, opts, probeArgsFromStdin, 'is started afresh for each dump and restore (no --args-from-stdin)');
 const lazyStackExact = (bin: CriuBinary, opts: ProbeOpts): Promise<boolean> =>
   probed(bin, opts, probeLazyStack, "dumps a process whole in a post-copy move when a thread's stack pointer is page-aligned (such moves go stop-and-copy in auto mode)");
 

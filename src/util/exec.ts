@@ -1,8 +1,8 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { TimeoutError } from '../core/errors.js';
 import { isAlive, killQuietly, processTree } from './proc.js';
-import { SpawnHelper } from './spawn-helper.js';
+import { SpawnHelper, type HelperExit, type HelperRun } from './spawn-helper.js';
 
 /** An instant of this process's performance.now() as an ISO 8601 time. */
 export function isoTimeOf(perfNow: number): string {
@@ -119,6 +119,72 @@ export async function startDetached(cmd: string, args: readonly string[], opts: 
   return { pid, exited, status, end: (data) => child.stdin?.end(data) };
 }
 
+/**
+ * A command started ahead of need that waits for its input on stdin before
+ * it does anything (criu --args-from-stdin): the work it is then given does
+ * not wait for a fork, an exec and the loading of its libraries.
+ */
+export interface StartedAhead {
+  pid: number;
+  /** Whether it has ended (its work done, or killed while it waited). */
+  readonly ended: boolean;
+  /**
+   * Writes `input` to its stdin and closes it, then waits for it as run()
+   * waits for a command it started (`onSpawn` called at once; the same
+   * timeout, results and errors). Once. Its output is not kept.
+   */
+  run(input: string, opts?: Pick<RunOptions, 'timeoutMs' | 'signal' | 'onSpawn' | 'allowFailure'>): Promise<RunResult>;
+  /** Kills it unless it has ended. */
+  cancel(): void;
+}
+
+/** Starts a StartedAhead in a session of its own, from the spawn helper where run() uses one. Rejects if it could not start. */
+export async function startAhead(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<StartedAhead> {
+  const env = opts.env ?? process.env;
+  let c: Pick<HelperRun, 'pid' | 'exit' | 'end'>;
+  if (helper?.alive) {
+    c = helper.run({ argv: [cmd, ...args], env, capture: false, inputLater: true });
+  } else {
+    const child = spawn(cmd, args, { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env });
+    child.unref();
+    // Neither the waiting command nor its stdin keeps this process alive.
+    (child.stdin as (Writable & { unref?: () => void }) | null)?.unref?.();
+    child.stdin?.on('error', () => undefined);
+    const pid = new Promise<number>((resolve, reject) => {
+      child.once('spawn', () => resolve(child.pid as number));
+      child.once('error', reject);
+    });
+    const exit = new Promise<HelperExit>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('close', (code, signal) => resolve({ code, signal, stdout: '', stderr: '' }));
+    });
+    c = { pid, exit, end: (data) => child.stdin?.end(data) };
+  }
+  const pid = await c.pid;
+  let ended = false;
+  c.exit.then(
+    () => (ended = true),
+    () => (ended = true),
+  );
+  let given = false;
+  return {
+    pid,
+    get ended() {
+      return ended;
+    },
+    run(input, runOpts = {}) {
+      if (given) return Promise.reject(new Error(`${cmd} (pid ${pid}), started ahead, was given its input already`));
+      given = true;
+      c.end(input);
+      runOpts.onSpawn?.();
+      return finish(cmd, args, runOpts, c.pid, c.exit);
+    },
+    cancel() {
+      if (!ended) killQuietly(pid);
+    },
+  };
+}
+
 /** Kills a command's process group and every descendant: criu's restored tasks take their own session and group. */
 function killCommand(pid: number): void {
   void processTree(pid).then((tree) => {
@@ -137,21 +203,29 @@ function settle(cmd: string, args: readonly string[], opts: RunOptions, timedOut
   return result;
 }
 
+/** Where the spawn helper, or a command, opens what this process holds open as `fds`: through /proc, as the same files. */
+export function fdPathsOf(fds: readonly number[]): string[] {
+  return fds.map((fd) => `/proc/${process.pid}/fd/${fd}`);
+}
+
 async function runFromHelper(h: SpawnHelper, cmd: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
-  const timeoutMs = opts.timeoutMs ?? 60_000;
-  // The helper opens what this process holds open through /proc, as the same files.
-  const fdPaths = opts.extraFds?.map((fd) => `/proc/${process.pid}/fd/${fd}`);
-  const c = h.run({ argv: [cmd, ...args], env: opts.env ?? process.env, cwd: opts.cwd, input: opts.input, fdPaths });
+  const c = h.run({ argv: [cmd, ...args], env: opts.env ?? process.env, cwd: opts.cwd, input: opts.input, fdPaths: opts.extraFds && fdPathsOf(opts.extraFds) });
   if (opts.onSpawn) void c.pid.then(opts.onSpawn, () => undefined);
+  return finish(cmd, args, opts, c.pid, c.exit);
+}
+
+/** Waits for a started command as run() does: its tree killed after the timeout or on abort, its end settled alike. */
+async function finish(cmd: string, args: readonly string[], opts: RunOptions, pid: Promise<number>, exit: Promise<HelperExit>): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
   let timedOut = false;
-  const kill = (): void => void c.pid.then(killCommand, () => undefined);
+  const kill = (): void => void pid.then(killCommand, () => undefined);
   const timer = setTimeout(() => {
     timedOut = true;
     kill();
   }, timeoutMs);
   opts.signal?.addEventListener('abort', kill, { once: true });
   try {
-    const e = await c.exit;
+    const e = await exit;
     return settle(cmd, args, opts, timedOut, timeoutMs, e.code, e.signal, e.stdout, e.stderr);
   } finally {
     clearTimeout(timer);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { probeCriu, probeHugePageFill, probeLazyStack, probePostCopy } from '../../src/criu/probe.js';
+import { probeArgsFromStdin, probeCriu, probeHugePageFill, probeLazyStack, probePostCopy } from '../../src/criu/probe.js';
 import { CRIU_PRIVATE_PREFIX, loadSelectedCriu } from '../../src/criu/select.js';
 import { privatePrefixArgv } from '../../src/criu/binary.js';
 
@@ -52,6 +52,18 @@ describe('the criu probe', () => {
     // Without lazy-stack-page.patch: "a lazy dump wrote 8581120 bytes of a process ... into its images" (by hand, 2026-12-03).
     expect(await probeLazyStack(bin, work)).toEqual({ ok: true, reason: null });
     expect(bin.lazyStackExact).toBe(true);
+  });
+
+  it("should find that hubshift's build takes its arguments on stdin, and stock criu not", async () => {
+    const bin = await loadSelectedCriu();
+    expect(bin.source).toBe('built');
+    expect(await probeArgsFromStdin(bin)).toEqual({ ok: true, reason: null });
+    expect(bin.argsFromStdin).toBe(true);
+    // Debian's criu, which setup installs beside it.
+    if (existsSync('/usr/sbin/criu')) {
+      const stock = await probeArgsFromStdin({ ...bin, argv: ['/usr/sbin/criu'], source: 'system' });
+      expect(stock).toEqual({ ok: false, reason: expect.stringMatching(/^criu --args-from-stdin exited 1: .*unrecognized option '--args-from-stdin'/) });
+    }
   });
 
   it('should fail a criu that cannot dump, with the reason', async () => {
