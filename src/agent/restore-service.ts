@@ -162,7 +162,7 @@ export async function startIncomingDaemon(ctx: AgentContext, images: string, tag
 async function startDaemon(ctx: AgentContext, images: string, tag: string, pageServer?: PageServerAt): Promise<EarlyLazyPages> {
   const log = logPath(ctx, `${tag}-lazy-pages-${Date.now()}.log`);
   // Post-copy is a move in, whose guard (armIncomingGuard) ends the daemon if the restore never comes.
-  return { daemon: await startLazyPages(ctx.criu, images, log, { pageServer, guardedElsewhere: pageServer !== undefined }), log };
+  return { daemon: await startLazyPages(ctx.criu, images, log, { pageServer, guardedElsewhere: pageServer !== undefined, ahead: ctx.waitingCriu }), log };
 }
 
 /**

@@ -8,6 +8,7 @@ import { startIdleGuard } from '../util/idle-guard.js';
 import { PY_PROCESS_HELPERS, killQuietly, processesWithArgs } from '../util/proc.js';
 import { criuCommand, type CriuBinary } from './binary.js';
 import { diagnoseCriuLogFile } from './log.js';
+import type { WaitingCriu } from './waiting-criu.js';
 import type { PageServerAt } from '../core/checkpoint.js';
 
 export interface LazyPagesDaemon {
@@ -92,19 +93,21 @@ export async function startLazyPages(
   bin: CriuBinary,
   imagesDir: string,
   logFile: string,
-  opts: { timeoutMs?: number; pageServer?: PageServerAt; orphanAfterMs?: number; guardedElsewhere?: boolean } = {},
+  opts: { timeoutMs?: number; pageServer?: PageServerAt; orphanAfterMs?: number; guardedElsewhere?: boolean; ahead?: WaitingCriu } = {},
 ): Promise<LazyPagesDaemon> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   // With a page server (post-copy), pages come over the network from the source's criu dump instead of local images.
   const remote = opts.pageServer ? ['--page-server', '--address', opts.pageServer.address, '--port', String(opts.pageServer.port)] : [];
   // -v4: its fault lines, which name the pages to restore eagerly, or send ahead, next time (agent/hot-pages.ts);
   // and from -v3 the line that says the daemon told the page server it is done (see lazyTransferHandedOver).
-  const { cmd, args } = criuCommand(bin, ['lazy-pages', '-D', imagesDir, '-o', logFile, '-v4', ...remote]);
+  const daemonArgs = ['lazy-pages', '-D', imagesDir, '-o', logFile, '-v4', ...remote];
+  const { cmd, args } = criuCommand(bin, daemonArgs);
   // A move's own guard (armIncomingGuard) ends a daemon no restore claimed: a second interpreter would start on its restore's path.
   const guard = opts.guardedElsewhere ? undefined : startOrphanGuard(imagesDir, opts.orphanAfterMs ?? ORPHAN_AFTER_MS);
-  let d: Detached;
+  let d: Pick<Detached, 'pid' | 'exited'>;
   try {
-    d = await startDetached(cmd, args);
+    // In a criu started ahead where one waits (on a post-copy target, the daemon starts in the frozen window).
+    d = opts.ahead?.launch(daemonArgs) ?? (await startDetached(cmd, args));
   } catch (err) {
     if (guard !== undefined) killQuietly(guard);
     throw new CriuError('criu_unavailable', `criu lazy-pages could not start: ${errorMessage(err)} (run npm run setup)`, 'spawn failed', logFile);

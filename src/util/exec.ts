@@ -89,15 +89,7 @@ export async function startDetached(cmd: string, args: readonly string[], opts: 
   if (helper?.alive) {
     const c = helper.run({ argv: [cmd, ...args], env, capture: false, statusFd: opts.statusFd, inputLater: opts.inputLater });
     const pid = await c.pid;
-    const exited = c.exit.then(
-      (e) => e.code ?? 128,
-      // The helper gone, its exit code is lost with it: not before the command itself is (a daemon still serving pages).
-      async () => {
-        while (await isAlive(pid)) await sleep(200);
-        return 127;
-      },
-    );
-    return { pid, exited, status: c.status, end: c.end };
+    return { pid, exited: detachedExit(pid, c.exit), status: c.status, end: c.end };
   }
   const child = spawn(cmd, args, { detached: true, stdio: [opts.inputLater ? 'pipe' : 'ignore', 'ignore', 'ignore', ...(opts.statusFd ? (['pipe'] as const) : [])], env });
   child.unref();
@@ -134,6 +126,8 @@ export interface StartedAhead {
    * timeout, results and errors). Once. Its output is not kept.
    */
   run(input: string, opts?: Pick<RunOptions, 'timeoutMs' | 'signal' | 'onSpawn' | 'allowFailure'>): Promise<RunResult>;
+  /** Writes `input` to its stdin and closes it, and leaves it running as startDetached leaves a daemon. Once (either this or run). */
+  launch(input: string): Pick<Detached, 'pid' | 'exited'>;
   /** Kills it unless it has ended. */
   cancel(): void;
 }
@@ -167,22 +161,48 @@ export async function startAhead(cmd: string, args: readonly string[], opts: { e
     () => (ended = true),
   );
   let given = false;
+  const give = (input: string): void => {
+    if (given) throw new Error(`${cmd} (pid ${pid}), started ahead, was given its input already`);
+    given = true;
+    c.end(input);
+  };
   return {
     pid,
     get ended() {
       return ended;
     },
     run(input, runOpts = {}) {
-      if (given) return Promise.reject(new Error(`${cmd} (pid ${pid}), started ahead, was given its input already`));
-      given = true;
-      c.end(input);
+      try {
+        give(input);
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
       runOpts.onSpawn?.();
       return finish(cmd, args, runOpts, c.pid, c.exit);
+    },
+    launch(input) {
+      give(input);
+      return { pid, exited: detachedExit(pid, c.exit) };
     },
     cancel() {
       if (!ended) killQuietly(pid);
     },
   };
+}
+
+/**
+ * A detached command's exit code (Detached.exited): 128 when a signal ended it. Where the spawn helper that started
+ * it went away first, its exit code is lost with it: 127, not before the command itself is gone (a daemon still
+ * serving pages).
+ */
+function detachedExit(pid: number, exit: Promise<HelperExit>): Promise<number> {
+  return exit.then(
+    (e) => e.code ?? 128,
+    async () => {
+      while (await isAlive(pid)) await sleep(200);
+      return 127;
+    },
+  );
 }
 
 /** Kills a command's process group and every descendant: criu's restored tasks take their own session and group. */

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -23,7 +23,7 @@ while True: time.sleep(3600)
 
 /** The pid criu waits as, once it does. */
 async function waitingPid(w: WaitingCriu): Promise<number> {
-  return waitFor('a criu to wait', async () => w.waitingPid, { timeoutMs: 10_000, intervalMs: 20 });
+  return waitFor('a criu to wait', async () => w.waitingPids[0], { timeoutMs: 10_000, intervalMs: 20 });
 }
 
 async function cmdline(pid: number): Promise<string[]> {
@@ -49,7 +49,8 @@ describe('a criu started ahead of need', () => {
 
   it("should dump and restore a process with the run's arguments, its environment for the action script, and be replaced once done", async () => {
     expect(bin.argsFromStdin, "setup's criu does not take its arguments on stdin: it is not hubshift's build (README, \"Which criu\")").toBe(true);
-    const w = new WaitingCriu(bin);
+    // One waiting at a time: the restore's is the one started after the dump.
+    const w = new WaitingCriu(bin, 1);
     waiting.push(w);
     w.warm();
     const first = await waitingPid(w);
@@ -85,7 +86,7 @@ describe('a criu started ahead of need', () => {
   });
 
   it('should report a failed run as a failure from its log, and start criu afresh when none waits', async () => {
-    const w = new WaitingCriu(bin);
+    const w = new WaitingCriu(bin, 1);
     waiting.push(w);
     w.warm();
     const first = await waitingPid(w);
@@ -96,18 +97,49 @@ describe('a criu started ahead of need', () => {
     await expect(dump(bin, { pid: 2 ** 22 + 7, imagesDir: join(dir, 'none2'), logFile: join(dir, 'none2.log'), ahead: w, timeoutMs: 30_000 })).rejects.toThrow(/criu dump failed/);
   });
 
+  it('should start a daemon in a waiting criu and leave it running, its command line its own, while the next waits', async () => {
+    const w = new WaitingCriu(bin);
+    waiting.push(w);
+    w.warm();
+    const both = await waitFor('two to wait', async () => (w.waitingPids.length === 2 ? w.waitingPids : undefined), { timeoutMs: 10_000, intervalMs: 20 });
+    const images = join(dir, 'served');
+    await mkdir(images);
+    // A page server waits for its client until killed: a daemon as a post-copy target's lazy-pages is.
+    const d = w.launch(['page-server', '-D', images, '--address', '127.0.0.1', '--port', '27941', '-o', join(dir, 'page-server.log')]);
+    expect(d?.pid).toBe(both[0]);
+    pids.push(d?.pid as number);
+    expect(await waitFor('its command line', async () => ((await cmdline(both[0]!)).includes('page-server') ? cmdline(both[0]!) : undefined), { timeoutMs: 5_000 })).toEqual([
+      ...bin.argv.slice(-1),
+      'page-server',
+      '-D',
+      images,
+      '--address',
+      '127.0.0.1',
+      '--port',
+      '27941',
+      '-o',
+      join(dir, 'page-server.log'),
+    ]);
+    expect(w.waitingPids).toEqual([both[1]]);
+    // Half a second after the launch, the next is started: two wait again, the daemon still runs.
+    await waitFor('two to wait again', async () => (w.waitingPids.length === 2 ? true : undefined), { timeoutMs: 10_000, intervalMs: 20 });
+    expect(await isAlive(both[0]!)).toBe(true);
+    process.kill(both[0]!, 'SIGKILL');
+    expect(await d?.exited).toBe(128);
+  });
+
   it('should leave no criu behind once closed, and start none for a criu without the option', async () => {
     const w = new WaitingCriu(bin);
     w.warm();
-    const pid = await waitingPid(w);
+    const left = await waitFor('two to wait', async () => (w.waitingPids.length === 2 ? w.waitingPids : undefined), { timeoutMs: 10_000, intervalMs: 20 });
     w.close();
-    await waitFor('the waiting criu to be gone', async () => ((await isAlive(pid)) ? undefined : true), { timeoutMs: 5_000 });
-    expect(w.waitingPid).toBeUndefined();
+    for (const pid of left) await waitFor('the waiting criu to be gone', async () => ((await isAlive(pid)) ? undefined : true), { timeoutMs: 5_000 });
+    expect(w.waitingPids).toEqual([]);
 
     const stock = new WaitingCriu({ argv: bin.argv, argsFromStdin: false });
     stock.warm();
     await new Promise((r) => setTimeout(r, 300));
-    expect(stock.waitingPid).toBeUndefined();
+    expect(stock.waitingPids).toEqual([]);
     stock.close();
   });
 });
