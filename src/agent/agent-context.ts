@@ -40,7 +40,7 @@ export interface AgentContext {
   pushedPages: Map<string, PushedPages>;
   /** A checkpoint's page capture helper, started ahead of need. */
   captureHelpers: PageCaptureHelpers;
-  /** A criu started ahead of need, for the next dump or restore (waiting-criu.ts). */
+  /** Criu started ahead of need, for the next dumps, restores and lazy-pages daemons (waiting-criu.ts). */
   waitingCriu: WaitingCriu;
   /** Memory warmed for each restore's fill (landing-memory.ts). */
   landing: LandingMemory;

@@ -100,7 +100,7 @@ export interface AgentConfig {
    */
   residentTools: boolean;
   /**
-   * Keep one criu started ahead of need, waiting for its arguments
+   * Keep criu started ahead of need (two), waiting for their arguments
    * (waiting-criu.ts; hubshift's build of criu only): a dump or restore then
    * does not wait for criu to start. Default true.
    */
