@@ -85,30 +85,40 @@ export interface Detached {
  * helper where run() uses one. Rejects if it could not start.
  */
 export async function startDetached(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; statusFd?: boolean; inputLater?: boolean } = {}): Promise<Detached> {
+  const c = spawnLongLived(cmd, args, opts);
+  const pid = await c.pid;
+  return { pid, exited: detachedExit(pid, c.exit), status: c.status, end: c.end };
+}
+
+/**
+ * A long-lived command started in a session of its own, its output to
+ * /dev/null: from the spawn helper where run() uses one, else forked here
+ * (`unrefInput`: its stdin then does not keep this process alive either).
+ */
+function spawnLongLived(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; statusFd?: boolean; inputLater?: boolean; unrefInput?: boolean }): Pick<HelperRun, 'pid' | 'exit' | 'status' | 'end'> {
   const env = opts.env ?? process.env;
-  if (helper?.alive) {
-    const c = helper.run({ argv: [cmd, ...args], env, capture: false, statusFd: opts.statusFd, inputLater: opts.inputLater });
-    const pid = await c.pid;
-    return { pid, exited: detachedExit(pid, c.exit), status: c.status, end: c.end };
-  }
+  if (helper?.alive) return helper.run({ argv: [cmd, ...args], env, capture: false, statusFd: opts.statusFd, inputLater: opts.inputLater });
   const child = spawn(cmd, args, { detached: true, stdio: [opts.inputLater ? 'pipe' : 'ignore', 'ignore', 'ignore', ...(opts.statusFd ? (['pipe'] as const) : [])], env });
   child.unref();
+  if (opts.unrefInput) (child.stdin as (Writable & { unref?: () => void }) | null)?.unref?.();
   // A command gone before its input breaks the pipe: nothing to tell it then.
   child.stdin?.on('error', () => undefined);
-  const exited = new Promise<number>((resolve) => {
-    child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
-    child.on('error', () => resolve(127));
+  const exit = new Promise<HelperExit>((resolve, reject) => {
+    child.once('exit', (code, signal) => resolve({ code, signal, stdout: '', stderr: '' }));
+    child.once('error', reject);
   });
-  const pid = await new Promise<number>((resolve, reject) => {
+  const pid = new Promise<number>((resolve, reject) => {
     child.once('spawn', () => resolve(child.pid as number));
     child.once('error', reject);
   });
+  // Awaited through pid by the callers: a command that never started has nothing to wait for.
+  exit.catch(() => undefined);
   const fd3 = child.stdio[3] as Readable | null | undefined;
   const status = new Promise<void>((resolve) => fd3?.once('data', () => resolve()));
   // Read once, then let go: it must not keep this process alive.
   void status.then(() => fd3?.destroy());
-  void exited.then(() => fd3?.destroy());
-  return { pid, exited, status, end: (data) => child.stdin?.end(data) };
+  void exit.finally(() => fd3?.destroy()).catch(() => undefined);
+  return { pid, exit, status, end: (data) => child.stdin?.end(data) };
 }
 
 /**
@@ -134,26 +144,8 @@ export interface StartedAhead {
 
 /** Starts a StartedAhead in a session of its own, from the spawn helper where run() uses one. Rejects if it could not start. */
 export async function startAhead(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<StartedAhead> {
-  const env = opts.env ?? process.env;
-  let c: Pick<HelperRun, 'pid' | 'exit' | 'end'>;
-  if (helper?.alive) {
-    c = helper.run({ argv: [cmd, ...args], env, capture: false, inputLater: true });
-  } else {
-    const child = spawn(cmd, args, { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env });
-    child.unref();
-    // Neither the waiting command nor its stdin keeps this process alive.
-    (child.stdin as (Writable & { unref?: () => void }) | null)?.unref?.();
-    child.stdin?.on('error', () => undefined);
-    const pid = new Promise<number>((resolve, reject) => {
-      child.once('spawn', () => resolve(child.pid as number));
-      child.once('error', reject);
-    });
-    const exit = new Promise<HelperExit>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('close', (code, signal) => resolve({ code, signal, stdout: '', stderr: '' }));
-    });
-    c = { pid, exit, end: (data) => child.stdin?.end(data) };
-  }
+  // Neither the waiting command nor its stdin keeps this process alive.
+  const c = spawnLongLived(cmd, args, { env: opts.env, inputLater: true, unrefInput: true });
   const pid = await c.pid;
   let ended = false;
   c.exit.then(
