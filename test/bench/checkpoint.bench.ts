@@ -5,6 +5,10 @@ import { dropCaches, measureDiskBest, measureDiskCold, measureDiskDirectWrite, m
 import { measureFirstTouch, type MemoryBaseline } from './memory-baseline.js';
 import { stopOnInterrupt } from './interrupt.js';
 import { median } from './median.js';
+import { sleep } from '../../src/util/exec.js';
+
+/** How long each round waits between its baseline write and its checkpoint (see benchCheckpoint). */
+const QUIET_AFTER_WRITE_MS = 3_000;
 
 export interface CheckpointRound {
   checkpointSeconds: number;
@@ -61,6 +65,10 @@ export async function benchCheckpoint(sizeMiB: number, log: (m: string) => void,
       // writes; taken before, whatever the write leaves falls on the checkpoint, not on its baseline.
       const beforeBytes = rounds.at(-1)?.imageBytes ?? (sizeMiB + 128) * 2 ** 20;
       const beforeWriteBytesPerSecond = beforeBytes / (await measureDiskWrite(t.config.workDir, beforeBytes));
+      // A pause before the checkpoint: right after that write (twice the image, fsynced), 1 GiB kernels' checkpoints
+      // took 1.27-1.33 s against 0.93-1.13 s without the write, and 0.89-1.03 s with it and 3 s between (eight rounds
+      // each way, alternated, 2026-12-05 08:19-08:22): what the host still does after it fell on the checkpoint.
+      await sleep(QUIET_AFTER_WRITE_MS);
       await dropCaches();
       log(`${sizeMiB} MiB: checkpoint ${i + 1}`);
       const ck = await t.client.checkpoint(s.id);
