@@ -95,8 +95,8 @@ async function cleanUp(pids: number[], dir: string, ok: boolean): Promise<void> 
   if (ok) await rm(dir, { recursive: true, force: true });
 }
 
-/** Dumps the tree of `pid` into DIR/images and restores it from there (logs in DIR); the restored tree's pid. */
-async function dumpAndRestore(bin: CriuBinary, dir: string, pid: number): Promise<number> {
+/** Dumps the tree of `pid` into DIR/images and restores it from there (logs in DIR: dump.log, restore.log); the restored tree's pid. */
+export async function dumpAndRestore(bin: CriuBinary, dir: string, pid: number): Promise<number> {
   const images = join(dir, 'images');
   await dump(bin, { pid, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000 });
   return (await restore(bin, { imagesDir: images, logFile: join(dir, 'restore.log'), pidFile: join(dir, 'restored.pid'), timeoutMs: 60_000 })).pid;

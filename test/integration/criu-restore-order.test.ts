@@ -2,8 +2,7 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dump, restore } from '../../src/criu/driver.js';
-import { startIsolatedPython, stopProcesses } from '../../src/criu/probe.js';
+import { dumpAndRestore, startIsolatedPython, stopProcesses } from '../../src/criu/probe.js';
 import { loadSelectedCriu } from '../../src/criu/select.js';
 import { waitFor } from '../../src/util/exec.js';
 import { childrenOf } from '../../src/util/proc.js';
@@ -67,35 +66,33 @@ describe("hubshift's criu restoring a process tree (restore-children-before-fill
     await mkdir(out);
     const p = await startIsolatedPython(dir, 'tree', TREE_PY, [out]);
     pids.push(...p.pids);
-    const images = join(dir, 'images');
-    await dump(bin, { pid: p.init, imagesDir: images, logFile: join(dir, 'dump.log'), timeoutMs: 60_000 });
-    const restored = await restore(bin, { imagesDir: images, logFile: join(dir, 'restore.log'), pidFile: join(dir, 'restored.pid'), timeoutMs: 60_000 });
-    pids.push(restored.pid);
+    const restored = await dumpAndRestore(bin, dir, p.init);
+    pids.push(restored);
 
     const lines = taskLines(await readFile(join(dir, 'restore.log'), 'utf8'));
-    const forks = lines.flatMap((l) => {
+    // Each fork, with where the parent logged it.
+    const forks = lines.flatMap((l, line) => {
       const m = /^Forking task with (\d+) pid/.exec(l.msg);
-      return m ? [{ parent: l.task, child: Number(m[1]) }] : [];
+      return m ? [{ parent: l.task, child: Number(m[1]), line }] : [];
     });
     // In the namespace: P is 1; it forks C, which forks G.
-    const c = forks.find((f) => f.parent === 1)?.child;
-    const g = forks.find((f) => f.parent === c)?.child;
+    const c = forks.find((f) => f.parent === 1);
+    const g = forks.find((f) => f.parent === c?.child);
     expect(c, 'P forked no child in the restore log').toBeDefined();
     expect(g, 'C forked no child in the restore log').toBeDefined();
     const at = (task: number, re: RegExp): number => lines.findIndex((l) => l.task === task && re.test(l.msg));
-    const forkOf = (parent: number, child: number): number => lines.findIndex((l) => l.task === parent && l.msg.startsWith(`Forking task with ${child} pid`));
     const filled = (task: number): number => at(task, /^nr_restored_pages:/);
     // C shares P's memory: P fills before it forks C, as stock criu does for every child.
     expect(filled(1)).toBeGreaterThanOrEqual(0);
-    expect(filled(1)).toBeLessThan(forkOf(1, c!));
+    expect(filled(1)).toBeLessThan(c!.line);
     // G shares none of C's (it exec'd): C forks it first, and both fill at once.
-    expect(filled(c!)).toBeGreaterThan(forkOf(c!, g!));
-    const shared = /^nr_shared_pages:\s+(\d+)/.exec(lines[at(c!, /^nr_shared_pages:/)]?.msg ?? '');
+    expect(filled(c!.child)).toBeGreaterThan(g!.line);
+    const shared = /^nr_shared_pages:\s+(\d+)/.exec(lines[at(c!.child, /^nr_shared_pages:/)]?.msg ?? '');
     expect(Number(shared?.[1] ?? 0), "C's pages equal to P's were not left shared").toBeGreaterThan(0);
 
-    const [cPid] = await childrenOf(restored.pid);
+    const [cPid] = await childrenOf(restored);
     const [gPid] = await childrenOf(cPid!);
-    for (const pid of [restored.pid, cPid!, gPid!]) process.kill(pid, 'SIGUSR1');
+    for (const pid of [restored, cPid!, gPid!]) process.kill(pid, 'SIGUSR1');
     for (const role of ['P', 'C', 'G']) {
       expect(await waitFor(`${role} to check its memory`, async () => (await readFile(join(out, role), 'utf8').catch(() => '')) || undefined, { timeoutMs: 10_000 })).toBe('ok');
     }
